@@ -1,0 +1,52 @@
+# fullrandom: set-up, demo, tests and benchmarks. Every target installs what it needs.
+#   make demo   fit lme4's InstEval with fr_fit and lmer and print both
+#   make test   cargo tests of the Rust core, then R CMD build + R CMD check of the package
+#   make bench  the benchmark scripts under bench/
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+BUILD := $(CURDIR)/.build
+R_LIB := $(BUILD)/lib
+# A project-local library first, so nothing is installed into the system R library.
+export R_LIBS := $(R_LIB)
+export FULLRANDOM_CARGO_TARGET_DIR := $(BUILD)/cargo-target
+export PATH := $(PATH):$(HOME)/.cargo/bin
+export NOT_CRAN := true
+CARGO_JOBS := 2
+
+.PHONY: setup install demo test cargo-test check wrappers document bench clean
+
+setup:
+	@bash tools/setup.sh
+	@mkdir -p $(R_LIB)
+
+install: setup
+	R CMD INSTALL --no-multiarch --library=$(R_LIB) .
+
+demo: install
+	Rscript demo/insteval.R
+
+cargo-test: setup
+	cargo test --jobs $(CARGO_JOBS) --manifest-path src/rust/Cargo.toml --workspace
+
+# Build the tarball and check it; any ERROR or WARNING fails the target.
+check: setup
+	rm -rf $(BUILD)/check && mkdir -p $(BUILD)/check
+	cd $(BUILD)/check && R CMD build --no-manual $(CURDIR)
+	cd $(BUILD)/check && _R_CHECK_FORCE_SUGGESTS_=true R CMD check --no-manual fullrandom_*.tar.gz || true
+	@bash tools/check-result.sh $(BUILD)/check/fullrandom.Rcheck
+
+test: cargo-test check
+
+# Regenerates R/extendr-wrappers.R from the Rust module's own wrapper generator.
+wrappers: install
+	Rscript tools/generate-wrappers.R
+
+document: install
+	Rscript -e 'roxygen2::roxygenise()'
+
+bench: install
+	Rscript bench/insteval.R
+
+clean:
+	rm -rf $(BUILD) src/*.o src/*.so src/rust/target

@@ -1,0 +1,112 @@
+#' Fit a linear mixed model by the method of moments
+#'
+#' Fits `y = X b + Z_1 u_1 + ... + Z_K u_K + e` with random intercepts written in
+#' lme4's syntax: crossed `(1 | a) + (1 | b)`, nested `(1 | a/b)` (meaning
+#' `(1 | a) + (1 | a:b)`) and interactions `(1 | a:b)`. The variance components solve
+#' the moment equations below, which hold for any design without assuming normality.
+#'
+#' @section The estimator:
+#' With ordinary least squares residuals `r = y - X b_ols`, for the whole data (factor
+#' 0) and every random term `k` the within-level sum of squares
+#' `Q_k = sum_i r_i^2 - sum_g (sum_{i in g} r_i)^2 / n_g` has expectation
+#' `E[Q_k] = sum_l s2_l c_kl + s2 c_ke`, where `c_kl = tr(Z_l' M A_k M Z_l)`,
+#' `c_ke = tr(A_k M)`, `M = I - X (X'X)^-1 X'` and `A_k = I - Z_k (Z_k'Z_k)^-1 Z_k'`.
+#' Equating each `Q_k` with its expectation gives `K + 1` linear equations in the
+#' `K` random-effect variances and the residual variance `s2`; their solution (the
+#' "raw" estimates, kept in the fit as `theta_raw`) is exactly unbiased. The traces
+#' have closed forms in level counts, cross-tabulation counts and per-level sums of
+#' `X`, so the fit needs one pass over the data and memory linear in the numbers of
+#' observations and levels. In balanced designs the estimates equal REML's.
+#'
+#' A negative solution is set to zero and the model without that term re-solved,
+#' most negative first; the fit is then reported as a boundary (singular) fit, as
+#' lmer reports it.
+#'
+#' The fixed effects reported by this version are the OLS estimates.
+#'
+#' @param formula a two-sided formula in lme4 syntax with at least one random
+#'   intercept, e.g. `y ~ service + (1 | s) + (1 | d) + (1 | dept)`. Grouping
+#'   variables of any type are treated as factors.
+#' @param data a data frame holding the variables of `formula` (it is not modified).
+#' @param subset an optional expression selecting the rows to use, as in [lm()].
+#' @param na.action what to do with rows holding `NA`; by default
+#'   `getOption("na.action")`, normally [na.omit()]. The number of dropped rows is
+#'   printed with the fit.
+#' @param threads number of threads of the Rust core; the results do not depend on it.
+#' @return an object of class `fr_fit`: a list with, among others, `theta` (the
+#'   variance components after the boundary rule, named by term, then `Residual`),
+#'   `theta_raw` (the unbiased solution of the moment equations), `boundary`,
+#'   `coefficients` (fixed effects), `moment_equations` (`lhs` and `q`), `flist`
+#'   (the grouping factors) and `frame` (the model frame).
+#' @seealso [VarCorr()][VarCorr.fr_fit] for the variance components.
+#' @references N. Matloff, "A New Framework for Random Effects Models" (Full
+#'   Randomness). K. Gao and A. B. Owen (2017), "Efficient moment calculations for
+#'   variance components in large unbalanced crossed random effects models",
+#'   Electronic Journal of Statistics 11(1).
+#' @examples
+#' if (requireNamespace("lme4", quietly = TRUE)) {
+#'   fit <- fr_fit(Yield ~ 1 + (1 | Batch), data = lme4::Dyestuff)
+#'   fit
+#'   as.data.frame(VarCorr(fit))
+#' }
+#' @export
+fr_fit <- function(formula, data = NULL, subset, na.action,
+                   threads = getOption("fullrandom.threads", fr_available_threads())) {
+  call <- match.call()
+  threads <- check_threads(threads)
+  parsed <- parse_fr_formula(formula)
+  frame_call <- call[c(1L, match(c("data", "subset", "na.action"), names(call), 0L))]
+  frame_call[[1L]] <- quote(stats::model.frame)
+  md <- fr_model_data(parsed, frame_call, data, parent.frame())
+
+  moments <- fr_moments(md$y, md$X, md$flist, threads)
+  report_dropped_columns(colnames(md$X), moments$kept)
+  if (any(moments$boundary)) {
+    message(boundary_message(names(moments$boundary)[moments$boundary]))
+  }
+
+  structure(
+    c(moments, list(
+      call = call,
+      formula = formula,
+      data_name = if (is.null(call$data)) NULL else deparse1(call$data),
+      nobs = length(md$y),
+      ngrps = vapply(md$flist, nlevels, 1L),
+      n_dropped = md$n_dropped,
+      na.action = md$na_action,
+      flist = md$flist,
+      frame = md$frame,
+      terms = md$terms,
+      threads = threads
+    )),
+    class = "fr_fit"
+  )
+}
+
+check_threads <- function(threads) {
+  if (!is.numeric(threads) || length(threads) != 1L || is.na(threads) ||
+      threads < 1 || threads != round(threads)) {
+    stop("`threads` must be a whole number of at least 1", call. = FALSE)
+  }
+  as.integer(threads)
+}
+
+report_dropped_columns <- function(columns, kept) {
+  dropped <- setdiff(seq_along(columns), kept)
+  if (length(dropped) == 0L) return(invisible())
+  message(sprintf(
+    "fixed-effect model matrix is rank deficient so dropping %d %s: %s",
+    length(dropped), ngettext(length(dropped), "column / coefficient", "columns / coefficients"),
+    paste(columns[dropped], collapse = ", ")
+  ))
+}
+
+boundary_message <- function(terms) {
+  sprintf(
+    "boundary (singular) fit: the moment %s of %s %s negative and %s set to 0 (see ?fr_fit)",
+    ngettext(length(terms), "estimate", "estimates"),
+    paste(term_label(terms), collapse = ", "),
+    ngettext(length(terms), "was", "were"),
+    ngettext(length(terms), "is", "are")
+  )
+}

@@ -1,0 +1,169 @@
+# From the user's formula and data to what the Rust core reads: the response, the
+# fixed-effect matrix and one factor per random term. All input checks live here, so
+# every bad input is reported in the user's terms (the column, the term, the level).
+
+#' Build the model frame, response, fixed-effect matrix and grouping factors
+#'
+#' @param parsed the result of `parse_fr_formula()`.
+#' @param frame_call a call to `stats::model.frame` carrying the user's `data`,
+#'   `subset` and `na.action` arguments, unevaluated.
+#' @param data the user's data (or `NULL` when the variables come from the formula's
+#'   environment), used for checks that must see the data before rows are dropped.
+#' @param env where to evaluate `frame_call`.
+#' @return a list with `frame`, `y`, `X`, `flist` (named list of factors, ordered by
+#'   decreasing number of levels as lme4 orders them), `terms` (fixed part),
+#'   `n_dropped` and `na_action`.
+#' @noRd
+fr_model_data <- function(parsed, frame_call, data, env) {
+  check_columns_exist(parsed$frame_formula, data)
+  check_no_nan(parsed$frame_formula, data)
+
+  frame_call$formula <- parsed$frame_formula
+  frame_call$drop.unused.levels <- TRUE
+  frame <- eval(frame_call, env)
+  na_action <- attr(frame, "na.action")
+  n_dropped <- length(na_action)
+  if (nrow(frame) == 0L) {
+    stop(if (n_dropped > 0L) {
+      sprintf("no observations are left after removing %d rows with missing values", n_dropped)
+    } else {
+      "the data have no rows"
+    }, call. = FALSE)
+  }
+
+  fixed_terms <- terms(parsed$fixed, data = frame)
+  if (!is.null(attr(fixed_terms, "offset"))) {
+    stop("offset() terms are not supported yet; subtract the offset from the response instead",
+         call. = FALSE)
+  }
+  response_name <- deparse1(parsed$response)
+  y <- response_vector(model.response(frame), response_name)
+  X <- model.matrix(fixed_terms, frame)
+  check_finite_matrix(X)
+  flist <- grouping_factors(parsed$random, frame)
+
+  n_params <- ncol(X) + length(flist) + 1L
+  if (length(y) < n_params) {
+    stop(sprintf(
+      "fewer observations (%d) than parameters (%d: %d fixed effects and %d variance components)",
+      length(y), n_params, ncol(X), length(flist) + 1L
+    ), call. = FALSE)
+  }
+  list(frame = frame, y = y, X = X, flist = flist, terms = fixed_terms,
+       n_dropped = n_dropped, na_action = na_action)
+}
+
+check_columns_exist <- function(frame_formula, data) {
+  if (is.null(data)) return(invisible())
+  if (!is.data.frame(data) && !is.list(data)) {
+    stop("`data` must be a data frame", call. = FALSE)
+  }
+  env <- environment(frame_formula)
+  vars <- all.vars(frame_formula)
+  unknown <- vars[!vars %in% names(data) &
+                    !vapply(vars, exists, logical(1), envir = env)]
+  if (length(unknown) > 0L) {
+    stop(sprintf(
+      "%s %s not found in `data`",
+      ngettext(length(unknown), "column", "columns"),
+      paste0("'", unknown, "'", collapse = ", ")
+    ), call. = FALSE)
+  }
+}
+
+# NaN would be dropped as missing by na.omit; it is more often a computation gone wrong.
+check_no_nan <- function(frame_formula, data) {
+  if (is.null(data)) return(invisible())
+  for (v in intersect(all.vars(frame_formula), names(data))) {
+    column <- data[[v]]
+    if (is.double(column) && anyNA(column)) {
+      rows <- which(is.nan(column))
+      if (length(rows) > 0L) {
+        stop(sprintf(
+          "column '%s' has NaN values (rows %s); remove or replace them (NA values are dropped per na.action)",
+          v, format_rows(rows)
+        ), call. = FALSE)
+      }
+    }
+  }
+}
+
+response_vector <- function(y, name) {
+  if (is.null(y)) {
+    stop("the formula has no response", call. = FALSE)
+  }
+  if (is.matrix(y) && ncol(y) != 1L) {
+    stop(sprintf("the response '%s' must be a numeric vector, not a matrix", name), call. = FALSE)
+  }
+  if (!is.numeric(y) || is.factor(y)) {
+    stop(sprintf("the response '%s' must be numeric, not %s", name, describe_type(y)),
+         call. = FALSE)
+  }
+  y <- as.vector(y)
+  if (!is.double(y)) y <- as.double(y)
+  bad <- which(!is.finite(y))
+  if (length(bad) > 0L) {
+    stop(sprintf("the response '%s' has non-finite values (%s in rows %s)",
+                 name, paste(unique(y[bad]), collapse = ", "), format_rows(bad)),
+         call. = FALSE)
+  }
+  y
+}
+
+check_finite_matrix <- function(X) {
+  if (all(is.finite(X))) return(invisible())
+  bad_col <- which(colSums(!is.finite(X)) > 0L)[1L]
+  rows <- which(!is.finite(X[, bad_col]))
+  stop(sprintf("the fixed-effect column '%s' has non-finite values (rows %s)",
+               colnames(X)[bad_col], format_rows(rows)), call. = FALSE)
+}
+
+#' One factor per random term, levels as observed (unused levels dropped), any
+#' grouping type treated as a factor; interactions get lme4-style labels "b:a".
+#' @noRd
+grouping_factors <- function(random, frame) {
+  n <- nrow(frame)
+  flist <- lapply(random, function(term) {
+    parts <- lapply(term$factors, function(expr) as_grouping_factor(frame[[deparse1(expr)]]))
+    f <- if (length(parts) == 1L) parts[[1L]] else interaction_factor(parts)
+    if (nlevels(f) < 2L) {
+      stop(sprintf("the grouping factor of %s has a single level; a random effect needs at least two",
+                   term_label(term$label)), call. = FALSE)
+    }
+    if (nlevels(f) >= n) {
+      stop(sprintf(
+        "the grouping factor of %s has as many levels (%d) as there are observations, so its variance cannot be separated from the residual variance",
+        term_label(term$label), nlevels(f)
+      ), call. = FALSE)
+    }
+    f
+  })
+  names(flist) <- vapply(random, `[[`, "", "label")
+  # lme4 lists terms by decreasing number of levels; order() is stable for ties.
+  flist[order(-vapply(flist, nlevels, 1L))]
+}
+
+as_grouping_factor <- function(x) {
+  if (is.factor(x)) droplevels(x) else factor(x)
+}
+
+# The observed combinations of several factors, labelled "b:a" in the order given.
+interaction_factor <- function(parts) {
+  codes <- rep(0, length(parts[[1L]]))
+  for (f in parts) codes <- codes * nlevels(f) + (as.integer(f) - 1)
+  combos <- sort(unique(codes))
+  first <- match(combos, codes)
+  labels <- do.call(paste, c(lapply(parts, function(f) as.character(f[first])), sep = ":"))
+  factor(match(codes, combos), levels = seq_along(combos), labels = labels)
+}
+
+term_label <- function(label) sprintf("(1 | %s)", label)
+
+format_rows <- function(rows, max = 5L) {
+  shown <- paste(utils::head(rows, max), collapse = ", ")
+  if (length(rows) > max) paste0(shown, ", ...") else shown
+}
+
+describe_type <- function(x) {
+  if (is.factor(x)) "a factor" else if (is.logical(x)) "logical" else class(x)[1L]
+}

@@ -1,0 +1,122 @@
+//! The model's data, borrowed from the caller without copying.
+//!
+//! Row `i` has response `y[i]`, fixed-effect row `x[i, ..]` and, for every random term
+//! `k`, the level `codes_k[i] - offset_k` in `0..n_levels_k`. Taking an offset lets a
+//! caller pass 1-based codes (as R factors store them) without a copy of N integers.
+
+use crate::error::FitError;
+use ndarray::ArrayView2;
+use rayon::prelude::*;
+
+/// The grouping codes of one random-intercept term.
+#[derive(Debug, Clone)]
+pub struct FactorCodes<'a> {
+    /// The term's label as the user knows it, e.g. `"s"` or `"cask:batch"`.
+    pub name: String,
+    pub codes: &'a [i32],
+    /// Subtracted from every code to give a level in `0..n_levels`.
+    pub offset: i32,
+    pub n_levels: usize,
+}
+
+impl FactorCodes<'_> {
+    /// The 0-based level of row `i` (valid after [`ModelData::validate`]).
+    #[inline(always)]
+    pub fn level(&self, i: usize) -> usize {
+        (self.codes[i] - self.offset) as usize
+    }
+}
+
+/// Response, fixed-effect matrix (N x p, any memory layout) and grouping factors.
+#[derive(Debug, Clone)]
+pub struct ModelData<'a> {
+    pub y: &'a [f64],
+    pub x: ArrayView2<'a, f64>,
+    /// Column names of `x`, used in messages.
+    pub x_names: Vec<String>,
+    /// The column of `x` that is identically 1, if any. Only with an intercept may
+    /// the statistics be computed about a pilot location (see [`crate::Shift`]).
+    pub intercept: Option<usize>,
+    pub factors: Vec<FactorCodes<'a>>,
+}
+
+impl ModelData<'_> {
+    pub fn n_obs(&self) -> usize {
+        self.y.len()
+    }
+
+    pub fn n_fixed(&self) -> usize {
+        self.x.ncols()
+    }
+
+    /// Checks shapes, level codes and finiteness, naming what is wrong.
+    pub fn validate(&self) -> Result<(), FitError> {
+        let n = self.n_obs();
+        let bad = |m: String| Err(FitError::InvalidInput(m));
+        if n == 0 {
+            return bad("the data have no observations".into());
+        }
+        if u32::try_from(n).is_err() {
+            return bad(format!(
+                "{n} observations are more than one fit holds (2^32 - 1); split the data into chunks"
+            ));
+        }
+        if self.x.nrows() != n {
+            return bad(format!(
+                "the fixed-effect matrix has {} rows but the response has {n}",
+                self.x.nrows()
+            ));
+        }
+        if self.x_names.len() != self.x.ncols() {
+            return bad(format!(
+                "{} names given for {} fixed-effect columns",
+                self.x_names.len(),
+                self.x.ncols()
+            ));
+        }
+        if let Some(j) = self.intercept {
+            if j >= self.x.ncols() {
+                return bad(format!("intercept column {j} is outside the fixed-effect matrix"));
+            }
+        }
+        if let Some(i) = self.y.par_iter().position_first(|v| !v.is_finite()) {
+            return bad(format!("the response has a non-finite value ({}) in row {}", self.y[i], i + 1));
+        }
+        for (j, column) in self.x.columns().into_iter().enumerate() {
+            if let Some((i, v)) = column.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+                return bad(format!(
+                    "fixed-effect column '{}' has a non-finite value ({v}) in row {}",
+                    self.x_names[j],
+                    i + 1
+                ));
+            }
+        }
+        for f in &self.factors {
+            if f.codes.len() != n {
+                return bad(format!(
+                    "grouping factor '{}' has {} codes for {n} observations",
+                    f.name,
+                    f.codes.len()
+                ));
+            }
+            if f.n_levels == 0 || u32::try_from(f.n_levels).is_err() {
+                return bad(format!("grouping factor '{}' has {} levels", f.name, f.n_levels));
+            }
+            let top = f.n_levels as i64;
+            let out_of_range = f
+                .codes
+                .par_iter()
+                .position_first(|&c| !(0..top).contains(&(c as i64 - f.offset as i64)));
+            if let Some(i) = out_of_range {
+                return bad(format!(
+                    "grouping factor '{}' has code {} in row {}, outside its {} levels",
+                    f.name,
+                    f.codes[i],
+                    i + 1,
+                    f.n_levels
+                ));
+            }
+        }
+        Ok(())
+    }
+}

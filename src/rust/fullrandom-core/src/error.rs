@@ -1,0 +1,29 @@
+//! Errors that name the offending input: the column, the term, the level.
+
+use std::fmt;
+
+/// Why a fit could not be made. The message is written for the user of the R package.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FitError {
+    /// The input violates a precondition (lengths, codes out of range, non-finite values).
+    InvalidInput(String),
+    /// The moment equations cannot separate some variance components.
+    NotIdentifiable(String),
+    /// Statistics that cannot be merged (different shapes, levels or shifts).
+    Incompatible(String),
+    /// Something that should not happen; reported rather than panicking.
+    Internal(String),
+}
+
+impl fmt::Display for FitError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FitError::InvalidInput(m)
+            | FitError::NotIdentifiable(m)
+            | FitError::Incompatible(m)
+            | FitError::Internal(m) => f.write_str(m),
+        }
+    }
+}
+
+impl std::error::Error for FitError {}

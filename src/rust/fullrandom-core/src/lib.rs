@@ -1,0 +1,74 @@
+//! # fullrandom-core
+//!
+//! Method-of-moments estimation of linear mixed models
+//!
+//! ```text
+//! y = X b + sum_k Z_k u_k + e,   Var(u_k) = s2_k I,   Var(e) = s2 I,
+//! ```
+//!
+//! with no distributional assumption beyond the second moments. The modules follow the
+//! steps of the method:
+//!
+//! 1. [`data`]: the borrowed input (response, fixed-effect matrix, grouping codes).
+//! 2. [`grouping`]: counting sorts that group rows by level and count the cells of
+//!    every pair of factors in O(N), without hashing.
+//! 3. [`stats`]: one parallel pass producing [`SufficientStats`], which merge exactly:
+//!    the statistics of a union of row sets are the merge of theirs.
+//! 4. [`ols`]: ordinary least squares from the statistics, with aliased columns dropped.
+//! 5. [`moments`]: the within-level sums of squares `Q_k`, their expectations
+//!    `E[Q_k] = sum_l s2_l c_kl + s2 c_ke` in closed form, and the solution of the
+//!    moment equations with the boundary (negative component) rule.
+//!
+//! No R types appear here; the R package converts at its boundary.
+
+pub mod data;
+pub mod dense;
+pub mod error;
+pub mod grouping;
+pub mod moments;
+pub mod ols;
+pub mod stats;
+
+pub use data::{FactorCodes, ModelData};
+pub use error::FitError;
+pub use moments::{fit_variance_components, MomentEquations, VarianceComponents};
+pub use ols::{ols_from_stats, OlsFit};
+pub use stats::{Shift, SufficientStats};
+
+/// Everything the moment fit produces, in the original (unshifted) parametrisation.
+#[derive(Debug, Clone)]
+pub struct MomentFit {
+    pub ols: OlsFit,
+    pub equations: MomentEquations,
+    pub components: VarianceComponents,
+}
+
+/// Computes the sufficient statistics of `data` with `threads` worker threads and
+/// solves the moment equations.
+///
+/// The result does not depend on `threads`: every parallel reduction runs over a fixed
+/// partition of the rows and is merged in a fixed order.
+pub fn fit(data: &ModelData<'_>, threads: usize) -> Result<MomentFit, FitError> {
+    let stats = run_with_threads(threads, || SufficientStats::compute(data))??;
+    fit_from_stats(&stats)
+}
+
+/// Solves the moment equations from (possibly merged) sufficient statistics.
+pub fn fit_from_stats(stats: &SufficientStats) -> Result<MomentFit, FitError> {
+    let ols = ols_from_stats(stats)?;
+    let equations = MomentEquations::from_stats(stats, &ols)?;
+    let components = fit_variance_components(&equations)?;
+    Ok(MomentFit { ols, equations, components })
+}
+
+/// Runs `work` on a private rayon pool of `threads` threads (1 or more).
+pub fn run_with_threads<T: Send>(
+    threads: usize,
+    work: impl FnOnce() -> T + Send,
+) -> Result<T, FitError> {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| FitError::Internal(format!("could not start {threads} threads: {e}")))?;
+    Ok(pool.install(work))
+}

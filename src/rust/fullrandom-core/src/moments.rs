@@ -1,0 +1,305 @@
+//! The moment equations and their solution.
+//!
+//! With OLS residuals `r = M y`, `M = I - X W X'`, `W = (X'X)^-1`, and for every factor
+//! `k = 0..K` (factor 0: one level holding every row) the within-level sum of squares
+//!
+//! ```text
+//! Q_k = r'A_k r = sum_i r_i^2 - sum_g (sum_{i in g} r_i)^2 / n_g,    A_k = I - Z_k D_k^-1 Z_k',
+//! E[Q_k] = sum_{l=1..K} s2_l c_kl + s2 c_ke,   c_kl = tr(Z_l'M A_k M Z_l),   c_ke = tr(A_k M).
+//! ```
+//!
+//! In closed form, with `D_k = diag(n_g)`, `S_k = Z_k'X`, `C_kl = Z_k'Z_l` (cells `n_gm`),
+//! `F_l = S_l'S_l` and `T_k = X'X - S_k'D_k^-1 S_k`:
+//!
+//! ```text
+//! c_ke = (N - G_k) - tr(W T_k)
+//! c_kl = (N - sum_g sum_m n_gm^2 / n_g) - 2 tr(W F_l) + 2 tr(W S_k'D_k^-1 C_kl S_l) + tr(W T_k W F_l)
+//! ```
+//!
+//! (for `l = k` this reduces to `tr(W T_k W F_k)`). The residual sums come from the
+//! statistics too: `sum_{i in g} r_i = sum_{i in g} y_i - S_k[g] b`. Solving the
+//! (K+1) x (K+1) system gives estimates that are exactly unbiased for any design and any
+//! X, with no normality assumed. Levels with no observations (possible in merged chunks)
+//! contribute nothing and are not counted in `G_k`.
+
+use crate::dense::{scaled_rank_deficiency, solve, trace_of_product};
+use crate::error::FitError;
+use crate::ols::OlsFit;
+use crate::stats::SufficientStats;
+use faer::Mat;
+
+/// Singular values of the scaled system below this fraction of the largest mean the
+/// components cannot be separated.
+pub const SINGULARITY_TOLERANCE: f64 = 1e-9;
+
+/// `lhs theta = q` with rows `k = 0..K` (factor 0 first) and unknowns
+/// `(s2_1, ..., s2_K, s2)`.
+#[derive(Debug, Clone)]
+pub struct MomentEquations {
+    /// Labels of the K random terms, e.g. `"s"`, `"cask:batch"`.
+    pub factor_names: Vec<String>,
+    pub lhs: Mat<f64>,
+    pub q: Vec<f64>,
+}
+
+/// The estimates; index `K` is the residual variance.
+#[derive(Debug, Clone)]
+pub struct VarianceComponents {
+    /// The solution of the full system: unbiased, possibly negative.
+    pub raw: Vec<f64>,
+    /// After the boundary rule: negative components set to zero, the rest re-solved.
+    pub estimate: Vec<f64>,
+    /// Which of the K random components were set to zero.
+    pub at_boundary: Vec<bool>,
+}
+
+/// The user's spelling of a random term, for messages.
+pub fn term_label(name: &str) -> String {
+    format!("(1 | {name})")
+}
+
+/// What the equations need of one factor's levels (factor 0 included).
+struct FactorMoments {
+    /// Levels with observations.
+    n_nonempty: usize,
+    /// `S_k'D_k^-1 S_k`.
+    weighted_cross: Mat<f64>,
+    /// `F_k = S_k'S_k`.
+    cross: Mat<f64>,
+    /// `sum_g (sum_{i in g} r_i)^2 / n_g`.
+    between_ss: f64,
+}
+
+impl MomentEquations {
+    pub fn from_stats(stats: &SufficientStats, ols: &OlsFit) -> Result<MomentEquations, FitError> {
+        check_distinct_partitions(stats)?;
+        let k_factors = stats.n_factors();
+        let q = ols.kept.len();
+        let n = stats.n_obs as f64;
+        let w = &ols.xtx_inv;
+        let b = &ols.coef_shifted;
+        let xtx = crate::dense::submatrix(&stats.xtx, stats.n_fixed(), &ols.kept);
+
+        // Level sums of the kept columns: S_k[g] as a q-vector.
+        let level_x = |k: usize, g: usize| -> Vec<f64> {
+            let lv = &stats.levels[k];
+            ols.kept.iter().map(|&j| lv.sum_x[j * lv.n_levels() + g]).collect()
+        };
+        let all_x: Vec<f64> = ols.kept.iter().map(|&j| stats.sum_x[j]).collect();
+        let mut per_factor = Vec::with_capacity(k_factors + 1);
+        per_factor.push(FactorMoments {
+            n_nonempty: 1,
+            weighted_cross: outer(&all_x, &all_x, 1.0 / n),
+            cross: outer(&all_x, &all_x, 1.0),
+            between_ss: ols.sum_residuals * ols.sum_residuals / n,
+        });
+        for k in 0..k_factors {
+            let lv = &stats.levels[k];
+            let mut m = FactorMoments {
+                n_nonempty: 0,
+                weighted_cross: Mat::zeros(q, q),
+                cross: Mat::zeros(q, q),
+                between_ss: 0.0,
+            };
+            for g in 0..lv.n_levels() {
+                let count = lv.counts[g] as f64;
+                if count == 0.0 {
+                    continue;
+                }
+                m.n_nonempty += 1;
+                let s = level_x(k, g);
+                add_outer(&mut m.weighted_cross, &s, &s, 1.0 / count);
+                add_outer(&mut m.cross, &s, &s, 1.0);
+                let level_residual = lv.sum_y[g] - dot(&s, b);
+                m.between_ss += level_residual * level_residual / count;
+            }
+            per_factor.push(m);
+        }
+
+        let w_f: Vec<Mat<f64>> = per_factor.iter().map(|m| w * &m.cross).collect();
+        let w_t: Vec<Mat<f64>> = per_factor.iter().map(|m| w * &(&xtx - &m.weighted_cross)).collect();
+        let dim = k_factors + 1;
+        let mut lhs = Mat::zeros(dim, dim);
+        let mut rhs = vec![0.0; dim];
+        for k in 0..dim {
+            rhs[k] = ols.rss - per_factor[k].between_ss;
+            lhs[(k, k_factors)] = n - per_factor[k].n_nonempty as f64 - trace(&w_t[k]);
+            for l in 1..dim {
+                let projected = trace_of_product(&w_t[k], &w_f[l]);
+                lhs[(k, l - 1)] = if k == l {
+                    projected
+                } else {
+                    let (concentration, cross_term) = cell_terms(stats, k, l, &level_x, &all_x, q);
+                    n - concentration - 2.0 * trace(&w_f[l]) + 2.0 * trace_of_product(w, &cross_term) + projected
+                };
+            }
+        }
+        Ok(MomentEquations { factor_names: stats.factor_names.clone(), lhs, q: rhs })
+    }
+
+    pub fn n_factors(&self) -> usize {
+        self.factor_names.len()
+    }
+}
+
+/// For rows `k` (0 = all rows) and random factor `l >= 1` (indices into the equations),
+/// `sum_g sum_m n_gm^2 / n_g` and `S_k'D_k^-1 C_kl S_l`.
+fn cell_terms(
+    stats: &SufficientStats,
+    k: usize,
+    l: usize,
+    level_x: &dyn Fn(usize, usize) -> Vec<f64>,
+    all_x: &[f64],
+    q: usize,
+) -> (f64, Mat<f64>) {
+    let n = stats.n_obs as f64;
+    let col = &stats.levels[l - 1];
+    if k == 0 {
+        // One row level holding everything: n_0m = n_m.
+        let mut concentration = 0.0;
+        let mut v = vec![0.0; q];
+        for m in 0..col.n_levels() {
+            let count = col.counts[m] as f64;
+            if count == 0.0 {
+                continue;
+            }
+            concentration += count * count / n;
+            axpy(&mut v, count, &level_x(l - 1, m));
+        }
+        return (concentration, outer(all_x, &v, 1.0 / n));
+    }
+    let row = &stats.levels[k - 1];
+    let (cells, transposed) = stats.cells_of(k - 1, l - 1);
+    // v_g = sum_m n_gm S_l[m], accumulated per row level g.
+    let mut v = vec![0.0; row.n_levels() * q];
+    let mut concentration = 0.0;
+    let mut visit = |g: usize, m: usize, count: u64| {
+        let count = count as f64;
+        concentration += count * count / row.counts[g] as f64;
+        axpy(&mut v[g * q..(g + 1) * q], count, &level_x(l - 1, m));
+    };
+    for a in 0..cells.n_rows() {
+        for (b, count) in cells.row(a) {
+            if transposed {
+                visit(b, a, count)
+            } else {
+                visit(a, b, count)
+            }
+        }
+    }
+    let mut cross_term = Mat::zeros(q, q);
+    for g in 0..row.n_levels() {
+        if row.counts[g] > 0 {
+            add_outer(&mut cross_term, &level_x(k - 1, g), &v[g * q..(g + 1) * q], 1.0 / row.counts[g] as f64);
+        }
+    }
+    (concentration, cross_term)
+}
+
+/// Two random terms whose levels partition the rows identically cannot be told apart.
+fn check_distinct_partitions(stats: &SufficientStats) -> Result<(), FitError> {
+    let k_factors = stats.n_factors();
+    for k in 0..k_factors {
+        for l in k + 1..k_factors {
+            let (cells, _) = stats.cells_of(k, l);
+            let nonempty = |f: usize| stats.levels[f].counts.iter().filter(|&&c| c > 0).count();
+            let one_cell_per_level = cells.cols.len() == nonempty(k) && cells.cols.len() == nonempty(l);
+            if one_cell_per_level {
+                return Err(FitError::NotIdentifiable(format!(
+                    "the random terms {} and {} group the observations identically, so their variances cannot be told apart; keep only one of them",
+                    term_label(&stats.factor_names[k]),
+                    term_label(&stats.factor_names[l])
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Solves the moment equations. A negative component is set to zero and the model
+/// without it re-solved (its row and column dropped), most negative first, until all
+/// are non-negative, as a boundary fit.
+pub fn fit_variance_components(eq: &MomentEquations) -> Result<VarianceComponents, FitError> {
+    let k_factors = eq.n_factors();
+    let dim = k_factors + 1;
+    let (ratio, null_vector) = scaled_rank_deficiency(&eq.lhs)?;
+    if ratio < SINGULARITY_TOLERANCE {
+        return Err(not_identifiable(eq, &null_vector));
+    }
+    let raw = solve(&eq.lhs, &eq.q);
+    let mut active: Vec<usize> = (0..k_factors).collect();
+    let mut estimate = raw.clone();
+    loop {
+        let most_negative = active
+            .iter()
+            .copied()
+            .filter(|&l| estimate[l] < 0.0)
+            .min_by(|&a, &b| estimate[a].total_cmp(&estimate[b]));
+        let Some(dropped) = most_negative else { break };
+        active.retain(|&l| l != dropped);
+        // Equations: factor 0 and the active factors; unknowns: active factors, residual.
+        let rows: Vec<usize> = std::iter::once(0).chain(active.iter().map(|&l| l + 1)).collect();
+        let cols: Vec<usize> = active.iter().copied().chain(std::iter::once(k_factors)).collect();
+        let sub = Mat::from_fn(rows.len(), cols.len(), |i, j| eq.lhs[(rows[i], cols[j])]);
+        let sub_q: Vec<f64> = rows.iter().map(|&r| eq.q[r]).collect();
+        let sub_solution = solve(&sub, &sub_q);
+        estimate = vec![0.0; dim];
+        for (j, &c) in cols.iter().enumerate() {
+            estimate[c] = sub_solution[j];
+        }
+    }
+    if estimate[k_factors].is_nan() || estimate[k_factors] <= 0.0 {
+        return Err(FitError::NotIdentifiable(format!(
+            "the moment estimate of the residual variance is not positive ({:.4e}); the model has more random terms than these data can support",
+            estimate[k_factors]
+        )));
+    }
+    let at_boundary = (0..k_factors).map(|l| !active.contains(&l)).collect();
+    Ok(VarianceComponents { raw, estimate, at_boundary })
+}
+
+fn not_identifiable(eq: &MomentEquations, null_vector: &[f64]) -> FitError {
+    let k_factors = eq.n_factors();
+    let largest = null_vector.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+    let involved: Vec<String> = null_vector
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.abs() > 0.2 * largest)
+        .map(|(j, _)| if j == k_factors { "the residual".to_string() } else { term_label(&eq.factor_names[j]) })
+        .collect();
+    let hint = if involved.len() == 1 && !involved[0].starts_with("the residual") {
+        "; its grouping may coincide with a fixed effect or with the whole data"
+    } else if involved.iter().any(|t| t.starts_with("the residual")) {
+        "; a term whose levels mostly hold a single observation is confounded with the residual"
+    } else {
+        "; their groupings may be (nearly) the same"
+    };
+    FitError::NotIdentifiable(format!(
+        "the variance components of {} cannot be separated by these data (the moment equations are singular){hint}",
+        involved.join(" and ")
+    ))
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
+    y.iter_mut().zip(x).for_each(|(yi, xi)| *yi += a * xi);
+}
+
+fn outer(a: &[f64], b: &[f64], scale: f64) -> Mat<f64> {
+    Mat::from_fn(a.len(), b.len(), |i, j| scale * a[i] * b[j])
+}
+
+fn add_outer(m: &mut Mat<f64>, a: &[f64], b: &[f64], scale: f64) {
+    for j in 0..b.len() {
+        for i in 0..a.len() {
+            m[(i, j)] += scale * a[i] * b[j];
+        }
+    }
+}
+
+fn trace(m: &Mat<f64>) -> f64 {
+    (0..m.nrows()).map(|i| m[(i, i)]).sum()
+}

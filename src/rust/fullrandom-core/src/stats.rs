@@ -1,0 +1,321 @@
+//! Mergeable sufficient statistics, made in one parallel pass over the data.
+//!
+//! With `y~ = y - c_y` and `X~ = X - 1 c_x'` (the pilot [`Shift`]; the intercept column is
+//! never shifted) the statistics are
+//!
+//! ```text
+//! N, X~'X~, X~'y~, y~'y~, 1'X~, 1'y~                         (factor 0: all rows)
+//! for every factor k and level g:  n_g, sum_{i in g} y~_i, sum_{i in g} X~_i   (S_k = Z_k'X~)
+//! for every pair k < l:            n_gm, the nonzero cells of C_kl = Z_k'Z_l
+//! ```
+//!
+//! Every piece is a sum over rows, so the statistics of a union of row sets are the
+//! sums of theirs ([`SufficientStats::merge`]). Shifting by a pilot location keeps the
+//! sums of squares free of cancellation when the data sit far from zero (y + 1e8); with
+//! an intercept in the model the residuals, and so every moment estimate, are unchanged.
+//!
+//! Parallel work is split over a fixed partition (row blocks of [`ROW_BLOCK`], one task per
+//! factor and column) and reduced in a fixed order, so results are bitwise identical for
+//! any number of threads.
+
+use crate::data::ModelData;
+use crate::error::FitError;
+use crate::grouping::{level_starts, rows_by_level, CellCounts};
+use rayon::prelude::*;
+
+/// Rows per block of the global sums; fixed so that the reduction order is too.
+pub const ROW_BLOCK: usize = 1 << 15;
+/// Rows used to choose the pilot location.
+const PILOT_ROWS: usize = 1024;
+
+/// The constants subtracted before summing: `y - y_shift`, `x_j - x_shift[j]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Shift {
+    pub y: f64,
+    pub x: Vec<f64>,
+}
+
+impl Shift {
+    /// The mean of the first rows when the model has an intercept, otherwise zero (a
+    /// shift would change the column space and so the residuals).
+    pub fn pilot(data: &ModelData<'_>) -> Shift {
+        let p = data.n_fixed();
+        let Some(intercept) = data.intercept else {
+            return Shift { y: 0.0, x: vec![0.0; p] };
+        };
+        let rows = data.n_obs().min(PILOT_ROWS);
+        let mean = |v: &mut dyn Iterator<Item = f64>| v.sum::<f64>() / rows.max(1) as f64;
+        let y = mean(&mut data.y[..rows].iter().copied());
+        let x = (0..p)
+            .map(|j| if j == intercept { 0.0 } else { mean(&mut data.x.column(j).iter().take(rows).copied()) })
+            .collect();
+        Shift { y, x }
+    }
+}
+
+/// Per-level sums of one factor. `sum_x` is stored by column: level `g`, column `j` at
+/// `j * n_levels + g`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LevelSums {
+    pub counts: Vec<u64>,
+    pub sum_y: Vec<f64>,
+    pub sum_x: Vec<f64>,
+}
+
+impl LevelSums {
+    pub fn n_levels(&self) -> usize {
+        self.counts.len()
+    }
+}
+
+/// The mergeable sufficient statistics of a linear mixed model with random intercepts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SufficientStats {
+    pub n_obs: u64,
+    pub shift: Shift,
+    pub x_names: Vec<String>,
+    pub intercept: Option<usize>,
+    pub factor_names: Vec<String>,
+    /// `X~'X~`, p x p, column-major.
+    pub xtx: Vec<f64>,
+    pub xty: Vec<f64>,
+    pub yty: f64,
+    pub sum_y: f64,
+    pub sum_x: Vec<f64>,
+    pub levels: Vec<LevelSums>,
+    /// Cells of every pair `k < l`, at [`pair_index`]`(k, l, K)`.
+    pub cells: Vec<CellCounts>,
+}
+
+/// Position of the pair `k < l` among the `K (K - 1) / 2` pairs of `K` factors.
+pub fn pair_index(k: usize, l: usize, n_factors: usize) -> usize {
+    debug_assert!(k < l && l < n_factors);
+    k * n_factors - k * (k + 1) / 2 + (l - k - 1)
+}
+
+/// Global sums of one block of rows.
+struct BlockSums {
+    xtx: Vec<f64>,
+    xty: Vec<f64>,
+    yty: f64,
+    sum_y: f64,
+    sum_x: Vec<f64>,
+}
+
+impl SufficientStats {
+    /// One pass over `data` (validated first) with the pilot shift.
+    pub fn compute(data: &ModelData<'_>) -> Result<SufficientStats, FitError> {
+        SufficientStats::compute_with_shift(data, Shift::pilot(data))
+    }
+
+    /// One pass with a given shift; statistics to be merged must share their shift.
+    pub fn compute_with_shift(data: &ModelData<'_>, shift: Shift) -> Result<SufficientStats, FitError> {
+        data.validate()?;
+        let p = data.n_fixed();
+        if shift.x.len() != p {
+            return Err(FitError::InvalidInput(format!("shift has {} columns, data {p}", shift.x.len())));
+        }
+        let k_factors = data.factors.len();
+        let (global, (levels, cells)) = rayon::join(
+            || global_sums(data, &shift),
+            || {
+                let levels = level_sums(data, &shift);
+                let cells = pair_cells(data, &levels);
+                (levels, cells)
+            },
+        );
+        debug_assert_eq!(cells.len(), k_factors * k_factors.saturating_sub(1) / 2);
+        Ok(SufficientStats {
+            n_obs: data.n_obs() as u64,
+            shift,
+            x_names: data.x_names.clone(),
+            intercept: data.intercept,
+            factor_names: data.factors.iter().map(|f| f.name.clone()).collect(),
+            xtx: global.xtx,
+            xty: global.xty,
+            yty: global.yty,
+            sum_y: global.sum_y,
+            sum_x: global.sum_x,
+            levels,
+            cells,
+        })
+    }
+
+    pub fn n_fixed(&self) -> usize {
+        self.xty.len()
+    }
+
+    pub fn n_factors(&self) -> usize {
+        self.levels.len()
+    }
+
+    /// The cells of factors `k` and `l` (`k != l`), and whether they are stored
+    /// transposed (as `l` x `k`).
+    pub fn cells_of(&self, k: usize, l: usize) -> (&CellCounts, bool) {
+        let n = self.n_factors();
+        if k < l {
+            (&self.cells[pair_index(k, l, n)], false)
+        } else {
+            (&self.cells[pair_index(l, k, n)], true)
+        }
+    }
+
+    /// The statistics of the union of the two row sets. Both must describe the same
+    /// model: the same columns, factors, numbers of levels (levels matched by code) and shift.
+    pub fn merge(&self, other: &SufficientStats) -> Result<SufficientStats, FitError> {
+        let incompatible = |what: &str| Err(FitError::Incompatible(format!("statistics differ in {what}")));
+        if self.x_names != other.x_names || self.intercept != other.intercept {
+            return incompatible("their fixed-effect columns");
+        }
+        if self.factor_names != other.factor_names {
+            return incompatible("their grouping factors");
+        }
+        if self.shift != other.shift {
+            return incompatible("their pilot shift");
+        }
+        for (k, (a, b)) in self.levels.iter().zip(&other.levels).enumerate() {
+            if a.n_levels() != b.n_levels() {
+                return incompatible(&format!("the number of levels of '{}'", self.factor_names[k]));
+            }
+        }
+        let add = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| x + y).collect::<Vec<f64>>();
+        let levels = self
+            .levels
+            .iter()
+            .zip(&other.levels)
+            .map(|(a, b)| LevelSums {
+                counts: a.counts.iter().zip(&b.counts).map(|(x, y)| x + y).collect(),
+                sum_y: add(&a.sum_y, &b.sum_y),
+                sum_x: add(&a.sum_x, &b.sum_x),
+            })
+            .collect();
+        let cells = self
+            .cells
+            .iter()
+            .zip(&other.cells)
+            .map(|(a, b)| a.merge(b))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(SufficientStats {
+            n_obs: self.n_obs + other.n_obs,
+            shift: self.shift.clone(),
+            x_names: self.x_names.clone(),
+            intercept: self.intercept,
+            factor_names: self.factor_names.clone(),
+            xtx: add(&self.xtx, &other.xtx),
+            xty: add(&self.xty, &other.xty),
+            yty: self.yty + other.yty,
+            sum_y: self.sum_y + other.sum_y,
+            sum_x: add(&self.sum_x, &other.sum_x),
+            levels,
+            cells,
+        })
+    }
+}
+
+/// `X~'X~`, `X~'y~`, `y~'y~` and the column sums: per row block, then added in block order.
+fn global_sums(data: &ModelData<'_>, shift: &Shift) -> BlockSums {
+    let n = data.n_obs();
+    let p = data.n_fixed();
+    let blocks: Vec<BlockSums> = (0..n.div_ceil(ROW_BLOCK))
+        .into_par_iter()
+        .map(|b| {
+            let rows = b * ROW_BLOCK..((b + 1) * ROW_BLOCK).min(n);
+            // Shifted columns of the block, contiguous, so the products below vectorise.
+            let ys: Vec<f64> = data.y[rows.clone()].iter().map(|v| v - shift.y).collect();
+            let xs: Vec<Vec<f64>> = (0..p)
+                .map(|j| data.x.column(j).slice(ndarray::s![rows.clone()]).iter().map(|v| v - shift.x[j]).collect())
+                .collect();
+            let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(u, v)| u * v).sum::<f64>();
+            let mut xtx = vec![0.0; p * p];
+            for j in 0..p {
+                for i in 0..=j {
+                    let v = dot(&xs[i], &xs[j]);
+                    xtx[j * p + i] = v;
+                    xtx[i * p + j] = v;
+                }
+            }
+            BlockSums {
+                xtx,
+                xty: xs.iter().map(|c| dot(c, &ys)).collect(),
+                yty: dot(&ys, &ys),
+                sum_y: ys.iter().sum(),
+                sum_x: xs.iter().map(|c| c.iter().sum()).collect(),
+            }
+        })
+        .collect();
+    let mut total = BlockSums { xtx: vec![0.0; p * p], xty: vec![0.0; p], yty: 0.0, sum_y: 0.0, sum_x: vec![0.0; p] };
+    for b in blocks {
+        total.xtx.iter_mut().zip(&b.xtx).for_each(|(t, v)| *t += v);
+        total.xty.iter_mut().zip(&b.xty).for_each(|(t, v)| *t += v);
+        total.sum_x.iter_mut().zip(&b.sum_x).for_each(|(t, v)| *t += v);
+        total.yty += b.yty;
+        total.sum_y += b.sum_y;
+    }
+    total
+}
+
+/// Per-level counts and sums. One sequential scatter per (factor, column) task: the
+/// tasks run in parallel and each sums its rows in row order.
+fn level_sums(data: &ModelData<'_>, shift: &Shift) -> Vec<LevelSums> {
+    let p = data.n_fixed();
+    let tasks: Vec<(usize, usize)> = (0..data.factors.len()).flat_map(|k| (0..p + 2).map(move |c| (k, c))).collect();
+    let mut results: Vec<(Vec<u64>, Vec<f64>)> = tasks
+        .par_iter()
+        .map(|&(k, column)| {
+            let f = &data.factors[k];
+            let n_levels = f.n_levels;
+            match column {
+                0 => {
+                    let mut counts = vec![0u64; n_levels];
+                    for i in 0..data.n_obs() {
+                        counts[f.level(i)] += 1;
+                    }
+                    (counts, Vec::new())
+                }
+                1 => {
+                    let mut sums = vec![0.0; n_levels];
+                    for (i, v) in data.y.iter().enumerate() {
+                        sums[f.level(i)] += v - shift.y;
+                    }
+                    (Vec::new(), sums)
+                }
+                _ => {
+                    let j = column - 2;
+                    let mut sums = vec![0.0; n_levels];
+                    for (i, v) in data.x.column(j).iter().enumerate() {
+                        sums[f.level(i)] += v - shift.x[j];
+                    }
+                    (Vec::new(), sums)
+                }
+            }
+        })
+        .collect();
+    let mut out = Vec::with_capacity(data.factors.len());
+    let mut drained = results.drain(..);
+    for f in &data.factors {
+        let counts = drained.next().unwrap().0;
+        let sum_y = drained.next().unwrap().1;
+        let mut sum_x = Vec::with_capacity(f.n_levels * p);
+        for _ in 0..p {
+            sum_x.extend_from_slice(&drained.next().unwrap().1);
+        }
+        out.push(LevelSums { counts, sum_y, sum_x });
+    }
+    out
+}
+
+/// The cell counts of every pair of factors, pairs in parallel.
+fn pair_cells(data: &ModelData<'_>, levels: &[LevelSums]) -> Vec<CellCounts> {
+    let k_factors = data.factors.len();
+    let starts: Vec<Vec<usize>> = levels.iter().map(|l| level_starts(&l.counts)).collect();
+    // Every factor but the first is a column factor of some pair and needs its order.
+    let orders: Vec<Vec<u32>> = (0..k_factors)
+        .into_par_iter()
+        .map(|l| if l == 0 { Vec::new() } else { rows_by_level(&data.factors[l], &starts[l]) })
+        .collect();
+    let pairs: Vec<(usize, usize)> = (0..k_factors).flat_map(|k| (k + 1..k_factors).map(move |l| (k, l))).collect();
+    pairs
+        .par_iter()
+        .map(|&(k, l)| CellCounts::count(&data.factors[k], &starts[k], &data.factors[l], &orders[l]))
+        .collect()
+}

@@ -1,0 +1,99 @@
+//! The extendr layer of the fullrandom R package: it converts R vectors into borrowed
+//! slices, calls `fullrandom_core` (which holds all the statistics), and converts the
+//! result into an R list. No R object is touched from a worker thread: the core only
+//! sees slices, and R objects are built after the parallel work has returned.
+
+use extendr_api::prelude::*;
+use extendr_api::Result;
+use fullrandom_core::{FactorCodes, ModelData};
+use ndarray::{ArrayView2, ShapeBuilder};
+
+fn real_slice<'a>(x: &'a Robj, what: &str) -> Result<&'a [f64]> {
+    x.as_real_slice().ok_or_else(|| Error::Other(format!("{what} must be a double vector")))
+}
+
+/// Fit variance components by the method of moments (internal; use fr_fit()).
+///
+/// @param y response (double).
+/// @param x fixed-effect matrix (double, n x p).
+/// @param x_names its column names.
+/// @param intercept 0-based index of the intercept column, or -1.
+/// @param codes list of integer vectors of 1-based level codes, one per random term.
+/// @param n_levels number of levels of each term.
+/// @param labels the terms' labels.
+/// @param threads number of worker threads.
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn fr_moment_fit(
+    y: Robj,
+    x: Robj,
+    x_names: Vec<String>,
+    intercept: i32,
+    codes: List,
+    n_levels: Vec<i32>,
+    labels: Vec<String>,
+    threads: i32,
+) -> Result<List> {
+    let y = real_slice(&y, "the response")?;
+    let p = x_names.len();
+    let x_values = real_slice(&x, "the fixed-effect matrix")?;
+    if x_values.len() != y.len() * p {
+        return Err(Error::Other(format!(
+            "the fixed-effect matrix has {} values, expected {} x {}",
+            x_values.len(),
+            y.len(),
+            p
+        )));
+    }
+    // R stores matrices by column.
+    let x = ArrayView2::from_shape((y.len(), p).f(), x_values).map_err(|e| Error::Other(e.to_string()))?;
+    if codes.len() != labels.len() || n_levels.len() != labels.len() {
+        return Err(Error::Other("codes, n_levels and labels differ in length".into()));
+    }
+    let mut factors = Vec::with_capacity(labels.len());
+    for ((code, n), label) in codes.values().zip(&n_levels).zip(&labels) {
+        let codes = code
+            .as_integer_slice()
+            .ok_or_else(|| Error::Other(format!("the codes of '{label}' must be an integer vector")))?;
+        factors.push(FactorCodes { name: label.clone(), codes, offset: 1, n_levels: (*n).max(0) as usize });
+    }
+    let data = ModelData {
+        y,
+        x,
+        x_names,
+        intercept: usize::try_from(intercept).ok(),
+        factors,
+    };
+    let fit = fullrandom_core::fit(&data, threads.max(1) as usize).map_err(|e| Error::Other(e.to_string()))?;
+
+    let k = fit.equations.n_factors();
+    let lhs: Vec<f64> = (0..k + 1).flat_map(|j| (0..k + 1).map(move |i| (i, j))).map(|(i, j)| fit.equations.lhs[(i, j)]).collect();
+    let q = fit.ols.kept.len();
+    let xtx_inv: Vec<f64> = (0..q).flat_map(|j| (0..q).map(move |i| (i, j))).map(|(i, j)| fit.ols.xtx_inv[(i, j)]).collect();
+    Ok(list!(
+        coef = fit.ols.coef,
+        kept = fit.ols.kept.iter().map(|&j| j as i32 + 1).collect::<Vec<i32>>(),
+        xtx_inv = xtx_inv,
+        rss = fit.ols.rss,
+        lhs = lhs,
+        q = fit.equations.q,
+        raw = fit.components.raw,
+        estimate = fit.components.estimate,
+        at_boundary = fit.components.at_boundary
+    ))
+}
+
+/// Number of threads the Rust pool would use by default on this machine.
+/// @noRd
+#[extendr]
+fn fr_available_threads() -> i32 {
+    std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1)
+}
+
+// The names and signatures R sees; R/extendr-wrappers.R is generated from this module.
+extendr_module! {
+    mod fullrandom;
+    fn fr_moment_fit;
+    fn fr_available_threads;
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Installs what building, testing and demonstrating fullrandom needs on a Debian
+# machine that already has Rust: R and the R packages the package uses, from Debian's
+# archive (CRAN is not assumed to be reachable). Does nothing when all are present.
+set -euo pipefail
+
+packages=(
+  r-base-dev       # R itself and the headers the package compiles against
+  r-cran-nlme      # Imports: the VarCorr generic
+  r-cran-lme4      # Suggests: lmer comparisons, InstEval and the balanced example data
+  r-cran-testthat  # Suggests: the test suite
+  r-cran-knitr     # VignetteBuilder
+  r-cran-rmarkdown # vignette format
+  r-cran-roxygen2  # regenerates NAMESPACE and man/ (make document)
+  pandoc           # rmarkdown renders vignettes through pandoc
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo_cmd=()
+  if [ "$(id -u)" -ne 0 ]; then sudo_cmd=(sudo); fi
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v cargo >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin/cargo" ]; then
+  echo "setup: cargo (Rust) is required but was not found; install Rust with rustup first" >&2
+  exit 1
+fi
