@@ -27,6 +27,10 @@ fr_moment_fit <- function(y, x, x_names, intercept, codes, n_levels, labels, thr
 #' @noRd
 fr_available_threads <- function() .Call(wrap__fr_available_threads)
 
+#' Panics on purpose, to test that a Rust panic reaches R as an error (internal).
+#' @noRd
+fr_test_panic <- function(message) .Call(wrap__fr_test_panic, message)
+
 
 
 # nolint end

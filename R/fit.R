@@ -20,7 +20,9 @@
 #'
 #' A negative solution is set to zero and the model without that term re-solved,
 #' most negative first; the fit is then reported as a boundary (singular) fit, as
-#' lmer reports it.
+#' lmer reports it. When the residual variance comes out negative, the data cannot
+#' tell the finest term from the residual: the term with the most levels is set to
+#' zero in the same way. The unconstrained solution stays in the fit as `theta_raw`.
 #'
 #' The fixed effects reported by this version are the OLS estimates.
 #'
@@ -103,10 +105,9 @@ report_dropped_columns <- function(columns, kept) {
 
 boundary_message <- function(terms) {
   sprintf(
-    "boundary (singular) fit: the moment %s of %s %s negative and %s set to 0 (see ?fr_fit)",
-    ngettext(length(terms), "estimate", "estimates"),
+    "boundary (singular) fit: the %s of %s %s estimated at 0 (see ?fr_fit)",
+    ngettext(length(terms), "variance", "variances"),
     paste(term_label(terms), collapse = ", "),
-    ngettext(length(terms), "was", "were"),
     ngettext(length(terms), "is", "are")
   )
 }

@@ -72,12 +72,16 @@ pub fn solve(a: &Mat<f64>, b: &[f64]) -> Vec<f64> {
 
 /// The smallest singular value of `a` relative to its largest, after scaling every row
 /// and column to unit maximum, with the matching right singular vector (in the scaled
-/// coordinates: which unknowns the near-dependence involves). A zero row or column gives 0.
+/// coordinates: which unknowns the near-dependence involves). A column that is zero
+/// relative to the largest entry gives 0.
 pub fn scaled_rank_deficiency(a: &Mat<f64>) -> Result<(f64, Vec<f64>), FitError> {
     let n = a.nrows();
     let row_max: Vec<f64> = (0..n).map(|i| (0..n).map(|j| a[(i, j)].abs()).fold(0.0, f64::max)).collect();
     let col_max: Vec<f64> = (0..n).map(|j| (0..n).map(|i| a[(i, j)].abs()).fold(0.0, f64::max)).collect();
-    if let Some(j) = col_max.iter().position(|&m| m == 0.0) {
+    // A column that is zero up to rounding (an unknown with no effect on any equation)
+    // must not be rescaled into noise.
+    let overall = col_max.iter().fold(0.0f64, |m, &c| m.max(c));
+    if let Some(j) = col_max.iter().position(|&m| m <= 1e-10 * overall) {
         let mut v = vec![0.0; n];
         v[j] = 1.0;
         return Ok((0.0, v));

@@ -38,6 +38,8 @@ pub const SINGULARITY_TOLERANCE: f64 = 1e-9;
 pub struct MomentEquations {
     /// Labels of the K random terms, e.g. `"s"`, `"cask:batch"`.
     pub factor_names: Vec<String>,
+    /// Number of levels with observations of each random term.
+    pub n_levels: Vec<usize>,
     pub lhs: Mat<f64>,
     pub q: Vec<f64>,
 }
@@ -134,7 +136,8 @@ impl MomentEquations {
                 };
             }
         }
-        Ok(MomentEquations { factor_names: stats.factor_names.clone(), lhs, q: rhs })
+        let n_levels = per_factor[1..].iter().map(|m| m.n_nonempty).collect();
+        Ok(MomentEquations { factor_names: stats.factor_names.clone(), n_levels, lhs, q: rhs })
     }
 
     pub fn n_factors(&self) -> usize {
@@ -218,7 +221,9 @@ fn check_distinct_partitions(stats: &SufficientStats) -> Result<(), FitError> {
 
 /// Solves the moment equations. A negative component is set to zero and the model
 /// without it re-solved (its row and column dropped), most negative first, until all
-/// are non-negative, as a boundary fit.
+/// are non-negative, as a boundary fit. A residual variance that comes out negative
+/// means the finest term cannot be told from the residual in these data: the active
+/// term with the most levels is set to zero in the same way.
 pub fn fit_variance_components(eq: &MomentEquations) -> Result<VarianceComponents, FitError> {
     let k_factors = eq.n_factors();
     let dim = k_factors + 1;
@@ -235,7 +240,12 @@ pub fn fit_variance_components(eq: &MomentEquations) -> Result<VarianceComponent
             .copied()
             .filter(|&l| estimate[l] < 0.0)
             .min_by(|&a, &b| estimate[a].total_cmp(&estimate[b]));
-        let Some(dropped) = most_negative else { break };
+        let finest_if_residual_negative = || {
+            (estimate[k_factors] <= 0.0)
+                .then(|| active.iter().copied().max_by_key(|&l| (eq.n_levels[l], l)))
+                .flatten()
+        };
+        let Some(dropped) = most_negative.or_else(finest_if_residual_negative) else { break };
         active.retain(|&l| l != dropped);
         // Equations: factor 0 and the active factors; unknowns: active factors, residual.
         let rows: Vec<usize> = std::iter::once(0).chain(active.iter().map(|&l| l + 1)).collect();

@@ -91,9 +91,17 @@ fn fr_available_threads() -> i32 {
     std::thread::available_parallelism().map(|n| n.get() as i32).unwrap_or(1)
 }
 
+/// Panics on purpose, to test that a Rust panic reaches R as an error (internal).
+/// @noRd
+#[extendr]
+fn fr_test_panic(message: &str) -> i32 {
+    panic!("{}", message)
+}
+
 // The names and signatures R sees; R/extendr-wrappers.R is generated from this module.
 extendr_module! {
     mod fullrandom;
     fn fr_moment_fit;
     fn fr_available_threads;
+    fn fr_test_panic;
 }

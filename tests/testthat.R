@@ -1,0 +1,4 @@
+library(testthat)
+library(fullrandom)
+
+test_check("fullrandom")

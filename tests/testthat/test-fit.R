@@ -1,0 +1,53 @@
+# fr_fit() as a whole: the object it returns and its arguments.
+
+test_that("fr_fit returns the documented pieces", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
+  expect_s3_class(fit, "fr_fit")
+  expect_named(fit$theta, c("plate", "sample", "Residual"))
+  expect_identical(fit$ngrps, c(plate = 24L, sample = 6L))
+  expect_identical(fit$nobs, 144L)
+  expect_identical(fit$data_name, "lme4::Penicillin")
+  expect_equal(fit$coefficients[["(Intercept)"]], mean(lme4::Penicillin$diameter))
+  # The moment equations hold at the raw solution.
+  eq <- fit$moment_equations
+  expect_equal(drop(eq$lhs %*% fit$theta_raw), eq$q, tolerance = 1e-10)
+})
+
+test_that("terms are ordered by decreasing number of levels, as lme4 orders them", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(diameter ~ 1 + (1 | sample) + (1 | plate), data = lme4::Penicillin)
+  expect_named(fit$flist, c("plate", "sample"))
+})
+
+test_that("formula errors reach the user", {
+  d <- data.frame(y = rnorm(20), x = rnorm(20), g = rep(1:4, 5))
+  expect_error(fr_fit(y ~ x, data = d), "use lm\\(\\)")
+  expect_error(fr_fit(y ~ x + (x | g), data = d), "random slopes are not supported yet: \\(x \\| g\\)")
+  expect_error(fr_fit(y ~ x + (x || g), data = d), "random slopes are not supported yet: \\(x \\|\\| g\\)")
+  expect_error(fr_fit(y ~ x + (0 + x | g), data = d), "random slopes are not supported yet: \\(0 \\+ x \\| g\\)")
+})
+
+test_that("threads must be a positive whole number", {
+  d <- data.frame(y = rnorm(20), g = rep(1:4, 5))
+  expect_error(fr_fit(y ~ 1 + (1 | g), data = d, threads = 0), "`threads` must be a whole number")
+  expect_error(fr_fit(y ~ 1 + (1 | g), data = d, threads = 1.5), "`threads` must be a whole number")
+  expect_s3_class(fr_fit(y ~ 1 + (1 | g), data = d, threads = 1), "fr_fit")
+})
+
+test_that("a model without an intercept is fitted without shifting", {
+  set.seed(3)
+  d <- data.frame(g = factor(rep(1:10, each = 6)), x = rnorm(60))
+  d$y <- 5 + 2 * d$x + rnorm(10)[d$g] + rnorm(60)
+  with <- fr_fit(y ~ x + (1 | g), data = d)
+  without <- fr_fit(y ~ 0 + x + (1 | g), data = d)
+  expect_named(without$coefficients, "x")
+  X <- model.matrix(~ 0 + x, d)
+  reference <- dense_moment_reference(d$y, X, list(g = d$g))
+  expect_equal(unname(without$theta_raw), unname(reference$theta), tolerance = 1e-8)
+  expect_false(isTRUE(all.equal(with$theta, without$theta)))
+})
+
+test_that("a Rust panic becomes an R error", {
+  expect_error(fr_test_panic("deliberate panic"), "deliberate panic")
+})

@@ -1,0 +1,107 @@
+# Input handling: every bad input is an error naming the problem; NA rows are dropped.
+
+small_data <- function(n_groups = 6, per_group = 5, seed = 1) {
+  set.seed(seed)
+  g <- rep(seq_len(n_groups), each = per_group)
+  data.frame(y = rnorm(n_groups * per_group) + rnorm(n_groups)[g], x = runif(n_groups * per_group),
+             g = factor(paste0("g", g)), h = rep(c("u", "v", "w"), length.out = n_groups * per_group))
+}
+
+test_that("unknown columns are named", {
+  d <- small_data()
+  expect_error(fr_fit(y ~ nosuch + (1 | g), data = d), "column 'nosuch' not found in `data`")
+  expect_error(fr_fit(y ~ x + (1 | nogroup), data = d), "column 'nogroup' not found")
+})
+
+test_that("the response must be numeric and finite", {
+  d <- small_data()
+  d$yf <- factor(d$y > 0)
+  d$yc <- as.character(d$y)
+  expect_error(fr_fit(yf ~ x + (1 | g), data = d), "response 'yf' must be numeric, not a factor")
+  expect_error(fr_fit(yc ~ x + (1 | g), data = d), "response 'yc' must be numeric, not character")
+  d$y[3] <- Inf
+  expect_error(fr_fit(y ~ x + (1 | g), data = d), "response 'y' has non-finite values \\(Inf in rows 3\\)")
+  d$y[3] <- NaN
+  expect_error(fr_fit(y ~ x + (1 | g), data = d), "column 'y' has NaN values \\(rows 3\\)")
+  d <- small_data()
+  d$x[5] <- -Inf
+  expect_error(fr_fit(y ~ x + (1 | g), data = d), "fixed-effect column 'x' has non-finite values \\(rows 5\\)")
+})
+
+test_that("empty data and data emptied by NA are errors", {
+  d <- small_data()
+  expect_error(fr_fit(y ~ x + (1 | g), data = d[0, ]), "the data have no rows")
+  d$x <- NA_real_
+  expect_error(fr_fit(y ~ x + (1 | g), data = d), "no observations are left after removing 30 rows")
+})
+
+test_that("groupings that cannot carry a variance component are errors", {
+  d <- small_data()
+  d$id <- seq_len(nrow(d))
+  d$one <- "same"
+  expect_error(fr_fit(y ~ x + (1 | id), data = d),
+               "grouping factor of \\(1 \\| id\\) has as many levels \\(30\\) as there are observations")
+  expect_error(fr_fit(y ~ x + (1 | one), data = d), "grouping factor of \\(1 \\| one\\) has a single level")
+  tiny <- d[1:4, ]
+  tiny$g <- factor(c("a", "a", "b", "b"))
+  expect_error(fr_fit(y ~ x + h + (1 | g), data = tiny), "fewer observations \\(4\\) than parameters \\(6")
+})
+
+test_that("rows with NA are dropped per na.action and counted", {
+  d <- small_data()
+  d$y[c(2, 9)] <- NA
+  d$g[14] <- NA
+  fit <- fr_fit(y ~ x + (1 | g), data = d)
+  expect_identical(fit$nobs, 27L)
+  expect_identical(fit$n_dropped, 3L)
+  expect_output(print(fit), "\\(3 observations deleted due to missingness\\)")
+  expect_equal(fit$theta, fr_fit(y ~ x + (1 | g), data = stats::na.omit(d))$theta)
+  expect_error(fr_fit(y ~ x + (1 | g), data = d, na.action = na.fail), "missing values")
+})
+
+test_that("subset selects rows as in lm()", {
+  d <- small_data(n_groups = 10)
+  fit <- fr_fit(y ~ x + (1 | g), data = d, subset = x > 0.2)
+  expect_equal(fit$theta, fr_fit(y ~ x + (1 | g), data = d[d$x > 0.2, ])$theta)
+})
+
+test_that("aliased fixed-effect columns are dropped with a message", {
+  d <- small_data()
+  d$x2 <- 2 * d$x + 1
+  expect_message(fit <- fr_fit(y ~ x + x2 + (1 | g), data = d),
+                 "rank deficient so dropping 1 column / coefficient: x2")
+  expect_named(fit$coefficients, c("(Intercept)", "x"))
+  expect_true(is.na(fit$coef_all[["x2"]]))
+  expect_equal(fit$theta, fr_fit(y ~ x + (1 | g), data = d)$theta)
+})
+
+test_that("grouping variables of any type are treated as factors", {
+  d <- small_data()
+  d$g_int <- as.integer(d$g) * 10L
+  d$g_chr <- as.character(d$g)
+  d$g_dbl <- as.integer(d$g) + 0.5
+  base <- fr_fit(y ~ x + (1 | g), data = d)$theta
+  for (v in c("g_int", "g_chr", "g_dbl")) {
+    f <- stats::as.formula(paste("y ~ x + (1 |", v, ")"))
+    expect_equal(unname(fr_fit(f, data = d)$theta), unname(base))
+  }
+})
+
+test_that("the user's data are not modified", {
+  d <- small_data()
+  d$y[2] <- NA
+  copy <- d
+  fit <- fr_fit(y ~ x + (1 | g) + (1 | h), data = d)
+  expect_identical(d, copy)
+})
+
+test_that("variables can come from the formula's environment", {
+  d <- small_data()
+  yy <- d$y; xx <- d$x; gg <- d$g
+  expect_equal(fr_fit(yy ~ xx + (1 | gg))$theta[[1]], fr_fit(y ~ x + (1 | g), data = d)$theta[[1]])
+})
+
+test_that("offsets are refused rather than ignored", {
+  d <- small_data()
+  expect_error(fr_fit(y ~ x + offset(x) + (1 | g), data = d), "offset\\(\\) terms are not supported")
+})

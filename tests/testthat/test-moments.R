@@ -1,0 +1,145 @@
+# The estimator against known truth: a dense evaluation of the trace formulas,
+# lme4's REML on balanced designs, unbiasedness by simulation, numerical invariances.
+
+# Reorders the fit's equations to the reference's row and column names.
+fit_equations_as <- function(fit, reference) {
+  eq <- fit$moment_equations
+  list(C = eq$lhs[rownames(reference$C), colnames(reference$C)],
+       Q = eq$q[names(reference$Q)],
+       theta = fit$theta_raw[names(reference$theta)])
+}
+
+max_rel_diff <- function(a, b) max(abs(a - b) / pmax(abs(b), 1e-300))
+
+test_that("the O(N) equations equal a dense evaluation of the traces on random designs", {
+  worst <- 0
+  for (seed in 1:25) {
+    design <- random_small_design(seed)
+    d <- design$data
+    fit <- suppressMessages(fr_fit(y ~ x1 + x2 + f + (1 | a) + (1 | b) + (1 | c), data = d))
+    X <- model.matrix(~ x1 + x2 + f, d)
+    reference <- dense_moment_reference(d$y, X, list(a = d$a, b = d$b, c = d$c))
+    got <- fit_equations_as(fit, reference)
+    worst <- max(worst, max_rel_diff(got$C, reference$C), max_rel_diff(got$Q, reference$Q),
+                 max_rel_diff(got$theta, reference$theta))
+    expect_equal(unname(fit$coefficients), unname(reference$b_ols), tolerance = 1e-10)
+  }
+  expect_lt(worst, 1e-8)
+})
+
+test_that("nested and interaction syntax give the equations of the expanded factors", {
+  design <- random_small_design(101)
+  d <- design$data
+  fit <- suppressMessages(fr_fit(y ~ x1 + (1 | a) + (1 | b/c), data = d))
+  expect_setequal(names(fit$flist), c("a", "b", "c:b"))
+  X <- model.matrix(~ x1, d)
+  reference <- dense_moment_reference(d$y, X, list(a = d$a, b = d$b, "c:b" = interaction(d$c, d$b, drop = TRUE)))
+  got <- fit_equations_as(fit, reference)
+  expect_lt(max_rel_diff(got$C, reference$C), 1e-8)
+  expect_lt(max_rel_diff(got$theta, reference$theta), 1e-8)
+
+  fit_ab <- suppressMessages(fr_fit(y ~ x1 + (1 | a:b) + (1 | a), data = d))
+  reference_ab <- dense_moment_reference(d$y, X, list("a:b" = interaction(d$a, d$b, drop = TRUE), a = d$a))
+  expect_lt(max_rel_diff(fit_equations_as(fit_ab, reference_ab)$theta, reference_ab$theta), 1e-8)
+})
+
+test_that("a negative residual estimate sets the finest term to zero", {
+  # Seed 9's raw solution has every random component positive and the residual negative.
+  d <- random_small_design(9)$data
+  expect_message(fit <- fr_fit(y ~ x1 + x2 + f + (1 | a) + (1 | b) + (1 | c), data = d),
+                 "boundary \\(singular\\) fit: the variances? of \\(1 \\| c\\)")
+  expect_lt(fit$theta_raw[["Residual"]], 0)
+  expect_true(all(fit$theta_raw[c("a", "b", "c")] > 0))
+  expect_identical(fit$theta[["c"]], 0)
+  expect_gt(fit$theta[["Residual"]], 0)
+  without_c <- suppressMessages(fr_fit(y ~ x1 + x2 + f + (1 | a) + (1 | b), data = d))
+  expect_equal(fit$theta[c("a", "b", "Residual")], without_c$theta[c("a", "b", "Residual")], tolerance = 1e-12)
+})
+
+test_that("balanced designs reproduce lmer's REML variance components", {
+  skip_if_not_installed("lme4")
+  balanced <- list(
+    list(Yield ~ 1 + (1 | Batch), lme4::Dyestuff),
+    list(diameter ~ 1 + (1 | plate) + (1 | sample), lme4::Penicillin),
+    list(strength ~ 1 + (1 | batch/cask), lme4::Pastes),
+    list(Reaction ~ Days + (1 | Subject), lme4::sleepstudy)
+  )
+  for (case in balanced) {
+    fit <- fr_fit(case[[1]], data = case[[2]])
+    ours <- as.data.frame(VarCorr(fit))
+    theirs <- as.data.frame(lme4::VarCorr(lme4::lmer(case[[1]], data = case[[2]])))
+    expect_identical(ours$grp, theirs$grp)
+    expect_lt(max_rel_diff(ours$vcov, theirs$vcov), 1e-4)
+  }
+})
+
+test_that("the raw estimates are unbiased on an unbalanced crossed design with a covariate", {
+  truth <- c(a = 0.8, b = 0.5, Residual = 1)
+  reps <- 250
+  estimates <- t(vapply(seq_len(reps), function(r) {
+    d <- simulate_crossed_design(n_a = 40, n_b = 25, n_obs = 400, s2_a = truth[["a"]],
+                                 s2_b = truth[["b"]], s2_e = truth[["Residual"]],
+                                 seed = 1000 + r, error_dist = "t5")
+    fit <- suppressMessages(fr_fit(y ~ x + (1 | a) + (1 | b), data = d))
+    fit$theta_raw[names(truth)]
+  }, numeric(3)))
+  z <- (colMeans(estimates) - truth) / (apply(estimates, 2, sd) / sqrt(reps))
+  expect_true(all(abs(z) < 4), label = paste("z scores", paste(round(z, 2), collapse = ", ")))
+})
+
+test_that("adding 1e8 to the response or 1e6 to a covariate leaves the estimates unchanged", {
+  d <- simulate_crossed_design(n_a = 30, n_b = 20, n_obs = 500, s2_a = 1, s2_b = 0.5,
+                               s2_e = 1, seed = 7)
+  base <- fr_fit(y ~ x + (1 | a) + (1 | b), data = d)
+  d_far <- transform(d, y = y + 1e8)
+  far <- fr_fit(y ~ x + (1 | a) + (1 | b), data = d_far)
+  expect_lt(max_rel_diff(far$theta, base$theta), 1e-6)
+  expect_equal(far$coefficients[["x"]], base$coefficients[["x"]], tolerance = 1e-6)
+  expect_equal(far$coefficients[["(Intercept)"]] - 1e8, base$coefficients[["(Intercept)"]], tolerance = 1e-6)
+
+  shifted_x <- fr_fit(y ~ x + (1 | a) + (1 | b), data = transform(d, x = x + 1e6))
+  expect_lt(max_rel_diff(shifted_x$theta, base$theta), 1e-6)
+})
+
+test_that("results are bitwise identical with 1 and 2 threads", {
+  d <- simulate_crossed_design(n_a = 3000, n_b = 800, n_obs = 120000, s2_a = 1, s2_b = 0.5,
+                               s2_e = 1, seed = 11)
+  one <- fr_fit(y ~ x + (1 | a) + (1 | b), data = d, threads = 1)
+  two <- fr_fit(y ~ x + (1 | a) + (1 | b), data = d, threads = 2)
+  expect_identical(one$theta_raw, two$theta_raw)
+  expect_identical(one$moment_equations, two$moment_equations)
+  expect_identical(one$coefficients, two$coefficients)
+})
+
+test_that("a negative component is set to zero, reported, and the rest re-solved", {
+  # With no variance between levels of b, about half the raw estimates are negative.
+  negative <- NULL
+  for (seed in 1:50) {
+    d <- simulate_crossed_design(n_a = 20, n_b = 15, n_obs = 200, s2_a = 1, s2_b = 0,
+                                 s2_e = 1, seed = seed)
+    fit <- suppressMessages(fr_fit(y ~ x + (1 | a) + (1 | b), data = d))
+    if (fit$theta_raw[["b"]] < 0) { negative <- d; break }
+  }
+  expect_false(is.null(negative))
+  expect_message(fit <- fr_fit(y ~ x + (1 | a) + (1 | b), data = negative),
+                 "boundary \\(singular\\) fit: .*\\(1 \\| b\\)")
+  expect_identical(fit$theta[["b"]], 0)
+  expect_true(fit$boundary[["b"]])
+  expect_lt(fit$theta_raw[["b"]], 0)
+  without_b <- fr_fit(y ~ x + (1 | a), data = negative)
+  expect_equal(fit$theta[c("a", "Residual")], without_b$theta[c("a", "Residual")], tolerance = 1e-12)
+  expect_output(print(fit), "boundary \\(singular\\) fit")
+})
+
+test_that("terms that group the observations identically are an error naming both", {
+  d <- data.frame(y = rnorm(40), g = rep(1:8, each = 5))
+  d$h <- paste0("h", d$g)
+  expect_error(fr_fit(y ~ 1 + (1 | g) + (1 | h), data = d),
+               "\\(1 \\| g\\) and \\(1 \\| h\\) group the observations identically")
+})
+
+test_that("a random term confounded with a fixed effect makes the equations singular", {
+  d <- data.frame(y = rnorm(60), g = factor(rep(1:6, each = 10)))
+  expect_error(suppressMessages(fr_fit(y ~ g + (1 | g), data = d)),
+               "variance components of \\(1 \\| g\\) cannot be separated")
+})

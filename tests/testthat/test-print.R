@@ -1,0 +1,15 @@
+test_that("print follows lmer's layout", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
+  out <- capture.output(print(fit))
+  expect_identical(out[1], "Linear mixed model fit by the method of moments ['fr_fit']")
+  expect_match(out[2], "^Formula: diameter ~ 1 \\+ \\(1 \\| plate\\) \\+ \\(1 \\| sample\\)")
+  expect_match(out[3], "^   Data: lme4::Penicillin")
+  expect_true("Random effects:" %in% out)
+  expect_match(out[grep("^ Groups", out)], "Groups +Name +Variance +Std.Dev.")
+  residual_line <- out[grep("^ Residual", out)]
+  expect_match(residual_line, formatC(fit$theta[["Residual"]], digits = 3, format = "fg"))
+  expect_true("Number of obs: 144, groups:  plate, 24; sample, 6" %in% out)
+  expect_true(any(grepl("^Fixed effects", out)))
+  capture.output(expect_invisible(print(fit)))
+})

@@ -1,0 +1,27 @@
+test_that("VarCorr has lme4's structure and as.data.frame lme4's columns", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(strength ~ 1 + (1 | batch/cask), data = lme4::Pastes)
+  lfit <- lme4::lmer(strength ~ 1 + (1 | batch/cask), data = lme4::Pastes)
+  vc <- VarCorr(fit)
+  expect_s3_class(vc, "VarCorr.fr_fit")
+  expect_named(vc, names(lme4::VarCorr(lfit)))
+  expect_equal(attr(vc, "sc"), sqrt(fit$theta[["Residual"]]))
+  expect_equal(attr(vc[["batch"]], "stddev")[["(Intercept)"]], sqrt(fit$theta[["batch"]]))
+  ours <- as.data.frame(vc)
+  theirs <- as.data.frame(lme4::VarCorr(lfit))
+  expect_identical(names(ours), names(theirs))
+  expect_identical(ours$grp, theirs$grp)
+  expect_identical(ours$var1, theirs$var1)
+  expect_identical(ours$var2, theirs$var2)
+  expect_equal(ours$sdcor, sqrt(ours$vcov))
+})
+
+test_that("VarCorr prints standard deviations by default and variances on request", {
+  d <- data.frame(y = c(1, 2, 4, 3, 8, 9, 7, 6, 2, 1, 3, 2), g = rep(c("a", "b", "c"), each = 4))
+  vc <- VarCorr(fr_fit(y ~ 1 + (1 | g), data = d))
+  out <- capture.output(print(vc))
+  expect_match(out[1], "Groups +Name +Std.Dev.")
+  expect_false(any(grepl("Variance", out)))
+  expect_match(paste(capture.output(print(vc, comp = c("Variance", "Std.Dev."))), collapse = "\n"),
+               "Groups +Name +Variance +Std.Dev.")
+})
