@@ -6,7 +6,7 @@
 #' the moment equations below, which hold for any design without assuming normality.
 #'
 #' @section The estimator:
-#' With ordinary least squares residuals `r = y - X b_ols`, for the whole data (factor
+#' With the ordinary least squares residuals, `r` = `y - X b_ols`, for the whole data (factor
 #' 0) and every random term `k` the within-level sum of squares
 #' `Q_k = sum_i r_i^2 - sum_g (sum_{i in g} r_i)^2 / n_g` has expectation
 #' `E[Q_k] = sum_l s2_l c_kl + s2 c_ke`, where `c_kl = tr(Z_l' M A_k M Z_l)`,

@@ -72,3 +72,7 @@ varcorr_table <- function(df, digits, comp) {
   if ("Std.Dev." %in% comp) out$Std.Dev. <- format(signif(df$sdcor, digits), digits = digits)
   out
 }
+
+#' @importFrom nlme VarCorr
+#' @export
+nlme::VarCorr
