@@ -78,6 +78,14 @@ impl ModelData<'_> {
             if j >= self.x.ncols() {
                 return bad(format!("intercept column {j} is outside the fixed-effect matrix"));
             }
+            // The pilot shift relies on this column being the constant 1.
+            if let Some(i) = self.x.column(j).iter().position(|&v| v != 1.0) {
+                return bad(format!(
+                    "the intercept column '{}' is not 1 in row {}",
+                    self.x_names[j],
+                    i + 1
+                ));
+            }
         }
         if let Some(i) = self.y.par_iter().position_first(|v| !v.is_finite()) {
             return bad(format!("the response has a non-finite value ({}) in row {}", self.y[i], i + 1));

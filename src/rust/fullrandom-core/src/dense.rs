@@ -134,7 +134,7 @@ mod tests {
 
     #[test]
     fn rank_deficiency_finds_the_dependent_columns() {
-        let a = Mat::from_fn(3, 3, |i, j| [[1.0, 2.0, 5.0], [0.0, 3.0, 3.0], [1.0, 1.0, 4.0]][i][j]);
+        let a = Mat::from_fn(3, 3, |i, j| [[1.0, 2.0, 5.0], [0.0, 3.0, 3.0], [1.0, 1.0, 5.0]][i][j]);
         let (ratio, v) = scaled_rank_deficiency(&a).unwrap();
         assert!(ratio > 1e-3, "full rank: {ratio}");
         let singular = Mat::from_fn(3, 3, |i, j| [[1.0, 2.0, 2.0], [0.0, 3.0, 3.0], [1.0, 1.0, 1.0]][i][j]);
