@@ -8,6 +8,11 @@ use extendr_api::Result;
 use fullrandom_core::{FactorCodes, ModelData};
 use ndarray::{ArrayView2, ShapeBuilder};
 
+/// The entries of a matrix in R's (column-major) order.
+fn column_major(m: &faer::Mat<f64>) -> Vec<f64> {
+    (0..m.ncols()).flat_map(|j| (0..m.nrows()).map(move |i| m[(i, j)])).collect()
+}
+
 fn real_slice<'a>(x: &'a Robj, what: &str) -> Result<&'a [f64]> {
     x.as_real_slice().ok_or_else(|| Error::Other(format!("{what} must be a double vector")))
 }
@@ -67,16 +72,12 @@ fn fr_moment_fit(
     };
     let fit = fullrandom_core::fit(&data, threads.max(1) as usize).map_err(|e| Error::Other(e.to_string()))?;
 
-    let k = fit.equations.n_factors();
-    let lhs: Vec<f64> = (0..k + 1).flat_map(|j| (0..k + 1).map(move |i| (i, j))).map(|(i, j)| fit.equations.lhs[(i, j)]).collect();
-    let q = fit.ols.kept.len();
-    let xtx_inv: Vec<f64> = (0..q).flat_map(|j| (0..q).map(move |i| (i, j))).map(|(i, j)| fit.ols.xtx_inv[(i, j)]).collect();
     Ok(list!(
         coef = fit.ols.coef,
         kept = fit.ols.kept.iter().map(|&j| j as i32 + 1).collect::<Vec<i32>>(),
-        xtx_inv = xtx_inv,
+        xtx_inv = column_major(&fit.ols.xtx_inv),
         rss = fit.ols.rss,
-        lhs = lhs,
+        lhs = column_major(&fit.equations.lhs),
         q = fit.equations.q,
         raw = fit.components.raw,
         estimate = fit.components.estimate,
