@@ -10,7 +10,8 @@
 #' @useDynLib fullrandom, .registration = TRUE
 NULL
 
-#' Fit variance components by the method of moments (internal; use fr_fit()).
+#' Fit variance components by the method of moments, then the GLS fixed effects and
+#' BLUPs (internal; use fr_fit()). Checks for user interrupts between solver iterations.
 #'
 #' @param y response (double).
 #' @param x fixed-effect matrix (double, n x p).

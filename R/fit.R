@@ -24,7 +24,17 @@
 #' tell the finest term from the residual: the term with the most levels is set to
 #' zero in the same way. The unconstrained solution stays in the fit as `theta_raw`.
 #'
-#' The fixed effects reported by this version are the OLS estimates.
+#' @section Fixed effects and predicted random effects:
+#' With the estimates plugged in (`s2` residual, `s2_k` per term), the fixed effects
+#' `b` (generalised least squares) and the predicted random effects `u` (BLUPs) solve
+#' Henderson's mixed-model equations
+#' `[X'X, X'Z; Z'X, Z'Z + L] [b; u] = [X'y; Z'y]`, `L = diag(s2 / s2_k)`, whose blocks
+#' are all in the sufficient statistics. `Z'Z + L` is never formed: the systems in it
+#' are solved by conjugate gradients preconditioned by its diagonal (memory linear in
+#' the numbers of levels and observed cells) to a relative residual below 1e-10,
+#' recorded in `fit$mme`. Terms estimated at zero drop out (their BLUPs are 0). The
+#' covariance of `b` is `vcov(fit) = s2 (X'X - X'Z (Z'Z + L)^-1 Z'X)^-1`, the GLS
+#' covariance with the estimated components treated as known, as lmer's is.
 #'
 #' @param formula a two-sided formula in lme4 syntax with at least one random
 #'   intercept, e.g. `y ~ service + (1 | s) + (1 | d) + (1 | dept)`. Grouping
@@ -38,9 +48,12 @@
 #' @return an object of class `fr_fit`: a list with, among others, `theta` (the
 #'   variance components after the boundary rule, named by term, then `Residual`),
 #'   `theta_raw` (the unbiased solution of the moment equations), `boundary`,
-#'   `coefficients` (fixed effects), `moment_equations` (`lhs` and `q`), `flist`
-#'   (the grouping factors) and `frame` (the model frame).
-#' @seealso [VarCorr()][VarCorr.fr_fit] for the variance components.
+#'   `coefficients` (GLS fixed effects), `coef_ols`, `vcov`, `ranef_values`,
+#'   `moment_equations` (`lhs` and `q`), `mme`, `flist` (the grouping factors) and
+#'   `frame` (the model frame). Use the accessor functions rather than the fields.
+#' @seealso [VarCorr()][VarCorr.fr_fit], [fixef()][fixef.fr_fit],
+#'   [ranef()][ranef.fr_fit], [predict()][predict.fr_fit], [summary()][summary.fr_fit],
+#'   [tidy()][tidy.fr_fit].
 #' @references N. Matloff, "A New Framework for Random Effects Models" (Full
 #'   Randomness). K. Gao and A. B. Owen (2017), "Efficient moment calculations for
 #'   variance components in large unbalanced crossed random effects models",
@@ -67,13 +80,25 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
     message(boundary_message(names(moments$boundary)[moments$boundary]))
   }
 
+  X <- md$X[, moments$kept, drop = FALSE]
+  fitted_fixed <- drop(X %*% moments$coefficients)
+  fitted <- fitted_fixed + random_part(moments$ranef_values, md$flist)
+  if (.row_names_info(md$frame) > 0L) names(fitted) <- rownames(md$frame)
+
   structure(
     c(moments, list(
+      fitted.values = fitted,
+      residuals = md$y - fitted,
+      sigma = sqrt(moments$theta[["Residual"]]),
+      contrasts = attr(md$X, "contrasts"),
+      xlevels = stats::.getXlevels(md$terms, md$frame),
+      x_names = colnames(md$X),
       call = call,
       formula = formula,
       data_name = if (is.null(call$data)) NULL else deparse1(call$data),
       nobs = length(md$y),
       ngrps = vapply(md$flist, nlevels, 1L),
+      random = parsed$random,
       n_dropped = md$n_dropped,
       na.action = md$na_action,
       flist = md$flist,
@@ -110,4 +135,11 @@ boundary_message <- function(terms) {
     paste(term_label(terms), collapse = ", "),
     ngettext(length(terms), "is", "are")
   )
+}
+
+# Sum over terms of each observation's predicted random effect.
+random_part <- function(ranef_values, flist) {
+  out <- numeric(length(flist[[1L]]))
+  for (k in names(flist)) out <- out + ranef_values[[k]][as.integer(flist[[k]])]
+  unname(out)
 }

@@ -14,4 +14,5 @@
 #' @useDynLib fullrandom, .registration = TRUE
 #' @importFrom nlme VarCorr
 #' @importFrom stats model.frame model.matrix model.response terms formula nobs
+#' @importFrom stats coef fitted predict residuals sigma vcov
 "_PACKAGE"

@@ -4,9 +4,11 @@
 #' @param X fixed-effect model matrix.
 #' @param flist named list of grouping factors (one per random term).
 #' @param threads number of threads.
-#' @return a list with `theta`, `theta_raw`, `boundary`, `coefficients` (OLS, the
-#'   non-aliased columns), `coef_all` (NA where aliased), `kept`, `xtx_inv` and
-#'   `moment_equations` (`lhs`, `q`).
+#' @return a list with `theta`, `theta_raw`, `boundary`, `coefficients` (GLS, the
+#'   non-aliased columns), `coef_ols` (OLS, the same columns), `coef_all` (GLS, NA where
+#'   aliased), `kept`, `vcov` (GLS covariance), `ranef_values` (per term, the BLUPs named
+#'   by level), `xtx_inv`, `moment_equations` (`lhs`, `q`) and `mme` (the relative
+#'   residual and iterations of the mixed-model solve).
 #' @noRd
 fr_moments <- function(y, X, flist, threads) {
   x_names <- colnames(X)
@@ -22,15 +24,22 @@ fr_moments <- function(y, X, flist, threads) {
   equation_names <- c("(all)", names(flist))
   names(out$raw) <- names(out$estimate) <- component_names
   names(out$at_boundary) <- names(flist)
-  names(out$coef) <- x_names
+  names(out$coef) <- names(out$gls_coef) <- x_names
+  kept_names <- x_names[out$kept]
+  ranef_values <- Map(function(u, f) stats::setNames(u, levels(f)), out$ranef, flist)
+  names(ranef_values) <- names(flist)
   list(
     theta = out$estimate,
     theta_raw = out$raw,
     boundary = out$at_boundary,
-    coefficients = out$coef[out$kept],
-    coef_all = out$coef,
+    coefficients = out$gls_coef[out$kept],
+    coef_ols = out$coef[out$kept],
+    coef_all = out$gls_coef,
     kept = out$kept,
-    xtx_inv = matrix(out$xtx_inv, length(out$kept), dimnames = rep(list(x_names[out$kept]), 2)),
+    vcov = matrix(out$vcov, length(out$kept), dimnames = list(kept_names, kept_names)),
+    ranef_values = ranef_values,
+    mme = list(relative_residual = out$mme_residual, iterations = out$mme_iterations),
+    xtx_inv = matrix(out$xtx_inv, length(out$kept), dimnames = list(kept_names, kept_names)),
     moment_equations = list(
       lhs = matrix(out$lhs, k + 1L, dimnames = list(equation_names, component_names)),
       q = stats::setNames(out$q, equation_names)

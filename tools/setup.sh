@@ -12,6 +12,7 @@ packages=(
   r-cran-knitr     # VignetteBuilder
   r-cran-rmarkdown # vignette format
   r-cran-roxygen2  # regenerates NAMESPACE and man/ (make document)
+  r-cran-generics  # Suggests: the tidy() generic that broom users call
   pandoc           # rmarkdown renders vignettes through pandoc
 )
 

@@ -318,3 +318,35 @@ dense_reference_for_design <- function(design) {
   dense_moment_reference(design$data[[ft$response]], X,
                          as.list(design$data[ft$random]))
 }
+
+# ---------------------------------------------------------------------------
+# 4. dense mixed-model equations (GLS fixed effects, BLUPs, vcov)
+# ---------------------------------------------------------------------------
+
+#' Henderson's equations solved densely, with the components taken as given:
+#' [X'X, X'Z; Z'X, Z'Z + L] [b; u] = [X'y; Z'y], L = diag(s2 / s2_k); terms with
+#' s2_k = 0 are left out (u = 0). vcov = s2 (X'X - X'Z (Z'Z + L)^-1 Z'X)^-1.
+#'
+#' @param theta named variances: one per factor, then "Residual".
+#' @return list(b, u = named list of named vectors, vcov)
+dense_mixed_reference <- function(y, X, factors, theta) {
+  s2 <- theta[["Residual"]]
+  active <- names(factors)[theta[names(factors)] > 0]
+  Z <- do.call(cbind, c(list(matrix(0, length(y), 0)), lapply(factors[active], dense_indicator)))
+  lambda <- unlist(lapply(active, function(k) rep(s2 / theta[[k]], nlevels(factors[[k]]))))
+  p <- ncol(X)
+  H <- rbind(cbind(crossprod(X), crossprod(X, Z)),
+             cbind(crossprod(Z, X), crossprod(Z) + diag(lambda, length(lambda))))
+  sol <- solve(H, c(crossprod(X, y), crossprod(Z, y)))
+  b <- stats::setNames(sol[seq_len(p)], colnames(X))
+  u <- lapply(factors, function(f) stats::setNames(numeric(nlevels(f)), levels(f)))
+  at <- p
+  for (k in active) {
+    g <- nlevels(factors[[k]])
+    u[[k]][] <- sol[at + seq_len(g)]
+    at <- at + g
+  }
+  C <- crossprod(Z) + diag(lambda, length(lambda))
+  schur <- crossprod(X) - crossprod(X, Z) %*% solve(C, crossprod(Z, X))
+  list(b = b, u = u, vcov = s2 * solve(schur))
+}

@@ -22,7 +22,7 @@ test_that("the O(N) equations equal a dense evaluation of the traces on random d
     got <- fit_equations_as(fit, reference)
     worst <- max(worst, max_rel_diff(got$C, reference$C), max_rel_diff(got$Q, reference$Q),
                  max_rel_diff(got$theta, reference$theta))
-    expect_equal(unname(fit$coefficients), unname(reference$b_ols), tolerance = 1e-10)
+    expect_equal(unname(fit$coef_ols), unname(reference$b_ols), tolerance = 1e-10)
   }
   expect_lt(worst, 1e-8)
 })
@@ -142,4 +142,55 @@ test_that("a random term confounded with a fixed effect makes the equations sing
   d <- data.frame(y = rnorm(60), g = factor(rep(1:6, each = 10)))
   expect_error(suppressMessages(fr_fit(y ~ g + (1 | g), data = d)),
                "variance components of \\(1 \\| g\\) cannot be separated")
+})
+
+test_that("GLS fixed effects, BLUPs and vcov equal a dense solve of Henderson's equations", {
+  worst <- 0
+  for (seed in 1:15) {
+    d <- random_small_design(seed)$data
+    fit <- suppressMessages(fr_fit(y ~ x1 + x2 + f + (1 | a) + (1 | b) + (1 | c), data = d))
+    X <- model.matrix(~ x1 + x2 + f, d)
+    ref <- dense_mixed_reference(d$y, X, list(a = d$a, b = d$b, c = d$c), fit$theta)
+    expect_lt(fit$mme$relative_residual, 1e-10)
+    worst <- max(worst,
+                 max_rel_diff(fit$coefficients, ref$b[names(fit$coefficients)]),
+                 max(abs(fit$vcov - ref$vcov)) / max(abs(ref$vcov)))
+    for (k in names(fit$flist)) {
+      u <- fit$ranef_values[[k]]
+      worst <- max(worst, max(abs(u - ref$u[[k]][names(u)])) / max(abs(ref$u[[k]]), 1e-12))
+    }
+  }
+  expect_lt(worst, 1e-8)
+})
+
+test_that("a term estimated at zero drops out of the mixed-model equations", {
+  skip_if_not_installed("lme4")
+  fit <- suppressMessages(fr_fit(Yield ~ 1 + (1 | Batch), data = lme4::Dyestuff2))
+  expect_true(fit$boundary[["Batch"]])
+  expect_true(all(fit$ranef_values$Batch == 0))
+  # With no random effect left, GLS is OLS and vcov is s2 (X'X)^-1.
+  expect_equal(fit$coefficients, fit$coef_ols, tolerance = 1e-12)
+  expect_equal(fit$vcov[1, 1], fit$theta[["Residual"]] / nrow(lme4::Dyestuff2), tolerance = 1e-12)
+})
+
+test_that("fixed effects, standard errors and BLUPs equal lmer's on balanced designs", {
+  skip_if_not_installed("lme4")
+  tight <- lme4::lmerControl(optimizer = "bobyqa", optCtrl = list(rhobeg = 0.2, rhoend = 1e-10))
+  cases <- list(
+    list(formula = Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy),
+    list(formula = diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin),
+    list(formula = strength ~ 1 + (1 | batch/cask), data = lme4::Pastes)
+  )
+  for (case in cases) {
+    fit <- fr_fit(case$formula, data = case$data)
+    m <- lme4::lmer(case$formula, data = case$data, REML = TRUE, control = tight)
+    expect_lt(max_rel_diff(fixef(fit), lme4::fixef(m)), 1e-4)
+    expect_lt(max_rel_diff(sqrt(diag(vcov(fit))), sqrt(diag(as.matrix(vcov(m))))), 1e-4)
+    re_l <- lme4::ranef(m)
+    for (k in names(fit$flist)) {
+      u <- ranef(fit)[[k]]
+      want <- re_l[[k]][rownames(u), "(Intercept)"]
+      expect_lt(max(abs(u[["(Intercept)"]] - want)) / max(abs(want)), 1e-4)
+    }
+  }
 })

@@ -11,6 +11,10 @@ pub enum FitError {
     NotIdentifiable(String),
     /// Statistics that cannot be merged (different shapes, levels or shifts).
     Incompatible(String),
+    /// An iterative solver that did not reach its tolerance.
+    NotConverged(String),
+    /// The user asked to stop (an interrupt seen between iterations).
+    Interrupted,
     /// Something that should not happen; reported rather than panicking.
     Internal(String),
 }
@@ -21,7 +25,9 @@ impl fmt::Display for FitError {
             FitError::InvalidInput(m)
             | FitError::NotIdentifiable(m)
             | FitError::Incompatible(m)
+            | FitError::NotConverged(m)
             | FitError::Internal(m) => f.write_str(m),
+            FitError::Interrupted => f.write_str("interrupted by the user"),
         }
     }
 }

@@ -123,6 +123,29 @@ impl CellCounts {
         self.cols[r.clone()].iter().map(|&m| m as usize).zip(self.counts[r].iter().copied())
     }
 
+    /// The same cells stored by the column factor: `n_mg` for column level `m`, row
+    /// levels ascending. One counting pass over the cells, O(cells + levels).
+    pub fn transpose(&self) -> CellCounts {
+        let mut row_starts = vec![0usize; self.n_cols + 1];
+        for &m in &self.cols {
+            row_starts[m as usize + 1] += 1;
+        }
+        for m in 0..self.n_cols {
+            row_starts[m + 1] += row_starts[m];
+        }
+        let mut next = row_starts[..self.n_cols].to_vec();
+        let mut cols = vec![0u32; self.cols.len()];
+        let mut counts = vec![0u64; self.cols.len()];
+        for g in 0..self.n_rows() {
+            for (m, n) in self.row(g) {
+                cols[next[m]] = g as u32;
+                counts[next[m]] = n;
+                next[m] += 1;
+            }
+        }
+        CellCounts { row_starts, cols, counts, n_cols: self.n_rows() }
+    }
+
     /// The cell counts of the union of two row sets: counts of equal cells add.
     pub fn merge(&self, other: &CellCounts) -> Result<CellCounts, FitError> {
         if self.n_rows() != other.n_rows() || self.n_cols != other.n_cols {
@@ -204,6 +227,19 @@ mod tests {
             assert_eq!(got, want, "row level {g}");
         }
         assert_eq!(cells.row(3).count(), 0, "an empty level has no cells");
+    }
+
+    #[test]
+    fn transpose_lists_the_same_cells_by_column() {
+        let a_codes = [2, 0, 1, 2, 2, 0, 1, 1, 2, 0, 2];
+        let b_codes = [1, 3, 0, 1, 0, 3, 3, 0, 2, 0, 4];
+        let (a, b) = (factor(&a_codes, 4), factor(&b_codes, 5));
+        let b_order = rows_by_level(&b, &level_starts(&counts_of(&b)));
+        let cells = CellCounts::count(&a, &level_starts(&counts_of(&a)), &b, &b_order);
+        let a_order = rows_by_level(&a, &level_starts(&counts_of(&a)));
+        let by_column = CellCounts::count(&b, &level_starts(&counts_of(&b)), &a, &a_order);
+        assert_eq!(cells.transpose(), by_column);
+        assert_eq!(cells.transpose().transpose(), cells);
     }
 
     #[test]

@@ -18,6 +18,8 @@
 //! 5. [`moments`]: the within-level sums of squares `Q_k`, their expectations
 //!    `E[Q_k] = sum_l s2_l c_kl + s2 c_ke` in closed form, and the solution of the
 //!    moment equations with the boundary (negative component) rule.
+//! 6. [`mixed`]: Henderson's mixed-model equations with the estimates plugged in: GLS
+//!    fixed effects, their covariance and the BLUPs, again from the statistics alone.
 //!
 //! No R types appear here; the R package converts at its boundary.
 
@@ -25,12 +27,14 @@ pub mod data;
 pub mod dense;
 pub mod error;
 pub mod grouping;
+pub mod mixed;
 pub mod moments;
 pub mod ols;
 pub mod stats;
 
 pub use data::{FactorCodes, ModelData};
 pub use error::FitError;
+pub use mixed::{solve_mixed_model, MixedModelSolution};
 pub use moments::{fit_variance_components, MomentEquations, VarianceComponents};
 pub use ols::{ols_from_stats, OlsFit};
 pub use stats::{Shift, SufficientStats};
@@ -41,24 +45,53 @@ pub struct MomentFit {
     pub ols: OlsFit,
     pub equations: MomentEquations,
     pub components: VarianceComponents,
+    pub mixed: MixedModelSolution,
 }
 
-/// Computes the sufficient statistics of `data` with `threads` worker threads and
-/// solves the moment equations.
+/// Computes the sufficient statistics of `data` with `threads` worker threads, solves
+/// the moment equations and then the mixed-model equations.
 ///
 /// The result does not depend on `threads`: every parallel reduction runs over a fixed
-/// partition of the rows and is merged in a fixed order.
+/// partition of the rows (or levels) and is merged in a fixed order.
 pub fn fit(data: &ModelData<'_>, threads: usize) -> Result<MomentFit, FitError> {
-    let stats = run_with_threads(threads, || SufficientStats::compute(data))??;
-    fit_from_stats(&stats)
+    fit_with(data, threads, &mut || true)
 }
 
-/// Solves the moment equations from (possibly merged) sufficient statistics.
-pub fn fit_from_stats(stats: &SufficientStats) -> Result<MomentFit, FitError> {
+/// [`fit`], asking `keep_going` between iterations of the solver (on the calling thread);
+/// when it answers false the fit stops with [`FitError::Interrupted`].
+pub fn fit_with(
+    data: &ModelData<'_>,
+    threads: usize,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<MomentFit, FitError> {
+    let pool = thread_pool(threads)?;
+    let stats = pool.install(|| SufficientStats::compute(data))?;
+    fit_stats_in(&stats, &pool, keep_going)
+}
+
+/// Solves the moment and mixed-model equations from (possibly merged) sufficient statistics.
+pub fn fit_from_stats(stats: &SufficientStats, threads: usize) -> Result<MomentFit, FitError> {
+    fit_stats_in(stats, &thread_pool(threads)?, &mut || true)
+}
+
+fn fit_stats_in(
+    stats: &SufficientStats,
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<MomentFit, FitError> {
     let ols = ols_from_stats(stats)?;
     let equations = MomentEquations::from_stats(stats, &ols)?;
     let components = fit_variance_components(&equations)?;
-    Ok(MomentFit { ols, equations, components })
+    let mixed = solve_mixed_model(stats, &ols, &components, pool, keep_going)?;
+    Ok(MomentFit { ols, equations, components, mixed })
+}
+
+/// A private rayon pool of `threads` threads (at least 1).
+pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, FitError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads.max(1))
+        .build()
+        .map_err(|e| FitError::Internal(format!("could not start {threads} threads: {e}")))
 }
 
 /// Runs `work` on a private rayon pool of `threads` threads (1 or more).
@@ -66,9 +99,5 @@ pub fn run_with_threads<T: Send>(
     threads: usize,
     work: impl FnOnce() -> T + Send,
 ) -> Result<T, FitError> {
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads.max(1))
-        .build()
-        .map_err(|e| FitError::Internal(format!("could not start {threads} threads: {e}")))?;
-    Ok(pool.install(work))
+    Ok(thread_pool(threads)?.install(work))
 }

@@ -150,11 +150,11 @@ fn merged_chunk_statistics_give_the_whole_fit() {
                 .collect();
             let merged = merge_all(&stats);
             worst_stats = worst_stats.max(assert_stats_close(&merged, &whole, 1e-10, &what));
-            let merged_fit = fit_from_stats(&merged).unwrap();
+            let merged_fit = fit_from_stats(&merged, 1).unwrap();
             worst_fit = worst_fit.max(assert_fits_close(&merged_fit, &whole_fit, 1e-10, &what));
             // Merging in the reverse order gives the same fit.
             let reversed: Vec<SufficientStats> = stats.into_iter().rev().collect();
-            let reversed_fit = fit_from_stats(&merge_all(&reversed)).unwrap();
+            let reversed_fit = fit_from_stats(&merge_all(&reversed), 2).unwrap();
             assert_fits_close(&reversed_fit, &whole_fit, 1e-10, &format!("{what}, reversed"));
         }
     }
@@ -329,7 +329,7 @@ fn location_shifts_leave_the_estimates_unchanged() {
         // Any shift gives the same fit as the pilot one (the shift is a reparametrisation).
         let data = d.data();
         let shift = Shift { y: -37.5, x: (0..d.p).map(|j| if Some(j) == d.intercept { 0.0 } else { 2.25 * j as f64 - 4.0 }).collect() };
-        let f = fit_from_stats(&SufficientStats::compute_with_shift(&data, shift).unwrap()).unwrap();
+        let f = fit_from_stats(&SufficientStats::compute_with_shift(&data, shift).unwrap(), 1).unwrap();
         let e = components_change(&f, &base);
         assert!(e < 1e-8, "design {case}: another shift changes the components by {e:.2e}");
         assert!(slope_change(&f, &base, None) < 1e-8, "design {case}: another shift changes coef");

@@ -13,11 +13,34 @@ fn column_major(m: &faer::Mat<f64>) -> Vec<f64> {
     (0..m.ncols()).flat_map(|j| (0..m.nrows()).map(move |i| m[(i, j)])).collect()
 }
 
+// R's own entry points for polling interrupts. R_CheckUserInterrupt may jump out of the
+// function that calls it, so it only ever runs inside R_ToplevelExec, which catches the
+// jump and reports it as FALSE. (`Rboolean` is read as one byte: 0 is FALSE whether R
+// declares it as an enum or as bool.)
+extern "C" {
+    fn R_ToplevelExec(fun: extern "C" fn(*mut std::ffi::c_void), data: *mut std::ffi::c_void) -> u8;
+    fn R_CheckUserInterrupt();
+}
+
+extern "C" fn check_interrupt(_: *mut std::ffi::c_void) {
+    // SAFETY: called by R_ToplevelExec on the main R thread; no Rust frame with
+    // destructors lies between this call and the jump target.
+    unsafe { R_CheckUserInterrupt() }
+}
+
+/// True unless the user has pressed Ctrl-C (or Esc) since the last check. Called only
+/// from the thread that called into R, between iterations of the solver.
+fn no_user_interrupt() -> bool {
+    // SAFETY: R is single-threaded and this runs on its thread (see above).
+    unsafe { R_ToplevelExec(check_interrupt, std::ptr::null_mut()) != 0 }
+}
+
 fn real_slice<'a>(x: &'a Robj, what: &str) -> Result<&'a [f64]> {
     x.as_real_slice().ok_or_else(|| Error::Other(format!("{what} must be a double vector")))
 }
 
-/// Fit variance components by the method of moments (internal; use fr_fit()).
+/// Fit variance components by the method of moments, then the GLS fixed effects and
+/// BLUPs (internal; use fr_fit()). Checks for user interrupts between solver iterations.
 ///
 /// @param y response (double).
 /// @param x fixed-effect matrix (double, n x p).
@@ -70,7 +93,9 @@ fn fr_moment_fit(
         intercept: usize::try_from(intercept).ok(),
         factors,
     };
-    let fit = fullrandom_core::fit(&data, threads.max(1) as usize).map_err(|e| Error::Other(e.to_string()))?;
+    let fit = fullrandom_core::fit_with(&data, threads.max(1) as usize, &mut no_user_interrupt)
+        .map_err(|e| Error::Other(e.to_string()))?;
+    let ranef = List::from_values(fit.mixed.ranef.iter().map(|u| Robj::from(u.as_slice())));
 
     Ok(list!(
         coef = fit.ols.coef,
@@ -81,7 +106,12 @@ fn fr_moment_fit(
         q = fit.equations.q,
         raw = fit.components.raw,
         estimate = fit.components.estimate,
-        at_boundary = fit.components.at_boundary
+        at_boundary = fit.components.at_boundary,
+        gls_coef = fit.mixed.coef,
+        vcov = column_major(&fit.mixed.vcov),
+        ranef = ranef,
+        mme_residual = fit.mixed.relative_residual,
+        mme_iterations = fit.mixed.iterations as i32
     ))
 }
 

@@ -1,0 +1,145 @@
+# Fitted values, residuals and predictions, with lme4's semantics for re.form and
+# allow.new.levels.
+
+#' Predictions from a moment fit
+#'
+#' `predict()` gives `X b + Z u` for the data of the fit or for `newdata`, with lme4's
+#' arguments: `re.form = NULL` includes every random term, `re.form = NA` (or `~ 0`)
+#' none (the population-level prediction `X b`), and a formula such as `~ (1 | s)` the
+#' terms it names. Levels of a grouping factor not seen in the fit are an error that
+#' names them, unless `allow.new.levels = TRUE`, which gives them a random effect of 0
+#' (their expected value); a missing (`NA`) grouping value counts as a new level.
+#' Factor levels of fixed-effect variables must be among those of the fit.
+#'
+#' `fitted()` is `predict()` with no arguments and `residuals()` the response minus it.
+#' With `na.action = na.exclude` in the fit, both are padded with `NA` where rows were
+#' dropped.
+#'
+#' @param object an `fr_fit` object.
+#' @param newdata a data frame holding the variables of the fixed part and the grouping
+#'   variables of the random terms used; `NULL` for the data of the fit.
+#' @param re.form which random terms to include: `NULL` (all), `NA` or `~ 0` (none) or a
+#'   one-sided formula of random terms of the model, e.g. `~ (1 | s) + (1 | d)`.
+#' @param allow.new.levels if `TRUE`, levels not seen in the fit get a zero random
+#'   effect; if `FALSE` (the default) they are an error.
+#' @param na.action what to do with `newdata` rows with missing fixed-effect
+#'   variables: [na.pass()] (the default) predicts `NA` for them.
+#' @param type `"response"`, `"pearson"` or `"working"` (all the same for a linear
+#'   model without weights).
+#' @param scaled if `TRUE`, residuals are divided by `sigma(object)`.
+#' @param ... unused.
+#' @return a numeric vector.
+#' @examples
+#' if (requireNamespace("lme4", quietly = TRUE)) {
+#'   fit <- fr_fit(Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy)
+#'   new <- data.frame(Days = c(0, 5), Subject = c("308", "new"))
+#'   predict(fit, new, allow.new.levels = TRUE)
+#'   predict(fit, new, re.form = NA)
+#' }
+#' @export
+predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
+                           allow.new.levels = FALSE, na.action = stats::na.pass, ...) {
+  used <- random_terms_used(object, re.form)
+  if (is.null(newdata)) {
+    if (length(used) == length(object$flist)) return(stats::fitted(object))
+    eta <- drop(stats::model.matrix(object) %*% object$coefficients) +
+      if (length(used)) random_part(object$ranef_values[used], object$flist[used]) else 0
+    if (.row_names_info(object$frame) > 0L) names(eta) <- rownames(object$frame)
+    return(stats::naresid(object$na.action, eta))
+  }
+  if (!is.data.frame(newdata)) stop("`newdata` must be a data frame", call. = FALSE)
+  fixed_terms <- stats::delete.response(object$terms)
+  check_newdata_columns(newdata, c(all.vars(fixed_terms), unlist(lapply(
+    object$random[match(used, vapply(object$random, `[[`, "", "label"))],
+    function(term) unlist(lapply(term$factors, all.vars))
+  ))), environment(object$formula))
+  frame <- model.frame(fixed_terms, newdata, na.action = na.action, xlev = object$xlevels)
+  X <- model.matrix(fixed_terms, frame, contrasts.arg = object$contrasts)
+  eta <- drop(X[, names(object$coefficients), drop = FALSE] %*% object$coefficients)
+  rows <- seq_len(nrow(newdata))
+  dropped <- attr(frame, "na.action")
+  if (!is.null(dropped)) rows <- rows[-dropped]
+  for (term in object$random) {
+    if (!term$label %in% used) next
+    u <- object$ranef_values[[term$label]]
+    labels <- newdata_levels(term, newdata[rows, , drop = FALSE], environment(object$formula))
+    index <- match(labels, names(u))
+    new <- is.na(index)
+    if (any(new) && !isTRUE(allow.new.levels)) {
+      unseen <- unique(labels[new])
+      stop(sprintf(
+        "new %s of %s in `newdata`: %s; use allow.new.levels = TRUE to predict them with a random effect of 0",
+        ngettext(length(unseen), "level", "levels"), term_label(term$label),
+        paste(utils::head(ifelse(is.na(unseen), "NA", paste0("'", unseen, "'")), 5L), collapse = ", "),
+        if (length(unseen) > 5L) sprintf(" (and %d more)", length(unseen) - 5L) else ""
+      ), call. = FALSE)
+    }
+    eta <- eta + ifelse(new, 0, u[index])
+  }
+  names(eta) <- rownames(frame)
+  eta
+}
+
+#' @rdname predict.fr_fit
+#' @export
+fitted.fr_fit <- function(object, ...) {
+  stats::naresid(object$na.action, object$fitted.values)
+}
+
+#' @rdname predict.fr_fit
+#' @export
+residuals.fr_fit <- function(object, type = c("response", "pearson", "working"),
+                             scaled = FALSE, ...) {
+  match.arg(type)
+  r <- object$residuals
+  if (.row_names_info(object$frame) > 0L) names(r) <- rownames(object$frame)
+  if (isTRUE(scaled)) r <- r / object$sigma
+  stats::naresid(object$na.action, r)
+}
+
+# The labels of the random terms that re.form keeps.
+random_terms_used <- function(object, re.form) {
+  all_terms <- names(object$flist)
+  if (is.null(re.form)) return(all_terms)
+  if (length(re.form) == 1L && !inherits(re.form, "formula") && is.na(re.form)) return(character())
+  if (!inherits(re.form, "formula") || length(re.form) != 2L) {
+    stop("`re.form` must be NULL, NA or a one-sided formula of random terms such as ~ (1 | g)",
+         call. = FALSE)
+  }
+  rhs <- re.form[[2L]]
+  if (identical(rhs, 0) || identical(rhs, 0L)) return(character())
+  split <- split_random_terms(rhs)
+  if (!is.null(split$fixed) && !identical(split$fixed, 0) && !identical(split$fixed, 1)) {
+    stop("`re.form` may only name random terms such as (1 | g), not ", deparse1(split$fixed),
+         call. = FALSE)
+  }
+  terms <- unlist(lapply(split$bars, expand_bar_term), recursive = FALSE)
+  labels <- vapply(terms, `[[`, "", "label")
+  unknown <- setdiff(labels, all_terms)
+  if (length(unknown)) {
+    stop(sprintf("`re.form` names %s, which %s not in the model (its terms: %s)",
+                 paste(term_label(unknown), collapse = ", "),
+                 ngettext(length(unknown), "is", "are"),
+                 paste(term_label(all_terms), collapse = ", ")), call. = FALSE)
+  }
+  intersect(all_terms, labels)
+}
+
+check_newdata_columns <- function(newdata, vars, env) {
+  missing <- vars[!vars %in% names(newdata) &
+                    !vapply(vars, exists, logical(1), envir = env)]
+  if (length(missing)) {
+    stop(sprintf("`newdata` lacks %s %s", ngettext(length(missing), "column", "columns"),
+                 paste0("'", unique(missing), "'", collapse = ", ")), call. = FALSE)
+  }
+}
+
+# The level labels of a random term in new data, spelled as in the fit ("b:a" for
+# interactions); NA where any part is missing.
+newdata_levels <- function(term, newdata, env) {
+  parts <- lapply(term$factors, function(expr) eval(expr, newdata, env))
+  missing <- Reduce(`|`, lapply(parts, is.na))
+  labels <- do.call(paste, c(lapply(parts, as.character), sep = ":"))
+  labels[missing] <- NA_character_
+  labels
+}

@@ -1,0 +1,104 @@
+# summary() in lmer's layout: scaled residuals, random effects, fixed effects with
+# standard errors and t values, and their correlations.
+
+#' Summarise a moment fit
+#'
+#' `summary()` collects what lmer's summary shows: the quantiles of the scaled
+#' residuals, the variance components, the fixed effects with standard errors (from
+#' [vcov()][fixef.fr_fit]) and t values, and the correlation of the fixed effects.
+#' No p-values are given, as in lme4: the degrees of freedom of a t test in a mixed
+#' model are not well defined.
+#'
+#' @param object an `fr_fit` object.
+#' @param x a `summary.fr_fit` object.
+#' @param digits number of significant digits.
+#' @param correlation print the correlation of the fixed effects? By default when
+#'   there are at most 12 of them.
+#' @param ... unused.
+#' @return `summary()`: an object of class `summary.fr_fit`, a list with
+#'   `coefficients` (a matrix with columns `Estimate`, `Std. Error`, `t value`),
+#'   `varcor`, `residuals` (scaled), `vcov`, `sigma`, `ngrps` and the call's details.
+#' @examples
+#' if (requireNamespace("lme4", quietly = TRUE)) {
+#'   summary(fr_fit(Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy))
+#' }
+#' @export
+summary.fr_fit <- function(object, ...) {
+  b <- object$coefficients
+  se <- sqrt(diag(object$vcov))
+  coefficients <- cbind(Estimate = b, "Std. Error" = se, "t value" = b / se)
+  structure(list(
+    formula = object$formula,
+    data_name = object$data_name,
+    residuals = object$residuals / object$sigma,
+    varcor = VarCorr(object),
+    nobs = object$nobs,
+    ngrps = object$ngrps,
+    n_dropped = object$n_dropped,
+    coefficients = coefficients,
+    vcov = object$vcov,
+    sigma = object$sigma,
+    boundary = object$boundary
+  ), class = "summary.fr_fit")
+}
+
+#' @rdname summary.fr_fit
+#' @export
+print.summary.fr_fit <- function(x, digits = max(3L, getOption("digits") - 3L),
+                                 correlation = NULL, ...) {
+  print_header(x)
+  cat("\nScaled residuals: \n")
+  quantiles <- stats::quantile(x$residuals, names = FALSE)
+  names(quantiles) <- c("Min", "1Q", "Median", "3Q", "Max")
+  print(zapsmall(quantiles, digits + 1L), digits = digits)
+  cat("\n")
+  print_random_effects(x, digits)
+  cat("\nFixed effects:\n")
+  stats::printCoefmat(x$coefficients, digits = digits, has.Pvalue = FALSE)
+  p <- nrow(x$coefficients)
+  if (is.null(correlation)) correlation <- p <= 12L
+  if (p > 1L && isTRUE(correlation)) {
+    cat("\nCorrelation of Fixed Effects:\n")
+    print(correlation_table(x$vcov), quote = FALSE, right = TRUE)
+  } else if (p > 12L) {
+    cat(sprintf("\nCorrelation matrix not shown by default, as p = %d > 12.\n", p),
+        "Use print(summary(fit), correlation = TRUE) or vcov(fit, correlation = TRUE)\n", sep = "")
+  }
+  print_boundary(x)
+  invisible(x)
+}
+
+# The lower triangle of the correlations, columns abbreviated as lme4 abbreviates them.
+correlation_table <- function(v) {
+  corr <- stats::cov2cor(v)
+  p <- nrow(corr)
+  table <- format(round(corr, 3L), nsmall = 3L)
+  table[upper.tri(table, diag = TRUE)] <- ""
+  table <- table[-1L, -p, drop = FALSE]
+  dimnames(table) <- list(rownames(corr)[-1L], abbreviate(colnames(corr)[-p], minlength = 6L))
+  table
+}
+
+print_header <- function(x) {
+  cat("Linear mixed model fit by the method of moments ['fr_fit']\n")
+  cat("Formula:", deparse1(x$formula), "\n")
+  if (!is.null(x$data_name)) cat("   Data:", x$data_name, "\n")
+}
+
+print_random_effects <- function(x, digits) {
+  cat("Random effects:\n")
+  table <- varcorr_table(as.data.frame(x$varcor), digits, c("Variance", "Std.Dev."))
+  print(table, quote = FALSE, right = FALSE, row.names = FALSE)
+  cat(sprintf("Number of obs: %d, groups:  %s\n", x$nobs,
+              paste(names(x$ngrps), x$ngrps, sep = ", ", collapse = "; ")))
+  if (x$n_dropped > 0L) {
+    cat(sprintf("  (%d %s deleted due to missingness)\n", x$n_dropped,
+                ngettext(x$n_dropped, "observation", "observations")))
+  }
+}
+
+print_boundary <- function(x) {
+  if (any(x$boundary)) {
+    cat(boundary_message(names(x$boundary)[x$boundary]), "\n", sep = "")
+  }
+}

@@ -1,0 +1,73 @@
+# tidy() for broom users, in broom.mixed's layout. The method is registered for
+# generics::tidy when generics is loaded, so neither generics nor broom is a dependency.
+
+#' Tidy a moment fit
+#'
+#' One row per estimate, with broom.mixed's columns for lme4 fits: `effect` (`"fixed"`,
+#' `"ran_pars"` or `"ran_vals"`), `group` (the random term, `"Residual"` for the residual,
+#' `NA` for fixed effects), `term` (`sd__(Intercept)`, `sd__Observation`, or the
+#' fixed-effect name), `estimate`, `std.error` and `statistic` (the t value). Random-effect
+#' parameters have no standard errors here (see `confint()` in later versions); the
+#' predicted random effects (`effects = "ran_vals"`) come with a `level` column and no
+#' standard error. Call it as `broom::tidy(fit)` or `generics::tidy(fit)`.
+#'
+#' @param x an `fr_fit` object.
+#' @param effects any of `"fixed"`, `"ran_pars"` (the variance components) and
+#'   `"ran_vals"` (the predicted random effects).
+#' @param scales `NULL` or `"sdcor"` for standard deviations (terms `sd__...`), `"vcov"`
+#'   for variances (terms `var__...`).
+#' @param conf.int if `TRUE`, add Wald intervals `conf.low`, `conf.high` for the fixed
+#'   effects (normal quantiles, GLS standard errors).
+#' @param conf.level the confidence level.
+#' @param ... unused.
+#' @return a data frame.
+#' @examples
+#' if (requireNamespace("lme4", quietly = TRUE) && requireNamespace("generics", quietly = TRUE)) {
+#'   fit <- fr_fit(Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy)
+#'   generics::tidy(fit)
+#'   generics::tidy(fit, effects = "fixed", conf.int = TRUE)
+#' }
+#' @exportS3Method generics::tidy
+tidy.fr_fit <- function(x, effects = c("ran_pars", "fixed"), scales = NULL,
+                        conf.int = FALSE, conf.level = 0.95, ...) {
+  effects <- match.arg(effects, c("ran_pars", "fixed", "ran_vals"), several.ok = TRUE)
+  scale <- if (is.null(scales)) "sdcor" else match.arg(scales, c("sdcor", "vcov"))
+  pieces <- list()
+  if ("fixed" %in% effects) {
+    s <- summary(x)$coefficients
+    fixed <- data.frame(effect = "fixed", group = NA_character_, term = rownames(s),
+                        estimate = unname(s[, 1L]), std.error = unname(s[, 2L]),
+                        statistic = unname(s[, 3L]), stringsAsFactors = FALSE)
+    if (isTRUE(conf.int)) {
+      z <- stats::qnorm(1 - (1 - conf.level) / 2)
+      fixed$conf.low <- fixed$estimate - z * fixed$std.error
+      fixed$conf.high <- fixed$estimate + z * fixed$std.error
+    }
+    pieces$fixed <- fixed
+  }
+  if ("ran_pars" %in% effects) {
+    vc <- as.data.frame(VarCorr(x))
+    prefix <- if (scale == "sdcor") "sd__" else "var__"
+    pieces$ran_pars <- data.frame(
+      effect = "ran_pars", group = vc$grp,
+      term = paste0(prefix, ifelse(is.na(vc$var1), "Observation", vc$var1)),
+      estimate = if (scale == "sdcor") vc$sdcor else vc$vcov,
+      std.error = NA_real_, statistic = NA_real_, stringsAsFactors = FALSE
+    )
+  }
+  if ("ran_vals" %in% effects) {
+    re <- as.data.frame(ranef(x))
+    pieces$ran_vals <- data.frame(
+      effect = "ran_vals", group = re$grpvar, level = as.character(re$grp),
+      term = re$term, estimate = re$condval, std.error = NA_real_,
+      stringsAsFactors = FALSE
+    )
+  }
+  columns <- unique(unlist(lapply(pieces, names)))
+  out <- do.call(rbind, lapply(pieces, function(p) {
+    p[setdiff(columns, names(p))] <- NA
+    p[columns]
+  }))
+  rownames(out) <- NULL
+  out
+}

@@ -1,0 +1,445 @@
+//! Henderson's mixed-model equations, solved from the sufficient statistics: GLS fixed
+//! effects, their covariance and the BLUPs.
+//!
+//! With the moment estimates plugged in (`s2` the residual variance, `s2_k > 0` the
+//! variances of the active random terms, `lambda_k = s2 / s2_k`):
+//!
+//! ```text
+//! [ X'X   X'Z     ] [b]   [X'y]
+//! [ Z'X   Z'Z + L ] [u] = [Z'y],      L = diag(lambda_k) on the block of term k.
+//! ```
+//!
+//! `C = Z'Z + L` has diagonal blocks `diag(n_g + lambda_k)` and off-diagonal blocks the
+//! cell counts `C_kl`; `Z'X` and `Z'y` are the per-level sums. All of it is in the
+//! statistics, so no second pass over the data is needed. Eliminating `u`, with
+//! `A = C^-1 Z'X` and `a = C^-1 Z'y`,
+//!
+//! ```text
+//! S = X'X - X'Z A,    b = S^-1 (X'y - X'Z a),    u = a - A b,    Var(b) = s2 S^-1.
+//! ```
+//!
+//! The `q + 1` systems in `C` are solved together by conjugate gradients preconditioned
+//! by the diagonal of `C`, sharing one pass over the cells per iteration; memory is
+//! linear in the numbers of levels and cells (no dense levels x levels block). Terms
+//! estimated at zero drop out of `Z` (their `u` is 0).
+//!
+//! Everything runs in the shifted parametrisation of [`crate::stats`] (the intercept
+//! absorbs the shift, so `u` is unchanged) and `b`, `Var(b)` are mapped back with
+//! `b_0 = b~_0 + c_y - sum_j c_j b~_j`, i.e. `b = T b~ + const`, `Var(b) = T Var(b~) T'`.
+//!
+//! Parallel work runs over fixed blocks of levels reduced in order, so the results do
+//! not depend on the number of threads.
+
+use crate::dense::{spd_inverse, submatrix};
+use crate::error::FitError;
+use crate::grouping::CellCounts;
+use crate::moments::VarianceComponents;
+use crate::ols::OlsFit;
+use crate::stats::SufficientStats;
+use faer::Mat;
+use rayon::prelude::*;
+use std::borrow::Cow;
+
+/// Relative residual at which the conjugate gradient iterations stop, per right-hand side.
+pub const CG_TOLERANCE: f64 = 1e-12;
+/// Relative residual the solution of the full equations must reach.
+pub const MME_TOLERANCE: f64 = 1e-10;
+/// Conjugate gradient iterations allowed per round of refinement.
+pub const MAX_ITERATIONS: usize = 20_000;
+/// Levels per parallel task; fixed, so that sums are reduced in a fixed order.
+const LEVEL_BLOCK: usize = 2048;
+
+/// The GLS fixed effects, their covariance and the BLUPs.
+#[derive(Debug, Clone)]
+pub struct MixedModelSolution {
+    /// All p coefficients in the original parametrisation, NaN where aliased.
+    pub coef: Vec<f64>,
+    /// `s2 S^-1` over the kept columns, original parametrisation.
+    pub vcov: Mat<f64>,
+    /// Per random term, one BLUP per level (zeros for terms estimated at zero).
+    pub ranef: Vec<Vec<f64>>,
+    /// `||residual|| / ||right-hand side||` of the full equations at the solution.
+    pub relative_residual: f64,
+    /// Conjugate gradient iterations used (all rounds).
+    pub iterations: usize,
+}
+
+/// One active random term's block of unknowns.
+struct Block<'a> {
+    factor: usize,
+    offset: usize,
+    n_levels: usize,
+    /// `(other block, cells with this block's levels as rows)`.
+    neighbours: Vec<(usize, Cow<'a, CellCounts>)>,
+}
+
+/// `C = Z'Z + L` restricted to the active terms, applied without forming it.
+pub struct RandomEffectsMatrix<'a> {
+    blocks: Vec<Block<'a>>,
+    diagonal: Vec<f64>,
+}
+
+impl<'a> RandomEffectsMatrix<'a> {
+    /// `lambda[k]` is `Some(s2 / s2_k)` for the active terms, `None` for those at zero.
+    pub fn new(stats: &'a SufficientStats, lambda: &[Option<f64>]) -> RandomEffectsMatrix<'a> {
+        let mut blocks: Vec<Block<'a>> = Vec::new();
+        let mut diagonal = Vec::new();
+        for (k, l) in lambda.iter().enumerate() {
+            if let Some(l) = l {
+                let counts = &stats.levels[k].counts;
+                blocks.push(Block { factor: k, offset: diagonal.len(), n_levels: counts.len(), neighbours: Vec::new() });
+                diagonal.extend(counts.iter().map(|&n| n as f64 + l));
+            }
+        }
+        let pairs: Vec<(usize, usize)> =
+            (0..blocks.len()).flat_map(|a| (a + 1..blocks.len()).map(move |b| (a, b))).collect();
+        // The transposes are built once, in parallel; rows by the second factor.
+        let transposed: Vec<CellCounts> = pairs
+            .par_iter()
+            .map(|&(a, b)| stats.cells_of(blocks[a].factor, blocks[b].factor).0.transpose())
+            .collect();
+        for (&(a, b), t) in pairs.iter().zip(transposed) {
+            let (cells, stored_transposed) = stats.cells_of(blocks[a].factor, blocks[b].factor);
+            debug_assert!(!stored_transposed);
+            blocks[a].neighbours.push((b, Cow::Borrowed(cells)));
+            blocks[b].neighbours.push((a, Cow::Owned(t)));
+        }
+        RandomEffectsMatrix { blocks, diagonal }
+    }
+
+    /// Number of unknowns (levels of the active terms).
+    pub fn size(&self) -> usize {
+        self.diagonal.len()
+    }
+
+    /// `Y = C X` for `r` right-hand sides stored by row (`X[i * r + j]`).
+    pub fn apply(&self, x: &[f64], y: &mut [f64], r: usize) {
+        for block in &self.blocks {
+            let rows = &mut y[block.offset * r..(block.offset + block.n_levels) * r];
+            rows.par_chunks_mut(LEVEL_BLOCK * r).enumerate().for_each(|(c, chunk)| {
+                let first = c * LEVEL_BLOCK;
+                for (i, out) in chunk.chunks_mut(r).enumerate() {
+                    let g = first + i;
+                    let row = block.offset + g;
+                    let d = self.diagonal[row];
+                    for (o, v) in out.iter_mut().zip(&x[row * r..(row + 1) * r]) {
+                        *o = d * v;
+                    }
+                    for (other, cells) in &block.neighbours {
+                        let base = self.blocks[*other].offset;
+                        for (m, n) in cells.row(g) {
+                            let n = n as f64;
+                            let xm = &x[(base + m) * r..(base + m + 1) * r];
+                            for (o, v) in out.iter_mut().zip(xm) {
+                                *o += n * v;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// Solves `C X = B` for `r` right-hand sides (stored by row) by conjugate gradients
+    /// preconditioned with `diag(C)`, to a relative residual of [`CG_TOLERANCE`] per
+    /// column, with rounds of iterative refinement on the true residual.
+    ///
+    /// The iterations run on the calling thread, the work of each in `pool`, and
+    /// `keep_going` is asked before every iteration (false stops with
+    /// [`FitError::Interrupted`]).
+    pub fn solve(
+        &self,
+        rhs: &[f64],
+        r: usize,
+        pool: &rayon::ThreadPool,
+        keep_going: &mut dyn FnMut() -> bool,
+    ) -> Result<(Vec<f64>, usize), FitError> {
+        let m = self.size();
+        let rhs_norm: Vec<f64> = pool.install(|| column_dots(rhs, rhs, r)).iter().map(|v| v.sqrt()).collect();
+        let mut x = vec![0.0; m * r];
+        let mut residual = rhs.to_vec();
+        let mut iterations = 0;
+        for _round in 0..4 {
+            let (dx, used) = self.conjugate_gradients(&residual, &rhs_norm, r, pool, keep_going)?;
+            iterations += used;
+            pool.install(|| x.par_iter_mut().zip(&dx).for_each(|(a, b)| *a += b));
+            // The true residual, which the recursion only approximates.
+            pool.install(|| {
+                self.apply(&x, &mut residual, r);
+                residual.par_iter_mut().zip(rhs).for_each(|(res, b)| *res = b - *res);
+            });
+            let norm = pool.install(|| column_dots(&residual, &residual, r));
+            if norm.iter().zip(&rhs_norm).all(|(n, b)| n.sqrt() <= 10.0 * CG_TOLERANCE * b) {
+                return Ok((x, iterations));
+            }
+        }
+        Err(FitError::NotConverged(format!(
+            "the mixed-model equations did not reach a relative residual of {CG_TOLERANCE:e} after {iterations} conjugate gradient iterations"
+        )))
+    }
+
+    /// Conjugate gradients from zero for `C X = B`; columns stop when their residual
+    /// falls below [`CG_TOLERANCE`] times `scale` (the norms of the original right-hand sides).
+    fn conjugate_gradients(
+        &self,
+        rhs: &[f64],
+        scale: &[f64],
+        r: usize,
+        pool: &rayon::ThreadPool,
+        keep_going: &mut dyn FnMut() -> bool,
+    ) -> Result<(Vec<f64>, usize), FitError> {
+        let m = self.size();
+        let inverse_diagonal: Vec<f64> = self.diagonal.iter().map(|d| 1.0 / d).collect();
+        let precondition = |res: &[f64], z: &mut [f64]| {
+            z.par_chunks_mut(LEVEL_BLOCK * r).enumerate().for_each(|(c, chunk)| {
+                for (i, v) in chunk.iter_mut().enumerate() {
+                    let at = c * LEVEL_BLOCK * r + i;
+                    *v = res[at] * inverse_diagonal[at / r];
+                }
+            })
+        };
+        let mut x = vec![0.0; m * r];
+        let mut res = rhs.to_vec();
+        let mut z = vec![0.0; m * r];
+        let mut q = vec![0.0; m * r];
+        let (mut p, mut rz, mut active) = pool.install(|| {
+            precondition(&res, &mut z);
+            let rz = column_dots(&res, &z, r);
+            let norm = column_dots(&res, &res, r);
+            let active: Vec<bool> = norm.iter().zip(scale).map(|(n, s)| n.sqrt() > CG_TOLERANCE * s).collect();
+            (z.clone(), rz, active)
+        });
+        for iteration in 0..MAX_ITERATIONS {
+            if !active.iter().any(|&a| a) {
+                return Ok((x, iteration));
+            }
+            if !keep_going() {
+                return Err(FitError::Interrupted);
+            }
+            pool.install(|| {
+                self.apply(&p, &mut q, r);
+                let pq = column_dots(&p, &q, r);
+                let alpha: Vec<f64> = (0..r)
+                    .map(|j| if active[j] && pq[j] > 0.0 { rz[j] / pq[j] } else { 0.0 })
+                    .collect();
+                x.par_chunks_mut(r).zip(res.par_chunks_mut(r)).zip(p.par_chunks(r).zip(q.par_chunks(r))).for_each(
+                    |((xi, ri), (pi, qi))| {
+                        for j in 0..r {
+                            xi[j] += alpha[j] * pi[j];
+                            ri[j] -= alpha[j] * qi[j];
+                        }
+                    },
+                );
+                let norm = column_dots(&res, &res, r);
+                for j in 0..r {
+                    // pq = 0 means the direction is exhausted: the column has converged.
+                    if !(pq[j] > 0.0) || norm[j].sqrt() <= CG_TOLERANCE * scale[j] {
+                        active[j] = false;
+                    }
+                }
+                precondition(&res, &mut z);
+                let rz_new = column_dots(&res, &z, r);
+                let beta: Vec<f64> = (0..r).map(|j| if active[j] { rz_new[j] / rz[j] } else { 0.0 }).collect();
+                p.par_chunks_mut(r).zip(z.par_chunks(r)).for_each(|(pi, zi)| {
+                    for j in 0..r {
+                        pi[j] = zi[j] + beta[j] * pi[j];
+                    }
+                });
+                rz = rz_new;
+            });
+        }
+        Err(FitError::NotConverged(format!(
+            "the mixed-model equations did not converge in {MAX_ITERATIONS} conjugate gradient iterations"
+        )))
+    }
+}
+
+/// Column-wise dot products of two row-major `n x r` arrays, summed over fixed blocks of
+/// rows in block order.
+fn column_dots(a: &[f64], b: &[f64], r: usize) -> Vec<f64> {
+    if r == 0 {
+        return Vec::new();
+    }
+    let partial: Vec<Vec<f64>> = a
+        .par_chunks(LEVEL_BLOCK * r)
+        .zip(b.par_chunks(LEVEL_BLOCK * r))
+        .map(|(ca, cb)| {
+            let mut s = vec![0.0; r];
+            for (ra, rb) in ca.chunks(r).zip(cb.chunks(r)) {
+                for j in 0..r {
+                    s[j] += ra[j] * rb[j];
+                }
+            }
+            s
+        })
+        .collect();
+    let mut total = vec![0.0; r];
+    for s in partial {
+        total.iter_mut().zip(&s).for_each(|(t, v)| *t += v);
+    }
+    total
+}
+
+/// `sum_i A[i, ..]' B[i, ..]` for row-major `n x a` and `n x b` arrays (an `a x b`
+/// matrix), over fixed blocks of rows reduced in order.
+fn cross_product(left: &[f64], a: usize, right: &[f64], b: usize) -> Mat<f64> {
+    let n = if a == 0 { 0 } else { left.len() / a };
+    let blocks = n.div_ceil(LEVEL_BLOCK);
+    let partial: Vec<Mat<f64>> = (0..blocks)
+        .into_par_iter()
+        .map(|c| {
+            let mut s = Mat::<f64>::zeros(a, b);
+            for i in c * LEVEL_BLOCK..((c + 1) * LEVEL_BLOCK).min(n) {
+                for (u, lv) in left[i * a..(i + 1) * a].iter().enumerate() {
+                    for (v, rv) in right[i * b..(i + 1) * b].iter().enumerate() {
+                        s[(u, v)] += lv * rv;
+                    }
+                }
+            }
+            s
+        })
+        .collect();
+    let mut total = Mat::<f64>::zeros(a, b);
+    for s in partial {
+        total += s;
+    }
+    total
+}
+
+/// Solves the mixed-model equations with the estimated components plugged in.
+pub fn solve_mixed_model(
+    stats: &SufficientStats,
+    ols: &OlsFit,
+    components: &VarianceComponents,
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<MixedModelSolution, FitError> {
+    let k_factors = stats.n_factors();
+    let s2 = components.estimate[k_factors];
+    if !(s2 > 0.0 && s2.is_finite()) {
+        return Err(FitError::NotIdentifiable(format!(
+            "the residual variance is estimated at {s2}, so the mixed-model equations are undefined"
+        )));
+    }
+    let lambda: Vec<Option<f64>> = (0..k_factors)
+        .map(|k| {
+            let v = components.estimate[k];
+            (v > 0.0).then(|| s2 / v)
+        })
+        .collect();
+    let system = RandomEffectsMatrix::new(stats, &lambda);
+    let m = system.size();
+    let p = stats.n_fixed();
+    let kept = &ols.kept;
+    let q = kept.len();
+    let r = q + 1;
+
+    // Right-hand sides [Z'X~ | Z'y~], one row per level of the active terms.
+    let mut zt = vec![0.0; m * r];
+    for block in &system.blocks {
+        let sums = &stats.levels[block.factor];
+        let g_all = sums.n_levels();
+        for g in 0..block.n_levels {
+            let row = &mut zt[(block.offset + g) * r..(block.offset + g + 1) * r];
+            for (c, &j) in kept.iter().enumerate() {
+                row[c] = sums.sum_x[j * g_all + g];
+            }
+            row[q] = sums.sum_y[g];
+        }
+    }
+    let (solved, iterations) = system.solve(&zt, r, pool, keep_going)?;
+
+    // S = X'X - X'Z A and s_y = X'y - X'Z a from one cross product of [Z'X | Z'y] with [A | a].
+    let cross = pool.install(|| cross_product(&zt, r, &solved, r));
+    let xtx = submatrix(&stats.xtx, p, kept);
+    let schur = Mat::from_fn(q, q, |i, j| xtx[(i, j)] - 0.5 * (cross[(i, j)] + cross[(j, i)]));
+    let schur_y: Vec<f64> = (0..q).map(|i| stats.xty[kept[i]] - cross[(i, q)]).collect();
+    let schur_inv = spd_inverse(&schur, "the GLS matrix X'V^-1 X").map_err(|_| {
+        FitError::NotIdentifiable(
+            "the fixed effects are not identifiable given the random effects (X'V^-1 X is singular): a fixed-effect column is constant within the levels of a random term".into(),
+        )
+    })?;
+    let coef_shifted: Vec<f64> = (0..q).map(|i| (0..q).map(|j| schur_inv[(i, j)] * schur_y[j]).sum()).collect();
+
+    // u = a - A b~.
+    let mut u = vec![0.0; m];
+    u.par_iter_mut().enumerate().for_each(|(i, ui)| {
+        let row = &solved[i * r..(i + 1) * r];
+        *ui = row[q] - (0..q).map(|c| row[c] * coef_shifted[c]).sum::<f64>();
+    });
+
+    let relative_residual = pool.install(|| full_residual(stats, &system, &zt, kept, &coef_shifted, &u));
+    if !(relative_residual <= MME_TOLERANCE) {
+        return Err(FitError::NotConverged(format!(
+            "the mixed-model equations were solved only to a relative residual of {relative_residual:.3e} (required: {MME_TOLERANCE:e})"
+        )));
+    }
+
+    // Back to the original parametrisation.
+    let mut coef = vec![f64::NAN; p];
+    for (c, &j) in kept.iter().enumerate() {
+        coef[j] = coef_shifted[c];
+    }
+    let mut transform = Mat::<f64>::identity(q, q);
+    if let Some(j0) = stats.intercept {
+        let moved: f64 = kept.iter().zip(&coef_shifted).map(|(&j, b)| stats.shift.x[j] * b).sum();
+        coef[j0] += stats.shift.y - moved;
+        let r0 = kept.iter().position(|&j| j == j0).expect("the intercept is kept");
+        for (c, &j) in kept.iter().enumerate() {
+            if c != r0 {
+                transform[(r0, c)] = -stats.shift.x[j];
+            }
+        }
+    }
+    let vcov = &transform * (&schur_inv * s2) * transform.transpose();
+
+    let mut ranef: Vec<Vec<f64>> = stats.levels.iter().map(|l| vec![0.0; l.n_levels()]).collect();
+    for block in &system.blocks {
+        ranef[block.factor].copy_from_slice(&u[block.offset..block.offset + block.n_levels]);
+    }
+    Ok(MixedModelSolution { coef, vcov, ranef, relative_residual, iterations })
+}
+
+/// `||[X'X b + X'Z u - X'y; Z'X b + C u - Z'y]|| / ||[X'y; Z'y]||` in the shifted coordinates.
+fn full_residual(
+    stats: &SufficientStats,
+    system: &RandomEffectsMatrix<'_>,
+    zt: &[f64],
+    kept: &[usize],
+    b: &[f64],
+    u: &[f64],
+) -> f64 {
+    let p = stats.n_fixed();
+    let q = kept.len();
+    let r = q + 1;
+    let m = system.size();
+    let mut cu = vec![0.0; m];
+    system.apply(u, &mut cu, 1);
+    let mut norm2 = 0.0;
+    let mut rhs2 = 0.0;
+    for i in 0..m {
+        let row = &zt[i * r..(i + 1) * r];
+        let zxb: f64 = (0..q).map(|c| row[c] * b[c]).sum();
+        let res = zxb + cu[i] - row[q];
+        norm2 += res * res;
+        rhs2 += row[q] * row[q];
+    }
+    // X'Z u, then the fixed-effect rows.
+    let mut xzu = vec![0.0; q];
+    for i in 0..m {
+        for c in 0..q {
+            xzu[c] += zt[i * r + c] * u[i];
+        }
+    }
+    for (c, &j) in kept.iter().enumerate() {
+        let xtxb: f64 = kept.iter().zip(b).map(|(&l, bl)| stats.xtx[l * p + j] * bl).sum();
+        let res = xtxb + xzu[c] - stats.xty[j];
+        norm2 += res * res;
+        rhs2 += stats.xty[j] * stats.xty[j];
+    }
+    if rhs2 > 0.0 {
+        (norm2 / rhs2).sqrt()
+    } else {
+        norm2.sqrt()
+    }
+}
