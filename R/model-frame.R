@@ -60,8 +60,7 @@ check_columns_exist <- function(frame_formula, data) {
   }
   env <- environment(frame_formula)
   vars <- all.vars(frame_formula)
-  unknown <- vars[!vars %in% names(data) &
-                    !vapply(vars, exists, logical(1), envir = env)]
+  unknown <- vars[!vars %in% names(data) & !vapply(vars, is_data_in_env, logical(1), env = env)]
   if (length(unknown) > 0L) {
     stop(sprintf(
       "%s %s not found in `data`",
@@ -69,6 +68,13 @@ check_columns_exist <- function(frame_formula, data) {
       paste0("'", unknown, "'", collapse = ", ")
     ), call. = FALSE)
   }
+}
+
+# A variable missing from the data may come from the formula's environment, but a
+# function found there (`sample`, `c`) is not data: the column is missing.
+is_data_in_env <- function(name, env) {
+  obj <- get0(name, envir = env, inherits = TRUE)
+  !is.null(obj) && !is.function(obj)
 }
 
 # NaN would be dropped as missing by na.omit; it is more often a computation gone wrong.

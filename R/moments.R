@@ -11,7 +11,7 @@
 #'   residual and iterations of the mixed-model solve).
 #' @noRd
 fr_moments <- function(y, X, flist, threads) {
-  x_names <- colnames(X)
+  x_names <- if (ncol(X) > 0L) colnames(X) else character()
   intercept <- match("(Intercept)", x_names, nomatch = 0L) - 1L
   storage.mode(X) <- "double"
   # Factors are integer vectors of 1-based codes; the core reads them without a copy.

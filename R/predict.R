@@ -48,7 +48,7 @@ predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
     return(stats::naresid(object$na.action, eta))
   }
   if (!is.data.frame(newdata)) stop("`newdata` must be a data frame", call. = FALSE)
-  fixed_terms <- stats::delete.response(object$terms)
+  fixed_terms <- fixed_terms_for_newdata(object)
   check_newdata_columns(newdata, c(all.vars(fixed_terms), unlist(lapply(
     object$random[match(used, vapply(object$random, `[[`, "", "label"))],
     function(term) unlist(lapply(term$factors, all.vars))
@@ -68,7 +68,7 @@ predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
     if (any(new) && !isTRUE(allow.new.levels)) {
       unseen <- unique(labels[new])
       stop(sprintf(
-        "new %s of %s in `newdata`: %s; use allow.new.levels = TRUE to predict them with a random effect of 0",
+        "new %s of %s in `newdata`: %s%s; use allow.new.levels = TRUE to predict them with a random effect of 0",
         ngettext(length(unseen), "level", "levels"), term_label(term$label),
         paste(utils::head(ifelse(is.na(unseen), "NA", paste0("'", unseen, "'")), 5L), collapse = ", "),
         if (length(unseen) > 5L) sprintf(" (and %d more)", length(unseen) - 5L) else ""
@@ -77,7 +77,8 @@ predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
     eta <- eta + ifelse(new, 0, u[index])
   }
   names(eta) <- rownames(frame)
-  eta
+  # na.exclude pads the dropped rows with NA, as for lm and lmer.
+  stats::napredict(dropped, eta)
 }
 
 #' @rdname predict.fr_fit
@@ -125,9 +126,25 @@ random_terms_used <- function(object, re.form) {
   intersect(all_terms, labels)
 }
 
+# The fixed part's terms carrying the "predvars" of the fit's model frame, so that
+# data-dependent terms such as poly(x, 2) or scale(x) are evaluated on new data with
+# the parameters computed from the data of the fit (safe prediction, as in lm).
+fixed_terms_for_newdata <- function(object) {
+  tt <- stats::delete.response(object$terms)
+  frame_terms <- attr(object$frame, "terms")
+  predvars <- attr(frame_terms, "predvars")
+  vars <- as.list(attr(tt, "variables"))[-1L]
+  if (is.null(predvars) || length(vars) == 0L) return(tt)
+  frame_vars <- vapply(as.list(attr(frame_terms, "variables"))[-1L], deparse1, "")
+  at <- match(vapply(vars, deparse1, ""), frame_vars)
+  if (anyNA(at)) return(tt)
+  attr(tt, "predvars") <- as.call(c(quote(list), as.list(predvars)[-1L][at]))
+  tt
+}
+
 check_newdata_columns <- function(newdata, vars, env) {
-  missing <- vars[!vars %in% names(newdata) &
-                    !vapply(vars, exists, logical(1), envir = env)]
+  in_env <- vapply(vars, is_data_in_env, logical(1), env = env)
+  missing <- vars[!vars %in% names(newdata) & !in_env]
   if (length(missing)) {
     stop(sprintf("`newdata` lacks %s %s", ngettext(length(missing), "column", "columns"),
                  paste0("'", unique(missing), "'", collapse = ", ")), call. = FALSE)

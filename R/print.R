@@ -14,8 +14,12 @@ print.fr_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
   print_header(x)
   x$varcor <- VarCorr(x)
   print_random_effects(x, digits)
-  cat("Fixed Effects:\n")
-  print(format(x$coefficients, digits = digits), quote = FALSE)
+  if (length(x$coefficients) == 0L) {
+    cat("No fixed effects\n")
+  } else {
+    cat("Fixed Effects:\n")
+    print(format(x$coefficients, digits = digits), quote = FALSE)
+  }
   print_boundary(x)
   invisible(x)
 }

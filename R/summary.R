@@ -53,8 +53,12 @@ print.summary.fr_fit <- function(x, digits = max(3L, getOption("digits") - 3L),
   print(zapsmall(quantiles, digits + 1L), digits = digits)
   cat("\n")
   print_random_effects(x, digits)
-  cat("\nFixed effects:\n")
-  stats::printCoefmat(x$coefficients, digits = digits, has.Pvalue = FALSE)
+  if (nrow(x$coefficients) == 0L) {
+    cat("\nNo fixed effects\n")
+  } else {
+    cat("\nFixed effects:\n")
+    stats::printCoefmat(x$coefficients, digits = digits, has.Pvalue = FALSE)
+  }
   p <- nrow(x$coefficients)
   if (is.null(correlation)) correlation <- p <= 12L
   if (p > 1L && isTRUE(correlation)) {

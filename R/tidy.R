@@ -35,7 +35,8 @@ tidy.fr_fit <- function(x, effects = c("ran_pars", "fixed"), scales = NULL,
   pieces <- list()
   if ("fixed" %in% effects) {
     s <- summary(x)$coefficients
-    fixed <- data.frame(effect = "fixed", group = NA_character_, term = rownames(s),
+    fixed <- data.frame(effect = rep("fixed", nrow(s)), group = rep(NA_character_, nrow(s)),
+                        term = as.character(rownames(s)),
                         estimate = unname(s[, 1L]), std.error = unname(s[, 2L]),
                         statistic = unname(s[, 3L]), stringsAsFactors = FALSE)
     if (isTRUE(conf.int)) {
@@ -63,7 +64,9 @@ tidy.fr_fit <- function(x, effects = c("ran_pars", "fixed"), scales = NULL,
       stringsAsFactors = FALSE
     )
   }
-  columns <- unique(unlist(lapply(pieces, names)))
+  columns <- c("effect", "group", if ("ran_vals" %in% effects) "level", "term", "estimate",
+               "std.error", "statistic", if (isTRUE(conf.int) && "fixed" %in% effects) c("conf.low", "conf.high"))
+  columns <- intersect(columns, unique(unlist(lapply(pieces, names))))
   out <- do.call(rbind, lapply(pieces, function(p) {
     p[setdiff(columns, names(p))] <- NA
     p[columns]

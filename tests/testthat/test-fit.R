@@ -51,3 +51,20 @@ test_that("a model without an intercept is fitted without shifting", {
 test_that("a Rust panic becomes an R error", {
   expect_error(fr_test_panic("deliberate panic"), "deliberate panic")
 })
+
+test_that("a model without fixed effects is fitted, printed and tidied", {
+  set.seed(11)
+  d <- data.frame(g = factor(rep(1:8, each = 5)))
+  d$y <- rnorm(8)[d$g] + rnorm(40)
+  fit <- fr_fit(y ~ 0 + (1 | g), data = d)
+  expect_length(fixef(fit), 0L)
+  expect_identical(dim(vcov(fit)), c(0L, 0L))
+  # With no fixed part, the BLUP is the shrunken level mean: n_g / (n_g + s2 / s2_g) * mean_g.
+  shrink <- 5 / (5 + fit$theta[["Residual"]] / fit$theta[["g"]])
+  expect_equal(unname(fit$ranef_values$g), as.vector(shrink * tapply(d$y, d$g, mean)), tolerance = 1e-10)
+  expect_equal(predict(fit, d), fitted(fit), ignore_attr = TRUE)
+  expect_true("No fixed effects" %in% capture.output(print(fit)))
+  expect_true("No fixed effects" %in% capture.output(print(summary(fit))))
+  skip_if_not_installed("generics")
+  expect_identical(generics::tidy(fit)$effect, rep("ran_pars", 2))
+})

@@ -11,6 +11,8 @@ test_that("unknown columns are named", {
   d <- small_data()
   expect_error(fr_fit(y ~ nosuch + (1 | g), data = d), "column 'nosuch' not found in `data`")
   expect_error(fr_fit(y ~ x + (1 | nogroup), data = d), "column 'nogroup' not found")
+  # A missing column named like a function (base::sample) is still a missing column.
+  expect_error(fr_fit(y ~ x + (1 | sample), data = d), "column 'sample' not found")
 })
 
 test_that("the response must be numeric and finite", {

@@ -1,0 +1,81 @@
+# plot(): residuals against fitted values, base graphics.
+
+# The graphics calls recorded on the current device: a list of
+# list(name = "C_plotXY", args = list(...)), from its display list.
+recorded_calls <- function() {
+  lapply(grDevices::recordPlot()[[1]], function(entry) {
+    args <- as.list(entry[[2]])
+    routine <- args[[1]]
+    list(name = if (is.list(routine)) routine$name else NA_character_, args = args[-1])
+  })
+}
+
+recorded_call <- function(name) {
+  calls <- recorded_calls()
+  Filter(function(call) identical(call$name, name), calls)
+}
+
+test_that("plot draws residuals against fitted values and returns the fit invisibly", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy)
+  grDevices::pdf(NULL)
+  on.exit(grDevices::dev.off(), add = TRUE)
+  grDevices::dev.control(displaylist = "enable")
+  expect_length(grDevices::recordPlot()[[1]], 0L)
+  res <- withVisible(plot(fit))
+  expect_false(res$visible)
+  expect_identical(res$value, fit)
+  # The points drawn are (fitted, residual) pairs, with open circles.
+  points <- recorded_call("C_plotXY")
+  expect_length(points, 1L)
+  xy <- points[[1]]$args[[1]]
+  expect_equal(unname(xy$x), unname(fitted(fit)))
+  expect_equal(unname(xy$y), unname(residuals(fit)))
+  expect_identical(points[[1]]$args[[3]], 1)
+  # The dashed reference line at 0.
+  line <- recorded_call("C_abline")
+  expect_length(line, 1L)
+  expect_identical(line[[1]]$args[[3]], 0)
+  # The axes span the fitted values (x) and the residuals (y).
+  usr <- graphics::par("usr")
+  f <- fitted(fit)
+  r <- residuals(fit)
+  expect_lte(usr[1], min(f))
+  expect_gte(usr[2], max(f))
+  expect_lte(usr[3], min(r))
+  expect_gte(usr[4], max(r))
+  # ... and no more than R's default 4% extension on each side.
+  expect_equal(usr[1:2], range(f) + c(-1, 1) * 0.04 * diff(range(f)), tolerance = 1e-8)
+  expect_equal(usr[3:4], range(r) + c(-1, 1) * 0.04 * diff(range(r)), tolerance = 1e-8)
+})
+
+test_that("plot passes further arguments to plot.default", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy)
+  grDevices::pdf(NULL)
+  on.exit(grDevices::dev.off(), add = TRUE)
+  grDevices::dev.control(displaylist = "enable")
+  plot(fit, xlim = c(0, 1000), ylim = c(-500, 500), xaxs = "i", yaxs = "i",
+       main = "Residuals", xlab = "fitted", ylab = "resid")
+  expect_equal(graphics::par("usr"), c(0, 1000, -500, 500))
+})
+
+test_that("plot draws a large fit with small translucent points", {
+  set.seed(14)
+  n <- 6000
+  d <- data.frame(g = factor(sample(1:50, n, replace = TRUE)), x = rnorm(n))
+  d$y <- d$x + rnorm(50)[d$g] + rnorm(n)
+  fit <- fr_fit(y ~ x + (1 | g), data = d)
+  grDevices::pdf(NULL)
+  on.exit(grDevices::dev.off(), add = TRUE)
+  grDevices::dev.control(displaylist = "enable")
+  expect_invisible(plot(fit))
+  usr <- graphics::par("usr")
+  expect_lte(usr[1], min(fitted(fit)))
+  expect_gte(usr[2], max(fitted(fit)))
+  points <- recorded_call("C_plotXY")
+  expect_length(points, 1L)
+  expect_length(points[[1]]$args[[1]]$x, n)
+  expect_identical(points[[1]]$args[[3]], ".")
+  expect_identical(points[[1]]$args[[5]], grDevices::adjustcolor("black", alpha.f = 0.3))
+})
