@@ -20,3 +20,14 @@ side$ratio <- side$fr_fit / side$lmer
 cat("\nVariance components side by side:\n")
 print(side, digits = 4, row.names = FALSE)
 cat(sprintf("\nTime: fr_fit %.3f s, lmer %.1f s (%.0fx)\n", fr_time, lmer_time, lmer_time / max(fr_time, 1e-3)))
+
+cat("\nFixed effects (fr_fit: GLS with the moment estimates; lmer: REML):\n")
+print(data.frame(
+  fr_fit = fixef(fit), se_fr_fit = sqrt(diag(vcov(fit))),
+  lmer = lme4::fixef(lfit), se_lmer = sqrt(diag(as.matrix(vcov(lfit))))
+), digits = 4)
+cat("\nCorrelation of the predicted random effects with lmer's:\n")
+print(vapply(names(fit$flist), function(k) {
+  u <- ranef(fit)[[k]]
+  cor(u[["(Intercept)"]], lme4::ranef(lfit)[[k]][rownames(u), "(Intercept)"])
+}, 1), digits = 6)
