@@ -350,3 +350,14 @@ dense_mixed_reference <- function(y, X, factors, theta) {
   schur <- crossprod(X) - crossprod(X, Z) %*% solve(C, crossprod(Z, X))
   list(b = b, u = u, vcov = s2 * solve(schur))
 }
+
+#' A crossed 6 x 8 design whose second factor h has identical level means, so its
+#' moment estimate is negative and the fit is at the boundary (variance of h set to 0).
+boundary_design <- function() {
+  with_local_seed(5, {
+    d <- data.frame(g = factor(rep(1:6, each = 8)), h = factor(rep(1:8, times = 6)))
+    d$y <- stats::rnorm(6, sd = 3)[d$g] + stats::rnorm(48)
+    d$y <- d$y - stats::ave(d$y, d$h) + mean(d$y)
+    d
+  })
+}

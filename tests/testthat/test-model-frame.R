@@ -93,7 +93,7 @@ test_that("the user's data are not modified", {
   d <- small_data()
   d$y[2] <- NA
   copy <- d
-  fit <- fr_fit(y ~ x + (1 | g) + (1 | h), data = d)
+  fit <- suppressMessages(fr_fit(y ~ x + (1 | g) + (1 | h), data = d))
   expect_identical(d, copy)
 })
 

@@ -10,6 +10,13 @@ recorded_calls <- function() {
   })
 }
 
+# Opens a null device that records its display list, closed when the calling test ends.
+local_recording_device <- function(envir = parent.frame()) {
+  grDevices::pdf(NULL)
+  do.call(on.exit, list(quote(grDevices::dev.off()), add = TRUE), envir = envir)
+  grDevices::dev.control(displaylist = "enable")
+}
+
 recorded_call <- function(name) {
   calls <- recorded_calls()
   Filter(function(call) identical(call$name, name), calls)
@@ -18,9 +25,7 @@ recorded_call <- function(name) {
 test_that("plot draws residuals against fitted values and returns the fit invisibly", {
   skip_if_not_installed("lme4")
   fit <- fr_fit(Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy)
-  grDevices::pdf(NULL)
-  on.exit(grDevices::dev.off(), add = TRUE)
-  grDevices::dev.control(displaylist = "enable")
+  local_recording_device()
   expect_length(grDevices::recordPlot()[[1]], 0L)
   res <- withVisible(plot(fit))
   expect_false(res$visible)
@@ -52,9 +57,7 @@ test_that("plot draws residuals against fitted values and returns the fit invisi
 test_that("plot passes further arguments to plot.default", {
   skip_if_not_installed("lme4")
   fit <- fr_fit(Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy)
-  grDevices::pdf(NULL)
-  on.exit(grDevices::dev.off(), add = TRUE)
-  grDevices::dev.control(displaylist = "enable")
+  local_recording_device()
   plot(fit, xlim = c(0, 1000), ylim = c(-500, 500), xaxs = "i", yaxs = "i",
        main = "Residuals", xlab = "fitted", ylab = "resid")
   expect_equal(graphics::par("usr"), c(0, 1000, -500, 500))
@@ -66,9 +69,7 @@ test_that("plot draws a large fit with small translucent points", {
   d <- data.frame(g = factor(sample(1:50, n, replace = TRUE)), x = rnorm(n))
   d$y <- d$x + rnorm(50)[d$g] + rnorm(n)
   fit <- fr_fit(y ~ x + (1 | g), data = d)
-  grDevices::pdf(NULL)
-  on.exit(grDevices::dev.off(), add = TRUE)
-  grDevices::dev.control(displaylist = "enable")
+  local_recording_device()
   expect_invisible(plot(fit))
   usr <- graphics::par("usr")
   expect_lte(usr[1], min(fitted(fit)))

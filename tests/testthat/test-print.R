@@ -58,10 +58,7 @@ test_that("print shows every fixed effect of a wider model", {
 })
 
 test_that("print reports a boundary fit after the fixed effects", {
-  set.seed(5)
-  d <- data.frame(g = factor(rep(1:6, each = 8)), h = factor(rep(1:8, times = 6)))
-  d$y <- rnorm(6, sd = 3)[d$g] + rnorm(48)
-  d$y <- d$y - ave(d$y, d$h) + mean(d$y)
+  d <- boundary_design()
   expect_message(fit <- fr_fit(y ~ 1 + (1 | g) + (1 | h), data = d), "boundary")
   out <- capture.output(print(fit))
   expect_match(out[length(out)], "^boundary \\(singular\\) fit: the variance of \\(1 \\| h\\) is estimated at 0")

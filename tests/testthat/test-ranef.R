@@ -63,11 +63,7 @@ test_that("predictions of a single term are shrunk level means of the residuals"
 })
 
 test_that("a term estimated at zero variance has all predictions zero", {
-  set.seed(5)
-  d <- data.frame(g = factor(rep(1:6, each = 8)), h = factor(rep(1:8, times = 6)))
-  d$y <- rnorm(6, sd = 3)[d$g] + rnorm(48)
-  # Force h's component to the boundary: make h's level means exactly equal.
-  d$y <- d$y - ave(d$y, d$h) + mean(d$y)
+  d <- boundary_design()
   expect_message(fit <- fr_fit(y ~ 1 + (1 | g) + (1 | h), data = d), "boundary")
   expect_identical(fit$theta[["h"]], 0)
   expect_identical(ranef(fit)$h[["(Intercept)"]], rep(0, 8))

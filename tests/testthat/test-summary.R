@@ -109,10 +109,10 @@ test_that("more than 12 fixed effects hide the correlation unless asked", {
 })
 
 test_that("summary reports dropped rows and a boundary fit", {
-  set.seed(5)
-  d <- data.frame(g = factor(rep(1:6, each = 8)), h = factor(rep(1:8, times = 6)), x = rnorm(48))
-  d$y <- rnorm(6, sd = 3)[d$g] + rnorm(48)
-  d$y <- d$y - ave(d$y, d$h) + mean(d$y)
+  d <- boundary_design()
+  # A covariate with equal means within the levels of h keeps h at the boundary.
+  d$x <- rnorm(48)
+  d$x <- d$x - ave(d$x, d$h)
   d$x[c(4, 9)] <- NA
   expect_message(fit <- fr_fit(y ~ x + (1 | g) + (1 | h), data = d), "boundary")
   out <- capture.output(print(summary(fit)))
