@@ -80,9 +80,8 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
     message(boundary_message(names(moments$boundary)[moments$boundary]))
   }
 
-  X <- md$X[, moments$kept, drop = FALSE]
-  fitted_fixed <- drop(X %*% moments$coefficients)
-  fitted <- fitted_fixed + random_part(moments$ranef_values, md$flist)
+  fitted <- drop(md$X[, moments$kept, drop = FALSE] %*% moments$coefficients) +
+    random_part(moments$ranef_values, md$flist)
   if (.row_names_info(md$frame) > 0L) names(fitted) <- rownames(md$frame)
 
   structure(
@@ -92,7 +91,6 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
       sigma = sqrt(moments$theta[["Residual"]]),
       contrasts = attr(md$X, "contrasts"),
       xlevels = stats::.getXlevels(md$terms, md$frame),
-      x_names = colnames(md$X),
       call = call,
       formula = formula,
       data_name = if (is.null(call$data)) NULL else deparse1(call$data),
