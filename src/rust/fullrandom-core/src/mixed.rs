@@ -376,14 +376,10 @@ pub fn solve_mixed_model(
     }
 
     // Back to the original parametrisation.
-    let mut coef = vec![f64::NAN; p];
-    for (c, &j) in kept.iter().enumerate() {
-        coef[j] = coef_shifted[c];
-    }
+    let coef = stats.shift.unshift_coefficients(stats.intercept, kept, &coef_shifted);
+    // Var(b) = T Var(b~) T', T the linear part of the same map.
     let mut transform = Mat::<f64>::identity(q, q);
     if let Some(j0) = stats.intercept {
-        let moved: f64 = kept.iter().zip(&coef_shifted).map(|(&j, b)| stats.shift.x[j] * b).sum();
-        coef[j0] += stats.shift.y - moved;
         let r0 = kept.iter().position(|&j| j == j0).expect("the intercept is kept");
         for (c, &j) in kept.iter().enumerate() {
             if c != r0 {

@@ -44,14 +44,7 @@ pub fn ols_from_stats(stats: &SufficientStats) -> Result<OlsFit, FitError> {
     let xty: Vec<f64> = kept.iter().map(|&j| stats.xty[j]).collect();
     let q = kept.len();
     let coef_shifted: Vec<f64> = (0..q).map(|r| (0..q).map(|c| xtx_inv[(r, c)] * xty[c]).sum()).collect();
-    let mut coef = vec![f64::NAN; p];
-    for (r, &j) in kept.iter().enumerate() {
-        coef[j] = coef_shifted[r];
-    }
-    if let Some(j0) = stats.intercept {
-        let moved: f64 = kept.iter().zip(&coef_shifted).map(|(&j, b)| stats.shift.x[j] * b).sum();
-        coef[j0] += stats.shift.y - moved;
-    }
+    let coef = stats.shift.unshift_coefficients(stats.intercept, &kept, &coef_shifted);
     let fitted_ss: f64 = coef_shifted.iter().zip(&xty).map(|(b, v)| b * v).sum();
     let sum_fitted: f64 = kept.iter().zip(&coef_shifted).map(|(&j, b)| stats.sum_x[j] * b).sum();
     Ok(OlsFit {

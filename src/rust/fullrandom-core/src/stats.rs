@@ -53,6 +53,23 @@ impl Shift {
     }
 }
 
+impl Shift {
+    /// Coefficients of all `p` columns in the original parametrisation (NaN where not
+    /// kept) from those of the `kept` columns fitted to the shifted data: every slope is
+    /// unchanged and the intercept absorbs the shift, `b_0 = b~_0 + c_y - sum_j c_j b~_j`.
+    pub fn unshift_coefficients(&self, intercept: Option<usize>, kept: &[usize], coef_shifted: &[f64]) -> Vec<f64> {
+        let mut coef = vec![f64::NAN; self.x.len()];
+        for (&j, &b) in kept.iter().zip(coef_shifted) {
+            coef[j] = b;
+        }
+        if let Some(j0) = intercept {
+            let moved: f64 = kept.iter().zip(coef_shifted).map(|(&j, b)| self.x[j] * b).sum();
+            coef[j0] += self.y - moved;
+        }
+        coef
+    }
+}
+
 /// Per-level sums of one factor. `sum_x` is stored by column: level `g`, column `j` at
 /// `j * n_levels + g`.
 #[derive(Debug, Clone, PartialEq)]
