@@ -80,9 +80,11 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
     message(boundary_message(names(moments$boundary)[moments$boundary]))
   }
 
-  fitted <- drop(md$X[, moments$kept, drop = FALSE] %*% moments$coefficients) +
-    random_part(moments$ranef_values, md$flist)
-  if (.row_names_info(md$frame) > 0L) names(fitted) <- rownames(md$frame)
+  fitted <- name_by_rows(
+    drop(md$X[, moments$kept, drop = FALSE] %*% moments$coefficients) +
+      random_part(moments$ranef_values, md$flist),
+    md$frame
+  )
 
   structure(
     c(moments, list(

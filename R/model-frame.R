@@ -58,9 +58,7 @@ check_columns_exist <- function(frame_formula, data) {
   if (!is.data.frame(data) && !is.list(data)) {
     stop("`data` must be a data frame", call. = FALSE)
   }
-  env <- environment(frame_formula)
-  vars <- all.vars(frame_formula)
-  unknown <- vars[!vars %in% names(data) & !vapply(vars, is_data_in_env, logical(1), env = env)]
+  unknown <- missing_variables(all.vars(frame_formula), data, environment(frame_formula))
   if (length(unknown) > 0L) {
     stop(sprintf(
       "%s %s not found in `data`",
@@ -70,11 +68,22 @@ check_columns_exist <- function(frame_formula, data) {
   }
 }
 
-# A variable missing from the data may come from the formula's environment, but a
-# function found there (`sample`, `c`) is not data: the column is missing.
-is_data_in_env <- function(name, env) {
-  obj <- get0(name, envir = env, inherits = TRUE)
-  !is.null(obj) && !is.function(obj)
+# The variables found neither in `data` nor, as data, in `env`. A variable missing from
+# the data may come from the formula's environment, but a function found there
+# (`sample`, `c`) is not data: the column is missing.
+missing_variables <- function(vars, data, env) {
+  in_env <- vapply(vars, function(name) {
+    obj <- get0(name, envir = env, inherits = TRUE)
+    !is.null(obj) && !is.function(obj)
+  }, logical(1))
+  unique(vars[!vars %in% names(data) & !in_env])
+}
+
+# Names a per-observation vector by the model frame's row names, unless those are the
+# automatic 1..n (not materialised for large data).
+name_by_rows <- function(x, frame) {
+  if (.row_names_info(frame) > 0L) names(x) <- rownames(frame)
+  x
 }
 
 # NaN would be dropped as missing by na.omit; it is more often a computation gone wrong.

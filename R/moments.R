@@ -7,7 +7,7 @@
 #' @return a list with `theta`, `theta_raw`, `boundary`, `coefficients` (GLS, the
 #'   non-aliased columns), `coef_ols` (OLS, the same columns), `coef_all` (GLS, NA where
 #'   aliased), `kept`, `vcov` (GLS covariance), `ranef_values` (per term, the BLUPs named
-#'   by level), `xtx_inv`, `moment_equations` (`lhs`, `q`) and `mme` (the relative
+#'   by level), `moment_equations` (`lhs`, `q`) and `mme` (the relative
 #'   residual and iterations of the mixed-model solve).
 #' @noRd
 fr_moments <- function(y, X, flist, threads) {
@@ -39,7 +39,6 @@ fr_moments <- function(y, X, flist, threads) {
     vcov = matrix(out$vcov, length(out$kept), dimnames = list(kept_names, kept_names)),
     ranef_values = ranef_values,
     mme = list(relative_residual = out$mme_residual, iterations = out$mme_iterations),
-    xtx_inv = matrix(out$xtx_inv, length(out$kept), dimnames = list(kept_names, kept_names)),
     moment_equations = list(
       lhs = matrix(out$lhs, k + 1L, dimnames = list(equation_names, component_names)),
       q = stats::setNames(out$q, equation_names)

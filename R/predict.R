@@ -44,8 +44,7 @@ predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
     if (length(used) == length(object$flist)) return(stats::fitted(object))
     eta <- drop(stats::model.matrix(object) %*% object$coefficients) +
       if (length(used)) random_part(object$ranef_values[used], object$flist[used]) else 0
-    if (.row_names_info(object$frame) > 0L) names(eta) <- rownames(object$frame)
-    return(stats::naresid(object$na.action, eta))
+    return(stats::naresid(object$na.action, name_by_rows(eta, object$frame)))
   }
   if (!is.data.frame(newdata)) stop("`newdata` must be a data frame", call. = FALSE)
   fixed_terms <- fixed_terms_for_newdata(object)
@@ -92,8 +91,7 @@ fitted.fr_fit <- function(object, ...) {
 residuals.fr_fit <- function(object, type = c("response", "pearson", "working"),
                              scaled = FALSE, ...) {
   match.arg(type)
-  r <- object$residuals
-  if (.row_names_info(object$frame) > 0L) names(r) <- rownames(object$frame)
+  r <- object$residuals  # named as the fitted values are
   if (isTRUE(scaled)) r <- r / object$sigma
   stats::naresid(object$na.action, r)
 }
@@ -143,11 +141,10 @@ fixed_terms_for_newdata <- function(object) {
 }
 
 check_newdata_columns <- function(newdata, vars, env) {
-  in_env <- vapply(vars, is_data_in_env, logical(1), env = env)
-  missing <- vars[!vars %in% names(newdata) & !in_env]
+  missing <- missing_variables(vars, newdata, env)
   if (length(missing)) {
     stop(sprintf("`newdata` lacks %s %s", ngettext(length(missing), "column", "columns"),
-                 paste0("'", unique(missing), "'", collapse = ", ")), call. = FALSE)
+                 paste0("'", missing, "'", collapse = ", ")), call. = FALSE)
   }
 }
 

@@ -100,8 +100,6 @@ fn fr_moment_fit(
     Ok(list!(
         coef = fit.ols.coef,
         kept = fit.ols.kept.iter().map(|&j| j as i32 + 1).collect::<Vec<i32>>(),
-        xtx_inv = column_major(&fit.ols.xtx_inv),
-        rss = fit.ols.rss,
         lhs = column_major(&fit.equations.lhs),
         q = fit.equations.q,
         raw = fit.components.raw,
