@@ -24,6 +24,15 @@ NULL
 #' @noRd
 fr_moment_fit <- function(y, x, x_names, intercept, codes, n_levels, labels, threads) .Call(wrap__fr_moment_fit, y, x, x_names, intercept, codes, n_levels, labels, threads)
 
+#' Matloff's Full Randomness estimator for one random intercept, then the GLS fixed
+#' effects and BLUPs (internal; use fr_fit(method = "fr")).
+#'
+#' @param y,x,x_names,intercept,codes,n_levels,labels,threads as for fr_moment_fit.
+#' @param size_columns 0-based indices of the columns that are functions of the group
+#'   size (from size() terms).
+#' @noRd
+fr_full_randomness_fit <- function(y, x, x_names, intercept, codes, n_levels, labels, size_columns, threads) .Call(wrap__fr_full_randomness_fit, y, x, x_names, intercept, codes, n_levels, labels, size_columns, threads)
+
 #' Number of threads the Rust pool would use by default on this machine.
 #' @noRd
 fr_available_threads <- function() .Call(wrap__fr_available_threads)

@@ -24,6 +24,38 @@
 #' tell the finest term from the residual: the term with the most levels is set to
 #' zero in the same way. The unconstrained solution stays in the fit as `theta_raw`.
 #'
+#' @section Matloff's Full Randomness estimator (`method = "fr"`):
+#' For a model with one random intercept, `method = "fr"` uses the estimator of N.
+#' Matloff's paper "A New Framework for Random Effects Models" instead. The group sizes
+#' `N_i` are random, the pivots are the group totals `S_i = sum_j Y_ij`, and
+#' conditioning on `N` gives the two equations
+#' `Var(S) = (nu2 + nu1^2) s2_a + nu1 s2_e + mu^2 nu2` and `Var(Y) = s2_a + s2_e`
+#' (the paper's 17 and 18). Their left sides are the sample variances of the `S_i`
+#' and of the `Y_ij`; `nu1` and `nu2` are the mean and variance of the `N_i`, and
+#' `mu = Y.. / M`, with `M` the number of observations. All sample moments are moments
+#' of the empirical distribution (divisors `r`, the number of groups, and `M`). With
+#' these divisors the estimator equals the one derived for fixed `n_i` (the paper's
+#' section 5) exactly.
+#'
+#' Other regressors are fitted by least squares and the equations applied to
+#' `y - x'b` (the paper's eq. 19).
+#'
+#' A [size()] term of the grouping variable, `y ~ size(g) + (1 | g)`, is the paper's
+#' model (3). It gives `mu N` the form `c1 N + c2 N^2` (eq. 20). The `mu^2 nu2` term
+#' becomes the sample variance of `c1 N_i + c2 N_i^2`, and `Var(Y)` gains the variance
+#' of `c2 N_i` over the observations. The equations are then nonlinear in `c` and are
+#' solved iteratively (eqs. 21-22): start from least squares; at each iteration
+#' evaluate the equations at the current `c`, solve them for the components, and take
+#' `c` as the GLS estimate at those components; stop at the fixed point.
+#'
+#' The fit keeps the group-size distribution (`nu1`, `nu2`) and prints it. The
+#' estimator is consistent without normality but not exactly unbiased. Unlike
+#' `method = "moments"`, it is not invariant to a shift of `y` by a constant, since
+#' `Var(S)` grows with `mu^2 nu2` while `s2_a` does not. Its precision therefore
+#' depends on where the response sits; see `vignette("full-randomness")`. The fixed
+#' effects, standard errors and BLUPs are then computed as for the default method,
+#' from the mixed-model equations at these components.
+#'
 #' @section Fixed effects and predicted random effects:
 #' With the estimates plugged in (`s2` residual, `s2_k` per term), the fixed effects
 #' `b` (generalised least squares) and the predicted random effects `u` (BLUPs) solve
@@ -44,13 +76,19 @@
 #' @param na.action what to do with rows holding `NA`; by default
 #'   `getOption("na.action")`, normally [na.omit()]. The number of dropped rows is
 #'   printed with the fit.
+#' @param method `"moments"` (the default): the unbiased moment equations above, for
+#'   any number of random terms; `"fr"`: Matloff's Full Randomness estimator (below),
+#'   for one random intercept, with [size()] covariates solved by the paper's
+#'   iteration.
 #' @param threads number of threads of the Rust core; the results do not depend on it.
-#' @return an object of class `fr_fit`: a list with, among others, `theta` (the
+#' @return an object of class `fr_fit`: a list with, among others, `method`, `theta` (the
 #'   variance components after the boundary rule, named by term, then `Residual`),
 #'   `theta_raw` (the unbiased solution of the moment equations), `boundary`,
 #'   `coefficients` (GLS fixed effects), `coef_ols`, `vcov`, `ranef_values`,
-#'   `moment_equations` (`lhs` and `q`), `mme`, `flist` (the grouping factors) and
-#'   `frame` (the model frame). Use the accessor functions rather than the fields.
+#'   `moment_equations` (`lhs` and `q`), `mme`, `flist` (the grouping factors),
+#'   `frame` (the model frame) and, for `method = "fr"`, `fr`: the group sizes
+#'   (`groups`, `mean` = `nu1`, `variance` = `nu2`), `coef_in_equations` and
+#'   `iterations`. Use the accessor functions rather than the fields.
 #' @seealso [VarCorr()][VarCorr.fr_fit], [fixef()][fixef.fr_fit],
 #'   [ranef()][ranef.fr_fit], [predict()][predict.fr_fit], [summary()][summary.fr_fit],
 #'   [tidy()][tidy.fr_fit].
@@ -65,16 +103,24 @@
 #'   as.data.frame(VarCorr(fit))
 #' }
 #' @export
-fr_fit <- function(formula, data = NULL, subset, na.action,
+fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments", "fr"),
                    threads = getOption("fullrandom.threads", fr_available_threads())) {
   call <- match.call()
+  method <- match.arg(method)
   threads <- check_threads(threads)
+  if (method == "fr") check_fr_formula(formula)
   parsed <- parse_fr_formula(formula)
+  if (method == "fr") check_fr_terms(parsed$random)
   frame_call <- call[c(1L, match(c("data", "subset", "na.action"), names(call), 0L))]
   frame_call[[1L]] <- quote(stats::model.frame)
   md <- fr_model_data(parsed, frame_call, data, parent.frame())
 
-  moments <- fr_moments(md$y, md$X, md$flist, threads)
+  size_columns <- if (method == "fr") {
+    size_columns_of(md$X, md$terms, parsed$random[[1L]]$factors[[1L]])
+  } else {
+    integer()
+  }
+  moments <- fr_moments(md$y, md$X, md$flist, threads, method, size_columns)
   report_dropped_columns(colnames(md$X), moments$kept)
   if (any(moments$boundary)) {
     message(boundary_message(names(moments$boundary)[moments$boundary]))

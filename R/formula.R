@@ -19,6 +19,7 @@
 #'   * `random`: list with one element per expanded random-intercept term,
 #'     each a list of `label` (character, e.g. `"b:a"`), `factors` (list of
 #'     grouping expressions in label order) and `term` (deparsed bar term);
+#'   * `size_calls`: the calls to [size()] in the fixed part (list);
 #'   * `frame_formula`: formula `response ~ ...` naming every expression
 #'     needed to build the model frame.
 #'   Both formulas carry the environment of `formula`.
@@ -46,13 +47,16 @@ parse_fr_formula <- function(formula) {
 
   # A formula without any fixed term still has an intercept, as in lm().
   fixed_rhs <- if (is.null(split$fixed)) 1 else split$fixed
+  # size(g) needs g itself in the frame, to be counted after rows are dropped.
+  size_calls <- find_size_calls(fixed_rhs)
 
   list(
     response = response,
     fixed = make_formula(response, fixed_rhs, env),
     random = random,
+    size_calls = size_calls,
     frame_formula = make_formula(
-      response, frame_rhs(fixed_rhs, random), env
+      response, frame_rhs(fixed_rhs, random, lapply(size_calls, `[[`, 2L)), env
     )
   )
 }
@@ -277,8 +281,8 @@ check_no_duplicate_groupings <- function(random) {
 #' including offsets); each distinct grouping component is then added so that
 #' NA handling drops the same rows for fixed and random parts.
 #' @noRd
-frame_rhs <- function(fixed_rhs, random) {
-  components <- list()
+frame_rhs <- function(fixed_rhs, random, extra = list()) {
+  components <- extra
   for (term in random) {
     for (component in term$factors) {
       already <- any(vapply(components, identical, logical(1), component))

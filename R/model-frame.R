@@ -18,7 +18,15 @@ fr_model_data <- function(parsed, frame_call, data, env) {
   check_columns_exist(parsed$frame_formula, data)
   check_no_nan(parsed$frame_formula, data)
 
-  frame_call$formula <- parsed$frame_formula
+  frame_formula <- parsed$frame_formula
+  if (length(parsed$size_calls) > 0L) {
+    # size() is found even when the package is not attached; its values are
+    # recomputed below on the rows that remain.
+    size_env <- new.env(parent = environment(frame_formula))
+    size_env$size <- size
+    environment(frame_formula) <- size_env
+  }
+  frame_call$formula <- frame_formula
   frame_call$drop.unused.levels <- TRUE
   frame <- eval(frame_call, env)
   na_action <- attr(frame, "na.action")
@@ -31,6 +39,7 @@ fr_model_data <- function(parsed, frame_call, data, env) {
     }, call. = FALSE)
   }
 
+  frame <- recount_sizes(frame, parsed$size_calls)
   fixed_terms <- terms(parsed$fixed, data = frame)
   if (!is.null(attr(fixed_terms, "offset"))) {
     stop("offset() terms are not supported yet; subtract the offset from the response instead",

@@ -38,7 +38,9 @@ summary.fr_fit <- function(object, ...) {
     coefficients = coefficients,
     vcov = object$vcov,
     sigma = object$sigma,
-    boundary = object$boundary
+    boundary = object$boundary,
+    method = object$method,
+    fr = object$fr
   ), class = "summary.fr_fit")
 }
 
@@ -84,9 +86,19 @@ correlation_table <- function(v) {
 }
 
 print_header <- function(x) {
-  cat("Linear mixed model fit by the method of moments ['fr_fit']\n")
+  if (identical(x$method, "fr")) {
+    cat("Linear mixed model fit by Matloff's Full Randomness moments ['fr_fit']\n")
+  } else {
+    cat("Linear mixed model fit by the method of moments ['fr_fit']\n")
+  }
   cat("Formula:", deparse1(x$formula), "\n")
   if (!is.null(x$data_name)) cat("   Data:", x$data_name, "\n")
+  if (!is.null(x$fr)) {
+    sizes <- x$fr$group_sizes
+    cat(sprintf("Group sizes: %d groups, mean (nu1) %s, variance (nu2) %s\n",
+                as.integer(sizes[["groups"]]), format(sizes[["mean"]], digits = 5),
+                format(sizes[["variance"]], digits = 5)))
+  }
 }
 
 print_random_effects <- function(x, digits) {

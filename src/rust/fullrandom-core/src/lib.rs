@@ -20,12 +20,15 @@
 //!    moment equations with the boundary (negative component) rule.
 //! 6. [`mixed`]: Henderson's mixed-model equations with the estimates plugged in: GLS
 //!    fixed effects, their covariance and the BLUPs, again from the statistics alone.
+//! 7. [`fr`]: Matloff's Full Randomness estimator for one random intercept (random group
+//!    sizes, group totals as pivots, the `size()` covariate), an alternative to step 5.
 //!
 //! No R types appear here; the R package converts at its boundary.
 
 pub mod data;
 pub mod dense;
 pub mod error;
+pub mod fr;
 pub mod grouping;
 pub mod mixed;
 pub mod moments;
@@ -34,6 +37,7 @@ pub mod stats;
 
 pub use data::{FactorCodes, ModelData};
 pub use error::FitError;
+pub use fr::{fit_full_randomness, FullRandomnessFit, GroupSizes};
 pub use mixed::{solve_mixed_model, MixedModelSolution};
 pub use moments::{fit_variance_components, MomentEquations, VarianceComponents};
 pub use ols::{ols_from_stats, OlsFit};
@@ -67,6 +71,19 @@ pub fn fit_with(
     let pool = thread_pool(threads)?;
     let stats = pool.install(|| SufficientStats::compute(data))?;
     fit_stats_in(&stats, &pool, keep_going)
+}
+
+/// Matloff's Full Randomness fit of a model with one random intercept ([`fr`]);
+/// `size_columns` are the fixed-effect columns that are functions of the group size.
+pub fn fit_full_randomness_with(
+    data: &ModelData<'_>,
+    size_columns: &[usize],
+    threads: usize,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<FullRandomnessFit, FitError> {
+    let pool = thread_pool(threads)?;
+    let stats = pool.install(|| SufficientStats::compute(data))?;
+    fit_full_randomness(&stats, size_columns, &pool, keep_going)
 }
 
 /// Solves the moment and mixed-model equations from (possibly merged) sufficient statistics.

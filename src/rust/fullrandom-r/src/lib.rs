@@ -39,6 +39,58 @@ fn real_slice<'a>(x: &'a Robj, what: &str) -> Result<&'a [f64]> {
     x.as_real_slice().ok_or_else(|| Error::Other(format!("{what} must be a double vector")))
 }
 
+/// Borrows the R inputs as a [`ModelData`] (checked lengths, no copies).
+fn model_data<'a>(
+    y: &'a Robj,
+    x: &'a Robj,
+    x_names: Vec<String>,
+    intercept: i32,
+    codes: &'a List,
+    n_levels: &[i32],
+    labels: &[String],
+) -> Result<ModelData<'a>> {
+    let y = real_slice(y, "the response")?;
+    let p = x_names.len();
+    let x_values = real_slice(x, "the fixed-effect matrix")?;
+    if x_values.len() != y.len() * p {
+        return Err(Error::Other(format!(
+            "the fixed-effect matrix has {} values, expected {} x {}",
+            x_values.len(),
+            y.len(),
+            p
+        )));
+    }
+    // R stores matrices by column.
+    let x = ArrayView2::from_shape((y.len(), p).f(), x_values).map_err(|e| Error::Other(e.to_string()))?;
+    if codes.len() != labels.len() || n_levels.len() != labels.len() {
+        return Err(Error::Other("codes, n_levels and labels differ in length".into()));
+    }
+    let mut factors = Vec::with_capacity(labels.len());
+    for ((code, n), label) in codes.values().zip(n_levels).zip(labels) {
+        let codes = code
+            .as_integer_slice()
+            .ok_or_else(|| Error::Other(format!("the codes of '{label}' must be an integer vector")))?;
+        factors.push(FactorCodes { name: label.clone(), codes, offset: 1, n_levels: (*n).max(0) as usize });
+    }
+    Ok(ModelData { y, x, x_names, intercept: usize::try_from(intercept).ok(), factors })
+}
+
+/// The GLS fixed effects, their covariance and the BLUPs as R values.
+fn mixed_values(mixed: &fullrandom_core::MixedModelSolution) -> List {
+    let ranef = List::from_values(mixed.ranef.iter().map(|u| Robj::from(u.as_slice())));
+    list!(
+        gls_coef = mixed.coef.clone(),
+        vcov = column_major(&mixed.vcov),
+        ranef = ranef,
+        mme_residual = mixed.relative_residual,
+        mme_iterations = mixed.iterations as i32
+    )
+}
+
+fn one_based(kept: &[usize]) -> Vec<i32> {
+    kept.iter().map(|&j| j as i32 + 1).collect()
+}
+
 /// Fit variance components by the method of moments, then the GLS fixed effects and
 /// BLUPs (internal; use fr_fit()). Checks for user interrupts between solver iterations.
 ///
@@ -63,53 +115,64 @@ fn fr_moment_fit(
     labels: Vec<String>,
     threads: i32,
 ) -> Result<List> {
-    let y = real_slice(&y, "the response")?;
-    let p = x_names.len();
-    let x_values = real_slice(&x, "the fixed-effect matrix")?;
-    if x_values.len() != y.len() * p {
-        return Err(Error::Other(format!(
-            "the fixed-effect matrix has {} values, expected {} x {}",
-            x_values.len(),
-            y.len(),
-            p
-        )));
-    }
-    // R stores matrices by column.
-    let x = ArrayView2::from_shape((y.len(), p).f(), x_values).map_err(|e| Error::Other(e.to_string()))?;
-    if codes.len() != labels.len() || n_levels.len() != labels.len() {
-        return Err(Error::Other("codes, n_levels and labels differ in length".into()));
-    }
-    let mut factors = Vec::with_capacity(labels.len());
-    for ((code, n), label) in codes.values().zip(&n_levels).zip(&labels) {
-        let codes = code
-            .as_integer_slice()
-            .ok_or_else(|| Error::Other(format!("the codes of '{label}' must be an integer vector")))?;
-        factors.push(FactorCodes { name: label.clone(), codes, offset: 1, n_levels: (*n).max(0) as usize });
-    }
-    let data = ModelData {
-        y,
-        x,
-        x_names,
-        intercept: usize::try_from(intercept).ok(),
-        factors,
-    };
+    let data = model_data(&y, &x, x_names, intercept, &codes, &n_levels, &labels)?;
     let fit = fullrandom_core::fit_with(&data, threads.max(1) as usize, &mut no_user_interrupt)
         .map_err(|e| Error::Other(e.to_string()))?;
-    let ranef = List::from_values(fit.mixed.ranef.iter().map(|u| Robj::from(u.as_slice())));
-
     Ok(list!(
         coef = fit.ols.coef,
-        kept = fit.ols.kept.iter().map(|&j| j as i32 + 1).collect::<Vec<i32>>(),
+        kept = one_based(&fit.ols.kept),
         lhs = column_major(&fit.equations.lhs),
         q = fit.equations.q,
         raw = fit.components.raw,
         estimate = fit.components.estimate,
         at_boundary = fit.components.at_boundary,
-        gls_coef = fit.mixed.coef,
-        vcov = column_major(&fit.mixed.vcov),
-        ranef = ranef,
-        mme_residual = fit.mixed.relative_residual,
-        mme_iterations = fit.mixed.iterations as i32
+        mixed = mixed_values(&fit.mixed)
+    ))
+}
+
+/// Matloff's Full Randomness estimator for one random intercept, then the GLS fixed
+/// effects and BLUPs (internal; use fr_fit(method = "fr")).
+///
+/// @param y,x,x_names,intercept,codes,n_levels,labels,threads as for fr_moment_fit.
+/// @param size_columns 0-based indices of the columns that are functions of the group
+///   size (from size() terms).
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn fr_full_randomness_fit(
+    y: Robj,
+    x: Robj,
+    x_names: Vec<String>,
+    intercept: i32,
+    codes: List,
+    n_levels: Vec<i32>,
+    labels: Vec<String>,
+    size_columns: Vec<i32>,
+    threads: i32,
+) -> Result<List> {
+    let data = model_data(&y, &x, x_names, intercept, &codes, &n_levels, &labels)?;
+    let size_columns: Vec<usize> = size_columns.iter().filter_map(|&j| usize::try_from(j).ok()).collect();
+    let fit = fullrandom_core::fit_full_randomness_with(
+        &data,
+        &size_columns,
+        threads.max(1) as usize,
+        &mut no_user_interrupt,
+    )
+    .map_err(|e| Error::Other(e.to_string()))?;
+    Ok(list!(
+        coef = fit.ols.coef,
+        kept = one_based(&fit.ols.kept),
+        lhs = column_major(&fit.equations.lhs),
+        q = fit.equations.q,
+        raw = fit.components.raw,
+        estimate = fit.components.estimate,
+        at_boundary = fit.components.at_boundary,
+        mixed = mixed_values(&fit.mixed),
+        n_groups = fit.group_sizes.n_groups as i32,
+        size_mean = fit.group_sizes.mean,
+        size_variance = fit.group_sizes.variance,
+        coef_in_equations = fit.coef_in_equations,
+        iterations = fit.iterations as i32
     ))
 }
 
@@ -131,6 +194,7 @@ fn fr_test_panic(message: &str) -> i32 {
 extendr_module! {
     mod fullrandom;
     fn fr_moment_fit;
+    fn fr_full_randomness_fit;
     fn fr_available_threads;
     fn fr_test_panic;
 }
