@@ -33,22 +33,6 @@ dense_indicator <- function(f) {
 # Trace of a square matrix.
 dense_trace <- function(A) sum(diag(A))
 
-# Run `expr` with a given seed, restoring the caller's RNG state afterwards.
-with_local_seed <- function(seed, expr) {
-  if (is.null(seed)) return(expr)
-  genv <- globalenv()
-  had_seed <- exists(".Random.seed", envir = genv, inherits = FALSE)
-  if (had_seed) old_seed <- get(".Random.seed", envir = genv, inherits = FALSE)
-  on.exit({
-    if (had_seed) {
-      assign(".Random.seed", old_seed, envir = genv)
-    } else if (exists(".Random.seed", envir = genv, inherits = FALSE)) {
-      rm(".Random.seed", envir = genv)
-    }
-  }, add = TRUE)
-  set.seed(seed)
-  expr
-}
 
 # n standardized draws (mean 0, variance 1) from the requested distribution.
 standardized_draws <- function(n, error_dist) {

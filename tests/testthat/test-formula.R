@@ -12,10 +12,19 @@ formula_with_bar <- function(bar) {
 
 # --- basic structure --------------------------------------------------------
 
+test_that("size() calls are collected and their grouping joins the frame formula", {
+  p <- parse_fr_formula(y ~ log(size(u)) + size(u) + x + (1 | m))
+  expect_identical(p$size_calls, list(quote(size(u))))
+  expect_identical(deparse_formula(p$frame_formula), "y ~ log(size(u)) + size(u) + x + u + m")
+  p2 <- parse_fr_formula(y ~ size(u) + (1 | u))
+  expect_identical(deparse_formula(p2$frame_formula), "y ~ size(u) + u")
+})
+
 test_that("a crossed random-intercept model is split into its parts", {
   p <- parse_fr_formula(y ~ service + (1 | s) + (1 | d) + (1 | dept))
 
-  expect_named(p, c("response", "fixed", "random", "frame_formula"))
+  expect_named(p, c("response", "fixed", "random", "size_calls", "frame_formula"))
+  expect_identical(p$size_calls, list())
   expect_identical(p$response, quote(y))
   expect_s3_class(p$fixed, "formula")
   expect_identical(deparse_formula(p$fixed), "y ~ service")

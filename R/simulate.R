@@ -1,0 +1,341 @@
+# Simulated data sets with known truth: Jaime's archers (a balanced random-intercept
+# experiment) and Matloff's jaded raters (random group sizes that carry an effect).
+
+#' Simulate Jaime's archers experiment
+#'
+#' Simulates the experiment of the "Jaime's archers" story: `n_archers` archers,
+#' drawn at random from a population, each shoot a Northwood bow and a Southwood bow
+#' `n_shots` times, and the distance of every shot is recorded. The shot distances
+#' follow the random-intercept model
+#'
+#' `distance_ijk = mean_distance + bow_effect * 1(bow_i = "Southwood") + a_j + e_ijk`,
+#'
+#' for bow `i`, archer `j` and shot `k`, where the archer effects `a_j` are
+#' independent with mean 0 and standard deviation `sd_archer`, and the shot errors
+#' `e_ijk` are independent `N(0, sd_shot^2)`. The archer effects are normal
+#' (`archer_effects = "normal"`) or uniform on `[-sqrt(3) sd_archer, sqrt(3) sd_archer]`
+#' (`"uniform"`, same standard deviation): the method of moments needs no normality,
+#' so [fr_fit()] estimates the same variance components either way.
+#'
+#' The model is fitted by `fr_fit(distance ~ bow + (1 | archer), data)`: the
+#' coefficient `bowSouthwood` estimates `bow_effect` and the variance components
+#' estimate `sd_archer^2` and `sd_shot^2`.
+#'
+#' Archers get fantasy names made of a first name and a family name from short
+#' built-in lists (400 combinations), drawn without repetition; when `n_archers`
+#' exceeds the number of combinations the names are reused with a number appended
+#' (`"Aldren Ashford 2"`), so the names are always unique. The rows are grouped by
+#' archer, in the order the archers were drawn (which is also the order of the levels
+#' of `archer`); within an archer the `n_shots` Northwood shots come first, then the
+#' Southwood shots.
+#'
+#' @param n_archers number of archers, a whole number of at least 2.
+#' @param n_shots number of shots of each archer with each bow, a whole number of at
+#'   least 1.
+#' @param mean_distance mean distance of a Northwood shot (meters).
+#' @param bow_effect mean difference Southwood minus Northwood (meters).
+#' @param sd_archer standard deviation of the archer effects (non-negative).
+#' @param sd_shot standard deviation of the shot errors (non-negative).
+#' @param archer_effects distribution of the archer effects, `"normal"` or
+#'   `"uniform"`.
+#' @param seed `NULL` to use the current random number stream, or a number: the
+#'   result is then reproducible (it is drawn with R's default generators, whatever
+#'   the session's [RNGkind()]) and the caller's random number state, `.Random.seed`
+#'   in the global environment, is left exactly as it was (also when it does not
+#'   exist).
+#' @return a data frame with `2 * n_archers * n_shots` rows and columns `distance`
+#'   (double), `bow` (factor with levels `"Northwood"`, `"Southwood"`), `archer`
+#'   (factor) and `shot` (integer, `1..n_shots` within archer and bow). Its attribute
+#'   `"truth"` is a list with `mean_distance`, `bow_effect`, `sd_archer`, `sd_shot`
+#'   and `archer_effect`, the drawn `a_j` as a numeric vector named by archer.
+#' @seealso [simulate_ratings()], [fr_fit()]
+#' @references "GLMMs with Cersei Lannister" (blog post, 2016), the story "Jaime's
+#'   archers".
+#' @examples
+#' archers <- simulate_archers(n_archers = 3, seed = 1)
+#' head(archers)
+#' attr(archers, "truth")$archer_effect
+#' # Archer means, with the Southwood shots moved back by the true bow effect:
+#' big <- simulate_archers(n_archers = 200, archer_effects = "uniform", seed = 2)
+#' truth <- attr(big, "truth")
+#' adjusted <- big$distance - truth$bow_effect * (big$bow == "Southwood")
+#' sd(tapply(adjusted, big$archer, mean))  # near sd_archer = 23
+#' \donttest{
+#' fit <- fr_fit(distance ~ bow + (1 | archer), data = big)
+#' fit
+#' }
+#' @export
+simulate_archers <- function(n_archers = 50, n_shots = 10, mean_distance = 160,
+                             bow_effect = -10, sd_archer = 23, sd_shot = 5,
+                             archer_effects = c("normal", "uniform"), seed = NULL) {
+  n_archers <- check_whole_number(n_archers, "n_archers", at_least = 2)
+  n_shots <- check_whole_number(n_shots, "n_shots", at_least = 1)
+  check_real_number(mean_distance, "mean_distance")
+  check_real_number(bow_effect, "bow_effect")
+  check_real_number(sd_archer, "sd_archer", non_negative = TRUE)
+  check_real_number(sd_shot, "sd_shot", non_negative = TRUE)
+  archer_effects <- match_choice(archer_effects, c("normal", "uniform"), "archer_effects")
+  check_seed(seed)
+
+  with_local_seed(seed, {
+    archer_names <- draw_archer_names(n_archers)
+    effect <- switch(archer_effects,
+      normal = stats::rnorm(n_archers, 0, sd_archer),
+      uniform = stats::runif(n_archers, -sqrt(3) * sd_archer, sqrt(3) * sd_archer)
+    )
+    names(effect) <- archer_names
+    per_archer <- 2L * n_shots
+    n <- n_archers * per_archer
+    archer <- factor(rep(archer_names, each = per_archer), levels = archer_names)
+    bow <- factor(rep(rep(c("Northwood", "Southwood"), each = n_shots), times = n_archers),
+                  levels = c("Northwood", "Southwood"))
+    shot <- rep(seq_len(n_shots), times = 2L * n_archers)
+    distance <- mean_distance + bow_effect * (bow == "Southwood") +
+      rep(unname(effect), each = per_archer) + stats::rnorm(n, 0, sd_shot)
+    out <- data.frame(distance = as.double(distance), bow = bow, archer = archer,
+                      shot = as.integer(shot))
+    attr(out, "truth") <- list(mean_distance = mean_distance, bow_effect = bow_effect,
+                               sd_archer = sd_archer, sd_shot = sd_shot,
+                               archer_effect = effect)
+    out
+  })
+}
+
+#' Simulate jaded raters: ratings whose user effect depends on the user's activity
+#'
+#' Simulates the recommender-system setting of model (3) of Matloff's Full
+#' Randomness paper: user `i` rates a random number `N_i` of items, and users who rate
+#' a lot may become jaded and rate lower. The ratings follow
+#'
+#' `rating_ij = intercept + size_slope * N_i + a_i + b_item(ij) + e_ij`, `j = 1..N_i`,
+#'
+#' with user effects `a_i ~ N(0, sd_user^2)` independent of `N_i`, item effects
+#' `b ~ N(0, sd_item^2)` (only when `n_items > 0`) and errors
+#' `e_ij ~ N(0, sd_rating^2)`, all independent. A user's total effect,
+#' `size_slope * N_i + a_i`, is therefore correlated with the user's number of ratings.
+#' The ratings are continuous (not rounded to stars), so the model holds exactly.
+#'
+#' The model is fitted by `fr_fit(rating ~ size(user) + (1 | user), data)`, where
+#' `size(user)` (see [size()]) is the number of ratings of the row's user, `N_i`; with
+#' items, add `+ (1 | item)`.
+#'
+#' The number of ratings `N_i` is drawn independently for each user, with mean exactly
+#' `mean_ratings`:
+#'
+#' * `"geometric"`: `N_i = 1 + G`, `G` geometric with success probability
+#'   `1 / mean_ratings` (counting failures, as [stats::rgeom()]);
+#' * `"lognormal"`: a heavier tail, `N_i = 1 + R(X)` with `X` lognormal with `sdlog = 1`
+#'   and mean `mean_ratings - 1`, and `R` a random rounding (`X` rounded up with
+#'   probability equal to its fractional part, otherwise down), which keeps the mean.
+#'
+#' With `mean_ratings = 1` every user rates once.
+#'
+#' With `n_items > 0` the items are named `item1`, `item2`, ... (zero-padded) in order
+#' of popularity: each rating is of an item drawn independently, with probability
+#' proportional to `1 / rank^0.8`, so a user may rate the same item more than once
+#' (replicated ratings, which the model allows). The levels of `item` are the items
+#' rated at least once, in order of popularity.
+#'
+#' Users are named `user1`, `user2`, ... (zero-padded); the rows are grouped by user,
+#' in the order of the levels of `user`.
+#'
+#' @param n_users number of users, a whole number of at least 2.
+#' @param mean_ratings mean number of ratings per user, a number of at least 1.
+#' @param intercept the constant `c1` of the model.
+#' @param size_slope the effect `c2` of one more rating on all the user's ratings.
+#' @param sd_user standard deviation of the user effects `a_i` (non-negative).
+#' @param sd_rating standard deviation of the rating errors (non-negative).
+#' @param n_items number of items (a whole number, 0 for no item effect).
+#' @param sd_item standard deviation of the item effects (non-negative); not used
+#'   when `n_items = 0`.
+#' @param size_distribution distribution of the numbers of ratings, `"geometric"` or
+#'   `"lognormal"` (see Details).
+#' @param seed `NULL` to use the current random number stream, or a number: the
+#'   result is then reproducible (it is drawn with R's default generators, whatever
+#'   the session's [RNGkind()]) and the caller's random number state, `.Random.seed`
+#'   in the global environment, is left exactly as it was (also when it does not
+#'   exist).
+#' @return a data frame with one row per rating and columns `rating` (double), `user`
+#'   (factor) and, when `n_items > 0`, `item` (factor). Its attribute `"truth"` is a
+#'   list with `intercept`, `size_slope`, `sd_user`, `sd_rating`, `sd_item` (0 when
+#'   `n_items = 0`, as there is then no item effect), `n_ratings` (the `N_i`) and
+#'   `user_effect` (the `a_i`), both named by user, and, when `n_items > 0`,
+#'   `item_effect` (the `b` of all `n_items` items, named by item).
+#' @seealso [simulate_archers()], [fr_fit()], [size()]
+#' @references N. Matloff, "A New Framework for Random Effects Models" (Full
+#'   Randomness), model (3).
+#' @examples
+#' ratings <- simulate_ratings(n_users = 5, mean_ratings = 4, seed = 1)
+#' ratings
+#' attr(ratings, "truth")$n_ratings
+#' # The slope of the user means on the users' numbers of ratings estimates size_slope:
+#' big <- simulate_ratings(n_users = 2000, size_distribution = "lognormal", seed = 2)
+#' n_i <- attr(big, "truth")$n_ratings
+#' coef(lm(tapply(big$rating, big$user, mean) ~ n_i))
+#' \donttest{
+#' fit <- fr_fit(rating ~ size(user) + (1 | user), data = big)
+#' fit
+#' with_items <- simulate_ratings(n_users = 500, n_items = 200, seed = 3)
+#' fr_fit(rating ~ size(user) + (1 | user) + (1 | item), data = with_items)
+#' }
+#' @export
+simulate_ratings <- function(n_users = 500, mean_ratings = 20, intercept = 3.5,
+                             size_slope = -0.02, sd_user = 0.5, sd_rating = 1,
+                             n_items = 0, sd_item = 0.3,
+                             size_distribution = c("geometric", "lognormal"), seed = NULL) {
+  n_users <- check_whole_number(n_users, "n_users", at_least = 2)
+  check_real_number(mean_ratings, "mean_ratings")
+  if (mean_ratings < 1) {
+    stop("`mean_ratings` must be a number of at least 1 (every user rates at least once)",
+         call. = FALSE)
+  }
+  check_real_number(intercept, "intercept")
+  check_real_number(size_slope, "size_slope")
+  check_real_number(sd_user, "sd_user", non_negative = TRUE)
+  check_real_number(sd_rating, "sd_rating", non_negative = TRUE)
+  n_items <- check_whole_number(n_items, "n_items", at_least = 0)
+  check_real_number(sd_item, "sd_item", non_negative = TRUE)
+  size_distribution <- match_choice(size_distribution, c("geometric", "lognormal"),
+                                    "size_distribution")
+  check_seed(seed)
+
+  with_local_seed(seed, {
+    users <- padded_names("user", n_users)
+    n_ratings <- draw_group_sizes(n_users, mean_ratings, size_distribution)
+    user_effect <- stats::rnorm(n_users, 0, sd_user)
+    names(n_ratings) <- names(user_effect) <- users
+    n <- sum(n_ratings)
+    user <- factor(rep(users, times = n_ratings), levels = users)
+    rating <- intercept + rep(size_slope * n_ratings + user_effect, times = n_ratings)
+    truth <- list(intercept = intercept, size_slope = size_slope, sd_user = sd_user,
+                  sd_rating = sd_rating, sd_item = if (n_items > 0) sd_item else 0,
+                  n_ratings = n_ratings, user_effect = user_effect)
+    out <- data.frame(rating = numeric(n), user = user)
+    if (n_items > 0) {
+      items <- padded_names("item", n_items)
+      item_effect <- stats::rnorm(n_items, 0, sd_item)
+      names(item_effect) <- items
+      popularity <- 1 / seq_len(n_items)^0.8
+      item_index <- sample.int(n_items, n, replace = TRUE, prob = popularity)
+      rating <- rating + item_effect[item_index]
+      out$item <- factor(items[item_index], levels = items[sort(unique(item_index))])
+      truth$item_effect <- item_effect
+    }
+    out$rating <- as.double(unname(rating) + stats::rnorm(n, 0, sd_rating))
+    attr(out, "truth") <- truth
+    out
+  })
+}
+
+# ---- internal helpers -------------------------------------------------------------
+
+# Evaluates `expr` (lazily, after seeding) with the random number generators seeded by
+# `seed`, and puts the caller's state back afterwards: `.Random.seed` in the global
+# environment is restored exactly, or removed again when it did not exist (with the
+# generator kinds that were in use restored too). With `seed = NULL` it just evaluates
+# `expr` in the current stream.
+with_local_seed <- function(seed, expr) {
+  if (is.null(seed)) {
+    return(expr)
+  }
+  env <- globalenv()
+  had_seed <- exists(".Random.seed", envir = env, inherits = FALSE)
+  old_seed <- if (had_seed) get(".Random.seed", envir = env, inherits = FALSE)
+  old_kind <- RNGkind()
+  on.exit({
+    if (had_seed) {
+      # The first element of the seed encodes the generator kinds, so this restores
+      # them as well.
+      assign(".Random.seed", old_seed, envir = env)
+    } else {
+      suppressWarnings(RNGkind(kind = old_kind[1], normal.kind = old_kind[2],
+                               sample.kind = old_kind[3]))
+      if (exists(".Random.seed", envir = env, inherits = FALSE)) {
+        rm(".Random.seed", envir = env)
+      }
+    }
+  }, add = TRUE)
+  set.seed(seed, kind = "Mersenne-Twister", normal.kind = "Inversion",
+           sample.kind = "Rejection")
+  expr
+}
+
+check_whole_number <- function(x, name, at_least) {
+  if (!is.numeric(x) || length(x) != 1 || !is.finite(x) || x != round(x) || x < at_least) {
+    stop(sprintf("`%s` must be a whole number of at least %d", name, at_least),
+         call. = FALSE)
+  }
+  as.integer(x)
+}
+
+check_real_number <- function(x, name, non_negative = FALSE) {
+  if (!is.numeric(x) || length(x) != 1 || !is.finite(x)) {
+    stop(sprintf("`%s` must be a single finite number", name), call. = FALSE)
+  }
+  if (non_negative && x < 0) {
+    stop(sprintf("`%s` must be a non-negative number (a standard deviation)", name),
+         call. = FALSE)
+  }
+  invisible(x)
+}
+
+check_seed <- function(seed) {
+  if (!is.null(seed) && (!is.numeric(seed) || length(seed) != 1 || !is.finite(seed))) {
+    stop("`seed` must be NULL or a single finite number", call. = FALSE)
+  }
+  invisible(seed)
+}
+
+# match.arg(), with an error that names the argument.
+match_choice <- function(arg, choices, name) {
+  tryCatch(match.arg(arg, choices),
+           error = function(e) {
+             stop(sprintf("`%s` must be one of %s", name,
+                          paste0("\"", choices, "\"", collapse = ", ")), call. = FALSE)
+           })
+}
+
+# "user001", "user002", ...: unique names that sort in their numeric order.
+padded_names <- function(prefix, n) {
+  paste0(prefix, formatC(seq_len(n), width = nchar(n), flag = "0"))
+}
+
+# Numbers of observations per group, at least 1 and with mean exactly `mean_size`.
+draw_group_sizes <- function(n, mean_size, distribution) {
+  if (mean_size == 1) {
+    return(rep(1L, n))
+  }
+  extra <- switch(distribution,
+    geometric = stats::rgeom(n, prob = 1 / mean_size),
+    lognormal = {
+      sdlog <- 1
+      x <- stats::rlnorm(n, meanlog = log(mean_size - 1) - sdlog^2 / 2, sdlog = sdlog)
+      floor(x) + (stats::runif(n) < x - floor(x))
+    }
+  )
+  1L + as.integer(extra)
+}
+
+archer_first_names <- c(
+  "Aldren", "Brisa", "Caelor", "Derwyn", "Elowen", "Faelan", "Garrick", "Hestra",
+  "Ilsabeth", "Joryn", "Kaelith", "Lyssa", "Maddoc", "Neria", "Orrin", "Peyra",
+  "Rhosyn", "Saelis", "Torvald", "Yselde"
+)
+
+archer_family_names <- c(
+  "Ashford", "Blackmere", "Coldbrook", "Dunholt", "Emberlyn", "Fallowmere", "Greythorn",
+  "Harrowgate", "Ironvale", "Kestrelby", "Longbarrow", "Marchbank", "Nettlefield",
+  "Oakhollow", "Ravensworth", "Stonebridge", "Thistlewood", "Umberfell", "Wolfstead",
+  "Yarrowby"
+)
+
+# n unique archer names in random order: all first x family combinations are
+# shuffled; beyond their number the shuffled list is reused with " 2", " 3", ...
+draw_archer_names <- function(n) {
+  combos <- as.vector(outer(archer_first_names, archer_family_names, paste))
+  combos <- combos[sample.int(length(combos))]
+  i <- seq_len(n) - 1L
+  base <- combos[i %% length(combos) + 1L]
+  round <- i %/% length(combos) + 1L
+  ifelse(round == 1L, base, paste(base, round))
+}
