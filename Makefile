@@ -47,6 +47,7 @@ document: install
 
 bench: install
 	Rscript bench/insteval.R
+	Rscript bench/full-randomness.R
 
 clean:
 	rm -rf $(BUILD) src/*.o src/*.so src/rust/target

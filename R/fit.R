@@ -44,17 +44,21 @@
 #' model (3). It gives `mu N` the form `c1 N + c2 N^2` (eq. 20). The `mu^2 nu2` term
 #' becomes the sample variance of `c1 N_i + c2 N_i^2`, and `Var(Y)` gains the variance
 #' of `c2 N_i` over the observations. The equations are then nonlinear in `c` and are
-#' solved iteratively (eqs. 21-22): start from least squares; at each iteration
-#' evaluate the equations at the current `c`, solve them for the components, and take
-#' `c` as the GLS estimate at those components; stop at the fixed point.
+#' solved iteratively (eqs. 21-22): `c` is the GLS estimate at the current components,
+#' and the components solve the equations at the current `c`. GLS depends on the
+#' components only through the intraclass correlation, so the joint solution is found by
+#' bisection on it, which always terminates; plain substitution can cycle. When no
+#' fixed point leaves a positive residual variance, the fit stops with an error. This
+#' happens when a few very large groups dominate `Var(S)`.
 #'
 #' The fit keeps the group-size distribution (`nu1`, `nu2`) and prints it. The
-#' estimator is consistent without normality but not exactly unbiased. Unlike
-#' `method = "moments"`, it is not invariant to a shift of `y` by a constant, since
-#' `Var(S)` grows with `mu^2 nu2` while `s2_a` does not. Its precision therefore
-#' depends on where the response sits; see `vignette("full-randomness")`. The fixed
-#' effects, standard errors and BLUPs are then computed as for the default method,
-#' from the mixed-model equations at these components.
+#' estimator is consistent without normality but not unbiased. Its sampling error grows
+#' with `|mu|`, because the equations subtract `mu^2 nu2` from `Var(S)`. (Fitting the
+#' centred response removes this.) It also grows with the tail of the group sizes.
+#' `method = "moments"` is invariant to a shift of the response and is unbiased. See
+#' `vignette("full-randomness", package = "fullrandom")`. The fixed effects, standard
+#' errors and BLUPs are then computed as for the default method, from the mixed-model
+#' equations at these components.
 #'
 #' @section Fixed effects and predicted random effects:
 #' With the estimates plugged in (`s2` residual, `s2_k` per term), the fixed effects

@@ -158,3 +158,12 @@ test_that("a negative FR estimate is set to zero as a boundary fit", {
   expect_identical(fit$theta[["g"]], 0)
   expect_equal(fit$theta[["Residual"]], pvar(d$y), tolerance = 1e-12)
 })
+
+test_that("size() data with no admissible fixed point get an error that says why", {
+  # Heavy-tailed group sizes: a few very large users dominate Var(S).
+  d <- simulate_ratings(n_users = 100, mean_ratings = 20, size_distribution = "lognormal", seed = 45)
+  expect_error(fr_fit(rating ~ size(user) + (1 | user), data = d, method = "fr"),
+               "no positive residual variance at any GLS fixed point.*very large groups")
+  # The default method fits the same data.
+  expect_gt(suppressMessages(fr_fit(rating ~ size(user) + (1 | user), data = d))$theta[["Residual"]], 0)
+})

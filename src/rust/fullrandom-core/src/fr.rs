@@ -33,12 +33,16 @@
 //!
 //! **The fixed effects in the equations.** Without `size()` columns they are OLS
 //! (eq. 19; `mu = Y.. / M`). With them, the equations are nonlinear in `c` (eq. 20)
-//! and are solved iteratively: start from OLS; at each iteration evaluate the
-//! equations at the current coefficients, solve them for `(s2_a, s2_e)` (with the
-//! boundary rule of [`crate::moments`]) and update the coefficients to the GLS
-//! estimate at those components; stop when the coefficients move by less than
-//! [`FR_TOLERANCE`] of their size plus standard error. At the fixed point the
-//! coefficients in the equations are the reported GLS fixed effects.
+//! and are solved iteratively: the coefficients are the GLS estimate at the current
+//! components, and the components solve the equations at the current coefficients.
+//! GLS depends on the components only through the intraclass correlation
+//! `rho = s2_a / (s2_a + s2_e)`, so the joint solution is a fixed point of the map
+//! `rho -> rho(equations at c_GLS(rho))` on `[0, 1]`; it is found by bisection (plain
+//! substitution can cycle when the group sizes have a heavy tail). `rho = 0` is OLS;
+//! a fixed point there is a boundary fit. When the map stays above the diagonal up to
+//! `rho = 1` the equations leave no positive residual variance at any fixed point and
+//! the fit is an error. At the fixed point the coefficients in the equations are the
+//! reported GLS fixed effects.
 //!
 //! **Numerics.** `Var(S) - Var(F)` is computed as `Var(D) + 2 Cov(D, F)` with
 //! `D = S - F` the group totals of the residuals, and `Var(Y*) - Var(h)` as
@@ -52,10 +56,10 @@ use crate::ols::{ols_from_stats, OlsFit};
 use crate::stats::SufficientStats;
 use faer::Mat;
 
-/// Relative movement of the coefficients (to `|b| + se(b)`) at which the iteration stops.
-pub const FR_TOLERANCE: f64 = 1e-12;
-/// Iterations of the `size()` fixed point before giving up.
-pub const FR_MAX_ITERATIONS: usize = 200;
+/// Width of the bracket of the intraclass correlation at which the bisection stops.
+pub const FR_TOLERANCE: f64 = 1e-14;
+/// The upper end of the bracket: a correlation this close to 1 means no residual variance.
+const RHO_MAX: f64 = 1.0 - 1e-9;
 
 /// The empirical distribution of the group sizes.
 #[derive(Debug, Clone, PartialEq)]
@@ -173,35 +177,87 @@ pub fn fit_full_randomness(
         return Err(FitError::InvalidInput(format!("size column {j} is beyond the {p} fixed-effect columns")));
     }
     let ols = ols_from_stats(stats)?;
-    let iterate = size_columns.iter().any(|&j| ols.kept.contains(&j) && Some(j) != stats.intercept);
     let group_sizes = group_sizes(stats);
-    let mut coef = ols.coef.clone();
-    for iteration in 1..=FR_MAX_ITERATIONS {
-        if !keep_going() {
-            return Err(FitError::Interrupted);
+    let has_size = size_columns.iter().any(|&j| ols.kept.contains(&j) && Some(j) != stats.intercept);
+    let mut evaluations = 0;
+    let rho = if has_size {
+        let mut at = |rho: f64| -> Result<f64, FitError> {
+            if !keep_going() {
+                return Err(FitError::Interrupted);
+            }
+            evaluations += 1;
+            let coef = gls_at(stats, &ols, rho, pool, keep_going)?;
+            Ok(correlation_of(&solve_equations(stats, &ols, &coef, size_columns)?))
+        };
+        let (mut low, mut high) = (0.0, RHO_MAX);
+        if at(low)? <= low {
+            low
+        } else if at(high)? >= high {
+            let terms = term_label(&stats.factor_names[0]);
+            return Err(FitError::NotIdentifiable(format!(
+                "the Full Randomness equations with size() leave no positive residual variance at any GLS fixed point: they put all the variance in {terms}. This happens when a few very large groups dominate Var(S); method = \"moments\" does not have this weakness"
+            )));
+        } else {
+            while high - low > FR_TOLERANCE {
+                let mid = 0.5 * (low + high);
+                if at(mid)? > mid {
+                    low = mid;
+                } else {
+                    high = mid;
+                }
+            }
+            0.5 * (low + high)
         }
-        let equations = fr_equations(stats, &ols.kept, &coef, size_columns);
-        let components = fit_variance_components(&equations)?;
-        let mixed = solve_mixed_model(stats, &ols, &components, pool, keep_going)?;
-        let settled = ols.kept.iter().enumerate().all(|(c, &j)| {
-            (mixed.coef[j] - coef[j]).abs() <= FR_TOLERANCE * (coef[j].abs() + mixed.vcov[(c, c)].sqrt())
-        });
-        if !iterate || settled {
-            return Ok(FullRandomnessFit {
-                ols,
-                group_sizes,
-                equations,
-                components,
-                mixed,
-                coef_in_equations: coef,
-                iterations: iteration,
-            });
-        }
-        coef = mixed.coef;
+    } else {
+        0.0
+    };
+    let coef = if has_size { gls_at(stats, &ols, rho, pool, keep_going)? } else { ols.coef.clone() };
+    let equations = fr_equations(stats, &ols.kept, &coef, size_columns);
+    let components = fit_variance_components(&equations)?;
+    let mixed = solve_mixed_model(stats, &ols, &components, pool, keep_going)?;
+    Ok(FullRandomnessFit {
+        ols,
+        group_sizes,
+        equations,
+        components,
+        mixed,
+        coef_in_equations: coef,
+        iterations: evaluations.max(1),
+    })
+}
+
+/// The GLS coefficients (all columns) when the intraclass correlation is `rho` (OLS at 0).
+fn gls_at(
+    stats: &SufficientStats,
+    ols: &OlsFit,
+    rho: f64,
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<Vec<f64>, FitError> {
+    if rho <= 0.0 {
+        return Ok(ols.coef.clone());
     }
-    Err(FitError::NotConverged(format!(
-        "the Full Randomness equations with size() did not reach a fixed point in {FR_MAX_ITERATIONS} iterations"
-    )))
+    let components = VarianceComponents { raw: vec![rho, 1.0 - rho], estimate: vec![rho, 1.0 - rho], at_boundary: vec![false] };
+    Ok(solve_mixed_model(stats, ols, &components, pool, keep_going)?.coef)
+}
+
+/// The unconstrained solution of the equations at `coef`.
+fn solve_equations(stats: &SufficientStats, ols: &OlsFit, coef: &[f64], size_columns: &[usize]) -> Result<Vec<f64>, FitError> {
+    let equations = fr_equations(stats, &ols.kept, coef, size_columns);
+    Ok(fit_variance_components(&equations)?.raw)
+}
+
+/// `s2_a / (s2_a + s2_e)` of an unconstrained solution, clamped to `[0, 1]`: a
+/// non-positive residual variance counts as 1, a negative `s2_a` as 0.
+fn correlation_of(raw: &[f64]) -> f64 {
+    let (a, e) = (raw[0], raw[1]);
+    if e <= 0.0 {
+        1.0
+    } else if a <= 0.0 {
+        0.0
+    } else {
+        a / (a + e)
+    }
 }
 
 /// Mean and variance (divisor n) by two passes.
