@@ -20,18 +20,15 @@ NULL
 #' @param codes list of integer vectors of 1-based level codes, one per random term.
 #' @param n_levels number of levels of each term.
 #' @param labels the terms' labels.
+#' @param method "moments" (the unbiased equations of every term) or "fr" (Matloff's
+#'   Full Randomness estimator, one term).
+#' @param size_columns for "fr": 0-based indices of the columns that are functions of
+#'   the group size (from size() terms).
 #' @param threads number of worker threads.
+#' @return the OLS fit, the moment equations, the components, the mixed-model solution
+#'   and, for "fr", a list `fr` with the group sizes and the iteration.
 #' @noRd
-fr_moment_fit <- function(y, x, x_names, intercept, codes, n_levels, labels, threads) .Call(wrap__fr_moment_fit, y, x, x_names, intercept, codes, n_levels, labels, threads)
-
-#' Matloff's Full Randomness estimator for one random intercept, then the GLS fixed
-#' effects and BLUPs (internal; use fr_fit(method = "fr")).
-#'
-#' @param y,x,x_names,intercept,codes,n_levels,labels,threads as for fr_moment_fit.
-#' @param size_columns 0-based indices of the columns that are functions of the group
-#'   size (from size() terms).
-#' @noRd
-fr_full_randomness_fit <- function(y, x, x_names, intercept, codes, n_levels, labels, size_columns, threads) .Call(wrap__fr_full_randomness_fit, y, x, x_names, intercept, codes, n_levels, labels, size_columns, threads)
+fr_moment_fit <- function(y, x, x_names, intercept, codes, n_levels, labels, method, size_columns, threads) .Call(wrap__fr_moment_fit, y, x, x_names, intercept, codes, n_levels, labels, method, size_columns, threads)
 
 #' Number of threads the Rust pool would use by default on this machine.
 #' @noRd

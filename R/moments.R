@@ -20,12 +20,10 @@ fr_moments <- function(y, X, flist, threads, method = "moments", size_columns = 
   intercept <- match("(Intercept)", x_names, nomatch = 0L) - 1L
   storage.mode(X) <- "double"
   # Factors are integer vectors of 1-based codes; the core reads them without a copy.
-  args <- list(y, X, x_names, intercept, unname(flist), vapply(flist, nlevels, 1L), names(flist))
-  out <- if (method == "fr") {
-    do.call(fr_full_randomness_fit, c(args, list(as.integer(size_columns) - 1L, threads)))
-  } else {
-    do.call(fr_moment_fit, c(args, list(threads)))
-  }
+  out <- fr_moment_fit(
+    y, X, x_names, intercept, unname(flist), vapply(flist, nlevels, 1L), names(flist),
+    method, as.integer(size_columns) - 1L, threads
+  )
   k <- length(flist)
   component_names <- c(names(flist), "Residual")
   equation_names <- if (method == "fr") c("Var(Y)", "Var(S)") else c("(all)", names(flist))
@@ -54,11 +52,12 @@ fr_moments <- function(y, X, flist, threads, method = "moments", size_columns = 
     )
   )
   if (method == "fr") {
+    fr <- out$fr
     fit$fr <- list(
-      group_sizes = c(groups = out$n_groups, mean = out$size_mean, variance = out$size_variance),
-      coef_in_equations = stats::setNames(out$coef_in_equations, x_names)[out$kept],
+      group_sizes = c(groups = fr$n_groups, mean = fr$size_mean, variance = fr$size_variance),
+      coef_in_equations = stats::setNames(fr$coef_in_equations, x_names)[out$kept],
       size_columns = x_names[size_columns],
-      iterations = out$iterations
+      iterations = fr$iterations
     )
   }
   fit

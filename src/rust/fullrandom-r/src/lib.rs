@@ -87,8 +87,24 @@ fn mixed_values(mixed: &fullrandom_core::MixedModelSolution) -> List {
     )
 }
 
-fn one_based(kept: &[usize]) -> Vec<i32> {
-    kept.iter().map(|&j| j as i32 + 1).collect()
+/// What every method returns: OLS, the moment equations, the components and the
+/// mixed-model solution, as named R values.
+fn estimate_values(
+    ols: &fullrandom_core::OlsFit,
+    equations: &fullrandom_core::MomentEquations,
+    components: &fullrandom_core::VarianceComponents,
+    mixed: &fullrandom_core::MixedModelSolution,
+) -> Vec<(&'static str, Robj)> {
+    vec![
+        ("coef", ols.coef.clone().into()),
+        ("kept", ols.kept.iter().map(|&j| j as i32 + 1).collect::<Vec<i32>>().into()),
+        ("lhs", column_major(&equations.lhs).into()),
+        ("q", equations.q.clone().into()),
+        ("raw", components.raw.clone().into()),
+        ("estimate", components.estimate.clone().into()),
+        ("at_boundary", components.at_boundary.clone().into()),
+        ("mixed", mixed_values(mixed).into()),
+    ]
 }
 
 /// Fit variance components by the method of moments, then the GLS fixed effects and
@@ -101,7 +117,13 @@ fn one_based(kept: &[usize]) -> Vec<i32> {
 /// @param codes list of integer vectors of 1-based level codes, one per random term.
 /// @param n_levels number of levels of each term.
 /// @param labels the terms' labels.
+/// @param method "moments" (the unbiased equations of every term) or "fr" (Matloff's
+///   Full Randomness estimator, one term).
+/// @param size_columns for "fr": 0-based indices of the columns that are functions of
+///   the group size (from size() terms).
 /// @param threads number of worker threads.
+/// @return the OLS fit, the moment equations, the components, the mixed-model solution
+///   and, for "fr", a list `fr` with the group sizes and the iteration.
 /// @noRd
 #[extendr]
 #[allow(clippy::too_many_arguments)]
@@ -113,67 +135,35 @@ fn fr_moment_fit(
     codes: List,
     n_levels: Vec<i32>,
     labels: Vec<String>,
-    threads: i32,
-) -> Result<List> {
-    let data = model_data(&y, &x, x_names, intercept, &codes, &n_levels, &labels)?;
-    let fit = fullrandom_core::fit_with(&data, threads.max(1) as usize, &mut no_user_interrupt)
-        .map_err(|e| Error::Other(e.to_string()))?;
-    Ok(list!(
-        coef = fit.ols.coef,
-        kept = one_based(&fit.ols.kept),
-        lhs = column_major(&fit.equations.lhs),
-        q = fit.equations.q,
-        raw = fit.components.raw,
-        estimate = fit.components.estimate,
-        at_boundary = fit.components.at_boundary,
-        mixed = mixed_values(&fit.mixed)
-    ))
-}
-
-/// Matloff's Full Randomness estimator for one random intercept, then the GLS fixed
-/// effects and BLUPs (internal; use fr_fit(method = "fr")).
-///
-/// @param y,x,x_names,intercept,codes,n_levels,labels,threads as for fr_moment_fit.
-/// @param size_columns 0-based indices of the columns that are functions of the group
-///   size (from size() terms).
-/// @noRd
-#[extendr]
-#[allow(clippy::too_many_arguments)]
-fn fr_full_randomness_fit(
-    y: Robj,
-    x: Robj,
-    x_names: Vec<String>,
-    intercept: i32,
-    codes: List,
-    n_levels: Vec<i32>,
-    labels: Vec<String>,
+    method: &str,
     size_columns: Vec<i32>,
     threads: i32,
 ) -> Result<List> {
     let data = model_data(&y, &x, x_names, intercept, &codes, &n_levels, &labels)?;
-    let size_columns: Vec<usize> = size_columns.iter().filter_map(|&j| usize::try_from(j).ok()).collect();
-    let fit = fullrandom_core::fit_full_randomness_with(
-        &data,
-        &size_columns,
-        threads.max(1) as usize,
-        &mut no_user_interrupt,
-    )
-    .map_err(|e| Error::Other(e.to_string()))?;
-    Ok(list!(
-        coef = fit.ols.coef,
-        kept = one_based(&fit.ols.kept),
-        lhs = column_major(&fit.equations.lhs),
-        q = fit.equations.q,
-        raw = fit.components.raw,
-        estimate = fit.components.estimate,
-        at_boundary = fit.components.at_boundary,
-        mixed = mixed_values(&fit.mixed),
-        n_groups = fit.group_sizes.n_groups as i32,
-        size_mean = fit.group_sizes.mean,
-        size_variance = fit.group_sizes.variance,
-        coef_in_equations = fit.coef_in_equations,
-        iterations = fit.iterations as i32
-    ))
+    let threads = threads.max(1) as usize;
+    let to_r_error = |e: fullrandom_core::FitError| Error::Other(e.to_string());
+    match method {
+        "moments" => {
+            let fit = fullrandom_core::fit_with(&data, threads, &mut no_user_interrupt).map_err(to_r_error)?;
+            Ok(List::from_pairs(estimate_values(&fit.ols, &fit.equations, &fit.components, &fit.mixed)))
+        }
+        "fr" => {
+            let size_columns: Vec<usize> = size_columns.iter().filter_map(|&j| usize::try_from(j).ok()).collect();
+            let fit = fullrandom_core::fit_full_randomness_with(&data, &size_columns, threads, &mut no_user_interrupt)
+                .map_err(to_r_error)?;
+            let mut values = estimate_values(&fit.ols, &fit.equations, &fit.components, &fit.mixed);
+            let fr = list!(
+                n_groups = fit.group_sizes.n_groups as i32,
+                size_mean = fit.group_sizes.mean,
+                size_variance = fit.group_sizes.variance,
+                coef_in_equations = fit.coef_in_equations,
+                iterations = fit.iterations as i32
+            );
+            values.push(("fr", fr.into()));
+            Ok(List::from_pairs(values))
+        }
+        other => Err(Error::Other(format!("unknown method '{other}'"))),
+    }
 }
 
 /// Number of threads the Rust pool would use by default on this machine.
@@ -194,7 +184,6 @@ fn fr_test_panic(message: &str) -> i32 {
 extendr_module! {
     mod fullrandom;
     fn fr_moment_fit;
-    fn fr_full_randomness_fit;
     fn fr_available_threads;
     fn fr_test_panic;
 }
