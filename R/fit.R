@@ -119,8 +119,11 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
   frame_call[[1L]] <- quote(stats::model.frame)
   md <- fr_model_data(parsed, frame_call, data, parent.frame())
 
-  size_columns <- if (method == "fr") {
-    size_columns_of(md$X, md$terms, parsed$random[[1L]]$factors[[1L]])
+  # The size part of Matloff's model (3): columns built from size(g), g the grouping of
+  # the one random term (an interaction a:b has no size() of its own).
+  grouping <- parsed$random[[1L]]$factors
+  size_columns <- if (method == "fr" && length(grouping) == 1L) {
+    size_columns_of(md$X, md$terms, grouping[[1L]])
   } else {
     integer()
   }

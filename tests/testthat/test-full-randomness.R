@@ -114,6 +114,15 @@ test_that("functions of size(g) belong to the size part; other sizes are regress
   expect_equal(unname(fit$theta_raw), unname(want), tolerance = 1e-10)
 })
 
+test_that("with an interaction grouping, size() of one part is an ordinary regressor", {
+  d <- one_way_data(9, r = 40)
+  d$a <- factor(substr(as.character(d$g), 1, 3))
+  d$b <- factor(as.integer(substr(as.character(d$g), 4, 4)) %% 3)
+  fit <- fr_fit(y ~ size(b) + (1 | a:b), data = d, method = "fr")
+  expect_identical(fit$fr$size_columns, character())
+  expect_identical(fit$fr$iterations, 1L)
+})
+
 test_that("the size() coefficient is unbiased with Wald intervals near 95% (small check)", {
   # 60 replications here; bench/full-randomness.R runs 400.
   est <- with_local_seed(2024, t(replicate(60, {
