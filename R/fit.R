@@ -133,18 +133,17 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
     message(boundary_message(names(moments$boundary)[moments$boundary]))
   }
 
-  fitted <- name_by_rows(
-    drop(md$X[, moments$kept, drop = FALSE] %*% moments$coefficients) +
-      random_part(moments$ranef_values, md$flist),
-    md$frame
-  )
+  contrasts <- attr(md$X, "contrasts")
+  fitted <- fixed_part(md$X, moments$kept, moments$coefficients)
+  md$X <- NULL  # the largest object of the fit, no longer needed
+  fitted <- name_by_rows(fitted + random_part(moments$ranef_values, md$flist), md$frame)
 
   structure(
     c(moments, list(
       fitted.values = fitted,
       residuals = md$y - fitted,
       sigma = sqrt(moments$theta[["Residual"]]),
-      contrasts = attr(md$X, "contrasts"),
+      contrasts = contrasts,
       xlevels = stats::.getXlevels(md$terms, md$frame),
       call = call,
       formula = formula,
@@ -191,8 +190,15 @@ boundary_message <- function(terms) {
 }
 
 # Sum over terms of each observation's predicted random effect.
+# X b over the kept columns, without copying X when every column is kept.
+fixed_part <- function(X, kept, coefficients) {
+  if (length(kept) < ncol(X)) X <- X[, kept, drop = FALSE]
+  drop(X %*% coefficients)
+}
+
 random_part <- function(ranef_values, flist) {
   out <- numeric(length(flist[[1L]]))
-  for (k in names(flist)) out <- out + ranef_values[[k]][as.integer(flist[[k]])]
-  unname(out)
+  # Unnamed, so that indexing does not build a vector of n names.
+  for (k in names(flist)) out <- out + unname(ranef_values[[k]])[unclass(flist[[k]])]
+  out
 }

@@ -18,7 +18,7 @@
 fr_moments <- function(y, X, flist, threads, method = "moments", size_columns = integer()) {
   x_names <- if (ncol(X) > 0L) colnames(X) else character()
   intercept <- match("(Intercept)", x_names, nomatch = 0L) - 1L
-  storage.mode(X) <- "double"
+  if (!is.double(X)) storage.mode(X) <- "double"
   # Factors are integer vectors of 1-based codes; the core reads them without a copy.
   out <- fr_moment_fit(
     y, X, x_names, intercept, unname(flist), vapply(flist, nlevels, 1L), names(flist),

@@ -42,7 +42,8 @@ pub fn rows_by_level(factor: &FactorCodes<'_>, starts: &[usize]) -> Vec<u32> {
 pub struct CellCounts {
     pub row_starts: Vec<usize>,
     pub cols: Vec<u32>,
-    pub counts: Vec<u64>,
+    /// Counts as `u32` (rows are indexed by `u32` too): 8 bytes a cell with `cols`.
+    pub counts: Vec<u32>,
     pub n_cols: usize,
 }
 
@@ -72,7 +73,7 @@ impl CellCounts {
         // levels run in parallel and are concatenated in order (thread-count free).
         let n_rows = row_starts.len() - 1;
         let block = 4096usize;
-        let pieces: Vec<(Vec<usize>, Vec<u32>, Vec<u64>)> = (0..n_rows.div_ceil(block))
+        let pieces: Vec<(Vec<usize>, Vec<u32>, Vec<u32>)> = (0..n_rows.div_ceil(block))
             .into_par_iter()
             .map(|b| {
                 let (lo, hi) = (b * block, ((b + 1) * block).min(n_rows));
@@ -87,7 +88,7 @@ impl CellCounts {
                             *ns.last_mut().unwrap() += 1;
                         } else {
                             cs.push(m);
-                            ns.push(1u64);
+                            ns.push(1u32);
                         }
                     }
                     lens.push(cs.len() - before);
@@ -95,10 +96,14 @@ impl CellCounts {
                 (lens, cs, ns)
             })
             .collect();
+        // The scattered levels are no longer needed; size the result exactly so that
+        // concatenating does not reallocate (it is the largest object of the pass).
+        drop(sorted_cols);
+        let n_cells: usize = pieces.iter().map(|p| p.1.len()).sum();
         let mut out = CellCounts {
             row_starts: Vec::with_capacity(n_rows + 1),
-            cols: Vec::new(),
-            counts: Vec::new(),
+            cols: Vec::with_capacity(n_cells),
+            counts: Vec::with_capacity(n_cells),
             n_cols: cols.n_levels,
         };
         out.row_starts.push(0);
@@ -120,7 +125,7 @@ impl CellCounts {
     /// The cells `(m, n_gm)` of row level `g`.
     pub fn row(&self, g: usize) -> impl Iterator<Item = (usize, u64)> + '_ {
         let r = self.row_starts[g]..self.row_starts[g + 1];
-        self.cols[r.clone()].iter().map(|&m| m as usize).zip(self.counts[r].iter().copied())
+        self.cols[r.clone()].iter().map(|&m| m as usize).zip(self.counts[r].iter().map(|&n| n as u64))
     }
 
     /// The same cells stored by the column factor: `n_mg` for column level `m`, row
@@ -135,9 +140,11 @@ impl CellCounts {
         }
         let mut next = row_starts[..self.n_cols].to_vec();
         let mut cols = vec![0u32; self.cols.len()];
-        let mut counts = vec![0u64; self.cols.len()];
+        let mut counts = vec![0u32; self.cols.len()];
         for g in 0..self.n_rows() {
-            for (m, n) in self.row(g) {
+            let r = self.row_starts[g]..self.row_starts[g + 1];
+            for (&m, &n) in self.cols[r.clone()].iter().zip(&self.counts[r]) {
+                let m = m as usize;
                 cols[next[m]] = g as u32;
                 counts[next[m]] = n;
                 next[m] += 1;
@@ -184,7 +191,9 @@ impl CellCounts {
                     }
                 };
                 out.cols.push(next.0 as u32);
-                out.counts.push(next.1);
+                out.counts.push(u32::try_from(next.1).map_err(|_| {
+                    FitError::Incompatible("a cell holds more than 2^32 - 1 observations".into())
+                })?);
             }
             out.row_starts.push(out.cols.len());
         }
