@@ -48,6 +48,7 @@ document: install
 bench: install
 	Rscript bench/insteval.R
 	Rscript bench/full-randomness.R
+	Rscript bench/scale.R
 
 clean:
 	rm -rf $(BUILD) src/*.o src/*.so src/rust/target

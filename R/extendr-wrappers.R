@@ -20,8 +20,9 @@ NULL
 #' @param codes list of integer vectors of 1-based level codes, one per random term.
 #' @param n_levels number of levels of each term.
 #' @param labels the terms' labels.
-#' @param method "moments" (the unbiased equations of every term) or "fr" (Matloff's
-#'   Full Randomness estimator, one term).
+#' @param method "moments" (the unbiased equations of every term), "fr" (Matloff's
+#'   Full Randomness estimator, one term) or "components" (the variance components of
+#'   "moments" alone, without GLS or BLUPs).
 #' @param size_columns for "fr": 0-based indices of the columns that are functions of
 #'   the group size (from size() terms).
 #' @param threads number of worker threads.

@@ -62,3 +62,20 @@ fr_moments <- function(y, X, flist, threads, method = "moments", size_columns = 
   }
   fit
 }
+
+#' The variance components of `method = "moments"` alone, without the mixed-model
+#' equations (no GLS fixed effects, BLUPs or fitted values): the first half of
+#' [fr_fit()], timed separately by the benchmarks.
+#' @return the components after the boundary rule, named by term then "Residual".
+#' @noRd
+fr_variance_components <- function(formula, data, threads = fr_available_threads()) {
+  parsed <- parse_fr_formula(formula)
+  frame_call <- quote(stats::model.frame(data = data))
+  md <- fr_model_data(parsed, frame_call, data, environment())
+  x_names <- colnames(md$X)
+  out <- fr_moment_fit(
+    md$y, md$X, x_names, match("(Intercept)", x_names, nomatch = 0L) - 1L, unname(md$flist),
+    vapply(md$flist, nlevels, 1L), names(md$flist), "components", integer(), as.integer(threads)
+  )
+  stats::setNames(out$estimate, c(names(md$flist), "Residual"))
+}

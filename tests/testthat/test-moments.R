@@ -194,3 +194,9 @@ test_that("fixed effects, standard errors and BLUPs equal lmer's on balanced des
     }
   }
 })
+
+test_that("the components-only path gives the components of the full fit", {
+  d <- simulate_crossed(3000, seed = 3)
+  fit <- fr_fit(y ~ x + (1 | user) + (1 | item), data = d)
+  expect_identical(fr_variance_components(y ~ x + (1 | user) + (1 | item), d), fit$theta)
+})

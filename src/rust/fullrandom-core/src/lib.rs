@@ -91,6 +91,21 @@ pub fn fit_from_stats(stats: &SufficientStats, threads: usize) -> Result<MomentF
     fit_stats_in(stats, &thread_pool(threads)?, &mut || true)
 }
 
+/// The variance components alone (OLS, the moment equations and their solution),
+/// without the mixed-model equations: the first half of [`fit`], for benchmarks and for
+/// callers that need no fixed effects or BLUPs.
+pub fn fit_components(
+    data: &ModelData<'_>,
+    threads: usize,
+) -> Result<(OlsFit, MomentEquations, VarianceComponents), FitError> {
+    let pool = thread_pool(threads)?;
+    let stats = pool.install(|| SufficientStats::compute(data))?;
+    let ols = ols_from_stats(&stats)?;
+    let equations = MomentEquations::from_stats(&stats, &ols)?;
+    let components = fit_variance_components(&equations)?;
+    Ok((ols, equations, components))
+}
+
 fn fit_stats_in(
     stats: &SufficientStats,
     pool: &rayon::ThreadPool,

@@ -117,8 +117,9 @@ fn estimate_values(
 /// @param codes list of integer vectors of 1-based level codes, one per random term.
 /// @param n_levels number of levels of each term.
 /// @param labels the terms' labels.
-/// @param method "moments" (the unbiased equations of every term) or "fr" (Matloff's
-///   Full Randomness estimator, one term).
+/// @param method "moments" (the unbiased equations of every term), "fr" (Matloff's
+///   Full Randomness estimator, one term) or "components" (the variance components of
+///   "moments" alone, without GLS or BLUPs).
 /// @param size_columns for "fr": 0-based indices of the columns that are functions of
 ///   the group size (from size() terms).
 /// @param threads number of worker threads.
@@ -161,6 +162,18 @@ fn fr_moment_fit(
             );
             values.push(("fr", fr.into()));
             Ok(List::from_pairs(values))
+        }
+        // The default method's variance components alone, without GLS or BLUPs (for
+        // the benchmarks, which time the two halves of a fit).
+        "components" => {
+            let (ols, equations, components) = fullrandom_core::fit_components(&data, threads).map_err(to_r_error)?;
+            Ok(list!(
+                coef = ols.coef,
+                lhs = column_major(&equations.lhs),
+                q = equations.q,
+                raw = components.raw,
+                estimate = components.estimate
+            ))
         }
         other => Err(Error::Other(format!("unknown method '{other}'"))),
     }
