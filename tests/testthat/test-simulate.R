@@ -261,3 +261,20 @@ test_that("bad arguments give errors naming the argument", {
   expect_identical(attr(simulate_archers(n_archers = 2, archer_effects = "unif", seed = 1),
                         "truth")$sd_archer, 23)
 })
+
+test_that("simulate_crossed() draws power-law users and items, reproducibly", {
+  d <- simulate_crossed(20000, n_users = 300, n_items = 100, seed = 9)
+  expect_identical(d, simulate_crossed(20000, n_users = 300, n_items = 100, seed = 9))
+  expect_named(d, c("y", "x", "user", "item"))
+  expect_identical(nrow(d), 20000L)
+  # Levels are the codes that occur, in order of activity: u1 is the most active user.
+  expect_true(all(table(d$user) > 0))
+  counts <- as.numeric(table(d$user))
+  expect_identical(levels(d$user)[1], "u1")
+  # Zipf with exponent 1: user 1 is drawn about 10 times as often as user 10.
+  expect_equal(counts[1] / counts[10], 10, tolerance = 0.25)
+  truth <- attr(d, "truth")
+  expect_equal(unname(coef(lm(y ~ x, data = d))[2]), truth$slope, tolerance = 0.1)
+  expect_error(simulate_crossed(1), "`n_obs` must be a whole number")
+  expect_error(simulate_crossed(100, sd_user = -1), "`sd_user`")
+})
