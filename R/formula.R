@@ -172,6 +172,13 @@ find_nested_bar <- function(expr) {
 # Expanding one bar term
 # ---------------------------------------------------------------------------
 
+#' Does a bar term have anything but `1` on its left, as in `(x | g)` or `(1 + x | g)`?
+#' @noRd
+has_random_slope <- function(bar) {
+  lhs <- strip_parens(bar[[2L]])
+  !(identical(lhs, 1) || identical(lhs, 1L))
+}
+
 #' Turn one bar call into random-intercept term descriptions
 #'
 #' @param bar A `|` or `||` call.
@@ -182,8 +189,7 @@ expand_bar_term <- function(bar) {
   term_text <- deparse_bar(bar)
 
   # `(1 || g)` is accepted: with one intercept there is no correlation to drop.
-  slope_part <- strip_parens(bar[[2L]])
-  if (!(identical(slope_part, 1) || identical(slope_part, 1L))) {
+  if (has_random_slope(bar)) {
     stop("random slopes are not supported yet: ", term_text, call. = FALSE)
   }
 

@@ -7,10 +7,7 @@
 check_fr_formula <- function(formula) {
   if (!inherits(formula, "formula") || length(formula) != 3L) return(invisible())
   bars <- split_random_terms(formula[[3L]])$bars
-  slopes <- Filter(function(bar) {
-    lhs <- strip_parens(bar[[2L]])
-    !(identical(lhs, 1) || identical(lhs, 1L))
-  }, bars)
+  slopes <- Filter(has_random_slope, bars)
   if (length(slopes) > 0L) {
     stop(sprintf(
       "method = \"fr\" (Matloff's Full Randomness estimator) fits one random intercept (1 | g); it has no random slopes, and the formula has %s",

@@ -196,8 +196,9 @@ grouping_factors <- function(random, frame) {
   flist[order(-vapply(flist, nlevels, 1L))]
 }
 
+# Frame columns: factors there have had their unused levels dropped already.
 as_grouping_factor <- function(x) {
-  if (is.factor(x)) drop_unused_codes(x) else factor(x)
+  if (is.factor(x)) x else factor(x)
 }
 
 # The frame with unused levels dropped from every factor column (as lm's

@@ -17,13 +17,7 @@
 #' @noRd
 fr_moments <- function(y, X, flist, threads, method = "moments", size_columns = integer()) {
   x_names <- if (ncol(X) > 0L) colnames(X) else character()
-  intercept <- match("(Intercept)", x_names, nomatch = 0L) - 1L
-  if (!is.double(X)) storage.mode(X) <- "double"
-  # Factors are integer vectors of 1-based codes; the core reads them without a copy.
-  out <- fr_moment_fit(
-    y, X, x_names, intercept, unname(flist), vapply(flist, nlevels, 1L), names(flist),
-    method, as.integer(size_columns) - 1L, threads
-  )
+  out <- call_core(y, X, flist, threads, method, size_columns)
   k <- length(flist)
   component_names <- c(names(flist), "Residual")
   equation_names <- if (method == "fr") c("Var(Y)", "Var(S)") else c("(all)", names(flist))
@@ -72,10 +66,18 @@ fr_variance_components <- function(formula, data, threads = fr_available_threads
   parsed <- parse_fr_formula(formula)
   frame_call <- quote(stats::model.frame(data = data))
   md <- fr_model_data(parsed, frame_call, data, environment())
-  x_names <- colnames(md$X)
-  out <- fr_moment_fit(
-    md$y, md$X, x_names, match("(Intercept)", x_names, nomatch = 0L) - 1L, unname(md$flist),
-    vapply(md$flist, nlevels, 1L), names(md$flist), "components", integer(), as.integer(threads)
-  )
+  out <- call_core(md$y, md$X, md$flist, as.integer(threads), "components")
   stats::setNames(out$estimate, c(names(md$flist), "Residual"))
+}
+
+# The Rust core's entry point with the inputs in the form it reads: X as doubles with
+# the intercept's 0-based position, factors as integer vectors of 1-based codes (read
+# without a copy), size() columns 0-based.
+call_core <- function(y, X, flist, threads, method, size_columns = integer()) {
+  x_names <- if (ncol(X) > 0L) colnames(X) else character()
+  if (!is.double(X)) storage.mode(X) <- "double"
+  fr_moment_fit(
+    y, X, x_names, match("(Intercept)", x_names, nomatch = 0L) - 1L, unname(flist),
+    vapply(flist, nlevels, 1L), names(flist), method, as.integer(size_columns) - 1L, threads
+  )
 }

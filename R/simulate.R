@@ -406,10 +406,9 @@ draw_archer_names <- function(n) {
   ifelse(round == 1L, base, paste(base, round))
 }
 
-# A factor from integer codes 1..n, keeping only the codes that occur (in code order),
-# without the character conversion that factor() would do on millions of values.
+# A factor from integer codes 1..n labelled prefix1..prefixn, keeping only the codes
+# that occur, without the character conversion factor() would do on millions of values.
 codes_as_factor <- function(codes, prefix) {
-  present <- which(tabulate(codes, nbins = max(codes)) > 0L)
-  if (length(present) < max(codes)) codes <- match(codes, present)
-  structure(codes, levels = paste0(prefix, present), class = "factor")
+  all_codes <- structure(codes, levels = paste0(prefix, seq_len(max(codes))), class = "factor")
+  drop_unused_codes(all_codes)
 }
