@@ -95,9 +95,16 @@ pub fn group_sizes(stats: &SufficientStats) -> GroupSizes {
 }
 
 /// The two FR moment equations at the coefficients `coef` (original parametrisation,
-/// all `p` columns, only the `kept` ones read). `size_columns` are the columns that are
-/// functions of the group size; with the intercept they make up `h`.
-pub fn fr_equations(stats: &SufficientStats, kept: &[usize], coef: &[f64], size_columns: &[usize]) -> MomentEquations {
+/// all `p` columns, only the `kept` ones read). `sizes` are [`group_sizes`]`(stats)`;
+/// `size_columns` are the columns that are functions of the group size; with the
+/// intercept they make up `h`.
+pub fn fr_equations(
+    stats: &SufficientStats,
+    sizes: &GroupSizes,
+    kept: &[usize],
+    coef: &[f64],
+    size_columns: &[usize],
+) -> MomentEquations {
     let p = stats.n_fixed();
     let m = stats.n_obs as f64;
     let shift = &stats.shift;
@@ -141,7 +148,6 @@ pub fn fr_equations(stats: &SufficientStats, kept: &[usize], coef: &[f64], size_
     let mean_f = f.iter().sum::<f64>() / f.len() as f64;
     let cov_d_f = d.iter().zip(&f).map(|(a, b)| (a - mean_d) * (b - mean_f)).sum::<f64>() / d.len() as f64;
 
-    let sizes = group_sizes(stats);
     let lhs = Mat::from_fn(2, 2, |i, j| match (i, j) {
         (0, _) => 1.0,
         (1, 0) => sizes.variance + sizes.mean * sizes.mean,
@@ -187,7 +193,8 @@ pub fn fit_full_randomness(
             }
             evaluations += 1;
             let coef = gls_at(stats, &ols, rho, pool, keep_going)?;
-            Ok(correlation_of(&solve_equations(stats, &ols, &coef, size_columns)?))
+            let equations = fr_equations(stats, &group_sizes, &ols.kept, &coef, size_columns);
+            Ok(correlation_of(&fit_variance_components(&equations)?.raw))
         };
         let (mut low, mut high) = (0.0, RHO_MAX);
         if at(low)? <= low {
@@ -211,8 +218,8 @@ pub fn fit_full_randomness(
     } else {
         0.0
     };
-    let coef = if has_size { gls_at(stats, &ols, rho, pool, keep_going)? } else { ols.coef.clone() };
-    let equations = fr_equations(stats, &ols.kept, &coef, size_columns);
+    let coef = gls_at(stats, &ols, rho, pool, keep_going)?;
+    let equations = fr_equations(stats, &group_sizes, &ols.kept, &coef, size_columns);
     let components = fit_variance_components(&equations)?;
     let mixed = solve_mixed_model(stats, &ols, &components, pool, keep_going)?;
     Ok(FullRandomnessFit {
@@ -239,12 +246,6 @@ fn gls_at(
     }
     let components = VarianceComponents { raw: vec![rho, 1.0 - rho], estimate: vec![rho, 1.0 - rho], at_boundary: vec![false] };
     Ok(solve_mixed_model(stats, ols, &components, pool, keep_going)?.coef)
-}
-
-/// The unconstrained solution of the equations at `coef`.
-fn solve_equations(stats: &SufficientStats, ols: &OlsFit, coef: &[f64], size_columns: &[usize]) -> Result<Vec<f64>, FitError> {
-    let equations = fr_equations(stats, &ols.kept, coef, size_columns);
-    Ok(fit_variance_components(&equations)?.raw)
 }
 
 /// `s2_a / (s2_a + s2_e)` of an unconstrained solution, clamped to `[0, 1]`: a
