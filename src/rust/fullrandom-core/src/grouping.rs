@@ -3,13 +3,25 @@
 //! For factors `k` (rows) and `l` (columns) the cell counts are
 //! `n_gm = #{i : level_k(i) = g, level_l(i) = m}`, the entries of `C_kl = Z_k' Z_l`.
 //! They are found by two stable counting sorts (a least-significant-digit radix sort on
-//! the pair of codes): rows are first ordered by their `l` level, then scattered into
-//! `k` buckets in that order, so each `k` bucket lists its `l` levels in ascending order
-//! and the cells are its runs. Time O(N + G_k + G_l), memory one `u32` per row each.
+//! the pair of codes): the `k` level of every row is first grouped by the row's `l`
+//! level, then that list, read in order, is grouped by `k` level, so each `k` bucket
+//! lists its `l` levels in ascending order and the cells are its runs. Both sorts read
+//! their input sequentially. Time O(N + G_k + G_l), memory one `u32` per row each.
+//!
+//! Each counting sort runs in parallel ([`bucket_sort`]): every thread counts its part
+//! of the input per bucket, the counts give every part its own places in each bucket,
+//! and the parts are placed at once. A stable sort has one result, so it does not
+//! depend on the number of threads.
 
 use crate::data::FactorCodes;
 use crate::error::FitError;
 use rayon::prelude::*;
+use std::ops::Range;
+
+/// Items below which a part of a [`bucket_sort`] is not worth a thread of its own.
+const MIN_ITEMS_PER_PART: usize = 1 << 16;
+/// Items per task when buckets are processed in parallel ([`balanced_blocks`]).
+const ITEMS_PER_BLOCK: usize = 1 << 16;
 
 /// Start of each level's block in a by-level ordering: `starts[g]..starts[g + 1]`.
 pub fn level_starts(counts: &[u64]) -> Vec<usize> {
@@ -23,16 +35,119 @@ pub fn level_starts(counts: &[u64]) -> Vec<usize> {
     starts
 }
 
-/// Row indices ordered by level, rows of one level in their original order (stable).
-pub fn rows_by_level(factor: &FactorCodes<'_>, starts: &[usize]) -> Vec<u32> {
-    let mut next = starts[..starts.len() - 1].to_vec();
-    let mut order = vec![0u32; factor.codes.len()];
-    for i in 0..factor.codes.len() {
-        let g = factor.level(i);
-        order[next[g]] = i as u32;
-        next[g] += 1;
+/// Items grouped into buckets: bucket `g` holds `values[starts[g]..starts[g + 1]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Buckets<T> {
+    pub starts: Vec<usize>,
+    pub values: Vec<T>,
+}
+
+/// A pointer that parts of a [`bucket_sort`] write through at disjoint places.
+struct Places<T>(*mut T);
+// SAFETY: the places written through the pointer are disjoint between threads (see
+// `bucket_sort`), and `T: Send` values are moved, not shared.
+unsafe impl<T: Send> Sync for Places<T> {}
+
+impl<T> Places<T> {
+    /// # Safety
+    /// `at` must lie inside the allocation and be written by no other thread.
+    unsafe fn write(&self, at: usize, value: T) {
+        unsafe { self.0.add(at).write(value) }
     }
-    order
+}
+
+/// A stable counting sort of `n_items` items into `n_buckets` buckets, in parallel.
+///
+/// `items(range)` lists the items with indices in `range`, in order, as
+/// `(bucket, value)` pairs; it is called twice per part of the input (to count and to
+/// place) and must list the same pairs both times. Each bucket receives its values in
+/// item order.
+pub(crate) fn bucket_sort<T, I, F>(n_items: usize, n_buckets: usize, items: F) -> Buckets<T>
+where
+    T: Copy + Send,
+    I: Iterator<Item = (usize, T)>,
+    F: Fn(Range<usize>) -> I + Sync,
+{
+    assert!(u32::try_from(n_items).is_ok(), "a bucket sort holds at most 2^32 - 1 items");
+    let parts = rayon::current_num_threads().min(n_items / MIN_ITEMS_PER_PART).max(1);
+    let ranges: Vec<Range<usize>> = (0..parts).map(|b| b * n_items / parts..(b + 1) * n_items / parts).collect();
+    // Each part's counts per bucket, then turned into the part's first place in each
+    // bucket: bucket g holds part 0's items, then part 1's, ...
+    let mut next: Vec<Vec<u32>> = ranges
+        .par_iter()
+        .map(|range| {
+            let mut counts = vec![0u32; n_buckets];
+            for (g, _) in items(range.clone()) {
+                counts[g] += 1;
+            }
+            counts
+        })
+        .collect();
+    let mut starts = Vec::with_capacity(n_buckets + 1);
+    let mut total = 0u32;
+    for g in 0..n_buckets {
+        starts.push(total as usize);
+        for part in next.iter_mut() {
+            let count = part[g];
+            part[g] = total;
+            total += count;
+        }
+    }
+    starts.push(total as usize);
+    assert_eq!(total as usize, n_items, "the items were not all counted");
+
+    let mut values: Vec<T> = Vec::with_capacity(n_items);
+    let places = Places(values.as_mut_ptr());
+    ranges.par_iter().zip(next.par_iter_mut()).for_each(|(range, next)| {
+        for (g, value) in items(range.clone()) {
+            let at = next[g] as usize;
+            // The places of (part, bucket) are disjoint by construction, so this only
+            // fails if `items` listed other items than it counted.
+            assert!(at < starts[g + 1], "bucket_sort: items changed between counting and placing");
+            // SAFETY: `at` is inside the allocation (at < starts[g + 1] <= n_items) and
+            // in the range of places that belong to this part alone.
+            unsafe { places.write(at, value) };
+            next[g] += 1;
+        }
+    });
+    // SAFETY: the n_items places were each written once: every part wrote exactly as
+    // many values to each bucket as it counted, filling its places there.
+    unsafe { values.set_len(n_items) };
+    Buckets { starts, values }
+}
+
+/// The values of `buckets`, each listed with its bucket: `(bucket, value)` for the
+/// positions in `range` of `values`, in order (the items of a second sort pass).
+fn with_bucket<'a, T: Copy>(
+    starts: &'a [usize],
+    values: &'a [T],
+    range: Range<usize>,
+) -> impl Iterator<Item = (u32, T)> + 'a {
+    // The bucket holding position range.start; empty buckets are skipped by their empty ranges.
+    let first = starts.partition_point(|&s| s <= range.start).saturating_sub(1);
+    (first..starts.len() - 1)
+        .take_while(move |&g| starts[g] < range.end)
+        .flat_map(move |g| (starts[g].max(range.start)..starts[g + 1].min(range.end)).map(move |i| (g as u32, values[i])))
+}
+
+/// Consecutive buckets grouped into blocks of about [`ITEMS_PER_BLOCK`] items (a
+/// bucket larger than that is a block of its own), so that parallel work over buckets
+/// is balanced however skewed their sizes are.
+pub fn balanced_blocks(starts: &[usize]) -> Vec<Range<usize>> {
+    let n_buckets = starts.len() - 1;
+    let mut blocks = Vec::new();
+    let mut first = 0;
+    for g in 0..n_buckets {
+        // Each bucket counts at least 1, so many empty buckets still split.
+        if starts[g + 1] - starts[first] + (g + 1 - first) >= ITEMS_PER_BLOCK {
+            blocks.push(first..g + 1);
+            first = g + 1;
+        }
+    }
+    if first < n_buckets || blocks.is_empty() {
+        blocks.push(first..n_buckets);
+    }
+    blocks
 }
 
 /// The nonzero cell counts of two factors, stored by rows (compressed sparse rows):
@@ -48,42 +163,34 @@ pub struct CellCounts {
 }
 
 impl CellCounts {
-    /// Counts the cells of `rows` x `cols` factors.
-    ///
-    /// `row_starts` are the [`level_starts`] of the row factor; `cols_order` is
-    /// [`rows_by_level`] of the column factor.
-    pub fn count(
-        rows: &FactorCodes<'_>,
-        row_starts: &[usize],
-        cols: &FactorCodes<'_>,
-        cols_order: &[u32],
-    ) -> CellCounts {
-        // Scatter the column level of every observation into its row bucket, visiting
-        // observations by ascending column level so every bucket comes out sorted.
-        let mut next = row_starts[..row_starts.len() - 1].to_vec();
-        let mut sorted_cols = vec![0u32; cols_order.len()];
-        for &i in cols_order {
-            let i = i as usize;
-            let g = rows.level(i);
-            sorted_cols[next[g]] = cols.level(i) as u32;
-            next[g] += 1;
-        }
-        drop(next);
-        // Run-length encode each bucket; buckets are independent, so blocks of row
-        // levels run in parallel and are concatenated in order (thread-count free).
-        let n_rows = row_starts.len() - 1;
-        let block = 4096usize;
-        let pieces: Vec<(Vec<usize>, Vec<u32>, Vec<u32>)> = (0..n_rows.div_ceil(block))
+    /// Counts the cells of `rows` x `cols` factors (same length, validated codes).
+    pub fn count(rows: &FactorCodes<'_>, cols: &FactorCodes<'_>) -> CellCounts {
+        let n = rows.codes.len();
+        // The row level of every observation, grouped by column level.
+        let by_col = bucket_sort(n, cols.n_levels, |i| i.map(|i| (cols.level(i), rows.level(i) as u32)));
+        // That list read in order (ascending column level) and grouped by row level:
+        // every row bucket comes out with its column levels sorted.
+        let by_row = bucket_sort(n, rows.n_levels, |range| {
+            with_bucket(&by_col.starts, &by_col.values, range).map(|(m, g)| (g as usize, m))
+        });
+        drop(by_col);
+        CellCounts::from_sorted_buckets(&by_row, cols.n_levels)
+    }
+
+    /// Run-length encodes buckets of sorted column levels into cells. Buckets are
+    /// independent, so balanced blocks of them run in parallel and are concatenated in
+    /// order.
+    fn from_sorted_buckets(by_row: &Buckets<u32>, n_cols: usize) -> CellCounts {
+        let starts = &by_row.starts;
+        let pieces: Vec<(Vec<usize>, Vec<u32>, Vec<u32>)> = balanced_blocks(starts)
             .into_par_iter()
-            .map(|b| {
-                let (lo, hi) = (b * block, ((b + 1) * block).min(n_rows));
-                let mut lens = Vec::with_capacity(hi - lo);
+            .map(|block| {
+                let mut lens = Vec::with_capacity(block.len());
                 let mut cs = Vec::new();
                 let mut ns = Vec::new();
-                for g in lo..hi {
-                    let bucket = &sorted_cols[row_starts[g]..row_starts[g + 1]];
+                for g in block {
                     let before = cs.len();
-                    for &m in bucket {
+                    for &m in &by_row.values[starts[g]..starts[g + 1]] {
                         if cs.len() > before && *cs.last().unwrap() == m {
                             *ns.last_mut().unwrap() += 1;
                         } else {
@@ -96,15 +203,14 @@ impl CellCounts {
                 (lens, cs, ns)
             })
             .collect();
-        // The scattered levels are no longer needed; size the result exactly so that
-        // concatenating does not reallocate (it is the largest object of the pass).
-        drop(sorted_cols);
+        // Sized exactly, so that concatenating does not reallocate (the cell table is
+        // the largest object of the statistics).
         let n_cells: usize = pieces.iter().map(|p| p.1.len()).sum();
         let mut out = CellCounts {
-            row_starts: Vec::with_capacity(n_rows + 1),
+            row_starts: Vec::with_capacity(starts.len()),
             cols: Vec::with_capacity(n_cells),
             counts: Vec::with_capacity(n_cells),
-            n_cols: cols.n_levels,
+            n_cols,
         };
         out.row_starts.push(0);
         for (lens, cs, ns) in pieces {
@@ -129,28 +235,15 @@ impl CellCounts {
     }
 
     /// The same cells stored by the column factor: `n_mg` for column level `m`, row
-    /// levels ascending. One counting pass over the cells, O(cells + levels).
+    /// levels ascending. One stable counting sort of the cells, O(cells + levels).
     pub fn transpose(&self) -> CellCounts {
-        let mut row_starts = vec![0usize; self.n_cols + 1];
-        for &m in &self.cols {
-            row_starts[m as usize + 1] += 1;
-        }
-        for m in 0..self.n_cols {
-            row_starts[m + 1] += row_starts[m];
-        }
-        let mut next = row_starts[..self.n_cols].to_vec();
-        let mut cols = vec![0u32; self.cols.len()];
-        let mut counts = vec![0u32; self.cols.len()];
-        for g in 0..self.n_rows() {
-            let r = self.row_starts[g]..self.row_starts[g + 1];
-            for (&m, &n) in self.cols[r.clone()].iter().zip(&self.counts[r]) {
-                let m = m as usize;
-                cols[next[m]] = g as u32;
-                counts[next[m]] = n;
-                next[m] += 1;
-            }
-        }
-        CellCounts { row_starts, cols, counts, n_cols: self.n_rows() }
+        let by_col = bucket_sort(self.cols.len(), self.n_cols, |range| {
+            with_bucket(&self.row_starts, &self.cols, range.clone())
+                .zip(&self.counts[range])
+                .map(|((g, m), &n)| (m as usize, (g, n)))
+        });
+        let (cols, counts) = by_col.values.par_iter().map(|&(g, n)| (g, n)).unzip();
+        CellCounts { row_starts: by_col.starts, cols, counts, n_cols: self.n_rows() }
     }
 
     /// The cell counts of the union of two row sets: counts of equal cells add.
@@ -222,9 +315,7 @@ mod tests {
         let a_codes = [2, 0, 1, 2, 2, 0, 1, 1, 2, 0];
         let b_codes = [1, 3, 0, 1, 0, 3, 3, 0, 2, 0];
         let (a, b) = (factor(&a_codes, 4), factor(&b_codes, 4));
-        let a_starts = level_starts(&counts_of(&a));
-        let b_order = rows_by_level(&b, &level_starts(&counts_of(&b)));
-        let cells = CellCounts::count(&a, &a_starts, &b, &b_order);
+        let cells = CellCounts::count(&a, &b);
         let mut dense = [[0u64; 4]; 4];
         for i in 0..a_codes.len() {
             dense[a_codes[i] as usize][b_codes[i] as usize] += 1;
@@ -243,20 +334,24 @@ mod tests {
         let a_codes = [2, 0, 1, 2, 2, 0, 1, 1, 2, 0, 2];
         let b_codes = [1, 3, 0, 1, 0, 3, 3, 0, 2, 0, 4];
         let (a, b) = (factor(&a_codes, 4), factor(&b_codes, 5));
-        let b_order = rows_by_level(&b, &level_starts(&counts_of(&b)));
-        let cells = CellCounts::count(&a, &level_starts(&counts_of(&a)), &b, &b_order);
-        let a_order = rows_by_level(&a, &level_starts(&counts_of(&a)));
-        let by_column = CellCounts::count(&b, &level_starts(&counts_of(&b)), &a, &a_order);
+        let cells = CellCounts::count(&a, &b);
+        let by_column = CellCounts::count(&b, &a);
         assert_eq!(cells.transpose(), by_column);
         assert_eq!(cells.transpose().transpose(), cells);
+    }
+
+    /// Row indices ordered by level, rows of one level in their original order.
+    fn rows_by_level(factor: &FactorCodes<'_>) -> Buckets<u32> {
+        bucket_sort(factor.codes.len(), factor.n_levels, |rows| rows.map(|i| (factor.level(i), i as u32)))
     }
 
     #[test]
     fn rows_by_level_is_stable() {
         let codes = [1, 0, 1, 0, 1];
         let f = factor(&codes, 2);
-        let order = rows_by_level(&f, &level_starts(&counts_of(&f)));
-        assert_eq!(order, vec![1, 3, 0, 2, 4]);
+        let order = rows_by_level(&f);
+        assert_eq!(order.values, vec![1, 3, 0, 2, 4]);
+        assert_eq!(order.starts, level_starts(&counts_of(&f)));
     }
 
     #[test]
@@ -264,12 +359,63 @@ mod tests {
         let a_all = [0, 1, 1, 2, 0, 2, 1, 0];
         let b_all = [1, 0, 1, 1, 1, 0, 2, 2];
         let count = |a_codes: &[i32], b_codes: &[i32]| {
-            let (a, b) = (factor(a_codes, 3), factor(b_codes, 3));
-            let b_order = rows_by_level(&b, &level_starts(&counts_of(&b)));
-            CellCounts::count(&a, &level_starts(&counts_of(&a)), &b, &b_order)
+            CellCounts::count(&factor(a_codes, 3), &factor(b_codes, 3))
         };
         let whole = count(&a_all, &b_all);
         let merged = count(&a_all[..3], &b_all[..3]).merge(&count(&a_all[3..], &b_all[3..])).unwrap();
         assert_eq!(merged, whole);
+    }
+
+    /// Enough rows that the sorts split into parts, with skewed levels (a few levels
+    /// hold most rows) and empty levels: the result must equal a direct count and not
+    /// depend on the number of threads.
+    #[test]
+    fn parallel_sorts_match_a_direct_count_for_any_thread_count() {
+        let n = 5 * MIN_ITEMS_PER_PART + 17;
+        let mut state = 7u64;
+        let mut draw = |levels: u64| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let u = (state >> 33) as f64 / (1u64 << 31) as f64;
+            ((u * u * u) * levels as f64) as i32 * 2 // even codes only: odd levels stay empty
+        };
+        let a_codes: Vec<i32> = (0..n).map(|_| draw(3000)).collect();
+        let b_codes: Vec<i32> = (0..n).map(|_| draw(700)).collect();
+        let (a, b) = (factor(&a_codes, 6000), factor(&b_codes, 1400));
+        let mut direct = std::collections::BTreeMap::new();
+        for (&g, &m) in a_codes.iter().zip(&b_codes) {
+            *direct.entry((g as usize, m as usize)).or_insert(0u64) += 1;
+        }
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| (CellCounts::count(&a, &b), rows_by_level(&a)))
+        };
+        let (cells, order) = run(1);
+        let listed: Vec<((usize, usize), u64)> =
+            (0..cells.n_rows()).flat_map(|g| cells.row(g).map(move |(m, c)| ((g, m), c))).collect();
+        assert_eq!(listed, direct.into_iter().collect::<Vec<_>>());
+        let mut by_level: Vec<u32> = (0..n as u32).collect();
+        by_level.sort_by_key(|&i| a_codes[i as usize]); // a stable sort
+        assert_eq!(order.values, by_level);
+        for threads in [2, 3, 4] {
+            let (cells_t, order_t) = run(threads);
+            assert_eq!(cells_t, cells, "cells with {threads} threads");
+            assert_eq!(order_t, order, "order with {threads} threads");
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            assert_eq!(pool.install(|| cells.transpose()), CellCounts::count(&b, &a));
+        }
+    }
+
+    #[test]
+    fn balanced_blocks_cover_every_bucket_once() {
+        let sizes = [0usize, 5 * ITEMS_PER_BLOCK, 3, 0, ITEMS_PER_BLOCK / 2, ITEMS_PER_BLOCK / 2, 7];
+        let mut starts = vec![0];
+        for s in sizes {
+            starts.push(starts.last().unwrap() + s);
+        }
+        let blocks = balanced_blocks(&starts);
+        let covered: Vec<usize> = blocks.iter().flat_map(|b| b.clone()).collect();
+        assert_eq!(covered, (0..sizes.len()).collect::<Vec<_>>());
+        assert!(blocks.len() >= 3, "the large bucket is a block of its own: {blocks:?}");
+        assert_eq!(balanced_blocks(&[0]), vec![0..0]);
     }
 }

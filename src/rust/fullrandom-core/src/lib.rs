@@ -101,7 +101,7 @@ pub fn fit_components(
     let pool = thread_pool(threads)?;
     let stats = pool.install(|| SufficientStats::compute(data))?;
     let ols = ols_from_stats(&stats)?;
-    let equations = MomentEquations::from_stats(&stats, &ols)?;
+    let equations = pool.install(|| MomentEquations::from_stats(&stats, &ols))?;
     let components = fit_variance_components(&equations)?;
     Ok((ols, equations, components))
 }
@@ -112,7 +112,7 @@ fn fit_stats_in(
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<MomentFit, FitError> {
     let ols = ols_from_stats(stats)?;
-    let equations = MomentEquations::from_stats(stats, &ols)?;
+    let equations = pool.install(|| MomentEquations::from_stats(stats, &ols))?;
     let components = fit_variance_components(&equations)?;
     let mixed = solve_mixed_model(stats, &ols, &components, pool, keep_going)?;
     Ok(MomentFit { ols, equations, components, mixed })

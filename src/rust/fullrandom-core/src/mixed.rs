@@ -32,13 +32,14 @@
 
 use crate::dense::{spd_inverse, submatrix};
 use crate::error::FitError;
-use crate::grouping::CellCounts;
+use crate::grouping::{balanced_blocks, CellCounts};
 use crate::moments::VarianceComponents;
 use crate::ols::OlsFit;
 use crate::stats::SufficientStats;
 use faer::Mat;
 use rayon::prelude::*;
 use std::borrow::Cow;
+use std::ops::Range;
 
 /// Relative residual at which the conjugate gradient iterations stop, per right-hand side.
 pub const CG_TOLERANCE: f64 = 1e-12;
@@ -71,6 +72,10 @@ struct Block<'a> {
     n_levels: usize,
     /// `(other block, cells with this block's levels as rows)`.
     neighbours: Vec<(usize, Cow<'a, CellCounts>)>,
+    /// Consecutive levels grouped so that each group holds about the same number of
+    /// cells: the parallel tasks of [`RandomEffectsMatrix::apply`], balanced even when a
+    /// few levels hold most of the data.
+    tasks: Vec<Range<usize>>,
 }
 
 /// `C = Z'Z + L` restricted to the active terms, applied without forming it.
@@ -87,7 +92,13 @@ impl<'a> RandomEffectsMatrix<'a> {
         for (k, l) in lambda.iter().enumerate() {
             if let Some(l) = l {
                 let counts = &stats.levels[k].counts;
-                blocks.push(Block { factor: k, offset: diagonal.len(), n_levels: counts.len(), neighbours: Vec::new() });
+                blocks.push(Block {
+                    factor: k,
+                    offset: diagonal.len(),
+                    n_levels: counts.len(),
+                    neighbours: Vec::new(),
+                    tasks: Vec::new(),
+                });
                 diagonal.extend(counts.iter().map(|&n| n as f64 + l));
             }
         }
@@ -104,6 +115,14 @@ impl<'a> RandomEffectsMatrix<'a> {
             blocks[a].neighbours.push((b, Cow::Borrowed(cells)));
             blocks[b].neighbours.push((a, Cow::Owned(t)));
         }
+        for block in &mut blocks {
+            // The cells of every level over all its neighbours, as starts.
+            let mut cell_starts = vec![0usize; block.n_levels + 1];
+            for (_, cells) in &block.neighbours {
+                cell_starts.iter_mut().zip(&cells.row_starts).for_each(|(s, c)| *s += c);
+            }
+            block.tasks = balanced_blocks(&cell_starts);
+        }
         RandomEffectsMatrix { blocks, diagonal }
     }
 
@@ -112,12 +131,19 @@ impl<'a> RandomEffectsMatrix<'a> {
         self.diagonal.len()
     }
 
-    /// `Y = C X` for `r` right-hand sides stored by row (`X[i * r + j]`).
+    /// `Y = C X` for `r` right-hand sides stored by row (`X[i * r + j]`). Every row
+    /// of `Y` is summed over its level's cells in their stored order, so the result
+    /// does not depend on how the levels are split between threads.
     pub fn apply(&self, x: &[f64], y: &mut [f64], r: usize) {
         for block in &self.blocks {
-            let rows = &mut y[block.offset * r..(block.offset + block.n_levels) * r];
-            rows.par_chunks_mut(LEVEL_BLOCK * r).enumerate().for_each(|(c, chunk)| {
-                let first = c * LEVEL_BLOCK;
+            let mut rest = &mut y[block.offset * r..(block.offset + block.n_levels) * r];
+            let mut pieces = Vec::with_capacity(block.tasks.len());
+            for task in &block.tasks {
+                let (piece, tail) = rest.split_at_mut(task.len() * r);
+                pieces.push((task.start, piece));
+                rest = tail;
+            }
+            pieces.into_par_iter().for_each(|(first, chunk)| {
                 for (i, out) in chunk.chunks_mut(r).enumerate() {
                     let g = first + i;
                     let row = block.offset + g;
@@ -327,7 +353,7 @@ pub fn solve_mixed_model(
             (v > 0.0).then(|| s2 / v)
         })
         .collect();
-    let system = RandomEffectsMatrix::new(stats, &lambda);
+    let system = pool.install(|| RandomEffectsMatrix::new(stats, &lambda));
     let m = system.size();
     let p = stats.n_fixed();
     let kept = &ols.kept;
@@ -363,9 +389,11 @@ pub fn solve_mixed_model(
 
     // u = a - A b~.
     let mut u = vec![0.0; m];
-    u.par_iter_mut().enumerate().for_each(|(i, ui)| {
-        let row = &solved[i * r..(i + 1) * r];
-        *ui = row[q] - (0..q).map(|c| row[c] * coef_shifted[c]).sum::<f64>();
+    pool.install(|| {
+        u.par_iter_mut().enumerate().for_each(|(i, ui)| {
+            let row = &solved[i * r..(i + 1) * r];
+            *ui = row[q] - (0..q).map(|c| row[c] * coef_shifted[c]).sum::<f64>();
+        })
     });
 
     let relative_residual = pool.install(|| full_residual(stats, &system, &zt, kept, &coef_shifted, &u));

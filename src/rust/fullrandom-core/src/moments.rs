@@ -24,9 +24,11 @@
 
 use crate::dense::{scaled_rank_deficiency, solve, trace_of_product};
 use crate::error::FitError;
+use crate::grouping::balanced_blocks;
 use crate::ols::OlsFit;
 use crate::stats::SufficientStats;
 use faer::Mat;
+use rayon::prelude::*;
 
 /// Singular values of the scaled system below this fraction of the largest mean the
 /// components cannot be separated.
@@ -82,11 +84,15 @@ impl MomentEquations {
         let b = &ols.coef_shifted;
         let xtx = crate::dense::submatrix(&stats.xtx, stats.n_fixed(), &ols.kept);
 
-        // Level sums of the kept columns: S_k[g] as a q-vector.
-        let level_x = |k: usize, g: usize| -> Vec<f64> {
-            let lv = &stats.levels[k];
-            ols.kept.iter().map(|&j| lv.sum_x[j * lv.n_levels() + g]).collect()
-        };
+        // Level sums of the kept columns by level: S_k[g] is `level_x[k][g * q..(g + 1) * q]`.
+        let level_x: Vec<Vec<f64>> = stats
+            .levels
+            .iter()
+            .map(|lv| {
+                let n_levels = lv.n_levels();
+                (0..n_levels).flat_map(|g| ols.kept.iter().map(move |&j| lv.sum_x[j * n_levels + g])).collect()
+            })
+            .collect();
         let all_x: Vec<f64> = ols.kept.iter().map(|&j| stats.sum_x[j]).collect();
         let mut per_factor = Vec::with_capacity(k_factors + 1);
         per_factor.push(FactorMoments {
@@ -109,10 +115,10 @@ impl MomentEquations {
                     continue;
                 }
                 m.n_nonempty += 1;
-                let s = level_x(k, g);
-                add_outer(&mut m.weighted_cross, &s, &s, 1.0 / count);
-                add_outer(&mut m.cross, &s, &s, 1.0);
-                let level_residual = lv.sum_y[g] - dot(&s, b);
+                let s = &level_x[k][g * q..(g + 1) * q];
+                add_outer(&mut m.weighted_cross, s, s, 1.0 / count);
+                add_outer(&mut m.cross, s, s, 1.0);
+                let level_residual = lv.sum_y[g] - dot(s, b);
                 m.between_ss += level_residual * level_residual / count;
             }
             per_factor.push(m);
@@ -146,17 +152,17 @@ impl MomentEquations {
 }
 
 /// For rows `k` (0 = all rows) and random factor `l >= 1` (indices into the equations),
-/// `sum_g sum_m n_gm^2 / n_g` and `S_k'D_k^-1 C_kl S_l`.
-fn cell_terms(
-    stats: &SufficientStats,
-    k: usize,
-    l: usize,
-    level_x: &dyn Fn(usize, usize) -> Vec<f64>,
-    all_x: &[f64],
-    q: usize,
-) -> (f64, Mat<f64>) {
+/// `sum_g sum_m n_gm^2 / n_g` and `S_k'D_k^-1 C_kl S_l = sum_g sum_m (n_gm / n_g) S_k[g] S_l[m]'`.
+///
+/// The double sum runs over the stored rows of the cell table, whichever factor they
+/// are: with rows `g` of `k` it is `sum_g S_k[g] v_g' / n_g`, `v_g = sum_m n_gm S_l[m]`;
+/// with rows `m` of `l` it is `sum_m w_m S_l[m]'`, `w_m = sum_g (n_gm / n_g) S_k[g]`.
+/// Either way each stored row is summed on its own, so balanced blocks of rows run in
+/// parallel and are added in block order (a partition fixed by the data, not the threads).
+fn cell_terms(stats: &SufficientStats, k: usize, l: usize, level_x: &[Vec<f64>], all_x: &[f64], q: usize) -> (f64, Mat<f64>) {
     let n = stats.n_obs as f64;
     let col = &stats.levels[l - 1];
+    let col_x = &level_x[l - 1];
     if k == 0 {
         // One row level holding everything: n_0m = n_m.
         let mut concentration = 0.0;
@@ -167,34 +173,52 @@ fn cell_terms(
                 continue;
             }
             concentration += count * count / n;
-            axpy(&mut v, count, &level_x(l - 1, m));
+            axpy(&mut v, count, &col_x[m * q..(m + 1) * q]);
         }
         return (concentration, outer(all_x, &v, 1.0 / n));
     }
-    let row = &stats.levels[k - 1];
+    let row_counts = &stats.levels[k - 1].counts;
+    let row_x = &level_x[k - 1];
     let (cells, transposed) = stats.cells_of(k - 1, l - 1);
-    // v_g = sum_m n_gm S_l[m], accumulated per row level g.
-    let mut v = vec![0.0; row.n_levels() * q];
-    let mut concentration = 0.0;
-    let mut visit = |g: usize, m: usize, count: u64| {
-        let count = count as f64;
-        concentration += count * count / row.counts[g] as f64;
-        axpy(&mut v[g * q..(g + 1) * q], count, &level_x(l - 1, m));
-    };
-    for a in 0..cells.n_rows() {
-        for (b, count) in cells.row(a) {
-            if transposed {
-                visit(b, a, count)
-            } else {
-                visit(a, b, count)
+    let partials: Vec<(f64, Mat<f64>)> = balanced_blocks(&cells.row_starts)
+        .into_par_iter()
+        .map(|block| {
+            let mut concentration = 0.0;
+            let mut cross_term = Mat::zeros(q, q);
+            let mut acc = vec![0.0; q];
+            for a in block {
+                acc.iter_mut().for_each(|v| *v = 0.0);
+                if transposed {
+                    // Stored row a is level m = a of l; its cells are levels g of k.
+                    for (g, count) in cells.row(a) {
+                        let (count, n_g) = (count as f64, row_counts[g] as f64);
+                        concentration += count * count / n_g;
+                        axpy(&mut acc, count / n_g, &row_x[g * q..(g + 1) * q]);
+                    }
+                    if cells.row_starts[a + 1] > cells.row_starts[a] {
+                        add_outer(&mut cross_term, &acc, &col_x[a * q..(a + 1) * q], 1.0);
+                    }
+                } else {
+                    // Stored row a is level g = a of k; its cells are levels m of l.
+                    let n_g = row_counts[a] as f64;
+                    for (m, count) in cells.row(a) {
+                        let count = count as f64;
+                        concentration += count * count / n_g;
+                        axpy(&mut acc, count, &col_x[m * q..(m + 1) * q]);
+                    }
+                    if n_g > 0.0 {
+                        add_outer(&mut cross_term, &row_x[a * q..(a + 1) * q], &acc, 1.0 / n_g);
+                    }
+                }
             }
-        }
-    }
+            (concentration, cross_term)
+        })
+        .collect();
+    let mut concentration = 0.0;
     let mut cross_term = Mat::zeros(q, q);
-    for g in 0..row.n_levels() {
-        if row.counts[g] > 0 {
-            add_outer(&mut cross_term, &level_x(k - 1, g), &v[g * q..(g + 1) * q], 1.0 / row.counts[g] as f64);
-        }
+    for (c, m) in partials {
+        concentration += c;
+        cross_term += m;
     }
     (concentration, cross_term)
 }

@@ -20,7 +20,7 @@
 
 use crate::data::ModelData;
 use crate::error::FitError;
-use crate::grouping::{level_starts, rows_by_level, CellCounts};
+use crate::grouping::CellCounts;
 use rayon::prelude::*;
 
 /// Rows per block of the global sums; fixed so that the reduction order is too.
@@ -136,9 +136,7 @@ impl SufficientStats {
         let (global, (levels, cells)) = rayon::join(
             || global_sums(data, &shift),
             || {
-                let levels = level_sums(data, &shift);
-                let cells = pair_cells(data, &levels);
-                (levels, cells)
+                rayon::join(|| level_sums(data, &shift), || pair_cells(data))
             },
         );
         debug_assert_eq!(cells.len(), k_factors * k_factors.saturating_sub(1) / 2);
@@ -272,11 +270,15 @@ fn global_sums(data: &ModelData<'_>, shift: &Shift) -> BlockSums {
 }
 
 /// Per-level counts and sums. One sequential scatter per (factor, column) task: the
-/// tasks run in parallel and each sums its rows in row order.
+/// tasks run in parallel and each sums its rows in row order. The intercept column
+/// (never shifted) sums to the counts, so it needs no pass of its own.
 fn level_sums(data: &ModelData<'_>, shift: &Shift) -> Vec<LevelSums> {
     let p = data.n_fixed();
-    let tasks: Vec<(usize, usize)> = (0..data.factors.len()).flat_map(|k| (0..p + 2).map(move |c| (k, c))).collect();
-    let mut results: Vec<(Vec<u64>, Vec<f64>)> = tasks
+    // Column 0 is the counts, 1 the response, 2 + j fixed-effect column j.
+    let tasks: Vec<(usize, usize)> = (0..data.factors.len())
+        .flat_map(|k| (0..p + 2).filter(|&c| c < 2 || Some(c - 2) != data.intercept).map(move |c| (k, c)))
+        .collect();
+    let results: Vec<(Vec<u64>, Vec<f64>)> = tasks
         .par_iter()
         .map(|&(k, column)| {
             let f = &data.factors[k];
@@ -308,31 +310,32 @@ fn level_sums(data: &ModelData<'_>, shift: &Shift) -> Vec<LevelSums> {
         })
         .collect();
     let mut out = Vec::with_capacity(data.factors.len());
-    let mut drained = results.drain(..);
+    let mut results = results.into_iter();
     for f in &data.factors {
-        let counts = drained.next().unwrap().0;
-        let sum_y = drained.next().unwrap().1;
+        let counts = results.next().unwrap().0;
+        let sum_y = results.next().unwrap().1;
         let mut sum_x = Vec::with_capacity(f.n_levels * p);
-        for _ in 0..p {
-            sum_x.extend_from_slice(&drained.next().unwrap().1);
+        for j in 0..p {
+            if Some(j) == data.intercept {
+                sum_x.extend(counts.iter().map(|&c| c as f64));
+            } else {
+                sum_x.extend_from_slice(&results.next().unwrap().1);
+            }
         }
         out.push(LevelSums { counts, sum_y, sum_x });
     }
     out
 }
 
-/// The cell counts of every pair of factors, pairs in parallel.
-fn pair_cells(data: &ModelData<'_>, levels: &[LevelSums]) -> Vec<CellCounts> {
+/// The cell counts of every pair of factors. Pairs run one after the other, each
+/// parallel inside, so that only one pair's sorting buffers (8 bytes a row) are alive.
+fn pair_cells(data: &ModelData<'_>) -> Vec<CellCounts> {
     let k_factors = data.factors.len();
-    let starts: Vec<Vec<usize>> = levels.iter().map(|l| level_starts(&l.counts)).collect();
-    // Every factor but the first is a column factor of some pair and needs its order.
-    let orders: Vec<Vec<u32>> = (0..k_factors)
-        .into_par_iter()
-        .map(|l| if l == 0 { Vec::new() } else { rows_by_level(&data.factors[l], &starts[l]) })
-        .collect();
-    let pairs: Vec<(usize, usize)> = (0..k_factors).flat_map(|k| (k + 1..k_factors).map(move |l| (k, l))).collect();
-    pairs
-        .par_iter()
-        .map(|&(k, l)| CellCounts::count(&data.factors[k], &starts[k], &data.factors[l], &orders[l]))
-        .collect()
+    let mut cells = Vec::with_capacity(k_factors * k_factors.saturating_sub(1) / 2);
+    for k in 0..k_factors {
+        for l in k + 1..k_factors {
+            cells.push(CellCounts::count(&data.factors[k], &data.factors[l]));
+        }
+    }
+    cells
 }
