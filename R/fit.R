@@ -133,17 +133,13 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
     message(boundary_message(names(moments$boundary)[moments$boundary]))
   }
 
-  contrasts <- attr(md$X, "contrasts")
-  fitted <- fixed_part(md$X, moments$kept, moments$coefficients)
-  md$X <- NULL  # the largest object of the fit, no longer needed
-  fitted <- name_by_rows(fitted + random_part(moments$ranef_values, md$flist), md$frame)
+  moments$fitted.values <- name_by_rows(moments$fitted.values, md$frame)
+  moments$residuals <- name_by_rows(moments$residuals, md$frame)
 
   structure(
     c(moments, list(
-      fitted.values = fitted,
-      residuals = md$y - fitted,
       sigma = sqrt(moments$theta[["Residual"]]),
-      contrasts = contrasts,
+      contrasts = attr(md$X, "contrasts"),
       xlevels = stats::.getXlevels(md$terms, md$frame),
       call = call,
       formula = formula,
@@ -190,12 +186,6 @@ boundary_message <- function(terms) {
 }
 
 # Sum over terms of each observation's predicted random effect.
-# X b over the kept columns, without copying X when every column is kept.
-fixed_part <- function(X, kept, coefficients) {
-  if (length(kept) < ncol(X)) X <- X[, kept, drop = FALSE]
-  drop(X %*% coefficients)
-}
-
 random_part <- function(ranef_values, flist) {
   out <- numeric(length(flist[[1L]]))
   # Unnamed, so that indexing does not build a vector of n names.

@@ -35,7 +35,7 @@ fr_model_data <- function(parsed, frame_call, data, env) {
   frame_call$drop.unused.levels <- FALSE
   frame_call$na.action <- stats::na.pass
   frame <- eval(frame_call, env)
-  if (any(vapply(frame, anyNA, logical(1)))) {
+  if (any(vapply(frame, has_missing, logical(1)))) {
     frame_terms <- attr(frame, "terms")
     frame <- na_fun(frame)
     attr(frame, "terms") <- frame_terms
@@ -117,6 +117,10 @@ missing_variables <- function(vars, data, env) {
   unique(vars[!vars %in% names(data) & !in_env])
 }
 
+# anyNA() of a column. On a factor anyNA() dispatches to is.na(), which allocates a
+# logical vector as long as the data; the codes are scanned instead.
+has_missing <- function(x) anyNA(if (is.factor(x)) unclass(x) else x)
+
 # Names a per-observation vector by the model frame's row names, unless those are the
 # automatic 1..n (not materialised for large data).
 name_by_rows <- function(x, frame) {
@@ -154,6 +158,9 @@ response_vector <- function(y, name) {
   }
   y <- as.vector(y)
   if (!is.double(y)) y <- as.double(y)
+  # The sum is finite when every value is (it can also overflow, which the exact check
+  # below then clears); one pass, with no vector as long as the data.
+  if (is.finite(sum(y))) return(y)
   bad <- which(!is.finite(y))
   if (length(bad) > 0L) {
     stop(sprintf("the response '%s' has non-finite values (%s in rows %s)",
@@ -164,8 +171,11 @@ response_vector <- function(y, name) {
 }
 
 check_finite_matrix <- function(X) {
-  if (all(is.finite(X))) return(invisible())
-  bad_col <- which(colSums(!is.finite(X)) > 0L)[1L]
+  # As in response_vector(): finite column sums clear the common case in one pass.
+  if (all(is.finite(colSums(X)))) return(invisible())
+  bad_cols <- which(colSums(!is.finite(X)) > 0L)
+  if (length(bad_cols) == 0L) return(invisible())
+  bad_col <- bad_cols[[1L]]
   rows <- which(!is.finite(X[, bad_col]))
   stop(sprintf("the fixed-effect column '%s' has non-finite values (rows %s)",
                colnames(X)[bad_col], format_rows(rows)), call. = FALSE)

@@ -39,6 +39,9 @@ fr_moments <- function(y, X, flist, threads, method = "moments", size_columns = 
     kept = out$kept,
     vcov = matrix(mixed$vcov, length(out$kept), dimnames = list(kept_names, kept_names)),
     ranef_values = ranef_values,
+    # Computed by the core in parallel, from X b and the BLUPs.
+    fitted.values = out$fitted,
+    residuals = out$residuals,
     mme = list(relative_residual = mixed$mme_residual, iterations = mixed$mme_iterations),
     moment_equations = list(
       lhs = matrix(out$lhs, k + 1L, dimnames = list(equation_names, component_names)),

@@ -44,6 +44,8 @@ test_that("fixef(add.dropped = TRUE) shows an aliased column as NA", {
   expect_equal(fixef(fit), fixef(plain), tolerance = 1e-10)
   # The other accessors agree with the kept columns.
   expect_identical(colnames(model.matrix(fit)), c("(Intercept)", "x"))
+  expect_equal(fitted(fit), fitted(plain), tolerance = 1e-10)
+  expect_equal(residuals(fit), d$y - fitted(fit), tolerance = 1e-12, ignore_attr = TRUE)
   expect_identical(dimnames(vcov(fit)), list(c("(Intercept)", "x"), c("(Intercept)", "x")))
 })
 

@@ -30,6 +30,15 @@ test_that("the response must be numeric and finite", {
   expect_error(fr_fit(y ~ x + (1 | g), data = d), "fixed-effect column 'x' has non-finite values \\(rows 5\\)")
 })
 
+test_that("finite values whose sum overflows pass the finiteness checks", {
+  # The checks screen with one sum; an overflowing sum must not be reported as Inf.
+  huge <- c(1e308, 1e308, -5)
+  expect_identical(response_vector(huge, "y"), huge)
+  expect_invisible(check_finite_matrix(cbind(x = huge)))
+  expect_error(check_finite_matrix(cbind(x = huge, z = c(1, NA, 2))),
+               "fixed-effect column 'z' has non-finite values \\(rows 2\\)")
+})
+
 test_that("empty data and data emptied by NA are errors", {
   d <- small_data()
   expect_error(fr_fit(y ~ x + (1 | g), data = d[0, ]), "the data have no rows")

@@ -102,13 +102,18 @@ test_that("adding 1e8 to the response or 1e6 to a covariate leaves the estimates
 })
 
 test_that("results are bitwise identical with 1 and 2 threads", {
-  d <- simulate_crossed_design(n_a = 3000, n_b = 800, n_obs = 120000, s2_a = 1, s2_b = 0.5,
+  # Enough rows that the counting sorts of the statistics split between threads.
+  d <- simulate_crossed_design(n_a = 3000, n_b = 800, n_obs = 300000, s2_a = 1, s2_b = 0.5,
                                s2_e = 1, seed = 11)
   one <- fr_fit(y ~ x + (1 | a) + (1 | b), data = d, threads = 1)
   two <- fr_fit(y ~ x + (1 | a) + (1 | b), data = d, threads = 2)
   expect_identical(one$theta_raw, two$theta_raw)
   expect_identical(one$moment_equations, two$moment_equations)
   expect_identical(one$coefficients, two$coefficients)
+  expect_identical(one$vcov, two$vcov)
+  expect_identical(ranef(one), ranef(two))
+  expect_identical(fitted(one), fitted(two))
+  expect_identical(residuals(one), residuals(two))
 })
 
 test_that("a negative component is set to zero, reported, and the rest re-solved", {

@@ -38,7 +38,7 @@ pub mod stats;
 pub use data::{FactorCodes, ModelData};
 pub use error::FitError;
 pub use fr::{fit_full_randomness, FullRandomnessFit, GroupSizes};
-pub use mixed::{solve_mixed_model, MixedModelSolution};
+pub use mixed::{fitted_and_residuals, solve_mixed_model, MixedModelSolution};
 pub use moments::{fit_variance_components, MomentEquations, VarianceComponents};
 pub use ols::{ols_from_stats, OlsFit};
 pub use stats::{Shift, SufficientStats};

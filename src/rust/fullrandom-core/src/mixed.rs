@@ -467,3 +467,47 @@ fn full_residual(
         norm2.sqrt()
     }
 }
+
+/// Fitted values and residuals at the solution, in parallel over fixed blocks of rows:
+///
+/// ```text
+/// fitted_i = sum_j x_ij b_j + sum_k u_k[level_k(i)],    residual_i = y_i - fitted_i,
+/// ```
+///
+/// over the kept columns (`coef` is NaN for the others) and every random term (`ranef`
+/// in the order of `data.factors`). Each row is computed on its own, so the values do not
+/// depend on the number of threads. The outputs are the caller's (e.g. R's) memory.
+pub fn fitted_and_residuals(
+    data: &crate::data::ModelData<'_>,
+    coef: &[f64],
+    ranef: &[Vec<f64>],
+    fitted: &mut [f64],
+    residuals: &mut [f64],
+) -> Result<(), FitError> {
+    let n = data.n_obs();
+    if fitted.len() != n || residuals.len() != n || coef.len() != data.n_fixed() || ranef.len() != data.factors.len() {
+        return Err(FitError::InvalidInput("fitted values: the outputs do not match the data".into()));
+    }
+    let kept: Vec<(usize, f64)> = coef.iter().copied().enumerate().filter(|(_, b)| !b.is_nan()).collect();
+    const ROWS: usize = 1 << 14;
+    fitted.par_chunks_mut(ROWS).zip(residuals.par_chunks_mut(ROWS)).enumerate().for_each(|(c, (fit, res))| {
+        let first = c * ROWS;
+        let rows = first..first + fit.len();
+        fit.fill(0.0);
+        for &(j, b) in &kept {
+            for (f, x) in fit.iter_mut().zip(data.x.column(j).slice(ndarray::s![rows.clone()])) {
+                *f += x * b;
+            }
+        }
+        for (factor, u) in data.factors.iter().zip(ranef) {
+            for (f, i) in fit.iter_mut().zip(rows.clone()) {
+                *f += u[factor.level(i)];
+            }
+        }
+        for ((r, f), y) in res.iter_mut().zip(fit.iter()).zip(&data.y[rows]) {
+            *r = y - f;
+        }
+    });
+    Ok(())
+}
+

@@ -5,6 +5,7 @@
 
 use extendr_api::prelude::*;
 use extendr_api::Result;
+use extendr_ffi::SEXPTYPE;
 use fullrandom_core::{FactorCodes, ModelData};
 use ndarray::{ArrayView2, ShapeBuilder};
 
@@ -87,6 +88,29 @@ fn mixed_values(mixed: &fullrandom_core::MixedModelSolution) -> List {
     )
 }
 
+/// Fitted values and residuals of the fit as two new R vectors, filled in parallel by
+/// the core (the R vectors are allocated here, on R's thread; the workers only write
+/// into their memory).
+fn fitted_values(
+    data: &ModelData<'_>,
+    mixed: &fullrandom_core::MixedModelSolution,
+    threads: usize,
+) -> Result<Vec<(&'static str, Robj)>> {
+    let n = data.n_obs();
+    let mut fitted = Robj::alloc_vector(SEXPTYPE::REALSXP, n);
+    let mut residuals = Robj::alloc_vector(SEXPTYPE::REALSXP, n);
+    {
+        let fitted_values = fitted.as_real_slice_mut().expect("a double vector");
+        let residual_values = residuals.as_real_slice_mut().expect("a double vector");
+        fullrandom_core::run_with_threads(threads, || {
+            fullrandom_core::fitted_and_residuals(data, &mixed.coef, &mixed.ranef, fitted_values, residual_values)
+        })
+        .and_then(|r| r)
+        .map_err(|e| Error::Other(e.to_string()))?;
+    }
+    Ok(vec![("fitted", fitted), ("residuals", residuals)])
+}
+
 /// What every method returns: OLS, the moment equations, the components and the
 /// mixed-model solution, as named R values.
 fn estimate_values(
@@ -123,8 +147,9 @@ fn estimate_values(
 /// @param size_columns for "fr": 0-based indices of the columns that are functions of
 ///   the group size (from size() terms).
 /// @param threads number of worker threads.
-/// @return the OLS fit, the moment equations, the components, the mixed-model solution
-///   and, for "fr", a list `fr` with the group sizes and the iteration.
+/// @return the OLS fit, the moment equations, the components, the mixed-model solution,
+///   the fitted values and residuals and, for "fr", a list `fr` with the group sizes and
+///   the iteration.
 /// @noRd
 #[extendr]
 #[allow(clippy::too_many_arguments)]
@@ -146,7 +171,9 @@ fn fr_moment_fit(
     match method {
         "moments" => {
             let fit = fullrandom_core::fit_with(&data, threads, &mut no_user_interrupt).map_err(to_r_error)?;
-            Ok(List::from_pairs(estimate_values(&fit.ols, &fit.equations, &fit.components, &fit.mixed)))
+            let mut values = estimate_values(&fit.ols, &fit.equations, &fit.components, &fit.mixed);
+            values.extend(fitted_values(&data, &fit.mixed, threads)?);
+            Ok(List::from_pairs(values))
         }
         "fr" => {
             let size_columns: Vec<usize> = size_columns.iter().filter_map(|&j| usize::try_from(j).ok()).collect();
@@ -161,6 +188,7 @@ fn fr_moment_fit(
                 iterations = fit.iterations as i32
             );
             values.push(("fr", fr.into()));
+            values.extend(fitted_values(&data, &fit.mixed, threads)?);
             Ok(List::from_pairs(values))
         }
         // The default method's variance components alone, without GLS or BLUPs (for
