@@ -45,7 +45,9 @@ wrappers: install
 document: install
 	Rscript -e 'roxygen2::roxygenise()'
 
+# Each script writes its section of bench/results.md and the same tables into README.md.
 bench: install
+	@bash tools/setup.sh bench
 	Rscript bench/insteval.R
 	Rscript bench/full-randomness.R
 	Rscript bench/scale.R

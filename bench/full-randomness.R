@@ -3,8 +3,9 @@
 # per scenario: bias of the size() coefficient (with its Monte Carlo standard error),
 # the mean Wald standard error against the spread of the estimates, and the coverage
 # of the 95% Wald interval; the same for the default method. Writes
-# bench/results-full-randomness.md.
+# its section of bench/results.md (and README.md).
 suppressPackageStartupMessages(library(fullrandom))
+source("bench/results.R")
 
 replications <- 400L
 truth <- list(intercept = 3.5, size_slope = -0.02, sd_user = 0.5, sd_rating = 1)
@@ -66,7 +67,7 @@ print(results, digits = 4)
 
 fmt <- function(x, digits = 4) formatC(x, digits = digits, format = "g")
 lines <- c(
-  "# Full Randomness: the size() coefficient in simulation",
+  "## Full Randomness: the size() coefficient in simulation",
   "",
   sprintf(paste0(
     "From `bench/full-randomness.R`: %d data sets per scenario from `simulate_ratings()`, ",
@@ -89,5 +90,5 @@ lines <- c(
           fmt(results$bias_mc_se, 2), fmt(results$sd_estimates, 3), fmt(results$mean_wald_se, 3),
           results$coverage_95, fmt(results$s2_user_mean, 3), fmt(results$s2_residual_mean, 3))
 )
-writeLines(lines, "bench/results-full-randomness.md")
+write_results_section("full-randomness", lines)
 cat(lines, sep = "\n")

@@ -1,25 +1,34 @@
 # InstEval, y ~ service + (1 | s) + (1 | d) + (1 | dept): fr_fit (model frame included)
-# against lme4::lmer (REML), timed in the same R session: variance components, GLS
-# fixed effects and standard errors, predicted random effects, and a held-out
-# comparison (fit on a random 80%, predict the other 20%). Writes
-# bench/results-insteval.md.
+# against lme4::lmer and glmmTMB::glmmTMB (both REML), timed in the same R session:
+# variance components, GLS fixed effects and standard errors, predicted random effects,
+# and a held-out comparison with lmer (fit on a random 80%, predict the other 20%).
+# Writes its section of bench/results.md (and README.md).
 suppressPackageStartupMessages({
   library(fullrandom)
   library(lme4)
 })
+if (!requireNamespace("glmmTMB", quietly = TRUE)) {
+  stop("bench/insteval.R needs glmmTMB: run `bash tools/setup.sh bench` (make bench does)")
+}
+source("bench/results.R")
 data("InstEval", package = "lme4")
 form <- y ~ service + (1 | s) + (1 | d) + (1 | dept)
 
 fit <- fr_fit(form, data = InstEval) # warm-up: first-touch allocations
 fr_times <- vapply(1:5, function(i) system.time(fr_fit(form, data = InstEval))[["elapsed"]], 1)
 lmer_time <- system.time(lfit <- lmer(form, data = InstEval))[["elapsed"]]
+tmb_time <- system.time(tfit <- glmmTMB::glmmTMB(form, data = InstEval, REML = TRUE))[["elapsed"]]
 fr_time <- stats::median(fr_times)
 
 ours <- as.data.frame(VarCorr(fit))
 theirs <- as.data.frame(lme4::VarCorr(lfit))
+# glmmTMB's variances by term, and its residual variance (sigma^2).
+tmb_vc <- c(vapply(glmmTMB::VarCorr(tfit)$cond, function(v) v[1, 1], 1),
+            Residual = glmmTMB::sigma(tfit)^2)
 components <- data.frame(
   group = ours$grp, fr_fit = signif(ours$vcov, 5),
-  lmer = signif(theirs$vcov[match(ours$grp, theirs$grp)], 5)
+  lmer = signif(theirs$vcov[match(ours$grp, theirs$grp)], 5),
+  glmmTMB = signif(tmb_vc[ours$grp], 5)
 )
 components$ratio <- round(components$fr_fit / components$lmer, 3)
 
@@ -45,21 +54,24 @@ holdout <- c(
 )
 
 md <- c(
-  "## InstEval: fr_fit against lmer",
+  "## InstEval: fr_fit against lmer and glmmTMB",
   "",
-  sprintf("`%s`, %d rows, %s; R %s, lme4 %s, %d threads for fr_fit.",
+  sprintf(paste("From `bench/insteval.R`: `%s`, %d rows, %s; R %s, lme4 %s, glmmTMB %s, %d threads",
+                "for fr_fit, on %d cores. All three fits in the same R session."),
           deparse1(form), nrow(InstEval), format(Sys.Date()), getRversion(),
-          utils::packageVersion("lme4"), fit$threads),
+          utils::packageVersion("lme4"), utils::packageVersion("glmmTMB"), fit$threads,
+          parallel::detectCores()),
   "",
-  "| fit | time (s) |",
-  "|---|---|",
-  sprintf("| fr_fit, model frame included (median of 5) | %.3f |", fr_time),
-  sprintf("| lme4::lmer (REML) | %.2f |", lmer_time),
-  sprintf("| **lmer / fr_fit** | **%.0fx** |", lmer_time / fr_time),
+  "| fit | time (s) | time / fr_fit |",
+  "|---|---|---|",
+  sprintf("| fr_fit: moments, GLS, BLUPs, model frame included (median of 5) | %.3f | 1 |", fr_time),
+  sprintf("| lme4::lmer (REML) | %.2f | **%.0fx** |", lmer_time, lmer_time / fr_time),
+  sprintf("| glmmTMB::glmmTMB (REML) | %.2f | **%.0fx** |", tmb_time, tmb_time / fr_time),
   "",
-  "| variance component | fr_fit | lmer | ratio |",
-  "|---|---|---|---|",
-  sprintf("| %s | %s | %s | %s |", components$group, components$fr_fit, components$lmer, components$ratio),
+  "| variance component | fr_fit | lmer | glmmTMB | fr_fit / lmer |",
+  "|---|---|---|---|---|",
+  sprintf("| %s | %s | %s | %s | %s |", components$group, components$fr_fit, components$lmer,
+          components$glmmTMB, components$ratio),
   "",
   "| fixed effect | fr_fit (GLS) | lmer | difference / lmer's SE | SE fr_fit | SE lmer | SE ratio |",
   "|---|---|---|---|---|---|---|",
@@ -73,6 +85,5 @@ md <- c(
           holdout[["fr_fit"]], holdout[["lmer"]], holdout[["fr_fit"]] / holdout[["lmer"]]),
   ""
 )
-out <- file.path("bench", "results-insteval.md")
-writeLines(md, out)
+write_results_section("insteval", md)
 cat(md, sep = "\n")

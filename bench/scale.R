@@ -3,11 +3,12 @@
 # MovieLens ml-32m (32,000,204 ratings, 200,948 users, 84,432 items). For each size,
 # in a fresh R process: a floor (one pass of tabulate() over both code vectors plus
 # sum(y) and sum(x)), the variance components alone, the full fit (GLS and BLUPs
-# included), and the process's peak resident memory. lmer is run, with a 10-minute
-# limit, up to FULLRANDOM_BENCH_LMER_MAX rows (default 10^6). Threads 1 against 2 at
-# 10^7. Writes bench/results-scale.md.
+# included), and the process's peak resident memory. lmer is run with a 10-minute
+# limit at every size up to the first it does not finish (optionally only up to
+# FULLRANDOM_BENCH_LMER_MAX rows, for a quicker run). Threads 1 against 2 at 10^7. Writes its section of bench/results.md (and README.md).
 suppressPackageStartupMessages(library(fullrandom))
-lmer_max <- as.numeric(Sys.getenv("FULLRANDOM_BENCH_LMER_MAX", "1e6"))
+source("bench/results.R")
+lmer_max <- as.numeric(Sys.getenv("FULLRANDOM_BENCH_LMER_MAX", "Inf"))
 sizes <- c(1e4, 1e5, 1e6, 1e7, 32000204)
 child <- function(file, threads, lmer = FALSE, limit = NULL) {
   cmd <- c(if (!is.null(limit)) c("-k", "10", limit), file.path(R.home("bin"), "Rscript"),
@@ -19,6 +20,7 @@ child <- function(file, threads, lmer = FALSE, limit = NULL) {
   stats::setNames(as.numeric(vapply(pairs, `[`, "", 2)), vapply(pairs, `[`, "", 1))
 }
 rows <- list()
+lmer_out_of_time <- FALSE
 for (n in sizes) {
   ml <- n == 32000204
   d <- simulate_crossed(n, n_users = if (ml) 200948 else max(2, round(n / 160)),
@@ -27,11 +29,18 @@ for (n in sizes) {
   saveRDS(d, file, compress = FALSE)
   rm(d)
   r <- child(file, 2)
-  r[["threads1"]] <- if (n == 1e7) child(file, 1)[["full"]] else NA
-  r[["lmer"]] <- if (n <= lmer_max) {
+  one <- if (n == 1e7) child(file, 1) else c(components = NA, full = NA)
+  r[["components1"]] <- one[["components"]]
+  r[["threads1"]] <- one[["full"]]
+  # Past the first size where lmer needs over 10 minutes it is not run again: it only
+  # gets slower (Inf, shown as "> 10 min"). Beyond FULLRANDOM_BENCH_LMER_MAX: NA, "not run".
+  r[["lmer"]] <- if (lmer_out_of_time) {
+    Inf
+  } else if (n <= lmer_max) {
     got <- child(file, 2, lmer = TRUE, limit = "600")
     if (is.null(got)) Inf else got[["lmer"]]
   } else NA
+  lmer_out_of_time <- is.infinite(r[["lmer"]])
   unlink(file)
   rows[[length(rows) + 1]] <- r
   print(r)
@@ -40,30 +49,36 @@ res <- as.data.frame(do.call(rbind, rows))
 
 big <- function(x) formatC(x, format = "d", big.mark = ",")
 fmt_time <- function(t) ifelse(is.na(t), "not run", ifelse(is.infinite(t), "> 10 min", sprintf("%.3g", t)))
+fmt_ratio <- function(t) ifelse(is.finite(t), sprintf("%.0fx", t), "")
 per_row <- res$full / res$n * 1e9
+at7 <- res$n == 1e7
 lines <- c(
   "## Scale: simulated crossed ratings",
   "",
   sprintf(paste0(
     "From `bench/scale.R` (`make bench`): `simulate_crossed()` data (power-law users and items), ",
     "`y ~ x + (1 | user) + (1 | item)`, each size in a fresh R process on %d cores, 2 threads. ",
-    "Times in seconds (below 1 s, the best of 5 timed batches). *floor*: one `tabulate()` of each code vector plus ",
+    "Times in seconds: the best of 3 calls (below 1 s, of 5 timed batches of calls). *floor*: one `tabulate()` of each code vector plus ",
     "`sum(y)` and `sum(x)`; *components*: the variance components alone; *full*: `fr_fit()` with GLS ",
     "fixed effects, BLUPs and fitted values; *peak*: the peak resident memory of the process ",
     "(VmHWM), which holds the data frame (*data*)."), parallel::detectCores()),
   "",
-  "| rows | users | items | floor | components | full | components / floor | full / floor | ns per row (full) | data (MB) | peak (MB) | peak / data | lmer |",
-  "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-  sprintf("| %s | %s | %s | %.3g | %.3g | %.3g | %.1f | %.1f | %.0f | %.0f | %.0f | %.2f | %s |",
+  "| rows | users | items | floor | components | full | components / floor | full / floor | ns per row (full) | data (MB) | peak (MB) | peak / data | lmer | lmer / full |",
+  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+  sprintf("| %s | %s | %s | %.3g | %.3g | %.3g | %.1f | %.1f | %.0f | %.0f | %.0f | %.2f | %s | %s |",
           big(res$n), big(res$users), big(res$items), res$floor, res$components, res$full,
           res$components / res$floor, res$full / res$floor, per_row, res$data_mb, res$peak_mb,
-          res$peak_mb / res$data_mb, fmt_time(res$lmer)),
+          res$peak_mb / res$data_mb, fmt_time(res$lmer),
+          fmt_ratio(res$lmer / res$full)),
   "",
-  sprintf("Threads at 10^7 rows: full fit %.3g s with 1 thread, %.3g s with 2 (speed-up %.2fx).",
-          res$threads1[res$n == 1e7], res$full[res$n == 1e7],
-          res$threads1[res$n == 1e7] / res$full[res$n == 1e7]),
+  "lmer is run with a 10-minute limit; once it needs more, it is not run at the larger sizes.",
+  "",
+  sprintf(paste("Threads at 10^7 rows: full fit %.3g s with 1 thread, %.3g s with 2 (speed-up %.2fx);",
+                "variance components %.3g s with 1, %.3g s with 2 (%.2fx)."),
+          res$threads1[at7], res$full[at7], res$threads1[at7] / res$full[at7],
+          res$components1[at7], res$components[at7], res$components1[at7] / res$components[at7]),
   sprintf("Time per row from 10^5 to %s rows grows by %.2fx.", big(max(res$n)),
           per_row[which.max(res$n)] / per_row[res$n == 1e5])
 )
-writeLines(lines, "bench/results-scale.md")
+write_results_section("scale", lines)
 cat(lines, sep = "\n")

@@ -2,6 +2,8 @@
 # Installs what building, testing and demonstrating fullrandom needs on a Debian
 # machine that already has Rust: R and the R packages the package uses, from Debian's
 # archive (CRAN is not assumed to be reachable). Does nothing when all are present.
+#   bash tools/setup.sh         what make demo / test / install need
+#   bash tools/setup.sh bench   also what the benchmarks compare against (make bench)
 set -euo pipefail
 
 packages=(
@@ -15,6 +17,11 @@ packages=(
   r-cran-generics  # Suggests: the tidy() generic that broom users call
   pandoc           # rmarkdown renders vignettes through pandoc
 )
+if [ "${1:-}" = "bench" ]; then
+  packages+=(
+    r-cran-glmmtmb # bench/insteval.R times glmmTMB beside lmer
+  )
+fi
 
 missing=()
 for p in "${packages[@]}"; do

@@ -19,7 +19,8 @@
 //!    `E[Q_k] = sum_l s2_l c_kl + s2 c_ke` in closed form, and the solution of the
 //!    moment equations with the boundary (negative component) rule.
 //! 6. [`mixed`]: Henderson's mixed-model equations with the estimates plugged in: GLS
-//!    fixed effects, their covariance and the BLUPs, again from the statistics alone.
+//!    fixed effects, their covariance and the BLUPs, again from the statistics alone;
+//!    then the fitted values and residuals in one more pass over the rows.
 //! 7. [`fr`]: Matloff's Full Randomness estimator for one random intercept (random group
 //!    sizes, group totals as pivots, the `size()` covariate), an alternative to step 5.
 //!

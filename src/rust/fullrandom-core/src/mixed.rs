@@ -27,8 +27,10 @@
 //! absorbs the shift, so `u` is unchanged) and `b`, `Var(b)` are mapped back with
 //! `b_0 = b~_0 + c_y - sum_j c_j b~_j`, i.e. `b = T b~ + const`, `Var(b) = T Var(b~) T'`.
 //!
-//! Parallel work runs over fixed blocks of levels reduced in order, so the results do
-//! not depend on the number of threads.
+//! Parallel work does not change the results with the number of threads: the product
+//! `C X` computes every row on its own (over blocks of levels balanced by their cells),
+//! and sums run over fixed blocks of levels reduced in order. Fitted values and
+//! residuals ([`fitted_and_residuals`]) are one more parallel pass over the rows.
 
 use crate::dense::{spd_inverse, submatrix};
 use crate::error::FitError;
