@@ -26,10 +26,21 @@ NULL
 #' @param size_columns for "fr": 0-based indices of the columns that are functions of
 #'   the group size (from size() terms).
 #' @param threads number of worker threads.
-#' @return the OLS fit, the moment equations, the components, the mixed-model solution
-#'   and, for "fr", a list `fr` with the group sizes and the iteration.
+#' @return the OLS fit, the moment equations, the components, the mixed-model solution,
+#'   the fitted values and residuals and, for "fr", a list `fr` with the group sizes and
+#'   the iteration.
 #' @noRd
 fr_moment_fit <- function(y, x, x_names, intercept, codes, n_levels, labels, method, size_columns, threads) .Call(wrap__fr_moment_fit, y, x, x_names, intercept, codes, n_levels, labels, method, size_columns, threads)
+
+#' Rows per level of a factor's 1-based codes, counted in parallel (internal; the model
+#' frame uses it to find unused levels and missing codes in one pass).
+#' @param codes integer codes (a factor).
+#' @param n_levels its number of levels.
+#' @param threads number of worker threads.
+#' @return a list: `counts` (double, one per level) and `other`, the number of codes
+#'   that are NA or outside the levels.
+#' @noRd
+fr_level_counts <- function(codes, n_levels, threads) .Call(wrap__fr_level_counts, codes, n_levels, threads)
 
 #' Number of threads the Rust pool would use by default on this machine.
 #' @noRd

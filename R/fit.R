@@ -117,7 +117,7 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
   if (method == "fr") check_fr_terms(parsed$random)
   frame_call <- call[c(1L, match(c("data", "subset", "na.action"), names(call), 0L))]
   frame_call[[1L]] <- quote(stats::model.frame)
-  md <- fr_model_data(parsed, frame_call, data, parent.frame())
+  md <- fr_model_data(parsed, frame_call, data, parent.frame(), threads)
 
   # The size part of Matloff's model (3): columns built from size(g), g the grouping of
   # the one random term (an interaction a:b has no size() of its own).

@@ -10,11 +10,12 @@
 #' @param data the user's data (or `NULL` when the variables come from the formula's
 #'   environment), used for checks that must see the data before rows are dropped.
 #' @param env where to evaluate `frame_call`.
+#' @param threads threads for counting the factors' levels.
 #' @return a list with `frame`, `y`, `X`, `flist` (named list of factors, ordered by
 #'   decreasing number of levels as lme4 orders them), `terms` (fixed part),
 #'   `n_dropped` and `na_action`.
 #' @noRd
-fr_model_data <- function(parsed, frame_call, data, env) {
+fr_model_data <- function(parsed, frame_call, data, env, threads = 1L) {
   check_columns_exist(parsed$frame_formula, data)
   check_no_nan(parsed$frame_formula, data)
 
@@ -35,12 +36,16 @@ fr_model_data <- function(parsed, frame_call, data, env) {
   frame_call$drop.unused.levels <- FALSE
   frame_call$na.action <- stats::na.pass
   frame <- eval(frame_call, env)
-  if (any(vapply(frame, has_missing, logical(1)))) {
+  # One count of every factor's codes (in parallel) finds both its missing codes and
+  # its unused levels.
+  counts <- factor_level_counts(frame, threads)
+  if (has_missing(frame, counts)) {
     frame_terms <- attr(frame, "terms")
     frame <- na_fun(frame)
     attr(frame, "terms") <- frame_terms
+    counts <- factor_level_counts(frame, threads)
   }
-  frame <- drop_unused_levels(frame)
+  frame <- drop_unused_levels(frame, counts)
   na_action <- attr(frame, "na.action")
   n_dropped <- length(na_action)
   if (nrow(frame) == 0L) {
@@ -117,9 +122,25 @@ missing_variables <- function(vars, data, env) {
   unique(vars[!vars %in% names(data) & !in_env])
 }
 
-# anyNA() of a column. On a factor anyNA() dispatches to is.na(), which allocates a
-# logical vector as long as the data; the codes are scanned instead.
-has_missing <- function(x) anyNA(if (is.factor(x)) unclass(x) else x)
+# The rows per level of every factor column of the frame (by column position), and the
+# number of its codes that are NA, counted by the core in parallel.
+factor_level_counts <- function(frame, threads) {
+  out <- vector("list", length(frame))
+  for (j in which(vapply(frame, is.factor, logical(1)))) {
+    out[[j]] <- fr_level_counts(frame[[j]], nlevels(frame[[j]]), threads)
+  }
+  out
+}
+
+# Whether any value of the frame is missing: for factors from their counts (anyNA() of a
+# factor dispatches to is.na(), which allocates a logical vector as long as the data).
+has_missing <- function(frame, counts) {
+  for (j in seq_along(frame)) {
+    missing <- if (is.null(counts[[j]])) anyNA(frame[[j]]) else counts[[j]]$other > 0
+    if (missing) return(TRUE)
+  }
+  FALSE
+}
 
 # Names a per-observation vector by the model frame's row names, unless those are the
 # automatic 1..n (not materialised for large data).
@@ -212,17 +233,18 @@ as_grouping_factor <- function(x) {
 }
 
 # The frame with unused levels dropped from every factor column (as lm's
-# drop.unused.levels = TRUE does), keeping its attributes.
-drop_unused_levels <- function(frame) {
+# drop.unused.levels = TRUE does), keeping its attributes; `counts` from
+# factor_level_counts().
+drop_unused_levels <- function(frame, counts) {
   for (j in which(vapply(frame, is.factor, logical(1)))) {
-    frame[[j]] <- drop_unused_codes(frame[[j]])
+    frame[[j]] <- drop_unused_codes(frame[[j]], counts[[j]]$counts > 0)
   }
   frame
 }
 
-# droplevels() for a factor, by counting its codes: O(n) integer work, no strings.
-drop_unused_codes <- function(f) {
-  used <- tabulate(f, nbins = nlevels(f)) > 0L
+# droplevels() for a factor, from which of its levels are used: O(n) integer work, no
+# strings.
+drop_unused_codes <- function(f, used = tabulate(f, nbins = nlevels(f)) > 0L) {
   if (all(used)) return(f)
   if (!is.null(attr(f, "contrasts"))) return(droplevels(f))
   new_code <- cumsum(used)

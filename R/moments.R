@@ -68,7 +68,7 @@ fr_moments <- function(y, X, flist, threads, method = "moments", size_columns = 
 fr_variance_components <- function(formula, data, threads = fr_available_threads()) {
   parsed <- parse_fr_formula(formula)
   frame_call <- quote(stats::model.frame(data = data))
-  md <- fr_model_data(parsed, frame_call, data, environment())
+  md <- fr_model_data(parsed, frame_call, data, environment(), as.integer(threads))
   out <- call_core(md$y, md$X, md$flist, as.integer(threads), "components")
   stats::setNames(out$estimate, c(names(md$flist), "Residual"))
 }

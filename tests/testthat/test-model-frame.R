@@ -68,6 +68,16 @@ test_that("rows with NA are dropped per na.action and counted", {
   expect_output(print(fit), "\\(3 observations deleted due to missingness\\)")
   expect_equal(fit$theta, fr_fit(y ~ x + (1 | g), data = stats::na.omit(d))$theta)
   expect_error(fr_fit(y ~ x + (1 | g), data = d, na.action = na.fail), "missing values")
+
+  # NA only in the grouping factor, on every row of one level: the level goes unused
+  # once the rows are dropped, and is dropped with them.
+  d <- small_data()
+  first <- levels(d$g)[1]
+  d$g[d$g == first] <- NA
+  fit <- fr_fit(y ~ x + (1 | g), data = d)
+  expect_identical(fit$n_dropped, sum(is.na(d$g)))
+  expect_identical(fit$ngrps[["g"]], nlevels(d$g) - 1L)
+  expect_false(first %in% rownames(ranef(fit)$g))
 })
 
 test_that("subset selects rows as in lm()", {

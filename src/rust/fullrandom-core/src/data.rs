@@ -79,7 +79,12 @@ impl ModelData<'_> {
                 return bad(format!("intercept column {j} is outside the fixed-effect matrix"));
             }
             // The pilot shift relies on this column being the constant 1.
-            if let Some(i) = self.x.column(j).iter().position(|&v| v != 1.0) {
+            let column = self.x.column(j);
+            let not_one = match column.as_slice() {
+                Some(values) => first_position(values, |&v| v != 1.0),
+                None => column.iter().position(|&v| v != 1.0),
+            };
+            if let Some(i) = not_one {
                 return bad(format!(
                     "the intercept column '{}' is not 1 in row {}",
                     self.x_names[j],
@@ -87,11 +92,16 @@ impl ModelData<'_> {
                 ));
             }
         }
-        if let Some(i) = self.y.par_iter().position_first(|v| !v.is_finite()) {
+        if let Some(i) = first_position(self.y, |v| !v.is_finite()) {
             return bad(format!("the response has a non-finite value ({}) in row {}", self.y[i], i + 1));
         }
         for (j, column) in self.x.columns().into_iter().enumerate() {
-            if let Some((i, v)) = column.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            // R's matrices are stored by column, so a column is one slice, scanned in parallel.
+            let first_bad = match column.as_slice() {
+                Some(values) => first_position(values, |v| !v.is_finite()),
+                None => column.iter().position(|v| !v.is_finite()),
+            };
+            if let Some((i, v)) = first_bad.map(|i| (i, column[i])) {
                 return bad(format!(
                     "fixed-effect column '{}' has a non-finite value ({v}) in row {}",
                     self.x_names[j],
@@ -111,10 +121,7 @@ impl ModelData<'_> {
                 return bad(format!("grouping factor '{}' has {} levels", f.name, f.n_levels));
             }
             let top = f.n_levels as i64;
-            let out_of_range = f
-                .codes
-                .par_iter()
-                .position_first(|&c| !(0..top).contains(&(c as i64 - f.offset as i64)));
+            let out_of_range = first_position(f.codes, |&c| !(0..top).contains(&(c as i64 - f.offset as i64)));
             if let Some(i) = out_of_range {
                 return bad(format!(
                     "grouping factor '{}' has code {} in row {}, outside its {} levels",
@@ -128,3 +135,16 @@ impl ModelData<'_> {
         Ok(())
     }
 }
+
+/// The first index at which `bad` holds, scanning blocks of the slice in parallel. (Rayon's
+/// `position_first` coordinates the threads at every element, which made these checks
+/// cost as much as the statistics themselves.)
+fn first_position<T: Sync>(values: &[T], bad: impl Fn(&T) -> bool + Sync) -> Option<usize> {
+    const BLOCK: usize = 1 << 16;
+    values
+        .par_chunks(BLOCK)
+        .enumerate()
+        .filter_map(|(b, block)| block.iter().position(&bad).map(|i| b * BLOCK + i))
+        .min()
+}
+

@@ -35,6 +35,34 @@ pub fn level_starts(counts: &[u64]) -> Vec<usize> {
     starts
 }
 
+/// The number of rows of every level of 1-based `codes` (R's factor codes), in parallel
+/// over parts of the rows, and the number of codes that are missing (`NA`, i.e.
+/// `i32::MIN`) or outside `1..=n_levels`. Integer sums, so exact for any thread count.
+pub fn level_counts(codes: &[i32], n_levels: usize) -> (Vec<u64>, u64) {
+    let parts = rayon::current_num_threads().min(codes.len() / MIN_ITEMS_PER_PART).max(1);
+    let per_part: Vec<(Vec<u64>, u64)> = (0..parts)
+        .into_par_iter()
+        .map(|b| {
+            let mut counts = vec![0u64; n_levels];
+            let mut other = 0u64;
+            for &c in &codes[b * codes.len() / parts..(b + 1) * codes.len() / parts] {
+                match usize::try_from(c).ok().filter(|&c| (1..=n_levels).contains(&c)) {
+                    Some(level) => counts[level - 1] += 1,
+                    None => other += 1,
+                }
+            }
+            (counts, other)
+        })
+        .collect();
+    let mut total = vec![0u64; n_levels];
+    let mut other = 0;
+    for (counts, o) in per_part {
+        total.iter_mut().zip(&counts).for_each(|(t, c)| *t += c);
+        other += o;
+    }
+    (total, other)
+}
+
 /// Items grouped into buckets: bucket `g` holds `values[starts[g]..starts[g + 1]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Buckets<T> {
@@ -417,5 +445,27 @@ mod tests {
         assert_eq!(covered, (0..sizes.len()).collect::<Vec<_>>());
         assert!(blocks.len() >= 3, "the large bucket is a block of its own: {blocks:?}");
         assert_eq!(balanced_blocks(&[0]), vec![0..0]);
+    }
+
+    #[test]
+    fn level_counts_count_codes_and_set_aside_the_rest() {
+        let mut codes: Vec<i32> = (0..3 * MIN_ITEMS_PER_PART as i32).map(|i| 1 + (i % 5) * (i % 7) % 5).collect();
+        codes[7] = i32::MIN; // NA
+        codes[8] = 6; // outside the levels
+        codes[9] = 0;
+        let mut want = vec![0u64; 6];
+        for &c in &codes {
+            if (1..=6).contains(&c) {
+                want[c as usize - 1] += 1;
+            }
+        }
+        want.truncate(5);
+        for threads in [1, 3] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let (counts, other) = pool.install(|| level_counts(&codes, 5));
+            assert_eq!(counts, want);
+            assert_eq!(other, 3);
+        }
+        assert_eq!(level_counts(&[], 2), (vec![0, 0], 0));
     }
 }

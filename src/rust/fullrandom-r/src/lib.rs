@@ -207,6 +207,25 @@ fn fr_moment_fit(
     }
 }
 
+/// Rows per level of a factor's 1-based codes, counted in parallel (internal; the model
+/// frame uses it to find unused levels and missing codes in one pass).
+/// @param codes integer codes (a factor).
+/// @param n_levels its number of levels.
+/// @param threads number of worker threads.
+/// @return a list: `counts` (double, one per level) and `other`, the number of codes
+///   that are NA or outside the levels.
+/// @noRd
+#[extendr]
+fn fr_level_counts(codes: Robj, n_levels: i32, threads: i32) -> Result<List> {
+    let codes = codes.as_integer_slice().ok_or_else(|| Error::Other("the codes must be an integer vector".into()))?;
+    let n_levels = usize::try_from(n_levels).map_err(|_| Error::Other("negative number of levels".into()))?;
+    let (counts, other) = fullrandom_core::run_with_threads(threads.max(1) as usize, || {
+        fullrandom_core::grouping::level_counts(codes, n_levels)
+    })
+    .map_err(|e| Error::Other(e.to_string()))?;
+    Ok(list!(counts = counts.iter().map(|&c| c as f64).collect::<Vec<f64>>(), other = other as f64))
+}
+
 /// Number of threads the Rust pool would use by default on this machine.
 /// @noRd
 #[extendr]
@@ -225,6 +244,7 @@ fn fr_test_panic(message: &str) -> i32 {
 extendr_module! {
     mod fullrandom;
     fn fr_moment_fit;
+    fn fr_level_counts;
     fn fr_available_threads;
     fn fr_test_panic;
 }

@@ -1,6 +1,7 @@
-// Times the sufficient-statistics pass and its counting sorts on a crossed design shaped
-// like bench/scale.R's (Zipf users and items, N/160 users, N/380 items). Development aid:
-//   cargo run --release --example stats_timing -- <rows> <threads>
+// Times the steps of a fit (the sufficient statistics and, inside them, the cell counts;
+// the moment equations; the mixed-model equations) on a crossed design shaped like
+// bench/scale.R's: Zipf users and items, N/160 users, N/380 items. Development aid:
+//   cargo run --release --example fit_timing -- <rows> <threads>
 use fullrandom_core::grouping::CellCounts;
 use fullrandom_core::*;
 use ndarray::{ArrayView2, ShapeBuilder};
