@@ -5,7 +5,7 @@
 //! caller pass 1-based codes (as R factors store them) without a copy of N integers.
 
 use crate::error::FitError;
-use ndarray::ArrayView2;
+use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
 
 /// The grouping codes of one random-intercept term.
@@ -79,12 +79,7 @@ impl ModelData<'_> {
                 return bad(format!("intercept column {j} is outside the fixed-effect matrix"));
             }
             // The pilot shift relies on this column being the constant 1.
-            let column = self.x.column(j);
-            let not_one = match column.as_slice() {
-                Some(values) => first_position(values, |&v| v != 1.0),
-                None => column.iter().position(|&v| v != 1.0),
-            };
-            if let Some(i) = not_one {
+            if let Some(i) = first_position_in_column(self.x.column(j), |&v| v != 1.0) {
                 return bad(format!(
                     "the intercept column '{}' is not 1 in row {}",
                     self.x_names[j],
@@ -96,12 +91,7 @@ impl ModelData<'_> {
             return bad(format!("the response has a non-finite value ({}) in row {}", self.y[i], i + 1));
         }
         for (j, column) in self.x.columns().into_iter().enumerate() {
-            // R's matrices are stored by column, so a column is one slice, scanned in parallel.
-            let first_bad = match column.as_slice() {
-                Some(values) => first_position(values, |v| !v.is_finite()),
-                None => column.iter().position(|v| !v.is_finite()),
-            };
-            if let Some((i, v)) = first_bad.map(|i| (i, column[i])) {
+            if let Some((i, v)) = first_position_in_column(column, |v| !v.is_finite()).map(|i| (i, column[i])) {
                 return bad(format!(
                     "fixed-effect column '{}' has a non-finite value ({v}) in row {}",
                     self.x_names[j],
@@ -146,5 +136,14 @@ fn first_position<T: Sync>(values: &[T], bad: impl Fn(&T) -> bool + Sync) -> Opt
         .enumerate()
         .filter_map(|(b, block)| block.iter().position(&bad).map(|i| b * BLOCK + i))
         .min()
+}
+
+/// [`first_position`] in a column of the fixed-effect matrix: R stores matrices by column,
+/// so a column is one slice, scanned in parallel; any other layout is scanned in order.
+fn first_position_in_column(column: ArrayView1<'_, f64>, bad: impl Fn(&f64) -> bool + Sync) -> Option<usize> {
+    match column.as_slice() {
+        Some(values) => first_position(values, bad),
+        None => column.iter().position(bad),
+    }
 }
 
