@@ -123,12 +123,12 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
   # the one random term (an interaction a:b has no size() of its own).
   grouping <- parsed$random[[1L]]$factors
   size_columns <- if (method == "fr" && length(grouping) == 1L) {
-    size_columns_of(md$X, md$terms, grouping[[1L]])
+    size_columns_of(md$fixed$assign, md$terms, grouping[[1L]])
   } else {
     integer()
   }
-  moments <- fr_moments(md$y, md$X, md$flist, threads, method, size_columns)
-  report_dropped_columns(colnames(md$X), moments$kept)
+  moments <- fr_moments(md$y, md$fixed, md$flist, threads, method, size_columns)
+  report_dropped_columns(md$fixed$names, moments$kept)
   if (any(moments$boundary)) {
     message(boundary_message(names(moments$boundary)[moments$boundary]))
   }
@@ -139,7 +139,7 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
   structure(
     c(moments, list(
       sigma = sqrt(moments$theta[["Residual"]]),
-      contrasts = attr(md$X, "contrasts"),
+      contrasts = md$fixed$contrasts,
       xlevels = stats::.getXlevels(md$terms, md$frame),
       call = call,
       formula = formula,

@@ -1,8 +1,8 @@
 # From the user's formula and data to what the Rust core reads: the response, the
-# fixed-effect matrix and one factor per random term. All input checks live here, so
+# fixed-effect columns and one factor per random term. All input checks live here, so
 # every bad input is reported in the user's terms (the column, the term, the level).
 
-#' Build the model frame, response, fixed-effect matrix and grouping factors
+#' Build the model frame, response, fixed-effect columns and grouping factors
 #'
 #' @param parsed the result of `parse_fr_formula()`.
 #' @param frame_call a call to `stats::model.frame` carrying the user's `data`,
@@ -11,7 +11,8 @@
 #'   environment), used for checks that must see the data before rows are dropped.
 #' @param env where to evaluate `frame_call`.
 #' @param threads threads for counting the factors' levels.
-#' @return a list with `frame`, `y`, `X`, `flist` (named list of factors, ordered by
+#' @return a list with `frame`, `y`, `fixed` (the fixed-effect columns, from
+#'   `fixed_effect_columns()`), `flist` (named list of factors, ordered by
 #'   decreasing number of levels as lme4 orders them), `terms` (fixed part),
 #'   `n_dropped` and `na_action`.
 #' @noRd
@@ -66,19 +67,71 @@ fr_model_data <- function(parsed, frame_call, data, env, threads = 1L) {
   # The response is the frame's first column; model.response() would also name it by
   # the row names, materialising them as strings.
   y <- response_vector(frame[[1L]], response_name)
-  X <- model.matrix(fixed_terms, frame)
-  check_finite_matrix(X)
+  fixed <- fixed_effect_columns(fixed_terms, frame)
+  check_finite_columns(fixed)
   flist <- grouping_factors(parsed$random, frame)
 
-  n_params <- ncol(X) + length(flist) + 1L
+  p <- length(fixed$names)
+  n_params <- p + length(flist) + 1L
   if (length(y) < n_params) {
     stop(sprintf(
       "fewer observations (%d) than parameters (%d: %d fixed effects and %d variance components)",
-      length(y), n_params, ncol(X), length(flist) + 1L
+      length(y), n_params, p, length(flist) + 1L
     ), call. = FALSE)
   }
-  list(frame = frame, y = y, X = X, flist = flist, terms = fixed_terms,
+  list(frame = frame, y = y, fixed = fixed, flist = flist, terms = fixed_terms,
        n_dropped = n_dropped, na_action = na_action)
+}
+
+#' The fixed-effect design as the core reads it
+#'
+#' When every fixed term is a plain numeric column of the frame (`y ~ x + log(z)`), the
+#' columns are the frame's own vectors and the intercept is implicit: no N x p model
+#' matrix and no column of N ones is built, which at 10^7 rows is most of the serial
+#' time of a fit. Any other term (a factor, an interaction, a matrix column such as
+#' `poly(x, 2)`) goes through [model.matrix()]. Both give the same columns and names.
+#' @return a list: `columns` (a double matrix, or a list of double vectors with `NULL`
+#'   for the intercept), `names`, `intercept` (1-based position, 0 when none),
+#'   `assign` (as model.matrix's attribute) and `contrasts`.
+#' @noRd
+fixed_effect_columns <- function(fixed_terms, frame) {
+  columns <- plain_numeric_columns(fixed_terms, frame)
+  if (!is.null(columns)) {
+    has_intercept <- attr(fixed_terms, "intercept") == 1L
+    labels <- attr(fixed_terms, "term.labels")
+    names <- c(if (has_intercept) "(Intercept)", labels)
+    if (has_intercept) columns <- c(list(NULL), columns)
+    return(list(columns = columns, names = names, intercept = if (has_intercept) 1L else 0L,
+                assign = c(if (has_intercept) 0L, seq_along(labels)), contrasts = NULL))
+  }
+  X <- model.matrix(fixed_terms, frame)
+  if (!is.double(X)) storage.mode(X) <- "double"
+  names <- if (ncol(X) > 0L) colnames(X) else character()
+  list(columns = X, names = names, intercept = match("(Intercept)", names, nomatch = 0L),
+       assign = attr(X, "assign"), contrasts = attr(X, "contrasts"))
+}
+
+# The frame's column of every fixed term, as double vectors, when each term is one
+# numeric variable (as model.matrix would copy it); NULL otherwise.
+plain_numeric_columns <- function(fixed_terms, frame) {
+  if (any(attr(fixed_terms, "order") != 1L)) return(NULL)
+  factors <- attr(fixed_terms, "factors")
+  if (length(factors) == 0L) return(list())
+  variables <- as.list(attr(fixed_terms, "variables"))[-1L]
+  # model.frame names a column by its expression, backquoted only when it is a call.
+  frame_names <- vapply(variables, function(v) {
+    paste(deparse(v, width.cutoff = 500L, backtick = !is.symbol(v) && is.language(v)), collapse = " ")
+  }, "")
+  columns <- vector("list", ncol(factors))
+  for (j in seq_len(ncol(factors))) {
+    column <- frame[[frame_names[[which(factors[, j] > 0L)[[1L]]]]]]
+    if (inherits(column, "AsIs")) column <- unclass(column)
+    if (is.null(column) || !is.numeric(column) || is.object(column) || !is.null(dim(column))) {
+      return(NULL)
+    }
+    columns[[j]] <- if (is.double(column)) column else as.double(column)
+  }
+  columns
 }
 
 # The na.action model.frame would use: the argument, else the data's own, else the
@@ -191,15 +244,24 @@ response_vector <- function(y, name) {
   y
 }
 
-check_finite_matrix <- function(X) {
-  # As in response_vector(): finite column sums clear the common case in one pass.
-  if (all(is.finite(colSums(X)))) return(invisible())
-  bad_cols <- which(colSums(!is.finite(X)) > 0L)
-  if (length(bad_cols) == 0L) return(invisible())
-  bad_col <- bad_cols[[1L]]
-  rows <- which(!is.finite(X[, bad_col]))
+check_finite_columns <- function(fixed) {
+  columns <- fixed$columns
+  if (is.matrix(columns)) {
+    # As in response_vector(): finite column sums clear the common case in one pass.
+    if (all(is.finite(colSums(columns)))) return(invisible())
+    bad <- which(colSums(!is.finite(columns)) > 0L)
+    column_values <- function(j) columns[, j]
+  } else {
+    finite <- vapply(columns, function(v) is.null(v) || is.finite(sum(v)), logical(1))
+    if (all(finite)) return(invisible())
+    bad <- which(!finite)
+    bad <- bad[vapply(columns[bad], function(v) !all(is.finite(v)), logical(1))]
+    column_values <- function(j) columns[[j]]
+  }
+  if (length(bad) == 0L) return(invisible())
+  rows <- which(!is.finite(column_values(bad[[1L]])))
   stop(sprintf("the fixed-effect column '%s' has non-finite values (rows %s)",
-               colnames(X)[bad_col], format_rows(rows)), call. = FALSE)
+               fixed$names[[bad[[1L]]]], format_rows(rows)), call. = FALSE)
 }
 
 #' One factor per random term, levels as observed (unused levels dropped), any

@@ -1,7 +1,7 @@
 #' Solve the moment equations in the Rust core and name the results
 #'
 #' @param y numeric response.
-#' @param X fixed-effect model matrix.
+#' @param fixed the fixed-effect columns, from `fixed_effect_columns()`.
 #' @param flist named list of grouping factors (one per random term).
 #' @param threads number of threads.
 #' @param method `"moments"` (the unbiased equations of every term) or `"fr"`
@@ -15,9 +15,9 @@
 #'   residual and iterations of the mixed-model solve) and, for `"fr"`, `fr` (the
 #'   group sizes, the coefficients the equations were evaluated at, the iterations).
 #' @noRd
-fr_moments <- function(y, X, flist, threads, method = "moments", size_columns = integer()) {
-  x_names <- if (ncol(X) > 0L) colnames(X) else character()
-  out <- call_core(y, X, flist, threads, method, size_columns)
+fr_moments <- function(y, fixed, flist, threads, method = "moments", size_columns = integer()) {
+  x_names <- fixed$names
+  out <- call_core(y, fixed, flist, threads, method, size_columns)
   k <- length(flist)
   component_names <- c(names(flist), "Residual")
   equation_names <- if (method == "fr") c("Var(Y)", "Var(S)") else c("(all)", names(flist))
@@ -69,18 +69,17 @@ fr_variance_components <- function(formula, data, threads = fr_available_threads
   parsed <- parse_fr_formula(formula)
   frame_call <- quote(stats::model.frame(data = data))
   md <- fr_model_data(parsed, frame_call, data, environment(), as.integer(threads))
-  out <- call_core(md$y, md$X, md$flist, as.integer(threads), "components")
+  out <- call_core(md$y, md$fixed, md$flist, as.integer(threads), "components")
   stats::setNames(out$estimate, c(names(md$flist), "Residual"))
 }
 
-# The Rust core's entry point with the inputs in the form it reads: X as doubles with
-# the intercept's 0-based position, factors as integer vectors of 1-based codes (read
-# without a copy), size() columns 0-based.
-call_core <- function(y, X, flist, threads, method, size_columns = integer()) {
-  x_names <- if (ncol(X) > 0L) colnames(X) else character()
-  if (!is.double(X)) storage.mode(X) <- "double"
+# The Rust core's entry point with the inputs in the form it reads: the fixed-effect
+# columns (a double matrix, or a list of double vectors with NULL for the intercept)
+# with the intercept's 0-based position, factors as integer vectors of 1-based codes
+# (read without a copy), size() columns 0-based.
+call_core <- function(y, fixed, flist, threads, method, size_columns = integer()) {
   fr_moment_fit(
-    y, X, x_names, match("(Intercept)", x_names, nomatch = 0L) - 1L, unname(flist),
+    y, fixed$columns, fixed$names, fixed$intercept - 1L, unname(flist),
     vapply(flist, nlevels, 1L), names(flist), method, as.integer(size_columns) - 1L, threads
   )
 }

@@ -102,12 +102,12 @@ rebind_size <- function(expr) {
 
 #' Columns of a model matrix that are functions of the group size of `grouping`
 #' only: those of terms whose every variable is built from size(<grouping>).
-#' @param X the model matrix (with "assign").
+#' @param assign the model matrix's "assign" attribute (the term of every column).
 #' @param fixed_terms its terms.
 #' @param grouping the random term's grouping expression.
 #' @return 1-based column indices.
 #' @noRd
-size_columns_of <- function(X, fixed_terms, grouping) {
+size_columns_of <- function(assign, fixed_terms, grouping) {
   factors <- attr(fixed_terms, "factors")
   if (length(factors) == 0L) return(integer())
   target <- deparse1(grouping)
@@ -119,5 +119,5 @@ size_columns_of <- function(X, fixed_terms, grouping) {
       all(all.vars(expr) %in% all.vars(grouping))
   }, logical(1))
   size_terms <- which(colSums(factors[!of_size_only, , drop = FALSE] > 0) == 0L)
-  which(attr(X, "assign") %in% size_terms)
+  which(assign %in% size_terms)
 }

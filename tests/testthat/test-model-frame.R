@@ -34,9 +34,47 @@ test_that("finite values whose sum overflows pass the finiteness checks", {
   # The checks screen with one sum; an overflowing sum must not be reported as Inf.
   huge <- c(1e308, 1e308, -5)
   expect_identical(response_vector(huge, "y"), huge)
-  expect_invisible(check_finite_matrix(cbind(x = huge)))
-  expect_error(check_finite_matrix(cbind(x = huge, z = c(1, NA, 2))),
-               "fixed-effect column 'z' has non-finite values \\(rows 2\\)")
+  as_matrix <- function(...) list(columns = cbind(...), names = names(list(...)))
+  as_list <- function(...) list(columns = list(NULL, ...), names = c("(Intercept)", names(list(...))))
+  for (fixed in list(as_matrix, as_list)) {
+    expect_invisible(check_finite_columns(fixed(x = huge)))
+    expect_error(check_finite_columns(fixed(x = huge, z = c(1, NA, 2))),
+                 "fixed-effect column 'z' has non-finite values \\(rows 2\\)")
+  }
+})
+
+test_that("plain numeric terms give model.matrix's columns without building it", {
+  d <- small_data()
+  d$k <- rep_len(1:4, nrow(d))
+  d$`a b` <- d$x * 2
+  d$f <- factor(rep_len(c("u", "v", "w"), nrow(d)))
+  d$flag <- d$x > 0
+  # The columns as a matrix, whichever form fixed_effect_columns() chose.
+  as_matrix <- function(fixed) {
+    columns <- fixed$columns
+    if (is.matrix(columns)) return(unname(columns))
+    n <- nrow(d)
+    do.call(cbind, lapply(columns, function(v) if (is.null(v)) rep(1, n) else v))
+  }
+  plain <- list(y ~ x, y ~ x + k, y ~ 0 + x, y ~ log(abs(x) + 1) + I(x^2), y ~ `a b` + x, y ~ 1)
+  other <- list(y ~ x * k, y ~ f + x, y ~ poly(x, 2), y ~ flag)
+  for (form in c(plain, other)) {
+    fixed_terms <- terms(form, data = d)
+    frame <- model.frame(fixed_terms, d)
+    got <- fixed_effect_columns(fixed_terms, frame)
+    want <- model.matrix(fixed_terms, frame)
+    label <- deparse1(form)
+    expect_identical(is.list(got$columns), any(vapply(plain, identical, TRUE, form)), info = label)
+    expect_equal(as_matrix(got), unname(want), ignore_attr = TRUE, info = label)
+    expect_identical(got$names, colnames(want), info = label)
+    expect_identical(got$assign, attr(want, "assign"), info = label)
+    expect_identical(got$intercept, match("(Intercept)", colnames(want), nomatch = 0L), info = label)
+    expect_identical(got$contrasts, attr(want, "contrasts"), info = label)
+  }
+  # The plain path reads the data's own vector: no copy of it.
+  fixed <- fixed_effect_columns(terms(y ~ x, data = d), model.frame(y ~ x, d))
+  expect_null(fixed$columns[[1L]])
+  expect_identical(fixed$columns[[2L]], d$x)
 })
 
 test_that("empty data and data emptied by NA are errors", {

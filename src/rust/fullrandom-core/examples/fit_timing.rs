@@ -4,7 +4,6 @@
 //   cargo run --release --example fit_timing -- <rows> <threads>
 use fullrandom_core::grouping::CellCounts;
 use fullrandom_core::*;
-use ndarray::{ArrayView2, ShapeBuilder};
 use std::time::Instant;
 
 /// Draws `n` codes in `0..levels` with probability proportional to 1 / (code + 1).
@@ -36,11 +35,9 @@ fn main() {
     let a: Vec<f64> = (0..users).map(|_| next() - 0.5).collect();
     let b: Vec<f64> = (0..items).map(|_| 0.8 * (next() - 0.5)).collect();
     let y: Vec<f64> = (0..n).map(|i| 3.5 + 0.2 * x[i] + a[user[i] as usize] + b[item[i] as usize] + 2.0 * next()).collect();
-    let mut xm = vec![1.0; n];
-    xm.extend_from_slice(&x);
     let data = ModelData {
         y: &y,
-        x: ArrayView2::from_shape((n, 2).f(), &xm).unwrap(),
+        x: vec![FixedColumn::Ones, FixedColumn::Values(&x)],
         x_names: vec!["(Intercept)".into(), "x".into()],
         intercept: Some(0),
         factors: vec![

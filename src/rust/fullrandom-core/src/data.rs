@@ -1,12 +1,47 @@
 //! The model's data, borrowed from the caller without copying.
 //!
-//! Row `i` has response `y[i]`, fixed-effect row `x[i, ..]` and, for every random term
-//! `k`, the level `codes_k[i] - offset_k` in `0..n_levels_k`. Taking an offset lets a
-//! caller pass 1-based codes (as R factors store them) without a copy of N integers.
+//! Row `i` has response `y[i]`, fixed-effect row `x_i = (x[0][i], .., x[p-1][i])` and, for
+//! every random term `k`, the level `codes_k[i] - offset_k` in `0..n_levels_k`. Taking an
+//! offset lets a caller pass 1-based codes (as R factors store them) without a copy of N
+//! integers; taking the intercept as [`FixedColumn::Ones`] spares a column of N ones.
 
 use crate::error::FitError;
-use ndarray::{ArrayView1, ArrayView2};
 use rayon::prelude::*;
+use std::ops::Range;
+
+/// One column of the fixed-effect matrix `X`: values borrowed from the caller, or the
+/// constant 1 (an intercept), which is never stored.
+#[derive(Debug, Clone, Copy)]
+pub enum FixedColumn<'a> {
+    Ones,
+    Values(&'a [f64]),
+}
+
+impl<'a> FixedColumn<'a> {
+    /// The columns of an `n_rows` x `p` matrix stored column by column (as R stores it).
+    pub fn columns_of(values: &'a [f64], n_rows: usize) -> Vec<FixedColumn<'a>> {
+        if n_rows == 0 {
+            return Vec::new();
+        }
+        values.chunks(n_rows).map(FixedColumn::Values).collect()
+    }
+
+    /// `x_i - shift` for the rows in `rows`, as a new vector.
+    pub fn shifted(&self, rows: Range<usize>, shift: f64) -> Vec<f64> {
+        match self {
+            FixedColumn::Ones => vec![1.0 - shift; rows.len()],
+            FixedColumn::Values(v) => v[rows].iter().map(|x| x - shift).collect(),
+        }
+    }
+
+    /// Adds `b x_i` to `out[i - rows.start]` for the rows in `rows`.
+    pub fn add_scaled(&self, rows: Range<usize>, b: f64, out: &mut [f64]) {
+        match self {
+            FixedColumn::Ones => out.iter_mut().for_each(|o| *o += b),
+            FixedColumn::Values(v) => out.iter_mut().zip(&v[rows]).for_each(|(o, x)| *o += b * x),
+        }
+    }
+}
 
 /// The grouping codes of one random-intercept term.
 #[derive(Debug, Clone)]
@@ -27,15 +62,17 @@ impl FactorCodes<'_> {
     }
 }
 
-/// Response, fixed-effect matrix (N x p, any memory layout) and grouping factors.
+/// Response, fixed-effect columns and grouping factors.
 #[derive(Debug, Clone)]
 pub struct ModelData<'a> {
     pub y: &'a [f64],
-    pub x: ArrayView2<'a, f64>,
+    /// The `p` columns of `X`, each of `N` values or [`FixedColumn::Ones`].
+    pub x: Vec<FixedColumn<'a>>,
     /// Column names of `x`, used in messages.
     pub x_names: Vec<String>,
-    /// The column of `x` that is identically 1, if any. Only with an intercept may
-    /// the statistics be computed about a pilot location (see [`crate::Shift`]).
+    /// The column of `x` that is identically 1, if any (given as values, checked, or as
+    /// [`FixedColumn::Ones`]). Only with an intercept may the statistics be computed
+    /// about a pilot location (see [`crate::Shift`]).
     pub intercept: Option<usize>,
     pub factors: Vec<FactorCodes<'a>>,
 }
@@ -46,7 +83,7 @@ impl ModelData<'_> {
     }
 
     pub fn n_fixed(&self) -> usize {
-        self.x.ncols()
+        self.x.len()
     }
 
     /// Checks shapes, level codes and finiteness, naming what is wrong.
@@ -61,42 +98,42 @@ impl ModelData<'_> {
                 "{n} observations are more than one fit holds (2^32 - 1); split the data into chunks"
             ));
         }
-        if self.x.nrows() != n {
-            return bad(format!(
-                "the fixed-effect matrix has {} rows but the response has {n}",
-                self.x.nrows()
-            ));
+        if self.x_names.len() != self.x.len() {
+            return bad(format!("{} names given for {} fixed-effect columns", self.x_names.len(), self.x.len()));
         }
-        if self.x_names.len() != self.x.ncols() {
-            return bad(format!(
-                "{} names given for {} fixed-effect columns",
-                self.x_names.len(),
-                self.x.ncols()
-            ));
+        for (column, name) in self.x.iter().zip(&self.x_names) {
+            if let FixedColumn::Values(values) = column {
+                if values.len() != n {
+                    return bad(format!(
+                        "the fixed-effect column '{name}' has {} values but the response has {n}",
+                        values.len()
+                    ));
+                }
+            }
         }
         if let Some(j) = self.intercept {
-            if j >= self.x.ncols() {
+            if j >= self.x.len() {
                 return bad(format!("intercept column {j} is outside the fixed-effect matrix"));
             }
             // The pilot shift relies on this column being the constant 1.
-            if let Some(i) = first_position_in_column(self.x.column(j), |&v| v != 1.0) {
-                return bad(format!(
-                    "the intercept column '{}' is not 1 in row {}",
-                    self.x_names[j],
-                    i + 1
-                ));
+            if let FixedColumn::Values(values) = self.x[j] {
+                if let Some(i) = first_position(values, |&v| v != 1.0) {
+                    return bad(format!("the intercept column '{}' is not 1 in row {}", self.x_names[j], i + 1));
+                }
             }
         }
         if let Some(i) = first_position(self.y, |v| !v.is_finite()) {
             return bad(format!("the response has a non-finite value ({}) in row {}", self.y[i], i + 1));
         }
-        for (j, column) in self.x.columns().into_iter().enumerate() {
-            if let Some((i, v)) = first_position_in_column(column, |v| !v.is_finite()).map(|i| (i, column[i])) {
-                return bad(format!(
-                    "fixed-effect column '{}' has a non-finite value ({v}) in row {}",
-                    self.x_names[j],
-                    i + 1
-                ));
+        for (column, name) in self.x.iter().zip(&self.x_names) {
+            if let FixedColumn::Values(values) = column {
+                if let Some(i) = first_position(values, |v| !v.is_finite()) {
+                    return bad(format!(
+                        "fixed-effect column '{name}' has a non-finite value ({}) in row {}",
+                        values[i],
+                        i + 1
+                    ));
+                }
             }
         }
         for f in &self.factors {
@@ -137,13 +174,3 @@ fn first_position<T: Sync>(values: &[T], bad: impl Fn(&T) -> bool + Sync) -> Opt
         .filter_map(|(b, block)| block.iter().position(&bad).map(|i| b * BLOCK + i))
         .min()
 }
-
-/// [`first_position`] in a column of the fixed-effect matrix: R stores matrices by column,
-/// so a column is one slice, scanned in parallel; any other layout is scanned in order.
-fn first_position_in_column(column: ArrayView1<'_, f64>, bad: impl Fn(&f64) -> bool + Sync) -> Option<usize> {
-    match column.as_slice() {
-        Some(values) => first_position(values, bad),
-        None => column.iter().position(bad),
-    }
-}
-

@@ -36,7 +36,7 @@ pub mod moments;
 pub mod ols;
 pub mod stats;
 
-pub use data::{FactorCodes, ModelData};
+pub use data::{FactorCodes, FixedColumn, ModelData};
 pub use error::FitError;
 pub use fr::{fit_full_randomness, FullRandomnessFit, GroupSizes};
 pub use mixed::{fitted_and_residuals, solve_mixed_model, MixedModelSolution};

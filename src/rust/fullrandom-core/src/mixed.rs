@@ -497,9 +497,7 @@ pub fn fitted_and_residuals(
         let rows = first..first + fit.len();
         fit.fill(0.0);
         for &(j, b) in &kept {
-            for (f, x) in fit.iter_mut().zip(data.x.column(j).slice(ndarray::s![rows.clone()])) {
-                *f += x * b;
-            }
+            data.x[j].add_scaled(rows.clone(), b, fit);
         }
         for (factor, u) in data.factors.iter().zip(ranef) {
             for (f, i) in fit.iter_mut().zip(rows.clone()) {

@@ -18,7 +18,7 @@
 //! factor and column) and reduced in a fixed order, so results are bitwise identical for
 //! any number of threads.
 
-use crate::data::ModelData;
+use crate::data::{FixedColumn, ModelData};
 use crate::error::FitError;
 use crate::grouping::CellCounts;
 use rayon::prelude::*;
@@ -47,7 +47,7 @@ impl Shift {
         let mean = |v: &mut dyn Iterator<Item = f64>| v.sum::<f64>() / rows.max(1) as f64;
         let y = mean(&mut data.y[..rows].iter().copied());
         let x = (0..p)
-            .map(|j| if j == intercept { 0.0 } else { mean(&mut data.x.column(j).iter().take(rows).copied()) })
+            .map(|j| if j == intercept { 0.0 } else { mean(&mut data.x[j].shifted(0..rows, 0.0).into_iter()) })
             .collect();
         Shift { y, x }
     }
@@ -122,12 +122,18 @@ struct BlockSums {
 impl SufficientStats {
     /// One pass over `data` (validated first) with the pilot shift.
     pub fn compute(data: &ModelData<'_>) -> Result<SufficientStats, FitError> {
-        SufficientStats::compute_with_shift(data, Shift::pilot(data))
+        // Validated before the pilot reads the first rows of every column.
+        data.validate()?;
+        SufficientStats::compute_validated(data, Shift::pilot(data))
     }
 
     /// One pass with a given shift; statistics to be merged must share their shift.
     pub fn compute_with_shift(data: &ModelData<'_>, shift: Shift) -> Result<SufficientStats, FitError> {
         data.validate()?;
+        SufficientStats::compute_validated(data, shift)
+    }
+
+    fn compute_validated(data: &ModelData<'_>, shift: Shift) -> Result<SufficientStats, FitError> {
         let p = data.n_fixed();
         if shift.x.len() != p {
             return Err(FitError::InvalidInput(format!("shift has {} columns, data {p}", shift.x.len())));
@@ -237,9 +243,7 @@ fn global_sums(data: &ModelData<'_>, shift: &Shift) -> BlockSums {
             let rows = b * ROW_BLOCK..((b + 1) * ROW_BLOCK).min(n);
             // Shifted columns of the block, contiguous, so the products below vectorise.
             let ys: Vec<f64> = data.y[rows.clone()].iter().map(|v| v - shift.y).collect();
-            let xs: Vec<Vec<f64>> = (0..p)
-                .map(|j| data.x.column(j).slice(ndarray::s![rows.clone()]).iter().map(|v| v - shift.x[j]).collect())
-                .collect();
+            let xs: Vec<Vec<f64>> = (0..p).map(|j| data.x[j].shifted(rows.clone(), shift.x[j])).collect();
             let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(u, v)| u * v).sum::<f64>();
             let mut xtx = vec![0.0; p * p];
             for j in 0..p {
@@ -301,8 +305,19 @@ fn level_sums(data: &ModelData<'_>, shift: &Shift) -> Vec<LevelSums> {
                 _ => {
                     let j = column - 2;
                     let mut sums = vec![0.0; n_levels];
-                    for (i, v) in data.x.column(j).iter().enumerate() {
-                        sums[f.level(i)] += v - shift.x[j];
+                    match data.x[j] {
+                        FixedColumn::Values(values) => {
+                            for (i, v) in values.iter().enumerate() {
+                                sums[f.level(i)] += v - shift.x[j];
+                            }
+                        }
+                        // A constant column that is not the intercept: its (shifted) sums
+                        // are the counts times the constant.
+                        FixedColumn::Ones => {
+                            for i in 0..data.n_obs() {
+                                sums[f.level(i)] += 1.0 - shift.x[j];
+                            }
+                        }
                     }
                     (Vec::new(), sums)
                 }

@@ -216,3 +216,25 @@ fn intercept_index_must_point_at_a_column_of_ones() {
         other => panic!("a non-constant intercept column was accepted: {other:?}"),
     }
 }
+
+#[test]
+fn fixed_columns_must_match_the_response() {
+    use fullrandom_core::FixedColumn;
+    let d = crossed_design(3, 60, 6, 4);
+    let short = &d.column(1)[..59];
+    let mut data = d.data();
+    data.x[1] = FixedColumn::Values(short);
+    match fit(&data, 1) {
+        Err(FitError::InvalidInput(m)) => assert!(m.contains("'x'") && m.contains("59") && m.contains("60"), "{m}"),
+        other => panic!("a short column was accepted: {other:?}"),
+    }
+    // A column of ones that is not the intercept is a constant column like any other:
+    // aliased with the intercept, so dropped.
+    let mut data = d.data();
+    data.x.push(FixedColumn::Ones);
+    data.x_names.push("one".into());
+    let got = fit(&data, 1).unwrap();
+    let want = fit(&d.data(), 1).unwrap();
+    assert_eq!(got.ols.kept, vec![0, 1]);
+    assert_same_components(&got, &want, 1e-12, "extra ones column");
+}

@@ -337,3 +337,35 @@ fn location_shifts_leave_the_estimates_unchanged() {
     }
     println!("location: worst relative change y + 1e8: {worst_y:.2e}, x + 1e6: {worst_x:.2e}, arbitrary shift: {worst_shift:.2e}");
 }
+
+/// An intercept given as [`FixedColumn::Ones`] (never stored) is the column of ones it
+/// stands for: the same statistics, fit and fitted values, to the bit.
+#[test]
+fn implicit_intercept_equals_a_column_of_ones() {
+    use fullrandom_core::FixedColumn;
+    let d = large_design();
+    let explicit = d.data();
+    let j0 = d.intercept.unwrap();
+    let mut implicit = d.data();
+    implicit.x[j0] = FixedColumn::Ones;
+    let (a, b) = (fit(&explicit, 2).unwrap(), fit(&implicit, 2).unwrap());
+    let (sa, sb) = (SufficientStats::compute(&explicit).unwrap(), SufficientStats::compute(&implicit).unwrap());
+    assert!(sa == sb, "statistics differ");
+    assert_eq!(bits(&a.components.raw), bits(&b.components.raw));
+    assert_eq!(bits(&a.mixed.coef), bits(&b.mixed.coef));
+    let fitted = |data: &fullrandom_core::ModelData<'_>| {
+        let (mut f, mut r) = (vec![0.0; d.n()], vec![0.0; d.n()]);
+        fullrandom_core::fitted_and_residuals(data, &a.mixed.coef, &a.mixed.ranef, &mut f, &mut r).unwrap();
+        (f, r)
+    };
+    let (fe, re) = fitted(&explicit);
+    let (fi, ri) = fitted(&implicit);
+    assert_eq!(bits(&fe), bits(&fi));
+    assert_eq!(bits(&re), bits(&ri));
+    // Near-truth check that the fitted values are those of X b + Z u.
+    let i = 12345;
+    let want = (0..d.p).map(|j| d.x_at(i, j) * a.mixed.coef[j]).sum::<f64>()
+        + d.factors.iter().zip(&a.mixed.ranef).map(|(f, u)| u[f.level(i)]).sum::<f64>();
+    assert!((fi[i] - want).abs() < 1e-9 * want.abs().max(1.0));
+    assert_eq!(ri[i], d.y[i] - fi[i]);
+}

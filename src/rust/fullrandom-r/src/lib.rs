@@ -4,10 +4,10 @@
 //! sees slices, and R objects are built after the parallel work has returned.
 
 use extendr_api::prelude::*;
+use extendr_api::AsTypedSlice;
 use extendr_api::Result;
 use extendr_ffi::SEXPTYPE;
-use fullrandom_core::{FactorCodes, ModelData};
-use ndarray::{ArrayView2, ShapeBuilder};
+use fullrandom_core::{FactorCodes, FixedColumn, ModelData};
 
 /// The entries of a matrix in R's (column-major) order.
 fn column_major(m: &faer::Mat<f64>) -> Vec<f64> {
@@ -40,6 +40,44 @@ fn real_slice<'a>(x: &'a Robj, what: &str) -> Result<&'a [f64]> {
     x.as_real_slice().ok_or_else(|| Error::Other(format!("{what} must be a double vector")))
 }
 
+/// The fixed-effect columns: `x` is a double matrix (by column, as R stores it) or a
+/// list with one double vector per column, where `NULL` stands for a column of ones (the
+/// intercept, never materialised). Borrowed, not copied.
+fn fixed_columns<'a>(x: &'a Robj, n_rows: usize, x_names: &[String]) -> Result<Vec<FixedColumn<'a>>> {
+    if let Some(values) = x.as_real_slice() {
+        if values.len() != n_rows * x_names.len() {
+            return Err(Error::Other(format!(
+                "the fixed-effect matrix has {} values, expected {} x {}",
+                values.len(),
+                n_rows,
+                x_names.len()
+            )));
+        }
+        return Ok(FixedColumn::columns_of(values, n_rows));
+    }
+    let columns = x
+        .as_list()
+        .ok_or_else(|| Error::Other("the fixed effects must be a double matrix or a list of columns".into()))?;
+    if columns.len() != x_names.len() {
+        return Err(Error::Other(format!("{} fixed-effect columns for {} names", columns.len(), x_names.len())));
+    }
+    columns
+        .values()
+        .zip(x_names)
+        .map(|(column, name)| {
+            if column.is_null() {
+                return Ok(FixedColumn::Ones);
+            }
+            // Borrowed for 'a (as the factor codes are): an element lives as long as the
+            // list, which the caller's `x` keeps alive.
+            let values: Option<&'a [f64]> = AsTypedSlice::as_typed_slice(&column);
+            values
+                .map(FixedColumn::Values)
+                .ok_or_else(|| Error::Other(format!("the fixed-effect column '{name}' must be a double vector")))
+        })
+        .collect()
+}
+
 /// Borrows the R inputs as a [`ModelData`] (checked lengths, no copies).
 fn model_data<'a>(
     y: &'a Robj,
@@ -51,18 +89,7 @@ fn model_data<'a>(
     labels: &[String],
 ) -> Result<ModelData<'a>> {
     let y = real_slice(y, "the response")?;
-    let p = x_names.len();
-    let x_values = real_slice(x, "the fixed-effect matrix")?;
-    if x_values.len() != y.len() * p {
-        return Err(Error::Other(format!(
-            "the fixed-effect matrix has {} values, expected {} x {}",
-            x_values.len(),
-            y.len(),
-            p
-        )));
-    }
-    // R stores matrices by column.
-    let x = ArrayView2::from_shape((y.len(), p).f(), x_values).map_err(|e| Error::Other(e.to_string()))?;
+    let x = fixed_columns(x, y.len(), &x_names)?;
     if codes.len() != labels.len() || n_levels.len() != labels.len() {
         return Err(Error::Other("codes, n_levels and labels differ in length".into()));
     }
@@ -135,7 +162,8 @@ fn estimate_values(
 /// BLUPs (internal; use fr_fit()). Checks for user interrupts between solver iterations.
 ///
 /// @param y response (double).
-/// @param x fixed-effect matrix (double, n x p).
+/// @param x the fixed-effect columns: a double n x p matrix, or a list of p double
+///   vectors of length n in which NULL stands for a column of ones (the intercept).
 /// @param x_names its column names.
 /// @param intercept 0-based index of the intercept column, or -1.
 /// @param codes list of integer vectors of 1-based level codes, one per random term.

@@ -5,8 +5,7 @@
 
 #![allow(dead_code)]
 
-use fullrandom_core::{FactorCodes, ModelData};
-use ndarray::{ArrayView2, ShapeBuilder};
+use fullrandom_core::{FactorCodes, FixedColumn, ModelData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, Normal};
@@ -86,7 +85,7 @@ impl Design {
     pub fn data(&self) -> ModelData<'_> {
         ModelData {
             y: &self.y,
-            x: ArrayView2::from_shape((self.n(), self.p).f(), &self.x).unwrap(),
+            x: FixedColumn::columns_of(&self.x, self.n()),
             x_names: self.x_names.clone(),
             intercept: self.intercept,
             factors: self
