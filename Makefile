@@ -43,7 +43,7 @@ wrappers: install
 	Rscript tools/generate-wrappers.R
 
 document: install
-	Rscript -e 'roxygen2::roxygenise()'
+	Rscript -e 'roxygen2::roxygenise(load_code = "installed")'
 
 # Each script writes its section of bench/results.md and the same tables into README.md.
 bench: install
@@ -51,6 +51,7 @@ bench: install
 	Rscript bench/insteval.R
 	Rscript bench/full-randomness.R
 	Rscript bench/scale.R
+	Rscript bench/alchemy.R
 
 clean:
 	rm -rf $(BUILD) src/*.o src/*.so src/rust/target

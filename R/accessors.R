@@ -82,6 +82,7 @@ terms.fr_fit <- function(x, ...) x$terms
 #' @rdname fixef.fr_fit
 #' @export
 model.matrix.fr_fit <- function(object, ...) {
+  require_data_of_fit(object, "the model matrix and frame")
   X <- model.matrix(object$terms, object$frame, contrasts.arg = object$contrasts)
   X[, names(object$coefficients), drop = FALSE]
 }

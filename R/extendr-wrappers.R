@@ -14,23 +14,53 @@ NULL
 #' BLUPs (internal; use fr_fit()). Checks for user interrupts between solver iterations.
 #'
 #' @param y response (double).
-#' @param x fixed-effect matrix (double, n x p).
+#' @param x the fixed-effect columns: a double n x p matrix, or a list of p double
+#'   vectors of length n in which NULL stands for a column of ones (the intercept).
 #' @param x_names its column names.
 #' @param intercept 0-based index of the intercept column, or -1.
 #' @param codes list of integer vectors of 1-based level codes, one per random term.
 #' @param n_levels number of levels of each term.
 #' @param labels the terms' labels.
 #' @param method "moments" (the unbiased equations of every term), "fr" (Matloff's
-#'   Full Randomness estimator, one term) or "components" (the variance components of
-#'   "moments" alone, without GLS or BLUPs).
+#'   Full Randomness estimator, one term), "components" (the variance components of
+#'   "moments" alone, without GLS or BLUPs) or "statistics" (the sufficient statistics
+#'   alone, to be merged with those of other chunks by fr_merged_fit()).
 #' @param size_columns for "fr": 0-based indices of the columns that are functions of
 #'   the group size (from size() terms).
+#' @param keep_statistics whether to return the sufficient statistics too (as
+#'   `statistics`), for "moments" and "fr".
 #' @param threads number of worker threads.
 #' @return the OLS fit, the moment equations, the components, the mixed-model solution,
 #'   the fitted values and residuals and, for "fr", a list `fr` with the group sizes and
 #'   the iteration.
 #' @noRd
-fr_moment_fit <- function(y, x, x_names, intercept, codes, n_levels, labels, method, size_columns, threads) .Call(wrap__fr_moment_fit, y, x, x_names, intercept, codes, n_levels, labels, method, size_columns, threads)
+fr_moment_fit <- function(y, x, x_names, intercept, codes, n_levels, labels, method, size_columns, keep_statistics, threads) .Call(wrap__fr_moment_fit, y, x, x_names, intercept, codes, n_levels, labels, method, size_columns, keep_statistics, threads)
+
+#' Merges the sufficient statistics of chunks and fits them (internal; fr_fit() with
+#' `chunks`): every chunk's levels are first renumbered onto the levels of the whole data
+#' (matched by label in R), then the chunks are merged in order, each re-expressed about
+#' the first chunk's pilot shift.
+#'
+#' @param parts list of statistics, from fr_moment_fit(method = "statistics").
+#' @param level_maps list (one per chunk) of lists (one per random term) of 1-based
+#'   integer vectors: the global level of each of the chunk's levels.
+#' @param n_levels the global number of levels of each term.
+#' @param method "moments" or "fr".
+#' @param size_columns for "fr": 0-based indices of the size() columns.
+#' @param components NULL, or the variance components (random terms, then the residual)
+#'   at which to solve the mixed-model equations instead of estimating them.
+#' @param threads number of worker threads.
+#' @return as fr_moment_fit() without the fitted values, with `n_obs` and `level_counts`
+#'   (per term, the rows of every global level).
+#' @noRd
+fr_merged_fit <- function(parts, level_maps, n_levels, method, size_columns, components, threads) .Call(wrap__fr_merged_fit, parts, level_maps, n_levels, method, size_columns, components, threads)
+
+#' Fitted values and residuals at given coefficients (all columns, NA where aliased) and
+#' BLUPs (one vector per term, in the order of `codes`), computed in parallel (internal:
+#' fits in chunks compute them after the merge).
+#' @return a list: `fitted`, `residuals`.
+#' @noRd
+fr_fitted <- function(y, x, x_names, intercept, codes, n_levels, labels, coef, ranef, threads) .Call(wrap__fr_fitted, y, x, x_names, intercept, codes, n_levels, labels, coef, ranef, threads)
 
 #' Rows per level of a factor's 1-based codes, counted in parallel (internal; the model
 #' frame uses it to find unused levels and missing codes in one pass).

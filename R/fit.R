@@ -72,10 +72,31 @@
 #' covariance of `b` is `vcov(fit) = s2 (X'X - X'Z (Z'Z + L)^-1 Z'X)^-1`, the GLS
 #' covariance with the estimated components treated as known, as lmer's is.
 #'
+#' @section Chunks, Software Alchemy and clusters:
+#' The sufficient statistics of disjoint sets of rows add up, so a fit in chunks with
+#' `combine = "exact"` computes them per chunk (each chunk needing only its own memory),
+#' merges them and solves the equations once: the result equals the fit of the whole
+#' data. The levels of the random terms are matched across chunks by label. With
+#' `combine = "average"` (N. Matloff's Software Alchemy, section 7 of the Full Randomness
+#' paper) every chunk is a complete fit and the estimates are averaged. Their chunk
+#' standard errors are honest only when the chunks are independent: with `chunk_by` the
+#' grouping variable of the only random term, or of a term in which the others nest.
+#' Chunks of rows at random (the paper's eq. 29 for crossed data) share the levels of
+#' every term, and their spread misses the variance those shared effects add; the fit
+#' warns about it.
+#'
+#' `data` may also be a list of data frames or a vector of paths to CSV (read with
+#' `data.table::fread()`) or RDS files, one chunk each; each is read by the process
+#' that handles it, so the data never sit in one process. Such fits keep no model frame,
+#' fitted values or residuals (use `predict(fit, newdata)`). Models with factor fixed
+#' effects or `size()` terms read the chunks twice: once for the levels and the group
+#' sizes of the whole data, once for the statistics.
+#'
 #' @param formula a two-sided formula in lme4 syntax with at least one random
 #'   intercept, e.g. `y ~ service + (1 | s) + (1 | d) + (1 | dept)`. Grouping
 #'   variables of any type are treated as factors.
-#' @param data a data frame holding the variables of `formula` (it is not modified).
+#' @param data a data frame holding the variables of `formula` (it is not modified), or,
+#'   for a fit in chunks, a list of data frames or a character vector of file paths.
 #' @param subset an optional expression selecting the rows to use, as in [lm()].
 #' @param na.action what to do with rows holding `NA`; by default
 #'   `getOption("na.action")`, normally [na.omit()]. The number of dropped rows is
@@ -85,6 +106,27 @@
 #'   for one random intercept, with [size()] covariates solved by the paper's
 #'   iteration.
 #' @param threads number of threads of the Rust core; the results do not depend on it.
+#'   With `backend = "future"` each worker uses one thread.
+#' @param chunks the number of chunks to split a data frame into (Matloff's Software
+#'   Alchemy); `NULL` fits it whole. A list of data frames or a vector of files is one
+#'   chunk per element.
+#' @param combine `"exact"`: the chunks' sufficient statistics are merged and the model
+#'   fitted once, which equals the unchunked fit (up to rounding); `"average"`: every
+#'   chunk is fitted on its own and the variance components and fixed effects are
+#'   averaged with equal weights; the spread of the chunk estimates gives their Software
+#'   Alchemy covariance, `cov(chunk estimates) / g`, kept in `fit$alchemy`. The BLUPs and
+#'   `vcov()` then come from the mixed-model equations of the whole data at the averaged
+#'   components. See the section on chunks.
+#' @param chunk_by `NULL` to chunk rows at random, or the name of the grouping variable
+#'   of a random term, whose levels are then assigned to chunks at random (every level's
+#'   rows in one chunk).
+#' @param seed the seed of the random assignment to chunks, for reproducible chunks; the
+#'   caller's random stream is left as it was.
+#' @param backend `"threads"` (the default; option `fullrandom.backend`): the chunks are
+#'   processed one after the other in this R process, each on `threads` threads;
+#'   `"future"`: on the workers of the current [future::plan()] (multisession, cluster,
+#'   batch schedulers), through future.apply. Workers return statistics or chunk
+#'   estimates, never data.
 #' @return an object of class `fr_fit`: a list with, among others, `method`, `theta` (the
 #'   variance components after the boundary rule, named by term, then `Residual`),
 #'   `theta_raw` (the unbiased solution of the moment equations), `boundary`,
@@ -108,43 +150,58 @@
 #' }
 #' @export
 fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments", "fr"),
-                   threads = getOption("fullrandom.threads", fr_available_threads())) {
+                   threads = getOption("fullrandom.threads", fr_available_threads()),
+                   chunks = NULL, combine = c("exact", "average"), chunk_by = NULL, seed = NULL,
+                   backend = getOption("fullrandom.backend", "threads")) {
   call <- match.call()
   method <- match.arg(method)
+  combine <- match.arg(combine)
+  backend <- check_backend(backend)
   threads <- check_threads(threads)
   if (method == "fr") check_fr_formula(formula)
   parsed <- parse_fr_formula(formula)
   if (method == "fr") check_fr_terms(parsed$random)
   frame_call <- call[c(1L, match(c("data", "subset", "na.action"), names(call), 0L))]
   frame_call[[1L]] <- quote(stats::model.frame)
-  md <- fr_model_data(parsed, frame_call, data, parent.frame(), threads)
-
-  # The size part of Matloff's model (3): columns built from size(g), g the grouping of
-  # the one random term (an interaction a:b has no size() of its own).
+  # The grouping of the one random term whose size() columns Matloff's model (3) uses
+  # (an interaction a:b has no size() of its own).
   grouping <- parsed$random[[1L]]$factors
-  size_columns <- if (method == "fr" && length(grouping) == 1L) {
-    size_columns_of(md$fixed$assign, md$terms, grouping[[1L]])
-  } else {
-    integer()
+  size_grouping <- if (method == "fr" && length(grouping) == 1L) deparse1(grouping[[1L]])
+  if (!is.data.frame(data) && !is.null(data) || !is.null(chunks) || !is.null(chunk_by) ||
+      backend == "future") {
+    if (is.null(data)) stop("fits in chunks need `data`", call. = FALSE)
+    return(fr_fit_chunks(call, formula, parsed, data, frame_call, parent.frame(), method, threads,
+                         chunks, combine, chunk_by, seed, backend, size_grouping))
   }
+  md <- fr_model_data(parsed, frame_call, data, parent.frame(), threads)
+  size_columns <- size_columns_for(method, md, size_grouping)
   moments <- fr_moments(md$y, md$fixed, md$flist, threads, method, size_columns)
-  report_dropped_columns(md$fixed$names, moments$kept)
-  if (any(moments$boundary)) {
-    message(boundary_message(names(moments$boundary)[moments$boundary]))
-  }
-
   moments$fitted.values <- name_by_rows(moments$fitted.values, md$frame)
   moments$residuals <- name_by_rows(moments$residuals, md$frame)
+  finish_fit(moments, call, formula, md$y, md, parsed, threads)
+}
 
+# The size() columns of method "fr" (1-based), none otherwise.
+size_columns_for <- function(method, md, size_grouping) {
+  if (method != "fr" || is.null(size_grouping)) return(integer())
+  size_columns_of(md$fixed$assign, md$terms, str2lang(size_grouping))
+}
+
+# Reports dropped columns and boundary estimates, and completes the fit object.
+finish_fit <- function(fit, call, formula, y, md, parsed, threads, n_obs = length(y)) {
+  report_dropped_columns(md$fixed$names, fit$kept)
+  if (any(fit$boundary)) {
+    message(boundary_message(names(fit$boundary)[fit$boundary]))
+  }
   structure(
-    c(moments, list(
-      sigma = sqrt(moments$theta[["Residual"]]),
+    c(fit, list(
+      sigma = sqrt(fit$theta[["Residual"]]),
       contrasts = md$fixed$contrasts,
-      xlevels = stats::.getXlevels(md$terms, md$frame),
+      xlevels = if (!is.null(md$frame)) stats::.getXlevels(md$terms, md$frame) else md$xlevels,
       call = call,
       formula = formula,
       data_name = if (is.null(call$data)) NULL else deparse1(call$data),
-      nobs = length(md$y),
+      nobs = n_obs,
       ngrps = vapply(md$flist, nlevels, 1L),
       random = parsed$random,
       n_dropped = md$n_dropped,
@@ -156,6 +213,13 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
     )),
     class = "fr_fit"
   )
+}
+
+check_backend <- function(backend) {
+  if (!is.character(backend) || length(backend) != 1L || !backend %in% c("threads", "future")) {
+    stop("`backend` must be \"threads\" or \"future\"", call. = FALSE)
+  }
+  backend
 }
 
 check_threads <- function(threads) {

@@ -11,12 +11,19 @@
 #'   environment), used for checks that must see the data before rows are dropped.
 #' @param env where to evaluate `frame_call`.
 #' @param threads threads for counting the factors' levels.
+#' @param xlev for a chunk of the data: the levels of the fixed-effect factors in the
+#'   whole data (as `model.frame(xlev =)`), kept even when the chunk lacks some.
+#' @param size_counts for a chunk: per grouping variable, its rows per level in the whole
+#'   data, which size() columns then use.
+#' @param whole `FALSE` for a chunk, whose numbers of levels and rows are checked only
+#'   once the chunks are merged.
 #' @return a list with `frame`, `y`, `fixed` (the fixed-effect columns, from
 #'   `fixed_effect_columns()`), `flist` (named list of factors, ordered by
 #'   decreasing number of levels as lme4 orders them), `terms` (fixed part),
 #'   `n_dropped` and `na_action`.
 #' @noRd
-fr_model_data <- function(parsed, frame_call, data, env, threads = 1L) {
+fr_model_data <- function(parsed, frame_call, data, env, threads = 1L, xlev = NULL,
+                          size_counts = NULL, whole = TRUE) {
   check_columns_exist(parsed$frame_formula, data)
   check_no_nan(parsed$frame_formula, data)
 
@@ -36,6 +43,7 @@ fr_model_data <- function(parsed, frame_call, data, env, threads = 1L) {
   na_fun <- user_na_action(frame_call, data, env)
   frame_call$drop.unused.levels <- FALSE
   frame_call$na.action <- stats::na.pass
+  if (!is.null(xlev)) frame_call$xlev <- xlev
   frame <- eval(frame_call, env)
   # One count of every factor's codes (in parallel) finds both its missing codes and
   # its unused levels.
@@ -46,7 +54,7 @@ fr_model_data <- function(parsed, frame_call, data, env, threads = 1L) {
     attr(frame, "terms") <- frame_terms
     counts <- factor_level_counts(frame, threads)
   }
-  frame <- drop_unused_levels(frame, counts)
+  frame <- drop_unused_levels(frame, counts, keep = names(xlev))
   na_action <- attr(frame, "na.action")
   n_dropped <- length(na_action)
   if (nrow(frame) == 0L) {
@@ -57,7 +65,7 @@ fr_model_data <- function(parsed, frame_call, data, env, threads = 1L) {
     }, call. = FALSE)
   }
 
-  frame <- recount_sizes(frame, parsed$size_calls)
+  frame <- recount_sizes(frame, parsed$size_calls, size_counts)
   fixed_terms <- terms(parsed$fixed, data = frame)
   if (!is.null(attr(fixed_terms, "offset"))) {
     stop("offset() terms are not supported yet; subtract the offset from the response instead",
@@ -69,11 +77,11 @@ fr_model_data <- function(parsed, frame_call, data, env, threads = 1L) {
   y <- response_vector(frame[[1L]], response_name)
   fixed <- fixed_effect_columns(fixed_terms, frame)
   check_finite_columns(fixed)
-  flist <- grouping_factors(parsed$random, frame)
+  flist <- grouping_factors(parsed$random, frame, check = whole)
 
   p <- length(fixed$names)
   n_params <- p + length(flist) + 1L
-  if (length(y) < n_params) {
+  if (whole && length(y) < n_params) {
     stop(sprintf(
       "fewer observations (%d) than parameters (%d: %d fixed effects and %d variance components)",
       length(y), n_params, p, length(flist) + 1L
@@ -267,26 +275,31 @@ check_finite_columns <- function(fixed) {
 #' One factor per random term, levels as observed (unused levels dropped), any
 #' grouping type treated as a factor; interactions get lme4-style labels "b:a".
 #' @noRd
-grouping_factors <- function(random, frame) {
-  n <- nrow(frame)
+grouping_factors <- function(random, frame, check = TRUE) {
   flist <- lapply(random, function(term) {
     parts <- lapply(term$factors, function(expr) as_grouping_factor(frame[[deparse1(expr)]]))
-    f <- if (length(parts) == 1L) parts[[1L]] else interaction_factor(parts)
-    if (nlevels(f) < 2L) {
-      stop(sprintf("the grouping factor of %s has a single level; a random effect needs at least two",
-                   term_label(term$label)), call. = FALSE)
-    }
-    if (nlevels(f) >= n) {
-      stop(sprintf(
-        "the grouping factor of %s has as many levels (%d) as there are observations, so its variance cannot be separated from the residual variance",
-        term_label(term$label), nlevels(f)
-      ), call. = FALSE)
-    }
-    f
+    if (length(parts) == 1L) parts[[1L]] else interaction_factor(parts)
   })
   names(flist) <- vapply(random, `[[`, "", "label")
+  if (check) check_grouping_sizes(vapply(flist, nlevels, 1L), nrow(frame), names(flist))
   # lme4 lists terms by decreasing number of levels; order() is stable for ties.
   flist[order(-vapply(flist, nlevels, 1L))]
+}
+
+# A random term needs at least two levels, and fewer levels than observations.
+check_grouping_sizes <- function(n_levels, n, labels) {
+  for (k in seq_along(n_levels)) {
+    if (n_levels[[k]] < 2L) {
+      stop(sprintf("the grouping factor of %s has a single level; a random effect needs at least two",
+                   term_label(labels[[k]])), call. = FALSE)
+    }
+    if (n_levels[[k]] >= n) {
+      stop(sprintf(
+        "the grouping factor of %s has as many levels (%d) as there are observations, so its variance cannot be separated from the residual variance",
+        term_label(labels[[k]]), n_levels[[k]]
+      ), call. = FALSE)
+    }
+  }
 }
 
 # Frame columns: factors there have had their unused levels dropped already.
@@ -297,8 +310,8 @@ as_grouping_factor <- function(x) {
 # The frame with unused levels dropped from every factor column (as lm's
 # drop.unused.levels = TRUE does), keeping its attributes; `counts` from
 # factor_level_counts().
-drop_unused_levels <- function(frame, counts) {
-  for (j in which(vapply(frame, is.factor, logical(1)))) {
+drop_unused_levels <- function(frame, counts, keep = NULL) {
+  for (j in which(vapply(frame, is.factor, logical(1)) & !names(frame) %in% keep)) {
     frame[[j]] <- drop_unused_codes(frame[[j]], counts[[j]]$counts > 0)
   }
   frame

@@ -16,8 +16,16 @@
 #'   group sizes, the coefficients the equations were evaluated at, the iterations).
 #' @noRd
 fr_moments <- function(y, fixed, flist, threads, method = "moments", size_columns = integer()) {
-  x_names <- fixed$names
   out <- call_core(y, fixed, flist, threads, method, size_columns)
+  fit <- name_core_output(out, fixed$names, flist, method, size_columns)
+  # Computed by the core in parallel, from X b and the BLUPs.
+  fit$fitted.values <- out$fitted
+  fit$residuals <- out$residuals
+  fit
+}
+
+# The core's estimates named by column, term and level (see fr_moments()).
+name_core_output <- function(out, x_names, flist, method, size_columns = integer()) {
   k <- length(flist)
   component_names <- c(names(flist), "Residual")
   equation_names <- if (method == "fr") c("Var(Y)", "Var(S)") else c("(all)", names(flist))
@@ -26,8 +34,6 @@ fr_moments <- function(y, fixed, flist, threads, method = "moments", size_column
   mixed <- out$mixed
   names(out$coef) <- names(mixed$gls_coef) <- x_names
   kept_names <- x_names[out$kept]
-  ranef_values <- Map(function(u, f) stats::setNames(u, levels(f)), mixed$ranef, flist)
-  names(ranef_values) <- names(flist)
   fit <- list(
     method = method,
     theta = out$estimate,
@@ -38,12 +44,9 @@ fr_moments <- function(y, fixed, flist, threads, method = "moments", size_column
     coef_all = mixed$gls_coef,
     kept = out$kept,
     vcov = matrix(mixed$vcov, length(out$kept), dimnames = list(kept_names, kept_names)),
-    ranef_values = ranef_values,
-    # Computed by the core in parallel, from X b and the BLUPs.
-    fitted.values = out$fitted,
-    residuals = out$residuals,
+    ranef_values = name_ranef(mixed$ranef, flist),
     mme = list(relative_residual = mixed$mme_residual, iterations = mixed$mme_iterations),
-    moment_equations = list(
+    moment_equations = if (!is.null(out$lhs)) list(
       lhs = matrix(out$lhs, k + 1L, dimnames = list(equation_names, component_names)),
       q = stats::setNames(out$q, equation_names)
     )
@@ -58,6 +61,12 @@ fr_moments <- function(y, fixed, flist, threads, method = "moments", size_column
     )
   }
   fit
+}
+
+name_ranef <- function(ranef, flist) {
+  out <- Map(function(u, f) stats::setNames(u, levels(f)), ranef, flist)
+  names(out) <- names(flist)
+  out
 }
 
 #' The variance components of `method = "moments"` alone, without the mixed-model
@@ -80,6 +89,14 @@ fr_variance_components <- function(formula, data, threads = fr_available_threads
 call_core <- function(y, fixed, flist, threads, method, size_columns = integer()) {
   fr_moment_fit(
     y, fixed$columns, fixed$names, fixed$intercept - 1L, unname(flist),
-    vapply(flist, nlevels, 1L), names(flist), method, as.integer(size_columns) - 1L, threads
+    vapply(flist, nlevels, 1L), names(flist), method, as.integer(size_columns) - 1L, FALSE, threads
   )
+}
+
+# Fitted values and residuals of the model data `md` at the coefficients `coef` (all
+# columns, NA where aliased) and the BLUPs, computed by the core in parallel.
+fr_fitted_values <- function(md, coef, ranef_values, threads) {
+  fr_fitted(md$y, md$fixed$columns, md$fixed$names, md$fixed$intercept - 1L, unname(md$flist),
+            vapply(md$flist, nlevels, 1L), names(md$flist), unname(as.double(coef)),
+            lapply(unname(ranef_values), function(u) unname(as.double(u))), threads)
 }

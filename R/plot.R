@@ -14,6 +14,7 @@
 #' }
 #' @export
 plot.fr_fit <- function(x, xlab = "Fitted values", ylab = "Residuals", main = NULL, ...) {
+  require_data_of_fit(x, "residuals")
   many <- length(x$residuals) > 5000L
   graphics::plot.default(
     x$fitted.values, x$residuals, xlab = xlab, ylab = ylab, main = main,

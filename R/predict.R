@@ -41,6 +41,7 @@ predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
                            allow.new.levels = FALSE, na.action = stats::na.pass, ...) {
   used <- random_terms_used(object, re.form)
   if (is.null(newdata)) {
+    require_data_of_fit(object, "predictions for the data of the fit")
     if (length(used) == length(object$flist)) return(stats::fitted(object))
     eta <- drop(stats::model.matrix(object) %*% object$coefficients) +
       if (length(used)) random_part(object$ranef_values[used], object$flist[used]) else 0
@@ -83,6 +84,7 @@ predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
 #' @rdname predict.fr_fit
 #' @export
 fitted.fr_fit <- function(object, ...) {
+  require_data_of_fit(object, "fitted values")
   stats::naresid(object$na.action, object$fitted.values)
 }
 
@@ -91,6 +93,7 @@ fitted.fr_fit <- function(object, ...) {
 residuals.fr_fit <- function(object, type = c("response", "pearson", "working"),
                              scaled = FALSE, ...) {
   match.arg(type)
+  require_data_of_fit(object, "residuals")
   r <- object$residuals  # named as the fitted values are
   if (isTRUE(scaled)) r <- r / object$sigma
   stats::naresid(object$na.action, r)
@@ -156,4 +159,15 @@ newdata_levels <- function(term, newdata, env) {
   labels <- do.call(paste, c(lapply(parts, as.character), sep = ":"))
   labels[missing] <- NA_character_
   labels
+}
+
+# Fits from a list of data frames or from files never hold the data in one process, so
+# they keep no model frame.
+require_data_of_fit <- function(object, what) {
+  if (is.null(object$frame)) {
+    stop(sprintf(paste(
+      "%s are not kept by fits from a list of data frames or from files (the data never",
+      "sit in one process); use predict(fit, newdata = <a data frame>)"
+    ), what), call. = FALSE)
+  }
 }

@@ -73,15 +73,19 @@ is_size_call <- function(expr) {
 #' the fit.
 #' @param frame the model frame (which holds each size() argument as a variable).
 #' @param size_calls the calls from find_size_calls().
+#' @param size_counts `NULL`, or per grouping variable (by name) the rows per level of
+#'   the whole data, for a chunk of it.
 #' @noRd
-recount_sizes <- function(frame, size_calls) {
+recount_sizes <- function(frame, size_calls, size_counts = NULL) {
   if (length(size_calls) == 0L) return(frame)
   frame_terms <- attr(frame, "terms")
   predvars <- attr(frame_terms, "predvars")
   variables <- vapply(as.list(attr(frame_terms, "variables"))[-1L], deparse1, "")
   for (call in size_calls) {
     groups <- frame[[deparse1(call[[2L]])]]
-    n <- size(groups)
+    # A chunk's sizes are those of the whole data, when given.
+    whole_counts <- size_counts[[deparse1(call[[2L]])]]
+    n <- if (is.null(whole_counts)) size(groups) else size(groups, counts = whole_counts)
     frame[[deparse1(call)]] <- n
     first <- !duplicated(groups)
     counts <- stats::setNames(n[first], as.character(groups[first]))

@@ -30,7 +30,7 @@ summary.fr_fit <- function(object, ...) {
   structure(list(
     formula = object$formula,
     data_name = object$data_name,
-    residuals = object$residuals / object$sigma,
+    residuals = if (!is.null(object$residuals)) object$residuals / object$sigma,
     varcor = VarCorr(object),
     nobs = object$nobs,
     ngrps = object$ngrps,
@@ -49,10 +49,12 @@ summary.fr_fit <- function(object, ...) {
 print.summary.fr_fit <- function(x, digits = max(3L, getOption("digits") - 3L),
                                  correlation = NULL, ...) {
   print_header(x)
-  cat("\nScaled residuals: \n")
-  quantiles <- stats::quantile(x$residuals, names = FALSE)
-  names(quantiles) <- c("Min", "1Q", "Median", "3Q", "Max")
-  print(zapsmall(quantiles, digits + 1L), digits = digits)
+  if (!is.null(x$residuals)) {
+    cat("\nScaled residuals: \n")
+    quantiles <- stats::quantile(x$residuals, names = FALSE)
+    names(quantiles) <- c("Min", "1Q", "Median", "3Q", "Max")
+    print(zapsmall(quantiles, digits + 1L), digits = digits)
+  }
   cat("\n")
   print_random_effects(x, digits)
   if (nrow(x$coefficients) == 0L) {

@@ -13,14 +13,25 @@ sizes <- c(1e4, 1e5, 1e6, 1e7, 32000204)
 child <- function(file, threads, lmer = FALSE, limit = NULL) {
   cmd <- c(if (!is.null(limit)) c("-k", "10", limit), file.path(R.home("bin"), "Rscript"),
            "bench/scale-child.R", file, threads, if (lmer) "lmer")
+  errors <- tempfile()
+  on.exit(unlink(errors))
   line <- suppressWarnings(system2(if (is.null(limit)) cmd[1] else "timeout",
-                                   if (is.null(limit)) cmd[-1] else cmd, stdout = TRUE))
-  if (!is.null(attr(line, "status"))) return(NULL)
+                                   if (is.null(limit)) cmd[-1] else cmd, stdout = TRUE,
+                                   stderr = errors))
+  status <- attr(line, "status")
+  # timeout exits with 124 (137 when it had to kill); any other failure is reported as
+  # one, with the child's last message, not as a time.
+  if (!is.null(status) && status %in% c(124L, 137L)) return(NULL)
+  if (!is.null(status)) {
+    message <- utils::tail(readLines(errors), 3)
+    return(c(failed = status, message = paste(message, collapse = " ")))
+  }
   pairs <- strsplit(strsplit(trimws(line[length(line)]), " ")[[1]], "=")
   stats::setNames(as.numeric(vapply(pairs, `[`, "", 2)), vapply(pairs, `[`, "", 1))
 }
 rows <- list()
 lmer_out_of_time <- FALSE
+lmer_failures <- list()
 for (n in sizes) {
   ml <- n == 32000204
   d <- simulate_crossed(n, n_users = if (ml) 200948 else max(2, round(n / 160)),
@@ -35,12 +46,20 @@ for (n in sizes) {
   # Past the first size where lmer needs over 10 minutes it is not run again: it only
   # gets slower (Inf, shown as "> 10 min"). Beyond FULLRANDOM_BENCH_LMER_MAX: NA, "not run".
   r[["lmer"]] <- if (lmer_out_of_time) {
-    Inf
+    lmer_last
   } else if (n <= lmer_max) {
     got <- child(file, 2, lmer = TRUE, limit = "600")
-    if (is.null(got)) Inf else got[["lmer"]]
+    if (is.null(got)) {
+      Inf
+    } else if (!is.na(got["failed"])) {
+      lmer_failures[[format(n, scientific = FALSE)]] <- got[["message"]]
+      NaN
+    } else {
+      got[["lmer"]]
+    }
   } else NA
-  lmer_out_of_time <- is.infinite(r[["lmer"]])
+  lmer_out_of_time <- is.infinite(r[["lmer"]]) || is.nan(r[["lmer"]])
+  lmer_last <- r[["lmer"]]
   unlink(file)
   rows[[length(rows) + 1]] <- r
   print(r)
@@ -48,7 +67,9 @@ for (n in sizes) {
 res <- as.data.frame(do.call(rbind, rows))
 
 big <- function(x) formatC(x, format = "d", big.mark = ",")
-fmt_time <- function(t) ifelse(is.na(t), "not run", ifelse(is.infinite(t), "> 10 min", sprintf("%.3g", t)))
+fmt_time <- function(t) {
+  ifelse(is.nan(t), "failed", ifelse(is.na(t), "not run", ifelse(is.infinite(t), "> 10 min", sprintf("%.3g", t))))
+}
 fmt_ratio <- function(t) ifelse(is.finite(t), sprintf("%.0fx", t), "")
 per_row <- res$full / res$n * 1e9
 at7 <- res$n == 1e7
@@ -71,7 +92,8 @@ lines <- c(
           res$peak_mb / res$data_mb, fmt_time(res$lmer),
           fmt_ratio(res$lmer / res$full)),
   "",
-  "lmer is run with a 10-minute limit; once it needs more, it is not run at the larger sizes.",
+  "lmer is run with a 10-minute limit; once it needs more (or fails), it is not run at the larger sizes.",
+  if (length(lmer_failures)) sprintf("lmer failed at %s rows: %s", names(lmer_failures), unlist(lmer_failures)),
   "",
   sprintf(paste("Threads at 10^7 rows: full fit %.3g s with 1 thread, %.3g s with 2 (speed-up %.2fx);",
                 "variance components %.3g s with 1, %.3g s with 2 (%.2fx)."),

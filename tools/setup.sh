@@ -15,6 +15,10 @@ packages=(
   r-cran-rmarkdown # vignette format
   r-cran-roxygen2  # regenerates NAMESPACE and man/ (make document)
   r-cran-generics  # Suggests: the tidy() generic that broom users call
+  r-cran-future    # Suggests: backend = "future" (plans: multisession, cluster, ...)
+  r-cran-future.apply # Suggests: runs the chunks on the plan's workers
+  r-cran-data.table   # Suggests: fread() reads chunks from CSV files
+  r-cran-withr     # Suggests: temporary files and directories in the tests
   pandoc           # rmarkdown renders vignettes through pandoc
 )
 if [ "${1:-}" = "bench" ]; then

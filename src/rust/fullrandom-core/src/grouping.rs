@@ -310,6 +310,54 @@ impl CellCounts {
     }
 }
 
+impl CellCounts {
+    /// The same cells with the levels renumbered, as when chunks with their own levels are
+    /// merged: row level `g` becomes `row_map[g]` of `n_rows`, column level `m` becomes
+    /// `col_map[m]` of `n_cols`. The maps must be one-to-one. Each new row's cells are
+    /// sorted by column again (already sorted when the maps keep the order).
+    pub fn relevelled(&self, row_map: &[usize], col_map: &[usize], n_rows: usize, n_cols: usize) -> Result<CellCounts, FitError> {
+        check_level_map(row_map, self.n_rows(), n_rows)?;
+        check_level_map(col_map, self.n_cols, n_cols)?;
+        let mut starts = vec![0usize; n_rows + 1];
+        for g in 0..self.n_rows() {
+            starts[row_map[g] + 1] = self.row_starts[g + 1] - self.row_starts[g];
+        }
+        for g in 0..n_rows {
+            starts[g + 1] += starts[g];
+        }
+        let mut cells = vec![(0u32, 0u32); self.cols.len()];
+        for g in 0..self.n_rows() {
+            let at = starts[row_map[g]];
+            let r = self.row_starts[g]..self.row_starts[g + 1];
+            for (slot, (&m, &n)) in cells[at..at + r.len()].iter_mut().zip(self.cols[r.clone()].iter().zip(&self.counts[r])) {
+                *slot = (col_map[m as usize] as u32, n);
+            }
+        }
+        for g in 0..n_rows {
+            let row = &mut cells[starts[g]..starts[g + 1]];
+            if !row.is_sorted_by_key(|c| c.0) {
+                row.sort_unstable_by_key(|c| c.0);
+            }
+        }
+        let (cols, counts) = cells.into_iter().unzip();
+        Ok(CellCounts { row_starts: starts, cols, counts, n_cols })
+    }
+}
+
+/// Checks that `map` sends each of `n_from` levels to a distinct level below `n_to`.
+pub fn check_level_map(map: &[usize], n_from: usize, n_to: usize) -> Result<(), FitError> {
+    if map.len() != n_from {
+        return Err(FitError::Incompatible(format!("a level map has {} entries for {n_from} levels", map.len())));
+    }
+    let mut seen = vec![false; n_to];
+    for &g in map {
+        if g >= n_to || std::mem::replace(&mut seen[g], true) {
+            return Err(FitError::Incompatible(format!("a level map is not one-to-one into {n_to} levels")));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -42,7 +42,7 @@ pub use fr::{fit_full_randomness, FullRandomnessFit, GroupSizes};
 pub use mixed::{fitted_and_residuals, solve_mixed_model, MixedModelSolution};
 pub use moments::{fit_variance_components, MomentEquations, VarianceComponents};
 pub use ols::{ols_from_stats, OlsFit};
-pub use stats::{Shift, SufficientStats};
+pub use stats::{merge_statistics, Shift, SufficientStats};
 
 /// Everything the moment fit produces, in the original (unshifted) parametrisation.
 #[derive(Debug, Clone)]
@@ -90,6 +90,58 @@ pub fn fit_full_randomness_with(
 /// Solves the moment and mixed-model equations from (possibly merged) sufficient statistics.
 pub fn fit_from_stats(stats: &SufficientStats, threads: usize) -> Result<MomentFit, FitError> {
     fit_stats_in(stats, &thread_pool(threads)?, &mut || true)
+}
+
+/// The sufficient statistics of `data` with `threads` worker threads (for fits in chunks:
+/// statistics per chunk, merged, then [`fit_from_stats_with`]).
+pub fn compute_statistics(data: &ModelData<'_>, threads: usize) -> Result<SufficientStats, FitError> {
+    thread_pool(threads)?.install(|| SufficientStats::compute(data))
+}
+
+/// [`fit_from_stats`], asking `keep_going` between iterations of the solver.
+pub fn fit_from_stats_with(
+    stats: &SufficientStats,
+    threads: usize,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<MomentFit, FitError> {
+    fit_stats_in(stats, &thread_pool(threads)?, keep_going)
+}
+
+/// [`fit_full_randomness_with`] from (possibly merged) sufficient statistics.
+pub fn fit_full_randomness_from_stats_with(
+    stats: &SufficientStats,
+    size_columns: &[usize],
+    threads: usize,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<FullRandomnessFit, FitError> {
+    fit_full_randomness(stats, size_columns, &thread_pool(threads)?, keep_going)
+}
+
+/// The mixed-model equations at given variance components (`K` random-effect variances,
+/// then the residual variance), e.g. the average of chunk estimates: OLS for the
+/// aliasing of the columns, then GLS fixed effects, their covariance and the BLUPs.
+pub fn fit_at_components(
+    stats: &SufficientStats,
+    estimate: &[f64],
+    threads: usize,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<(OlsFit, MixedModelSolution), FitError> {
+    let k_factors = stats.n_factors();
+    if estimate.len() != k_factors + 1 || estimate.iter().any(|v| !(v.is_finite() && *v >= 0.0)) {
+        return Err(FitError::InvalidInput(format!(
+            "{} variance components given for {} random terms and the residual; all must be finite and >= 0",
+            estimate.len(),
+            k_factors
+        )));
+    }
+    let ols = ols_from_stats(stats)?;
+    let components = VarianceComponents {
+        raw: estimate.to_vec(),
+        estimate: estimate.to_vec(),
+        at_boundary: estimate[..k_factors].iter().map(|&v| v == 0.0).collect(),
+    };
+    let mixed = solve_mixed_model(stats, &ols, &components, &thread_pool(threads)?, keep_going)?;
+    Ok((ols, mixed))
 }
 
 /// The variance components alone (OLS, the moment equations and their solution),

@@ -233,6 +233,170 @@ impl SufficientStats {
     }
 }
 
+impl SufficientStats {
+    /// The same statistics about another shift `c'` (exact algebra, no pass over the data).
+    /// With `d = c' - c` (per column, and `d_y` for the response) and the sums about `c`:
+    ///
+    /// ```text
+    /// 1'X~'  = 1'X~ - N d'                 1'y~'  = 1'y~ - N d_y
+    /// X~''X~' = X~'X~ - (1'X~)' d' - d (1'X~) + N d d'
+    /// X~''y~' = X~'y~ - (1'X~)' d_y - d (1'y~) + N d d_y
+    /// y~''y~' = y~'y~ - 2 d_y (1'y~) + N d_y^2
+    /// per level g:  sum y~' = sum y~ - n_g d_y,   sum X~' = sum X~ - n_g d
+    /// ```
+    ///
+    /// Chunks computed apart choose their own pilot shifts; re-expressed about one shift
+    /// they merge. The intercept column is never shifted, so its `d` is 0.
+    pub fn reshifted(&self, shift: &Shift) -> Result<SufficientStats, FitError> {
+        let p = self.n_fixed();
+        if shift.x.len() != p {
+            return Err(FitError::Incompatible(format!("a shift of {} columns for {p}", shift.x.len())));
+        }
+        if let Some(j0) = self.intercept {
+            if shift.x[j0] != 0.0 {
+                return Err(FitError::Incompatible("the intercept column cannot be shifted".into()));
+            }
+        }
+        if *shift == self.shift {
+            return Ok(self.clone());
+        }
+        let n = self.n_obs as f64;
+        let d: Vec<f64> = shift.x.iter().zip(&self.shift.x).map(|(new, old)| new - old).collect();
+        let dy = shift.y - self.shift.y;
+        let mut out = self.clone();
+        out.shift = shift.clone();
+        for j in 0..p {
+            for i in 0..p {
+                out.xtx[j * p + i] += -self.sum_x[i] * d[j] - d[i] * self.sum_x[j] + n * d[i] * d[j];
+            }
+            out.xty[j] += -self.sum_x[j] * dy - d[j] * self.sum_y + n * d[j] * dy;
+            out.sum_x[j] -= n * d[j];
+        }
+        out.yty += -2.0 * dy * self.sum_y + n * dy * dy;
+        out.sum_y -= n * dy;
+        for level in &mut out.levels {
+            let g_levels = level.n_levels();
+            for (g, &count) in level.counts.iter().enumerate() {
+                let count = count as f64;
+                level.sum_y[g] -= count * dy;
+                for (j, dj) in d.iter().enumerate() {
+                    level.sum_x[j * g_levels + g] -= count * dj;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The same statistics with every factor's levels renumbered: level `g` of factor `k`
+    /// becomes `level_maps[k][g]` of `n_levels[k]` (one-to-one). Chunks that saw different
+    /// levels are first brought onto the levels of the whole data, matched by label by
+    /// the caller; levels a chunk did not see get zero counts and sums.
+    pub fn relevelled(&self, level_maps: &[Vec<usize>], n_levels: &[usize]) -> Result<SufficientStats, FitError> {
+        let k_factors = self.n_factors();
+        if level_maps.len() != k_factors || n_levels.len() != k_factors {
+            return Err(FitError::Incompatible(format!("level maps for {} factors, not {k_factors}", level_maps.len())));
+        }
+        let p = self.n_fixed();
+        let mut levels = Vec::with_capacity(k_factors);
+        for ((old, map), &n_to) in self.levels.iter().zip(level_maps).zip(n_levels) {
+            crate::grouping::check_level_map(map, old.n_levels(), n_to)?;
+            let n_from = old.n_levels();
+            let mut new = LevelSums { counts: vec![0; n_to], sum_y: vec![0.0; n_to], sum_x: vec![0.0; n_to * p] };
+            for (g, &to) in map.iter().enumerate() {
+                new.counts[to] = old.counts[g];
+                new.sum_y[to] = old.sum_y[g];
+                for j in 0..p {
+                    new.sum_x[j * n_to + to] = old.sum_x[j * n_from + g];
+                }
+            }
+            levels.push(new);
+        }
+        let mut cells = Vec::with_capacity(self.cells.len());
+        for k in 0..k_factors {
+            for l in k + 1..k_factors {
+                let c = &self.cells[pair_index(k, l, k_factors)];
+                cells.push(c.relevelled(&level_maps[k], &level_maps[l], n_levels[k], n_levels[l])?);
+            }
+        }
+        Ok(SufficientStats { levels, cells, ..self.clone_without_levels() })
+    }
+
+    /// Checks that every field has the length the others imply (for statistics that
+    /// arrive from elsewhere, e.g. another process), naming the first that does not.
+    pub fn check_shape(&self) -> Result<(), FitError> {
+        let bad = |what: String| Err(FitError::InvalidInput(format!("malformed statistics: {what}")));
+        let p = self.x_names.len();
+        if self.xtx.len() != p * p || self.xty.len() != p || self.sum_x.len() != p || self.shift.x.len() != p {
+            return bad(format!("the fixed-effect sums do not match {p} columns"));
+        }
+        if self.intercept.is_some_and(|j| j >= p) {
+            return bad("the intercept is outside the columns".into());
+        }
+        let k_factors = self.factor_names.len();
+        if self.levels.len() != k_factors || self.cells.len() != k_factors * k_factors.saturating_sub(1) / 2 {
+            return bad(format!("the level sums or cell tables do not match {k_factors} factors"));
+        }
+        for (name, l) in self.factor_names.iter().zip(&self.levels) {
+            let g = l.counts.len();
+            if l.sum_y.len() != g || l.sum_x.len() != g * p || l.counts.iter().sum::<u64>() != self.n_obs {
+                return bad(format!("the level sums of '{name}' do not match its {g} levels"));
+            }
+        }
+        for k in 0..k_factors {
+            for l in k + 1..k_factors {
+                let c = &self.cells[pair_index(k, l, k_factors)];
+                let starts_ok = c.row_starts.len() == self.levels[k].n_levels() + 1
+                    && c.row_starts.first() == Some(&0)
+                    && c.row_starts.windows(2).all(|w| w[0] <= w[1])
+                    && c.row_starts.last() == Some(&c.cols.len());
+                if !starts_ok
+                    || c.counts.len() != c.cols.len()
+                    || c.n_cols != self.levels[l].n_levels()
+                    || c.cols.iter().any(|&m| m as usize >= c.n_cols)
+                    || (0..c.n_rows()).any(|g| c.cols[c.row_starts[g]..c.row_starts[g + 1]].windows(2).any(|w| w[0] >= w[1]))
+                {
+                    return bad(format!(
+                        "the cells of '{}' and '{}' do not match their levels",
+                        self.factor_names[k], self.factor_names[l]
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A copy of everything but the per-level statistics (left empty).
+    fn clone_without_levels(&self) -> SufficientStats {
+        SufficientStats {
+            n_obs: self.n_obs,
+            shift: self.shift.clone(),
+            x_names: self.x_names.clone(),
+            intercept: self.intercept,
+            factor_names: self.factor_names.clone(),
+            xtx: self.xtx.clone(),
+            xty: self.xty.clone(),
+            yty: self.yty,
+            sum_y: self.sum_y,
+            sum_x: self.sum_x.clone(),
+            levels: Vec::new(),
+            cells: Vec::new(),
+        }
+    }
+}
+
+/// The statistics of the union of disjoint row sets, in the order given: each part is
+/// re-expressed about the first part's shift ([`SufficientStats::reshifted`]) and
+/// merged ([`SufficientStats::merge`]). Parts must share their levels (see
+/// [`SufficientStats::relevelled`]).
+pub fn merge_statistics(parts: &[SufficientStats]) -> Result<SufficientStats, FitError> {
+    let (first, rest) = parts.split_first().ok_or_else(|| FitError::InvalidInput("no statistics to merge".into()))?;
+    let mut total = first.clone();
+    for part in rest {
+        total = total.merge(&part.reshifted(&first.shift)?)?;
+    }
+    Ok(total)
+}
+
 /// `X~'X~`, `X~'y~`, `y~'y~` and the column sums: per row block, then added in block order.
 fn global_sums(data: &ModelData<'_>, shift: &Shift) -> BlockSums {
     let n = data.n_obs();

@@ -369,3 +369,79 @@ fn implicit_intercept_equals_a_column_of_ones() {
     assert!((fi[i] - want).abs() < 1e-9 * want.abs().max(1.0));
     assert_eq!(ri[i], d.y[i] - fi[i]);
 }
+
+/// Statistics about one shift, re-expressed about another, equal those computed about
+/// the other directly.
+#[test]
+fn reshifted_statistics_equal_a_pass_about_the_new_shift() {
+    let d = crossed_nested_design(77, true);
+    let data = d.data();
+    let a = Shift::pilot(&data);
+    let b = Shift { y: a.y + 3.25, x: a.x.iter().enumerate().map(|(j, v)| if Some(j) == d.intercept { 0.0 } else { v - 1.5 }).collect() };
+    let about_a = SufficientStats::compute_with_shift(&data, a).unwrap();
+    let about_b = SufficientStats::compute_with_shift(&data, b.clone()).unwrap();
+    let moved = about_a.reshifted(&b).unwrap();
+    assert_eq!(moved.shift, b);
+    assert_stats_close(&moved, &about_b, 1e-12, "reshifted");
+    // The intercept column is never shifted.
+    let mut bad = b.clone();
+    bad.x[d.intercept.unwrap()] = 1.0;
+    assert!(matches!(about_a.reshifted(&bad), Err(FitError::Incompatible(_))));
+}
+
+/// Chunks that number their levels themselves (only the levels they see, in an order of
+/// their own, as chunks read from separate files do), each about its own pilot shift,
+/// relevelled onto the whole data's levels and merged: the whole fit.
+#[test]
+fn chunks_with_their_own_levels_and_shifts_merge_to_the_whole_fit() {
+    use fullrandom_core::merge_statistics;
+    let mut r = rng(4040);
+    for (case, d) in [crossed_nested_design(600, true), crossed_design(9, 500, 25, 11)].iter().enumerate() {
+        let whole_fit = fit(&d.data(), 1).unwrap();
+        for parts in [random_partition(d.n(), 2, 5), random_partition(d.n(), 7, 6)] {
+            let mut chunk_stats = Vec::new();
+            for rows in &parts {
+                let mut chunk = d.subset(rows);
+                let mut maps = Vec::new();
+                for f in &mut chunk.factors {
+                    // The levels this chunk sees, numbered in a shuffled order.
+                    let mut seen: Vec<usize> = (0..rows.len()).map(|i| f.level(i)).collect();
+                    seen.sort_unstable();
+                    seen.dedup();
+                    for i in (1..seen.len()).rev() {
+                        seen.swap(i, r.random_range(0..=i));
+                    }
+                    let mut local = vec![usize::MAX; f.n_levels];
+                    seen.iter().enumerate().for_each(|(l, &g)| local[g] = l);
+                    let levels: Vec<usize> = (0..rows.len()).map(|i| local[f.level(i)]).collect();
+                    *f = Factor::new(&f.name, &levels, seen.len(), 1);
+                    maps.push(seen);
+                }
+                let stats = SufficientStats::compute(&chunk.data()).unwrap();
+                let n_levels: Vec<usize> = d.factors.iter().map(|f| f.n_levels).collect();
+                chunk_stats.push(stats.relevelled(&maps, &n_levels).unwrap());
+            }
+            assert!(chunk_stats.windows(2).any(|w| w[0].shift != w[1].shift), "chunks must differ in shift");
+            let merged = fit_from_stats(&merge_statistics(&chunk_stats).unwrap(), 2).unwrap();
+            assert_fits_close(&merged, &whole_fit, 1e-10, &format!("design {case}, {} chunks", parts.len()));
+            let worst = worst_rel(&merged.mixed.coef, &whole_fit.mixed.coef, 1e-8);
+            assert!(worst < 1e-10, "GLS coefficients differ by {worst:e}");
+            for (u, v) in merged.mixed.ranef.iter().zip(&whole_fit.mixed.ranef) {
+                assert!(worst_rel(u, v, 1e-8) < 1e-8, "BLUPs differ");
+            }
+        }
+    }
+}
+
+#[test]
+fn level_maps_must_be_one_to_one() {
+    let d = crossed_design(10, 80, 6, 4);
+    let stats = SufficientStats::compute(&d.data()).unwrap();
+    let identity: Vec<usize> = (0..4).collect();
+    let clash = vec![0, 1, 2, 3, 4, 4];
+    assert!(matches!(stats.relevelled(&[clash, identity.clone()], &[6, 4]), Err(FitError::Incompatible(_))));
+    let short = vec![0, 1, 2];
+    assert!(matches!(stats.relevelled(&[short, identity.clone()], &[6, 4]), Err(FitError::Incompatible(_))));
+    let beyond = vec![0, 1, 2, 3, 4, 9];
+    assert!(matches!(stats.relevelled(&[beyond, identity], &[6, 4]), Err(FitError::Incompatible(_))));
+}

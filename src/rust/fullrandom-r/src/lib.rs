@@ -7,7 +7,7 @@ use extendr_api::prelude::*;
 use extendr_api::AsTypedSlice;
 use extendr_api::Result;
 use extendr_ffi::SEXPTYPE;
-use fullrandom_core::{FactorCodes, FixedColumn, ModelData};
+use fullrandom_core::{FactorCodes, FixedColumn, MixedModelSolution, ModelData, SufficientStats};
 
 /// The entries of a matrix in R's (column-major) order.
 fn column_major(m: &faer::Mat<f64>) -> Vec<f64> {
@@ -120,7 +120,8 @@ fn mixed_values(mixed: &fullrandom_core::MixedModelSolution) -> List {
 /// into their memory).
 fn fitted_values(
     data: &ModelData<'_>,
-    mixed: &fullrandom_core::MixedModelSolution,
+    coef: &[f64],
+    ranef: &[Vec<f64>],
     threads: usize,
 ) -> Result<Vec<(&'static str, Robj)>> {
     let n = data.n_obs();
@@ -130,7 +131,7 @@ fn fitted_values(
         let fitted_values = fitted.as_real_slice_mut().expect("a double vector");
         let residual_values = residuals.as_real_slice_mut().expect("a double vector");
         fullrandom_core::run_with_threads(threads, || {
-            fullrandom_core::fitted_and_residuals(data, &mixed.coef, &mixed.ranef, fitted_values, residual_values)
+            fullrandom_core::fitted_and_residuals(data, coef, ranef, fitted_values, residual_values)
         })
         .and_then(|r| r)
         .map_err(|e| Error::Other(e.to_string()))?;
@@ -158,6 +159,48 @@ fn estimate_values(
     ]
 }
 
+/// The estimates of `method` ("moments" or "fr") from sufficient statistics, as named R
+/// values: OLS, the moment equations, the components, the mixed-model solution and, for
+/// "fr", a list `fr` with the group sizes and the iteration.
+fn fit_statistics(
+    stats: &SufficientStats,
+    method: &str,
+    size_columns: &[i32],
+    threads: usize,
+) -> Result<(Vec<(&'static str, Robj)>, MixedModelSolution)> {
+    match method {
+        "moments" => {
+            let fit = fullrandom_core::fit_from_stats_with(stats, threads, &mut no_user_interrupt).map_err(r_error)?;
+            Ok((estimate_values(&fit.ols, &fit.equations, &fit.components, &fit.mixed), fit.mixed))
+        }
+        "fr" => {
+            let size_columns: Vec<usize> = size_columns.iter().filter_map(|&j| usize::try_from(j).ok()).collect();
+            let fit = fullrandom_core::fit_full_randomness_from_stats_with(
+                stats,
+                &size_columns,
+                threads,
+                &mut no_user_interrupt,
+            )
+            .map_err(r_error)?;
+            let mut values = estimate_values(&fit.ols, &fit.equations, &fit.components, &fit.mixed);
+            let fr = list!(
+                n_groups = fit.group_sizes.n_groups as i32,
+                size_mean = fit.group_sizes.mean,
+                size_variance = fit.group_sizes.variance,
+                coef_in_equations = fit.coef_in_equations,
+                iterations = fit.iterations as i32
+            );
+            values.push(("fr", fr.into()));
+            Ok((values, fit.mixed))
+        }
+        other => Err(Error::Other(format!("unknown method '{other}'"))),
+    }
+}
+
+fn r_error(e: fullrandom_core::FitError) -> Error {
+    Error::Other(e.to_string())
+}
+
 /// Fit variance components by the method of moments, then the GLS fixed effects and
 /// BLUPs (internal; use fr_fit()). Checks for user interrupts between solver iterations.
 ///
@@ -170,10 +213,13 @@ fn estimate_values(
 /// @param n_levels number of levels of each term.
 /// @param labels the terms' labels.
 /// @param method "moments" (the unbiased equations of every term), "fr" (Matloff's
-///   Full Randomness estimator, one term) or "components" (the variance components of
-///   "moments" alone, without GLS or BLUPs).
+///   Full Randomness estimator, one term), "components" (the variance components of
+///   "moments" alone, without GLS or BLUPs) or "statistics" (the sufficient statistics
+///   alone, to be merged with those of other chunks by fr_merged_fit()).
 /// @param size_columns for "fr": 0-based indices of the columns that are functions of
 ///   the group size (from size() terms).
+/// @param keep_statistics whether to return the sufficient statistics too (as
+///   `statistics`), for "moments" and "fr".
 /// @param threads number of worker threads.
 /// @return the OLS fit, the moment equations, the components, the mixed-model solution,
 ///   the fitted values and residuals and, for "fr", a list `fr` with the group sizes and
@@ -191,38 +237,29 @@ fn fr_moment_fit(
     labels: Vec<String>,
     method: &str,
     size_columns: Vec<i32>,
+    keep_statistics: bool,
     threads: i32,
 ) -> Result<List> {
     let data = model_data(&y, &x, x_names, intercept, &codes, &n_levels, &labels)?;
     let threads = threads.max(1) as usize;
-    let to_r_error = |e: fullrandom_core::FitError| Error::Other(e.to_string());
     match method {
-        "moments" => {
-            let fit = fullrandom_core::fit_with(&data, threads, &mut no_user_interrupt).map_err(to_r_error)?;
-            let mut values = estimate_values(&fit.ols, &fit.equations, &fit.components, &fit.mixed);
-            values.extend(fitted_values(&data, &fit.mixed, threads)?);
+        "moments" | "fr" => {
+            let stats = fullrandom_core::compute_statistics(&data, threads).map_err(r_error)?;
+            let (mut values, mixed) = fit_statistics(&stats, method, &size_columns, threads)?;
+            values.extend(fitted_values(&data, &mixed.coef, &mixed.ranef, threads)?);
+            if keep_statistics {
+                values.push(("statistics", statistics_to_r(&stats).into()));
+            }
             Ok(List::from_pairs(values))
         }
-        "fr" => {
-            let size_columns: Vec<usize> = size_columns.iter().filter_map(|&j| usize::try_from(j).ok()).collect();
-            let fit = fullrandom_core::fit_full_randomness_with(&data, &size_columns, threads, &mut no_user_interrupt)
-                .map_err(to_r_error)?;
-            let mut values = estimate_values(&fit.ols, &fit.equations, &fit.components, &fit.mixed);
-            let fr = list!(
-                n_groups = fit.group_sizes.n_groups as i32,
-                size_mean = fit.group_sizes.mean,
-                size_variance = fit.group_sizes.variance,
-                coef_in_equations = fit.coef_in_equations,
-                iterations = fit.iterations as i32
-            );
-            values.push(("fr", fr.into()));
-            values.extend(fitted_values(&data, &fit.mixed, threads)?);
-            Ok(List::from_pairs(values))
+        "statistics" => {
+            let stats = fullrandom_core::compute_statistics(&data, threads).map_err(r_error)?;
+            Ok(statistics_to_r(&stats))
         }
         // The default method's variance components alone, without GLS or BLUPs (for
         // the benchmarks, which time the two halves of a fit).
         "components" => {
-            let (ols, equations, components) = fullrandom_core::fit_components(&data, threads).map_err(to_r_error)?;
+            let (ols, equations, components) = fullrandom_core::fit_components(&data, threads).map_err(r_error)?;
             Ok(list!(
                 coef = ols.coef,
                 lhs = column_major(&equations.lhs),
@@ -233,6 +270,214 @@ fn fr_moment_fit(
         }
         other => Err(Error::Other(format!("unknown method '{other}'"))),
     }
+}
+
+/// Merges the sufficient statistics of chunks and fits them (internal; fr_fit() with
+/// `chunks`): every chunk's levels are first renumbered onto the levels of the whole data
+/// (matched by label in R), then the chunks are merged in order, each re-expressed about
+/// the first chunk's pilot shift.
+///
+/// @param parts list of statistics, from fr_moment_fit(method = "statistics").
+/// @param level_maps list (one per chunk) of lists (one per random term) of 1-based
+///   integer vectors: the global level of each of the chunk's levels.
+/// @param n_levels the global number of levels of each term.
+/// @param method "moments" or "fr".
+/// @param size_columns for "fr": 0-based indices of the size() columns.
+/// @param components NULL, or the variance components (random terms, then the residual)
+///   at which to solve the mixed-model equations instead of estimating them.
+/// @param threads number of worker threads.
+/// @return as fr_moment_fit() without the fitted values, with `n_obs` and `level_counts`
+///   (per term, the rows of every global level).
+/// @noRd
+#[extendr]
+fn fr_merged_fit(
+    parts: List,
+    level_maps: List,
+    n_levels: Vec<i32>,
+    method: &str,
+    size_columns: Vec<i32>,
+    components: Robj,
+    threads: i32,
+) -> Result<List> {
+    let threads = threads.max(1) as usize;
+    if parts.len() != level_maps.len() {
+        return Err(Error::Other("one level map per chunk is needed".into()));
+    }
+    let n_levels: Vec<usize> = n_levels.iter().map(|&n| n.max(0) as usize).collect();
+    let mut relevelled = Vec::with_capacity(parts.len());
+    for (chunk, (part, maps)) in parts.values().zip(level_maps.values()).enumerate() {
+        let stats = statistics_from_r(&part).map_err(|e| Error::Other(format!("chunk {}: {e}", chunk + 1)))?;
+        let maps = maps.as_list().ok_or_else(|| Error::Other("level maps must be lists".into()))?;
+        let maps: Vec<Vec<usize>> = maps
+            .values()
+            .map(|m| {
+                m.as_integer_slice()
+                    .map(|codes| codes.iter().map(|&c| (c.max(1) - 1) as usize).collect())
+                    .ok_or_else(|| Error::Other("a level map must be an integer vector".into()))
+            })
+            .collect::<Result<_>>()?;
+        relevelled.push(
+            stats.relevelled(&maps, &n_levels).map_err(|e| Error::Other(format!("chunk {}: {e}", chunk + 1)))?,
+        );
+    }
+    let merged = fullrandom_core::merge_statistics(&relevelled).map_err(r_error)?;
+    drop(relevelled);
+    let mut values = if components.is_null() {
+        fit_statistics(&merged, method, &size_columns, threads)?.0
+    } else {
+        let estimate = components
+            .as_real_slice()
+            .ok_or_else(|| Error::Other("the components must be a double vector".into()))?;
+        let (ols, mixed) = fullrandom_core::fit_at_components(&merged, estimate, threads, &mut no_user_interrupt)
+            .map_err(r_error)?;
+        vec![
+            ("coef", ols.coef.clone().into()),
+            ("kept", ols.kept.iter().map(|&j| j as i32 + 1).collect::<Vec<i32>>().into()),
+            ("mixed", mixed_values(&mixed).into()),
+        ]
+    };
+    values.push(("n_obs", (merged.n_obs as f64).into()));
+    let counts = List::from_values(
+        merged.levels.iter().map(|l| Robj::from(l.counts.iter().map(|&c| c as f64).collect::<Vec<f64>>())),
+    );
+    values.push(("level_counts", counts.into()));
+    Ok(List::from_pairs(values))
+}
+
+/// Sufficient statistics as an R list of plain vectors, so that they travel between R
+/// processes (a worker computes them, the main process merges them). Counts are doubles
+/// (exact below 2^53).
+fn statistics_to_r(stats: &SufficientStats) -> List {
+    let as_f64 = |v: &[u64]| v.iter().map(|&c| c as f64).collect::<Vec<f64>>();
+    let levels = List::from_values(stats.levels.iter().map(|l| {
+        Robj::from(list!(counts = as_f64(&l.counts), sum_y = l.sum_y.clone(), sum_x = l.sum_x.clone()))
+    }));
+    let cells = List::from_values(stats.cells.iter().map(|c| {
+        Robj::from(list!(
+            row_starts = c.row_starts.iter().map(|&v| v as f64).collect::<Vec<f64>>(),
+            cols = c.cols.iter().map(|&v| v as i32).collect::<Vec<i32>>(),
+            counts = c.counts.iter().map(|&v| v as f64).collect::<Vec<f64>>(),
+            n_cols = c.n_cols as f64
+        ))
+    }));
+    list!(
+        n_obs = stats.n_obs as f64,
+        shift_y = stats.shift.y,
+        shift_x = stats.shift.x.clone(),
+        x_names = stats.x_names.clone(),
+        intercept = stats.intercept.map_or(-1, |j| j as i32),
+        factor_names = stats.factor_names.clone(),
+        xtx = stats.xtx.clone(),
+        xty = stats.xty.clone(),
+        yty = stats.yty,
+        sum_y = stats.sum_y,
+        sum_x = stats.sum_x.clone(),
+        levels = levels,
+        cells = cells
+    )
+}
+
+/// The inverse of [`statistics_to_r`], checking every field's type.
+fn statistics_from_r(x: &Robj) -> std::result::Result<SufficientStats, String> {
+    let list = x.as_list().ok_or("the statistics must be a list")?;
+    let map: std::collections::HashMap<&str, Robj> = list.iter().collect();
+    let get = |name: &str| map.get(name).ok_or_else(|| format!("the statistics lack '{name}'"));
+    let reals = |r: &Robj, name: &str| -> std::result::Result<Vec<f64>, String> {
+        r.as_real_slice().map(|v| v.to_vec()).ok_or_else(|| format!("'{name}' must be a double vector"))
+    };
+    let real = |name: &str| -> std::result::Result<Vec<f64>, String> { reals(get(name)?, name) };
+    let scalar = |name: &str| -> std::result::Result<f64, String> {
+        real(name)?.first().copied().ok_or_else(|| format!("'{name}' is empty"))
+    };
+    let strings = |name: &str| -> std::result::Result<Vec<String>, String> {
+        get(name)?
+            .as_str_vector()
+            .map(|v| v.iter().map(|s| s.to_string()).collect())
+            .ok_or_else(|| format!("'{name}' must be a character vector"))
+    };
+    let counts = |v: Vec<f64>| -> std::result::Result<Vec<u64>, String> {
+        v.into_iter()
+            .map(|c| if c >= 0.0 && c.fract() == 0.0 { Ok(c as u64) } else { Err(format!("invalid count {c}")) })
+            .collect()
+    };
+    let sublists = |name: &str| -> std::result::Result<Vec<Robj>, String> {
+        Ok(get(name)?.as_list().ok_or_else(|| format!("'{name}' must be a list"))?.values().collect())
+    };
+    let field = |l: &Robj, name: &str| -> std::result::Result<Robj, String> {
+        l.as_list()
+            .and_then(|l| l.iter().find(|(n, _)| *n == name).map(|(_, v)| v))
+            .ok_or_else(|| format!("a level or cell table lacks '{name}'"))
+    };
+    let levels = sublists("levels")?
+        .iter()
+        .map(|l| {
+            Ok(fullrandom_core::stats::LevelSums {
+                counts: counts(reals(&field(l, "counts")?, "counts")?)?,
+                sum_y: reals(&field(l, "sum_y")?, "sum_y")?,
+                sum_x: reals(&field(l, "sum_x")?, "sum_x")?,
+            })
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()?;
+    let cells = sublists("cells")?
+        .iter()
+        .map(|c| {
+            let cols = field(c, "cols")?;
+            let cols = cols.as_integer_slice().ok_or("'cols' must be an integer vector")?;
+            let cell_counts = counts(reals(&field(c, "counts")?, "counts")?)?;
+            Ok(fullrandom_core::grouping::CellCounts {
+                row_starts: counts(reals(&field(c, "row_starts")?, "row_starts")?)?.into_iter().map(|v| v as usize).collect(),
+                cols: cols.iter().map(|&m| m as u32).collect(),
+                counts: cell_counts.into_iter().map(|v| v as u32).collect(),
+                n_cols: reals(&field(c, "n_cols")?, "n_cols")?.first().copied().unwrap_or(0.0) as usize,
+            })
+        })
+        .collect::<std::result::Result<Vec<_>, String>>()?;
+    let intercept = real("intercept").or_else(|_| {
+        get("intercept")?.as_integer().map(|v| vec![v as f64]).ok_or_else(|| "'intercept' must be a number".to_string())
+    })?;
+    let stats = SufficientStats {
+        n_obs: scalar("n_obs")? as u64,
+        shift: fullrandom_core::Shift { y: scalar("shift_y")?, x: real("shift_x")? },
+        x_names: strings("x_names")?,
+        intercept: usize::try_from(intercept.first().copied().unwrap_or(-1.0) as i64).ok(),
+        factor_names: strings("factor_names")?,
+        xtx: real("xtx")?,
+        xty: real("xty")?,
+        yty: scalar("yty")?,
+        sum_y: scalar("sum_y")?,
+        sum_x: real("sum_x")?,
+        levels,
+        cells,
+    };
+    stats.check_shape().map_err(|e| e.to_string())?;
+    Ok(stats)
+}
+
+/// Fitted values and residuals at given coefficients (all columns, NA where aliased) and
+/// BLUPs (one vector per term, in the order of `codes`), computed in parallel (internal:
+/// fits in chunks compute them after the merge).
+/// @return a list: `fitted`, `residuals`.
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn fr_fitted(
+    y: Robj,
+    x: Robj,
+    x_names: Vec<String>,
+    intercept: i32,
+    codes: List,
+    n_levels: Vec<i32>,
+    labels: Vec<String>,
+    coef: Vec<f64>,
+    ranef: List,
+    threads: i32,
+) -> Result<List> {
+    let data = model_data(&y, &x, x_names, intercept, &codes, &n_levels, &labels)?;
+    let ranef: Vec<Vec<f64>> = ranef
+        .values()
+        .map(|u| u.as_real_slice().map(|v| v.to_vec()).ok_or_else(|| Error::Other("BLUPs must be doubles".into())))
+        .collect::<Result<_>>()?;
+    Ok(List::from_pairs(fitted_values(&data, &coef, &ranef, threads.max(1) as usize)?))
 }
 
 /// Rows per level of a factor's 1-based codes, counted in parallel (internal; the model
@@ -272,6 +517,8 @@ fn fr_test_panic(message: &str) -> i32 {
 extendr_module! {
     mod fullrandom;
     fn fr_moment_fit;
+    fn fr_merged_fit;
+    fn fr_fitted;
     fn fr_level_counts;
     fn fr_available_threads;
     fn fr_test_panic;
