@@ -12,7 +12,8 @@ source("bench/results.R")
 started <- Sys.time()
 
 # --- 1. Software Alchemy standard errors on a one-way design ---------------------------
-replications <- 200L
+# FULLRANDOM_BENCH_ALCHEMY_ROWS and _REPLICATIONS shrink the run for a quick check.
+replications <- as.integer(Sys.getenv("FULLRANDOM_BENCH_ALCHEMY_REPLICATIONS", "200"))
 groups <- 400L
 chunks <- 8L
 truth <- c(s2_a = 1, s2_e = 1)
@@ -44,7 +45,10 @@ alchemy_rows <- sprintf(
 # --- 2. 32M rows from 8 files ------------------------------------------------------------
 dir <- file.path(tempdir(), "alchemy-files")
 dir.create(dir, showWarnings = FALSE)
-d <- simulate_crossed(32000204, n_users = 200948, n_items = 84432, seed = 32)
+rows <- as.numeric(Sys.getenv("FULLRANDOM_BENCH_ALCHEMY_ROWS", "32000204"))
+users <- round(200948 * rows / 32000204)
+items <- round(84432 * rows / 32000204)
+d <- simulate_crossed(rows, n_users = users, n_items = items, seed = 32)
 data_mb <- as.numeric(utils::object.size(d)) / 2^20
 part <- rep(1:8, length.out = nrow(d))
 paths <- file.path(dir, sprintf("part%d.rds", 1:8))
@@ -81,14 +85,14 @@ lines <- c(
   alchemy_rows,
   "",
   sprintf(paste(
-    "Fits from files: the ml-32m-shaped data of `bench/scale.R` (%s rows, %s users, %s items,",
+    "Fits from files: ml-32m-shaped data as in `bench/scale.R` (%s rows, %s users, %s items,",
     "%.0f MB as a data frame) saved as 8 RDS files and fitted by `fr_fit(y ~ x + (1 | user) +",
     "(1 | item), data = <8 paths>)`, each in a fresh R process. `peak` is the main process's peak",
     "resident memory; `statistics` the size of the chunks' sufficient statistics it receives (R",
     "lists); `beyond` = peak - statistics - the memory of an R process that has only loaded",
     "fullrandom. The exact fit from files equals the fit from memory to %.1e (largest relative",
     "difference of the components and fixed effects)."
-  ), format(32000204, big.mark = ","), format(200948, big.mark = ","), format(84432, big.mark = ","),
+  ), format(rows, big.mark = ","), format(users, big.mark = ","), format(items, big.mark = ","),
   data_mb, max(files_future[["diff"]], files_threads[["diff"]])),
   "",
   "| fit | time (s) | peak (MB) | statistics (MB) | beyond (MB) |",

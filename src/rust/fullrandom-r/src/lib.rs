@@ -304,9 +304,12 @@ fn fr_merged_fit(
         return Err(Error::Other("one level map per chunk is needed".into()));
     }
     let n_levels: Vec<usize> = n_levels.iter().map(|&n| n.max(0) as usize).collect();
-    let mut relevelled = Vec::with_capacity(parts.len());
+    // One chunk at a time (converted, relevelled, merged, dropped), so that at most the
+    // running total and one chunk are held besides R's lists.
+    let mut merged: Option<SufficientStats> = None;
     for (chunk, (part, maps)) in parts.values().zip(level_maps.values()).enumerate() {
-        let stats = statistics_from_r(&part).map_err(|e| Error::Other(format!("chunk {}: {e}", chunk + 1)))?;
+        let in_chunk = |e: String| Error::Other(format!("chunk {}: {e}", chunk + 1));
+        let stats = statistics_from_r(&part).map_err(in_chunk)?;
         let maps = maps.as_list().ok_or_else(|| Error::Other("level maps must be lists".into()))?;
         let maps: Vec<Vec<usize>> = maps
             .values()
@@ -316,12 +319,17 @@ fn fr_merged_fit(
                     .ok_or_else(|| Error::Other("a level map must be an integer vector".into()))
             })
             .collect::<Result<_>>()?;
-        relevelled.push(
-            stats.relevelled(&maps, &n_levels).map_err(|e| Error::Other(format!("chunk {}: {e}", chunk + 1)))?,
-        );
+        let stats = stats.relevelled(&maps, &n_levels).map_err(|e| in_chunk(e.to_string()))?;
+        merged = Some(match merged {
+            None => stats,
+            // About the first chunk's shift, as merge_statistics() does.
+            Some(total) => stats
+                .reshifted(&total.shift)
+                .and_then(|stats| total.merge(&stats))
+                .map_err(|e| in_chunk(e.to_string()))?,
+        });
     }
-    let merged = fullrandom_core::merge_statistics(&relevelled).map_err(r_error)?;
-    drop(relevelled);
+    let merged = merged.ok_or_else(|| Error::Other("no chunks to merge".into()))?;
     let mut values = if components.is_null() {
         fit_statistics(&merged, method, &size_columns, threads)?.0
     } else {
