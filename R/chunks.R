@@ -137,9 +137,9 @@ chunk_vectors_worker <- function(piece, spec) {
 # Statistics of one chunk and, for combine = "average", its complete fit.
 fit_chunk_vectors <- function(y, columns, intercept, codes, n_levels, spec) {
   codes <- lapply(codes, function(v) { attributes(v) <- NULL; v })
+  model <- core_model(y, columns, spec$x_names, intercept, codes, n_levels, spec$labels)
   core <- function(method, keep) {
-    fr_moment_fit(y, columns, spec$x_names, intercept - 1L, unname(codes), as.integer(n_levels),
-                  spec$labels, method, as.integer(spec$size_columns) - 1L, keep, spec$threads)
+    fr_moment_fit(model, method, as.integer(spec$size_columns) - 1L, keep, spec$threads)
   }
   if (spec$combine == "exact") return(list(statistics = core("statistics", FALSE), n = length(y)))
   out <- core(spec$method, TRUE)

@@ -13,14 +13,12 @@ NULL
 #' Fit variance components by the method of moments, then the GLS fixed effects and
 #' BLUPs (internal; use fr_fit()). Checks for user interrupts between solver iterations.
 #'
-#' @param y response (double).
-#' @param x the fixed-effect columns: a double n x p matrix, or a list of p double
-#'   vectors of length n in which NULL stands for a column of ones (the intercept).
-#' @param x_names its column names.
-#' @param intercept 0-based index of the intercept column, or -1.
-#' @param codes list of integer vectors of 1-based level codes, one per random term.
-#' @param n_levels number of levels of each term.
-#' @param labels the terms' labels.
+#' @param model the model as a named list: `y` the response (double); `x` the
+#'   fixed-effect columns, a double n x p matrix or a list of p double vectors of length
+#'   n in which NULL stands for a column of ones (the intercept); `x_names` their names;
+#'   `intercept` the 0-based index of the intercept column, or -1; `codes` a list of
+#'   integer vectors of 1-based level codes, one per random term; `n_levels` the number
+#'   of levels of each term; `labels` the terms' labels.
 #' @param method "moments" (the unbiased equations of every term), "fr" (Matloff's
 #'   Full Randomness estimator, one term), "components" (the variance components of
 #'   "moments" alone, without GLS or BLUPs) or "statistics" (the sufficient statistics
@@ -34,7 +32,7 @@ NULL
 #'   the fitted values and residuals and, for "fr", a list `fr` with the group sizes and
 #'   the iteration.
 #' @noRd
-fr_moment_fit <- function(y, x, x_names, intercept, codes, n_levels, labels, method, size_columns, keep_statistics, threads) .Call(wrap__fr_moment_fit, y, x, x_names, intercept, codes, n_levels, labels, method, size_columns, keep_statistics, threads)
+fr_moment_fit <- function(model, method, size_columns, keep_statistics, threads) .Call(wrap__fr_moment_fit, model, method, size_columns, keep_statistics, threads)
 
 #' Merges the sufficient statistics of chunks and fits them (internal; fr_fit() with
 #' `chunks`): every chunk's levels are first renumbered onto the levels of the whole data
@@ -58,9 +56,10 @@ fr_merged_fit <- function(parts, level_maps, n_levels, method, size_columns, com
 #' Fitted values and residuals at given coefficients (all columns, NA where aliased) and
 #' BLUPs (one vector per term, in the order of `codes`), computed in parallel (internal:
 #' fits in chunks compute them after the merge).
+#' @param model the model, as for fr_moment_fit().
 #' @return a list: `fitted`, `residuals`.
 #' @noRd
-fr_fitted <- function(y, x, x_names, intercept, codes, n_levels, labels, coef, ranef, threads) .Call(wrap__fr_fitted, y, x, x_names, intercept, codes, n_levels, labels, coef, ranef, threads)
+fr_fitted <- function(model, coef, ranef, threads) .Call(wrap__fr_fitted, model, coef, ranef, threads)
 
 #' Rows per level of a factor's 1-based codes, counted in parallel (internal; the model
 #' frame uses it to find unused levels and missing codes in one pass).

@@ -82,21 +82,27 @@ fr_variance_components <- function(formula, data, threads = fr_available_threads
   stats::setNames(out$estimate, c(names(md$flist), "Residual"))
 }
 
-# The Rust core's entry point with the inputs in the form it reads: the fixed-effect
-# columns (a double matrix, or a list of double vectors with NULL for the intercept)
-# with the intercept's 0-based position, factors as integer vectors of 1-based codes
-# (read without a copy), size() columns 0-based.
+# The model in the form the Rust core reads: the fixed-effect columns (a double matrix,
+# or a list of double vectors with NULL for the intercept) with the intercept's 0-based
+# position, factors as integer vectors of 1-based codes (read without a copy).
+core_model <- function(y, columns, x_names, intercept, codes, n_levels, labels) {
+  list(y = y, x = columns, x_names = as.character(x_names), intercept = as.integer(intercept) - 1L,
+       codes = unname(codes), n_levels = as.integer(n_levels), labels = as.character(labels))
+}
+
+model_of <- function(y, fixed, flist) {
+  core_model(y, fixed$columns, fixed$names, fixed$intercept, flist, vapply(flist, nlevels, 1L),
+             names(flist))
+}
+
+# The Rust core's entry point; size() columns 1-based.
 call_core <- function(y, fixed, flist, threads, method, size_columns = integer()) {
-  fr_moment_fit(
-    y, fixed$columns, fixed$names, fixed$intercept - 1L, unname(flist),
-    vapply(flist, nlevels, 1L), names(flist), method, as.integer(size_columns) - 1L, FALSE, threads
-  )
+  fr_moment_fit(model_of(y, fixed, flist), method, as.integer(size_columns) - 1L, FALSE, threads)
 }
 
 # Fitted values and residuals of the model data `md` at the coefficients `coef` (all
 # columns, NA where aliased) and the BLUPs, computed by the core in parallel.
 fr_fitted_values <- function(md, coef, ranef_values, threads) {
-  fr_fitted(md$y, md$fixed$columns, md$fixed$names, md$fixed$intercept - 1L, unname(md$flist),
-            vapply(md$flist, nlevels, 1L), names(md$flist), unname(as.double(coef)),
+  fr_fitted(model_of(md$y, md$fixed, md$flist), unname(as.double(coef)),
             lapply(unname(ranef_values), function(u) unname(as.double(u))), threads)
 }

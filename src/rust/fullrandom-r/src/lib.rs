@@ -36,15 +36,12 @@ fn no_user_interrupt() -> bool {
     unsafe { R_ToplevelExec(check_interrupt, std::ptr::null_mut()) != 0 }
 }
 
-fn real_slice<'a>(x: &'a Robj, what: &str) -> Result<&'a [f64]> {
-    x.as_real_slice().ok_or_else(|| Error::Other(format!("{what} must be a double vector")))
-}
-
 /// The fixed-effect columns: `x` is a double matrix (by column, as R stores it) or a
 /// list with one double vector per column, where `NULL` stands for a column of ones (the
 /// intercept, never materialised). Borrowed, not copied.
-fn fixed_columns<'a>(x: &'a Robj, n_rows: usize, x_names: &[String]) -> Result<Vec<FixedColumn<'a>>> {
-    if let Some(values) = x.as_real_slice() {
+fn fixed_columns(x: Robj, n_rows: usize, x_names: &[String]) -> Result<Vec<FixedColumn<'static>>> {
+    let values: Option<&'static [f64]> = AsTypedSlice::as_typed_slice(&x);
+    if let Some(values) = values {
         if values.len() != n_rows * x_names.len() {
             return Err(Error::Other(format!(
                 "the fixed-effect matrix has {} values, expected {} x {}",
@@ -70,7 +67,7 @@ fn fixed_columns<'a>(x: &'a Robj, n_rows: usize, x_names: &[String]) -> Result<V
             }
             // Borrowed for 'a (as the factor codes are): an element lives as long as the
             // list, which the caller's `x` keeps alive.
-            let values: Option<&'a [f64]> = AsTypedSlice::as_typed_slice(&column);
+            let values: Option<&'static [f64]> = AsTypedSlice::as_typed_slice(&column);
             values
                 .map(FixedColumn::Values)
                 .ok_or_else(|| Error::Other(format!("the fixed-effect column '{name}' must be a double vector")))
@@ -78,23 +75,29 @@ fn fixed_columns<'a>(x: &'a Robj, n_rows: usize, x_names: &[String]) -> Result<V
         .collect()
 }
 
-/// Borrows the R inputs as a [`ModelData`] (checked lengths, no copies).
-fn model_data<'a>(
-    y: &'a Robj,
-    x: &'a Robj,
-    x_names: Vec<String>,
-    intercept: i32,
-    codes: &'a List,
-    n_levels: &[i32],
-    labels: &[String],
-) -> Result<ModelData<'a>> {
-    let y = real_slice(y, "the response")?;
-    let x = fixed_columns(x, y.len(), &x_names)?;
+/// Borrows the model as R passes it, a named list (`y`, `x`, `x_names`, `intercept`,
+/// `codes`, `n_levels`, `labels`; see fr_moment_fit()), as a [`ModelData`] (checked
+/// lengths, no copies of the data).
+fn model_data(model: &List) -> Result<ModelData<'static>> {
+    let field = |name: &str| -> Result<Robj> {
+        model.iter().find(|(n, _)| *n == name).map(|(_, v)| v).ok_or_else(|| Error::Other(format!("the model lacks '{name}'")))
+    };
+    // The slices borrow the vectors of the caller's list, which R keeps alive for the
+    // whole call (the same unbounded borrow extendr's as_integer_slice gives).
+    let y: &'static [f64] = AsTypedSlice::as_typed_slice(&field("y")?)
+        .ok_or_else(|| Error::Other("the response must be a double vector".into()))?;
+    let x_names: Vec<String> = field("x_names")?.try_into()?;
+    let intercept: i32 = field("intercept")?.try_into()?;
+    let labels: Vec<String> = field("labels")?.try_into()?;
+    let n_levels: Vec<i32> = field("n_levels")?.try_into()?;
+    let x = fixed_columns(field("x")?, y.len(), &x_names)?;
+    let codes = field("codes")?;
+    let codes = codes.as_list().ok_or_else(|| Error::Other("the codes must be a list".into()))?;
     if codes.len() != labels.len() || n_levels.len() != labels.len() {
         return Err(Error::Other("codes, n_levels and labels differ in length".into()));
     }
     let mut factors = Vec::with_capacity(labels.len());
-    for ((code, n), label) in codes.values().zip(n_levels).zip(labels) {
+    for ((code, n), label) in codes.values().zip(&n_levels).zip(&labels) {
         let codes = code
             .as_integer_slice()
             .ok_or_else(|| Error::Other(format!("the codes of '{label}' must be an integer vector")))?;
@@ -204,14 +207,12 @@ fn r_error(e: fullrandom_core::FitError) -> Error {
 /// Fit variance components by the method of moments, then the GLS fixed effects and
 /// BLUPs (internal; use fr_fit()). Checks for user interrupts between solver iterations.
 ///
-/// @param y response (double).
-/// @param x the fixed-effect columns: a double n x p matrix, or a list of p double
-///   vectors of length n in which NULL stands for a column of ones (the intercept).
-/// @param x_names its column names.
-/// @param intercept 0-based index of the intercept column, or -1.
-/// @param codes list of integer vectors of 1-based level codes, one per random term.
-/// @param n_levels number of levels of each term.
-/// @param labels the terms' labels.
+/// @param model the model as a named list: `y` the response (double); `x` the
+///   fixed-effect columns, a double n x p matrix or a list of p double vectors of length
+///   n in which NULL stands for a column of ones (the intercept); `x_names` their names;
+///   `intercept` the 0-based index of the intercept column, or -1; `codes` a list of
+///   integer vectors of 1-based level codes, one per random term; `n_levels` the number
+///   of levels of each term; `labels` the terms' labels.
 /// @param method "moments" (the unbiased equations of every term), "fr" (Matloff's
 ///   Full Randomness estimator, one term), "components" (the variance components of
 ///   "moments" alone, without GLS or BLUPs) or "statistics" (the sufficient statistics
@@ -226,21 +227,14 @@ fn r_error(e: fullrandom_core::FitError) -> Error {
 ///   the iteration.
 /// @noRd
 #[extendr]
-#[allow(clippy::too_many_arguments)]
 fn fr_moment_fit(
-    y: Robj,
-    x: Robj,
-    x_names: Vec<String>,
-    intercept: i32,
-    codes: List,
-    n_levels: Vec<i32>,
-    labels: Vec<String>,
+    model: List,
     method: &str,
     size_columns: Vec<i32>,
     keep_statistics: bool,
     threads: i32,
 ) -> Result<List> {
-    let data = model_data(&y, &x, x_names, intercept, &codes, &n_levels, &labels)?;
+    let data = model_data(&model)?;
     let threads = threads.max(1) as usize;
     match method {
         "moments" | "fr" => {
@@ -464,23 +458,12 @@ fn statistics_from_r(x: &Robj) -> std::result::Result<SufficientStats, String> {
 /// Fitted values and residuals at given coefficients (all columns, NA where aliased) and
 /// BLUPs (one vector per term, in the order of `codes`), computed in parallel (internal:
 /// fits in chunks compute them after the merge).
+/// @param model the model, as for fr_moment_fit().
 /// @return a list: `fitted`, `residuals`.
 /// @noRd
 #[extendr]
-#[allow(clippy::too_many_arguments)]
-fn fr_fitted(
-    y: Robj,
-    x: Robj,
-    x_names: Vec<String>,
-    intercept: i32,
-    codes: List,
-    n_levels: Vec<i32>,
-    labels: Vec<String>,
-    coef: Vec<f64>,
-    ranef: List,
-    threads: i32,
-) -> Result<List> {
-    let data = model_data(&y, &x, x_names, intercept, &codes, &n_levels, &labels)?;
+fn fr_fitted(model: List, coef: Vec<f64>, ranef: List, threads: i32) -> Result<List> {
+    let data = model_data(&model)?;
     let ranef: Vec<Vec<f64>> = ranef
         .values()
         .map(|u| u.as_real_slice().map(|v| v.to_vec()).ok_or_else(|| Error::Other("BLUPs must be doubles".into())))
