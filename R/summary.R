@@ -40,7 +40,8 @@ summary.fr_fit <- function(object, ...) {
     sigma = object$sigma,
     boundary = object$boundary,
     method = object$method,
-    fr = object$fr
+    fr = object$fr,
+    chunks = object$chunks
   ), class = "summary.fr_fit")
 }
 
@@ -95,6 +96,14 @@ print_header <- function(x) {
   }
   cat("Formula:", deparse1(x$formula), "\n")
   if (!is.null(x$data_name)) cat("   Data:", x$data_name, "\n")
+  if (!is.null(x$chunks)) {
+    chunks <- x$chunks
+    cat(sprintf("Chunks: %d (%s%s, backend \"%s\")\n", chunks$chunks,
+                if (chunks$combine == "exact") "statistics merged exactly"
+                else "estimates averaged, Software Alchemy",
+                if (!is.null(chunks$chunk_by)) sprintf(", by levels of %s", chunks$chunk_by) else "",
+                chunks$backend))
+  }
   if (!is.null(x$fr)) {
     sizes <- x$fr$group_sizes
     cat(sprintf("Group sizes: %d groups, mean (nu1) %s, variance (nu2) %s\n",

@@ -77,7 +77,8 @@ test_that("a list of data frames and files give the whole fit, levels matched by
   # No data in the fit: predictions need new data.
   expect_error(fitted(from_files), "not kept by fits from a list of data frames or from files")
   expect_equal(predict(from_files, d[1:5, ]), predict(whole, d[1:5, ]), tolerance = 1e-9)
-  expect_output(print(summary(from_files)), "Random effects")
+  expect_output(print(summary(from_files)), "Chunks: 8 \\(statistics merged exactly, backend \"threads\"\\)")
+  expect_output(print(from_files), "Random effects")
 })
 
 test_that("average combines chunk fits with their Software Alchemy covariance", {
@@ -91,6 +92,7 @@ test_that("average combines chunk fits with their Software Alchemy covariance", 
   expect_equal(unname(fit$theta), unname(colMeans(est)[1:2]))
   expect_equal(unname(fixef(fit)), unname(mean(est[, "(Intercept)"])))
   expect_equal(fit$alchemy$vcov, cov(est) / 4)
+  expect_output(print(fit), "Chunks: 4 \\(estimates averaged, Software Alchemy, by levels of g")
   # Each row is the fit of its chunk alone: recompute chunk 1 from the assignment.
   chunk_of <- local({
     set.seed(9)
