@@ -75,7 +75,8 @@ warn_row_chunks <- function() {
   warning(paste(
     "chunks of rows at random share the levels of every random term, so they are not",
     "independent: the Software Alchemy standard errors miss the variance the random",
-    "effects share across chunks (for the intercept they estimate only s2 / N). Use",
+    "effects share across chunks (those of the intercept and of the variance components",
+    "can be several times too small). Use",
     "chunk_by = <grouping variable> for independent chunks, or combine = \"exact\"."
   ), call. = FALSE)
 }
@@ -267,8 +268,12 @@ chunk_model_data <- function(piece, spec) {
   frame_call$data <- quote(data)
   env <- new.env(parent = spec$env)
   env$data <- data
-  fr_model_data(spec$parsed, frame_call, data, env, spec$threads, xlev = spec$xlev,
-                size_counts = spec$size_counts, whole = FALSE)
+  md <- fr_model_data(spec$parsed, frame_call, data, env, spec$threads, xlev = spec$xlev,
+                      size_counts = spec$size_counts, whole = FALSE)
+  # The full level sets of the chunk's factor columns, whose order the whole data's
+  # levels follow.
+  md$source_levels <- Filter(Negate(is.null), lapply(data, levels))
+  md
 }
 
 scan_chunk_worker <- function(piece, spec) {
@@ -333,7 +338,8 @@ source_chunk_worker <- function(piece, spec) {
     # factor() orders a non-factor variable by its sorted values; the whole data's order
     # comes from sorting the values of all chunks.
     values <- if (!is.null(column) && !is.factor(column)) unique(column)
-    list(labels = levels(md$flist[[label]]), values = values)
+    order <- if (length(factors) == 1L) md$source_levels[[deparse1(factors[[1L]])]]
+    list(labels = levels(md$flist[[label]]), values = values, order = order)
   })
   out$fixed_levels <- if (is.null(spec$xlev)) fixed_factor_levels(md)
   out$x_names <- md$fixed$names
@@ -347,13 +353,15 @@ source_chunk_worker <- function(piece, spec) {
 
 # The levels of one random term over all chunks, in the order an unchunked fit gives them:
 # sorted values for a grouping variable that is not a factor (as factor() sorts them),
-# otherwise first appearance.
+# the order of the factor's levels for a factor, otherwise (interactions) first appearance.
 global_levels <- function(parts) {
   values <- lapply(parts, `[[`, "values")
   if (all(!vapply(values, is.null, TRUE))) {
     return(as.character(sort(unique(unlist(values)))))
   }
-  unique(unlist(lapply(parts, `[[`, "labels")))
+  used <- unique(unlist(lapply(parts, `[[`, "labels")))
+  order <- unique(unlist(lapply(parts, `[[`, "order")))
+  c(order[order %in% used], setdiff(used, order))
 }
 
 # ---------------------------------------------------------------------------------------

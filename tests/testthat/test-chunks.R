@@ -60,6 +60,10 @@ test_that("a list of data frames and files give the whole fit, levels matched by
   expect_lt(solution_difference(from_list, whole), 1e-8)
   expect_identical(levels(from_list$flist$user), levels(whole$flist$user))
   expect_identical(levels(from_list$flist$item), levels(whole$flist$item))
+  # A factor grouping variable keeps its level order (here not the sorted one).
+  d2 <- transform(d, user = factor(user, levels = rev(sort(unique(user)))))
+  pieces2 <- unname(split(d2, part))
+  expect_identical(levels(fr_fit(form, pieces2)$flist$user), levels(fr_fit(form, d2)$flist$user))
 
   dir <- withr::local_tempdir()
   csv <- file.path(dir, sprintf("part%d.csv", seq_along(pieces)))
