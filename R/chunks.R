@@ -105,7 +105,7 @@ fit_data_frame_chunks <- function(call, formula, parsed, data, frame_call, env, 
   spec <- list(method = method, combine = combine, size_columns = size_columns,
                threads = worker_threads(backend, threads), labels = names(md$flist),
                n_levels = vapply(md$flist, nlevels, 1L), x_names = md$fixed$names)
-  results <- run_chunks(pieces, chunk_vectors_worker, spec, backend, describe = NULL)
+  results <- run_chunks(pieces, chunk_vectors_worker, spec, backend)
   rm(pieces)
   identity_maps <- lapply(md$flist, function(f) seq_len(nlevels(f)))
   maps <- rep(list(identity_maps), length(results))
@@ -209,11 +209,6 @@ read_chunk <- function(piece) {
     return(out)
   }
   data.table::fread(path, data.table = FALSE, showProgress = FALSE)
-}
-
-describe_source <- function(piece) {
-  if (!is.null(piece$path)) sprintf("chunk %d (file '%s')", piece$index, basename(piece$path))
-  else sprintf("chunk %d", piece$index)
 }
 
 fit_source_chunks <- function(call, formula, parsed, sources, frame_call, env, method, threads,
@@ -373,19 +368,13 @@ worker_threads <- function(backend, threads) if (backend == "future") 1L else th
 # `worker(piece, spec)` on every piece: in this process one after the other (each chunk
 # using the threads), or on the workers of the current future plan. A failure names
 # its chunk.
-run_chunks <- function(pieces, worker, spec, backend, describe = describe_source) {
-  guarded <- function(piece, spec) {
-    tryCatch(worker(piece, spec), error = function(e) {
-      structure(list(message = conditionMessage(e), index = piece$index, path = piece$path),
-                class = "fr_chunk_failure")
-    })
-  }
+run_chunks <- function(pieces, worker, spec, backend) {
   results <- if (backend == "future") {
     require_suggested("future.apply", "for backend = \"future\"")
-    future.apply::future_lapply(pieces, guarded, spec = spec, future.seed = NULL,
-                                future.packages = "fullrandom")
+    future.apply::future_lapply(pieces, run_guarded, worker = worker, spec = spec,
+                                future.seed = NULL, future.packages = "fullrandom")
   } else {
-    lapply(pieces, guarded, spec = spec)
+    lapply(pieces, run_guarded, worker = worker, spec = spec)
   }
   for (r in results) {
     if (inherits(r, "fr_chunk_failure")) {
@@ -395,6 +384,16 @@ run_chunks <- function(pieces, worker, spec, backend, describe = describe_source
     }
   }
   results
+}
+
+# One chunk, its error caught and returned with the chunk's number. A function of the
+# namespace (not a closure of run_chunks()), so that a future worker is sent only its
+# own piece.
+run_guarded <- function(piece, worker, spec) {
+  tryCatch(worker(piece, spec), error = function(e) {
+    structure(list(message = conditionMessage(e), index = piece$index, path = piece$path),
+              class = "fr_chunk_failure")
+  })
 }
 
 # The merged fit: "exact" estimates from the merged statistics; "average" the mean of the
