@@ -107,9 +107,8 @@ fit_data_frame_chunks <- function(call, formula, parsed, data, frame_call, env, 
                n_levels = vapply(md$flist, nlevels, 1L), x_names = md$fixed$names)
   results <- run_chunks(pieces, chunk_vectors_worker, spec, backend)
   rm(pieces)
-  identity_maps <- lapply(md$flist, function(f) seq_len(nlevels(f)))
-  maps <- rep(list(identity_maps), length(results))
-  merged <- merge_chunks(results, maps, spec$n_levels, method, size_columns, combine, threads)
+  # The chunks share the frame's levels: no level maps.
+  merged <- merge_chunks(results, NULL, spec$n_levels, method, size_columns, combine, threads)
   fit <- chunked_fit_object(merged, results, spec, md$flist, combine, chunk_by, backend, size_columns)
   # The data are here, so the fit has its fitted values and residuals as unchunked.
   fitted <- fr_fitted_values(md, fit$coef_all, fit$ranef_values, threads)
@@ -137,7 +136,6 @@ chunk_vectors_worker <- function(piece, spec) {
 
 # Statistics of one chunk and, for combine = "average", its complete fit.
 fit_chunk_vectors <- function(y, columns, intercept, codes, n_levels, spec) {
-  codes <- lapply(codes, function(v) { attributes(v) <- NULL; v })
   model <- core_model(y, columns, spec$x_names, intercept, codes, n_levels, spec$labels)
   core <- function(method, keep) {
     fr_moment_fit(model, method, as.integer(spec$size_columns) - 1L, keep, spec$threads)
@@ -302,9 +300,8 @@ merge_fixed_levels <- function(pieces) {
   out <- lapply(stats::setNames(vars, vars), function(v) {
     parts <- lapply(pieces, `[[`, v)
     parts <- parts[!vapply(parts, is.null, TRUE)]
-    used <- unique(unlist(lapply(parts, `[[`, "used")))
-    order <- unique(unlist(lapply(parts, `[[`, "order")))
-    if (length(order)) order[order %in% used] else sort(used)
+    used <- sort(unique(unlist(lapply(parts, `[[`, "used"))))
+    in_order(unique(unlist(lapply(parts, `[[`, "order"))), used)
   })
   out
 }
@@ -354,10 +351,12 @@ global_levels <- function(parts) {
   if (all(!vapply(values, is.null, TRUE))) {
     return(as.character(sort(unique(unlist(values)))))
   }
-  used <- unique(unlist(lapply(parts, `[[`, "labels")))
-  order <- unique(unlist(lapply(parts, `[[`, "order")))
-  c(order[order %in% used], setdiff(used, order))
+  in_order(unique(unlist(lapply(parts, `[[`, "order"))), unique(unlist(lapply(parts, `[[`, "labels"))))
 }
+
+# The levels `used` in the chunks, those of the factors' level sets `order` in that
+# order, then the others as given.
+in_order <- function(order, used) c(order[order %in% used], setdiff(used, order))
 
 # ---------------------------------------------------------------------------------------
 # Running the chunks and combining them
@@ -398,7 +397,8 @@ run_guarded <- function(piece, worker, spec) {
 
 # The merged fit: "exact" estimates from the merged statistics; "average" the mean of the
 # chunks' estimates, with the mixed-model equations of the whole data solved at the
-# averaged components (for the BLUPs and the covariance of the fixed effects).
+# averaged components (for the BLUPs and the covariance of the fixed effects). `maps`:
+# per chunk, the global level of each of its levels; NULL when the chunks share them.
 merge_chunks <- function(results, maps, n_levels, method, size_columns, combine, threads) {
   statistics <- lapply(results, `[[`, "statistics")
   components <- NULL
@@ -419,7 +419,7 @@ chunked_fit_object <- function(merged, results, spec, flist, combine, chunk_by, 
   out <- if (combine == "exact") {
     name_core_output(merged, x_names, flist, spec$method, size_columns)
   } else {
-    average_chunk_estimates(merged, results, x_names, flist, spec$method, chunk_by, sizes)
+    average_chunk_estimates(merged, results, x_names, flist, spec$method)
   }
   out$chunks <- list(chunks = g, combine = combine, chunk_by = chunk_by, backend = backend,
                      sizes = sizes)
@@ -429,7 +429,7 @@ chunked_fit_object <- function(merged, results, spec, flist, combine, chunk_by, 
 # Software Alchemy: the equal-weight mean of the chunks' estimates (variance components,
 # then fixed effects) and their covariance cov(estimates) / g; the BLUPs and vcov() from
 # the whole data's mixed-model equations at the averaged components (`merged`).
-average_chunk_estimates <- function(merged, results, x_names, flist, method, chunk_by, sizes) {
+average_chunk_estimates <- function(merged, results, x_names, flist, method) {
   kept <- merged$kept
   for (i in seq_along(results)) {
     if (!identical(as.integer(results[[i]]$estimate$kept), as.integer(kept))) {
@@ -466,11 +466,7 @@ average_chunk_estimates <- function(merged, results, x_names, flist, method, chu
     ranef_values = name_ranef(mixed$ranef, flist),
     mme = list(relative_residual = mixed$mme_residual, iterations = mixed$mme_iterations),
     moment_equations = NULL,
-    alchemy = list(
-      estimates = estimates,
-      vcov = if (g > 1L) stats::cov(estimates) / g,
-      chunk_by = chunk_by,
-      sizes = sizes
-    )
+    # How the chunks were made (chunk_by, sizes) is in the fit's `chunks`.
+    alchemy = list(estimates = estimates, vcov = if (g > 1L) stats::cov(estimates) / g)
   )
 }

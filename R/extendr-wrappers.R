@@ -41,7 +41,8 @@ fr_moment_fit <- function(model, method, size_columns, keep_statistics, threads)
 #'
 #' @param parts list of statistics, from fr_moment_fit(method = "statistics").
 #' @param level_maps list (one per chunk) of lists (one per random term) of 1-based
-#'   integer vectors: the global level of each of the chunk's levels.
+#'   integer vectors: the global level of each of the chunk's levels; NULL when the
+#'   chunks already share the global levels (row sets of one model frame).
 #' @param n_levels the global number of levels of each term.
 #' @param method "moments" or "fr".
 #' @param size_columns for "fr": 0-based indices of the size() columns.

@@ -46,7 +46,7 @@ name_core_output <- function(out, x_names, flist, method, size_columns = integer
     vcov = matrix(mixed$vcov, length(out$kept), dimnames = list(kept_names, kept_names)),
     ranef_values = name_ranef(mixed$ranef, flist),
     mme = list(relative_residual = mixed$mme_residual, iterations = mixed$mme_iterations),
-    moment_equations = if (!is.null(out$lhs)) list(
+    moment_equations = list(
       lhs = matrix(out$lhs, k + 1L, dimnames = list(equation_names, component_names)),
       q = stats::setNames(out$q, equation_names)
     )

@@ -365,6 +365,12 @@ impl SufficientStats {
         Ok(())
     }
 
+    /// [`SufficientStats::merge`] with `other` first re-expressed about this shift, for
+    /// statistics computed apart (each chunk about its own pilot shift).
+    pub fn merge_reshifted(&self, other: &SufficientStats) -> Result<SufficientStats, FitError> {
+        self.merge(&other.reshifted(&self.shift)?)
+    }
+
     /// A copy of everything but the per-level statistics (left empty).
     fn clone_without_levels(&self) -> SufficientStats {
         SufficientStats {
@@ -392,7 +398,7 @@ pub fn merge_statistics(parts: &[SufficientStats]) -> Result<SufficientStats, Fi
     let (first, rest) = parts.split_first().ok_or_else(|| FitError::InvalidInput("no statistics to merge".into()))?;
     let mut total = first.clone();
     for part in rest {
-        total = total.merge(&part.reshifted(&first.shift)?)?;
+        total = total.merge_reshifted(part)?;
     }
     Ok(total)
 }

@@ -75,13 +75,17 @@ fn fixed_columns(x: Robj, n_rows: usize, x_names: &[String]) -> Result<Vec<Fixed
         .collect()
 }
 
+/// The element `name` of a named R list.
+fn element(list: &List, name: &str) -> Option<Robj> {
+    list.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
+}
+
 /// Borrows the model as R passes it, a named list (`y`, `x`, `x_names`, `intercept`,
 /// `codes`, `n_levels`, `labels`; see fr_moment_fit()), as a [`ModelData`] (checked
 /// lengths, no copies of the data).
 fn model_data(model: &List) -> Result<ModelData<'static>> {
-    let field = |name: &str| -> Result<Robj> {
-        model.iter().find(|(n, _)| *n == name).map(|(_, v)| v).ok_or_else(|| Error::Other(format!("the model lacks '{name}'")))
-    };
+    let field =
+        |name: &str| -> Result<Robj> { element(model, name).ok_or_else(|| Error::Other(format!("the model lacks '{name}'"))) };
     // The slices borrow the vectors of the caller's list, which R keeps alive for the
     // whole call (the same unbounded borrow extendr's as_integer_slice gives).
     let y: &'static [f64] = AsTypedSlice::as_typed_slice(&field("y")?)
@@ -273,7 +277,8 @@ fn fr_moment_fit(
 ///
 /// @param parts list of statistics, from fr_moment_fit(method = "statistics").
 /// @param level_maps list (one per chunk) of lists (one per random term) of 1-based
-///   integer vectors: the global level of each of the chunk's levels.
+///   integer vectors: the global level of each of the chunk's levels; NULL when the
+///   chunks already share the global levels (row sets of one model frame).
 /// @param n_levels the global number of levels of each term.
 /// @param method "moments" or "fr".
 /// @param size_columns for "fr": 0-based indices of the size() columns.
@@ -286,7 +291,7 @@ fn fr_moment_fit(
 #[extendr]
 fn fr_merged_fit(
     parts: List,
-    level_maps: List,
+    level_maps: Robj,
     n_levels: Vec<i32>,
     method: &str,
     size_columns: Vec<i32>,
@@ -294,33 +299,38 @@ fn fr_merged_fit(
     threads: i32,
 ) -> Result<List> {
     let threads = threads.max(1) as usize;
-    if parts.len() != level_maps.len() {
-        return Err(Error::Other("one level map per chunk is needed".into()));
-    }
+    let level_maps = if level_maps.is_null() {
+        None
+    } else {
+        let maps = level_maps.as_list().ok_or_else(|| Error::Other("level maps must be a list or NULL".into()))?;
+        if parts.len() != maps.len() {
+            return Err(Error::Other("one level map per chunk is needed".into()));
+        }
+        Some(maps)
+    };
     let n_levels: Vec<usize> = n_levels.iter().map(|&n| n.max(0) as usize).collect();
     // One chunk at a time (converted, relevelled, merged, dropped), so that at most the
     // running total and one chunk are held besides R's lists.
     let mut merged: Option<SufficientStats> = None;
-    for (chunk, (part, maps)) in parts.values().zip(level_maps.values()).enumerate() {
+    for (chunk, part) in parts.values().enumerate() {
         let in_chunk = |e: String| Error::Other(format!("chunk {}: {e}", chunk + 1));
-        let stats = statistics_from_r(&part).map_err(in_chunk)?;
-        let maps = maps.as_list().ok_or_else(|| Error::Other("level maps must be lists".into()))?;
-        let maps: Vec<Vec<usize>> = maps
-            .values()
-            .map(|m| {
-                m.as_integer_slice()
-                    .map(|codes| codes.iter().map(|&c| (c.max(1) - 1) as usize).collect())
-                    .ok_or_else(|| Error::Other("a level map must be an integer vector".into()))
-            })
-            .collect::<Result<_>>()?;
-        let stats = stats.relevelled(&maps, &n_levels).map_err(|e| in_chunk(e.to_string()))?;
+        let mut stats = statistics_from_r(&part).map_err(in_chunk)?;
+        if let Some(level_maps) = &level_maps {
+            let maps = level_maps.elt(chunk)?;
+            let maps = maps.as_list().ok_or_else(|| Error::Other("level maps must be lists".into()))?;
+            let maps: Vec<Vec<usize>> = maps
+                .values()
+                .map(|m| {
+                    m.as_integer_slice()
+                        .map(|codes| codes.iter().map(|&c| (c.max(1) - 1) as usize).collect())
+                        .ok_or_else(|| Error::Other("a level map must be an integer vector".into()))
+                })
+                .collect::<Result<_>>()?;
+            stats = stats.relevelled(&maps, &n_levels).map_err(|e| in_chunk(e.to_string()))?;
+        }
         merged = Some(match merged {
             None => stats,
-            // About the first chunk's shift, as merge_statistics() does.
-            Some(total) => stats
-                .reshifted(&total.shift)
-                .and_then(|stats| total.merge(&stats))
-                .map_err(|e| in_chunk(e.to_string()))?,
+            Some(total) => total.merge_reshifted(&stats).map_err(|e| in_chunk(e.to_string()))?,
         });
     }
     let merged = merged.ok_or_else(|| Error::Other("no chunks to merge".into()))?;
@@ -382,12 +392,11 @@ fn statistics_to_r(stats: &SufficientStats) -> List {
 /// The inverse of [`statistics_to_r`], checking every field's type.
 fn statistics_from_r(x: &Robj) -> std::result::Result<SufficientStats, String> {
     let list = x.as_list().ok_or("the statistics must be a list")?;
-    let map: std::collections::HashMap<&str, Robj> = list.iter().collect();
-    let get = |name: &str| map.get(name).ok_or_else(|| format!("the statistics lack '{name}'"));
+    let get = |name: &str| element(&list, name).ok_or_else(|| format!("the statistics lack '{name}'"));
     let reals = |r: &Robj, name: &str| -> std::result::Result<Vec<f64>, String> {
         r.as_real_slice().map(|v| v.to_vec()).ok_or_else(|| format!("'{name}' must be a double vector"))
     };
-    let real = |name: &str| -> std::result::Result<Vec<f64>, String> { reals(get(name)?, name) };
+    let real = |name: &str| -> std::result::Result<Vec<f64>, String> { reals(&get(name)?, name) };
     let scalar = |name: &str| -> std::result::Result<f64, String> {
         real(name)?.first().copied().ok_or_else(|| format!("'{name}' is empty"))
     };
@@ -407,7 +416,7 @@ fn statistics_from_r(x: &Robj) -> std::result::Result<SufficientStats, String> {
     };
     let field = |l: &Robj, name: &str| -> std::result::Result<Robj, String> {
         l.as_list()
-            .and_then(|l| l.iter().find(|(n, _)| *n == name).map(|(_, v)| v))
+            .and_then(|l| element(&l, name))
             .ok_or_else(|| format!("a level or cell table lacks '{name}'"))
     };
     let levels = sublists("levels")?
