@@ -62,6 +62,25 @@ fr_merged_fit <- function(parts, level_maps, n_levels, method, size_columns, com
 #' @noRd
 fr_fitted <- function(model, coef, ranef, threads) .Call(wrap__fr_fitted, model, coef, ranef, threads)
 
+#' The pigeonhole bootstrap of a fit (internal; use fr_bootstrap()): `nsim` replicates,
+#' each resampling the levels of every random term independently, refitted by `method`,
+#' in parallel. Between batches of replicates, on R's thread, it checks for user
+#' interrupts and calls `progress(done)`.
+#'
+#' @param model the model, as for fr_moment_fit().
+#' @param method "moments" or "fr".
+#' @param size_columns for "fr": 0-based size() columns.
+#' @param nsim number of replicates.
+#' @param seed the seed of the replicates' streams, a whole number in [0, 2^53).
+#' @param threads number of worker threads.
+#' @param progress NULL, or a function of the number of replicates done.
+#' @param multiplicities NULL, or a list with one integer vector per random term giving
+#'   the number of copies of every level: then the one replicate these describe.
+#' @return a list: `components` (nsim x (K + 1), by column), `coef` (nsim x p, by
+#'   column, NaN where aliased) and `errors` (NA, or why the replicate could not be fitted).
+#' @noRd
+fr_bootstrap_fit <- function(model, method, size_columns, nsim, seed, threads, progress, multiplicities) .Call(wrap__fr_bootstrap_fit, model, method, size_columns, nsim, seed, threads, progress, multiplicities)
+
 #' Rows per level of a factor's 1-based codes, counted in parallel (internal; the model
 #' frame uses it to find unused levels and missing codes in one pass).
 #' @param codes integer codes (a factor).

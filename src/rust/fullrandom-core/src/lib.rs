@@ -24,8 +24,12 @@
 //! 7. [`fr`]: Matloff's Full Randomness estimator for one random intercept (random group
 //!    sizes, group totals as pivots, the `size()` covariate), an alternative to step 5.
 //!
+//! 8. [`bootstrap`]: the pigeonhole bootstrap, every replicate's statistics made from the
+//!    rows and fitted as in steps 4-6 (or 7).
+//!
 //! No R types appear here; the R package converts at its boundary.
 
+pub mod bootstrap;
 pub mod data;
 pub mod dense;
 pub mod error;

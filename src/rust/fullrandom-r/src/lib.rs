@@ -480,6 +480,102 @@ fn fr_fitted(model: List, coef: Vec<f64>, ranef: List, threads: i32) -> Result<L
     Ok(List::from_pairs(fitted_values(&data, &coef, &ranef, threads.max(1) as usize)?))
 }
 
+/// The pigeonhole bootstrap of a fit (internal; use fr_bootstrap()): `nsim` replicates,
+/// each resampling the levels of every random term independently, refitted by `method`,
+/// in parallel. Between batches of replicates, on R's thread, it checks for user
+/// interrupts and calls `progress(done)`.
+///
+/// @param model the model, as for fr_moment_fit().
+/// @param method "moments" or "fr".
+/// @param size_columns for "fr": 0-based size() columns.
+/// @param nsim number of replicates.
+/// @param seed the seed of the replicates' streams, a whole number in [0, 2^53).
+/// @param threads number of worker threads.
+/// @param progress NULL, or a function of the number of replicates done.
+/// @param multiplicities NULL, or a list with one integer vector per random term giving
+///   the number of copies of every level: then the one replicate these describe.
+/// @return a list: `components` (nsim x (K + 1), by column), `coef` (nsim x p, by
+///   column, NaN where aliased) and `errors` (NA, or why the replicate could not be fitted).
+/// @noRd
+#[extendr]
+fn fr_bootstrap_fit(
+    model: List,
+    method: &str,
+    size_columns: Vec<i32>,
+    nsim: i32,
+    seed: f64,
+    threads: i32,
+    progress: Robj,
+    multiplicities: Robj,
+) -> Result<List> {
+    use fullrandom_core::bootstrap::{fit_replicate, Estimator, Pigeonhole, Workers};
+    let data = model_data(&model)?;
+    let threads = threads.max(1) as usize;
+    let estimator = match method {
+        "moments" => Estimator::Moments,
+        "fr" => Estimator::FullRandomness {
+            size_columns: size_columns.iter().filter_map(|&j| usize::try_from(j).ok()).collect(),
+        },
+        other => return Err(Error::Other(format!("unknown method '{other}'"))),
+    };
+    if !(seed >= 0.0 && seed < 9007199254740992.0 && seed.fract() == 0.0) {
+        return Err(Error::Other("the bootstrap seed must be a whole number in [0, 2^53)".into()));
+    }
+    let pool = fullrandom_core::thread_pool(threads).map_err(r_error)?;
+    let stats = pool.install(|| fullrandom_core::SufficientStats::compute(&data)).map_err(r_error)?;
+    let boot = Pigeonhole::new(&data, stats).map_err(r_error)?;
+    let results = if multiplicities.is_null() {
+        let nsim = u64::try_from(nsim).map_err(|_| Error::Other("nsim must be positive".into()))?;
+        let progress = if progress.is_null() { None } else { progress.as_function() };
+        let batch = 4 * threads as u64;
+        let workers = Workers::new(threads).map_err(r_error)?;
+        let mut results = Vec::with_capacity(nsim as usize);
+        let mut done = 0;
+        while done < nsim {
+            let end = (done + batch).min(nsim);
+            results.extend(boot.run(&estimator, seed as u64, done..end, &workers));
+            done = end;
+            if !no_user_interrupt() {
+                return Err(r_error(fullrandom_core::FitError::Interrupted));
+            }
+            if let Some(f) = &progress {
+                f.call(pairlist!(done as i32))?;
+            }
+        }
+        results
+    } else {
+        let list = multiplicities.as_list().ok_or_else(|| Error::Other("multiplicities must be a list".into()))?;
+        let w: Vec<Vec<u32>> = list
+            .values()
+            .map(|v| {
+                v.as_integer_slice()
+                    .filter(|w| w.iter().all(|&c| c >= 0))
+                    .map(|w| w.iter().map(|&c| c as u32).collect())
+                    .ok_or_else(|| Error::Other("multiplicities must be non-negative integer vectors".into()))
+            })
+            .collect::<Result<_>>()?;
+        let stats = boot.replicate_statistics(&w).map_err(r_error)?;
+        vec![fit_replicate(&stats, &estimator, &pool)]
+    };
+    let k = data.factors.len() + 1;
+    let p = data.n_fixed();
+    let n = results.len();
+    let mut components = vec![f64::NAN; n * k];
+    let mut coef = vec![f64::NAN; n * p];
+    let mut errors: Vec<Option<String>> = vec![None; n];
+    for (b, result) in results.into_iter().enumerate() {
+        match result {
+            Ok(r) => {
+                r.components.iter().enumerate().for_each(|(j, v)| components[j * n + b] = *v);
+                r.coef.iter().enumerate().for_each(|(j, v)| coef[j * n + b] = *v);
+            }
+            Err(e) => errors[b] = Some(e.to_string()),
+        }
+    }
+    let errors: Vec<Rstr> = errors.into_iter().map(|e| e.map(Rstr::from).unwrap_or_else(Rstr::na)).collect();
+    Ok(list!(components = components, coef = coef, errors = errors))
+}
+
 /// Rows per level of a factor's 1-based codes, counted in parallel (internal; the model
 /// frame uses it to find unused levels and missing codes in one pass).
 /// @param codes integer codes (a factor).
@@ -519,6 +615,7 @@ extendr_module! {
     fn fr_moment_fit;
     fn fr_merged_fit;
     fn fr_fitted;
+    fn fr_bootstrap_fit;
     fn fr_level_counts;
     fn fr_available_threads;
     fn fr_test_panic;

@@ -1,0 +1,293 @@
+#' The pigeonhole bootstrap of a moment fit
+#'
+#' Resamples the levels of every random term independently and refits the model to each
+#' replicate: the pigeonhole bootstrap of A. B. Owen (2007) for crossed data, which with
+#' one random term is the cluster bootstrap. In a replicate every term draws as many of
+#' its levels as it has, with replacement; an observation appears as many times as the
+#' product of the numbers of times its levels were drawn, and a level drawn twice becomes
+#' two distinct levels. The variance components (by the fit's `method`) and the GLS fixed
+#' effects are re-estimated from each replicate's sufficient statistics, which the Rust
+#' core forms from the original rows without building the resampled data; replicates run
+#' in parallel and the results do not depend on `threads`.
+#'
+#' Naive resampling of rows, or the spread of estimates from chunks of rows, ignores the
+#' sharing of levels in crossed data and understates the uncertainty; resampling every
+#' term's levels does not. The pigeonhole bootstrap is conservative for means (its
+#' variance is biased upwards, Owen and Eckles 2012); for variance components of crossed
+#' designs the replicates are also shifted, because a resampled observation and its copies
+#' share one residual (see `vignette("bootstrap", package = "fullrandom")` for what this
+#' does to intervals).
+#'
+#' @param fit an `fr_fit` made from a data frame (fits from files keep no data to resample).
+#' @param nsim number of replicates.
+#' @param seed `NULL` to draw the replicates' seed from R's random stream (so
+#'   [set.seed()] makes them reproducible), or a number: the same number gives the same
+#'   replicates, and R's random stream is left as it was.
+#' @param threads number of threads; every replicate is fitted on one.
+#' @param progress whether to show a progress bar (with the cli package, when installed)
+#'   if the replicates take more than a few seconds.
+#' @return a data frame of class `fr_bootstrap`, one row per replicate, with the columns
+#'   `confint()` reports: the standard deviations of the random terms
+#'   (`sd_(Intercept)|<term>`), `sigma` and the fixed effects. Attributes: `variances`
+#'   (the replicates' variance components, a matrix), `estimate` (the fit's values of
+#'   the columns), `seed` and `failed` (the messages of replicates that could not be
+#'   fitted; they are left out, with a warning).
+#' @references A. B. Owen (2007), "The pigeonhole bootstrap", Annals of Applied
+#'   Statistics 1(2). A. B. Owen and D. Eckles (2012), "Bootstrapping data arrays of
+#'   arbitrary order", Annals of Applied Statistics 6(3).
+#' @seealso [confint.fr_fit()]
+#' @examples
+#' fit <- fr_fit(distance ~ bow + (1 | archer), data = simulate_archers(seed = 1))
+#' boot <- fr_bootstrap(fit, nsim = 100, seed = 2)
+#' head(boot)
+#' @export
+fr_bootstrap <- function(fit, nsim = 200, seed = NULL, threads = fit$threads, progress = interactive()) {
+  if (!inherits(fit, "fr_fit")) stop("`fit` must be an fr_fit object", call. = FALSE)
+  if (!is.numeric(nsim) || length(nsim) != 1L || is.na(nsim) || nsim < 1 || nsim != round(nsim) ||
+      nsim > .Machine$integer.max) {
+    stop("`nsim` must be a whole number of at least 1", call. = FALSE)
+  }
+  threads <- check_threads(if (is.null(threads)) 1L else threads)
+  model <- bootstrap_model(fit)
+  stream <- with_seed(seed, stream_seed())
+  bar <- if (isTRUE(progress)) progress_reporter(nsim)
+  out <- fr_bootstrap_fit(model$model, fit$method, model$size_columns, as.integer(nsim), stream,
+                          threads, bar, NULL)
+  bootstrap_frame(fit, out, as.integer(nsim), stream)
+}
+
+# The data of the fit in the core's form, with the size() columns of method "fr" (0-based).
+bootstrap_model <- function(fit) {
+  if (is.null(fit$frame)) {
+    stop(paste(
+      "the bootstrap resamples the data of the fit, which fits from a list of data frames or",
+      "from files do not keep; fit a data frame (chunks of it are fine) to bootstrap"
+    ), call. = FALSE)
+  }
+  fixed <- fixed_effect_columns(fit$terms, fit$frame)
+  y <- response_vector(fit$frame[[1L]], names(fit$frame)[[1L]])
+  size_columns <- if (identical(fit$method, "fr")) match(fit$fr$size_columns, fixed$names) - 1L
+  list(model = model_of(y, fixed, fit$flist), size_columns = as.integer(size_columns))
+}
+
+# A seed for the core's streams, drawn from R's stream: a whole number below 2^52.
+stream_seed <- function() floor(stats::runif(1L) * 2^31) * 2^21 + floor(stats::runif(1L) * 2^21)
+
+# A function the core calls with the number of replicates done; cli shows the bar only
+# when the work runs for more than a couple of seconds.
+progress_reporter <- function(nsim) {
+  if (!requireNamespace("cli", quietly = TRUE)) return(NULL)
+  env <- parent.frame()
+  id <- cli::cli_progress_bar("Bootstrap replicates", total = nsim, .envir = env)
+  function(done) {
+    cli::cli_progress_update(id = id, set = done, .envir = env)
+    NULL
+  }
+}
+
+# The replicates as a data frame named as confint() names its rows.
+bootstrap_frame <- function(fit, out, nsim, stream) {
+  labels <- names(fit$flist)
+  k <- length(labels)
+  x_names <- names(fit$coef_all)
+  variances <- matrix(out$components, nsim, k + 1L, dimnames = list(NULL, c(labels, "Residual")))
+  coef <- matrix(out$coef, nsim, length(x_names), dimnames = list(NULL, x_names))
+  coef <- coef[, names(fit$coefficients), drop = FALSE]
+  failed <- !is.na(out$errors)
+  if (all(failed)) {
+    stop(sprintf("no bootstrap replicate could be fitted; the first failed with: %s", out$errors[[1L]]),
+         call. = FALSE)
+  }
+  if (any(failed)) {
+    warning(sprintf(
+      "%d of %d bootstrap replicates could not be fitted and are left out; the first failed with: %s",
+      sum(failed), nsim, out$errors[failed][[1L]]
+    ), call. = FALSE)
+  }
+  values <- cbind(sqrt(variances), coef)
+  colnames(values) <- parameter_names(fit)
+  frame <- as.data.frame(values[!failed, , drop = FALSE], optional = TRUE)
+  rownames(frame) <- NULL
+  structure(frame, class = c("fr_bootstrap", "data.frame"),
+            variances = variances[!failed, , drop = FALSE],
+            estimate = parameter_estimates(fit), seed = stream,
+            failed = out$errors[failed])
+}
+
+# lme4's names of the parameters (confint(oldNames = FALSE)): sd_(Intercept)|<term> for
+# every term, sigma, then the fixed effects.
+parameter_names <- function(fit) {
+  c(paste0("sd_(Intercept)|", names(fit$flist)), "sigma", names(fit$coefficients))
+}
+
+parameter_estimates <- function(fit) {
+  stats::setNames(c(sqrt(unname(fit$theta)), unname(fit$coefficients)), parameter_names(fit))
+}
+
+#' @export
+print.fr_bootstrap <- function(x, ...) {
+  cat(sprintf("Pigeonhole bootstrap: %d replicates (seed %.0f)", nrow(x), attr(x, "seed")))
+  if (length(attr(x, "failed"))) cat(sprintf(", %d failed", length(attr(x, "failed"))))
+  cat("\n")
+  summary_table <- rbind(estimate = attr(x, "estimate"),
+                         mean = colMeans(as.matrix(x)),
+                         sd = apply(as.matrix(x), 2L, stats::sd))
+  print(summary_table, digits = 4L)
+  invisible(x)
+}
+
+#' Confidence intervals for a moment fit
+#'
+#' Intervals for the standard deviations of the random terms, the residual standard
+#' deviation and the fixed effects, named as `lme4::confint.merMod(oldNames = FALSE)`
+#' names them: `sd_(Intercept)|<term>`, `sigma`, then the fixed effects.
+#'
+#' * `"bootstrap"` (the default): percentile intervals from [fr_bootstrap()], the
+#'   pigeonhole bootstrap, which resamples the levels of every random term independently
+#'   (with one term, the cluster bootstrap).
+#' * `"alchemy"`: normal intervals from the Software Alchemy covariance of a fit made
+#'   with `combine = "average"` and `chunk_by` (see [fr_fit()]): the chunk estimates are
+#'   independent only when every random term nests in `chunk_by`. Variance components get
+#'   `v +/- z se(v)` on the variance scale, cut at zero, and are reported as standard
+#'   deviations.
+#' * `"Wald"`: the fixed effects from `vcov(fit)`, the GLS covariance. The package has no
+#'   analytic variance of the moment estimates that holds without normality, so the
+#'   variance components use the bootstrap's variance of their replicates,
+#'   `v +/- z sd*(v)` on the variance scale, cut at zero, as standard deviations (lme4
+#'   reports `NA` there).
+#'
+#' @param object an `fr_fit`.
+#' @param parm the parameters: names, indices, or lme4's `"theta_"` (the standard
+#'   deviations) or `"beta_"` (the fixed effects); all by default.
+#' @param level the confidence level.
+#' @param method `"bootstrap"`, `"alchemy"` or `"Wald"`.
+#' @param nsim number of bootstrap replicates (for `"bootstrap"`, and `"Wald"`'s
+#'   variance components).
+#' @param seed the bootstrap's seed, as for [fr_bootstrap()].
+#' @param boot replicates from [fr_bootstrap()] to use instead of drawing new ones.
+#' @param ... passed to [fr_bootstrap()] (`threads`, `progress`).
+#' @return a matrix with one row per parameter and the lower and upper limits as
+#'   columns, named as [stats::confint()] names them (`"2.5 %"`, `"97.5 %"`).
+#' @examples
+#' fit <- fr_fit(distance ~ bow + (1 | archer), data = simulate_archers(seed = 1))
+#' confint(fit, nsim = 100, seed = 2)
+#' confint(fit, parm = "beta_", method = "Wald", nsim = 100, seed = 2)
+#' @importFrom stats confint
+#' @export
+confint.fr_fit <- function(object, parm, level = 0.95, method = c("bootstrap", "alchemy", "Wald"),
+                           nsim = 200, seed = NULL, boot = NULL, ...) {
+  method <- match.arg(method)
+  if (!is.numeric(level) || length(level) != 1L || is.na(level) || level <= 0 || level >= 1) {
+    stop("`level` must be a single number between 0 and 1", call. = FALSE)
+  }
+  names_all <- parameter_names(object)
+  wanted <- select_parameters(object, if (missing(parm)) NULL else parm)
+  probs <- c((1 - level) / 2, 1 - (1 - level) / 2)
+  columns <- paste(format(100 * probs, trim = TRUE, scientific = FALSE, digits = 3L), "%")
+  n_sd <- length(object$flist) + 1L
+  needs_boot <- method == "bootstrap" || (method == "Wald" && any(wanted <= n_sd))
+  if (needs_boot && is.null(boot)) boot <- fr_bootstrap(object, nsim = nsim, seed = seed, ...)
+  if (!is.null(boot) && needs_boot && !identical(colnames(boot), names_all)) {
+    stop("`boot` holds the replicates of another model", call. = FALSE)
+  }
+  out <- switch(method,
+    bootstrap = t(apply(as.matrix(boot), 2L, stats::quantile, probs = probs, names = FALSE, na.rm = TRUE)),
+    alchemy = alchemy_intervals(object, probs),
+    Wald = wald_intervals(object, probs, if (needs_boot) attr(boot, "variances"))
+  )
+  out <- matrix(out, length(names_all), 2L, dimnames = list(names_all, columns))
+  out[wanted, , drop = FALSE]
+}
+
+# The indices of the parameters `parm` names (lme4's conventions), all when NULL.
+select_parameters <- function(fit, parm) {
+  names_all <- parameter_names(fit)
+  n_sd <- length(fit$flist) + 1L
+  if (is.null(parm)) return(seq_along(names_all))
+  if (is.numeric(parm)) {
+    if (anyNA(parm) || any(parm < 1 | parm > length(names_all) | parm != round(parm))) {
+      stop(sprintf("`parm` indices must lie in 1..%d", length(names_all)), call. = FALSE)
+    }
+    return(as.integer(parm))
+  }
+  if (!is.character(parm)) stop("`parm` must be parameter names or indices", call. = FALSE)
+  out <- integer()
+  for (p in parm) {
+    out <- c(out, switch(p,
+      theta_ = seq_len(n_sd),
+      beta_ = n_sd + seq_along(fit$coefficients),
+      {
+        at <- match(p, names_all)
+        if (is.na(at)) {
+          stop(sprintf("unknown parameter '%s'; the parameters are: %s", p,
+                       paste(names_all, collapse = ", ")), call. = FALSE)
+        }
+        at
+      }
+    ))
+  }
+  unique(out)
+}
+
+# Normal limits of variance components on the variance scale, cut at zero, as sds.
+variance_limits <- function(variance, se, probs) {
+  z <- stats::qnorm(probs)
+  limits <- outer(variance, rep(1, 2L)) + outer(se, z)
+  sqrt(pmax(limits, 0))
+}
+
+wald_intervals <- function(fit, probs, variances) {
+  z <- stats::qnorm(probs)
+  se_fixed <- sqrt(diag(fit$vcov))[names(fit$coefficients)]
+  fixed <- outer(unname(fit$coefficients), rep(1, 2L)) + outer(unname(se_fixed), z)
+  n_sd <- length(fit$flist) + 1L
+  sds <- if (is.null(variances)) {
+    matrix(NA_real_, n_sd, 2L)
+  } else {
+    variance_limits(unname(fit$theta), apply(variances, 2L, stats::sd), probs)
+  }
+  rbind(sds, fixed)
+}
+
+alchemy_intervals <- function(fit, probs) {
+  check_alchemy(fit)
+  estimates <- fit$alchemy$estimates
+  se <- sqrt(diag(fit$alchemy$vcov))
+  n_sd <- length(fit$flist) + 1L
+  z <- stats::qnorm(probs)
+  sds <- variance_limits(unname(fit$theta), unname(se[seq_len(n_sd)]), probs)
+  beta <- names(fit$coefficients)
+  fixed <- outer(unname(fit$coefficients), rep(1, 2L)) + outer(unname(se[beta]), z)
+  rbind(sds, fixed)
+}
+
+# Software Alchemy intervals need independent chunks: averaged chunk estimates, chunks of
+# whole levels of chunk_by, and every random term nested in chunk_by.
+check_alchemy <- function(fit) {
+  chunk_by <- fit$chunks$chunk_by
+  if (is.null(fit$alchemy) || is.null(chunk_by)) {
+    stop(paste(
+      "Software Alchemy intervals need a fit made with `combine = \"average\"` and `chunk_by`",
+      "(chunks of whole levels, so that the chunk estimates are independent); this fit",
+      if (is.null(fit$alchemy)) "did not average chunk estimates" else "chunked rows at random",
+      "- use method = \"bootstrap\""
+    ), call. = FALSE)
+  }
+  if (is.null(fit$alchemy$vcov)) {
+    stop("Software Alchemy intervals need at least 2 chunks", call. = FALSE)
+  }
+  by <- fit$flist[[chunk_by]]
+  if (is.null(by) || length(by) != fit$nobs) return(invisible())
+  for (term in setdiff(names(fit$flist), chunk_by)) {
+    f <- fit$flist[[term]]
+    pairs <- unique(as.integer(f) * (nlevels(by) + 1) + as.integer(by))
+    if (anyDuplicated(pairs %/% (nlevels(by) + 1))) {
+      stop(sprintf(paste(
+        "Software Alchemy intervals need every random term nested in `chunk_by` ('%s'); levels",
+        "of (1 | %s) fall in several of its levels, so the chunk estimates are not independent -",
+        "use method = \"bootstrap\""
+      ), chunk_by, term), call. = FALSE)
+    }
+  }
+  invisible()
+}

@@ -1,0 +1,535 @@
+//! The pigeonhole bootstrap (A. B. Owen 2007, "The pigeonhole bootstrap"; Owen and
+//! Eckles 2012, "Bootstrapping data arrays of arbitrary order"), made from the rows
+//! without building the resampled data.
+//!
+//! A replicate draws, for every random factor `k` independently, `G_k` of its levels with
+//! replacement: level `g` is drawn `w_kg` times, `(w_k1, .., w_kG) ~ Multinomial(G_k; 1/G_k)`.
+//! Row `i` then appears `W_i = prod_k w_{k, g_k(i)}` times, and every copy of a level is a
+//! level of its own (a level drawn twice is two independent groups). With one factor this
+//! is the cluster bootstrap. The replicate's [`SufficientStats`] follow from the original
+//! rows, with `v_ki = prod_{j != k} w_{j, g_j(i)}` the copies of row `i` within one copy
+//! of its level of `k`:
+//!
+//! ```text
+//! N* = sum_i W_i,  X~'X~* = sum_i W_i x~_i x~_i',  X~'y~* = sum_i W_i x~_i y~_i,  ...
+//! factor k: each of the w_kg copies of level g has
+//!           n = sum_{i in g} v_ki,  sum y~ = sum_{i in g} v_ki y~_i,  sum x~ = sum_{i in g} v_ki x~_i
+//! pair k<l: each of the w_kg w_lm copies of cell (g, m) holds sum_{i in (g, m)} prod_{j != k, l} w_{j, g_j(i)}
+//! ```
+//!
+//! (the last is `n_gm` itself with two factors). Copies are numbered after each other
+//! (the copies of level `g` follow those of levels `< g`), so the cells of every copy stay
+//! sorted. The replicate is then fitted exactly as the data are ([`fit_replicate`]), so
+//! the estimator of a replicate is the estimator of its expanded data.
+//!
+//! Replicate `b` draws from a ChaCha8 stream fixed by `(seed, b)`, so results do not depend
+//! on the number of threads or on which thread fits which replicate.
+
+use crate::data::{FixedColumn, ModelData};
+use crate::error::FitError;
+use crate::fr::fit_full_randomness;
+use crate::grouping::CellCounts;
+use crate::mixed::{solve_mixed_model_to, Accuracy};
+use crate::moments::{fit_variance_components, MomentEquations};
+use crate::ols::ols_from_stats;
+use crate::stats::{pair_index, LevelSums, SufficientStats};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// Which estimator a replicate refits.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Estimator {
+    /// The unbiased moment equations ([`crate::moments`]).
+    Moments,
+    /// Matloff's Full Randomness equations ([`crate::fr`]) with these size() columns.
+    FullRandomness { size_columns: Vec<usize> },
+}
+
+/// The estimates of one replicate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replicate {
+    /// `K` random-effect variances and the residual variance, after the boundary rule.
+    pub components: Vec<f64>,
+    /// GLS fixed effects of all `p` columns, NaN where a column is aliased in the replicate.
+    pub coef: Vec<f64>,
+}
+
+/// The data of a fit, ready to be resampled.
+pub struct Pigeonhole<'a> {
+    data: ModelData<'a>,
+    stats: SufficientStats,
+    /// Per factor, the levels that have observations (the ones drawn from).
+    drawn_from: Vec<Vec<u32>>,
+    /// Per pair `k < l`, the position of every row's cell in `stats.cells`; only needed
+    /// (and built) with three or more factors.
+    row_cells: Vec<Vec<u32>>,
+}
+
+impl<'a> Pigeonhole<'a> {
+    /// `stats` must be the statistics of `data` (their shift is kept).
+    pub fn new(data: &ModelData<'a>, stats: SufficientStats) -> Result<Pigeonhole<'a>, FitError> {
+        data.validate()?;
+        let k_factors = data.factors.len();
+        if k_factors == 0 {
+            return Err(FitError::InvalidInput("the bootstrap needs at least one random term".into()));
+        }
+        if stats.n_factors() != k_factors || stats.n_obs != data.n_obs() as u64 {
+            return Err(FitError::Internal("the statistics are not those of the data".into()));
+        }
+        let drawn_from = stats
+            .levels
+            .iter()
+            .map(|lv| (0..lv.n_levels() as u32).filter(|&g| lv.counts[g as usize] > 0).collect())
+            .collect();
+        let row_cells = if k_factors >= 3 {
+            let mut out = Vec::new();
+            for k in 0..k_factors {
+                for l in k + 1..k_factors {
+                    let cells = &stats.cells[pair_index(k, l, k_factors)];
+                    let (fk, fl) = (&data.factors[k], &data.factors[l]);
+                    out.push(
+                        (0..data.n_obs())
+                            .into_par_iter()
+                            .map(|i| {
+                                let (g, m) = (fk.level(i), fl.level(i) as u32);
+                                let row = cells.row_starts[g]..cells.row_starts[g + 1];
+                                let at = cells.cols[row.clone()].binary_search(&m).expect("every row's cell is counted");
+                                (row.start + at) as u32
+                            })
+                            .collect(),
+                    );
+                }
+            }
+            out
+        } else {
+            Vec::new()
+        };
+        Ok(Pigeonhole { data: data.clone(), stats, drawn_from, row_cells })
+    }
+
+    /// The statistics of the original data.
+    pub fn statistics(&self) -> &SufficientStats {
+        &self.stats
+    }
+
+    /// The multiplicities `w_kg` of replicate `replicate` of the stream `seed`: for every
+    /// factor, as many draws with replacement as it has levels with observations.
+    pub fn draw(&self, seed: u64, replicate: u64) -> Vec<Vec<u32>> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(replicate);
+        self.drawn_from
+            .iter()
+            .zip(&self.stats.levels)
+            .map(|(levels, sums)| {
+                let mut w = vec![0u32; sums.n_levels()];
+                for _ in 0..levels.len() {
+                    w[levels[rng.random_range(0..levels.len())] as usize] += 1;
+                }
+                w
+            })
+            .collect()
+    }
+
+    /// The sufficient statistics of the data in which level `g` of factor `k` appears
+    /// `multiplicities[k][g]` times as distinct levels (see the module documentation).
+    pub fn replicate_statistics(&self, multiplicities: &[Vec<u32>]) -> Result<SufficientStats, FitError> {
+        let stats = &self.stats;
+        let k_factors = stats.n_factors();
+        if multiplicities.len() != k_factors
+            || multiplicities.iter().zip(&stats.levels).any(|(w, lv)| w.len() != lv.n_levels())
+        {
+            return Err(FitError::InvalidInput(
+                "the multiplicities must give one count for every level of every random term".into(),
+            ));
+        }
+        let p = stats.n_fixed();
+        let data = &self.data;
+        let shift = &stats.shift;
+        let n_levels: Vec<usize> = stats.levels.iter().map(|lv| lv.n_levels()).collect();
+
+        // Sums per original level, for one copy of it; cell contents per original cell.
+        let mut per_level: Vec<LevelSums> = n_levels
+            .iter()
+            .map(|&g| LevelSums { counts: vec![0; g], sum_y: vec![0.0; g], sum_x: vec![0.0; g * p] })
+            .collect();
+        let mut per_cell: Vec<Vec<u64>> = self.row_cells.iter().map(|_| vec![0; 0]).collect();
+        for (pair, cells) in per_cell.iter_mut().enumerate() {
+            cells.resize(stats.cells[pair].cols.len(), 0);
+        }
+        let (mut n_obs, mut yty, mut sum_y) = (0u64, 0.0, 0.0);
+        let (mut xtx, mut xty, mut sum_x) = (vec![0.0; p * p], vec![0.0; p], vec![0.0; p]);
+        let mut x = vec![0.0; p];
+        let mut w = vec![0u64; k_factors];
+        for i in 0..data.n_obs() {
+            let mut copies = 1u64;
+            for (k, f) in data.factors.iter().enumerate() {
+                w[k] = multiplicities[k][f.level(i)] as u64;
+                copies = copies.saturating_mul(w[k]);
+            }
+            // A row that appears nowhere adds nothing, not even to its levels' copies.
+            if copies == 0 {
+                continue;
+            }
+            if copies > u32::MAX as u64 {
+                return Err(FitError::InvalidInput(format!("row {} would appear {copies} times", i + 1)));
+            }
+            let y = data.y[i] - shift.y;
+            for (j, column) in data.x.iter().enumerate() {
+                x[j] = match column {
+                    FixedColumn::Ones => 1.0,
+                    FixedColumn::Values(v) => v[i] - shift.x[j],
+                };
+            }
+            let weight = copies as f64;
+            n_obs += copies;
+            sum_y += weight * y;
+            yty += weight * y * y;
+            for a in 0..p {
+                let wx = weight * x[a];
+                sum_x[a] += wx;
+                xty[a] += wx * y;
+                for b in 0..p {
+                    xtx[b * p + a] += wx * x[b];
+                }
+            }
+            for (k, f) in data.factors.iter().enumerate() {
+                let g = f.level(i);
+                let within = copies / w[k];
+                let sums = &mut per_level[k];
+                let within_f = within as f64;
+                sums.counts[g] += within;
+                sums.sum_y[g] += within_f * y;
+                for j in 0..p {
+                    sums.sum_x[j * n_levels[k] + g] += within_f * x[j];
+                }
+            }
+            if !self.row_cells.is_empty() {
+                for k in 0..k_factors {
+                    for l in k + 1..k_factors {
+                        let pair = pair_index(k, l, k_factors);
+                        per_cell[pair][self.row_cells[pair][i] as usize] += copies / (w[k] * w[l]);
+                    }
+                }
+            }
+        }
+
+        // Every copy of a level becomes a level: copies of level g are numbered from first[k][g].
+        let first: Vec<Vec<usize>> = multiplicities
+            .iter()
+            .map(|w| {
+                let mut at = 0;
+                w.iter()
+                    .map(|&c| {
+                        let here = at;
+                        at += c as usize;
+                        here
+                    })
+                    .collect()
+            })
+            .collect();
+        let levels = per_level
+            .iter()
+            .zip(multiplicities)
+            .map(|(sums, w)| {
+                let copies_of = |g: usize| std::iter::repeat_n(g, w[g] as usize);
+                let order: Vec<usize> = (0..sums.n_levels()).flat_map(copies_of).collect();
+                let g_all = sums.n_levels();
+                LevelSums {
+                    counts: order.iter().map(|&g| sums.counts[g]).collect(),
+                    sum_y: order.iter().map(|&g| sums.sum_y[g]).collect(),
+                    sum_x: (0..p).flat_map(|j| order.iter().map(move |&g| sums.sum_x[j * g_all + g])).collect(),
+                }
+            })
+            .collect();
+        let mut cells = Vec::with_capacity(stats.cells.len());
+        for k in 0..k_factors {
+            for l in k + 1..k_factors {
+                let pair = pair_index(k, l, k_factors);
+                let original = &stats.cells[pair];
+                let n_cols: usize = multiplicities[l].iter().map(|&c| c as usize).sum();
+                let mut out = CellCounts { row_starts: vec![0], cols: Vec::new(), counts: Vec::new(), n_cols };
+                let mut row_cols = Vec::new();
+                let mut row_counts = Vec::new();
+                for g in 0..original.n_rows() {
+                    if multiplicities[k][g] == 0 {
+                        continue;
+                    }
+                    row_cols.clear();
+                    row_counts.clear();
+                    for at in original.row_starts[g]..original.row_starts[g + 1] {
+                        let m = original.cols[at] as usize;
+                        let count = if self.row_cells.is_empty() { original.counts[at] as u64 } else { per_cell[pair][at] };
+                        if count == 0 {
+                            continue;
+                        }
+                        let count = u32::try_from(count).map_err(|_| {
+                            FitError::InvalidInput("a resampled cell holds more than 2^32 rows".into())
+                        })?;
+                        for d in 0..multiplicities[l][m] as usize {
+                            row_cols.push((first[l][m] + d) as u32);
+                            row_counts.push(count);
+                        }
+                    }
+                    for _ in 0..multiplicities[k][g] {
+                        out.cols.extend_from_slice(&row_cols);
+                        out.counts.extend_from_slice(&row_counts);
+                        out.row_starts.push(out.cols.len());
+                    }
+                }
+                cells.push(out);
+            }
+        }
+        Ok(SufficientStats {
+            n_obs,
+            shift: shift.clone(),
+            x_names: stats.x_names.clone(),
+            intercept: stats.intercept,
+            factor_names: stats.factor_names.clone(),
+            xtx,
+            xty,
+            yty,
+            sum_y,
+            sum_x,
+            levels,
+            cells,
+        })
+    }
+
+    /// Replicates `range` of the stream `seed`, in parallel on `workers`: every worker
+    /// takes the next replicate until none is left, and fits it on its own (a failed fit
+    /// is that replicate's error).
+    pub fn run(
+        &self,
+        estimator: &Estimator,
+        seed: u64,
+        range: std::ops::Range<u64>,
+        workers: &Workers,
+    ) -> Vec<Result<Replicate, FitError>> {
+        let next = AtomicU64::new(range.start);
+        let slots: Vec<Mutex<Option<Result<Replicate, FitError>>>> = range.clone().map(|_| Mutex::new(None)).collect();
+        std::thread::scope(|scope| {
+            for local in &workers.serial {
+                let (next, slots, range) = (&next, &slots, range.clone());
+                scope.spawn(move || {
+                    local.install(|| loop {
+                        let b = next.fetch_add(1, Ordering::Relaxed);
+                        if b >= range.end {
+                            break;
+                        }
+                        let result = self
+                            .replicate_statistics(&self.draw(seed, b))
+                            .and_then(|stats| fit_replicate(&stats, estimator, local));
+                        *slots[(b - range.start) as usize].lock().expect("no worker panicked") = Some(result);
+                    })
+                });
+            }
+        });
+        slots
+            .into_iter()
+            .map(|slot| slot.into_inner().expect("no worker panicked").expect("every replicate was run"))
+            .collect()
+    }
+}
+
+/// Threads for replicates: every replicate runs whole on one thread, in a pool of its
+/// own, so its fit's parallel steps run inline. (Sharing one pool, the fit would hand
+/// out pieces of every solver iteration to threads busy with other replicates and wait
+/// for them.)
+pub struct Workers {
+    serial: Vec<rayon::ThreadPool>,
+}
+
+impl Workers {
+    pub fn new(threads: usize) -> Result<Workers, FitError> {
+        let serial = (0..threads.max(1)).map(|_| crate::thread_pool(1)).collect::<Result<_, _>>()?;
+        Ok(Workers { serial })
+    }
+}
+
+/// The estimates of `estimator` from the statistics of one replicate (the mixed-model
+/// equations of "moments" to [`Accuracy::REPLICATE`]).
+pub fn fit_replicate(
+    stats: &SufficientStats,
+    estimator: &Estimator,
+    pool: &rayon::ThreadPool,
+) -> Result<Replicate, FitError> {
+    match estimator {
+        Estimator::Moments => {
+            let ols = ols_from_stats(stats)?;
+            let equations = MomentEquations::from_stats(stats, &ols)?;
+            let components = fit_variance_components(&equations)?;
+            let mixed = solve_mixed_model_to(stats, &ols, &components, Accuracy::REPLICATE, pool, &mut || true)?;
+            Ok(Replicate { components: components.estimate, coef: mixed.coef })
+        }
+        Estimator::FullRandomness { size_columns } => {
+            let fit = fit_full_randomness(stats, size_columns, pool, &mut || true)?;
+            Ok(Replicate { components: fit.components.estimate, coef: fit.mixed.coef })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::FactorCodes;
+
+    /// Three crossed factors, unbalanced, with one covariate.
+    fn design() -> (Vec<f64>, Vec<f64>, Vec<Vec<i32>>, Vec<usize>) {
+        let n = 60;
+        let levels = vec![5usize, 4, 3];
+        let codes: Vec<Vec<i32>> = vec![
+            (0..n).map(|i| ((i * 7 + i / 9) % 5) as i32 + 1).collect(),
+            (0..n).map(|i| ((i * 3 + i / 5) % 4) as i32 + 1).collect(),
+            (0..n).map(|i| ((i / 4 + i % 2) % 3) as i32 + 1).collect(),
+        ];
+        let x: Vec<f64> = (0..n).map(|i| ((i * 13) % 11) as f64 / 3.0).collect();
+        let y: Vec<f64> = (0..n).map(|i| 50.0 + x[i] + ((i * 37) % 17) as f64 / 4.0).collect();
+        (y, x, codes, levels)
+    }
+
+    fn model<'a>(y: &'a [f64], x: &'a [f64], codes: &'a [Vec<i32>], levels: &[usize]) -> ModelData<'a> {
+        ModelData {
+            y,
+            x: vec![FixedColumn::Ones, FixedColumn::Values(x)],
+            x_names: vec!["(Intercept)".into(), "x".into()],
+            intercept: Some(0),
+            factors: codes
+                .iter()
+                .zip(levels)
+                .enumerate()
+                .map(|(k, (c, &g))| FactorCodes { name: format!("f{k}"), codes: c, offset: 1, n_levels: g })
+                .collect(),
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()))
+    }
+
+    fn assert_same_statistics(a: &SufficientStats, b: &SufficientStats) {
+        assert_eq!(a.n_obs, b.n_obs);
+        assert_eq!(a.cells, b.cells);
+        for (la, lb) in a.levels.iter().zip(&b.levels) {
+            assert_eq!(la.counts, lb.counts);
+            assert!(la.sum_y.iter().zip(&lb.sum_y).all(|(u, v)| close(*u, *v)));
+            assert!(la.sum_x.iter().zip(&lb.sum_x).all(|(u, v)| close(*u, *v)));
+        }
+        for (u, v) in a.xtx.iter().chain(&a.xty).chain(&a.sum_x).zip(b.xtx.iter().chain(&b.xty).chain(&b.sum_x)) {
+            assert!(close(*u, *v), "{u} != {v}");
+        }
+        assert!(close(a.yty, b.yty) && close(a.sum_y, b.sum_y));
+    }
+
+    /// The data written out copy by copy: row i once for every combination of the copies
+    /// of its levels, copy c of level g of factor k coded first_k(g) + c.
+    fn expand(
+        y: &[f64],
+        x: &[f64],
+        codes: &[Vec<i32>],
+        w: &[Vec<u32>],
+    ) -> (Vec<f64>, Vec<f64>, Vec<Vec<i32>>) {
+        let first: Vec<Vec<i32>> = w
+            .iter()
+            .map(|wk| wk.iter().scan(0i32, |at, &c| { let here = *at; *at += c as i32; Some(here) }).collect())
+            .collect();
+        let (mut ey, mut ex) = (Vec::new(), Vec::new());
+        let mut ecodes = vec![Vec::new(); codes.len()];
+        for i in 0..y.len() {
+            let mut combos: Vec<Vec<i32>> = vec![Vec::new()];
+            for (k, c) in codes.iter().enumerate() {
+                let g = (c[i] - 1) as usize;
+                combos = combos
+                    .into_iter()
+                    .flat_map(|prefix| {
+                        (0..w[k][g] as i32).map(move |d| {
+                            let mut next = prefix.clone();
+                            next.push(d);
+                            next
+                        })
+                    })
+                    .collect();
+            }
+            for combo in combos {
+                ey.push(y[i]);
+                ex.push(x[i]);
+                for (k, d) in combo.iter().enumerate() {
+                    ecodes[k].push(first[k][(codes[k][i] - 1) as usize] + d + 1);
+                }
+            }
+        }
+        (ey, ex, ecodes)
+    }
+
+    #[test]
+    fn replicate_statistics_equal_those_of_the_expanded_rows() {
+        let (y, x, codes, levels) = design();
+        // Two factors (cells copied) and three (cells re-counted from the rows).
+        for k_factors in [1, 2, 3] {
+            let (codes, levels) = (&codes[..k_factors], &levels[..k_factors]);
+            let data = model(&y, &x, codes, levels);
+            let stats = SufficientStats::compute(&data).unwrap();
+            let shift = stats.shift.clone();
+            let boot = Pigeonhole::new(&data, stats).unwrap();
+            for replicate in 0..5 {
+                let w = boot.draw(11, replicate);
+                for (wk, &g) in w.iter().zip(levels) {
+                    assert_eq!(wk.iter().sum::<u32>() as usize, g, "G_k draws per factor");
+                }
+                let (ey, ex, ecodes) = expand(&y, &x, codes, &w);
+                let expanded = model(&ey, &ex, &ecodes, levels);
+                let direct = SufficientStats::compute_with_shift(&expanded, shift.clone()).unwrap();
+                assert_same_statistics(&boot.replicate_statistics(&w).unwrap(), &direct);
+            }
+        }
+    }
+
+    #[test]
+    fn a_level_drawn_twice_is_two_levels() {
+        // One factor, levels of sizes 2 and 3: drawing level 1 twice gives two groups of
+        // two rows, not one of four.
+        let y = [1.0, 2.0, 4.0, 8.0, 16.0];
+        let codes = vec![vec![1, 1, 2, 2, 2]];
+        let data = ModelData {
+            y: &y,
+            x: vec![FixedColumn::Ones],
+            x_names: vec!["(Intercept)".into()],
+            intercept: Some(0),
+            factors: vec![FactorCodes { name: "g".into(), codes: &codes[0], offset: 1, n_levels: 2 }],
+        };
+        let boot = Pigeonhole::new(&data, SufficientStats::compute_with_shift(&data, crate::Shift { y: 0.0, x: vec![0.0] }).unwrap()).unwrap();
+        let s = boot.replicate_statistics(&[vec![2, 0]]).unwrap();
+        assert_eq!(s.n_obs, 4);
+        assert_eq!(s.levels[0].counts, vec![2, 2]);
+        assert_eq!(s.levels[0].sum_y, vec![3.0, 3.0]);
+        assert_eq!(s.yty, 10.0);
+    }
+
+    #[test]
+    fn replicates_do_not_depend_on_threads() {
+        let (y, x, codes, levels) = design();
+        let data = model(&y, &x, &codes[..2], &levels[..2]);
+        let stats = SufficientStats::compute(&data).unwrap();
+        let boot = Pigeonhole::new(&data, stats).unwrap();
+        let one = boot.run(&Estimator::Moments, 5, 0..12, &Workers::new(1).unwrap());
+        let two = boot.run(&Estimator::Moments, 5, 0..12, &Workers::new(2).unwrap());
+        assert_eq!(one, two);
+        let in_parts: Vec<_> = [0..5, 5..12].into_iter().flat_map(|r| boot.run(&Estimator::Moments, 5, r, &Workers::new(3).unwrap())).collect();
+        assert_eq!(one, in_parts);
+        let other_seed = boot.run(&Estimator::Moments, 6, 0..12, &Workers::new(2).unwrap());
+        assert_ne!(one, other_seed);
+        assert!(one.iter().filter(|r| r.is_ok()).count() >= 10);
+    }
+
+    #[test]
+    fn all_multiplicities_one_give_the_original_statistics() {
+        let (y, x, codes, levels) = design();
+        let data = model(&y, &x, &codes, &levels);
+        let stats = SufficientStats::compute(&data).unwrap();
+        let boot = Pigeonhole::new(&data, stats.clone()).unwrap();
+        let ones: Vec<Vec<u32>> = levels.iter().map(|&g| vec![1; g]).collect();
+        assert_same_statistics(&boot.replicate_statistics(&ones).unwrap(), &stats);
+    }
+}

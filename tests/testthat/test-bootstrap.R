@@ -1,0 +1,182 @@
+crossed_data <- function(seed = 1, n = 300) {
+  set.seed(seed)
+  a <- rnorm(12); b <- rnorm(9, sd = 0.7)
+  i <- sample(12, n, TRUE); j <- sample(9, n, TRUE)
+  x <- rnorm(n)
+  data.frame(y = 1 + 0.5 * x + a[i] + b[j] + rnorm(n), x = x,
+             u = factor(paste0("u", i)), v = factor(paste0("v", j)))
+}
+
+# The data of a replicate written out by hand: every row once for each combination of
+# the copies of its levels, copy c of level g labelled "g#c".
+expand_by_hand <- function(data, multiplicities) {
+  rows <- list()
+  for (r in seq_len(nrow(data))) {
+    copies <- lapply(names(multiplicities), function(term) {
+      seq_len(multiplicities[[term]][[as.character(data[[term]][r])]])
+    })
+    grid <- expand.grid(copies)
+    if (nrow(grid) == 0L) next
+    block <- data[rep(r, nrow(grid)), , drop = FALSE]
+    for (k in seq_along(multiplicities)) {
+      term <- names(multiplicities)[k]
+      block[[term]] <- paste0(as.character(data[[term]][r]), "#", grid[[k]])
+    }
+    rows[[length(rows) + 1L]] <- block
+  }
+  out <- do.call(rbind, rows)
+  for (term in names(multiplicities)) out[[term]] <- factor(out[[term]])
+  out
+}
+
+replicate_with <- function(fit, multiplicities) {
+  model <- fullrandom:::bootstrap_model(fit)
+  w <- lapply(names(fit$flist), function(term) {
+    as.integer(multiplicities[[term]][levels(fit$flist[[term]])])
+  })
+  fullrandom:::fr_bootstrap_fit(model$model, fit$method, model$size_columns, 1L, 0, 1L, NULL, w)
+}
+
+test_that("a replicate equals the fit of its data written out copy by copy", {
+  data <- crossed_data()
+  fit <- fr_fit(y ~ x + (1 | u) + (1 | v), data)
+  set.seed(3)
+  multiplicities <- list(
+    u = stats::setNames(as.vector(rmultinom(1, 12, rep(1, 12))), levels(data$u)),
+    v = stats::setNames(as.vector(rmultinom(1, 9, rep(1, 9))), levels(data$v))
+  )
+  # The draw holds levels drawn twice or more and levels left out.
+  expect_true(any(multiplicities$u >= 2) && any(multiplicities$u == 0))
+  out <- replicate_with(fit, multiplicities)
+  expanded <- expand_by_hand(data, multiplicities)
+  expect_equal(nrow(expanded), sum(multiplicities$u[as.character(data$u)] *
+                                     multiplicities$v[as.character(data$v)]))
+  by_hand <- fr_fit(y ~ x + (1 | u) + (1 | v), expanded)
+  expect_equal(out$components, unname(by_hand$theta), tolerance = 1e-10)
+  expect_equal(out$coef, unname(by_hand$coef_all), tolerance = 1e-7)
+  expect_true(is.na(out$errors))
+})
+
+test_that("with one random term a replicate is the cluster bootstrap, for both methods", {
+  data <- simulate_archers(n_archers = 15, n_shots = 6, seed = 4)
+  multiplicities <- list(archer = stats::setNames(c(3, 0, 1, 2, 0, 0, 1, 1, 2, 0, 1, 1, 0, 2, 1),
+                                                  levels(data$archer)))
+  expanded <- expand_by_hand(data, multiplicities)
+  expect_equal(nlevels(expanded$archer), 15L)
+  for (method in c("moments", "fr")) {
+    fit <- fr_fit(distance ~ bow + (1 | archer), data, method = method)
+    out <- replicate_with(fit, multiplicities)
+    by_hand <- fr_fit(distance ~ bow + (1 | archer), expanded, method = method)
+    expect_equal(out$components, unname(by_hand$theta), tolerance = 1e-10)
+    expect_equal(out$coef, unname(by_hand$coef_all), tolerance = 1e-7)
+  }
+})
+
+test_that("replicates are reproducible with seed and do not depend on threads", {
+  fit <- fr_fit(y ~ x + (1 | u) + (1 | v), crossed_data())
+  a <- fr_bootstrap(fit, nsim = 30, seed = 11, threads = 1)
+  b <- fr_bootstrap(fit, nsim = 30, seed = 11, threads = 2)
+  c <- fr_bootstrap(fit, nsim = 30, seed = 12, threads = 2)
+  expect_identical(as.matrix(a), as.matrix(b))
+  expect_false(isTRUE(all.equal(as.matrix(a), as.matrix(c))))
+  # With a seed the caller's random stream is left as it was.
+  set.seed(5)
+  before <- runif(1)
+  set.seed(5)
+  fr_bootstrap(fit, nsim = 5, seed = 1)
+  expect_identical(runif(1), before)
+  # Without one, set.seed() makes the replicates reproducible.
+  set.seed(6)
+  d <- fr_bootstrap(fit, nsim = 10)
+  set.seed(6)
+  e <- fr_bootstrap(fit, nsim = 10)
+  expect_identical(as.matrix(d), as.matrix(e))
+  expect_identical(attr(d, "seed"), attr(e, "seed"))
+})
+
+test_that("the bootstrap's spread matches the sampling spread of the cluster bootstrap's estimator", {
+  fit <- fr_fit(distance ~ bow + (1 | archer), simulate_archers(n_archers = 40, seed = 7))
+  boot <- fr_bootstrap(fit, nsim = 400, seed = 1)
+  expect_s3_class(boot, "fr_bootstrap")
+  expect_identical(names(boot), c("sd_(Intercept)|archer", "sigma", "(Intercept)", "bowSouthwood"))
+  expect_identical(nrow(boot), 400L)
+  expect_equal(unname(colMeans(boot)), unname(attr(boot, "estimate")), tolerance = 0.05)
+  expect_equal(attr(boot, "variances")[, "archer"], boot[["sd_(Intercept)|archer"]]^2)
+  # The archer sd's standard error in a one-way layout with 40 groups is near sd / sqrt(2 * 39).
+  se <- sd(boot[["sd_(Intercept)|archer"]])
+  expect_gt(se, 0.5 * 23 / sqrt(78))
+  expect_lt(se, 2 * 23 / sqrt(78))
+})
+
+test_that("confint names its rows as lme4 and computes each method's limits", {
+  data <- simulate_archers(seed = 1)
+  fit <- fr_fit(distance ~ bow + (1 | archer), data)
+  boot <- fr_bootstrap(fit, nsim = 200, seed = 3)
+  ci <- confint(fit, boot = boot)
+  expect_identical(rownames(ci), c("sd_(Intercept)|archer", "sigma", "(Intercept)", "bowSouthwood"))
+  expect_identical(colnames(ci), c("2.5 %", "97.5 %"))
+  expect_equal(ci[, 1], apply(as.matrix(boot), 2, quantile, 0.025, names = FALSE), ignore_attr = TRUE)
+  expect_true(all(ci[, 1] < attr(boot, "estimate") & attr(boot, "estimate") < ci[, 2]))
+  if (requireNamespace("lme4", quietly = TRUE)) {
+    lme4_fit <- lme4::lmer(distance ~ bow + (1 | archer), data)
+    expect_identical(rownames(confint(lme4_fit, method = "Wald", oldNames = FALSE)), rownames(ci))
+  }
+  wald <- confint(fit, method = "Wald", level = 0.9, boot = boot)
+  se <- sqrt(diag(vcov(fit)))
+  expect_equal(wald[3:4, 2], fixef(fit) + qnorm(0.95) * se, ignore_attr = TRUE)
+  v_se <- apply(attr(boot, "variances"), 2, sd)
+  expect_equal(wald[1:2, 1], sqrt(pmax(fit$theta - qnorm(0.95) * v_se, 0)), ignore_attr = TRUE)
+  expect_identical(colnames(wald), c("5 %", "95 %"))
+  expect_identical(rownames(confint(fit, parm = "beta_", method = "Wald")), c("(Intercept)", "bowSouthwood"))
+  expect_identical(rownames(confint(fit, parm = c("sigma", "theta_"), boot = boot)),
+                   c("sigma", "sd_(Intercept)|archer"))
+  expect_identical(rownames(confint(fit, parm = 4, boot = boot)), "bowSouthwood")
+})
+
+test_that("Software Alchemy intervals come from the chunk covariance of independent chunks", {
+  data <- simulate_archers(seed = 2)
+  fit <- fr_fit(distance ~ bow + (1 | archer), data, chunks = 5, combine = "average",
+                chunk_by = "archer", seed = 1)
+  ci <- confint(fit, method = "alchemy")
+  se <- sqrt(diag(fit$alchemy$vcov))
+  expect_equal(ci[3:4, 1], fixef(fit) - qnorm(0.975) * se[3:4], ignore_attr = TRUE)
+  expect_equal(ci[1:2, 2], sqrt(fit$theta + qnorm(0.975) * se[1:2]), ignore_attr = TRUE)
+})
+
+test_that("bad requests get errors that say what is wrong", {
+  data <- crossed_data()
+  fit <- fr_fit(y ~ x + (1 | u) + (1 | v), data)
+  expect_error(fr_bootstrap(lm(y ~ x, data)), "fr_fit object")
+  expect_error(fr_bootstrap(fit, nsim = 0), "`nsim` must be a whole number")
+  expect_error(fr_bootstrap(fit, nsim = 2.5), "`nsim` must be a whole number")
+  expect_error(fr_bootstrap(fit, nsim = 5, seed = "a"), "`seed` must be a single number")
+  expect_error(confint(fit, method = "alchemy"), "combine = \"average\"")
+  expect_error(confint(fit, parm = "slope"), "unknown parameter 'slope'.*sd_\\(Intercept\\)\\|u")
+  expect_error(confint(fit, parm = 9), "indices must lie in 1..5")
+  expect_error(confint(fit, level = 95), "`level` must be a single number between 0 and 1")
+  other <- fr_fit(y ~ 1 + (1 | u), data)
+  expect_error(confint(fit, boot = fr_bootstrap(other, nsim = 5, seed = 1)), "another model")
+  rows <- suppressWarnings(fr_fit(y ~ x + (1 | u), data, chunks = 3, combine = "average", seed = 1))
+  expect_error(confint(rows, method = "alchemy"), "chunked rows at random")
+  crossed <- fr_fit(y ~ x + (1 | u) + (1 | v), data, chunks = 3, combine = "average", chunk_by = "u",
+                    seed = 1)
+  expect_error(confint(crossed, method = "alchemy"), "levels of \\(1 \\| v\\) fall in several")
+  dir <- withr::local_tempdir()
+  paths <- file.path(dir, c("a.rds", "b.rds"))
+  saveRDS(data[1:150, ], paths[1])
+  saveRDS(data[151:300, ], paths[2])
+  from_files <- fr_fit(y ~ x + (1 | u) + (1 | v), paths)
+  expect_error(fr_bootstrap(from_files, nsim = 5), "do not keep; fit a data frame")
+})
+
+test_that("the core reports progress between batches of replicates", {
+  fit <- fr_fit(y ~ x + (1 | u) + (1 | v), crossed_data())
+  model <- fullrandom:::bootstrap_model(fit)
+  done <- integer()
+  out <- fullrandom:::fr_bootstrap_fit(model$model, "moments", integer(), 20L, 1, 2L,
+                                       function(n) done <<- c(done, n), NULL)
+  expect_identical(done, c(8L, 16L, 20L))
+  expect_length(out$components, 20L * 3L)
+  expect_error(fullrandom:::fr_bootstrap_fit(model$model, "moments", integer(), 5L, -1, 1L, NULL, NULL),
+               "whole number in \\[0, 2\\^53\\)")
+})
