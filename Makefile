@@ -52,6 +52,7 @@ bench: install
 	Rscript bench/full-randomness.R
 	Rscript bench/scale.R
 	Rscript bench/alchemy.R
+	Rscript bench/coverage.R
 
 clean:
 	rm -rf $(BUILD) src/*.o src/*.so src/rust/target

@@ -15,7 +15,7 @@
 #' term's levels does not. The pigeonhole bootstrap is conservative for means (its
 #' variance is biased upwards, Owen and Eckles 2012); for variance components of crossed
 #' designs the replicates are also shifted, because a resampled observation and its copies
-#' share one residual (see `vignette("bootstrap", package = "fullrandom")` for what this
+#' share one residual (see `vignette("intervals", package = "fullrandom")` for what this
 #' does to intervals).
 #'
 #' @param fit an `fr_fit` made from a data frame (fits from files keep no data to resample).
@@ -145,11 +145,12 @@ print.fr_bootstrap <- function(x, ...) {
 #' * `"bootstrap"` (the default): percentile intervals from [fr_bootstrap()], the
 #'   pigeonhole bootstrap, which resamples the levels of every random term independently
 #'   (with one term, the cluster bootstrap).
-#' * `"alchemy"`: normal intervals from the Software Alchemy covariance of a fit made
-#'   with `combine = "average"` and `chunk_by` (see [fr_fit()]): the chunk estimates are
-#'   independent only when every random term nests in `chunk_by`. Variance components get
-#'   `v +/- z se(v)` on the variance scale, cut at zero, and are reported as standard
-#'   deviations.
+#' * `"alchemy"`: intervals from the Software Alchemy covariance of a fit made with
+#'   `combine = "average"` and `chunk_by` (see [fr_fit()]): the chunk estimates are
+#'   independent only when every random term nests in `chunk_by`. With `g` chunks the
+#'   limits are `estimate +/- t se`, `t` the quantile of Student's t with `g - 1` degrees
+#'   of freedom (the standard errors come from `g` estimates); variance components get
+#'   them on the variance scale, cut at zero, and are reported as standard deviations.
 #' * `"Wald"`: the fixed effects from `vcov(fit)`, the GLS covariance. The package has no
 #'   analytic variance of the moment estimates that holds without normality, so the
 #'   variance components use the bootstrap's variance of their replicates,
@@ -229,9 +230,8 @@ select_parameters <- function(fit, parm) {
   unique(out)
 }
 
-# Normal limits of variance components on the variance scale, cut at zero, as sds.
-variance_limits <- function(variance, se, probs) {
-  z <- stats::qnorm(probs)
+# Normal (or t) limits of variance components on the variance scale, cut at zero, as sds.
+variance_limits <- function(variance, se, probs, z = stats::qnorm(probs)) {
   limits <- outer(variance, rep(1, 2L)) + outer(se, z)
   sqrt(pmax(limits, 0))
 }
@@ -254,8 +254,9 @@ alchemy_intervals <- function(fit, probs) {
   estimates <- fit$alchemy$estimates
   se <- sqrt(diag(fit$alchemy$vcov))
   n_sd <- length(fit$flist) + 1L
-  z <- stats::qnorm(probs)
-  sds <- variance_limits(unname(fit$theta), unname(se[seq_len(n_sd)]), probs)
+  # The covariance is estimated from g chunk estimates: t quantiles with g - 1 df.
+  z <- stats::qt(probs, df = nrow(estimates) - 1L)
+  sds <- variance_limits(unname(fit$theta), unname(se[seq_len(n_sd)]), probs, z)
   beta <- names(fit$coefficients)
   fixed <- outer(unname(fit$coefficients), rep(1, 2L)) + outer(unname(se[beta]), z)
   rbind(sds, fixed)

@@ -66,7 +66,7 @@
 #' Henderson's mixed-model equations
 #' `[X'X, X'Z; Z'X, Z'Z + L] [b; u] = [X'y; Z'y]`, `L = diag(s2 / s2_k)`, whose blocks
 #' are all in the sufficient statistics. `Z'Z + L` is never formed: the systems in it
-#' are solved by conjugate gradients preconditioned by its diagonal (memory linear in
+#' are solved by conjugate gradients preconditioned by block Gauss-Seidel (memory linear in
 #' the numbers of levels and observed cells) to a relative residual below 1e-10,
 #' recorded in `fit$mme`. Terms estimated at zero drop out (their BLUPs are 0). The
 #' covariance of `b` is `vcov(fit) = s2 (X'X - X'Z (Z'Z + L)^-1 Z'X)^-1`, the GLS

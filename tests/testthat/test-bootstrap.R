@@ -139,8 +139,9 @@ test_that("Software Alchemy intervals come from the chunk covariance of independ
                 chunk_by = "archer", seed = 1)
   ci <- confint(fit, method = "alchemy")
   se <- sqrt(diag(fit$alchemy$vcov))
-  expect_equal(ci[3:4, 1], fixef(fit) - qnorm(0.975) * se[3:4], ignore_attr = TRUE)
-  expect_equal(ci[1:2, 2], sqrt(fit$theta + qnorm(0.975) * se[1:2]), ignore_attr = TRUE)
+  t4 <- qt(0.975, df = 4)
+  expect_equal(ci[3:4, 1], fixef(fit) - t4 * se[3:4], ignore_attr = TRUE)
+  expect_equal(ci[1:2, 2], sqrt(fit$theta + t4 * se[1:2]), ignore_attr = TRUE)
 })
 
 test_that("bad requests get errors that say what is wrong", {

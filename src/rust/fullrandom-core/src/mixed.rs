@@ -157,14 +157,8 @@ impl<'a> RandomEffectsMatrix<'a> {
     /// does not depend on how the levels are split between threads.
     pub fn apply(&self, x: &[f64], y: &mut [f64], r: usize) {
         for block in &self.blocks {
-            let mut rest = &mut y[block.offset * r..(block.offset + block.n_levels) * r];
-            let mut pieces = Vec::with_capacity(block.tasks.len());
-            for task in &block.tasks {
-                let (piece, tail) = rest.split_at_mut(task.len() * r);
-                pieces.push((task.start, piece));
-                rest = tail;
-            }
-            pieces.into_par_iter().for_each(|(first, chunk)| {
+            let rows = &mut y[block.offset * r..(block.offset + block.n_levels) * r];
+            split_by_tasks(block, rows, r).into_par_iter().for_each(|(first, chunk)| {
                 for (i, out) in chunk.chunks_mut(r).enumerate() {
                     let g = first + i;
                     let row = block.offset + g;
@@ -269,14 +263,7 @@ impl<'a> RandomEffectsMatrix<'a> {
         if !block.neighbours.iter().any(|(b, _)| include(*b)) {
             return out;
         }
-        let mut rest = &mut out[..];
-        let mut pieces = Vec::with_capacity(block.tasks.len());
-        for task in &block.tasks {
-            let (piece, tail) = rest.split_at_mut(task.len() * r);
-            pieces.push((task.start, piece));
-            rest = tail;
-        }
-        pieces.into_par_iter().for_each(|(first, chunk)| {
+        split_by_tasks(block, &mut out, r).into_par_iter().for_each(|(first, chunk)| {
             for (i, sum) in chunk.chunks_mut(r).enumerate() {
                 let g = first + i;
                 for (other, cells) in block.neighbours.iter().filter(|(b, _)| include(*b)) {
@@ -359,6 +346,18 @@ impl<'a> RandomEffectsMatrix<'a> {
             "the mixed-model equations did not converge in {MAX_ITERATIONS} conjugate gradient iterations"
         )))
     }
+}
+
+/// The rows of one term's levels (`r` values a level) cut at its tasks: `(first level, rows)`.
+fn split_by_tasks<'r>(block: &Block<'_>, rows: &'r mut [f64], r: usize) -> Vec<(usize, &'r mut [f64])> {
+    let mut rest = rows;
+    let mut pieces = Vec::with_capacity(block.tasks.len());
+    for task in &block.tasks {
+        let (piece, tail) = std::mem::take(&mut rest).split_at_mut(task.len() * r);
+        pieces.push((task.start, piece));
+        rest = tail;
+    }
+    pieces
 }
 
 /// Column-wise dot products of two row-major `n x r` arrays, summed over fixed blocks of
