@@ -43,17 +43,13 @@
 #' @export
 fr_bootstrap <- function(fit, nsim = 200, seed = NULL, threads = fit$threads, progress = interactive()) {
   if (!inherits(fit, "fr_fit")) stop("`fit` must be an fr_fit object", call. = FALSE)
-  if (!is.numeric(nsim) || length(nsim) != 1L || is.na(nsim) || nsim < 1 || nsim != round(nsim) ||
-      nsim > .Machine$integer.max) {
-    stop("`nsim` must be a whole number of at least 1", call. = FALSE)
-  }
+  nsim <- check_whole_number(nsim, "nsim", at_least = 1)
   threads <- check_threads(if (is.null(threads)) 1L else threads)
   model <- bootstrap_model(fit)
   stream <- with_seed(seed, stream_seed())
   bar <- if (isTRUE(progress)) progress_reporter(nsim)
-  out <- fr_bootstrap_fit(model$model, fit$method, model$size_columns, as.integer(nsim), stream,
-                          threads, bar, NULL)
-  bootstrap_frame(fit, out, as.integer(nsim), stream)
+  out <- fr_bootstrap_fit(model$model, fit$method, model$size_columns, nsim, stream, threads, bar, NULL)
+  bootstrap_frame(fit, out, nsim, stream)
 }
 
 # The data of the fit in the core's form, with the size() columns of method "fr" (0-based).
@@ -230,36 +226,33 @@ select_parameters <- function(fit, parm) {
   unique(out)
 }
 
-# Normal (or t) limits of variance components on the variance scale, cut at zero, as sds.
-variance_limits <- function(variance, se, probs, z = stats::qnorm(probs)) {
-  limits <- outer(variance, rep(1, 2L)) + outer(se, z)
-  sqrt(pmax(limits, 0))
+# Limits estimate +/- quantile * se: the variance components on the variance scale, cut
+# at zero and reported as sds (NA where `se_variances` is NULL), then the fixed effects.
+symmetric_limits <- function(fit, se_variances, se_fixed, quantiles) {
+  n_sd <- length(fit$flist) + 1L
+  sds <- if (is.null(se_variances)) {
+    matrix(NA_real_, n_sd, 2L)
+  } else {
+    limits <- outer(unname(fit$theta), rep(1, 2L)) + outer(unname(se_variances), quantiles)
+    sqrt(pmax(limits, 0))
+  }
+  fixed <- outer(unname(fit$coefficients), rep(1, 2L)) + outer(unname(se_fixed), quantiles)
+  rbind(sds, fixed)
 }
 
 wald_intervals <- function(fit, probs, variances) {
-  z <- stats::qnorm(probs)
   se_fixed <- sqrt(diag(fit$vcov))[names(fit$coefficients)]
-  fixed <- outer(unname(fit$coefficients), rep(1, 2L)) + outer(unname(se_fixed), z)
-  n_sd <- length(fit$flist) + 1L
-  sds <- if (is.null(variances)) {
-    matrix(NA_real_, n_sd, 2L)
-  } else {
-    variance_limits(unname(fit$theta), apply(variances, 2L, stats::sd), probs)
-  }
-  rbind(sds, fixed)
+  se_variances <- if (!is.null(variances)) apply(variances, 2L, stats::sd)
+  symmetric_limits(fit, se_variances, se_fixed, stats::qnorm(probs))
 }
 
 alchemy_intervals <- function(fit, probs) {
   check_alchemy(fit)
-  estimates <- fit$alchemy$estimates
   se <- sqrt(diag(fit$alchemy$vcov))
   n_sd <- length(fit$flist) + 1L
   # The covariance is estimated from g chunk estimates: t quantiles with g - 1 df.
-  z <- stats::qt(probs, df = nrow(estimates) - 1L)
-  sds <- variance_limits(unname(fit$theta), unname(se[seq_len(n_sd)]), probs, z)
-  beta <- names(fit$coefficients)
-  fixed <- outer(unname(fit$coefficients), rep(1, 2L)) + outer(unname(se[beta]), z)
-  rbind(sds, fixed)
+  quantiles <- stats::qt(probs, df = nrow(fit$alchemy$estimates) - 1L)
+  symmetric_limits(fit, se[seq_len(n_sd)], se[names(fit$coefficients)], quantiles)
 }
 
 # Software Alchemy intervals need independent chunks: averaged chunk estimates, chunks of

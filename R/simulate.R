@@ -327,7 +327,8 @@ with_local_seed <- function(seed, expr) {
 }
 
 check_whole_number <- function(x, name, at_least) {
-  if (!is.numeric(x) || length(x) != 1 || !is.finite(x) || x != round(x) || x < at_least) {
+  if (!is.numeric(x) || length(x) != 1 || !is.finite(x) || x != round(x) || x < at_least ||
+      x > .Machine$integer.max) {
     stop(sprintf("`%s` must be a whole number of at least %d", name, at_least),
          call. = FALSE)
   }

@@ -29,9 +29,7 @@ use crate::data::{FixedColumn, ModelData};
 use crate::error::FitError;
 use crate::fr::fit_full_randomness;
 use crate::grouping::CellCounts;
-use crate::mixed::{solve_mixed_model_to, Accuracy};
-use crate::moments::{fit_variance_components, MomentEquations};
-use crate::ols::ols_from_stats;
+use crate::mixed::Accuracy;
 use crate::stats::{pair_index, LevelSums, SufficientStats};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -155,10 +153,7 @@ impl<'a> Pigeonhole<'a> {
             .iter()
             .map(|&g| LevelSums { counts: vec![0; g], sum_y: vec![0.0; g], sum_x: vec![0.0; g * p] })
             .collect();
-        let mut per_cell: Vec<Vec<u64>> = self.row_cells.iter().map(|_| vec![0; 0]).collect();
-        for (pair, cells) in per_cell.iter_mut().enumerate() {
-            cells.resize(stats.cells[pair].cols.len(), 0);
-        }
+        let mut per_cell: Vec<Vec<u64>> = (0..self.row_cells.len()).map(|pair| vec![0; stats.cells[pair].cols.len()]).collect();
         let (mut n_obs, mut yty, mut sum_y) = (0u64, 0.0, 0.0);
         let (mut xtx, mut xty, mut sum_x) = (vec![0.0; p * p], vec![0.0; p], vec![0.0; p]);
         let mut x = vec![0.0; p];
@@ -358,11 +353,8 @@ pub fn fit_replicate(
 ) -> Result<Replicate, FitError> {
     match estimator {
         Estimator::Moments => {
-            let ols = ols_from_stats(stats)?;
-            let equations = MomentEquations::from_stats(stats, &ols)?;
-            let components = fit_variance_components(&equations)?;
-            let mixed = solve_mixed_model_to(stats, &ols, &components, Accuracy::REPLICATE, pool, &mut || true)?;
-            Ok(Replicate { components: components.estimate, coef: mixed.coef })
+            let fit = crate::fit_stats_to(stats, Accuracy::REPLICATE, pool, &mut || true)?;
+            Ok(Replicate { components: fit.components.estimate, coef: fit.mixed.coef })
         }
         Estimator::FullRandomness { size_columns } => {
             let fit = fit_full_randomness(stats, size_columns, pool, &mut || true)?;

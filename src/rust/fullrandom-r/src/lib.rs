@@ -7,6 +7,7 @@ use extendr_api::prelude::*;
 use extendr_api::AsTypedSlice;
 use extendr_api::Result;
 use extendr_ffi::SEXPTYPE;
+use fullrandom_core::bootstrap::Estimator;
 use fullrandom_core::{FactorCodes, FixedColumn, MixedModelSolution, ModelData, SufficientStats};
 
 /// The entries of a matrix in R's (column-major) order.
@@ -175,13 +176,12 @@ fn fit_statistics(
     size_columns: &[i32],
     threads: usize,
 ) -> Result<(Vec<(&'static str, Robj)>, MixedModelSolution)> {
-    match method {
-        "moments" => {
+    match estimator_of(method, size_columns)? {
+        Estimator::Moments => {
             let fit = fullrandom_core::fit_from_stats_with(stats, threads, &mut no_user_interrupt).map_err(r_error)?;
             Ok((estimate_values(&fit.ols, &fit.equations, &fit.components, &fit.mixed), fit.mixed))
         }
-        "fr" => {
-            let size_columns: Vec<usize> = size_columns.iter().filter_map(|&j| usize::try_from(j).ok()).collect();
+        Estimator::FullRandomness { size_columns } => {
             let fit = fullrandom_core::fit_full_randomness_from_stats_with(
                 stats,
                 &size_columns,
@@ -200,6 +200,16 @@ fn fit_statistics(
             values.push(("fr", fr.into()));
             Ok((values, fit.mixed))
         }
+    }
+}
+
+/// The estimator R names: "moments", or "fr" with its 0-based size() columns.
+fn estimator_of(method: &str, size_columns: &[i32]) -> Result<Estimator> {
+    match method {
+        "moments" => Ok(Estimator::Moments),
+        "fr" => Ok(Estimator::FullRandomness {
+            size_columns: size_columns.iter().filter_map(|&j| usize::try_from(j).ok()).collect(),
+        }),
         other => Err(Error::Other(format!("unknown method '{other}'"))),
     }
 }
@@ -508,16 +518,10 @@ fn fr_bootstrap_fit(
     progress: Robj,
     multiplicities: Robj,
 ) -> Result<List> {
-    use fullrandom_core::bootstrap::{fit_replicate, Estimator, Pigeonhole, Workers};
+    use fullrandom_core::bootstrap::{fit_replicate, Pigeonhole, Workers};
     let data = model_data(&model)?;
     let threads = threads.max(1) as usize;
-    let estimator = match method {
-        "moments" => Estimator::Moments,
-        "fr" => Estimator::FullRandomness {
-            size_columns: size_columns.iter().filter_map(|&j| usize::try_from(j).ok()).collect(),
-        },
-        other => return Err(Error::Other(format!("unknown method '{other}'"))),
-    };
+    let estimator = estimator_of(method, &size_columns)?;
     if !(seed >= 0.0 && seed < 9007199254740992.0 && seed.fract() == 0.0) {
         return Err(Error::Other("the bootstrap seed must be a whole number in [0, 2^53)".into()));
     }
