@@ -15,8 +15,10 @@
 #' term's levels does not. The pigeonhole bootstrap is conservative for means (its
 #' variance is biased upwards, Owen and Eckles 2012); for variance components of crossed
 #' designs the replicates are also shifted, because a resampled observation and its copies
-#' share one residual (see `vignette("intervals", package = "fullrandom")` for what this
-#' does to intervals).
+#' share one residual: the replicates' residual variance sits below the estimate and the
+#' terms' variances above it. [confint.fr_fit()] therefore centres the replicates' variance
+#' components on the estimate (see `vignette("intervals", package = "fullrandom")`); the
+#' replicates returned here are as the estimator gives them.
 #'
 #' @param fit an `fr_fit` made from a data frame (fits from files keep no data to resample).
 #' @param nsim number of replicates.
@@ -29,9 +31,10 @@
 #' @return a data frame of class `fr_bootstrap`, one row per replicate, with the columns
 #'   `confint()` reports: the standard deviations of the random terms
 #'   (`sd_(Intercept)|<term>`), `sigma` and the fixed effects. Attributes: `variances`
-#'   (the replicates' variance components, a matrix), `estimate` (the fit's values of
-#'   the columns), `seed` and `failed` (the messages of replicates that could not be
-#'   fitted; they are left out, with a warning).
+#'   (the replicates' variance components, a matrix), `raw` (the same before the
+#'   boundary rule: the unbiased solutions of the replicates' moment equations),
+#'   `estimate` (the fit's values of the columns), `seed` and `failed` (the messages of
+#'   replicates that could not be fitted; they are left out, with a warning).
 #' @references A. B. Owen (2007), "The pigeonhole bootstrap", Annals of Applied
 #'   Statistics 1(2). A. B. Owen and D. Eckles (2012), "Bootstrapping data arrays of
 #'   arbitrary order", Annals of Applied Statistics 6(3).
@@ -87,6 +90,7 @@ bootstrap_frame <- function(fit, out, nsim, stream) {
   k <- length(labels)
   x_names <- names(fit$coef_all)
   variances <- matrix(out$components, nsim, k + 1L, dimnames = list(NULL, c(labels, "Residual")))
+  raw <- matrix(out$raw, nsim, k + 1L, dimnames = dimnames(variances))
   coef <- matrix(out$coef, nsim, length(x_names), dimnames = list(NULL, x_names))
   coef <- coef[, names(fit$coefficients), drop = FALSE]
   failed <- !is.na(out$errors)
@@ -106,6 +110,7 @@ bootstrap_frame <- function(fit, out, nsim, stream) {
   rownames(frame) <- NULL
   structure(frame, class = c("fr_bootstrap", "data.frame"),
             variances = variances[!failed, , drop = FALSE],
+            raw = raw[!failed, , drop = FALSE],
             estimate = parameter_estimates(fit), seed = stream,
             failed = out$errors[failed])
 }
@@ -140,7 +145,16 @@ print.fr_bootstrap <- function(x, ...) {
 #'
 #' * `"bootstrap"` (the default): percentile intervals from [fr_bootstrap()], the
 #'   pigeonhole bootstrap, which resamples the levels of every random term independently
-#'   (with one term, the cluster bootstrap).
+#'   (with one term, the cluster bootstrap). The moment estimates of the variances are
+#'   unbiased, but in a replicate of crossed data an observation and its copies share one
+#'   residual, which shifts the replicates' variances (the residual variance down, the
+#'   terms' up). So the variance components' limits are the percentiles of the replicates
+#'   centred on the estimate on the variance scale, `v* - mean(v*) + v` (unbiased solutions
+#'   of the moment equations, before the boundary rule), cut at zero and reported as
+#'   standard deviations. The pigeonhole bootstrap counts the variance of a single
+#'   observation more than once (three times with two crossed terms), so with crossed
+#'   terms its intervals are conservative, most of all for the residual standard deviation
+#'   and for slopes of covariates that vary within levels.
 #' * `"alchemy"`: intervals from the Software Alchemy covariance of a fit made with
 #'   `combine = "average"` and `chunk_by` (see [fr_fit()]): the chunk estimates are
 #'   independent only when every random term nests in `chunk_by`. With `g` chunks the
@@ -149,7 +163,8 @@ print.fr_bootstrap <- function(x, ...) {
 #'   them on the variance scale, cut at zero, and are reported as standard deviations.
 #' * `"Wald"`: the fixed effects from `vcov(fit)`, the GLS covariance. The package has no
 #'   analytic variance of the moment estimates that holds without normality, so the
-#'   variance components use the bootstrap's variance of their replicates,
+#'   variance components use the bootstrap's variance of their replicates (before the
+#'   boundary rule),
 #'   `v +/- z sd*(v)` on the variance scale, cut at zero, as standard deviations (lme4
 #'   reports `NA` there).
 #'
@@ -188,12 +203,28 @@ confint.fr_fit <- function(object, parm, level = 0.95, method = c("bootstrap", "
     stop("`boot` holds the replicates of another model", call. = FALSE)
   }
   out <- switch(method,
-    bootstrap = t(apply(as.matrix(boot), 2L, stats::quantile, probs = probs, names = FALSE, na.rm = TRUE)),
+    bootstrap = percentile_intervals(object, boot, probs),
     alchemy = alchemy_intervals(object, probs),
-    Wald = wald_intervals(object, probs, if (needs_boot) attr(boot, "variances"))
+    Wald = wald_intervals(object, probs, if (needs_boot) replicate_variances(boot))
   )
   out <- matrix(out, length(names_all), 2L, dimnames = list(names_all, columns))
   out[wanted, , drop = FALSE]
+}
+
+# The replicates' variance components before the boundary rule (replicates made before
+# they were kept have only those after it).
+replicate_variances <- function(boot) {
+  if (is.null(attr(boot, "raw"))) attr(boot, "variances") else attr(boot, "raw")
+}
+
+# Percentiles of the replicates; the variance components' replicates are first centred on
+# the fit's unbiased estimate on the variance scale (see confint.fr_fit), then cut at zero.
+percentile_intervals <- function(fit, boot, probs) {
+  quantiles <- function(x) stats::quantile(x, probs = probs, names = FALSE, na.rm = TRUE)
+  variances <- replicate_variances(boot)
+  centred <- sweep(variances, 2L, colMeans(variances) - unname(fit$theta_raw))
+  rbind(t(apply(sqrt(pmax(centred, 0)), 2L, quantiles)),
+        t(apply(as.matrix(boot)[, -seq_len(ncol(variances)), drop = FALSE], 2L, quantiles)))
 }
 
 # The indices of the parameters `parm` names (lme4's conventions), all when NULL.

@@ -75,7 +75,7 @@ table_of <- function(result, truth) {
   rows <- vapply(names(result$coverage), function(m) {
     sprintf("| %s | %s |", m, paste(sprintf("%.3f", result$coverage[[m]]), collapse = " | "))
   }, "")
-  shift <- sprintf("| replicates' mean - estimate, in replicate sds | %s |",
+  shift <- sprintf("| uncentred replicates' mean - estimate, in replicate sds | %s |",
                    paste(sprintf("%+.2f", result$shift), collapse = " | "))
   c(header, rows, shift)
 }
@@ -105,8 +105,9 @@ lines <- c(
   "", "## Intervals: coverage of 95% intervals", "",
   sprintf(paste(
     "`Rscript bench/coverage.R`: %d simulated data sets per design, %d pigeonhole bootstrap",
-    "replicates each (`confint(fit)`, percentile intervals); Wald: fixed effects from `vcov()`,",
-    "variance components from the bootstrap variance; alchemy: `chunks = 6, combine =",
+    "replicates each (`confint(fit)`: percentile intervals, the replicates' variances centred on",
+    "the estimate); Wald: fixed effects from `vcov()`, variance components from the bootstrap",
+    "variance; alchemy: `chunks = 6, combine =",
     "\"average\", chunk_by = \"g\"`. A coverage is the share of data sets whose interval holds",
     "the true value (Monte Carlo standard error about 0.01)."), n_sets, nsim),
   "",

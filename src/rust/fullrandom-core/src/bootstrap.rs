@@ -51,6 +51,8 @@ pub enum Estimator {
 pub struct Replicate {
     /// `K` random-effect variances and the residual variance, after the boundary rule.
     pub components: Vec<f64>,
+    /// The same before the boundary rule: the unbiased solution of the moment equations.
+    pub raw: Vec<f64>,
     /// GLS fixed effects of all `p` columns, NaN where a column is aliased in the replicate.
     pub coef: Vec<f64>,
 }
@@ -354,11 +356,11 @@ pub fn fit_replicate(
     match estimator {
         Estimator::Moments => {
             let fit = crate::fit_stats_to(stats, Accuracy::REPLICATE, pool, &mut || true)?;
-            Ok(Replicate { components: fit.components.estimate, coef: fit.mixed.coef })
+            Ok(Replicate { components: fit.components.estimate, raw: fit.components.raw, coef: fit.mixed.coef })
         }
         Estimator::FullRandomness { size_columns } => {
             let fit = fit_full_randomness(stats, size_columns, pool, &mut || true)?;
-            Ok(Replicate { components: fit.components.estimate, coef: fit.mixed.coef })
+            Ok(Replicate { components: fit.components.estimate, raw: fit.components.raw, coef: fit.mixed.coef })
         }
     }
 }

@@ -504,7 +504,8 @@ fn fr_fitted(model: List, coef: Vec<f64>, ranef: List, threads: i32) -> Result<L
 /// @param progress NULL, or a function of the number of replicates done.
 /// @param multiplicities NULL, or a list with one integer vector per random term giving
 ///   the number of copies of every level: then the one replicate these describe.
-/// @return a list: `components` (nsim x (K + 1), by column), `coef` (nsim x p, by
+/// @return a list: `components` (nsim x (K + 1), by column), `raw` (the same before the
+///   boundary rule), `coef` (nsim x p, by
 ///   column, NaN where aliased) and `errors` (NA, or why the replicate could not be fitted).
 /// @noRd
 #[extendr]
@@ -565,19 +566,21 @@ fn fr_bootstrap_fit(
     let p = data.n_fixed();
     let n = results.len();
     let mut components = vec![f64::NAN; n * k];
+    let mut raw = vec![f64::NAN; n * k];
     let mut coef = vec![f64::NAN; n * p];
     let mut errors: Vec<Option<String>> = vec![None; n];
     for (b, result) in results.into_iter().enumerate() {
         match result {
             Ok(r) => {
                 r.components.iter().enumerate().for_each(|(j, v)| components[j * n + b] = *v);
+                r.raw.iter().enumerate().for_each(|(j, v)| raw[j * n + b] = *v);
                 r.coef.iter().enumerate().for_each(|(j, v)| coef[j * n + b] = *v);
             }
             Err(e) => errors[b] = Some(e.to_string()),
         }
     }
     let errors: Vec<Rstr> = errors.into_iter().map(|e| e.map(Rstr::from).unwrap_or_else(Rstr::na)).collect();
-    Ok(list!(components = components, coef = coef, errors = errors))
+    Ok(list!(components = components, raw = raw, coef = coef, errors = errors))
 }
 
 /// Rows per level of a factor's 1-based codes, counted in parallel (internal; the model
