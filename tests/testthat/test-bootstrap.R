@@ -142,6 +142,23 @@ test_that("confint names its rows as lme4 and computes each method's limits", {
   expect_identical(rownames(confint(fit, parm = 4, boot = boot)), "bowSouthwood")
 })
 
+test_that("a crossed term with no variance gets a bootstrap interval from zero", {
+  # Copies of an observation share its residual, which the uncentred replicates of the
+  # item variance take for item variance: their percentiles leave zero out.
+  set.seed(2)
+  n <- 600
+  u <- sample(60, n, TRUE)
+  v <- sample(40, n, TRUE)
+  data <- data.frame(y = rnorm(60)[u] + rnorm(n), u = factor(u), v = factor(v))
+  fit <- suppressMessages(fr_fit(y ~ 1 + (1 | u) + (1 | v), data))
+  boot <- fr_bootstrap(fit, nsim = 100, seed = 1)
+  expect_gt(quantile(boot[["sd_(Intercept)|v"]], 0.025), 0.05)
+  ci <- confint(fit, boot = boot)
+  expect_identical(ci[["sd_(Intercept)|v", 1]], 0)
+  expect_gt(ci[["sd_(Intercept)|v", 2]], 0.2)
+  expect_true(ci[["sigma", 1]] < 1 && 1 < ci[["sigma", 2]])
+})
+
 test_that("Software Alchemy intervals come from the chunk covariance of independent chunks", {
   data <- simulate_archers(seed = 2)
   fit <- fr_fit(distance ~ bow + (1 | archer), data, chunks = 5, combine = "average",
