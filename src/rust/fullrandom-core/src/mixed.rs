@@ -168,14 +168,7 @@ impl<'a> RandomEffectsMatrix<'a> {
                         *o = d * v;
                     }
                     for (other, cells) in &block.neighbours {
-                        let base = self.blocks[*other].offset;
-                        for (m, n) in cells.row(g) {
-                            let n = n as f64;
-                            let xm = &x[(base + m) * r..(base + m + 1) * r];
-                            for (o, v) in out.iter_mut().zip(xm) {
-                                *o += n * v;
-                            }
-                        }
+                        add_cell_sums(out, cells, g, x, self.blocks[*other].offset);
                     }
                 }
             });
@@ -268,13 +261,7 @@ impl<'a> RandomEffectsMatrix<'a> {
             for (i, sum) in chunk.chunks_mut(r).enumerate() {
                 let g = first + i;
                 for (other, cells) in block.neighbours.iter().filter(|(b, _)| include(*b)) {
-                    let base = self.blocks[*other].offset;
-                    for (m, n) in cells.row(g) {
-                        let n = n as f64;
-                        for (s, v) in sum.iter_mut().zip(&z[(base + m) * r..(base + m + 1) * r]) {
-                            *s += n * v;
-                        }
-                    }
+                    add_cell_sums(sum, cells, g, z, self.blocks[*other].offset);
                 }
             }
         });
@@ -347,6 +334,40 @@ impl<'a> RandomEffectsMatrix<'a> {
             "the mixed-model equations did not converge in {MAX_ITERATIONS} conjugate gradient iterations"
         )))
     }
+}
+
+/// `out += sum_m n_gm x[base + m]` over the cells `(m, n_gm)` of row `g`, where `x` holds
+/// `r = out.len()` values a level, added in the cells' stored order. The inner loop over
+/// `r` is unrolled for the usual few right-hand sides; it is most of a solver iteration.
+#[inline]
+fn add_cell_sums(out: &mut [f64], cells: &CellCounts, g: usize, x: &[f64], base: usize) {
+    let range = cells.row_starts[g]..cells.row_starts[g + 1];
+    let (cols, counts) = (&cells.cols[range.clone()], &cells.counts[range]);
+    match out.len() {
+        1 => add_cell_sums_of::<1>(out, cols, counts, x, base),
+        2 => add_cell_sums_of::<2>(out, cols, counts, x, base),
+        3 => add_cell_sums_of::<3>(out, cols, counts, x, base),
+        4 => add_cell_sums_of::<4>(out, cols, counts, x, base),
+        r => {
+            for (&m, &n) in cols.iter().zip(counts) {
+                let (n, at) = (n as f64, (base + m as usize) * r);
+                out.iter_mut().zip(&x[at..at + r]).for_each(|(o, v)| *o += n * v);
+            }
+        }
+    }
+}
+
+fn add_cell_sums_of<const R: usize>(out: &mut [f64], cols: &[u32], counts: &[u32], x: &[f64], base: usize) {
+    let mut sums: [f64; R] = out.try_into().expect("R values a level");
+    for (&m, &n) in cols.iter().zip(counts) {
+        let n = n as f64;
+        let at = (base + m as usize) * R;
+        let xm: &[f64; R] = x[at..at + R].try_into().expect("R values a level");
+        for j in 0..R {
+            sums[j] += n * xm[j];
+        }
+    }
+    out.copy_from_slice(&sums);
 }
 
 /// The rows of one term's levels (`r` values a level) cut at its tasks: `(first level, rows)`.
