@@ -54,8 +54,9 @@ test_that("a replicate equals the fit of its data written out copy by copy", {
   by_hand <- fr_fit(y ~ x + (1 | u) + (1 | v), expanded)
   expect_equal(out$components, unname(by_hand$theta), tolerance = 1e-10)
   expect_equal(out$raw, unname(by_hand$theta_raw), tolerance = 1e-10)
-  # Replicates solve the mixed-model equations to a relative residual of 1e-5 only.
-  expect_equal(out$coef, unname(by_hand$coef_all), tolerance = 1e-5)
+  # Replicates solve the mixed-model equations to a relative residual of 1e-4 only; their
+  # fixed effects are of second order in that error.
+  expect_equal(out$coef, unname(by_hand$coef_all), tolerance = 1e-7)
   expect_true(is.na(out$errors))
 })
 
@@ -70,8 +71,7 @@ test_that("with one random term a replicate is the cluster bootstrap, for both m
     out <- replicate_with(fit, multiplicities)
     by_hand <- fr_fit(distance ~ bow + (1 | archer), expanded, method = method)
     expect_equal(out$components, unname(by_hand$theta), tolerance = 1e-10)
-    # Replicates solve the mixed-model equations to a relative residual of 1e-5 only.
-    expect_equal(out$coef, unname(by_hand$coef_all), tolerance = 1e-5)
+    expect_equal(out$coef, unname(by_hand$coef_all), tolerance = 1e-7)
   }
 })
 
