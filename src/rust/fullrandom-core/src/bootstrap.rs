@@ -25,7 +25,7 @@
 //! Replicate `b` draws from a ChaCha8 stream fixed by `(seed, b)`, so results do not depend
 //! on the number of threads or on which thread fits which replicate.
 
-use crate::data::{FixedColumn, ModelData};
+use crate::data::ModelData;
 use crate::error::FitError;
 use crate::fr::fit_full_randomness;
 use crate::grouping::CellCounts;
@@ -110,11 +110,6 @@ impl<'a> Pigeonhole<'a> {
         Ok(Pigeonhole { data: data.clone(), stats, drawn_from, row_cells })
     }
 
-    /// The statistics of the original data.
-    pub fn statistics(&self) -> &SufficientStats {
-        &self.stats
-    }
-
     /// The multiplicities `w_kg` of replicate `replicate` of the stream `seed`: for every
     /// factor, as many draws with replacement as it has levels with observations.
     pub fn draw(&self, seed: u64, replicate: u64) -> Vec<Vec<u32>> {
@@ -175,10 +170,7 @@ impl<'a> Pigeonhole<'a> {
             }
             let y = data.y[i] - shift.y;
             for (j, column) in data.x.iter().enumerate() {
-                x[j] = match column {
-                    FixedColumn::Ones => 1.0,
-                    FixedColumn::Values(v) => v[i] - shift.x[j],
-                };
+                x[j] = column.value(i, shift.x[j]);
             }
             let weight = copies as f64;
             n_obs += copies;
@@ -368,7 +360,7 @@ pub fn fit_replicate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::FactorCodes;
+    use crate::data::{FactorCodes, FixedColumn};
 
     /// Three crossed factors, unbalanced, with one covariate.
     fn design() -> (Vec<f64>, Vec<f64>, Vec<Vec<i32>>, Vec<usize>) {
@@ -524,6 +516,14 @@ mod tests {
         let stats = SufficientStats::compute(&data).unwrap();
         let boot = Pigeonhole::new(&data, stats.clone()).unwrap();
         let ones: Vec<Vec<u32>> = levels.iter().map(|&g| vec![1; g]).collect();
+        assert_same_statistics(&boot.replicate_statistics(&ones).unwrap(), &stats);
+        // A column of ones that is not the intercept is shifted like any other column.
+        let mut constant = model(&y, &x, &codes, &levels);
+        constant.x.push(FixedColumn::Ones);
+        constant.x_names.push("one".into());
+        let stats = SufficientStats::compute(&constant).unwrap();
+        assert!(stats.shift.x[2] != 0.0);
+        let boot = Pigeonhole::new(&constant, stats.clone()).unwrap();
         assert_same_statistics(&boot.replicate_statistics(&ones).unwrap(), &stats);
     }
 }

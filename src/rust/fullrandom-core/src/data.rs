@@ -34,6 +34,14 @@ impl<'a> FixedColumn<'a> {
         }
     }
 
+    /// `x_i - shift` of row `i`.
+    pub fn value(&self, i: usize, shift: f64) -> f64 {
+        match self {
+            FixedColumn::Ones => 1.0 - shift,
+            FixedColumn::Values(v) => v[i] - shift,
+        }
+    }
+
     /// Adds `b x_i` to `out[i - rows.start]` for the rows in `rows`.
     pub fn add_scaled(&self, rows: Range<usize>, b: f64, out: &mut [f64]) {
         match self {

@@ -78,19 +78,6 @@ pub fn fit_with(
     fit_stats_in(&stats, &pool, keep_going)
 }
 
-/// Matloff's Full Randomness fit of a model with one random intercept ([`fr`]);
-/// `size_columns` are the fixed-effect columns that are functions of the group size.
-pub fn fit_full_randomness_with(
-    data: &ModelData<'_>,
-    size_columns: &[usize],
-    threads: usize,
-    keep_going: &mut dyn FnMut() -> bool,
-) -> Result<FullRandomnessFit, FitError> {
-    let pool = thread_pool(threads)?;
-    let stats = pool.install(|| SufficientStats::compute(data))?;
-    fit_full_randomness(&stats, size_columns, &pool, keep_going)
-}
-
 /// Solves the moment and mixed-model equations from (possibly merged) sufficient statistics.
 pub fn fit_from_stats(stats: &SufficientStats, threads: usize) -> Result<MomentFit, FitError> {
     fit_stats_in(stats, &thread_pool(threads)?, &mut || true)
@@ -111,7 +98,9 @@ pub fn fit_from_stats_with(
     fit_stats_in(stats, &thread_pool(threads)?, keep_going)
 }
 
-/// [`fit_full_randomness_with`] from (possibly merged) sufficient statistics.
+/// Matloff's Full Randomness fit of a model with one random intercept ([`fr`]) from
+/// (possibly merged) sufficient statistics; `size_columns` are the fixed-effect columns
+/// that are functions of the group size.
 pub fn fit_full_randomness_from_stats_with(
     stats: &SufficientStats,
     size_columns: &[usize],

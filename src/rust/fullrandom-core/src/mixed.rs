@@ -99,6 +99,14 @@ struct Block<'a> {
     tasks: Vec<Range<usize>>,
 }
 
+/// What [`RandomEffectsMatrix::solve`] returns: `X`, the true residual `B - C X` of its
+/// last refinement round (so `C X` needs no further product), and the CG iterations.
+pub struct Solution {
+    pub x: Vec<f64>,
+    pub residual: Vec<f64>,
+    pub iterations: usize,
+}
+
 /// `C = Z'Z + L` restricted to the active terms, applied without forming it.
 pub struct RandomEffectsMatrix<'a> {
     blocks: Vec<Block<'a>>,
@@ -189,7 +197,7 @@ impl<'a> RandomEffectsMatrix<'a> {
         r: usize,
         pool: &rayon::ThreadPool,
         keep_going: &mut dyn FnMut() -> bool,
-    ) -> Result<(Vec<f64>, usize), FitError> {
+    ) -> Result<Solution, FitError> {
         let m = self.size();
         let rhs_norm: Vec<f64> = pool.install(|| column_dots(rhs, rhs, r)).iter().map(|v| v.sqrt()).collect();
         let mut x = vec![0.0; m * r];
@@ -206,7 +214,7 @@ impl<'a> RandomEffectsMatrix<'a> {
             });
             let norm = pool.install(|| column_dots(&residual, &residual, r));
             if norm.iter().zip(&rhs_norm).all(|(n, b)| n.sqrt() <= 10.0 * self.tolerance * b) {
-                return Ok((x, iterations));
+                return Ok(Solution { x, residual, iterations });
             }
         }
         Err(FitError::NotConverged(format!(
@@ -497,16 +505,16 @@ pub fn solve_mixed_model_to(
             row[q] = sums.sum_y[g];
         }
     }
-    let (solved, iterations) = system.solve(&zt, r, pool, keep_going)?;
+    let Solution { x: solved, residual, iterations } = system.solve(&zt, r, pool, keep_going)?;
 
     // S = X'X - X'Z A and s_y = X'y - X'Z a need B'C^-1 B for B = [Z'X | Z'y]. From the
     // iterate X ~ C^-1 B, B'X + X'B - X'C X has an error of second order in X's (the
     // variational estimate of a bilinear form), so looser solves still give exact GLS.
+    // C X = B - (the solver's true residual), which it has just computed.
     let cross = pool.install(|| {
-        let mut c_solved = vec![0.0; m * r];
-        system.apply(&solved, &mut c_solved, r);
+        let c_solved: Vec<f64> = zt.par_iter().zip(&residual).map(|(b, res)| b - res).collect();
         let (bx, xcx) = (cross_product(&zt, r, &solved, r), cross_product(&solved, r, &c_solved, r));
-        Mat::from_fn(r, r, |i, j| bx[(i, j)] + bx[(j, i)] - xcx[(i, j)])
+        Mat::from_fn(r, r, |i, j| bx[(i, j)] + bx[(j, i)] - 0.5 * (xcx[(i, j)] + xcx[(j, i)]))
     });
     let xtx = submatrix(&stats.xtx, p, kept);
     let schur = Mat::from_fn(q, q, |i, j| xtx[(i, j)] - cross[(i, j)]);
