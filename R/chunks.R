@@ -279,14 +279,16 @@ scan_chunk_worker <- function(piece, spec) {
 }
 
 # The levels of the fixed part's factor (or character) variables in a chunk's frame: the
-# used ones, and for a factor the order of all its levels.
+# used ones, and for a factor the order of all its levels (those of the chunk's data: the
+# frame has dropped the unused ones).
 fixed_factor_levels <- function(md) {
   frame <- md$frame
   out <- list()
   for (v in intersect(all.vars(stats::delete.response(md$terms)), names(frame))) {
     x <- frame[[v]]
     if (is.factor(x)) {
-      out[[v]] <- list(order = levels(x), used = levels(x)[tabulate(x, nlevels(x)) > 0L])
+      order <- if (is.null(md$source_levels[[v]])) levels(x) else md$source_levels[[v]]
+      out[[v]] <- list(order = order, used = levels(x)[tabulate(x, nlevels(x)) > 0L])
     } else if (is.character(x)) {
       out[[v]] <- list(order = NULL, used = sort(unique(x)))
     }

@@ -64,6 +64,13 @@ test_that("a list of data frames and files give the whole fit, levels matched by
   d2 <- transform(d, user = factor(user, levels = rev(sort(unique(user)))))
   pieces2 <- unname(split(d2, part))
   expect_identical(levels(fr_fit(form, pieces2)$flist$user), levels(fr_fit(form, d2)$flist$user))
+  # A fixed-effect factor keeps its level order when the chunks hold different levels of it.
+  by_level <- unname(split(d, d$f == "mid" | (d$f == "hi" & part > 4)))
+  expect_identical(lapply(by_level, function(p) sort(unique(as.character(p$f)))),
+                   list(c("hi", "lo"), c("hi", "mid")))
+  from_levels <- fr_fit(form, by_level)
+  expect_identical(names(fixef(from_levels)), names(fixef(whole)))
+  expect_lt(fit_difference(from_levels, whole), 1e-10)
 
   dir <- withr::local_tempdir()
   csv <- file.path(dir, sprintf("part%d.csv", seq_along(pieces)))
