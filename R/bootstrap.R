@@ -205,23 +205,17 @@ confint.fr_fit <- function(object, parm, level = 0.95, method = c("bootstrap", "
   out <- switch(method,
     bootstrap = percentile_intervals(object, boot, probs),
     alchemy = alchemy_intervals(object, probs),
-    Wald = wald_intervals(object, probs, if (needs_boot) replicate_variances(boot))
+    Wald = wald_intervals(object, probs, if (needs_boot) attr(boot, "raw"))
   )
   out <- matrix(out, length(names_all), 2L, dimnames = list(names_all, columns))
   out[wanted, , drop = FALSE]
-}
-
-# The replicates' variance components before the boundary rule (replicates made before
-# they were kept have only those after it).
-replicate_variances <- function(boot) {
-  if (is.null(attr(boot, "raw"))) attr(boot, "variances") else attr(boot, "raw")
 }
 
 # Percentiles of the replicates; the variance components' replicates are first centred on
 # the fit's unbiased estimate on the variance scale (see confint.fr_fit), then cut at zero.
 percentile_intervals <- function(fit, boot, probs) {
   quantiles <- function(x) stats::quantile(x, probs = probs, names = FALSE, na.rm = TRUE)
-  variances <- replicate_variances(boot)
+  variances <- attr(boot, "raw")
   centred <- sweep(variances, 2L, colMeans(variances) - unname(fit$theta_raw))
   rbind(t(apply(sqrt(pmax(centred, 0)), 2L, quantiles)),
         t(apply(as.matrix(boot)[, -seq_len(ncol(variances)), drop = FALSE], 2L, quantiles)))

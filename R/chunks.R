@@ -15,14 +15,6 @@ fr_fit_chunks <- function(call, formula, parsed, data, frame_call, env, method, 
                     backend, size_grouping)
 }
 
-check_chunks <- function(chunks) {
-  if (!is.numeric(chunks) || length(chunks) != 1L || is.na(chunks) || chunks < 1 ||
-      chunks != round(chunks)) {
-    stop("`chunks` must be a whole number of at least 1", call. = FALSE)
-  }
-  as.integer(chunks)
-}
-
 # Runs `expr` with the RNG seeded by `seed` (when not NULL), leaving the caller's random
 # stream as it was.
 with_seed <- function(seed, expr) {
@@ -87,7 +79,7 @@ warn_row_chunks <- function() {
 
 fit_data_frame_chunks <- function(call, formula, parsed, data, frame_call, env, method, threads,
                                   chunks, combine, chunk_by, seed, backend, size_grouping) {
-  chunks <- check_chunks(if (is.null(chunks)) 1L else chunks)
+  chunks <- check_whole_number(if (is.null(chunks)) 1L else chunks, "chunks", at_least = 1)
   chunk_by <- check_chunk_by(chunk_by, parsed)
   md <- fr_model_data(parsed, frame_call, data, env, threads)
   size_columns <- size_columns_for(method, md, size_grouping)
@@ -415,7 +407,6 @@ merge_chunks <- function(results, maps, n_levels, method, size_columns, combine,
 chunked_fit_object <- function(merged, results, spec, flist, combine, chunk_by, backend,
                                size_columns = integer()) {
   x_names <- spec$x_names
-  labels <- names(flist)
   g <- length(results)
   sizes <- vapply(results, `[[`, 1, "n")
   out <- if (combine == "exact") {

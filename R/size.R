@@ -84,8 +84,7 @@ recount_sizes <- function(frame, size_calls, size_counts = NULL) {
   for (call in size_calls) {
     groups <- frame[[deparse1(call[[2L]])]]
     # A chunk's sizes are those of the whole data, when given.
-    whole_counts <- size_counts[[deparse1(call[[2L]])]]
-    n <- if (is.null(whole_counts)) size(groups) else size(groups, counts = whole_counts)
+    n <- size(groups, counts = size_counts[[deparse1(call[[2L]])]])
     frame[[deparse1(call)]] <- n
     first <- !duplicated(groups)
     counts <- stats::setNames(n[first], as.character(groups[first]))
