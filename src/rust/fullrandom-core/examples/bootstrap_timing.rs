@@ -42,17 +42,18 @@ fn main() {
     println!("one fit from statistics: {:?}, {} iterations", t.elapsed(), mixed.iterations);
     let boot = Pigeonhole::new(&data, stats).unwrap();
     let (mut t_draw, mut t_stats, mut t_fit) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
-    for b in 0..replicates {
+    // Inside the pool, as Pigeonhole::run fits replicates.
+    pool.install(|| for b in 0..replicates {
         let t = Instant::now();
         let w = boot.draw(1, b);
         t_draw += t.elapsed();
         let t = Instant::now();
-        let rs = boot.replicate_statistics(&w).unwrap();
+        let rs = boot.replicate(&w, false).unwrap();
         t_stats += t.elapsed();
         let t = Instant::now();
         let _ = fit_replicate(&rs, &Estimator::Moments, &pool).unwrap();
         t_fit += t.elapsed();
-    }
+    });
     let per = |d: Duration| d / replicates as u32;
     println!("per replicate: draw {:?}, statistics {:?}, fit {:?}", per(t_draw), per(t_stats), per(t_fit));
     let rs = boot.replicate_statistics(&boot.draw(1, 0)).unwrap();
@@ -63,7 +64,19 @@ fn main() {
     println!("components {:?}", t.elapsed());
     let t = Instant::now();
     let mixed = solve_mixed_model_to(&rs, &ols, &comp, Accuracy::REPLICATE, &pool, &mut || true).unwrap();
-    println!("mixed {:?}, {} iterations", t.elapsed(), mixed.iterations);
+    println!("mixed, expanded levels {:?}, {} iterations", t.elapsed(), mixed.iterations);
+    let both = boot.replicate(&boot.draw(1, 0), false).unwrap();
+    let t = Instant::now();
+    let summed =
+        solve_mixed_model_of_copies(&both.summed, &both.copies, &ols, &comp, Accuracy::REPLICATE, &pool, &mut || true)
+            .unwrap();
+    println!(
+        "mixed, summed over copies {:?}, {} iterations, coefficients {:?} against {:?}",
+        t.elapsed(),
+        summed.iterations,
+        summed.coef,
+        mixed.coef
+    );
     let k = rs.n_factors();
     let lambda: Vec<Option<f64>> = (0..k).map(|j| Some(comp.estimate[k] / comp.estimate[j])).collect();
     let t = Instant::now();

@@ -19,8 +19,14 @@
 //!
 //! (the last is `n_gm` itself with two factors). Copies are numbered after each other
 //! (the copies of level `g` follow those of levels `< g`), so the cells of every copy stay
-//! sorted. The replicate is then fitted exactly as the data are ([`fit_replicate`]), so
-//! the estimator of a replicate is the estimator of its expanded data.
+//! sorted.
+//!
+//! A replicate is not fitted from these expanded statistics, which are as large as the
+//! data's, but from the same sums over the copies of every level ([`ReplicateStatistics`]):
+//! the moment and mixed-model equations of the expanded data follow from them exactly
+//! ([`MomentEquations::of_copies`], [`solve_mixed_model_of_copies`]), on the levels with
+//! rows in the replicate (about 1 - 1/e of them, and with two factors (1 - 1/e)^2 of the
+//! cells). So the estimator of a replicate is the estimator of its expanded data.
 //!
 //! Replicate `b` draws from a ChaCha8 stream fixed by `(seed, b)`, so results do not depend
 //! on the number of threads or on which thread fits which replicate.
@@ -29,7 +35,8 @@ use crate::data::ModelData;
 use crate::error::FitError;
 use crate::fr::fit_full_randomness;
 use crate::grouping::CellCounts;
-use crate::mixed::Accuracy;
+use crate::mixed::{solve_mixed_model_of_copies, Accuracy};
+use crate::moments::{fit_variance_components, MomentEquations};
 use crate::stats::{pair_index, LevelSums, SufficientStats};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -131,6 +138,16 @@ impl<'a> Pigeonhole<'a> {
     /// The sufficient statistics of the data in which level `g` of factor `k` appears
     /// `multiplicities[k][g]` times as distinct levels (see the module documentation).
     pub fn replicate_statistics(&self, multiplicities: &[Vec<u32>]) -> Result<SufficientStats, FitError> {
+        Ok(self.statistics_of(multiplicities, true)?.expanded.expect("asked for"))
+    }
+
+    /// The statistics of a replicate summed over the copies of every level (see
+    /// [`ReplicateStatistics`]), and expanded too if `expand`.
+    pub fn replicate(&self, multiplicities: &[Vec<u32>], expand: bool) -> Result<ReplicateStatistics, FitError> {
+        self.statistics_of(multiplicities, expand)
+    }
+
+    fn statistics_of(&self, multiplicities: &[Vec<u32>], expand: bool) -> Result<ReplicateStatistics, FitError> {
         let stats = &self.stats;
         let k_factors = stats.n_factors();
         if multiplicities.len() != k_factors
@@ -205,6 +222,88 @@ impl<'a> Pigeonhole<'a> {
             }
         }
 
+        // Summed over copies: every level's totals are w_g times one copy's, every cell's
+        // w_g w_m times one pair of copies'. Only the levels and cells with rows in the
+        // replicate are kept, numbered in their original order.
+        let kept: Vec<Vec<u32>> = per_level
+            .iter()
+            .map(|sums| (0..sums.n_levels() as u32).filter(|&g| sums.counts[g as usize] > 0).collect())
+            .collect();
+        let summed_levels: Vec<LevelSums> = per_level
+            .iter()
+            .zip(&kept)
+            .zip(multiplicities)
+            .map(|((sums, kept), w)| {
+                let g_all = sums.n_levels();
+                let total = |g: u32| w[g as usize] as f64;
+                LevelSums {
+                    counts: kept.iter().map(|&g| sums.counts[g as usize] * w[g as usize] as u64).collect(),
+                    sum_y: kept.iter().map(|&g| sums.sum_y[g as usize] * total(g)).collect(),
+                    sum_x: (0..p).flat_map(|j| kept.iter().map(move |&g| sums.sum_x[j * g_all + g as usize] * total(g))).collect(),
+                }
+            })
+            .collect();
+        let copies: Vec<Vec<u32>> =
+            kept.iter().zip(multiplicities).map(|(kept, w)| kept.iter().map(|&g| w[g as usize]).collect()).collect();
+        let mut summed_cells = Vec::with_capacity(stats.cells.len());
+        for k in 0..k_factors {
+            for l in k + 1..k_factors {
+                let pair = pair_index(k, l, k_factors);
+                let original = &stats.cells[pair];
+                // Compact numbers of the kept levels of l.
+                let mut col_of = vec![u32::MAX; original.n_cols];
+                for (at, &m) in kept[l].iter().enumerate() {
+                    col_of[m as usize] = at as u32;
+                }
+                let mut out = CellCounts { row_starts: vec![0], cols: Vec::new(), counts: Vec::new(), n_cols: kept[l].len() };
+                for &g in &kept[k] {
+                    let (g, wg) = (g as usize, multiplicities[k][g as usize] as u64);
+                    for at in original.row_starts[g]..original.row_starts[g + 1] {
+                        let m = original.cols[at] as usize;
+                        let count = if self.row_cells.is_empty() { original.counts[at] as u64 } else { per_cell[pair][at] };
+                        let total = count * wg * multiplicities[l][m] as u64;
+                        if total > 0 {
+                            out.cols.push(col_of[m]);
+                            out.counts.push(u32::try_from(total).map_err(|_| {
+                                FitError::InvalidInput("a resampled cell holds more than 2^32 rows".into())
+                            })?);
+                        }
+                    }
+                    out.row_starts.push(out.cols.len());
+                }
+                summed_cells.push(out);
+            }
+        }
+
+        let summed = SufficientStats {
+            n_obs,
+            shift: shift.clone(),
+            x_names: stats.x_names.clone(),
+            intercept: stats.intercept,
+            factor_names: stats.factor_names.clone(),
+            xtx,
+            xty,
+            yty,
+            sum_y,
+            sum_x,
+            levels: summed_levels,
+            cells: summed_cells,
+        };
+        let expanded = if expand { Some(self.expanded(&summed, per_level, per_cell, multiplicities)?) } else { None };
+        Ok(ReplicateStatistics { summed, copies, levels: kept, expanded })
+    }
+
+    /// The expanded statistics from one copy's level sums and one pair of copies' cells.
+    fn expanded(
+        &self,
+        summed: &SufficientStats,
+        per_level: Vec<LevelSums>,
+        per_cell: Vec<Vec<u64>>,
+        multiplicities: &[Vec<u32>],
+    ) -> Result<SufficientStats, FitError> {
+        let stats = &self.stats;
+        let k_factors = stats.n_factors();
+        let p = stats.n_fixed();
         // Every copy of a level becomes a level: copies of level g are numbered from first[k][g].
         let first: Vec<Vec<usize>> = multiplicities
             .iter()
@@ -271,20 +370,7 @@ impl<'a> Pigeonhole<'a> {
                 cells.push(out);
             }
         }
-        Ok(SufficientStats {
-            n_obs,
-            shift: shift.clone(),
-            x_names: stats.x_names.clone(),
-            intercept: stats.intercept,
-            factor_names: stats.factor_names.clone(),
-            xtx,
-            xty,
-            yty,
-            sum_y,
-            sum_x,
-            levels,
-            cells,
-        })
+        Ok(SufficientStats { levels, cells, ..summed.clone_without_levels() })
     }
 
     /// Replicates `range` of the stream `seed`, in parallel on `workers`: every worker
@@ -308,9 +394,10 @@ impl<'a> Pigeonhole<'a> {
                         if b >= range.end {
                             break;
                         }
+                        let expand = matches!(estimator, Estimator::FullRandomness { .. });
                         let result = self
-                            .replicate_statistics(&self.draw(seed, b))
-                            .and_then(|stats| fit_replicate(&stats, estimator, local));
+                            .replicate(&self.draw(seed, b), expand)
+                            .and_then(|statistics| fit_replicate(&statistics, estimator, local));
                         *slots[(b - range.start) as usize].lock().expect("no worker panicked") = Some(result);
                     })
                 });
@@ -338,19 +425,53 @@ impl Workers {
     }
 }
 
-/// The estimates of `estimator` from the statistics of one replicate (the mixed-model
-/// equations of "moments" to [`Accuracy::REPLICATE`]).
+/// The statistics of one replicate.
+pub struct ReplicateStatistics {
+    /// Summed over the copies of every level: the statistics of the original rows, row `i`
+    /// weighted by its copies `W_i`, with level and cell totals over all copies of a level
+    /// (levels not split).
+    pub summed: SufficientStats,
+    /// Per factor, the copies `w_kg` of the levels in `summed`.
+    pub copies: Vec<Vec<u32>>,
+    /// Per factor, the original level of every level in `summed`: those with rows in the
+    /// replicate (drawn, and sharing rows with drawn levels of the other factors).
+    pub levels: Vec<Vec<u32>>,
+    /// The statistics of the expanded data (every copy of a level a level of its own),
+    /// when asked for.
+    pub expanded: Option<SufficientStats>,
+}
+
+/// The estimates of `estimator` from the statistics of one replicate. "Moments" solves
+/// the expanded data's moment and mixed-model equations from the statistics summed over
+/// copies ([`MomentEquations::of_copies`], [`solve_mixed_model_of_copies`]: exactly the
+/// same equations, on the original levels), the latter to [`Accuracy::REPLICATE`]; "full
+/// randomness" needs the expanded statistics.
 pub fn fit_replicate(
-    stats: &SufficientStats,
+    statistics: &ReplicateStatistics,
     estimator: &Estimator,
     pool: &rayon::ThreadPool,
 ) -> Result<Replicate, FitError> {
     match estimator {
         Estimator::Moments => {
-            let fit = crate::fit_stats_to(stats, Accuracy::REPLICATE, pool, &mut || true)?;
-            Ok(Replicate { components: fit.components.estimate, raw: fit.components.raw, coef: fit.mixed.coef })
+            let stats = &statistics.summed;
+            let ols = crate::ols_from_stats(stats)?;
+            let equations = pool.install(|| MomentEquations::of_copies(stats, &statistics.copies, &ols))?;
+            let components = fit_variance_components(&equations)?;
+            let mixed = solve_mixed_model_of_copies(
+                &statistics.summed,
+                &statistics.copies,
+                &ols,
+                &components,
+                Accuracy::REPLICATE,
+                pool,
+                &mut || true,
+            )?;
+            Ok(Replicate { components: components.estimate, raw: components.raw, coef: mixed.coef })
         }
         Estimator::FullRandomness { size_columns } => {
+            let stats = statistics.expanded.as_ref().ok_or_else(|| {
+                FitError::Internal("the full randomness estimator needs the expanded statistics".into())
+            })?;
             let fit = fit_full_randomness(stats, size_columns, pool, &mut || true)?;
             Ok(Replicate { components: fit.components.estimate, raw: fit.components.raw, coef: fit.mixed.coef })
         }
@@ -468,6 +589,75 @@ mod tests {
                 let expanded = model(&ey, &ex, &ecodes, levels);
                 let direct = SufficientStats::compute_with_shift(&expanded, shift.clone()).unwrap();
                 assert_same_statistics(&boot.replicate_statistics(&w).unwrap(), &direct);
+            }
+        }
+    }
+
+    #[test]
+    fn the_equations_summed_over_copies_are_those_of_the_expanded_data() {
+        use crate::mixed::solve_mixed_model;
+        use crate::moments::VarianceComponents;
+        let (y, x, codes, levels) = design();
+        let pool = crate::thread_pool(1).unwrap();
+        for k_factors in [1, 2, 3] {
+            let data = model(&y, &x, &codes[..k_factors], &levels[..k_factors]);
+            let boot = Pigeonhole::new(&data, SufficientStats::compute(&data).unwrap()).unwrap();
+            for replicate in 0..4 {
+                let both = boot.replicate(&boot.draw(3, replicate), true).unwrap();
+                let expanded_stats = both.expanded.as_ref().unwrap();
+                let ols = crate::ols_from_stats(expanded_stats).unwrap();
+                // The moment equations, summed over copies and expanded.
+                let summed_eq = MomentEquations::of_copies(&both.summed, &both.copies, &ols).unwrap();
+                let expanded_eq = MomentEquations::from_stats(expanded_stats, &ols).unwrap();
+                assert_eq!(summed_eq.n_levels, expanded_eq.n_levels);
+                for i in 0..=k_factors {
+                    assert!(close(summed_eq.q[i], expanded_eq.q[i]), "{} != {}", summed_eq.q[i], expanded_eq.q[i]);
+                    for j in 0..=k_factors {
+                        let (a, b) = (summed_eq.lhs[(i, j)], expanded_eq.lhs[(i, j)]);
+                        assert!(close(a, b), "equation {i}, unknown {j}: {a} != {b}");
+                    }
+                }
+                // Components fixed at positive values, so every term is in the equations.
+                let estimate: Vec<f64> = (0..=k_factors).map(|k| 0.5 + k as f64).collect();
+                let components =
+                    VarianceComponents { raw: estimate.clone(), estimate, at_boundary: vec![false; k_factors] };
+                let expanded = solve_mixed_model(expanded_stats, &ols, &components, &pool, &mut || true).unwrap();
+                let summed = solve_mixed_model_of_copies(
+                    &both.summed,
+                    &both.copies,
+                    &ols,
+                    &components,
+                    Accuracy::FIT,
+                    &pool,
+                    &mut || true,
+                )
+                .unwrap();
+                for (a, b) in expanded.coef.iter().zip(&summed.coef) {
+                    assert!((a - b).abs() <= 1e-9 * (1.0 + a.abs()), "{a} != {b}");
+                }
+                for (a, b) in expanded.vcov.col_iter().flat_map(|c| c.iter().copied().collect::<Vec<_>>()).zip(
+                    summed.vcov.col_iter().flat_map(|c| c.iter().copied().collect::<Vec<_>>()),
+                ) {
+                    assert!((a - b).abs() <= 1e-9 * (1.0 + a.abs()), "{a} != {b}");
+                }
+                // Every copy of level g has the BLUP of level g; the expanded data number
+                // the copies of level g after those of the levels before it.
+                let w = boot.draw(3, replicate);
+                for k in 0..k_factors {
+                    assert!(both.copies[k].iter().all(|&c| c > 0));
+                    for (at, &g) in both.levels[k].iter().enumerate() {
+                        let first: u32 = w[k][..g as usize].iter().sum();
+                        for c in 0..w[k][g as usize] {
+                            let (a, b) = (expanded.ranef[k][(first + c) as usize], summed.ranef[k][at]);
+                            assert!((a - b).abs() <= 1e-8 * (1.0 + a.abs()), "{a} != {b}");
+                        }
+                    }
+                    // Only the levels without rows are left out.
+                    assert_eq!(
+                        both.copies[k].iter().sum::<u32>() as usize,
+                        expanded_stats.levels[k].counts.iter().filter(|&&n| n > 0).count()
+                    );
+                }
             }
         }
     }

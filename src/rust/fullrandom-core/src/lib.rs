@@ -43,7 +43,9 @@ pub mod stats;
 pub use data::{FactorCodes, FixedColumn, ModelData};
 pub use error::FitError;
 pub use fr::{fit_full_randomness, FullRandomnessFit, GroupSizes};
-pub use mixed::{fitted_and_residuals, solve_mixed_model, solve_mixed_model_to, Accuracy, MixedModelSolution};
+pub use mixed::{
+    fitted_and_residuals, solve_mixed_model, solve_mixed_model_of_copies, solve_mixed_model_to, Accuracy, MixedModelSolution,
+};
 pub use moments::{fit_variance_components, MomentEquations, VarianceComponents};
 pub use ols::{ols_from_stats, OlsFit};
 pub use stats::{merge_statistics, Shift, SufficientStats};
@@ -150,7 +152,7 @@ pub fn fit_components(
 }
 
 /// OLS, the moment equations and their solution from the statistics.
-fn components_in(
+pub(crate) fn components_in(
     stats: &SufficientStats,
     pool: &rayon::ThreadPool,
 ) -> Result<(OlsFit, MomentEquations, VarianceComponents), FitError> {
@@ -165,18 +167,8 @@ fn fit_stats_in(
     pool: &rayon::ThreadPool,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<MomentFit, FitError> {
-    fit_stats_to(stats, Accuracy::FIT, pool, keep_going)
-}
-
-/// The moment fit from the statistics, its mixed-model equations solved to `accuracy`.
-pub(crate) fn fit_stats_to(
-    stats: &SufficientStats,
-    accuracy: Accuracy,
-    pool: &rayon::ThreadPool,
-    keep_going: &mut dyn FnMut() -> bool,
-) -> Result<MomentFit, FitError> {
     let (ols, equations, components) = components_in(stats, pool)?;
-    let mixed = solve_mixed_model_to(stats, &ols, &components, accuracy, pool, keep_going)?;
+    let mixed = solve_mixed_model(stats, &ols, &components, pool, keep_going)?;
     Ok(MomentFit { ols, equations, components, mixed })
 }
 

@@ -74,9 +74,52 @@ struct FactorMoments {
     between_ss: f64,
 }
 
+/// How many times every level appears as distinct levels: once each (data), or the
+/// multiplicities of a pigeonhole bootstrap replicate whose statistics are summed over
+/// the copies (see [`MomentEquations::of_copies`]).
+#[derive(Clone, Copy)]
+enum Copies<'a> {
+    One,
+    Of(&'a [Vec<u32>]),
+}
+
+impl Copies<'_> {
+    fn of(&self, k: usize, g: usize) -> f64 {
+        match self {
+            Copies::One => 1.0,
+            Copies::Of(w) => w[k][g] as f64,
+        }
+    }
+}
+
 impl MomentEquations {
     pub fn from_stats(stats: &SufficientStats, ols: &OlsFit) -> Result<MomentEquations, FitError> {
-        check_distinct_partitions(stats)?;
+        MomentEquations::with_copies(stats, ols, Copies::One)
+    }
+
+    /// The equations of data in which level `g` of factor `k` appears as `w_g =
+    /// copies[k][g]` distinct levels, from `stats` summed over the copies (level and cell
+    /// totals over all copies, as in [`crate::solve_mixed_model_of_copies`]). One copy of
+    /// a level holds `n_g / w_g` rows and sums `S_g / w_g`, one pair of copies
+    /// `n_gm / (w_g w_m)` rows, so the sums over copies are
+    ///
+    /// ```text
+    /// G_k = sum_g w_g,   S_k'D_k^-1 S_k = sum_g S_g S_g' / n_g,   F_k = sum_g S_g S_g' / w_g,
+    /// sum_g (sum_{i in g} r_i)^2 / n_g over copies = the same over levels,
+    /// sum_copies n_gm^2 / n_g = sum_gm n_gm^2 / (w_m n_g),
+    /// S_k'D_k^-1 C_kl S_l = sum_gm (n_gm / (w_m n_g)) S_k[g] S_l[m]',
+    /// ```
+    ///
+    /// which give the expanded data's equations without expanding them.
+    pub fn of_copies(stats: &SufficientStats, copies: &[Vec<u32>], ols: &OlsFit) -> Result<MomentEquations, FitError> {
+        if copies.len() != stats.n_factors() || copies.iter().zip(&stats.levels).any(|(w, lv)| w.len() != lv.n_levels()) {
+            return Err(FitError::InvalidInput("the copies must give one count for every level of every random term".into()));
+        }
+        MomentEquations::with_copies(stats, ols, Copies::Of(copies))
+    }
+
+    fn with_copies(stats: &SufficientStats, ols: &OlsFit, copies: Copies<'_>) -> Result<MomentEquations, FitError> {
+        check_distinct_partitions(stats, copies)?;
         let k_factors = stats.n_factors();
         let q = ols.kept.len();
         let n = stats.n_obs as f64;
@@ -114,10 +157,11 @@ impl MomentEquations {
                 if count == 0.0 {
                     continue;
                 }
-                m.n_nonempty += 1;
+                let w_g = copies.of(k, g);
+                m.n_nonempty += w_g as usize;
                 let s = &level_x[k][g * q..(g + 1) * q];
                 add_outer(&mut m.weighted_cross, s, s, 1.0 / count);
-                add_outer(&mut m.cross, s, s, 1.0);
+                add_outer(&mut m.cross, s, s, 1.0 / w_g);
                 let level_residual = lv.sum_y[g] - dot(s, b);
                 m.between_ss += level_residual * level_residual / count;
             }
@@ -137,7 +181,7 @@ impl MomentEquations {
                 lhs[(k, l - 1)] = if k == l {
                     projected
                 } else {
-                    let (concentration, cross_term) = cell_terms(stats, k, l, &level_x, &all_x, q);
+                    let (concentration, cross_term) = cell_terms(stats, copies, k, l, &level_x, &all_x, q);
                     n - concentration - 2.0 * trace(&w_f[l]) + 2.0 * trace_of_product(w, &cross_term) + projected
                 };
             }
@@ -159,7 +203,16 @@ impl MomentEquations {
 /// with rows `m` of `l` it is `sum_m w_m S_l[m]'`, `w_m = sum_g (n_gm / n_g) S_k[g]`.
 /// Either way each stored row is summed on its own, so balanced blocks of rows run in
 /// parallel and are added in block order (a partition fixed by the data, not the threads).
-fn cell_terms(stats: &SufficientStats, k: usize, l: usize, level_x: &[Vec<f64>], all_x: &[f64], q: usize) -> (f64, Mat<f64>) {
+/// With copies, every term of level `m` of `l` is divided by its copies `w_m`.
+fn cell_terms(
+    stats: &SufficientStats,
+    copies: Copies<'_>,
+    k: usize,
+    l: usize,
+    level_x: &[Vec<f64>],
+    all_x: &[f64],
+    q: usize,
+) -> (f64, Mat<f64>) {
     let n = stats.n_obs as f64;
     let col = &stats.levels[l - 1];
     let col_x = &level_x[l - 1];
@@ -172,8 +225,9 @@ fn cell_terms(stats: &SufficientStats, k: usize, l: usize, level_x: &[Vec<f64>],
             if count == 0.0 {
                 continue;
             }
-            concentration += count * count / n;
-            axpy(&mut v, count, &col_x[m * q..(m + 1) * q]);
+            let w_m = copies.of(l - 1, m);
+            concentration += count * count / (w_m * n);
+            axpy(&mut v, count / w_m, &col_x[m * q..(m + 1) * q]);
         }
         return (concentration, outer(all_x, &v, 1.0 / n));
     }
@@ -190,21 +244,25 @@ fn cell_terms(stats: &SufficientStats, k: usize, l: usize, level_x: &[Vec<f64>],
                 acc.iter_mut().for_each(|v| *v = 0.0);
                 if transposed {
                     // Stored row a is level m = a of l; its cells are levels g of k.
+                    if cells.row_starts[a + 1] == cells.row_starts[a] {
+                        continue;
+                    }
+                    let mut row_concentration = 0.0;
                     for (g, count) in cells.row(a) {
                         let (count, n_g) = (count as f64, row_counts[g] as f64);
-                        concentration += count * count / n_g;
+                        row_concentration += count * count / n_g;
                         axpy(&mut acc, count / n_g, &row_x[g * q..(g + 1) * q]);
                     }
-                    if cells.row_starts[a + 1] > cells.row_starts[a] {
-                        add_outer(&mut cross_term, &acc, &col_x[a * q..(a + 1) * q], 1.0);
-                    }
+                    let w_m = copies.of(l - 1, a);
+                    concentration += row_concentration / w_m;
+                    add_outer(&mut cross_term, &acc, &col_x[a * q..(a + 1) * q], 1.0 / w_m);
                 } else {
                     // Stored row a is level g = a of k; its cells are levels m of l.
                     let n_g = row_counts[a] as f64;
                     for (m, count) in cells.row(a) {
-                        let count = count as f64;
-                        concentration += count * count / n_g;
-                        axpy(&mut acc, count, &col_x[m * q..(m + 1) * q]);
+                        let (count, w_m) = (count as f64, copies.of(l - 1, m));
+                        concentration += count * count / (w_m * n_g);
+                        axpy(&mut acc, count / w_m, &col_x[m * q..(m + 1) * q]);
                     }
                     if n_g > 0.0 {
                         add_outer(&mut cross_term, &row_x[a * q..(a + 1) * q], &acc, 1.0 / n_g);
@@ -224,13 +282,23 @@ fn cell_terms(stats: &SufficientStats, k: usize, l: usize, level_x: &[Vec<f64>],
 }
 
 /// Two random terms whose levels partition the rows identically cannot be told apart.
-fn check_distinct_partitions(stats: &SufficientStats) -> Result<(), FitError> {
+/// With copies, a cell stands for `w_g w_m` cells and a level for `w_g` levels.
+fn check_distinct_partitions(stats: &SufficientStats, copies: Copies<'_>) -> Result<(), FitError> {
     let k_factors = stats.n_factors();
     for k in 0..k_factors {
         for l in k + 1..k_factors {
             let (cells, _) = stats.cells_of(k, l);
-            let nonempty = |f: usize| stats.levels[f].counts.iter().filter(|&&c| c > 0).count();
-            let one_cell_per_level = cells.cols.len() == nonempty(k) && cells.cols.len() == nonempty(l);
+            let nonempty = |f: usize| -> f64 {
+                let counts = &stats.levels[f].counts;
+                (0..counts.len()).filter(|&g| counts[g] > 0).map(|g| copies.of(f, g)).sum()
+            };
+            let n_cells: f64 = match copies {
+                Copies::One => cells.cols.len() as f64,
+                Copies::Of(_) => (0..cells.n_rows())
+                    .map(|g| copies.of(k, g) * cells.row(g).map(|(m, _)| copies.of(l, m)).sum::<f64>())
+                    .sum(),
+            };
+            let one_cell_per_level = n_cells == nonempty(k) && n_cells == nonempty(l);
             if one_cell_per_level {
                 return Err(FitError::NotIdentifiable(format!(
                     "the random terms {} and {} group the observations identically, so their variances cannot be told apart; keep only one of them",

@@ -372,7 +372,7 @@ impl SufficientStats {
     }
 
     /// A copy of everything but the per-level statistics (left empty).
-    fn clone_without_levels(&self) -> SufficientStats {
+    pub(crate) fn clone_without_levels(&self) -> SufficientStats {
         SufficientStats {
             n_obs: self.n_obs,
             shift: self.shift.clone(),

@@ -559,8 +559,9 @@ fn fr_bootstrap_fit(
                     .ok_or_else(|| Error::Other("multiplicities must be non-negative integer vectors".into()))
             })
             .collect::<Result<_>>()?;
-        let stats = boot.replicate_statistics(&w).map_err(r_error)?;
-        vec![fit_replicate(&stats, &estimator, &pool)]
+        let expand = matches!(estimator, Estimator::FullRandomness { .. });
+        let statistics = boot.replicate(&w, expand).map_err(r_error)?;
+        vec![fit_replicate(&statistics, &estimator, &pool)]
     };
     let k = data.factors.len() + 1;
     let p = data.n_fixed();
