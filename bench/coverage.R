@@ -7,34 +7,11 @@
 # (and README.md). FULLRANDOM_BENCH_COVERAGE_SETS and _NSIM give a quick run.
 suppressPackageStartupMessages(library(fullrandom))
 source("bench/results.R")
+source("bench/coverage-designs.R")
 
 n_sets <- as.integer(Sys.getenv("FULLRANDOM_BENCH_COVERAGE_SETS", "500"))
 nsim <- as.integer(Sys.getenv("FULLRANDOM_BENCH_COVERAGE_NSIM", "200"))
 threads <- 2L
-
-# (i) 120 groups of 1 + Poisson(7) observations (1 to about 17): s_a = 1, s_e = 2.
-one_way <- function(seed) {
-  set.seed(seed)
-  sizes <- 1L + rpois(120L, 7)
-  g <- rep(seq_along(sizes), sizes)
-  a <- rnorm(length(sizes), sd = 1)
-  data.frame(y = 5 + a[g] + rnorm(length(g), sd = 2), g = factor(g))
-}
-one_way_truth <- c("sd_(Intercept)|g" = 1, sigma = 2, "(Intercept)" = 5)
-
-# (ii) 150 users and 100 items, 2500 ratings at random (17% of the cells), a covariate of
-# every rating: s_a = 1, s_b = 0.7, s_e = 1.2, slope 0.5.
-two_way <- function(seed) {
-  set.seed(seed)
-  n <- 2500L
-  u <- sample(150L, n, TRUE)
-  v <- sample(100L, n, TRUE)
-  x <- rnorm(n)
-  a <- rnorm(150L, sd = 1)
-  b <- rnorm(100L, sd = 0.7)
-  data.frame(y = 2 + 0.5 * x + a[u] + b[v] + rnorm(n, sd = 1.2), x = x, u = factor(u), v = factor(v))
-}
-two_way_truth <- c("sd_(Intercept)|u" = 1, "sd_(Intercept)|v" = 0.7, sigma = 1.2, x = 0.5)
 
 # Parameter names in a markdown table cell (their "|" would end the cell).
 cell <- function(name) sprintf("`%s`", gsub("|", "\\|", name, fixed = TRUE))
