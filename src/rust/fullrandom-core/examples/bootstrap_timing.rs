@@ -63,12 +63,12 @@ fn main() {
     let comp = fit_variance_components(&eq).unwrap();
     println!("components {:?}", t.elapsed());
     let t = Instant::now();
-    let mixed = solve_mixed_model_to(&rs, &ols, &comp, Accuracy::REPLICATE, &pool, &mut || true).unwrap();
+    let mixed = solve_mixed_model_to(&rs, None, &ols, &comp, Accuracy::REPLICATE, &pool, &mut || true).unwrap();
     println!("mixed, expanded levels {:?}, {} iterations", t.elapsed(), mixed.iterations);
     let both = boot.replicate(&boot.draw(1, 0), false).unwrap();
     let t = Instant::now();
     let summed =
-        solve_mixed_model_of_copies(&both.summed, &both.copies, &ols, &comp, Accuracy::REPLICATE, &pool, &mut || true)
+        solve_mixed_model_to(&both.summed, Some(&both.copies), &ols, &comp, Accuracy::REPLICATE, &pool, &mut || true)
             .unwrap();
     println!(
         "mixed, summed over copies {:?}, {} iterations, coefficients {:?} against {:?}",
@@ -97,8 +97,8 @@ fn compare(boot: &Pigeonhole, pool: &rayon::ThreadPool, cg: f64, mme: f64) {
         let rs = boot.replicate_statistics(&boot.draw(7, b)).unwrap();
         let ols = ols_from_stats(&rs).unwrap();
         let comp = fit_variance_components(&MomentEquations::from_stats(&rs, &ols).unwrap()).unwrap();
-        let tight = solve_mixed_model_to(&rs, &ols, &comp, Accuracy::FIT, pool, &mut || true).unwrap();
-        let loose = solve_mixed_model_to(&rs, &ols, &comp, Accuracy { cg, mme }, pool, &mut || true);
+        let tight = solve_mixed_model_to(&rs, None, &ols, &comp, Accuracy::FIT, pool, &mut || true).unwrap();
+        let loose = solve_mixed_model_to(&rs, None, &ols, &comp, Accuracy { cg, mme }, pool, &mut || true);
         match loose {
             Ok(loose) => {
                 iters += loose.iterations;

@@ -24,7 +24,7 @@
 //! A replicate is not fitted from these expanded statistics, which are as large as the
 //! data's, but from the same sums over the copies of every level ([`ReplicateStatistics`]):
 //! the moment and mixed-model equations of the expanded data follow from them exactly
-//! ([`MomentEquations::of_copies`], [`solve_mixed_model_of_copies`]), on the levels with
+//! ([`MomentEquations::of_copies`], [`solve_mixed_model_to`]), on the levels with
 //! rows in the replicate (about 1 - 1/e of them, and with two factors (1 - 1/e)^2 of the
 //! cells). So the estimator of a replicate is the estimator of its expanded data.
 //!
@@ -35,7 +35,7 @@ use crate::data::ModelData;
 use crate::error::FitError;
 use crate::fr::fit_full_randomness;
 use crate::grouping::CellCounts;
-use crate::mixed::{solve_mixed_model_of_copies, Accuracy};
+use crate::mixed::{solve_mixed_model_to, Accuracy};
 use crate::moments::{fit_variance_components, MomentEquations};
 use crate::stats::{pair_index, LevelSums, SufficientStats};
 use rand::{Rng, SeedableRng};
@@ -443,7 +443,7 @@ pub struct ReplicateStatistics {
 
 /// The estimates of `estimator` from the statistics of one replicate. "Moments" solves
 /// the expanded data's moment and mixed-model equations from the statistics summed over
-/// copies ([`MomentEquations::of_copies`], [`solve_mixed_model_of_copies`]: exactly the
+/// copies ([`MomentEquations::of_copies`], [`solve_mixed_model_to`]: exactly the
 /// same equations, on the original levels), the latter to [`Accuracy::REPLICATE`]; "full
 /// randomness" needs the expanded statistics.
 pub fn fit_replicate(
@@ -457,9 +457,9 @@ pub fn fit_replicate(
             let ols = crate::ols_from_stats(stats)?;
             let equations = pool.install(|| MomentEquations::of_copies(stats, &statistics.copies, &ols))?;
             let components = fit_variance_components(&equations)?;
-            let mixed = solve_mixed_model_of_copies(
+            let mixed = solve_mixed_model_to(
                 &statistics.summed,
-                &statistics.copies,
+                Some(&statistics.copies),
                 &ols,
                 &components,
                 Accuracy::REPLICATE,
@@ -622,9 +622,9 @@ mod tests {
                 let components =
                     VarianceComponents { raw: estimate.clone(), estimate, at_boundary: vec![false; k_factors] };
                 let expanded = solve_mixed_model(expanded_stats, &ols, &components, &pool, &mut || true).unwrap();
-                let summed = solve_mixed_model_of_copies(
+                let summed = solve_mixed_model_to(
                     &both.summed,
-                    &both.copies,
+                    Some(&both.copies),
                     &ols,
                     &components,
                     Accuracy::FIT,

@@ -44,7 +44,7 @@ pub use data::{FactorCodes, FixedColumn, ModelData};
 pub use error::FitError;
 pub use fr::{fit_full_randomness, FullRandomnessFit, GroupSizes};
 pub use mixed::{
-    fitted_and_residuals, solve_mixed_model, solve_mixed_model_of_copies, solve_mixed_model_to, Accuracy, MixedModelSolution,
+    fitted_and_residuals, solve_mixed_model, solve_mixed_model_to, Accuracy, MixedModelSolution,
 };
 pub use moments::{fit_variance_components, MomentEquations, VarianceComponents};
 pub use ols::{ols_from_stats, OlsFit};

@@ -121,10 +121,9 @@ impl<'a> RandomEffectsMatrix<'a> {
         RandomEffectsMatrix::of_copies(stats, None, lambda)
     }
 
-    /// `C` of data in which level `g` of term `k` is copied `copies[k][g]` times as
-    /// distinct levels, from `stats` summed over the copies (see
-    /// [`solve_mixed_model_of_copies`]): diagonal `n_g + w_g lambda_k` (`lambda_k` for a
-    /// level with no copies, whose unknown is 0). `None` is one copy of every level.
+    /// `C` of data in which level `g` of term `k` is copied `copies[k][g] > 0` times as
+    /// distinct levels, from `stats` summed over the copies (see [`solve_mixed_model_to`]):
+    /// diagonal `n_g + w_g lambda_k`. `None` is one copy of every level.
     pub fn of_copies(
         stats: &'a SufficientStats,
         copies: Option<&[Vec<u32>]>,
@@ -144,7 +143,7 @@ impl<'a> RandomEffectsMatrix<'a> {
                 });
                 match copies {
                     None => diagonal.extend(counts.iter().map(|&n| n as f64 + l)),
-                    Some(w) => diagonal.extend(counts.iter().zip(&w[k]).map(|(&n, &c)| n as f64 + l * c.max(1) as f64)),
+                    Some(w) => diagonal.extend(counts.iter().zip(&w[k]).map(|(&n, &c)| n as f64 + l * c as f64)),
                 }
             }
         }
@@ -466,11 +465,12 @@ pub fn solve_mixed_model(
     pool: &rayon::ThreadPool,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<MixedModelSolution, FitError> {
-    solve_mixed_model_to(stats, ols, components, Accuracy::FIT, pool, keep_going)
+    solve_mixed_model_to(stats, None, ols, components, Accuracy::FIT, pool, keep_going)
 }
 
-/// [`solve_mixed_model`] to a given [`Accuracy`]. With `B = [Z'X | Z'y]` and `X ~ C^-1 B`
-/// the solver's iterate, the GLS matrices use
+/// [`solve_mixed_model`] to a given [`Accuracy`], and for a pigeonhole bootstrap
+/// replicate given its `copies`. With `B = [Z'X | Z'y]` and `X ~ C^-1 B` the solver's
+/// iterate, the GLS matrices use
 ///
 /// ```text
 /// B'C^-1 B ~ B'X + X'B - X'C X,   error -(X - C^-1 B)'C(X - C^-1 B),
@@ -478,50 +478,23 @@ pub fn solve_mixed_model(
 ///
 /// of second order in the solver's error, so the fixed effects are far more exact than
 /// the relative residual (the BLUPs are not).
-pub fn solve_mixed_model_to(
-    stats: &SufficientStats,
-    ols: &OlsFit,
-    components: &VarianceComponents,
-    accuracy: Accuracy,
-    pool: &rayon::ThreadPool,
-    keep_going: &mut dyn FnMut() -> bool,
-) -> Result<MixedModelSolution, FitError> {
-    solve_equations(stats, None, ols, components, accuracy, pool, keep_going)
-}
-
-/// The mixed-model equations of data in which level `g` of term `k` appears as
-/// `w_g = copies[k][g]` distinct levels (a pigeonhole bootstrap replicate), solved on the
-/// original levels. `stats` are summed over the copies: the statistics of the rows, each
-/// weighted by its number of copies, with levels not split (`n_g`, `Z'X`, `Z'y` and the
-/// cells are totals over a level's copies).
 ///
-/// The copies of a level have the same right-hand sides, and swapping them leaves `C`
-/// unchanged, so `C^-1 B` is the same on all of them: `x_g`. Summing the equations of the
-/// `w_g` copies of level `g`,
+/// With `copies`, these are the equations of data in which level `g` of term `k` appears
+/// as `w_g = copies[k][g]` distinct levels, solved on the levels of `stats`, which are
+/// summed over the copies: the statistics of the rows, each weighted by its number of
+/// copies, with levels not split (`n_g`, `Z'X`, `Z'y` and the cells are totals over a
+/// level's copies). The copies of a level have the same right-hand sides, and swapping
+/// them leaves `C` unchanged, so `C^-1 B` is the same on all of them: `x_g`. Summing the
+/// equations of the `w_g` copies of level `g`,
 ///
 /// ```text
 /// (n_g + w_g lambda_k) x_g + sum_m n_gm x_m = (Z'B)_g,   B'C^-1 B = sum_g (Z'B)_g x_g',
 /// ```
 ///
-/// a symmetric system on the levels with copies, so the GLS fixed effects are those of
-/// the expanded data, from a system with about (1 - 1/e) of its levels and, with two
-/// terms, (1 - 1/e)^2 of its cells. The BLUPs returned are per original level (every copy's).
-pub fn solve_mixed_model_of_copies(
-    stats: &SufficientStats,
-    copies: &[Vec<u32>],
-    ols: &OlsFit,
-    components: &VarianceComponents,
-    accuracy: Accuracy,
-    pool: &rayon::ThreadPool,
-    keep_going: &mut dyn FnMut() -> bool,
-) -> Result<MixedModelSolution, FitError> {
-    if copies.len() != stats.n_factors() || copies.iter().zip(&stats.levels).any(|(w, lv)| w.len() != lv.n_levels()) {
-        return Err(FitError::InvalidInput("the copies must give one count for every level of every random term".into()));
-    }
-    solve_equations(stats, Some(copies), ols, components, accuracy, pool, keep_going)
-}
-
-fn solve_equations(
+/// a symmetric system on the levels of `stats`, so the GLS fixed effects are those of the
+/// expanded data, from a system with about (1 - 1/e) of its levels and, with two terms,
+/// (1 - 1/e)^2 of its cells. The BLUPs returned are per level of `stats` (every copy's).
+pub fn solve_mixed_model_to(
     stats: &SufficientStats,
     copies: Option<&[Vec<u32>]>,
     ols: &OlsFit,
@@ -530,6 +503,9 @@ fn solve_equations(
     pool: &rayon::ThreadPool,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<MixedModelSolution, FitError> {
+    if let Some(copies) = copies {
+        stats.check_copies(copies)?;
+    }
     let k_factors = stats.n_factors();
     let s2 = components.estimate[k_factors];
     if !(s2 > 0.0 && s2.is_finite()) {

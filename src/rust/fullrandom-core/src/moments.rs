@@ -99,7 +99,7 @@ impl MomentEquations {
 
     /// The equations of data in which level `g` of factor `k` appears as `w_g =
     /// copies[k][g]` distinct levels, from `stats` summed over the copies (level and cell
-    /// totals over all copies, as in [`crate::solve_mixed_model_of_copies`]). One copy of
+    /// totals over all copies, as in [`crate::solve_mixed_model_to`]). One copy of
     /// a level holds `n_g / w_g` rows and sums `S_g / w_g`, one pair of copies
     /// `n_gm / (w_g w_m)` rows, so the sums over copies are
     ///
@@ -112,9 +112,7 @@ impl MomentEquations {
     ///
     /// which give the expanded data's equations without expanding them.
     pub fn of_copies(stats: &SufficientStats, copies: &[Vec<u32>], ols: &OlsFit) -> Result<MomentEquations, FitError> {
-        if copies.len() != stats.n_factors() || copies.iter().zip(&stats.levels).any(|(w, lv)| w.len() != lv.n_levels()) {
-            return Err(FitError::InvalidInput("the copies must give one count for every level of every random term".into()));
-        }
+        stats.check_copies(copies)?;
         MomentEquations::with_copies(stats, ols, Copies::Of(copies))
     }
 

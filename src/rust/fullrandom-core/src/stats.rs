@@ -371,6 +371,18 @@ impl SufficientStats {
         self.merge(&other.reshifted(&self.shift)?)
     }
 
+    /// `copies[k][g]`, the copies of level `g` of factor `k` in a pigeonhole bootstrap
+    /// replicate summed over copies, must give one positive count a level.
+    pub fn check_copies(&self, copies: &[Vec<u32>]) -> Result<(), FitError> {
+        let fits = |(w, lv): (&Vec<u32>, &LevelSums)| w.len() == lv.n_levels() && w.iter().all(|&c| c > 0);
+        if copies.len() != self.n_factors() || !copies.iter().zip(&self.levels).all(fits) {
+            return Err(FitError::InvalidInput(
+                "the copies must give one positive count for every level of every random term".into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// A copy of everything but the per-level statistics (left empty).
     pub(crate) fn clone_without_levels(&self) -> SufficientStats {
         SufficientStats {

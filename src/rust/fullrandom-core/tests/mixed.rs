@@ -146,7 +146,7 @@ fn loose_solves_give_fixed_effects_of_second_order_accuracy() {
         let theta = fit(&d.data(), 1).unwrap().components.estimate;
         let components = VarianceComponents { raw: theta.clone(), estimate: theta.clone(), at_boundary: vec![false; 3] };
         let loose = Accuracy { cg: 1e-3, mme: 1.0 };
-        let got = solve_mixed_model_to(&stats, &ols, &components, loose, &thread_pool(1).unwrap(), &mut || true).unwrap();
+        let got = solve_mixed_model_to(&stats, None, &ols, &components, loose, &thread_pool(1).unwrap(), &mut || true).unwrap();
         let want = dense_mixed(&d, &theta);
         let coef_err = worst_rel(&got.coef, &want.coef, 1e-6);
         let ranef_err = got.ranef.iter().zip(&want.ranef).map(|(g, w)| worst_rel(g, w, 1e-6)).fold(0.0, f64::max);
