@@ -76,8 +76,9 @@ fr_fitted <- function(model, coef, ranef, threads) .Call(wrap__fr_fitted, model,
 #' @param progress NULL, or a function of the number of replicates done.
 #' @param multiplicities NULL, or a list with one integer vector per random term giving
 #'   the number of copies of every level: then the one replicate these describe.
-#' @return a list: `components` (nsim x (K + 1), by column), `coef` (nsim x p, by
-#'   column, NaN where aliased) and `errors` (NA, or why the replicate could not be fitted).
+#' @return a list: `components` (nsim x (K + 1), by column), `raw` (the same before the
+#'   boundary rule), `coef` (nsim x p, by column, NaN where aliased) and `errors` (NA,
+#'   or why the replicate could not be fitted).
 #' @noRd
 fr_bootstrap_fit <- function(model, method, size_columns, nsim, seed, threads, progress, multiplicities) .Call(wrap__fr_bootstrap_fit, model, method, size_columns, nsim, seed, threads, progress, multiplicities)
 

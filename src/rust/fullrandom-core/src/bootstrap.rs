@@ -138,16 +138,19 @@ impl<'a> Pigeonhole<'a> {
     /// The sufficient statistics of the data in which level `g` of factor `k` appears
     /// `multiplicities[k][g]` times as distinct levels (see the module documentation).
     pub fn replicate_statistics(&self, multiplicities: &[Vec<u32>]) -> Result<SufficientStats, FitError> {
-        Ok(self.statistics_of(multiplicities, true)?.expanded.expect("asked for"))
+        Ok(self.replicate(multiplicities, true)?.expanded.expect("asked for"))
+    }
+
+    /// The estimates of `estimator` on the replicate of these multiplicities: its
+    /// statistics (expanded only for the estimator that needs them), then [`fit_replicate`].
+    pub fn fit(&self, multiplicities: &[Vec<u32>], estimator: &Estimator, pool: &rayon::ThreadPool) -> Result<Replicate, FitError> {
+        let expand = matches!(estimator, Estimator::FullRandomness { .. });
+        fit_replicate(&self.replicate(multiplicities, expand)?, estimator, pool)
     }
 
     /// The statistics of a replicate summed over the copies of every level (see
     /// [`ReplicateStatistics`]), and expanded too if `expand`.
     pub fn replicate(&self, multiplicities: &[Vec<u32>], expand: bool) -> Result<ReplicateStatistics, FitError> {
-        self.statistics_of(multiplicities, expand)
-    }
-
-    fn statistics_of(&self, multiplicities: &[Vec<u32>], expand: bool) -> Result<ReplicateStatistics, FitError> {
         let stats = &self.stats;
         let k_factors = stats.n_factors();
         if multiplicities.len() != k_factors
@@ -394,10 +397,7 @@ impl<'a> Pigeonhole<'a> {
                         if b >= range.end {
                             break;
                         }
-                        let expand = matches!(estimator, Estimator::FullRandomness { .. });
-                        let result = self
-                            .replicate(&self.draw(seed, b), expand)
-                            .and_then(|statistics| fit_replicate(&statistics, estimator, local));
+                        let result = self.fit(&self.draw(seed, b), estimator, local);
                         *slots[(b - range.start) as usize].lock().expect("no worker panicked") = Some(result);
                     })
                 });
@@ -458,7 +458,7 @@ pub fn fit_replicate(
             let equations = pool.install(|| MomentEquations::of_copies(stats, &statistics.copies, &ols))?;
             let components = fit_variance_components(&equations)?;
             let mixed = solve_mixed_model_to(
-                &statistics.summed,
+                stats,
                 Some(&statistics.copies),
                 &ols,
                 &components,

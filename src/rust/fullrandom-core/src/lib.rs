@@ -152,7 +152,7 @@ pub fn fit_components(
 }
 
 /// OLS, the moment equations and their solution from the statistics.
-pub(crate) fn components_in(
+fn components_in(
     stats: &SufficientStats,
     pool: &rayon::ThreadPool,
 ) -> Result<(OlsFit, MomentEquations, VarianceComponents), FitError> {

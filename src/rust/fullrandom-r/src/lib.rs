@@ -505,8 +505,8 @@ fn fr_fitted(model: List, coef: Vec<f64>, ranef: List, threads: i32) -> Result<L
 /// @param multiplicities NULL, or a list with one integer vector per random term giving
 ///   the number of copies of every level: then the one replicate these describe.
 /// @return a list: `components` (nsim x (K + 1), by column), `raw` (the same before the
-///   boundary rule), `coef` (nsim x p, by
-///   column, NaN where aliased) and `errors` (NA, or why the replicate could not be fitted).
+///   boundary rule), `coef` (nsim x p, by column, NaN where aliased) and `errors` (NA,
+///   or why the replicate could not be fitted).
 /// @noRd
 #[extendr]
 fn fr_bootstrap_fit(
@@ -519,7 +519,7 @@ fn fr_bootstrap_fit(
     progress: Robj,
     multiplicities: Robj,
 ) -> Result<List> {
-    use fullrandom_core::bootstrap::{fit_replicate, Pigeonhole, Workers};
+    use fullrandom_core::bootstrap::{Pigeonhole, Workers};
     let data = model_data(&model)?;
     let threads = threads.max(1) as usize;
     let estimator = estimator_of(method, &size_columns)?;
@@ -559,9 +559,7 @@ fn fr_bootstrap_fit(
                     .ok_or_else(|| Error::Other("multiplicities must be non-negative integer vectors".into()))
             })
             .collect::<Result<_>>()?;
-        let expand = matches!(estimator, Estimator::FullRandomness { .. });
-        let statistics = boot.replicate(&w, expand).map_err(r_error)?;
-        vec![fit_replicate(&statistics, &estimator, &pool)]
+        vec![boot.fit(&w, &estimator, &pool)]
     };
     let k = data.factors.len() + 1;
     let p = data.n_fixed();
