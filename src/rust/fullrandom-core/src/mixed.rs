@@ -111,8 +111,6 @@ pub struct Solution {
 pub struct RandomEffectsMatrix<'a> {
     blocks: Vec<Block<'a>>,
     diagonal: Vec<f64>,
-    /// Relative residual at which the iterations stop ([`CG_TOLERANCE`] unless set).
-    tolerance: f64,
 }
 
 impl<'a> RandomEffectsMatrix<'a> {
@@ -168,7 +166,7 @@ impl<'a> RandomEffectsMatrix<'a> {
             }
             block.tasks = balanced_blocks(&cell_starts);
         }
-        RandomEffectsMatrix { blocks, diagonal, tolerance: CG_TOLERANCE }
+        RandomEffectsMatrix { blocks, diagonal }
     }
 
     /// Number of unknowns (levels of the active terms).
@@ -199,8 +197,9 @@ impl<'a> RandomEffectsMatrix<'a> {
     }
 
     /// Solves `C X = B` for `r` right-hand sides (stored by row) by conjugate gradients
-    /// preconditioned by symmetric block Gauss-Seidel ([`Self::precondition`]), to a relative residual of [`CG_TOLERANCE`] per
-    /// column, with rounds of iterative refinement on the true residual.
+    /// preconditioned by symmetric block Gauss-Seidel ([`Self::precondition`]), to a
+    /// relative residual of `tolerance` per column (e.g. [`CG_TOLERANCE`]), with rounds of
+    /// iterative refinement on the true residual.
     ///
     /// The iterations run on the calling thread, the work of each in `pool`, and
     /// `keep_going` is asked before every iteration (false stops with
@@ -209,6 +208,7 @@ impl<'a> RandomEffectsMatrix<'a> {
         &self,
         rhs: &[f64],
         r: usize,
+        tolerance: f64,
         pool: &rayon::ThreadPool,
         keep_going: &mut dyn FnMut() -> bool,
     ) -> Result<Solution, FitError> {
@@ -218,7 +218,7 @@ impl<'a> RandomEffectsMatrix<'a> {
         let mut residual = rhs.to_vec();
         let mut iterations = 0;
         for _round in 0..4 {
-            let (dx, used) = self.conjugate_gradients(&residual, &rhs_norm, r, pool, keep_going)?;
+            let (dx, used) = self.conjugate_gradients(&residual, &rhs_norm, r, tolerance, pool, keep_going)?;
             iterations += used;
             pool.install(|| x.par_iter_mut().zip(&dx).for_each(|(a, b)| *a += b));
             // The true residual, which the recursion only approximates.
@@ -227,13 +227,13 @@ impl<'a> RandomEffectsMatrix<'a> {
                 residual.par_iter_mut().zip(rhs).for_each(|(res, b)| *res = b - *res);
             });
             let norm = pool.install(|| column_dots(&residual, &residual, r));
-            if norm.iter().zip(&rhs_norm).all(|(n, b)| n.sqrt() <= 10.0 * self.tolerance * b) {
+            if norm.iter().zip(&rhs_norm).all(|(n, b)| n.sqrt() <= 10.0 * tolerance * b) {
                 return Ok(Solution { x, residual, iterations });
             }
         }
         Err(FitError::NotConverged(format!(
             "the mixed-model equations did not reach a relative residual of {:e} after {iterations} conjugate gradient iterations",
-            self.tolerance
+            tolerance
         )))
     }
 
@@ -292,12 +292,13 @@ impl<'a> RandomEffectsMatrix<'a> {
     }
 
     /// Conjugate gradients from zero for `C X = B`; columns stop when their residual
-    /// falls below [`CG_TOLERANCE`] times `scale` (the norms of the original right-hand sides).
+    /// falls below `tolerance` times `scale` (the norms of the original right-hand sides).
     fn conjugate_gradients(
         &self,
         rhs: &[f64],
         scale: &[f64],
         r: usize,
+        tolerance: f64,
         pool: &rayon::ThreadPool,
         keep_going: &mut dyn FnMut() -> bool,
     ) -> Result<(Vec<f64>, usize), FitError> {
@@ -311,7 +312,7 @@ impl<'a> RandomEffectsMatrix<'a> {
             precondition(&res, &mut z);
             let rz = column_dots(&res, &z, r);
             let norm = column_dots(&res, &res, r);
-            let active: Vec<bool> = norm.iter().zip(scale).map(|(n, s)| n.sqrt() > self.tolerance * s).collect();
+            let active: Vec<bool> = norm.iter().zip(scale).map(|(n, s)| n.sqrt() > tolerance * s).collect();
             (z.clone(), rz, active)
         });
         for iteration in 0..MAX_ITERATIONS {
@@ -338,7 +339,7 @@ impl<'a> RandomEffectsMatrix<'a> {
                 let norm = column_dots(&res, &res, r);
                 for j in 0..r {
                     // pq = 0 means the direction is exhausted: the column has converged.
-                    if !(pq[j] > 0.0) || norm[j].sqrt() <= self.tolerance * scale[j] {
+                    if !(pq[j] > 0.0) || norm[j].sqrt() <= tolerance * scale[j] {
                         active[j] = false;
                     }
                 }
@@ -519,8 +520,7 @@ pub fn solve_mixed_model_to(
             (v > 0.0).then(|| s2 / v)
         })
         .collect();
-    let mut system = pool.install(|| RandomEffectsMatrix::of_copies(stats, copies, &lambda));
-    system.tolerance = accuracy.cg;
+    let system = pool.install(|| RandomEffectsMatrix::of_copies(stats, copies, &lambda));
     let m = system.size();
     let p = stats.n_fixed();
     let kept = &ols.kept;
@@ -540,7 +540,7 @@ pub fn solve_mixed_model_to(
             row[q] = sums.sum_y[g];
         }
     }
-    let Solution { x: solved, residual, iterations } = system.solve(&zt, r, pool, keep_going)?;
+    let Solution { x: solved, residual, iterations } = system.solve(&zt, r, accuracy.cg, pool, keep_going)?;
 
     // S = X'X - X'Z A and s_y = X'y - X'Z a need B'C^-1 B for B = [Z'X | Z'y]. From the
     // iterate X ~ C^-1 B, B'X + X'B - X'C X has an error of second order in X's (the
