@@ -9,9 +9,9 @@
 # variance s2 (no normality assumed).
 #
 #   W = (X'X)^-1, b_ols = W X'y, r = y - X b_ols, H = X W X', M = I - H
-#   factor 0 = one level containing all observations, factors 1..K = the
-#   random-effect grouping factors; Z_k = N x G_k indicator matrix,
-#   P_k = Z_k (Z_k'Z_k)^-1 Z_k', A_k = I - P_k
+#   factor 0 = the total sum of squares, A_0 = I (Q_0 = r'r, with or without an
+#   intercept); factors 1..K = the random-effect grouping factors;
+#   Z_k = N x G_k indicator matrix, P_k = Z_k (Z_k'Z_k)^-1 Z_k', A_k = I - P_k
 #   Q_k  = r' A_k r
 #   E[Q_k] = sum_l s2_l tr(Z_l' M A_k M Z_l) + s2 tr(A_k M)
 #   C theta = Q, theta = (s2_1, ..., s2_K, s2)
@@ -69,7 +69,7 @@ dense_moment_reference <- function(y, X, factors) {
   if (nrow(X) != N) stop("dense_moment_reference: nrow(X) != length(y)")
   if (anyNA(X)) stop("dense_moment_reference: X contains NA")
   p <- ncol(X)
-  if (is.null(colnames(X))) colnames(X) <- paste0("X", seq_len(p))
+  if (is.null(colnames(X)) && p > 0) colnames(X) <- paste0("X", seq_len(p))
   if (qr(X)$rank < p) stop("dense_moment_reference: X is not of full column rank")
 
   if (!is.list(factors)) {
@@ -91,23 +91,28 @@ dense_moment_reference <- function(y, X, factors) {
     }
   }
 
-  # Fixed-effect part, literally.
-  XtX <- crossprod(X)
-  W <- solve(XtX)
-  b_ols <- drop(W %*% crossprod(X, y))
-  names(b_ols) <- colnames(X)
-  r <- drop(y - X %*% b_ols)
-  H <- X %*% W %*% t(X)
+  # Fixed-effect part, literally (p = 0 allowed: no fixed effects, M = I).
   I_N <- diag(N)
-  M <- I_N - H
+  if (p > 0) {
+    XtX <- crossprod(X)
+    W <- solve(XtX)
+    b_ols <- drop(W %*% crossprod(X, y))
+    names(b_ols) <- colnames(X)
+    r <- drop(y - X %*% b_ols)
+    M <- I_N - X %*% W %*% t(X)
+  } else {
+    b_ols <- setNames(numeric(), character())
+    r <- y
+    M <- I_N
+  }
 
-  # Indicator matrices: factor 0 ("(all)") then the random factors.
-  Z_all <- c(list("(all)" = matrix(1, nrow = N, ncol = 1)),
+  # Indicator matrices: factor 0 ("(all)", A_0 = I) then the random factors.
+  Z_all <- c(list("(all)" = matrix(0, nrow = N, ncol = 0)),
              lapply(factors, dense_indicator))
-  A <- lapply(Z_all, function(Z) {
+  A <- c(list("(all)" = I_N), lapply(Z_all[-1], function(Z) {
     P <- Z %*% solve(crossprod(Z)) %*% t(Z)
     I_N - P
-  })
+  }))
 
   row_names <- c("(all)", fn)
   col_names <- c(fn, "Residual")
@@ -330,6 +335,7 @@ dense_mixed_reference <- function(y, X, factors, theta) {
     u[[k]][] <- sol[at + seq_len(g)]
     at <- at + g
   }
+  if (p == 0) return(list(b = b, u = u, vcov = matrix(0, 0, 0)))
   C <- crossprod(Z) + diag(lambda, length(lambda))
   schur <- crossprod(X) - crossprod(X, Z) %*% solve(C, crossprod(Z, X))
   list(b = b, u = u, vcov = s2 * solve(schur))

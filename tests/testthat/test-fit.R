@@ -68,3 +68,34 @@ test_that("a model without fixed effects is fitted, printed and tidied", {
   skip_if_not_installed("generics")
   expect_identical(generics::tidy(fit)$effect, rep("ran_pars", 2))
 })
+
+test_that("GLS fixed effects and BLUPs without an intercept equal a dense Henderson solve", {
+  worst <- 0
+  for (seed in 1:6) {
+    d <- random_small_design(seed)$data
+    d$y <- d$y + 5
+    cases <- list(
+      list(formula = y ~ 0 + x1 + (1 | a) + (1 | b), fixed = ~ 0 + x1),
+      list(formula = y ~ x1 - 1 + (1 | a) + (1 | b), fixed = ~ x1 - 1),
+      list(formula = y ~ 0 + f + (1 | a) + (1 | b), fixed = ~ 0 + f),
+      list(formula = y ~ 0 + (1 | a) + (1 | b), fixed = ~ 0)
+    )
+    for (case in cases) {
+      fit <- suppressMessages(fr_fit(case$formula, data = d))
+      X <- model.matrix(case$fixed, d)
+      factors <- list(a = d$a, b = d$b)
+      moments <- dense_moment_reference(d$y, X, factors)
+      expect_equal(fit$theta_raw[names(moments$theta)], moments$theta, tolerance = 1e-8)
+      ref <- dense_mixed_reference(d$y, X, factors, fit$theta)
+      if (ncol(X) > 0) {
+        worst <- max(worst, max(abs(fit$coefficients - ref$b[names(fit$coefficients)]) /
+                                  pmax(abs(ref$b[names(fit$coefficients)]), 1e-12)))
+      }
+      for (k in names(fit$flist)) {
+        u <- fit$ranef_values[[k]]
+        worst <- max(worst, max(abs(u - ref$u[[k]][names(u)])) / max(abs(ref$u[[k]]), 1e-12))
+      }
+    }
+  }
+  expect_lt(worst, 1e-8)
+})

@@ -205,3 +205,61 @@ test_that("the components-only path gives the components of the full fit", {
   fit <- fr_fit(y ~ x + (1 | user) + (1 | item), data = d)
   expect_identical(fr_variance_components(y ~ x + (1 | user) + (1 | item), d), fit$theta)
 })
+
+# Formulas without an intercept: factor 0's equation is Q_0 = r'r (A_0 = I), which is the
+# centred r'(I - J/N) r only when 1 is in the column space of X. Each case: the formula,
+# the fixed part as model.matrix reads it, and the random factors of the dense reference.
+no_intercept_cases <- function(d) {
+  d$cb <- interaction(d$c, d$b, drop = TRUE)
+  list(
+    list(formula = y ~ 0 + x1 + (1 | a) + (1 | b), fixed = ~ 0 + x1, factors = list(a = d$a, b = d$b)),
+    list(formula = y ~ x1 + x2 - 1 + (1 | a) + (1 | b), fixed = ~ x1 + x2 - 1, factors = list(a = d$a, b = d$b)),
+    list(formula = y ~ 0 + (1 | a) + (1 | b), fixed = ~ 0, factors = list(a = d$a, b = d$b)),
+    list(formula = y ~ 0 + f + (1 | a) + (1 | b), fixed = ~ 0 + f, factors = list(a = d$a, b = d$b)),
+    list(formula = y ~ 0 + x1 + (1 | b/c), fixed = ~ 0 + x1, factors = list(b = d$b, "c:b" = d$cb)),
+    list(formula = y ~ 0 + x2 + (1 | a) + (1 | b) + (1 | c), fixed = ~ 0 + x2,
+         factors = list(a = d$a, b = d$b, c = d$c))
+  )
+}
+
+test_that("models without an intercept have the equations of Q_0 = r'r (dense reference)", {
+  worst <- 0
+  for (seed in 1:8) {
+    d <- random_small_design(seed)$data
+    # The response far from 0, so that a centred Q_0 would be visibly wrong.
+    d$y <- d$y + 5
+    for (case in no_intercept_cases(d)) {
+      fit <- suppressMessages(fr_fit(case$formula, data = d))
+      X <- model.matrix(case$fixed, d)
+      reference <- dense_moment_reference(d$y, X, case$factors)
+      got <- fit_equations_as(fit, reference)
+      # Without fixed effects tr(Z_a' A_a Z_a) is exactly 0 and the dense product leaves
+      # rounding noise: entries are compared relative to at least 1e-6 of the largest.
+      C_scale <- pmax(abs(reference$C), 1e-6 * max(abs(reference$C)))
+      worst <- max(worst, max(abs(got$C - reference$C) / C_scale), max_rel_diff(got$Q, reference$Q),
+                   max_rel_diff(got$theta, reference$theta))
+      if (ncol(X) > 0) expect_equal(unname(fit$coef_ols), unname(reference$b_ols), tolerance = 1e-10)
+    }
+  }
+  expect_lt(worst, 1e-8)
+})
+
+test_that("with 1 in the column space of X, dropping the intercept changes nothing", {
+  d <- random_small_design(4)$data
+  with_intercept <- suppressMessages(fr_fit(y ~ f + (1 | a) + (1 | b), data = d))
+  cell_means <- suppressMessages(fr_fit(y ~ 0 + f + (1 | a) + (1 | b), data = d))
+  expect_equal(cell_means$theta_raw, with_intercept$theta_raw, tolerance = 1e-10)
+})
+
+test_that("without an intercept the random effects carry the mean (lmer's answer)", {
+  d <- simulate_crossed(2000, seed = 1)
+  fit <- fr_fit(y ~ 0 + (1 | user), data = d)
+  with_intercept <- fr_fit(y ~ 1 + (1 | user), data = d)
+  # The mean of y is far from 0, so the user variance must absorb it: many times the
+  # variance of the model with an intercept (0.38; lmer gives 11.84 without).
+  expect_gt(fit$theta[["user"]], 10 * with_intercept$theta[["user"]])
+  skip_if_not_installed("lme4")
+  m <- lme4::lmer(y ~ 0 + (1 | user), data = d)
+  lmer_user <- as.data.frame(lme4::VarCorr(m))$vcov[[1]]
+  expect_lt(abs(fit$theta[["user"]] - lmer_user) / lmer_user, 0.25)
+})

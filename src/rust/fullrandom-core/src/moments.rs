@@ -1,22 +1,30 @@
 //! The moment equations and their solution.
 //!
-//! With OLS residuals `r = M y`, `M = I - X W X'`, `W = (X'X)^-1`, and for every factor
-//! `k = 0..K` (factor 0: one level holding every row) the within-level sum of squares
+//! With OLS residuals `r = M y`, `M = I - X W X'`, `W = (X'X)^-1`, the equations are
+//! `E[Q_k] = Q_k` for the total sum of squares (factor 0) and the within-level sum of
+//! squares of every random factor `k = 1..K`:
 //!
 //! ```text
+//! Q_0 = r'r,                                               A_0 = I,
 //! Q_k = r'A_k r = sum_i r_i^2 - sum_g (sum_{i in g} r_i)^2 / n_g,    A_k = I - Z_k D_k^-1 Z_k',
 //! E[Q_k] = sum_{l=1..K} s2_l c_kl + s2 c_ke,   c_kl = tr(Z_l'M A_k M Z_l),   c_ke = tr(A_k M).
 //! ```
 //!
+//! Factor 0 uses `r'r`, not the centred `r'(I - J/N) r`: the two agree whenever 1 is in
+//! the column space of X (then `1'r = 0`), but without an intercept the model says the
+//! mean is 0, and only the uncentred form is the expectation under that model.
+//!
 //! In closed form, with `D_k = diag(n_g)`, `S_k = Z_k'X`, `C_kl = Z_k'Z_l` (cells `n_gm`),
-//! `F_l = S_l'S_l` and `T_k = X'X - S_k'D_k^-1 S_k`:
+//! `F_l = S_l'S_l`, `T_k = X'X - S_k'D_k^-1 S_k` and `q = rank(X)`:
 //!
 //! ```text
+//! c_0e = N - q,   c_0l = N - tr(W F_l)
 //! c_ke = (N - G_k) - tr(W T_k)
 //! c_kl = (N - sum_g sum_m n_gm^2 / n_g) - 2 tr(W F_l) + 2 tr(W S_k'D_k^-1 C_kl S_l) + tr(W T_k W F_l)
 //! ```
 //!
-//! (for `l = k` this reduces to `tr(W T_k W F_k)`). The residual sums come from the
+//! (for `l = k` this reduces to `tr(W T_k W F_k)`; factor 0 is the case of no levels, `A_0 = I`,
+//! `T_0 = X'X`). The residual sums come from the
 //! statistics too: `sum_{i in g} r_i = sum_{i in g} y_i - S_k[g] b`. Solving the
 //! (K+1) x (K+1) system gives estimates that are exactly unbiased for any design and any
 //! X, with no normality assumed. Levels with no observations (possible in merged chunks)
@@ -134,13 +142,14 @@ impl MomentEquations {
                 (0..n_levels).flat_map(|g| ols.kept.iter().map(move |&j| lv.sum_x[j * n_levels + g])).collect()
             })
             .collect();
-        let all_x: Vec<f64> = ols.kept.iter().map(|&j| stats.sum_x[j]).collect();
         let mut per_factor = Vec::with_capacity(k_factors + 1);
+        // Factor 0, Q_0 = r'r: A_0 = I, as if no level were subtracted. (Its `cross` is
+        // never used: factor 0 has no variance of its own.)
         per_factor.push(FactorMoments {
-            n_nonempty: 1,
-            weighted_cross: outer(&all_x, &all_x, 1.0 / n),
-            cross: outer(&all_x, &all_x, 1.0),
-            between_ss: ols.sum_residuals * ols.sum_residuals / n,
+            n_nonempty: 0,
+            weighted_cross: Mat::zeros(q, q),
+            cross: Mat::zeros(q, q),
+            between_ss: 0.0,
         });
         for k in 0..k_factors {
             let lv = &stats.levels[k];
@@ -178,8 +187,11 @@ impl MomentEquations {
                 let projected = trace_of_product(&w_t[k], &w_f[l]);
                 lhs[(k, l - 1)] = if k == l {
                     projected
+                } else if k == 0 {
+                    // A_0 = I: no concentration or cross term; projected = tr(W F_l).
+                    n - 2.0 * trace(&w_f[l]) + projected
                 } else {
-                    let (concentration, cross_term) = cell_terms(stats, copies, k, l, &level_x, &all_x, q);
+                    let (concentration, cross_term) = cell_terms(stats, copies, k, l, &level_x, q);
                     n - concentration - 2.0 * trace(&w_f[l]) + 2.0 * trace_of_product(w, &cross_term) + projected
                 };
             }
@@ -193,7 +205,7 @@ impl MomentEquations {
     }
 }
 
-/// For rows `k` (0 = all rows) and random factor `l >= 1` (indices into the equations),
+/// For random factors `k != l` (indices into the equations, both >= 1),
 /// `sum_g sum_m n_gm^2 / n_g` and `S_k'D_k^-1 C_kl S_l = sum_g sum_m (n_gm / n_g) S_k[g] S_l[m]'`.
 ///
 /// The double sum runs over the stored rows of the cell table, whichever factor they
@@ -208,27 +220,10 @@ fn cell_terms(
     k: usize,
     l: usize,
     level_x: &[Vec<f64>],
-    all_x: &[f64],
     q: usize,
 ) -> (f64, Mat<f64>) {
-    let n = stats.n_obs as f64;
-    let col = &stats.levels[l - 1];
+    debug_assert!(k >= 1 && l >= 1 && k != l);
     let col_x = &level_x[l - 1];
-    if k == 0 {
-        // One row level holding everything: n_0m = n_m.
-        let mut concentration = 0.0;
-        let mut v = vec![0.0; q];
-        for m in 0..col.n_levels() {
-            let count = col.counts[m] as f64;
-            if count == 0.0 {
-                continue;
-            }
-            let w_m = copies.of(l - 1, m);
-            concentration += count * count / (w_m * n);
-            axpy(&mut v, count / w_m, &col_x[m * q..(m + 1) * q]);
-        }
-        return (concentration, outer(all_x, &v, 1.0 / n));
-    }
     let row_counts = &stats.levels[k - 1].counts;
     let row_x = &level_x[k - 1];
     let (cells, transposed) = stats.cells_of(k - 1, l - 1);

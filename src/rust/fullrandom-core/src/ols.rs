@@ -1,7 +1,7 @@
 //! Ordinary least squares from the sufficient statistics.
 //!
-//! `W = (X'X)^-1` over the non-aliased columns, `b_ols = W X'y`, and the residual sums
-//! `r'r = y'y - b'X'y` and `1'r = 1'y - (1'X) b` needed by the moment equations.
+//! `W = (X'X)^-1` over the non-aliased columns, `b_ols = W X'y`, and the residual sum of
+//! squares `r'r = y'y - b'X'y` needed by the moment equations.
 //! Computed in the shifted parametrisation of [`crate::stats`] and mapped back:
 //! `b_j = b~_j` except the intercept, `b_0 = b~_0 + c_y - sum_j c_j b~_j`.
 
@@ -26,8 +26,6 @@ pub struct OlsFit {
     pub xtx_inv: Mat<f64>,
     /// `r'r`, the residual sum of squares.
     pub rss: f64,
-    /// `1'r`, the sum of the residuals (0 with an intercept, up to rounding).
-    pub sum_residuals: f64,
 }
 
 pub fn ols_from_stats(stats: &SufficientStats) -> Result<OlsFit, FitError> {
@@ -46,13 +44,11 @@ pub fn ols_from_stats(stats: &SufficientStats) -> Result<OlsFit, FitError> {
     let coef_shifted: Vec<f64> = (0..q).map(|r| (0..q).map(|c| xtx_inv[(r, c)] * xty[c]).sum()).collect();
     let coef = stats.shift.unshift_coefficients(stats.intercept, &kept, &coef_shifted);
     let fitted_ss: f64 = coef_shifted.iter().zip(&xty).map(|(b, v)| b * v).sum();
-    let sum_fitted: f64 = kept.iter().zip(&coef_shifted).map(|(&j, b)| stats.sum_x[j] * b).sum();
     Ok(OlsFit {
         kept,
         coef,
         coef_shifted,
         xtx_inv,
         rss: stats.yty - fitted_ss,
-        sum_residuals: stats.sum_y - sum_fitted,
     })
 }

@@ -409,14 +409,18 @@ pub fn dense_reference(d: &Design) -> Reference {
     let m = Dense::identity(n).sub(&x.mul(&w).mul(&x.t()));
     let r = m.mul(&y);
     let rss = r.frobenius_dot(&r);
-    // Z_0 is a single column of ones; Z_k the indicators of factor k.
-    let mut z: Vec<Dense> = vec![Dense::from_fn(n, 1, |_, _| 1.0)];
+    // Z_k the indicators of factor k; factor 0 has A_0 = I (Q_0 = r'r), whether or not
+    // X has an intercept. Z_0 is a placeholder for the index (factor 0 has no variance).
+    let mut z: Vec<Dense> = vec![Dense::zeros(n, 0)];
     for f in &d.factors {
         let levels: Vec<usize> = (0..n).map(|i| f.level(i)).collect();
         z.push(indicator(&levels, f.n_levels));
     }
     // A_k B = B - Z_k (Z_k'Z_k)^-1 Z_k' B, with the inverse taken literally.
     let apply_a = |k: usize, b: &Dense| -> Dense {
+        if k == 0 {
+            return b.clone();
+        }
         let zk = &z[k];
         let dinv = zk.t().mul(zk).inverse();
         b.sub(&zk.mul(&dinv.mul(&zk.t().mul(b))))
