@@ -48,11 +48,48 @@ fr_bootstrap <- function(fit, nsim = 200, seed = NULL, threads = fit$threads, pr
   if (!inherits(fit, "fr_fit")) stop("`fit` must be an fr_fit object", call. = FALSE)
   nsim <- check_whole_number(nsim, "nsim", at_least = 1)
   threads <- check_threads(if (is.null(threads)) 1L else threads)
+  check_bootstrap_memory(nsim, length(fit$flist) + 1L, length(fit$coef_all))
   model <- bootstrap_model(fit)
   stream <- with_seed(seed, stream_seed())
   bar <- if (isTRUE(progress)) progress_reporter(nsim)
   out <- fr_bootstrap_fit(model$model, fit$method, model$size_columns, nsim, stream, threads, bar, NULL)
   bootstrap_frame(fit, out, nsim, stream)
+}
+
+# Refuses a number of replicates whose results would not fit in memory, before anything
+# is allocated (a failed allocation in the core is an error too, but memory that the
+# system promises and later cannot give ends the process). Per replicate, the core holds
+# the 2 (K + 1) + p estimates and their bookkeeping, the list it returns holds them again,
+# and bootstrap_frame() makes about four more copies (variances, raw, coef, the frame).
+check_bootstrap_memory <- function(nsim, n_components, n_fixed) {
+  per_replicate <- 128 + 6 * 8 * (2 * n_components + n_fixed)
+  needed <- nsim * per_replicate
+  available <- available_memory()
+  if (!is.na(available) && needed > 0.8 * available) {
+    stop(sprintf(paste(
+      "nsim = %.0f bootstrap replicates would need about %s of memory for their results,",
+      "more than the %s available; use fewer replicates (at most about %.0f here)"
+    ), nsim, format_bytes(needed), format_bytes(available), floor(0.8 * available / per_replicate)),
+    call. = FALSE)
+  }
+  invisible(needed)
+}
+
+# Bytes of memory available to new allocations (MemAvailable of /proc/meminfo, Linux
+# only); NA where unknown.
+available_memory <- function() {
+  if (!file.exists("/proc/meminfo")) return(NA_real_)
+  lines <- tryCatch(readLines("/proc/meminfo", warn = FALSE), error = function(e) character())
+  line <- grep("^MemAvailable:", lines, value = TRUE)
+  if (length(line) != 1L) return(NA_real_)
+  kb <- suppressWarnings(as.numeric(gsub("[^0-9]", "", line)))
+  if (is.na(kb)) NA_real_ else kb * 1024
+}
+
+format_bytes <- function(bytes) {
+  units <- c("bytes", "kB", "MB", "GB", "TB", "PB")
+  power <- min(max(floor(log(bytes, 1000)), 0), length(units) - 1L)
+  sprintf(if (power == 0) "%.0f %s" else "%.1f %s", bytes / 1000^power, units[[power + 1L]])
 }
 
 # The data of the fit in the core's form, with the size() columns of method "fr" (0-based).
@@ -149,9 +186,12 @@ print.fr_bootstrap <- function(x, ...) {
 #'   unbiased, but in a replicate of crossed data an observation and its copies share one
 #'   residual, which shifts the replicates' variances (the residual variance down, the
 #'   terms' up). So the variance components' limits are the percentiles of the replicates
-#'   centred on the estimate on the variance scale, `v* - mean(v*) + v` (unbiased solutions
-#'   of the moment equations, before the boundary rule), cut at zero and reported as
-#'   standard deviations. The pigeonhole bootstrap counts the variance of a single
+#'   centred on the estimate on the variance scale, `v* - mean(v*) + v` (`v*` the unbiased
+#'   solutions of the replicates' moment equations, before the boundary rule; `v` the
+#'   reported estimate, after it, so that the interval holds the estimate it goes with),
+#'   cut at zero and reported as standard deviations. Percentile intervals need at least
+#'   one replicate beyond each limit (40 at the 95% level; fewer is an error) and warn
+#'   below two and a half (100 at 95%). The pigeonhole bootstrap counts the variance of a single
 #'   observation more than once (three times with two crossed terms), so with crossed
 #'   terms its intervals are conservative, most of all for the residual standard deviation
 #'   and for slopes of covariates that vary within levels.
@@ -198,10 +238,15 @@ confint.fr_fit <- function(object, parm, level = 0.95, method = c("bootstrap", "
   columns <- paste(format(100 * probs, trim = TRUE, scientific = FALSE, digits = 3L), "%")
   n_sd <- length(object$flist) + 1L
   needs_boot <- method == "bootstrap" || (method == "Wald" && any(wanted <= n_sd))
-  if (needs_boot && is.null(boot)) boot <- fr_bootstrap(object, nsim = nsim, seed = seed, ...)
+  if (needs_boot && is.null(boot)) {
+    # Checked before the replicates are drawn, and again below for replicates given in `boot`.
+    check_replicate_count(check_whole_number(nsim, "nsim", at_least = 1), method, level)
+    boot <- fr_bootstrap(object, nsim = nsim, seed = seed, ...)
+  }
   if (!is.null(boot) && needs_boot && !identical(colnames(boot), names_all)) {
     stop("`boot` holds the replicates of another model", call. = FALSE)
   }
+  if (needs_boot) check_replicate_count(nrow(boot), method, level)
   out <- switch(method,
     bootstrap = percentile_intervals(object, boot, probs),
     alchemy = alchemy_intervals(object, probs),
@@ -211,12 +256,51 @@ confint.fr_fit <- function(object, parm, level = 0.95, method = c("bootstrap", "
   out[wanted, , drop = FALSE]
 }
 
+# Percentile limits need replicates beyond them: with fewer than one replicate in a tail
+# the limits are the extreme replicates (one replicate gives a zero-width interval), and
+# with a few they are noisy, for which boot::boot.ci warns too. Wald's variance
+# components need a standard deviation of the replicates.
+check_replicate_count <- function(n, method, level) {
+  if (method == "bootstrap") {
+    tail <- n * (1 - level) / 2
+    minimum <- ceiling(2 / (1 - level))
+    if (tail < 1) {
+      stop(sprintf(paste(
+        "%d bootstrap replicates are too few for %s%% percentile intervals: each tail needs",
+        "at least one replicate beyond the limit, so at least %d replicates (use nsim = 1000 or more",
+        "for stable limits)"
+      ), n, format(100 * level), minimum), call. = FALSE)
+    }
+    if (tail < 2.5) {
+      warning(sprintf(paste(
+        "%s%% percentile limits from %d bootstrap replicates rest on about %.0f replicate(s) in",
+        "each tail and are unstable; use nsim = 1000 or more"
+      ), format(100 * level), n, tail), call. = FALSE)
+    }
+  } else if (method == "Wald" && n < 10) {
+    stop(sprintf(paste(
+      "%d bootstrap replicates are too few for the standard deviations of the variance",
+      "components in Wald intervals; use at least 10 (nsim = 200 or more for stable limits)"
+    ), n), call. = FALSE)
+  }
+  invisible(n)
+}
+
 # Percentiles of the replicates; the variance components' replicates are first centred on
-# the fit's unbiased estimate on the variance scale (see confint.fr_fit), then cut at zero.
+# the fit's reported estimate on the variance scale (see confint.fr_fit), then cut at zero.
+#
+# Why the reported estimate (after the boundary rule) and not the raw solution: the
+# centring keeps the replicates' spread and removes their shift (the bootstrap's bias);
+# the interval it gives should be one around the estimate the fit reports. The two differ
+# only when a term is at the boundary: then the reported components are those of the
+# model without it, and centring on the raw solution gave intervals that excluded the
+# reported value (a zero variance, or a residual variance re-solved without the term).
+# The raw replicates are those of the full model, whose spread is at least that of the
+# reduced model, so the intervals err on the wide side.
 percentile_intervals <- function(fit, boot, probs) {
   quantiles <- function(x) stats::quantile(x, probs = probs, names = FALSE, na.rm = TRUE)
   variances <- attr(boot, "raw")
-  centred <- sweep(variances, 2L, colMeans(variances) - unname(fit$theta_raw))
+  centred <- sweep(variances, 2L, colMeans(variances) - unname(fit$theta))
   rbind(t(apply(sqrt(pmax(centred, 0)), 2L, quantiles)),
         t(apply(as.matrix(boot)[, -seq_len(ncol(variances)), drop = FALSE], 2L, quantiles)))
 }

@@ -118,9 +118,9 @@ test_that("confint names its rows as lme4 and computes each method's limits", {
   ci <- confint(fit, boot = boot)
   expect_identical(rownames(ci), c("sd_(Intercept)|archer", "sigma", "(Intercept)", "bowSouthwood"))
   expect_identical(colnames(ci), c("2.5 %", "97.5 %"))
-  # Variance components: replicates centred on the unbiased estimate, on the variance scale.
+  # Variance components: replicates centred on the reported estimate, on the variance scale.
   raw <- attr(boot, "raw")
-  centred <- sqrt(pmax(sweep(raw, 2, colMeans(raw)) + rep(fit$theta_raw, each = nrow(raw)), 0))
+  centred <- sqrt(pmax(sweep(raw, 2, colMeans(raw)) + rep(fit$theta, each = nrow(raw)), 0))
   expect_equal(ci[1:2, 1], apply(centred, 2, quantile, 0.025, names = FALSE), ignore_attr = TRUE)
   expect_equal(ci[1:2, 2], apply(centred, 2, quantile, 0.975, names = FALSE), ignore_attr = TRUE)
   expect_equal(ci[3:4, 1], apply(as.matrix(boot)[, 3:4], 2, quantile, 0.025, names = FALSE),
@@ -206,4 +206,44 @@ test_that("the core reports progress between batches of replicates", {
   expect_length(out$components, 20L * 3L)
   expect_error(fullrandom:::fr_bootstrap_fit(model$model, "moments", integer(), 5L, -1, 1L, NULL, NULL),
                "whole number in \\[0, 2\\^53\\)")
+})
+
+test_that("a bootstrap too large for memory is refused with the size it needs, not a crash", {
+  skip_if_not(file.exists("/proc/meminfo"), "the memory check reads /proc/meminfo")
+  expect_error_in_fresh_process(c(
+    "d <- simulate_crossed(500, seed = 1)",
+    "fit <- fr_fit(y ~ x + (1 | user) + (1 | item), d)",
+    "fr_bootstrap(fit, nsim = 1e9)"
+  ), "nsim = 1000000000 bootstrap replicates would need about [0-9.]+ [GT]B of memory")
+})
+
+test_that("percentile intervals refuse too few replicates and warn for few", {
+  expect_error_in_fresh_process(c(
+    "fit <- fr_fit(distance ~ bow + (1 | archer), simulate_archers(seed = 1))",
+    "confint(fit, nsim = 1, seed = 1)"
+  ), "1 bootstrap replicates are too few for 95% percentile intervals.*at least 40 replicates")
+  fit <- fr_fit(distance ~ bow + (1 | archer), simulate_archers(seed = 1))
+  boot <- fr_bootstrap(fit, nsim = 60, seed = 1)
+  expect_error(confint(fit, boot = boot[1:30, ]), "too few")
+  expect_error(confint(fit, level = 0.99, boot = boot), "at least 200 replicates")
+  expect_warning(ci <- confint(fit, boot = boot), "from 60 bootstrap replicates .* unstable")
+  expect_true(all(ci[, 1] < ci[, 2]))
+  expect_error(confint(fit, method = "Wald", nsim = 5, seed = 1), "too few for the standard deviations")
+})
+
+test_that("with a term at the boundary, the interval of sigma holds the reported sigma", {
+  # id2 has one level per observation but one, so its variance cannot be told from the
+  # residual: it is set to zero, and sigma re-solved without it differs from the raw one.
+  run <- run_in_fresh_process(c(
+    "d <- simulate_crossed(2000, seed = 1)",
+    "d$id2 <- c(1:1999, 1999)",
+    "fit <- suppressMessages(fr_fit(y ~ x + (1 | id2) + (1 | user), d))",
+    "stopifnot(fit$boundary[['id2']])",
+    "ci <- confint(fit, nsim = 200, seed = 1)",
+    "est <- c(sqrt(fit$theta), fixef(fit))",
+    "cat('CONTAINS', all(ci[, 1] <= est & est <= ci[, 2]), '\\n')",
+    "cat('SIGMA', sigma(fit), ci['sigma', ], '\\n')"
+  ), timeout = 120)
+  expect_identical(run$status, 0L, info = run$output)
+  expect_match(run$output, "CONTAINS TRUE", fixed = TRUE, info = run$output)
 })

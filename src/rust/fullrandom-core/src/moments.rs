@@ -383,9 +383,6 @@ fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
     y.iter_mut().zip(x).for_each(|(yi, xi)| *yi += a * xi);
 }
 
-fn outer(a: &[f64], b: &[f64], scale: f64) -> Mat<f64> {
-    Mat::from_fn(a.len(), b.len(), |i, j| scale * a[i] * b[j])
-}
 
 fn add_outer(m: &mut Mat<f64>, a: &[f64], b: &[f64], scale: f64) {
     for j in 0..b.len() {

@@ -19,7 +19,7 @@
 //! any number of threads.
 
 use crate::data::{FixedColumn, ModelData};
-use crate::error::FitError;
+use crate::error::{try_filled, try_with_capacity, FitError};
 use crate::grouping::CellCounts;
 use rayon::prelude::*;
 
@@ -145,6 +145,7 @@ impl SufficientStats {
                 rayon::join(|| level_sums(data, &shift), || pair_cells(data))
             },
         );
+        let levels = levels?;
         debug_assert_eq!(cells.len(), k_factors * k_factors.saturating_sub(1) / 2);
         Ok(SufficientStats {
             n_obs: data.n_obs() as u64,
@@ -458,27 +459,29 @@ fn global_sums(data: &ModelData<'_>, shift: &Shift) -> BlockSums {
 /// Per-level counts and sums. One sequential scatter per (factor, column) task: the
 /// tasks run in parallel and each sums its rows in row order. The intercept column
 /// (never shifted) sums to the counts, so it needs no pass of its own.
-fn level_sums(data: &ModelData<'_>, shift: &Shift) -> Vec<LevelSums> {
+fn level_sums(data: &ModelData<'_>, shift: &Shift) -> Result<Vec<LevelSums>, FitError> {
     let p = data.n_fixed();
     // Column 0 is the counts, 1 the response, 2 + j fixed-effect column j.
     let tasks: Vec<(usize, usize)> = (0..data.factors.len())
         .flat_map(|k| (0..p + 2).filter(|&c| c < 2 || Some(c - 2) != data.intercept).map(move |c| (k, c)))
         .collect();
+    // The numbers of levels come from the user: buffers are allocated fallibly.
+    let level_buffer = |n_levels: usize, name: &str| try_filled(n_levels, 0.0, &format!("the level sums of '{name}'"));
     let results: Vec<(Vec<u64>, Vec<f64>)> = tasks
         .par_iter()
-        .map(|&(k, column)| {
+        .map(|&(k, column)| -> Result<(Vec<u64>, Vec<f64>), FitError> {
             let f = &data.factors[k];
             let n_levels = f.n_levels;
-            match column {
+            Ok(match column {
                 0 => {
-                    let mut counts = vec![0u64; n_levels];
+                    let mut counts = try_filled(n_levels, 0u64, &format!("the level counts of '{}'", f.name))?;
                     for i in 0..data.n_obs() {
                         counts[f.level(i)] += 1;
                     }
                     (counts, Vec::new())
                 }
                 1 => {
-                    let mut sums = vec![0.0; n_levels];
+                    let mut sums = level_buffer(n_levels, &f.name)?;
                     for (i, v) in data.y.iter().enumerate() {
                         sums[f.level(i)] += v - shift.y;
                     }
@@ -486,7 +489,7 @@ fn level_sums(data: &ModelData<'_>, shift: &Shift) -> Vec<LevelSums> {
                 }
                 _ => {
                     let j = column - 2;
-                    let mut sums = vec![0.0; n_levels];
+                    let mut sums = level_buffer(n_levels, &f.name)?;
                     match data.x[j] {
                         FixedColumn::Values(values) => {
                             for (i, v) in values.iter().enumerate() {
@@ -503,15 +506,15 @@ fn level_sums(data: &ModelData<'_>, shift: &Shift) -> Vec<LevelSums> {
                     }
                     (Vec::new(), sums)
                 }
-            }
+            })
         })
-        .collect();
+        .collect::<Result<_, _>>()?;
     let mut out = Vec::with_capacity(data.factors.len());
     let mut results = results.into_iter();
     for f in &data.factors {
         let counts = results.next().unwrap().0;
         let sum_y = results.next().unwrap().1;
-        let mut sum_x = Vec::with_capacity(f.n_levels * p);
+        let mut sum_x = try_with_capacity(f.n_levels.saturating_mul(p), &format!("the level sums of '{}'", f.name))?;
         for j in 0..p {
             if Some(j) == data.intercept {
                 sum_x.extend(counts.iter().map(|&c| c as f64));
@@ -521,7 +524,7 @@ fn level_sums(data: &ModelData<'_>, shift: &Shift) -> Vec<LevelSums> {
         }
         out.push(LevelSums { counts, sum_y, sum_x });
     }
-    out
+    Ok(out)
 }
 
 /// The cell counts of every pair of factors. Pairs run one after the other, each

@@ -520,6 +520,7 @@ fn fr_bootstrap_fit(
     multiplicities: Robj,
 ) -> Result<List> {
     use fullrandom_core::bootstrap::{Pigeonhole, Workers};
+    use fullrandom_core::error::{try_filled, try_with_capacity};
     let data = model_data(&model)?;
     let threads = threads.max(1) as usize;
     let estimator = estimator_of(method, &size_columns)?;
@@ -534,7 +535,7 @@ fn fr_bootstrap_fit(
         let progress = if progress.is_null() { None } else { progress.as_function() };
         let batch = 4 * threads as u64;
         let workers = Workers::new(threads).map_err(r_error)?;
-        let mut results = Vec::with_capacity(nsim as usize);
+        let mut results = try_with_capacity(nsim as usize, "the bootstrap replicates").map_err(r_error)?;
         let mut done = 0;
         while done < nsim {
             let end = (done + batch).min(nsim);
@@ -564,10 +565,12 @@ fn fr_bootstrap_fit(
     let k = data.factors.len() + 1;
     let p = data.n_fixed();
     let n = results.len();
-    let mut components = vec![f64::NAN; n * k];
-    let mut raw = vec![f64::NAN; n * k];
-    let mut coef = vec![f64::NAN; n * p];
-    let mut errors: Vec<Option<String>> = vec![None; n];
+    // nsim comes from the user: every buffer of its size is allocated fallibly.
+    let what = "the bootstrap replicates' estimates";
+    let mut components = try_filled(n.saturating_mul(k), f64::NAN, what).map_err(r_error)?;
+    let mut raw = try_filled(n.saturating_mul(k), f64::NAN, what).map_err(r_error)?;
+    let mut coef = try_filled(n.saturating_mul(p), f64::NAN, what).map_err(r_error)?;
+    let mut errors: Vec<Option<String>> = try_filled(n, None, what).map_err(r_error)?;
     for (b, result) in results.into_iter().enumerate() {
         match result {
             Ok(r) => {
