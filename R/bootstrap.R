@@ -53,7 +53,7 @@ fr_bootstrap <- function(fit, nsim = 200, seed = NULL, threads = fit$threads, pr
   stream <- with_seed(seed, stream_seed())
   bar <- if (isTRUE(progress)) progress_reporter(nsim)
   out <- fr_bootstrap_fit(model$model, fit$method, model$size_columns, nsim, stream, threads, bar, NULL)
-  bootstrap_frame(fit, out, nsim, stream)
+  bootstrap_frame(fit, unscale_replicates(out, model$scale), nsim, stream)
 }
 
 # Refuses a number of replicates whose results would not fit in memory, before anything
@@ -103,7 +103,18 @@ bootstrap_model <- function(fit) {
   fixed <- fixed_effect_columns(fit$terms, fit$frame)
   y <- response_vector(fit$frame[[1L]], names(fit$frame)[[1L]])
   size_columns <- if (identical(fit$method, "fr")) match(fit$fr$size_columns, fixed$names) - 1L
-  list(model = model_of(y, fixed, fit$flist), size_columns = as.integer(size_columns))
+  # Resampled at unit size, as the fit was made (see response_scale()).
+  scale <- response_scale(y)
+  list(model = model_of(scale_response(y, scale), fixed, fit$flist), size_columns = as.integer(size_columns),
+       scale = scale)
+}
+
+# The replicates' estimates for the response from those for the response / 2^e.
+unscale_replicates <- function(out, e) {
+  out$components <- out$components * 4^e
+  out$raw <- out$raw * 4^e
+  out$coef <- out$coef * 2^e
+  out
 }
 
 # A seed for the core's streams, drawn from R's stream: a whole number below 2^52.

@@ -95,9 +95,72 @@ model_of <- function(y, fixed, flist) {
              names(flist))
 }
 
-# The Rust core's entry point; size() columns 1-based.
+# The Rust core's entry point; size() columns 1-based. The response is scaled to unit
+# size first (see response_scale()) and the estimates scaled back.
 call_core <- function(y, fixed, flist, threads, method, size_columns = integer()) {
-  fr_moment_fit(model_of(y, fixed, flist), method, as.integer(size_columns) - 1L, FALSE, threads)
+  scale <- response_scale(y)
+  out <- fr_moment_fit(model_of(scale_response(y, scale), fixed, flist), method,
+                       as.integer(size_columns) - 1L, FALSE, threads)
+  unscale_core_output(out, scale)
+}
+
+#' The power of two that brings the response to unit size
+#'
+#' The core forms sums of squares of the response, which overflow for values near 1e155
+#' and lose all precision (underflow) near 1e-155. A model is equivariant in the scale
+#' of y: fitting `y / 2^e` gives variance components `2^-2e` and fixed effects, BLUPs,
+#' fitted values and residuals `2^-e` times those of `y`. Dividing by a power of two is
+#' exact in floating point, so the fit of the scaled response, scaled back, is the fit
+#' of the response (bit for bit where nothing over- or underflows). The columns of X are
+#' not scaled: their squares are the user's design.
+#'
+#' Refuses a constant response (no variance to estimate) and one whose variance
+#' components cannot be represented (values beyond about 1e154 or below 1e-154 in size
+#' give variances beyond the range of doubles).
+#' @return the exponent `e`.
+#' @noRd
+response_scale <- function(y) {
+  if (length(y) == 0L) return(0)
+  size <- max(abs(y))
+  if (all(y == y[[1L]])) {
+    stop(sprintf(paste(
+      "the response is constant (every value is %s), so it has no variance to divide",
+      "among the random terms and the residual"
+    ), format(y[[1L]])), call. = FALSE)
+  }
+  if (size > 2^510 || size < 2^-510) {
+    stop(sprintf(paste(
+      "the response is too %s for its variances to be represented in double precision",
+      "(largest absolute value %s); rescale it, e.g. y * 1e%d"
+    ), if (size > 1) "large" else "small", format(size, digits = 3),
+    -round(log10(size))), call. = FALSE)
+  }
+  floor(log2(size))
+}
+
+# y / 2^e in two exact steps (2^-e alone may not be a double for subnormal responses).
+scale_response <- function(y, e) {
+  half <- e %/% 2
+  y * 2^-half * 2^-(e - half)
+}
+
+# The core's estimates for the response y from those for y / 2^e.
+unscale_core_output <- function(out, e) {
+  if (e == 0) return(out)
+  by <- function(x, power) if (is.null(x)) NULL else x * 2^(power * e)
+  out$raw <- by(out$raw, 2)
+  out$estimate <- by(out$estimate, 2)
+  out$q <- by(out$q, 2)
+  out$coef <- by(out$coef, 1)
+  out$fitted <- by(out$fitted, 1)
+  out$residuals <- by(out$residuals, 1)
+  if (!is.null(out$mixed)) {
+    out$mixed$gls_coef <- by(out$mixed$gls_coef, 1)
+    out$mixed$vcov <- by(out$mixed$vcov, 2)
+    out$mixed$ranef <- lapply(out$mixed$ranef, by, power = 1)
+  }
+  if (!is.null(out$fr)) out$fr$coef_in_equations <- by(out$fr$coef_in_equations, 1)
+  out
 }
 
 # Fitted values and residuals of the model data `md` at the coefficients `coef` (all

@@ -34,7 +34,8 @@ replicate_with <- function(fit, multiplicities) {
   w <- lapply(names(fit$flist), function(term) {
     as.integer(multiplicities[[term]][levels(fit$flist[[term]])])
   })
-  fullrandom:::fr_bootstrap_fit(model$model, fit$method, model$size_columns, 1L, 0, 1L, NULL, w)
+  out <- fullrandom:::fr_bootstrap_fit(model$model, fit$method, model$size_columns, 1L, 0, 1L, NULL, w)
+  fullrandom:::unscale_replicates(out, model$scale)
 }
 
 test_that("a replicate equals the fit of its data written out copy by copy", {

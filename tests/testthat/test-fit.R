@@ -99,3 +99,42 @@ test_that("GLS fixed effects and BLUPs without an intercept equal a dense Hender
   }
   expect_lt(worst, 1e-8)
 })
+
+test_that("the fit is equivariant in the scale of the response, far beyond unit size", {
+  d <- simulate_crossed(1500, seed = 4)
+  formula <- y ~ x + (1 | user) + (1 | item)
+  base <- fr_fit(formula, d)
+  for (c in c(1e-150, 1e150, 3, 1 / 3)) {
+    scaled <- d
+    scaled$y <- d$y * c
+    fit <- fr_fit(formula, scaled)
+    expect_equal(fit$theta / c^2, base$theta, tolerance = 1e-8, info = format(c))
+    expect_equal(fit$theta_raw / c^2, base$theta_raw, tolerance = 1e-8, info = format(c))
+    expect_equal(fixef(fit) / c, fixef(base), tolerance = 1e-8, info = format(c))
+    expect_equal(vcov(fit) / c^2, vcov(base), tolerance = 1e-8, info = format(c))
+    expect_equal(fit$ranef_values$user / c, base$ranef_values$user, tolerance = 1e-8, info = format(c))
+    expect_equal(residuals(fit) / c, residuals(base), tolerance = 1e-8, info = format(c))
+  }
+  # A power of two scales exactly.
+  scaled <- d
+  scaled$y <- d$y * 2^-400
+  expect_identical(fr_fit(formula, scaled)$theta * 2^800, base$theta)
+  boot <- fr_bootstrap(fr_fit(formula, transform(d, y = y * 1e150)), nsim = 20, seed = 1)
+  expect_equal(attr(boot, "variances") / 1e300, attr(fr_bootstrap(base, nsim = 20, seed = 1), "variances"),
+               tolerance = 1e-8)
+})
+
+test_that("a constant response, or one beyond the range of variances, is refused clearly", {
+  expect_error_in_fresh_process(c(
+    "d <- simulate_crossed(200, seed = 1)", "d$y <- 5",
+    "fr_fit(y ~ x + (1 | user), d)"
+  ), "the response is constant \\(every value is 5\\)")
+  expect_error_in_fresh_process(c(
+    "d <- simulate_crossed(200, seed = 1)", "d$y <- d$y * 1e300",
+    "fr_fit(y ~ x + (1 | user), d)"
+  ), "the response is too large for its variances to be represented")
+  expect_error_in_fresh_process(c(
+    "d <- simulate_crossed(200, seed = 1)", "d$y <- d$y * 1e-300",
+    "fr_fit(y ~ x + (1 | user), d)"
+  ), "the response is too small for its variances to be represented")
+})
