@@ -277,10 +277,10 @@ check_replicate_count <- function(n, method, level) {
     minimum <- ceiling(2 / (1 - level))
     if (tail < 1) {
       stop(sprintf(paste(
-        "%d bootstrap replicates are too few for %s%% percentile intervals: each tail needs",
+        "%d bootstrap %s too few for %s%% percentile intervals: each tail needs",
         "at least one replicate beyond the limit, so at least %d replicates (use nsim = 1000 or more",
         "for stable limits)"
-      ), n, format(100 * level), minimum), call. = FALSE)
+      ), n, ngettext(n, "replicate is", "replicates are"), format(100 * level), minimum), call. = FALSE)
     }
     if (tail < 2.5) {
       warning(sprintf(paste(
@@ -290,9 +290,9 @@ check_replicate_count <- function(n, method, level) {
     }
   } else if (method == "Wald" && n < 10) {
     stop(sprintf(paste(
-      "%d bootstrap replicates are too few for the standard deviations of the variance",
+      "%d bootstrap %s too few for the standard deviations of the variance",
       "components in Wald intervals; use at least 10 (nsim = 200 or more for stable limits)"
-    ), n), call. = FALSE)
+    ), n, ngettext(n, "replicate is", "replicates are")), call. = FALSE)
   }
   invisible(n)
 }

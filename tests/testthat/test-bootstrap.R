@@ -222,7 +222,7 @@ test_that("percentile intervals refuse too few replicates and warn for few", {
   expect_error_in_fresh_process(c(
     "fit <- fr_fit(distance ~ bow + (1 | archer), simulate_archers(seed = 1))",
     "confint(fit, nsim = 1, seed = 1)"
-  ), "1 bootstrap replicates are too few for 95% percentile intervals.*at least 40 replicates")
+  ), "1 bootstrap replicate is too few for 95% percentile intervals.*at least 40 replicates")
   fit <- fr_fit(distance ~ bow + (1 | archer), simulate_archers(seed = 1))
   boot <- fr_bootstrap(fit, nsim = 60, seed = 1)
   expect_error(confint(fit, boot = boot[1:30, ]), "too few")
