@@ -168,7 +168,16 @@ chunk_sources <- function(data, chunks, chunk_by) {
                    unknown[[1L]]), call. = FALSE)
     }
     if (any(!grepl("\\.rds$", data, ignore.case = TRUE))) require_suggested("data.table", "to read CSV files")
-    return(lapply(seq_len(n), function(i) list(index = i, path = normalizePath(data[[i]]))))
+    paths <- normalizePath(data)
+    twice <- which(duplicated(paths))
+    if (length(twice) > 0L) {
+      first <- match(paths[[twice[[1L]]]], paths)
+      stop(sprintf(
+        "file '%s' is given more than once (as elements %d and %d of `data`); its rows would be counted twice",
+        data[[twice[[1L]]]], first, twice[[1L]]
+      ), call. = FALSE)
+    }
+    return(lapply(seq_len(n), function(i) list(index = i, path = paths[[i]])))
   }
   if (!is.list(data)) {
     stop("`data` must be a data frame, a list of data frames or a character vector of file paths",
@@ -189,7 +198,10 @@ require_suggested <- function(pkg, why) {
   }
 }
 
-read_chunk <- function(piece) {
+# One chunk's data frame. Of a CSV file, the `text_columns` (the grouping variables) are
+# read as text: read as numbers, an ID "03" would become 3 and merge with the "3" of
+# another file.
+read_chunk <- function(piece, text_columns = character()) {
   if (!is.null(piece$data)) return(piece$data)
   path <- piece$path
   if (grepl("\\.rds$", path, ignore.case = TRUE)) {
@@ -198,7 +210,17 @@ read_chunk <- function(piece) {
                                   call. = FALSE)
     return(out)
   }
-  data.table::fread(path, data.table = FALSE, showProgress = FALSE)
+  header <- names(data.table::fread(path, nrows = 0L, showProgress = FALSE))
+  text_columns <- intersect(text_columns, header)
+  data.table::fread(path, data.table = FALSE, showProgress = FALSE,
+                    colClasses = if (length(text_columns)) list(character = text_columns))
+}
+
+# The grouping variables of the random terms that are plain columns, as `(1 | id)` uses
+# them (an expression such as cut(age, 5) needs its variable as read).
+grouping_columns <- function(parsed) {
+  components <- unlist(lapply(parsed$random, `[[`, "factors"))
+  unique(vapply(Filter(is.name, components), as.character, ""))
 }
 
 fit_source_chunks <- function(call, formula, parsed, sources, frame_call, env, method, threads,
@@ -228,16 +250,16 @@ fit_source_chunks <- function(call, formula, parsed, sources, frame_call, env, m
   global <- lapply(stats::setNames(seq_along(labels), labels), function(k) {
     global_levels(lapply(results, function(r) r$levels[[k]]))
   })
-  maps <- lapply(results, function(r) {
-    lapply(seq_along(labels), function(k) match(r$levels[[k]]$labels, global[[k]]))
-  })
-  n_levels <- lengths(global)
+  maps <- lapply(seq_along(results), function(i) unname(lapply(global, function(g) g$maps[[i]])))
+  n_levels <- vapply(global, function(g) length(g$labels), 1L)
   n <- sum(vapply(results, `[[`, 1, "n"))
   check_grouping_sizes(n_levels, n, labels)
   first <- results[[1L]]
   spec$x_names <- first$x_names
   merged <- merge_chunks(results, maps, n_levels, method, first$size_columns, combine, threads)
-  flist <- lapply(global, function(l) factor(character(), levels = l))
+  flist <- lapply(global, function(g) {
+    structure(factor(character(), levels = g$labels), components = g$components)
+  })
   fit <- chunked_fit_object(merged, results, spec, flist, combine, NULL, backend, first$size_columns)
   md <- list(fixed = list(names = first$x_names, contrasts = first$contrasts), terms = first$terms,
              frame = NULL, flist = flist, n_dropped = sum(vapply(results, `[[`, 1, "n_dropped")),
@@ -248,7 +270,7 @@ fit_source_chunks <- function(call, formula, parsed, sources, frame_call, env, m
 # The model frame of one chunk read from its source, with the whole data's fixed-effect
 # factor levels and size() counts once they are known.
 chunk_model_data <- function(piece, spec) {
-  data <- read_chunk(piece)
+  data <- read_chunk(piece, grouping_columns(spec$parsed))
   frame_call <- spec$frame_call
   frame_call$data <- quote(data)
   env <- new.env(parent = spec$env)
@@ -325,7 +347,8 @@ source_chunk_worker <- function(piece, spec) {
     # comes from sorting the values of all chunks.
     values <- if (!is.null(column) && !is.factor(column)) unique(column)
     order <- if (length(factors) == 1L) md$source_levels[[deparse1(factors[[1L]])]]
-    list(labels = levels(md$flist[[label]]), values = values, order = order)
+    list(labels = levels(md$flist[[label]]), values = values, order = order,
+         components = attr(md$flist[[label]], "components"))
   })
   out$fixed_levels <- if (is.null(spec$xlev)) fixed_factor_levels(md)
   out$x_names <- md$fixed$names
@@ -340,12 +363,44 @@ source_chunk_worker <- function(piece, spec) {
 # The levels of one random term over all chunks, in the order an unchunked fit gives them:
 # sorted values for a grouping variable that is not a factor (as factor() sorts them),
 # the order of the factor's levels for a factor, otherwise (interactions) first appearance.
+# Returns `labels`, `maps` (per chunk, the global level of each of its levels) and, for an
+# interaction, `components`: its levels are matched by the tuple of their components'
+# labels, not by the joined label, which two distinct tuples can share.
 global_levels <- function(parts) {
+  if (!is.null(parts[[1L]]$components)) return(global_interaction_levels(parts))
   values <- lapply(parts, `[[`, "values")
-  if (all(!vapply(values, is.null, TRUE))) {
-    return(as.character(sort(unique(unlist(values)))))
+  labels <- if (all(!vapply(values, is.null, TRUE))) {
+    sort_values(unique(unlist(values)))
+  } else {
+    in_order(unique(unlist(lapply(parts, `[[`, "order"))), unique(unlist(lapply(parts, `[[`, "labels"))))
   }
-  in_order(unique(unlist(lapply(parts, `[[`, "order"))), unique(unlist(lapply(parts, `[[`, "labels"))))
+  list(labels = labels, maps = lapply(parts, function(p) match(p$labels, labels)))
+}
+
+# Values of a grouping variable as the sorted labels factor() would give them; grouping
+# columns of CSV files are read as text, whose numbers sort by value (then as text, so
+# that "03" and "3" stay two levels).
+sort_values <- function(values) {
+  if (is.character(values)) {
+    number <- suppressWarnings(as.numeric(values))
+    if (!anyNA(number[!is.na(values)])) return(values[order(number, values)])
+  }
+  as.character(sort(values))
+}
+
+global_interaction_levels <- function(parts) {
+  n_components <- length(parts[[1L]]$components)
+  components <- lapply(seq_len(n_components), function(j) {
+    unlist(lapply(parts, function(p) p$components[[j]]))
+  })
+  code <- tuple_codes(lapply(components, function(x) match(x, x)))
+  first <- !duplicated(code)
+  global <- match(code, code[first])
+  chunk <- rep(seq_along(parts), vapply(parts, function(p) length(p$labels), 1L))
+  global_components <- lapply(components, function(x) x[first])
+  maps <- unname(split(global, factor(chunk, levels = seq_along(parts))))
+  list(labels = interaction_labels(global_components), maps = maps,
+       components = global_components)
 }
 
 # The levels `used` in the chunks, those of the factors' level sets `order` in that

@@ -62,8 +62,12 @@ predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
   for (term in object$random) {
     if (!term$label %in% used) next
     u <- object$ranef_values[[term$label]]
-    labels <- newdata_levels(term, newdata[rows, , drop = FALSE], environment(object$formula))
-    index <- match(labels, names(u))
+    parts <- newdata_groupings(term, newdata[rows, , drop = FALSE], environment(object$formula))
+    labels <- newdata_labels(parts)
+    components <- attr(object$flist[[term$label]], "components")
+    # An interaction's levels are matched by the tuple of their components' labels, which
+    # a joined label cannot tell apart ("x:y" + "z", "x" + "y:z").
+    index <- if (is.null(components)) match(labels, names(u)) else match_tuples(parts, components)
     new <- is.na(index)
     if (any(new) && !isTRUE(allow.new.levels)) {
       unseen <- unique(labels[new])
@@ -151,10 +155,16 @@ check_newdata_columns <- function(newdata, vars, env) {
   }
 }
 
+# The grouping values of a random term's components in new data (a list, one per
+# component).
+newdata_groupings <- function(term, newdata, env) {
+  lapply(term$factors, function(expr) eval(expr, newdata, env))
+}
+
 # The level labels of a random term in new data, spelled as in the fit ("b:a" for
-# interactions); NA where any part is missing.
-newdata_levels <- function(term, newdata, env) {
-  parts <- lapply(term$factors, function(expr) eval(expr, newdata, env))
+# interactions), for messages and for matching single groupings; NA where any part is
+# missing.
+newdata_labels <- function(parts) {
   missing <- Reduce(`|`, lapply(parts, is.na))
   labels <- do.call(paste, c(lapply(parts, as.character), sep = ":"))
   labels[missing] <- NA_character_

@@ -191,3 +191,17 @@ test_that("the future backend gives the exact fit on multisession and cluster wo
     expect_lt(fit_difference(fr_fit(form, d, chunks = g, seed = 1, backend = "future"), whole), 1e-10)
   }
 })
+
+test_that("interaction levels are matched across chunks by their parts, not their pasted label", {
+  set.seed(4)
+  d <- data.frame(a = rep(c("x:y", "x", "p", "q"), each = 60), b = rep(c("z", "y:z", "r", "s"), each = 60))
+  d$y <- rep(c(-6, 6, -3, 3), each = 60) + rnorm(240)
+  whole <- fr_fit(y ~ 1 + (1 | a:b), d)
+  # The first chunk holds only "x:y" + "z", the second only "x" + "y:z": their joined
+  # labels are the same, the levels are not.
+  pieces <- unname(split(d, c(rep(1, 60), rep(2, 60), rep(1:2, 60))))
+  chunked <- fr_fit(y ~ 1 + (1 | a:b), pieces)
+  expect_identical(ngrps(chunked), c("a:b" = 4L))
+  expect_lt(fit_difference(chunked, whole), 1e-10)
+  expect_equal(predict(chunked, d), predict(whole, d), tolerance = 1e-9)
+})

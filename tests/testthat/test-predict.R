@@ -279,3 +279,16 @@ test_that("fitted + residuals = response; scaled residuals are divided by sigma"
   lfit <- lme4::lmer(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
   expect_equal(unname(residuals(fit)), unname(residuals(lfit)), tolerance = 1e-5)
 })
+
+test_that("interaction levels in newdata are matched by their parts, not their pasted label", {
+  set.seed(2)
+  d <- data.frame(a = rep(c("x:y", "x", "p", "q"), each = 50), b = rep(c("z", "y:z", "r", "s"), each = 50))
+  d$y <- rep(c(-6, 6, -3, 3), each = 50) + rnorm(200)
+  fit <- fr_fit(y ~ 1 + (1 | a:b), d)
+  expect_equal(predict(fit, d), predict(fit))
+  new <- data.frame(a = c("x", "x:y", "x"), b = c("y:z", "z", "z"))
+  expect_error(predict(fit, new), "new level of \\(1 \\| a:b\\) in `newdata`: 'x:z'")
+  u <- ranef(fit)[["a:b"]]
+  expect_equal(unname(predict(fit, new, allow.new.levels = TRUE)),
+               fixef(fit)[[1]] + c(u["x:`y:z`", 1], u["`x:y`:z", 1], 0))
+})
