@@ -19,9 +19,7 @@ fr_fit_chunks <- function(call, formula, parsed, data, frame_call, env, method, 
 # stream as it was.
 with_seed <- function(seed, expr) {
   if (is.null(seed)) return(expr)
-  if (!is.numeric(seed) || length(seed) != 1L || is.na(seed)) {
-    stop("`seed` must be a single number or NULL", call. = FALSE)
-  }
+  check_seed(seed)
   had_seed <- exists(".Random.seed", envir = globalenv(), inherits = FALSE)
   old <- if (had_seed) get(".Random.seed", envir = globalenv(), inherits = FALSE)
   on.exit(if (had_seed) assign(".Random.seed", old, envir = globalenv())

@@ -154,6 +154,8 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
                    chunks = NULL, combine = c("exact", "average"), chunk_by = NULL, seed = NULL,
                    backend = getOption("fullrandom.backend", "threads")) {
   call <- match.call()
+  check_data_type(data)
+  formula <- expand_dot(formula, data)
   method <- match.arg(method)
   combine <- match.arg(combine)
   backend <- check_backend(backend)

@@ -157,6 +157,28 @@ user_na_action <- function(frame_call, data, env) {
   na
 }
 
+# The kinds of `data` fr_fit() reads: a data frame, a list of data frames or file paths
+# (checked with the chunks), or NULL for the formula's environment. A matrix would
+# otherwise be taken for file paths or chunks.
+check_data_type <- function(data) {
+  if (is.null(data) || is.data.frame(data)) return(invisible())
+  if (is.matrix(data) || is.array(data)) {
+    stop("`data` is a matrix; fr_fit() needs a data frame (as lm() does): use as.data.frame(data)",
+         call. = FALSE)
+  }
+  if (is.environment(data)) {
+    stop("`data` is an environment; fr_fit() needs a data frame (or, for a fit in chunks, ",
+         "a list of data frames or a vector of file paths)", call. = FALSE)
+  }
+  if (!is.character(data) && !is.list(data)) {
+    stop(sprintf(paste(
+      "`data` must be a data frame, a list of data frames or a character vector of file",
+      "paths, not %s"
+    ), describe_type(data)), call. = FALSE)
+  }
+  invisible()
+}
+
 check_columns_exist <- function(frame_formula, data) {
   if (is.null(data)) return(invisible())
   if (!is.data.frame(data) && !is.list(data)) {
@@ -173,12 +195,15 @@ check_columns_exist <- function(frame_formula, data) {
 }
 
 # The variables found neither in `data` nor, as data, in `env`. A variable missing from
-# the data may come from the formula's environment, but a function found there
-# (`sample`, `c`) is not data: the column is missing.
-missing_variables <- function(vars, data, env) {
+# the data may come from the formula's environment, but only a vector (or a factor or
+# matrix) there is data: a function (`sample`, `c`), a list or a fitted model is not, and
+# the column is missing. With `n` (the rows of new data), an environment vector must also
+# have length 1 or `n`: a vector of the data of the fit does not describe new rows.
+missing_variables <- function(vars, data, env, n = NULL) {
   in_env <- vapply(vars, function(name) {
     obj <- get0(name, envir = env, inherits = TRUE)
-    !is.null(obj) && !is.function(obj)
+    is_variable <- (is.atomic(obj) && !is.null(obj)) || is.factor(obj)
+    is_variable && (is.null(n) || NROW(obj) %in% c(1L, n))
   }, logical(1))
   unique(vars[!vars %in% names(data) & !in_env])
 }

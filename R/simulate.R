@@ -346,9 +346,19 @@ check_real_number <- function(x, name, non_negative = FALSE) {
   invisible(x)
 }
 
+# A seed set.seed() takes as given: a whole number in R's integer range. set.seed() would
+# truncate 1.5 to 1 without a word, and fail on Inf or 1e20 only after the caller's random
+# state was saved for restoring.
 check_seed <- function(seed) {
-  if (!is.null(seed) && (!is.numeric(seed) || length(seed) != 1 || !is.finite(seed))) {
-    stop("`seed` must be NULL or a single finite number", call. = FALSE)
+  if (is.null(seed)) return(invisible(seed))
+  valid <- is.numeric(seed) && length(seed) == 1L && is.finite(seed) && seed == round(seed) &&
+    abs(seed) <= .Machine$integer.max
+  if (!valid) {
+    shown <- if (is.numeric(seed) && length(seed) == 1L) format(seed, digits = 15) else describe_type(seed)
+    stop(sprintf(paste(
+      "`seed` must be a single number or NULL: a whole number between -%d and %d,",
+      "as set.seed() takes (got %s)"
+    ), .Machine$integer.max, .Machine$integer.max, shown), call. = FALSE)
   }
   invisible(seed)
 }

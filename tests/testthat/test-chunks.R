@@ -205,3 +205,14 @@ test_that("interaction levels are matched across chunks by their parts, not thei
   expect_lt(fit_difference(chunked, whole), 1e-10)
   expect_equal(predict(chunked, d), predict(whole, d), tolerance = 1e-9)
 })
+
+test_that("a seed that set.seed() would truncate or refuse is an error, with no stray warning", {
+  run <- expect_error_in_fresh_process(c(
+    "d <- data.frame(y = rnorm(40), g = rep(1:8, 5))",
+    "fr_fit(y ~ 1 + (1 | g), d, chunks = 2, seed = Inf)"
+  ), "`seed` must be a single number or NULL: a whole number between")
+  expect_no_match(run$output, "Random.seed")
+  d <- data.frame(y = rnorm(40), g = rep(1:8, 5))
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, chunks = 2, seed = 1.5), "as set.seed\\(\\) takes \\(got 1.5\\)")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, chunks = 2, seed = 1e20), "got 1e\\+20")
+})

@@ -215,3 +215,21 @@ test_that("a grouping factor with NA as a level is refused", {
   d$g <- factor(d$g)
   expect_identical(nobs(fr_fit(y ~ x + (1 | g), data = d)), 28L)
 })
+
+test_that("a matrix, an environment or another object as `data` is refused clearly", {
+  d <- small_data()
+  # A matrix was taken for a vector of file paths.
+  expect_error_in_fresh_process(c(
+    "d <- data.frame(y = rnorm(30), x = runif(30), g = rep(1:6, 5))",
+    "fr_fit(y ~ x + (1 | g), data = as.matrix(d))"
+  ), "`data` is a matrix; fr_fit\\(\\) needs a data frame \\(as lm\\(\\) does\\): use as.data.frame\\(data\\)")
+  expect_error(fr_fit(y ~ x + (1 | g), data = new.env()),
+               "`data` is an environment; fr_fit\\(\\) needs a data frame")
+  expect_error(fr_fit(y ~ x + (1 | g), data = 3), "`data` must be a data frame, .* not numeric")
+})
+
+test_that("a list or a fitted model in the environment is not taken for a missing column", {
+  d <- small_data()
+  f <- list(1, 2)
+  expect_error(fr_fit(y ~ f + (1 | g), data = d), "column 'f' not found in `data`")
+})

@@ -278,3 +278,9 @@ test_that("simulate_crossed() draws power-law users and items, reproducibly", {
   expect_error(simulate_crossed(1), "`n_obs` must be a whole number")
   expect_error(simulate_crossed(100, sd_user = -1), "`sd_user`")
 })
+
+test_that("a seed must be a whole number in R's integer range", {
+  expect_error(simulate_archers(seed = 1.5), "`seed` must be a single number or NULL: a whole number")
+  expect_error(simulate_crossed(100, seed = 1e20), "got 1e\\+20")
+  expect_error(simulate_ratings(seed = Inf), "got Inf")
+})
