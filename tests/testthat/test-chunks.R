@@ -216,3 +216,32 @@ test_that("a seed that set.seed() would truncate or refuse is an error, with no 
   expect_error(fr_fit(y ~ 1 + (1 | g), d, chunks = 2, seed = 1.5), "as set.seed\\(\\) takes \\(got 1.5\\)")
   expect_error(fr_fit(y ~ 1 + (1 | g), d, chunks = 2, seed = 1e20), "got 1e\\+20")
 })
+
+test_that("the same file given twice is refused", {
+  dir <- withr::local_tempdir()
+  d <- crossed_chunk_data(600)
+  path <- file.path(dir, "part.csv")
+  utils::write.csv(d, path, row.names = FALSE)
+  expect_error_in_fresh_process(
+    sprintf("fr_fit(y ~ x + (1 | user), c('%s', '%s'))", path, file.path(dir, ".", "part.csv")),
+    "file '.*part.csv' is given more than once \\(as elements 1 and 2 of `data`\\); its rows would be counted twice"
+  )
+})
+
+test_that("grouping IDs in CSV files are read as text: '03' and '3' are two levels", {
+  dir <- withr::local_tempdir()
+  set.seed(8)
+  ids <- c("03", "3", "7", "12", "5")
+  d <- data.frame(id = rep(ids, each = 20), x = rnorm(100))
+  d$y <- rep(c(-2, 2, 0, 1, -1), each = 20) + d$x + rnorm(100)
+  paths <- file.path(dir, c("a.csv", "b.csv"))
+  # "03" only in the first file, "3" only in the second.
+  utils::write.csv(d[d$id != "3", ], paths[[1]], row.names = FALSE)
+  utils::write.csv(d[d$id == "3", ], paths[[2]], row.names = FALSE)
+  from_files <- fr_fit(y ~ x + (1 | id), paths)
+  whole <- fr_fit(y ~ x + (1 | id), d)
+  expect_identical(ngrps(from_files), c(id = 5L))
+  expect_lt(fit_difference(from_files, whole), 1e-10)
+  # Numeric-looking IDs keep their numeric order (then text order for ties such as 03 and 3).
+  expect_identical(levels(from_files$flist$id), c("03", "3", "5", "7", "12"))
+})
