@@ -85,26 +85,42 @@ fit_data_frame_chunks <- function(call, formula, parsed, data, frame_call, env, 
   chunk_of <- with_seed(seed, assign_chunks(
     n, chunks, if (!is.null(chunk_by)) md$frame[[chunk_by]], chunk_by
   ))
-  rows <- split(seq_len(n), factor(chunk_of, levels = seq_len(chunks)))
+  rows <- rows_by_chunk(chunk_of, chunks)
+  rm(chunk_of)
   if (combine == "average" && is.null(chunk_by)) warn_row_chunks()
-  # Only the vectors the core reads travel to a worker: the rows of y, of the fixed
-  # columns and of the codes (the levels stay global, so no labels are matched).
-  pieces <- lapply(seq_along(rows), function(i) {
-    list(index = i, data = chunk_vectors(md, rows[[i]]))
-  })
   spec <- list(method = method, combine = combine, size_columns = size_columns,
                threads = worker_threads(backend, threads), labels = names(md$flist),
                n_levels = vapply(md$flist, nlevels, 1L), x_names = md$fixed$names)
+  # Only the vectors the core reads make a chunk: the rows of y, of the fixed columns and
+  # of the codes (the levels stay global, so no labels are matched). A worker of a future
+  # plan is sent its own chunk's vectors; in this process a chunk's vectors are copied
+  # only while it is processed, so that the chunks never all sit in memory at once.
+  pieces <- if (backend == "future") {
+    lapply(seq_along(rows), function(i) list(index = i, data = chunk_vectors(md, rows[[i]])))
+  } else {
+    spec$md <- md
+    lapply(seq_along(rows), function(i) list(index = i, rows = rows[[i]]))
+  }
   results <- run_chunks(pieces, chunk_vectors_worker, spec, backend)
-  rm(pieces)
+  rm(pieces, rows)
   # The chunks share the frame's levels: no level maps.
   merged <- merge_chunks(results, NULL, spec$n_levels, method, size_columns, combine, threads)
   fit <- chunked_fit_object(merged, results, spec, md$flist, combine, chunk_by, backend, size_columns)
+  rm(merged, results)  # the chunks' statistics, before the fitted values take their memory
   # The data are here, so the fit has its fitted values and residuals as unchunked.
   fitted <- fr_fitted_values(md, fit$coef_all, fit$ranef_values, threads)
   fit$fitted.values <- name_by_rows(fitted$fitted, md$frame)
   fit$residuals <- name_by_rows(fitted$residuals, md$frame)
   finish_fit(fit, call, formula, md$y, md, parsed, threads)
+}
+
+# The rows of every chunk, from the chunk of every row: split() would first turn the
+# chunk numbers into a factor through strings, a vector of n of them.
+rows_by_chunk <- function(chunk_of, chunks) {
+  by_chunk <- order(chunk_of, method = "radix")
+  ends <- cumsum(tabulate(chunk_of, chunks))
+  starts <- c(1L, utils::head(ends, -1L) + 1L)
+  lapply(seq_len(chunks), function(i) by_chunk[seq.int(starts[[i]], length.out = ends[[i]] - starts[[i]] + 1L)])
 }
 
 # The rows `rows` of the model's vectors, in the form the core reads.
@@ -116,11 +132,11 @@ chunk_vectors <- function(md, rows) {
     lapply(columns, function(v) if (is.null(v)) NULL else v[rows])
   }
   list(y = md$y[rows], columns = columns, intercept = md$fixed$intercept,
-       codes = lapply(md$flist, function(f) unclass(f)[rows]))
+       codes = lapply(md$flist, function(f) .subset(f, rows)))  # no copy of the whole factor
 }
 
 chunk_vectors_worker <- function(piece, spec) {
-  d <- piece$data
+  d <- if (is.null(piece$data)) chunk_vectors(spec$md, piece$rows) else piece$data
   fit_chunk_vectors(d$y, d$columns, d$intercept, d$codes, spec$n_levels, spec)
 }
 
