@@ -73,7 +73,10 @@ formula.fr_fit <- function(x, ...) x$formula
 
 #' @rdname fixef.fr_fit
 #' @export
-model.frame.fr_fit <- function(formula, ...) formula$frame
+model.frame.fr_fit <- function(formula, ...) {
+  require_data_of_fit(formula, "the model frame and model matrix")
+  formula$frame
+}
 
 #' @rdname fixef.fr_fit
 #' @export
@@ -82,7 +85,7 @@ terms.fr_fit <- function(x, ...) x$terms
 #' @rdname fixef.fr_fit
 #' @export
 model.matrix.fr_fit <- function(object, ...) {
-  require_data_of_fit(object, "the model matrix and frame")
+  require_data_of_fit(object, "the model frame and model matrix")
   X <- model.matrix(object$terms, object$frame, contrasts.arg = object$contrasts)
   X[, names(object$coefficients), drop = FALSE]
 }

@@ -19,9 +19,7 @@ fr_fit_chunks <- function(call, formula, parsed, data, frame_call, env, method, 
 # stream as it was.
 with_seed <- function(seed, expr) {
   if (is.null(seed)) return(expr)
-  if (!is.numeric(seed) || length(seed) != 1L || is.na(seed)) {
-    stop("`seed` must be a single number or NULL", call. = FALSE)
-  }
+  check_seed(seed)
   had_seed <- exists(".Random.seed", envir = globalenv(), inherits = FALSE)
   old <- if (had_seed) get(".Random.seed", envir = globalenv(), inherits = FALSE)
   on.exit(if (had_seed) assign(".Random.seed", old, envir = globalenv())
@@ -87,26 +85,42 @@ fit_data_frame_chunks <- function(call, formula, parsed, data, frame_call, env, 
   chunk_of <- with_seed(seed, assign_chunks(
     n, chunks, if (!is.null(chunk_by)) md$frame[[chunk_by]], chunk_by
   ))
-  rows <- split(seq_len(n), factor(chunk_of, levels = seq_len(chunks)))
+  rows <- rows_by_chunk(chunk_of, chunks)
+  rm(chunk_of)
   if (combine == "average" && is.null(chunk_by)) warn_row_chunks()
-  # Only the vectors the core reads travel to a worker: the rows of y, of the fixed
-  # columns and of the codes (the levels stay global, so no labels are matched).
-  pieces <- lapply(seq_along(rows), function(i) {
-    list(index = i, data = chunk_vectors(md, rows[[i]]))
-  })
   spec <- list(method = method, combine = combine, size_columns = size_columns,
                threads = worker_threads(backend, threads), labels = names(md$flist),
                n_levels = vapply(md$flist, nlevels, 1L), x_names = md$fixed$names)
+  # Only the vectors the core reads make a chunk: the rows of y, of the fixed columns and
+  # of the codes (the levels stay global, so no labels are matched). A worker of a future
+  # plan is sent its own chunk's vectors; in this process a chunk's vectors are copied
+  # only while it is processed, so that the chunks never all sit in memory at once.
+  pieces <- if (backend == "future") {
+    lapply(seq_along(rows), function(i) list(index = i, data = chunk_vectors(md, rows[[i]])))
+  } else {
+    spec$md <- md
+    lapply(seq_along(rows), function(i) list(index = i, rows = rows[[i]]))
+  }
   results <- run_chunks(pieces, chunk_vectors_worker, spec, backend)
-  rm(pieces)
+  rm(pieces, rows)
   # The chunks share the frame's levels: no level maps.
   merged <- merge_chunks(results, NULL, spec$n_levels, method, size_columns, combine, threads)
   fit <- chunked_fit_object(merged, results, spec, md$flist, combine, chunk_by, backend, size_columns)
+  rm(merged, results)  # the chunks' statistics, before the fitted values take their memory
   # The data are here, so the fit has its fitted values and residuals as unchunked.
   fitted <- fr_fitted_values(md, fit$coef_all, fit$ranef_values, threads)
   fit$fitted.values <- name_by_rows(fitted$fitted, md$frame)
   fit$residuals <- name_by_rows(fitted$residuals, md$frame)
   finish_fit(fit, call, formula, md$y, md, parsed, threads)
+}
+
+# The rows of every chunk, from the chunk of every row: split() would first turn the
+# chunk numbers into a factor through strings, a vector of n of them.
+rows_by_chunk <- function(chunk_of, chunks) {
+  by_chunk <- order(chunk_of, method = "radix")
+  ends <- cumsum(tabulate(chunk_of, chunks))
+  starts <- c(1L, utils::head(ends, -1L) + 1L)
+  lapply(seq_len(chunks), function(i) by_chunk[seq.int(starts[[i]], length.out = ends[[i]] - starts[[i]] + 1L)])
 }
 
 # The rows `rows` of the model's vectors, in the form the core reads.
@@ -118,11 +132,11 @@ chunk_vectors <- function(md, rows) {
     lapply(columns, function(v) if (is.null(v)) NULL else v[rows])
   }
   list(y = md$y[rows], columns = columns, intercept = md$fixed$intercept,
-       codes = lapply(md$flist, function(f) unclass(f)[rows]))
+       codes = lapply(md$flist, function(f) .subset(f, rows)))  # no copy of the whole factor
 }
 
 chunk_vectors_worker <- function(piece, spec) {
-  d <- piece$data
+  d <- if (is.null(piece$data)) chunk_vectors(spec$md, piece$rows) else piece$data
   fit_chunk_vectors(d$y, d$columns, d$intercept, d$codes, spec$n_levels, spec)
 }
 
@@ -168,7 +182,16 @@ chunk_sources <- function(data, chunks, chunk_by) {
                    unknown[[1L]]), call. = FALSE)
     }
     if (any(!grepl("\\.rds$", data, ignore.case = TRUE))) require_suggested("data.table", "to read CSV files")
-    return(lapply(seq_len(n), function(i) list(index = i, path = normalizePath(data[[i]]))))
+    paths <- normalizePath(data)
+    twice <- which(duplicated(paths))
+    if (length(twice) > 0L) {
+      first <- match(paths[[twice[[1L]]]], paths)
+      stop(sprintf(
+        "file '%s' is given more than once (as elements %d and %d of `data`); its rows would be counted twice",
+        data[[twice[[1L]]]], first, twice[[1L]]
+      ), call. = FALSE)
+    }
+    return(lapply(seq_len(n), function(i) list(index = i, path = paths[[i]])))
   }
   if (!is.list(data)) {
     stop("`data` must be a data frame, a list of data frames or a character vector of file paths",
@@ -189,7 +212,10 @@ require_suggested <- function(pkg, why) {
   }
 }
 
-read_chunk <- function(piece) {
+# One chunk's data frame. Of a CSV file, the `text_columns` (the grouping variables) are
+# read as text: read as numbers, an ID "03" would become 3 and merge with the "3" of
+# another file.
+read_chunk <- function(piece, text_columns = character()) {
   if (!is.null(piece$data)) return(piece$data)
   path <- piece$path
   if (grepl("\\.rds$", path, ignore.case = TRUE)) {
@@ -198,7 +224,17 @@ read_chunk <- function(piece) {
                                   call. = FALSE)
     return(out)
   }
-  data.table::fread(path, data.table = FALSE, showProgress = FALSE)
+  header <- names(data.table::fread(path, nrows = 0L, showProgress = FALSE))
+  text_columns <- intersect(text_columns, header)
+  data.table::fread(path, data.table = FALSE, showProgress = FALSE,
+                    colClasses = if (length(text_columns)) list(character = text_columns))
+}
+
+# The grouping variables of the random terms that are plain columns, as `(1 | id)` uses
+# them (an expression such as cut(age, 5) needs its variable as read).
+grouping_columns <- function(parsed) {
+  components <- unlist(lapply(parsed$random, `[[`, "factors"))
+  unique(vapply(Filter(is.name, components), as.character, ""))
 }
 
 fit_source_chunks <- function(call, formula, parsed, sources, frame_call, env, method, threads,
@@ -228,16 +264,16 @@ fit_source_chunks <- function(call, formula, parsed, sources, frame_call, env, m
   global <- lapply(stats::setNames(seq_along(labels), labels), function(k) {
     global_levels(lapply(results, function(r) r$levels[[k]]))
   })
-  maps <- lapply(results, function(r) {
-    lapply(seq_along(labels), function(k) match(r$levels[[k]]$labels, global[[k]]))
-  })
-  n_levels <- lengths(global)
+  maps <- lapply(seq_along(results), function(i) unname(lapply(global, function(g) g$maps[[i]])))
+  n_levels <- vapply(global, function(g) length(g$labels), 1L)
   n <- sum(vapply(results, `[[`, 1, "n"))
   check_grouping_sizes(n_levels, n, labels)
   first <- results[[1L]]
   spec$x_names <- first$x_names
   merged <- merge_chunks(results, maps, n_levels, method, first$size_columns, combine, threads)
-  flist <- lapply(global, function(l) factor(character(), levels = l))
+  flist <- lapply(global, function(g) {
+    structure(factor(character(), levels = g$labels), components = g$components)
+  })
   fit <- chunked_fit_object(merged, results, spec, flist, combine, NULL, backend, first$size_columns)
   md <- list(fixed = list(names = first$x_names, contrasts = first$contrasts), terms = first$terms,
              frame = NULL, flist = flist, n_dropped = sum(vapply(results, `[[`, 1, "n_dropped")),
@@ -248,7 +284,7 @@ fit_source_chunks <- function(call, formula, parsed, sources, frame_call, env, m
 # The model frame of one chunk read from its source, with the whole data's fixed-effect
 # factor levels and size() counts once they are known.
 chunk_model_data <- function(piece, spec) {
-  data <- read_chunk(piece)
+  data <- read_chunk(piece, grouping_columns(spec$parsed))
   frame_call <- spec$frame_call
   frame_call$data <- quote(data)
   env <- new.env(parent = spec$env)
@@ -325,7 +361,8 @@ source_chunk_worker <- function(piece, spec) {
     # comes from sorting the values of all chunks.
     values <- if (!is.null(column) && !is.factor(column)) unique(column)
     order <- if (length(factors) == 1L) md$source_levels[[deparse1(factors[[1L]])]]
-    list(labels = levels(md$flist[[label]]), values = values, order = order)
+    list(labels = levels(md$flist[[label]]), values = values, order = order,
+         components = attr(md$flist[[label]], "components"))
   })
   out$fixed_levels <- if (is.null(spec$xlev)) fixed_factor_levels(md)
   out$x_names <- md$fixed$names
@@ -340,12 +377,44 @@ source_chunk_worker <- function(piece, spec) {
 # The levels of one random term over all chunks, in the order an unchunked fit gives them:
 # sorted values for a grouping variable that is not a factor (as factor() sorts them),
 # the order of the factor's levels for a factor, otherwise (interactions) first appearance.
+# Returns `labels`, `maps` (per chunk, the global level of each of its levels) and, for an
+# interaction, `components`: its levels are matched by the tuple of their components'
+# labels, not by the joined label, which two distinct tuples can share.
 global_levels <- function(parts) {
+  if (!is.null(parts[[1L]]$components)) return(global_interaction_levels(parts))
   values <- lapply(parts, `[[`, "values")
-  if (all(!vapply(values, is.null, TRUE))) {
-    return(as.character(sort(unique(unlist(values)))))
+  labels <- if (all(!vapply(values, is.null, TRUE))) {
+    sort_values(unique(unlist(values)))
+  } else {
+    in_order(unique(unlist(lapply(parts, `[[`, "order"))), unique(unlist(lapply(parts, `[[`, "labels"))))
   }
-  in_order(unique(unlist(lapply(parts, `[[`, "order"))), unique(unlist(lapply(parts, `[[`, "labels"))))
+  list(labels = labels, maps = lapply(parts, function(p) match(p$labels, labels)))
+}
+
+# Values of a grouping variable as the sorted labels factor() would give them; grouping
+# columns of CSV files are read as text, whose numbers sort by value (then as text, so
+# that "03" and "3" stay two levels).
+sort_values <- function(values) {
+  if (is.character(values)) {
+    number <- suppressWarnings(as.numeric(values))
+    if (!anyNA(number[!is.na(values)])) return(values[order(number, values)])
+  }
+  as.character(sort(values))
+}
+
+global_interaction_levels <- function(parts) {
+  n_components <- length(parts[[1L]]$components)
+  components <- lapply(seq_len(n_components), function(j) {
+    unlist(lapply(parts, function(p) p$components[[j]]))
+  })
+  code <- tuple_codes(lapply(components, function(x) match(x, x)))
+  first <- !duplicated(code)
+  global <- match(code, code[first])
+  chunk <- rep(seq_along(parts), vapply(parts, function(p) length(p$labels), 1L))
+  global_components <- lapply(components, function(x) x[first])
+  maps <- unname(split(global, factor(chunk, levels = seq_along(parts))))
+  list(labels = interaction_labels(global_components), maps = maps,
+       components = global_components)
 }
 
 # The levels `used` in the chunks, those of the factors' level sets `order` in that

@@ -76,7 +76,8 @@
 #' The sufficient statistics of disjoint sets of rows add up, so a fit in chunks with
 #' `combine = "exact"` computes them per chunk (each chunk needing only its own memory),
 #' merges them and solves the equations once: the result equals the fit of the whole
-#' data. The levels of the random terms are matched across chunks by label. With
+#' data. The levels of the random terms are matched across chunks by label (those of an
+#' interaction `a:b` by the labels of `a` and `b`). With
 #' `combine = "average"` (N. Matloff's Software Alchemy, section 7 of the Full Randomness
 #' paper) every chunk is a complete fit and the estimates are averaged. Their chunk
 #' standard errors are honest only when the chunks are independent: with `chunk_by` the
@@ -86,7 +87,8 @@
 #' warns about it.
 #'
 #' `data` may also be a list of data frames or a vector of paths to CSV (read with
-#' `data.table::fread()`) or RDS files, one chunk each; each is read by the process
+#' `data.table::fread()`, grouping variables as text, so that IDs such as "03" keep their
+#' spelling) or RDS files (each file once), one chunk each; each is read by the process
 #' that handles it, so the data never sit in one process. Such fits keep no model frame,
 #' fitted values or residuals (use `predict(fit, newdata)`). Models with factor fixed
 #' effects or `size()` terms read the chunks twice: once for the levels and the group
@@ -96,7 +98,9 @@
 #'   intercept, e.g. `y ~ service + (1 | s) + (1 | d) + (1 | dept)`. Grouping
 #'   variables of any type are treated as factors.
 #' @param data a data frame holding the variables of `formula` (it is not modified), or,
-#'   for a fit in chunks, a list of data frames or a character vector of file paths.
+#'   for a fit in chunks, a list of data frames or a character vector of file paths. A
+#'   `.` in the fixed part stands for every column of a data frame except the response
+#'   and the grouping variables, as in [lm()].
 #' @param subset an optional expression selecting the rows to use, as in [lm()].
 #' @param na.action what to do with rows holding `NA`; by default
 #'   `getOption("na.action")`, normally [na.omit()]. The number of dropped rows is
@@ -154,6 +158,8 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
                    chunks = NULL, combine = c("exact", "average"), chunk_by = NULL, seed = NULL,
                    backend = getOption("fullrandom.backend", "threads")) {
   call <- match.call()
+  check_data_type(data)
+  formula <- expand_dot(formula, data)
   method <- match.arg(method)
   combine <- match.arg(combine)
   backend <- check_backend(backend)

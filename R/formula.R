@@ -352,3 +352,50 @@ deparse_expr <- function(expr) {
 deparse_bar <- function(bar) {
   deparse_expr(call("(", bar))
 }
+
+# ---------------------------------------------------------------------------
+# `.` in the fixed part
+# ---------------------------------------------------------------------------
+
+#' Replace `.` in the fixed part of a formula by the columns of the data
+#'
+#' As in [lm()], `.` stands for every column of `data` not otherwise used: here all
+#' columns except those of the response and of the grouping variables, so that
+#' `y ~ . + (1 | g)` does not also fit `g` as a fixed effect.
+#' @param formula the model formula.
+#' @param data the user's `data`.
+#' @return the formula, with `.` replaced by `(a + b + ...)`.
+#' @noRd
+expand_dot <- function(formula, data) {
+  if (!inherits(formula, "formula") || length(formula) != 3L ||
+      !"." %in% all.vars(formula[[3L]])) {
+    return(formula)
+  }
+  split <- split_random_terms(formula[[3L]])
+  grouping_vars <- unique(unlist(lapply(split$bars, function(bar) all.vars(bar[[3L]]))))
+  if ("." %in% grouping_vars || "." %in% all.vars(formula[[2L]])) {
+    stop("`.` may stand only for fixed-effect columns, as in y ~ . + (1 | g); ",
+         "name the response and the grouping variables", call. = FALSE)
+  }
+  if (!is.data.frame(data)) {
+    stop("`.` in the formula stands for the columns of `data`, which must then be a ",
+         "data frame; write the fixed effects out for a fit from a list of data frames ",
+         "or from files", call. = FALSE)
+  }
+  columns <- setdiff(names(data), c(all.vars(formula[[2L]]), grouping_vars))
+  replacement <- if (length(columns) == 0L) {
+    1
+  } else if (length(columns) == 1L) {
+    as.name(columns)
+  } else {
+    call("(", Reduce(function(a, b) call("+", a, b), lapply(columns, as.name)))
+  }
+  formula[[3L]] <- replace_dot(formula[[3L]], replacement)
+  formula
+}
+
+replace_dot <- function(expr, replacement) {
+  if (identical(expr, as.name("."))) return(replacement)
+  if (!is.call(expr)) return(expr)
+  as.call(lapply(as.list(expr), replace_dot, replacement = replacement))
+}

@@ -157,6 +157,28 @@ user_na_action <- function(frame_call, data, env) {
   na
 }
 
+# The kinds of `data` fr_fit() reads: a data frame, a list of data frames or file paths
+# (checked with the chunks), or NULL for the formula's environment. A matrix would
+# otherwise be taken for file paths or chunks.
+check_data_type <- function(data) {
+  if (is.null(data) || is.data.frame(data)) return(invisible())
+  if (is.matrix(data) || is.array(data)) {
+    stop("`data` is a matrix; fr_fit() needs a data frame (as lm() does): use as.data.frame(data)",
+         call. = FALSE)
+  }
+  if (is.environment(data)) {
+    stop("`data` is an environment; fr_fit() needs a data frame (or, for a fit in chunks, ",
+         "a list of data frames or a vector of file paths)", call. = FALSE)
+  }
+  if (!is.character(data) && !is.list(data)) {
+    stop(sprintf(paste(
+      "`data` must be a data frame, a list of data frames or a character vector of file",
+      "paths, not %s"
+    ), describe_type(data)), call. = FALSE)
+  }
+  invisible()
+}
+
 check_columns_exist <- function(frame_formula, data) {
   if (is.null(data)) return(invisible())
   if (!is.data.frame(data) && !is.list(data)) {
@@ -173,12 +195,15 @@ check_columns_exist <- function(frame_formula, data) {
 }
 
 # The variables found neither in `data` nor, as data, in `env`. A variable missing from
-# the data may come from the formula's environment, but a function found there
-# (`sample`, `c`) is not data: the column is missing.
-missing_variables <- function(vars, data, env) {
+# the data may come from the formula's environment, but only a vector (or a factor or
+# matrix) there is data: a function (`sample`, `c`), a list or a fitted model is not, and
+# the column is missing. With `n` (the rows of new data), an environment vector must also
+# have length 1 or `n`: a vector of the data of the fit does not describe new rows.
+missing_variables <- function(vars, data, env, n = NULL) {
   in_env <- vapply(vars, function(name) {
     obj <- get0(name, envir = env, inherits = TRUE)
-    !is.null(obj) && !is.function(obj)
+    is_variable <- (is.atomic(obj) && !is.null(obj)) || is.factor(obj)
+    is_variable && (is.null(n) || NROW(obj) %in% c(1L, n))
   }, logical(1))
   unique(vars[!vars %in% names(data) & !in_env])
 }
@@ -277,7 +302,9 @@ check_finite_columns <- function(fixed) {
 #' @noRd
 grouping_factors <- function(random, frame, check = TRUE) {
   flist <- lapply(random, function(term) {
-    parts <- lapply(term$factors, function(expr) as_grouping_factor(frame[[deparse1(expr)]]))
+    parts <- lapply(term$factors, function(expr) {
+      as_grouping_factor(frame[[deparse1(expr)]], deparse1(expr), term$label)
+    })
     if (length(parts) == 1L) parts[[1L]] else interaction_factor(parts)
   })
   names(flist) <- vapply(random, `[[`, "", "label")
@@ -302,9 +329,19 @@ check_grouping_sizes <- function(n_levels, n, labels) {
   }
 }
 
-# Frame columns: factors there have had their unused levels dropped already.
-as_grouping_factor <- function(x) {
-  if (is.factor(x)) x else factor(x)
+# Frame columns: factors there have had their unused levels dropped already. An NA level
+# (factor(x, exclude = NULL)) is refused: NA means missing, and its rows would otherwise
+# form a group that ranef() cannot name and predict() cannot find.
+as_grouping_factor <- function(x, name, label) {
+  if (!is.factor(x)) return(factor(x))
+  if (anyNA(levels(x))) {
+    stop(sprintf(paste(
+      "the grouping variable '%s' of %s has NA as a level (as factor(x, exclude = NULL)",
+      "makes); give the missing values a level name such as \"(missing)\", or use factor(x)",
+      "so that their rows are treated as missing (per na.action)"
+    ), name, term_label(label)), call. = FALSE)
+  }
+  x
 }
 
 # The frame with unused levels dropped from every factor column (as lm's
@@ -329,14 +366,67 @@ drop_unused_codes <- function(f, used = tabulate(f, nbins = nlevels(f)) > 0L) {
   out
 }
 
-# The observed combinations of several factors, labelled "b:a" in the order given.
+# The observed combinations of several factors, one level each. Which rows share a level
+# is decided by the factors' integer codes only (see tuple_codes()), never by labels, which
+# can coincide ("x:y" + "z" and "x" + "y:z"). The levels follow the factors' level order
+# (the first factor varying slowest, as `a:b` orders them) and are labelled "x:z" as lme4
+# labels them (see interaction_labels()); every level's component labels are kept as
+# attribute "components" (one character vector per factor), by which predict() and fits
+# in chunks match the levels.
 interaction_factor <- function(parts) {
-  codes <- rep(0, length(parts[[1L]]))
-  for (f in parts) codes <- codes * nlevels(f) + (as.integer(f) - 1)
-  combos <- sort(unique(codes))
-  first <- match(combos, codes)
-  labels <- do.call(paste, c(lapply(parts, function(f) as.character(f[first])), sep = ":"))
-  factor(match(codes, combos), levels = seq_along(combos), labels = labels)
+  code <- tuple_codes(lapply(parts, unclass))
+  first <- attr(code, "first")
+  components <- lapply(parts, function(f) levels(f)[unclass(f)[first]])
+  structure(as.vector(code), levels = interaction_labels(components), class = "factor",
+            components = components)
+}
+
+# Dense integer codes 1..m of the distinct tuples of several integer code vectors (NA where
+# any code is NA), in the sorted order of the tuples. The codes are combined two at a time
+# and re-coded densely after each step, so they stay exact integers however many levels the
+# factors have (a product of codes in doubles is inexact above 2^53). Attribute "first":
+# a row holding each tuple, in code order.
+tuple_codes <- function(codes) {
+  code <- as.integer(codes[[1L]])
+  if (length(codes) == 1L) codes <- c(codes, list(integer(length(code))))
+  for (other in codes[-1L]) code <- pair_codes(code, as.integer(other))
+  code
+}
+
+pair_codes <- function(a, b) {
+  sorted <- order(a, b, method = "radix", na.last = NA)  # rows with an NA are left out
+  m <- length(sorted)
+  sa <- a[sorted]
+  sb <- b[sorted]
+  starts <- if (m > 0L) c(TRUE, sa[-1L] != sa[-m] | sb[-1L] != sb[-m]) else logical()
+  out <- rep(NA_integer_, length(a))
+  out[sorted] <- cumsum(starts)
+  structure(out, first = sorted[starts])
+}
+
+# Labels of interaction levels from their component labels: joined by ":", as lme4 shows
+# them. When two levels would get the same label (a component label holding ":"), the
+# components holding ":" or a backquote are backquoted in that term, so that every label
+# names one level unambiguously.
+interaction_labels <- function(components) {
+  labels <- do.call(paste, c(components, sep = ":"))
+  if (!anyDuplicated(labels)) return(labels)
+  quoted <- lapply(components, function(x) {
+    ifelse(grepl("[:`]", x), paste0("`", gsub("`", "\\\\`", x), "`"), x)
+  })
+  do.call(paste, c(quoted, sep = ":"))
+}
+
+# For each tuple of `x` (a list of vectors, one per component), the position of the same
+# tuple in `table` (a list of as many vectors), or NA; components are compared as labels.
+match_tuples <- function(x, table) {
+  n_table <- length(table[[1L]])
+  codes <- Map(function(t, v) {
+    all <- c(as.character(t), as.character(v))
+    match(all, all, incomparables = NA)
+  }, table, x)
+  code <- tuple_codes(codes)
+  match(code[-seq_len(n_table)], code[seq_len(n_table)], incomparables = NA)
 }
 
 term_label <- function(label) sprintf("(1 | %s)", label)

@@ -9,6 +9,11 @@
 #' terms it names. Levels of a grouping factor not seen in the fit are an error that
 #' names them, unless `allow.new.levels = TRUE`, which gives them a random effect of 0
 #' (their expected value); a missing (`NA`) grouping value counts as a new level.
+#' Levels of an interaction `a:b` are matched by the levels of `a` and `b`.
+#' A grouping expression such as `cut(age, 5)` is evaluated on `newdata` and its values
+#' matched to the fit's levels by label; unlike the fixed part (whose data-dependent
+#' terms such as `poly()` keep the fit's parameters), a data-dependent grouping gives other
+#' levels on other data, so compute such a grouping as a column of the data before fitting.
 #' Factor levels of fixed-effect variables must be among those of the fit.
 #'
 #' `fitted()` is `predict()` with no arguments and `residuals()` the response minus it.
@@ -62,16 +67,25 @@ predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
   for (term in object$random) {
     if (!term$label %in% used) next
     u <- object$ranef_values[[term$label]]
-    labels <- newdata_levels(term, newdata[rows, , drop = FALSE], environment(object$formula))
-    index <- match(labels, names(u))
+    parts <- newdata_groupings(term, newdata[rows, , drop = FALSE], environment(object$formula))
+    labels <- newdata_labels(parts)
+    components <- attr(object$flist[[term$label]], "components")
+    # An interaction's levels are matched by the tuple of their components' labels, which
+    # a joined label cannot tell apart ("x:y" + "z", "x" + "y:z").
+    index <- if (is.null(components)) match(labels, names(u)) else match_tuples(parts, components)
     new <- is.na(index)
     if (any(new) && !isTRUE(allow.new.levels)) {
       unseen <- unique(labels[new])
       stop(sprintf(
-        "new %s of %s in `newdata`: %s%s; use allow.new.levels = TRUE to predict them with a random effect of 0",
+        "new %s of %s in `newdata`: %s%s; use allow.new.levels = TRUE to predict them with a random effect of 0%s",
         ngettext(length(unseen), "level", "levels"), term_label(term$label),
         paste(utils::head(ifelse(is.na(unseen), "NA", paste0("'", unseen, "'")), 5L), collapse = ", "),
-        if (length(unseen) > 5L) sprintf(" (and %d more)", length(unseen) - 5L) else ""
+        if (length(unseen) > 5L) sprintf(" (and %d more)", length(unseen) - 5L) else "",
+        if (any(vapply(term$factors, is.call, logical(1)))) paste(
+          "; the grouping expression was evaluated on `newdata`, and one that depends on the",
+          "data, such as cut(x, 5), gives other levels on other data: compute it as a column",
+          "of the data before fitting"
+        ) else ""
       ), call. = FALSE)
     }
     eta <- eta + ifelse(new, 0, u[index])
@@ -144,17 +158,23 @@ fixed_terms_for_newdata <- function(object) {
 }
 
 check_newdata_columns <- function(newdata, vars, env) {
-  missing <- missing_variables(vars, newdata, env)
+  missing <- missing_variables(vars, newdata, env, n = nrow(newdata))
   if (length(missing)) {
     stop(sprintf("`newdata` lacks %s %s", ngettext(length(missing), "column", "columns"),
                  paste0("'", missing, "'", collapse = ", ")), call. = FALSE)
   }
 }
 
+# The grouping values of a random term's components in new data (a list, one per
+# component).
+newdata_groupings <- function(term, newdata, env) {
+  lapply(term$factors, function(expr) eval(expr, newdata, env))
+}
+
 # The level labels of a random term in new data, spelled as in the fit ("b:a" for
-# interactions); NA where any part is missing.
-newdata_levels <- function(term, newdata, env) {
-  parts <- lapply(term$factors, function(expr) eval(expr, newdata, env))
+# interactions), for messages and for matching single groupings; NA where any part is
+# missing.
+newdata_labels <- function(parts) {
   missing <- Reduce(`|`, lapply(parts, is.na))
   labels <- do.call(paste, c(lapply(parts, as.character), sep = ":"))
   labels[missing] <- NA_character_

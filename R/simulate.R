@@ -278,6 +278,7 @@ simulate_crossed <- function(n_obs, n_users = max(2, round(n_obs / 160)),
   check_real_number(intercept, "intercept")
   check_real_number(slope, "slope")
   check_seed(seed)
+  check_crossed_sizes(n_obs, n_users, n_items)
   with_local_seed(seed, {
     user <- sample.int(n_users, n_obs, replace = TRUE, prob = 1 / seq_len(n_users)^user_exponent)
     item <- sample.int(n_items, n_obs, replace = TRUE, prob = 1 / seq_len(n_items)^item_exponent)
@@ -294,6 +295,42 @@ simulate_crossed <- function(n_obs, n_users = max(2, round(n_obs / 160)),
 }
 
 # ---- internal helpers -------------------------------------------------------------
+
+# Sizes simulate_crossed() can honour, refused before minutes of drawing: each of the
+# n_users (n_items) levels is drawn with its own probability, so more of them than rows
+# only costs time and memory, and the data must fit in memory: the result alone takes 24
+# bytes a row, the draws at least as much again, and the weighted sampling 8 bytes a level
+# (a lower bound, so that only sizes that cannot work are refused).
+check_crossed_sizes <- function(n_obs, n_users, n_items) {
+  for (name in c("n_users", "n_items")) {
+    n_levels <- get(name)
+    if (n_levels > n_obs) {
+      stop(sprintf(paste(
+        "`%s` (%s) is larger than `n_obs` (%s): at most n_obs of them can appear in the data;",
+        "use %s <= n_obs"
+      ), name, format(n_levels, big.mark = ","), format(n_obs, big.mark = ","), name), call. = FALSE)
+    }
+  }
+  needed <- 48 * n_obs + 8 * (n_users + n_items)
+  available <- available_memory_bytes()
+  if (!is.na(available) && needed > available) {
+    stop(sprintf(paste(
+      "simulate_crossed(n_obs = %s) needs at least %.1f GB of memory, more than the %.1f GB",
+      "available; use a smaller n_obs"
+    ), format(n_obs, big.mark = ","), needed / 1e9, available / 1e9), call. = FALSE)
+  }
+  invisible()
+}
+
+# The memory available to new allocations, in bytes (MemAvailable of /proc/meminfo on
+# Linux), or NA where it is not known.
+available_memory_bytes <- function() {
+  info <- tryCatch(readLines("/proc/meminfo", n = 5L, warn = FALSE), error = function(e) character())
+  line <- grep("^MemAvailable:", info, value = TRUE)
+  if (length(line) != 1L) return(NA_real_)
+  kb <- suppressWarnings(as.numeric(gsub("[^0-9]", "", line)))
+  if (is.na(kb)) NA_real_ else kb * 1024
+}
 
 # Evaluates `expr` (lazily, after seeding) with the random number generators seeded by
 # `seed`, and puts the caller's state back afterwards: `.Random.seed` in the global
@@ -346,9 +383,19 @@ check_real_number <- function(x, name, non_negative = FALSE) {
   invisible(x)
 }
 
+# A seed set.seed() takes as given: a whole number in R's integer range. set.seed() would
+# truncate 1.5 to 1 without a word, and fail on Inf or 1e20 only after the caller's random
+# state was saved for restoring.
 check_seed <- function(seed) {
-  if (!is.null(seed) && (!is.numeric(seed) || length(seed) != 1 || !is.finite(seed))) {
-    stop("`seed` must be NULL or a single finite number", call. = FALSE)
+  if (is.null(seed)) return(invisible(seed))
+  valid <- is.numeric(seed) && length(seed) == 1L && is.finite(seed) && seed == round(seed) &&
+    abs(seed) <= .Machine$integer.max
+  if (!valid) {
+    shown <- if (is.numeric(seed) && length(seed) == 1L) format(seed, digits = 15) else describe_type(seed)
+    stop(sprintf(paste(
+      "`seed` must be a single number or NULL: a whole number between -%d and %d,",
+      "as set.seed() takes (got %s)"
+    ), .Machine$integer.max, .Machine$integer.max, shown), call. = FALSE)
   }
   invisible(seed)
 }

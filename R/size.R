@@ -37,7 +37,8 @@
 #' @export
 size <- function(x, counts = NULL) {
   if (is.null(counts)) {
-    code <- if (is.factor(x)) as.integer(x) else match(x, unique(x), incomparables = NA)
+    # NaN is missing too, as is.na() says, not a group of its own.
+    code <- if (is.factor(x)) as.integer(x) else match(x, unique(x), incomparables = c(NA, NaN))
     n <- tabulate(code, nbins = max(0L, code, na.rm = TRUE))
     return(as.numeric(n[code]))
   }

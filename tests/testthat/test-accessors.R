@@ -213,3 +213,15 @@ test_that("update refits with changed data", {
   sub <- update(fit, subset = Days < 5)
   expect_equal(fixef(sub), fixef(direct))
 })
+
+test_that("model.frame() and model.matrix() of a fit from files give the same clear error", {
+  dir <- withr::local_tempdir()
+  set.seed(9)
+  d <- data.frame(y = rnorm(600), x = rnorm(600), user = rep(1:30, 20))
+  paths <- file.path(dir, c("a.rds", "b.rds"))
+  saveRDS(d[1:300, ], paths[[1]])
+  saveRDS(d[301:600, ], paths[[2]])
+  fit <- fr_fit(y ~ x + (1 | user), paths)
+  expect_error(model.frame(fit), "the model frame and model matrix are not kept by fits from a list")
+  expect_error(model.matrix(fit), "the model frame and model matrix are not kept by fits from a list")
+})

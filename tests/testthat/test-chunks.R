@@ -191,3 +191,57 @@ test_that("the future backend gives the exact fit on multisession and cluster wo
     expect_lt(fit_difference(fr_fit(form, d, chunks = g, seed = 1, backend = "future"), whole), 1e-10)
   }
 })
+
+test_that("interaction levels are matched across chunks by their parts, not their pasted label", {
+  set.seed(4)
+  d <- data.frame(a = rep(c("x:y", "x", "p", "q"), each = 60), b = rep(c("z", "y:z", "r", "s"), each = 60))
+  d$y <- rep(c(-6, 6, -3, 3), each = 60) + rnorm(240)
+  whole <- fr_fit(y ~ 1 + (1 | a:b), d)
+  # The first chunk holds only "x:y" + "z", the second only "x" + "y:z": their joined
+  # labels are the same, the levels are not.
+  pieces <- unname(split(d, c(rep(1, 60), rep(2, 60), rep(1:2, 60))))
+  chunked <- fr_fit(y ~ 1 + (1 | a:b), pieces)
+  expect_identical(ngrps(chunked), c("a:b" = 4L))
+  expect_lt(fit_difference(chunked, whole), 1e-10)
+  expect_equal(predict(chunked, d), predict(whole, d), tolerance = 1e-9)
+})
+
+test_that("a seed that set.seed() would truncate or refuse is an error, with no stray warning", {
+  run <- expect_error_in_fresh_process(c(
+    "d <- data.frame(y = rnorm(40), g = rep(1:8, 5))",
+    "fr_fit(y ~ 1 + (1 | g), d, chunks = 2, seed = Inf)"
+  ), "`seed` must be a single number or NULL: a whole number between")
+  expect_no_match(run$output, "Random.seed")
+  d <- data.frame(y = rnorm(40), g = rep(1:8, 5))
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, chunks = 2, seed = 1.5), "as set.seed\\(\\) takes \\(got 1.5\\)")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, chunks = 2, seed = 1e20), "got 1e\\+20")
+})
+
+test_that("the same file given twice is refused", {
+  dir <- withr::local_tempdir()
+  d <- crossed_chunk_data(600)
+  path <- file.path(dir, "part.csv")
+  utils::write.csv(d, path, row.names = FALSE)
+  expect_error_in_fresh_process(
+    sprintf("fr_fit(y ~ x + (1 | user), c('%s', '%s'))", path, file.path(dir, ".", "part.csv")),
+    "file '.*part.csv' is given more than once \\(as elements 1 and 2 of `data`\\); its rows would be counted twice"
+  )
+})
+
+test_that("grouping IDs in CSV files are read as text: '03' and '3' are two levels", {
+  dir <- withr::local_tempdir()
+  set.seed(8)
+  ids <- c("03", "3", "7", "12", "5")
+  d <- data.frame(id = rep(ids, each = 20), x = rnorm(100))
+  d$y <- rep(c(-2, 2, 0, 1, -1), each = 20) + d$x + rnorm(100)
+  paths <- file.path(dir, c("a.csv", "b.csv"))
+  # "03" only in the first file, "3" only in the second.
+  utils::write.csv(d[d$id != "3", ], paths[[1]], row.names = FALSE)
+  utils::write.csv(d[d$id == "3", ], paths[[2]], row.names = FALSE)
+  from_files <- fr_fit(y ~ x + (1 | id), paths)
+  whole <- fr_fit(y ~ x + (1 | id), d)
+  expect_identical(ngrps(from_files), c(id = 5L))
+  expect_lt(fit_difference(from_files, whole), 1e-10)
+  # Numeric-looking IDs keep their numeric order (then text order for ties such as 03 and 3).
+  expect_identical(levels(from_files$flist$id), c("03", "3", "5", "7", "12"))
+})

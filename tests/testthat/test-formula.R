@@ -308,3 +308,23 @@ test_that("additive or crossed groupings inside one bar are refused", {
   expect_error(parse_fr_formula(y ~ (1 | (a/b):c)),
                "nesting with '/' inside an interaction ':' is not supported: \\(1 \\| \\(a/b\\):c\\)")
 })
+
+# Issue 17, item 9: `.` means every other column, as in lm().
+test_that("`.` in the fixed part stands for the columns other than the response and groupings", {
+  set.seed(3)
+  g <- rep(1:6, 10)
+  h <- rep(1:4, 15)
+  d <- data.frame(y = rnorm(60) + 2 * rnorm(6)[g] + 2 * rnorm(4)[h], x = rnorm(60), z = rnorm(60),
+                  g = g, h = h)
+  dotted <- fr_fit(y ~ . + (1 | g) + (1 | h), d)
+  written <- fr_fit(y ~ x + z + (1 | g) + (1 | h), d)
+  expect_identical(names(fixef(dotted)), c("(Intercept)", "x", "z"))
+  expect_equal(dotted$theta, written$theta, tolerance = 1e-12)
+  expect_identical(names(fixef(fr_fit(y ~ . - z + (1 | g), d[, c("y", "x", "z", "g")]))),
+                   c("(Intercept)", "x"))
+  expect_identical(names(fixef(fr_fit(log(y + 10) ~ . + (1 | g), d[, c("y", "x", "g")]))),
+                   c("(Intercept)", "x"))
+  expect_error(fr_fit(y ~ x + (1 | .), d), "`.` may stand only for fixed-effect columns")
+  expect_error(fr_fit(y ~ . + (1 | g), list(d[1:30, ], d[31:60, ])),
+               "`.` in the formula stands for the columns of `data`, which must then be a data frame")
+})

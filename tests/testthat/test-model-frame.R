@@ -164,3 +164,72 @@ test_that("offsets are refused rather than ignored", {
   d <- small_data()
   expect_error(fr_fit(y ~ x + offset(x) + (1 | g), data = d), "offset\\(\\) terms are not supported")
 })
+
+# Issue 17, item 2: interaction levels are told apart by the factors' codes.
+labels_that_collide <- function(n_per = 100, seed = 1) {
+  set.seed(seed)
+  # "x:y" + "z" and "x" + "y:z" both paste to "x:y:z", but are different groups.
+  a <- rep(c("x:y", "x", "p", "q"), each = n_per)
+  b <- rep(c("z", "y:z", "r", "s"), each = n_per)
+  data.frame(a = a, b = b, y = rep(c(-6, 6, -3, 3), each = n_per) + rnorm(4 * n_per))
+}
+
+test_that("interaction groups whose pasted labels coincide stay distinct", {
+  d <- labels_that_collide()
+  fit <- fr_fit(y ~ 1 + (1 | a:b), d)
+  expect_identical(ngrps(fit), c("a:b" = 4L))
+  # With the groups merged, the residual variance was 5.6; the errors have variance 1.
+  expect_equal(unname(fit$theta[["Residual"]]), 1, tolerance = 0.15)
+  sums <- tapply(d$y, paste(d$a, d$b, sep = "|"), function(v) sum((v - mean(v))^2))
+  expect_equal(unname(fit$theta[["Residual"]]), sum(sums) / (nrow(d) - 4), tolerance = 1e-10)
+  # Labels as lme4 writes them, backquoted only where they would otherwise coincide.
+  expect_setequal(rownames(ranef(fit)[["a:b"]]), c("`x:y`:z", "x:`y:z`", "p:r", "q:s"))
+  expect_identical(levels(fullrandom:::interaction_factor(list(factor(c("p", "q")), factor(c("r", "s"))))),
+                   c("p:r", "q:s"))
+})
+
+test_that("interaction codes stay exact when the product of the numbers of levels exceeds 2^53", {
+  # 20,064 combinations of four factors with about 10^4 levels each (product ~2e16 > 2^53);
+  # pairs of combinations differ only in the last factor, whose codes differ by 1.
+  i <- 1:10032
+  combos <- data.frame(a = i, b = 10033L - i, c = (i * 7919L) %% 10032L + 1L)
+  combos <- combos[rep(seq_along(i), each = 2L), ]
+  combos$e <- seq_len(nrow(combos))
+  expect_gt(prod(vapply(combos, function(v) length(unique(v)), 1)), 2^53)
+  f <- fullrandom:::interaction_factor(lapply(combos, factor))
+  expect_identical(nlevels(f), 20064L)
+  expect_identical(as.integer(f), seq_len(20064L))  # level order: a slowest, as a:b orders
+  d <- combos[rep(seq_len(nrow(combos)), each = 2L), ]
+  d$y <- stats::rnorm(nrow(d))
+  expect_identical(ngrps(fr_fit(y ~ 1 + (1 | a:b:c:e), d)), c("a:b:c:e" = 20064L))
+})
+
+test_that("a grouping factor with NA as a level is refused", {
+  d <- small_data()
+  d$g[c(2, 9)] <- NA
+  d$g <- factor(d$g, exclude = NULL)
+  expect_error(fr_fit(y ~ x + (1 | g), data = d),
+               "grouping variable 'g' of \\(1 \\| g\\) has NA as a level")
+  expect_error(fr_fit(y ~ x + (1 | h:g), data = d), "'g' of \\(1 \\| h:g\\) has NA as a level")
+  # Without the NA level the rows are missing and dropped, as usual.
+  d$g <- factor(d$g)
+  expect_identical(nobs(fr_fit(y ~ x + (1 | g), data = d)), 28L)
+})
+
+test_that("a matrix, an environment or another object as `data` is refused clearly", {
+  d <- small_data()
+  # A matrix was taken for a vector of file paths.
+  expect_error_in_fresh_process(c(
+    "d <- data.frame(y = rnorm(30), x = runif(30), g = rep(1:6, 5))",
+    "fr_fit(y ~ x + (1 | g), data = as.matrix(d))"
+  ), "`data` is a matrix; fr_fit\\(\\) needs a data frame \\(as lm\\(\\) does\\): use as.data.frame\\(data\\)")
+  expect_error(fr_fit(y ~ x + (1 | g), data = new.env()),
+               "`data` is an environment; fr_fit\\(\\) needs a data frame")
+  expect_error(fr_fit(y ~ x + (1 | g), data = 3), "`data` must be a data frame, .* not numeric")
+})
+
+test_that("a list or a fitted model in the environment is not taken for a missing column", {
+  d <- small_data()
+  f <- list(1, 2)
+  expect_error(fr_fit(y ~ f + (1 | g), data = d), "column 'f' not found in `data`")
+})

@@ -279,3 +279,37 @@ test_that("fitted + residuals = response; scaled residuals are divided by sigma"
   lfit <- lme4::lmer(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
   expect_equal(unname(residuals(fit)), unname(residuals(lfit)), tolerance = 1e-5)
 })
+
+test_that("interaction levels in newdata are matched by their parts, not their pasted label", {
+  set.seed(2)
+  d <- data.frame(a = rep(c("x:y", "x", "p", "q"), each = 50), b = rep(c("z", "y:z", "r", "s"), each = 50))
+  d$y <- rep(c(-6, 6, -3, 3), each = 50) + rnorm(200)
+  fit <- fr_fit(y ~ 1 + (1 | a:b), d)
+  expect_equal(predict(fit, d), predict(fit))
+  new <- data.frame(a = c("x", "x:y", "x"), b = c("y:z", "z", "z"))
+  expect_error(predict(fit, new), "new level of \\(1 \\| a:b\\) in `newdata`: 'x:z'")
+  u <- ranef(fit)[["a:b"]]
+  expect_equal(unname(predict(fit, new, allow.new.levels = TRUE)),
+               fixef(fit)[[1]] + c(u["x:`y:z`", 1], u["`x:y`:z", 1], 0))
+})
+
+test_that("a missing newdata column named like a non-vector object in the environment is named", {
+  set.seed(6)
+  d <- data.frame(y = rnorm(60), f = rnorm(60), g = rep(1:6, 10))
+  f <- fr_fit(y ~ f + (1 | g), d)  # `f` the fit is in the formula's environment
+  expect_error(predict(f, d[, c("y", "g")]), "`newdata` lacks column 'f'")
+  # A vector of the fit's data (60 values) does not describe 5 new rows either.
+  x_outside <- rnorm(60)
+  fit <- fr_fit(y ~ x_outside + (1 | g), d)
+  expect_error(predict(fit, d[1:5, ]), "`newdata` lacks column 'x_outside'")
+})
+
+test_that("a grouping expression: the data of the fit as newdata reproduce predict(), new data get a hint", {
+  set.seed(7)
+  d <- data.frame(age = runif(300, 20, 70), g = rep(letters[1:6], 50))
+  d$y <- as.integer(cut(d$age, 5)) + rnorm(300)
+  fit <- fr_fit(y ~ 1 + (1 | cut(age, 5)) + (1 | g), d)
+  expect_equal(predict(fit, newdata = d), predict(fit))
+  expect_error(predict(fit, newdata = d[d$age < 40, ]),
+               "the grouping expression was evaluated on `newdata`.*compute it as a column")
+})

@@ -278,3 +278,21 @@ test_that("simulate_crossed() draws power-law users and items, reproducibly", {
   expect_error(simulate_crossed(1), "`n_obs` must be a whole number")
   expect_error(simulate_crossed(100, sd_user = -1), "`sd_user`")
 })
+
+test_that("a seed must be a whole number in R's integer range", {
+  expect_error(simulate_archers(seed = 1.5), "`seed` must be a single number or NULL: a whole number")
+  expect_error(simulate_crossed(100, seed = 1e20), "got 1e\\+20")
+  expect_error(simulate_ratings(seed = Inf), "got Inf")
+})
+
+test_that("simulate_crossed() refuses sizes it cannot honour at once, instead of running for minutes", {
+  run <- expect_error_in_fresh_process(
+    "simulate_crossed(10, n_users = 1e9)",
+    "`n_users` \\(1,000,000,000\\) is larger than `n_obs` \\(10\\)", timeout = 30
+  )
+  expect_error(simulate_crossed(10, n_items = 11), "`n_items` \\(11\\) is larger than `n_obs` \\(10\\)")
+  available <- fullrandom:::available_memory_bytes()
+  skip_if(is.na(available) || available > 90e9, "the available memory is not known or too large here")
+  expect_error(simulate_crossed(2e9, n_users = 10, n_items = 10),
+               "needs at least 96.0 GB of memory, more than the")
+})

@@ -69,3 +69,7 @@ test_that("size() in a formula takes one grouping variable", {
   expect_error(fr_fit(y ~ size(g, counts = 1) + (1 | g), data = d), "one grouping variable")
   expect_error(fr_fit(y ~ size(nope) + (1 | g), data = d), "'nope' not found")
 })
+
+test_that("NaN is missing, not a group of its own", {
+  expect_identical(size(c(1, NaN, 1, NaN, NA, 2)), c(2, NA, 2, NA, NA, 1))
+})
