@@ -25,7 +25,8 @@
 #' @param seed `NULL` to draw the replicates' seed from R's random stream (so
 #'   [set.seed()] makes them reproducible), or a number: the same number gives the same
 #'   replicates, and R's random stream is left as it was.
-#' @param threads number of threads; every replicate is fitted on one.
+#' @param threads number of threads, at most the cores available (see [fr_fit()]); every
+#'   replicate is fitted on one.
 #' @param progress whether to show a progress bar (with the cli package, when installed)
 #'   if the replicates take more than a few seconds.
 #' @return a data frame of class `fr_bootstrap`, one row per replicate, with the columns

@@ -106,7 +106,10 @@
 #'   for one random intercept, with [size()] covariates solved by the paper's
 #'   iteration.
 #' @param threads number of threads of the Rust core; the results do not depend on it.
-#'   With `backend = "future"` each worker uses one thread.
+#'   By default the option `fullrandom.threads`, else every core available (at most 2
+#'   when the environment variable `_R_CHECK_LIMIT_CORES_` is set, as `R CMD check
+#'   --as-cran` sets it). A larger number is reduced to the cores available, with a
+#'   message. With `backend = "future"` each worker uses one thread.
 #' @param chunks the number of chunks to split a data frame into (Matloff's Software
 #'   Alchemy); `NULL` fits it whole. A list of data frames or a vector of files is one
 #'   chunk per element.
@@ -150,7 +153,7 @@
 #' }
 #' @export
 fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments", "fr"),
-                   threads = getOption("fullrandom.threads", fr_available_threads()),
+                   threads = default_threads(),
                    chunks = NULL, combine = c("exact", "average"), chunk_by = NULL, seed = NULL,
                    backend = getOption("fullrandom.backend", "threads")) {
   call <- match.call()
@@ -222,12 +225,35 @@ check_backend <- function(backend) {
   backend
 }
 
+# The one check of every `threads` argument: a finite whole number of at least 1, capped
+# at the cores available, because each thread is an OS thread (a million of them hang R).
 check_threads <- function(threads) {
-  if (!is.numeric(threads) || length(threads) != 1L || is.na(threads) ||
+  if (!is.numeric(threads) || length(threads) != 1L || !is.finite(threads) ||
       threads < 1 || threads != round(threads)) {
-    stop("`threads` must be a whole number of at least 1", call. = FALSE)
+    stop("`threads` must be a whole number of at least 1 (a finite number; more threads ",
+         "than cores are not used)", call. = FALSE)
+  }
+  cores <- available_cores()
+  if (threads > cores) {
+    message(sprintf("using %d threads, the number of cores available, instead of the %s requested",
+                    cores, if (threads < 1e15) format(threads, big.mark = ",", scientific = FALSE)
+                    else format(threads)))
+    return(cores)
   }
   as.integer(threads)
+}
+
+# The default `threads`: option fullrandom.threads, else every core available.
+default_threads <- function() getOption("fullrandom.threads", available_cores())
+
+# The cores this process may use; at most 2 under R CMD check --as-cran, which sets
+# _R_CHECK_LIMIT_CORES_ (CRAN's policy for checks), as the parallel package reads it.
+available_cores <- function() {
+  cores <- parallel::detectCores()
+  if (is.na(cores) || cores < 1L) cores <- fr_available_threads()
+  limit <- tolower(Sys.getenv("_R_CHECK_LIMIT_CORES_", ""))
+  if (nzchar(limit) && limit != "false") cores <- min(cores, 2L)
+  as.integer(cores)
 }
 
 report_dropped_columns <- function(columns, kept) {

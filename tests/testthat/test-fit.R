@@ -33,6 +33,41 @@ test_that("threads must be a positive whole number", {
   expect_error(fr_fit(y ~ 1 + (1 | g), data = d, threads = 0), "`threads` must be a whole number")
   expect_error(fr_fit(y ~ 1 + (1 | g), data = d, threads = 1.5), "`threads` must be a whole number")
   expect_s3_class(fr_fit(y ~ 1 + (1 | g), data = d, threads = 1), "fr_fit")
+  expect_error(fr_fit(y ~ 1 + (1 | g), data = d, threads = Inf), "`threads` must be a whole number")
+  expect_error(fr_fit(y ~ 1 + (1 | g), data = d, threads = NA), "`threads` must be a whole number")
+  expect_error(fr_fit(y ~ 1 + (1 | g), data = d, threads = -2), "`threads` must be a whole number")
+})
+
+test_that("more threads than cores are capped at the cores, with a message, and do not hang", {
+  # Each thread is an OS thread: a million of them once hung R (run apart, so a hang fails).
+  run <- run_in_fresh_process(c(
+    "d <- data.frame(y = rnorm(40), g = rep(1:8, 5))",
+    "fit <- fr_fit(y ~ 1 + (1 | g), data = d, threads = 1e6)",
+    "boot <- fr_bootstrap(fit, nsim = 5, seed = 1, threads = 5000)",
+    "cat('threads used:', fit$threads, nrow(boot), '\\n')"
+  ))
+  expect_identical(run$status, 0L, info = run$output)
+  expect_match(run$output, "using [0-9]+ threads, the number of cores available, instead of the 1,000,000 requested")
+  expect_match(run$output, "instead of the 5,000 requested")
+  expect_match(run$output, sprintf("threads used: %d 5", available_cores()))
+  expect_error_in_fresh_process(
+    "fr_fit(y ~ 1 + (1 | g), data = data.frame(y = rnorm(40), g = rep(1:8, 5)), threads = Inf)",
+    "`threads` must be a whole number of at least 1"
+  )
+})
+
+test_that("the default threads follow the option, else the cores, at most 2 under CRAN's check", {
+  d <- data.frame(y = rnorm(40), g = rep(1:8, 5))
+  withr::with_options(list(fullrandom.threads = 1), {
+    expect_identical(fr_fit(y ~ 1 + (1 | g), data = d)$threads, 1L)
+  })
+  withr::with_options(list(fullrandom.threads = NULL), {
+    expect_identical(fr_fit(y ~ 1 + (1 | g), data = d)$threads, available_cores())
+  })
+  withr::with_envvar(c("_R_CHECK_LIMIT_CORES_" = "TRUE"), expect_lte(available_cores(), 2L))
+  withr::with_envvar(c("_R_CHECK_LIMIT_CORES_" = "false"), {
+    expect_identical(available_cores(), as.integer(parallel::detectCores()))
+  })
 })
 
 test_that("a model without an intercept is fitted without shifting", {
