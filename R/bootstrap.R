@@ -64,7 +64,7 @@ bootstrap_model <- function(fit) {
       "from files do not keep; fit a data frame (chunks of it are fine) to bootstrap"
     ), call. = FALSE)
   }
-  fixed <- fixed_effect_columns(fit$terms, fit$frame)
+  fixed <- fixed_effect_columns(fit$terms, fit$frame, fit$contrasts)
   y <- response_vector(fit$frame[[1L]], names(fit$frame)[[1L]])
   size_columns <- if (identical(fit$method, "fr")) match(fit$fr$size_columns, fixed$names) - 1L
   list(model = model_of(y, fixed, fit$flist), size_columns = as.integer(size_columns))

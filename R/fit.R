@@ -130,6 +130,12 @@
 #'   `"future"`: on the workers of the current [future::plan()] (multisession, cluster,
 #'   batch schedulers), through future.apply. Workers return statistics or chunk
 #'   estimates, never data.
+#' @param contrasts `NULL` or a named list of contrasts for factors of the fixed part, as
+#'   for [lm()] (the `contrasts.arg` of [model.matrix()]), e.g.
+#'   `list(f = "contr.sum")`.
+#' @param ... not used: lme4's arguments that fr_fit does not take (`REML`, `weights`,
+#'   `offset`, `family`, `control`, `start`, `verbose`) and any other argument are an
+#'   error that says so.
 #' @return an object of class `fr_fit`: a list with, among others, `method`, `theta` (the
 #'   variance components after the boundary rule, named by term, then `Residual`),
 #'   `theta_raw` (the unbiased solution of the moment equations), `boundary`,
@@ -155,7 +161,8 @@
 fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments", "fr"),
                    threads = default_threads(),
                    chunks = NULL, combine = c("exact", "average"), chunk_by = NULL, seed = NULL,
-                   backend = getOption("fullrandom.backend", "threads")) {
+                   backend = getOption("fullrandom.backend", "threads"), contrasts = NULL, ...) {
+  refuse_unknown_arguments("fr_fit()", ..., hints = lme4_arguments_not_taken, help = "fr_fit")
   call <- match.call()
   method <- match.arg(method)
   combine <- match.arg(combine)
@@ -164,6 +171,8 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
   if (method == "fr") check_fr_formula(formula)
   parsed <- parse_fr_formula(formula)
   if (method == "fr") check_fr_terms(parsed$random)
+  # Carried with the formula, so every path that builds X (chunks, files) uses them.
+  parsed$contrasts <- check_contrasts(contrasts)
   frame_call <- call[c(1L, match(c("data", "subset", "na.action"), names(call), 0L))]
   frame_call[[1L]] <- quote(stats::model.frame)
   # The grouping of the one random term whose size() columns Matloff's model (3) uses
@@ -216,6 +225,29 @@ finish_fit <- function(fit, call, formula, y, md, parsed, threads, n_obs = lengt
     )),
     class = "fr_fit"
   )
+}
+
+# Arguments of lmer() that fr_fit() does not take, and what to do instead.
+lme4_arguments_not_taken <- c(
+  REML = "fr_fit estimates variance components by the method of moments, which has no REML/ML switch",
+  weights = "weights are not supported yet; every observation has weight 1",
+  offset = "offsets are not supported yet; subtract the offset from the response instead",
+  family = paste("fr_fit fits linear mixed models only (generalised linear mixed models are not",
+                 "supported yet); for a GLMM use lme4::glmer()"),
+  control = "fr_fit has no optimiser to control: the moment equations are solved directly",
+  start = "fr_fit has no optimiser to start: the moment equations are solved directly",
+  verbose = paste("fr_fit has no optimiser iterations to report; fr_bootstrap() and confint()",
+                  "show progress with `progress = TRUE`")
+)
+
+# As lm() takes them: NULL or a list naming fixed-effect factors, for model.matrix().
+check_contrasts <- function(contrasts) {
+  if (!is.null(contrasts) && (!is.list(contrasts) || is.null(names(contrasts)) ||
+                              any(names(contrasts) == ""))) {
+    stop("`contrasts` must be NULL or a named list, as for lm(): e.g. list(f = \"contr.sum\")",
+         call. = FALSE)
+  }
+  contrasts
 }
 
 check_backend <- function(backend) {

@@ -207,3 +207,14 @@ test_that("the core reports progress between batches of replicates", {
   expect_error(fullrandom:::fr_bootstrap_fit(model$model, "moments", integer(), 5L, -1, 1L, NULL, NULL),
                "whole number in \\[0, 2\\^53\\)")
 })
+
+test_that("replicates of a fit with contrasts use the fit's contrasts", {
+  set.seed(4)
+  d <- data.frame(f = factor(rep(c("a", "b", "c"), 40)), g = factor(rep(1:12, each = 10)))
+  d$y <- c(a = 1, b = 2, c = 4)[as.character(d$f)] + rnorm(12, sd = 0.3)[d$g] + rnorm(120, sd = 0.3)
+  fit <- fr_fit(y ~ f + (1 | g), data = d, contrasts = list(f = "contr.sum"))
+  boot <- fr_bootstrap(fit, nsim = 50, seed = 1)
+  # With treatment coding the replicates' intercept would sit near 1, not near 7/3.
+  expect_equal(mean(boot[["(Intercept)"]]), fixef(fit)[["(Intercept)"]], tolerance = 0.05)
+  expect_equal(mean(boot[["f1"]]), fixef(fit)[["f1"]], tolerance = 0.1)
+})

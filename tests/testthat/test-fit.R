@@ -103,3 +103,38 @@ test_that("a model without fixed effects is fitted, printed and tidied", {
   skip_if_not_installed("generics")
   expect_identical(generics::tidy(fit)$effect, rep("ran_pars", 2))
 })
+
+test_that("contrasts are passed to the fixed part's model matrix, as lm passes them", {
+  set.seed(4)
+  d <- data.frame(f = factor(rep(c("a", "b", "c"), 40)), g = factor(rep(1:12, each = 10)),
+                  x = rnorm(120))
+  d$y <- c(a = 1, b = 2, c = 4)[as.character(d$f)] + d$x + rnorm(12)[d$g] + rnorm(120)
+  treatment <- fr_fit(y ~ f + x + (1 | g), data = d)
+  sum_coded <- fr_fit(y ~ f + x + (1 | g), data = d, contrasts = list(f = "contr.sum"))
+  expect_named(fixef(sum_coded), names(coef(lm(y ~ f + x, d, contrasts = list(f = "contr.sum")))))
+  expect_false(isTRUE(all.equal(fixef(sum_coded), fixef(treatment), check.attributes = FALSE)))
+  # The same model, parametrised differently: the intercept of sum coding is the mean of
+  # the level means, and the variance components and predictions do not change.
+  b <- fixef(treatment)
+  expect_equal(fixef(sum_coded)[["(Intercept)"]], b[["(Intercept)"]] + (b[["fb"]] + b[["fc"]]) / 3)
+  expect_equal(sum_coded$theta, treatment$theta)
+  expect_equal(fitted(sum_coded), fitted(treatment))
+  new <- data.frame(f = c("c", "a"), x = c(0, 1), g = c("1", "2"))
+  expect_equal(predict(sum_coded, new), predict(treatment, new))
+  expect_identical(ncol(model.matrix(sum_coded)), 4L)
+  expect_error(fr_fit(y ~ f + (1 | g), data = d, contrasts = "contr.sum"),
+               "`contrasts` must be NULL or a named list")
+})
+
+test_that("lmer's arguments that fr_fit does not take are refused with what to do instead", {
+  d <- data.frame(y = rnorm(40), g = rep(1:8, 5))
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, REML = FALSE),
+               "^fr_fit\\(\\) does not take `REML`: fr_fit estimates variance components by the method of moments, which has no REML/ML switch$")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, weights = rep(2, 40)), "does not take `weights`: weights are not supported yet")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, offset = rep(1, 40)), "does not take `offset`: .*subtract the offset from the response")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, family = binomial), "does not take `family`: .*generalised linear mixed models are not supported yet")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, control = list()), "does not take `control`: fr_fit has no optimiser")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, start = 1), "does not take `start`: fr_fit has no optimiser")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, verbose = TRUE), "does not take `verbose`: fr_fit has no optimiser iterations")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, nonsense = 1), "fr_fit\\(\\) does not take `nonsense` \\(see \\?fr_fit")
+})
