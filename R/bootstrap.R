@@ -128,6 +128,7 @@ parameter_estimates <- function(fit) {
 
 #' @export
 print.fr_bootstrap <- function(x, ...) {
+  refuse_unknown_arguments("print()", ..., help = "fr_bootstrap")
   cat(sprintf("Pigeonhole bootstrap: %d replicates (seed %.0f)", nrow(x), attr(x, "seed")))
   if (length(attr(x, "failed"))) cat(sprintf(", %d failed", length(attr(x, "failed"))))
   cat("\n")
@@ -178,7 +179,8 @@ print.fr_bootstrap <- function(x, ...) {
 #'   variance components).
 #' @param seed the bootstrap's seed, as for [fr_bootstrap()].
 #' @param boot replicates from [fr_bootstrap()] to use instead of drawing new ones.
-#' @param ... passed to [fr_bootstrap()] (`threads`, `progress`).
+#' @param ... `threads` and `progress`, passed to [fr_bootstrap()]; any other argument is an
+#'   error rather than silently ignored.
 #' @return a matrix with one row per parameter and the lower and upper limits as
 #'   columns, named as [stats::confint()] names them (`"2.5 %"`, `"97.5 %"`).
 #' @examples
@@ -190,6 +192,8 @@ print.fr_bootstrap <- function(x, ...) {
 confint.fr_fit <- function(object, parm, level = 0.95, method = c("bootstrap", "alchemy", "Wald"),
                            nsim = 200, seed = NULL, boot = NULL, ...) {
   method <- match.arg(method)
+  refuse_unknown_arguments("confint()", ..., allowed = c("threads", "progress"),
+                           help = "confint.fr_fit")
   if (!is.numeric(level) || length(level) != 1L || is.na(level) || level <= 0 || level >= 1) {
     stop("`level` must be a single number between 0 and 1", call. = FALSE)
   }

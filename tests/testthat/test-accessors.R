@@ -213,3 +213,17 @@ test_that("update refits with changed data", {
   sub <- update(fit, subset = Days < 5)
   expect_equal(fixef(sub), fixef(direct))
 })
+
+test_that("arguments the accessors do not use are refused, not ignored", {
+  fit <- fr_fit(distance ~ bow + (1 | archer), data = simulate_archers(seed = 1))
+  expect_error(fixef(fit, drop = TRUE), "^fixef\\(\\) does not take `drop` \\(see \\?fixef.fr_fit")
+  expect_error(vcov(fit, full = TRUE), "vcov\\(\\) does not take `full`")
+  expect_error(sigma(fit, 2), "sigma\\(\\) does not take an unnamed argument")
+  expect_error(ngrps(fit, foo = 1), "ngrps\\(\\) does not take `foo`")
+  expect_error(formula(fit, fixed.only = TRUE), "formula\\(\\) does not take `fixed.only`")
+  expect_error(terms(fit, random.only = TRUE), "terms\\(\\) does not take `random.only`")
+  expect_error(model.matrix(fit, type = "random"), "model.matrix\\(\\) does not take `type`")
+  expect_error(model.frame(fit, fixed.only = TRUE), "model.frame\\(\\) does not take `fixed.only`")
+  expect_error(df.residual(fit, foo = 1), "df.residual\\(\\) does not take `foo`")
+  expect_identical(nobs(fit, use.fallback = TRUE), nobs(fit))
+})

@@ -218,3 +218,13 @@ test_that("replicates of a fit with contrasts use the fit's contrasts", {
   expect_equal(mean(boot[["(Intercept)"]]), fixef(fit)[["(Intercept)"]], tolerance = 0.05)
   expect_equal(mean(boot[["f1"]]), fixef(fit)[["f1"]], tolerance = 0.1)
 })
+
+test_that("confint passes threads and progress on and refuses other arguments", {
+  fit <- fr_fit(distance ~ bow + (1 | archer), data = simulate_archers(seed = 1))
+  expect_error(confint(fit, parm = "beta_", method = "Wald", conf.level = 0.9),
+               "^confint\\(\\) does not take `conf.level`")
+  expect_error(confint(fit, nsim = 20, seed = 1, boot.type = "perc"), "confint\\(\\) does not take `boot.type`")
+  expect_identical(dim(confint(fit, nsim = 20, seed = 1, threads = 1, progress = FALSE)), c(4L, 2L))
+  boot <- fr_bootstrap(fit, nsim = 20, seed = 1)
+  expect_error(print(boot, digits = 2), "print\\(\\) does not take `digits`")
+})

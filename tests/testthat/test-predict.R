@@ -279,3 +279,16 @@ test_that("fitted + residuals = response; scaled residuals are divided by sigma"
   lfit <- lme4::lmer(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
   expect_equal(unname(residuals(fit)), unname(residuals(lfit)), tolerance = 1e-5)
 })
+
+test_that("arguments predict, fitted and residuals do not use are refused, not ignored", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy)
+  expect_error(predict(fit, se.fit = TRUE),
+               "^predict\\(\\) does not take `se.fit`: standard errors of predictions are not computed")
+  expect_error(predict(fit, lme4::sleepstudy, newparams = list()), "does not take `newparams`")
+  expect_error(predict(fit, interval = "confidence"), "predict\\(\\) does not take `interval` \\(see \\?predict.fr_fit")
+  expect_identical(predict(fit, type = "response"), predict(fit))
+  expect_error(predict(fit, type = "terms"), "'arg' should be one of")
+  expect_error(fitted(fit, re.form = NA), "fitted\\(\\) does not take `re.form`")
+  expect_error(residuals(fit, foo = 1), "residuals\\(\\) does not take `foo`")
+})
