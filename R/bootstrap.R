@@ -25,7 +25,8 @@
 #' @param seed `NULL` to draw the replicates' seed from R's random stream (so
 #'   [set.seed()] makes them reproducible), or a number: the same number gives the same
 #'   replicates, and R's random stream is left as it was.
-#' @param threads number of threads; every replicate is fitted on one.
+#' @param threads number of threads, at most the cores available (see [fr_fit()]); every
+#'   replicate is fitted on one.
 #' @param progress whether to show a progress bar (with the cli package, when installed)
 #'   if the replicates take more than a few seconds.
 #' @return a data frame of class `fr_bootstrap`, one row per replicate, with the columns
@@ -100,7 +101,7 @@ bootstrap_model <- function(fit) {
       "from files do not keep; fit a data frame (chunks of it are fine) to bootstrap"
     ), call. = FALSE)
   }
-  fixed <- fixed_effect_columns(fit$terms, fit$frame)
+  fixed <- fixed_effect_columns(fit$terms, fit$frame, fit$contrasts)
   y <- response_vector(fit$frame[[1L]], names(fit$frame)[[1L]])
   size_columns <- if (identical(fit$method, "fr")) match(fit$fr$size_columns, fixed$names) - 1L
   # Resampled at unit size, as the fit was made (see response_scale()).
@@ -175,6 +176,7 @@ parameter_estimates <- function(fit) {
 
 #' @export
 print.fr_bootstrap <- function(x, ...) {
+  refuse_unknown_arguments("print()", ..., help = "fr_bootstrap")
   cat(sprintf("Pigeonhole bootstrap: %d replicates (seed %.0f)", nrow(x), attr(x, "seed")))
   if (length(attr(x, "failed"))) cat(sprintf(", %d failed", length(attr(x, "failed"))))
   cat("\n")
@@ -228,7 +230,8 @@ print.fr_bootstrap <- function(x, ...) {
 #'   variance components).
 #' @param seed the bootstrap's seed, as for [fr_bootstrap()].
 #' @param boot replicates from [fr_bootstrap()] to use instead of drawing new ones.
-#' @param ... passed to [fr_bootstrap()] (`threads`, `progress`).
+#' @param ... `threads` and `progress`, passed to [fr_bootstrap()]; any other argument is an
+#'   error rather than silently ignored.
 #' @return a matrix with one row per parameter and the lower and upper limits as
 #'   columns, named as [stats::confint()] names them (`"2.5 %"`, `"97.5 %"`).
 #' @examples
@@ -240,6 +243,8 @@ print.fr_bootstrap <- function(x, ...) {
 confint.fr_fit <- function(object, parm, level = 0.95, method = c("bootstrap", "alchemy", "Wald"),
                            nsim = 200, seed = NULL, boot = NULL, ...) {
   method <- match.arg(method)
+  refuse_unknown_arguments("confint()", ..., allowed = c("threads", "progress"),
+                           help = "confint.fr_fit")
   if (!is.numeric(level) || length(level) != 1L || is.na(level) || level <= 0 || level >= 1) {
     stop("`level` must be a single number between 0 and 1", call. = FALSE)
   }

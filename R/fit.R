@@ -110,7 +110,10 @@
 #'   for one random intercept, with [size()] covariates solved by the paper's
 #'   iteration.
 #' @param threads number of threads of the Rust core; the results do not depend on it.
-#'   With `backend = "future"` each worker uses one thread.
+#'   By default the option `fullrandom.threads`, else every core available (at most 2
+#'   when the environment variable `_R_CHECK_LIMIT_CORES_` is set, as `R CMD check
+#'   --as-cran` sets it). A larger number is reduced to the cores available, with a
+#'   message. With `backend = "future"` each worker uses one thread.
 #' @param chunks the number of chunks to split a data frame into (Matloff's Software
 #'   Alchemy); `NULL` fits it whole. A list of data frames or a vector of files is one
 #'   chunk per element.
@@ -131,6 +134,12 @@
 #'   `"future"`: on the workers of the current [future::plan()] (multisession, cluster,
 #'   batch schedulers), through future.apply. Workers return statistics or chunk
 #'   estimates, never data.
+#' @param contrasts `NULL` or a named list of contrasts for factors of the fixed part, as
+#'   for [lm()] (the `contrasts.arg` of [model.matrix()]), e.g.
+#'   `list(f = "contr.sum")`.
+#' @param ... not used: lme4's arguments that fr_fit does not take (`REML`, `weights`,
+#'   `offset`, `family`, `control`, `start`, `verbose`) and any other argument are an
+#'   error that says so.
 #' @return an object of class `fr_fit`: a list with, among others, `method`, `theta` (the
 #'   variance components after the boundary rule, named by term, then `Residual`),
 #'   `theta_raw` (the unbiased solution of the moment equations), `boundary`,
@@ -154,9 +163,10 @@
 #' }
 #' @export
 fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments", "fr"),
-                   threads = getOption("fullrandom.threads", fr_available_threads()),
+                   threads = default_threads(),
                    chunks = NULL, combine = c("exact", "average"), chunk_by = NULL, seed = NULL,
-                   backend = getOption("fullrandom.backend", "threads")) {
+                   backend = getOption("fullrandom.backend", "threads"), contrasts = NULL, ...) {
+  refuse_unknown_arguments("fr_fit()", ..., hints = lme4_arguments_not_taken, help = "fr_fit")
   call <- match.call()
   check_data_type(data)
   formula <- expand_dot(formula, data)
@@ -167,6 +177,8 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
   if (method == "fr") check_fr_formula(formula)
   parsed <- parse_fr_formula(formula)
   if (method == "fr") check_fr_terms(parsed$random)
+  # Carried with the formula, so every path that builds X (chunks, files) uses them.
+  parsed$contrasts <- check_contrasts(contrasts)
   frame_call <- call[c(1L, match(c("data", "subset", "na.action"), names(call), 0L))]
   frame_call[[1L]] <- quote(stats::model.frame)
   # The grouping of the one random term whose size() columns Matloff's model (3) uses
@@ -221,6 +233,29 @@ finish_fit <- function(fit, call, formula, y, md, parsed, threads, n_obs = lengt
   )
 }
 
+# Arguments of lmer() that fr_fit() does not take, and what to do instead.
+lme4_arguments_not_taken <- c(
+  REML = "fr_fit estimates variance components by the method of moments, which has no REML/ML switch",
+  weights = "weights are not supported yet; every observation has weight 1",
+  offset = "offsets are not supported yet; subtract the offset from the response instead",
+  family = paste("fr_fit fits linear mixed models only (generalised linear mixed models are not",
+                 "supported yet); for a GLMM use lme4::glmer()"),
+  control = "fr_fit has no optimiser to control: the moment equations are solved directly",
+  start = "fr_fit has no optimiser to start: the moment equations are solved directly",
+  verbose = paste("fr_fit has no optimiser iterations to report; fr_bootstrap() and confint()",
+                  "show progress with `progress = TRUE`")
+)
+
+# As lm() takes them: NULL or a list naming fixed-effect factors, for model.matrix().
+check_contrasts <- function(contrasts) {
+  if (!is.null(contrasts) && (!is.list(contrasts) || is.null(names(contrasts)) ||
+                              any(names(contrasts) == ""))) {
+    stop("`contrasts` must be NULL or a named list, as for lm(): e.g. list(f = \"contr.sum\")",
+         call. = FALSE)
+  }
+  contrasts
+}
+
 check_backend <- function(backend) {
   if (!is.character(backend) || length(backend) != 1L || !backend %in% c("threads", "future")) {
     stop("`backend` must be \"threads\" or \"future\"", call. = FALSE)
@@ -228,12 +263,35 @@ check_backend <- function(backend) {
   backend
 }
 
+# The one check of every `threads` argument: a finite whole number of at least 1, capped
+# at the cores available, because each thread is an OS thread (a million of them hang R).
 check_threads <- function(threads) {
-  if (!is.numeric(threads) || length(threads) != 1L || is.na(threads) ||
+  if (!is.numeric(threads) || length(threads) != 1L || !is.finite(threads) ||
       threads < 1 || threads != round(threads)) {
-    stop("`threads` must be a whole number of at least 1", call. = FALSE)
+    stop("`threads` must be a whole number of at least 1 (a finite number; more threads ",
+         "than cores are not used)", call. = FALSE)
+  }
+  cores <- available_cores()
+  if (threads > cores) {
+    message(sprintf("using %d threads, the number of cores available, instead of the %s requested",
+                    cores, if (threads < 1e15) format(threads, big.mark = ",", scientific = FALSE)
+                    else format(threads)))
+    return(cores)
   }
   as.integer(threads)
+}
+
+# The default `threads`: option fullrandom.threads, else every core available.
+default_threads <- function() getOption("fullrandom.threads", available_cores())
+
+# The cores this process may use; at most 2 under R CMD check --as-cran, which sets
+# _R_CHECK_LIMIT_CORES_ (CRAN's policy for checks), as the parallel package reads it.
+available_cores <- function() {
+  cores <- parallel::detectCores()
+  if (is.na(cores) || cores < 1L) cores <- fr_available_threads()
+  limit <- tolower(Sys.getenv("_R_CHECK_LIMIT_CORES_", ""))
+  if (nzchar(limit) && limit != "false") cores <- min(cores, 2L)
+  as.integer(cores)
 }
 
 report_dropped_columns <- function(columns, kept) {

@@ -8,7 +8,8 @@
 #' time grows linearly with the number of observations.
 #'
 #' Options:
-#' * `fullrandom.threads`: the default number of threads of [fr_fit()].
+#' * `fullrandom.threads`: the default number of threads of [fr_fit()]; without it,
+#'   every core available (at most 2 when `_R_CHECK_LIMIT_CORES_` is set).
 #'
 #' @keywords internal
 #' @useDynLib fullrandom, .registration = TRUE

@@ -75,7 +75,7 @@ fr_model_data <- function(parsed, frame_call, data, env, threads = 1L, xlev = NU
   # The response is the frame's first column; model.response() would also name it by
   # the row names, materialising them as strings.
   y <- response_vector(frame[[1L]], response_name)
-  fixed <- fixed_effect_columns(fixed_terms, frame)
+  fixed <- fixed_effect_columns(fixed_terms, frame, parsed$contrasts)
   check_finite_columns(fixed)
   flist <- grouping_factors(parsed$random, frame, check = whole)
 
@@ -102,7 +102,7 @@ fr_model_data <- function(parsed, frame_call, data, env, threads = 1L, xlev = NU
 #'   for the intercept), `names`, `intercept` (1-based position, 0 when none),
 #'   `assign` (as model.matrix's attribute) and `contrasts`.
 #' @noRd
-fixed_effect_columns <- function(fixed_terms, frame) {
+fixed_effect_columns <- function(fixed_terms, frame, contrasts = NULL) {
   columns <- plain_numeric_columns(fixed_terms, frame)
   if (!is.null(columns)) {
     has_intercept <- attr(fixed_terms, "intercept") == 1L
@@ -112,7 +112,7 @@ fixed_effect_columns <- function(fixed_terms, frame) {
     return(list(columns = columns, names = names, intercept = if (has_intercept) 1L else 0L,
                 assign = c(if (has_intercept) 0L, seq_along(labels)), contrasts = NULL))
   }
-  X <- model.matrix(fixed_terms, frame)
+  X <- model.matrix(fixed_terms, frame, contrasts.arg = contrasts)
   if (!is.double(X)) storage.mode(X) <- "double"
   names <- if (ncol(X) > 0L) colnames(X) else character()
   list(columns = X, names = names, intercept = match("(Intercept)", names, nomatch = 0L),

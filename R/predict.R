@@ -29,10 +29,12 @@
 #'   effect; if `FALSE` (the default) they are an error.
 #' @param na.action what to do with `newdata` rows with missing fixed-effect
 #'   variables: [na.pass()] (the default) predicts `NA` for them.
-#' @param type `"response"`, `"pearson"` or `"working"` (all the same for a linear
-#'   model without weights).
+#' @param type for `predict()`, `"link"` or `"response"` (the same for a linear model);
+#'   for `residuals()`, `"response"`, `"pearson"` or `"working"` (all the same for a
+#'   linear model without weights).
 #' @param scaled if `TRUE`, residuals are divided by `sigma(object)`.
-#' @param ... unused.
+#' @param ... not used; any argument here is an error (`se.fit`, for instance, is not
+#'   supported) rather than silently ignored.
 #' @return a numeric vector.
 #' @examples
 #' if (requireNamespace("lme4", quietly = TRUE)) {
@@ -43,7 +45,16 @@
 #' }
 #' @export
 predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
-                           allow.new.levels = FALSE, na.action = stats::na.pass, ...) {
+                           allow.new.levels = FALSE, na.action = stats::na.pass,
+                           type = c("link", "response"), ...) {
+  refuse_unknown_arguments("predict()", ..., help = "predict.fr_fit", hints = c(
+    se.fit = paste("standard errors of predictions are not computed; for X b (re.form = NA)",
+                   "they are sqrt(rowSums((X %*% vcov(fit)) * X)) with X the model matrix of",
+                   "newdata's fixed part"),
+    newparams = "predictions are made at the fitted parameters only",
+    random.only = "use predict(fit, re.form = NULL) - predict(fit, re.form = NA)"
+  ))
+  match.arg(type)  # the same for a linear model: no link
   used <- random_terms_used(object, re.form)
   if (is.null(newdata)) {
     require_data_of_fit(object, "predictions for the data of the fit")
@@ -98,6 +109,7 @@ predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
 #' @rdname predict.fr_fit
 #' @export
 fitted.fr_fit <- function(object, ...) {
+  refuse_unknown_arguments("fitted()", ..., help = "predict.fr_fit")
   require_data_of_fit(object, "fitted values")
   stats::naresid(object$na.action, object$fitted.values)
 }
@@ -106,6 +118,7 @@ fitted.fr_fit <- function(object, ...) {
 #' @export
 residuals.fr_fit <- function(object, type = c("response", "pearson", "working"),
                              scaled = FALSE, ...) {
+  refuse_unknown_arguments("residuals()", ..., help = "predict.fr_fit")
   match.arg(type)
   require_data_of_fit(object, "residuals")
   r <- object$residuals  # named as the fitted values are

@@ -7,10 +7,11 @@
 #'
 #' @param x an `fr_fit` object.
 #' @param digits number of significant digits.
-#' @param ... unused.
+#' @param ... not used; any argument here is an error rather than silently ignored.
 #' @return `x`, invisibly.
 #' @export
 print.fr_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  refuse_unknown_arguments("print()", ..., help = "print.fr_fit")
   print_header(x)
   x$varcor <- VarCorr(x)
   print_random_effects(x, digits)

@@ -20,7 +20,9 @@
 #' @param object an `fr_fit` object (for `ranef`, `coef`), or the result of `ranef()`.
 #' @param x the result of `ranef()`.
 #' @param row.names,optional unused; for compatibility with [as.data.frame()].
-#' @param ... unused.
+#' @param condVar must be `FALSE`: conditional variances are not computed (see above);
+#'   `TRUE` (lme4's default) is an error rather than silently ignored.
+#' @param ... not used; any argument here is an error rather than silently ignored.
 #' @return `ranef()`: a list of class `ranef.fr_fit` of data frames; `coef()`: a named
 #'   list of data frames; `as.data.frame()`: a data frame.
 #' @examples
@@ -32,7 +34,14 @@
 #' }
 #' @name ranef.fr_fit
 #' @export
-ranef.fr_fit <- function(object, ...) {
+ranef.fr_fit <- function(object, condVar = FALSE, ...) {
+  refuse_unknown_arguments("ranef()", ..., help = "ranef.fr_fit")
+  if (!isFALSE(condVar)) {
+    stop(paste(
+      "ranef(condVar = TRUE) is not supported: conditional variances of crossed terms need",
+      "the diagonal of the inverse of Z'Z + L, which fr_fit does not form; use condVar = FALSE"
+    ), call. = FALSE)
+  }
   out <- lapply(object$ranef_values, function(u) {
     data.frame("(Intercept)" = unname(u), row.names = names(u), check.names = FALSE)
   })
@@ -50,6 +59,7 @@ print.ranef.fr_fit <- function(x, ...) {
 #' @rdname ranef.fr_fit
 #' @export
 as.data.frame.ranef.fr_fit <- function(x, row.names = NULL, optional = FALSE, ...) {
+  refuse_unknown_arguments("as.data.frame()", ..., help = "ranef.fr_fit")
   pieces <- lapply(names(x), function(k) {
     data.frame(
       grpvar = k,
@@ -68,6 +78,7 @@ as.data.frame.ranef.fr_fit <- function(x, row.names = NULL, optional = FALSE, ..
 #' @rdname ranef.fr_fit
 #' @export
 coef.fr_fit <- function(object, ...) {
+  refuse_unknown_arguments("coef()", ..., help = "ranef.fr_fit")
   b <- object$coefficients
   out <- lapply(object$ranef_values, function(u) {
     df <- as.data.frame(matrix(rep(b, each = length(u)), length(u),

@@ -13,8 +13,8 @@
 #' @param x a `summary.fr_fit` object.
 #' @param digits number of significant digits.
 #' @param correlation print the correlation of the fixed effects? By default when
-#'   there are at most 12 of them.
-#' @param ... unused.
+#'   there are at most 12 of them; given to `summary()` (as lme4 takes it) or `print()`.
+#' @param ... not used; any argument here is an error rather than silently ignored.
 #' @return `summary()`: an object of class `summary.fr_fit`, a list with
 #'   `coefficients` (a matrix with columns `Estimate`, `Std. Error`, `t value`),
 #'   `varcor`, `residuals` (scaled), `vcov`, `sigma`, `ngrps` and the call's details.
@@ -23,7 +23,8 @@
 #'   summary(fr_fit(Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy))
 #' }
 #' @export
-summary.fr_fit <- function(object, ...) {
+summary.fr_fit <- function(object, correlation = NULL, ...) {
+  refuse_unknown_arguments("summary()", ..., help = "summary.fr_fit")
   b <- object$coefficients
   se <- sqrt(diag(object$vcov))
   coefficients <- cbind(Estimate = b, "Std. Error" = se, "t value" = b / se)
@@ -41,7 +42,8 @@ summary.fr_fit <- function(object, ...) {
     boundary = object$boundary,
     method = object$method,
     fr = object$fr,
-    chunks = object$chunks
+    chunks = object$chunks,
+    correlation = correlation
   ), class = "summary.fr_fit")
 }
 
@@ -49,6 +51,7 @@ summary.fr_fit <- function(object, ...) {
 #' @export
 print.summary.fr_fit <- function(x, digits = max(3L, getOption("digits") - 3L),
                                  correlation = NULL, ...) {
+  refuse_unknown_arguments("print()", ..., help = "summary.fr_fit")
   print_header(x)
   if (!is.null(x$residuals)) {
     cat("\nScaled residuals: \n")
@@ -65,6 +68,7 @@ print.summary.fr_fit <- function(x, digits = max(3L, getOption("digits") - 3L),
     stats::printCoefmat(x$coefficients, digits = digits, has.Pvalue = FALSE)
   }
   p <- nrow(x$coefficients)
+  if (is.null(correlation)) correlation <- x$correlation  # as summary(fit, correlation =)
   if (is.null(correlation)) correlation <- p <= 12L
   if (p > 1L && isTRUE(correlation)) {
     cat("\nCorrelation of Fixed Effects:\n")

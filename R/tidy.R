@@ -19,7 +19,7 @@
 #' @param conf.int if `TRUE`, add Wald intervals `conf.low`, `conf.high` for the fixed
 #'   effects (normal quantiles, GLS standard errors).
 #' @param conf.level the confidence level.
-#' @param ... unused.
+#' @param ... not used; any argument here is an error rather than silently ignored.
 #' @return a data frame.
 #' @examples
 #' if (requireNamespace("lme4", quietly = TRUE) && requireNamespace("generics", quietly = TRUE)) {
@@ -30,6 +30,7 @@
 #' @exportS3Method generics::tidy
 tidy.fr_fit <- function(x, effects = c("ran_pars", "fixed"), scales = NULL,
                         conf.int = FALSE, conf.level = 0.95, ...) {
+  refuse_unknown_arguments("tidy()", ..., help = "tidy.fr_fit")
   effects <- match.arg(effects, c("ran_pars", "fixed", "ran_vals"), several.ok = TRUE)
   scale <- if (is.null(scales)) "sdcor" else match.arg(scales, c("sdcor", "vcov"))
   pieces <- list()

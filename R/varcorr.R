@@ -12,7 +12,7 @@
 #' @param digits number of significant digits to print.
 #' @param comp which columns to print: `"Variance"`, `"Std.Dev."` or both.
 #' @param row.names,optional unused; for compatibility with [as.data.frame()].
-#' @param ... unused.
+#' @param ... not used; any argument here is an error rather than silently ignored.
 #' @return `VarCorr()`: an object of class `VarCorr.fr_fit`; `as.data.frame()`: a data frame.
 #' @examples
 #' if (requireNamespace("lme4", quietly = TRUE)) {
@@ -23,6 +23,7 @@
 #' @name VarCorr.fr_fit
 #' @export
 VarCorr.fr_fit <- function(x, sigma = 1, ...) {
+  refuse_unknown_arguments("VarCorr()", ..., help = "VarCorr.fr_fit")
   k <- length(x$flist)
   out <- lapply(seq_len(k), function(i) {
     v <- matrix(x$theta[[i]], 1L, 1L, dimnames = list("(Intercept)", "(Intercept)"))
@@ -40,6 +41,7 @@ VarCorr.fr_fit <- function(x, sigma = 1, ...) {
 #' @rdname VarCorr.fr_fit
 #' @export
 as.data.frame.VarCorr.fr_fit <- function(x, row.names = NULL, optional = FALSE, ...) {
+  refuse_unknown_arguments("as.data.frame()", ..., help = "VarCorr.fr_fit")
   variances <- c(vapply(x, function(v) v[1L, 1L], 1), attr(x, "sc")^2)
   data.frame(
     grp = c(names(x), "Residual"),
@@ -55,6 +57,7 @@ as.data.frame.VarCorr.fr_fit <- function(x, row.names = NULL, optional = FALSE, 
 #' @export
 print.VarCorr.fr_fit <- function(x, digits = max(3L, getOption("digits") - 2L),
                                  comp = "Std.Dev.", ...) {
+  refuse_unknown_arguments("print()", ..., help = "VarCorr.fr_fit")
   comp <- match.arg(comp, c("Variance", "Std.Dev."), several.ok = TRUE)
   table <- varcorr_table(as.data.frame(x), digits, comp)
   print(table, quote = FALSE, right = FALSE, row.names = FALSE)

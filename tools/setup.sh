@@ -9,7 +9,7 @@ set -euo pipefail
 packages=(
   r-base-dev       # R itself and the headers the package compiles against
   r-cran-nlme      # Imports: the VarCorr generic
-  r-cran-lme4      # Suggests: lmer comparisons, InstEval and the balanced example data
+  r-cran-lme4      # Imports: lme4's generics (ngrps, getME, ...); lmer comparisons, example data
   r-cran-testthat  # Suggests: the test suite
   r-cran-knitr     # VignetteBuilder
   r-cran-rmarkdown # vignette format

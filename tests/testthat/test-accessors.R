@@ -225,3 +225,17 @@ test_that("model.frame() and model.matrix() of a fit from files give the same cl
   expect_error(model.frame(fit), "the model frame and model matrix are not kept by fits from a list")
   expect_error(model.matrix(fit), "the model frame and model matrix are not kept by fits from a list")
 })
+
+test_that("arguments the accessors do not use are refused, not ignored", {
+  fit <- fr_fit(distance ~ bow + (1 | archer), data = simulate_archers(seed = 1))
+  expect_error(fixef(fit, drop = TRUE), "^fixef\\(\\) does not take `drop` \\(see \\?fixef.fr_fit")
+  expect_error(vcov(fit, full = TRUE), "vcov\\(\\) does not take `full`")
+  expect_error(sigma(fit, 2), "sigma\\(\\) does not take an unnamed argument")
+  expect_error(ngrps(fit, foo = 1), "ngrps\\(\\) does not take `foo`")
+  expect_error(formula(fit, fixed.only = TRUE), "formula\\(\\) does not take `fixed.only`")
+  expect_error(terms(fit, random.only = TRUE), "terms\\(\\) does not take `random.only`")
+  expect_error(model.matrix(fit, type = "random"), "model.matrix\\(\\) does not take `type`")
+  expect_error(model.frame(fit, fixed.only = TRUE), "model.frame\\(\\) does not take `fixed.only`")
+  expect_error(df.residual(fit, foo = 1), "df.residual\\(\\) does not take `foo`")
+  expect_identical(nobs(fit, use.fallback = TRUE), nobs(fit))
+})

@@ -248,3 +248,24 @@ test_that("with a term at the boundary, the interval of sigma holds the reported
   expect_identical(run$status, 0L, info = run$output)
   expect_match(run$output, "CONTAINS TRUE", fixed = TRUE, info = run$output)
 })
+
+test_that("replicates of a fit with contrasts use the fit's contrasts", {
+  set.seed(4)
+  d <- data.frame(f = factor(rep(c("a", "b", "c"), 40)), g = factor(rep(1:12, each = 10)))
+  d$y <- c(a = 1, b = 2, c = 4)[as.character(d$f)] + rnorm(12, sd = 0.3)[d$g] + rnorm(120, sd = 0.3)
+  fit <- fr_fit(y ~ f + (1 | g), data = d, contrasts = list(f = "contr.sum"))
+  boot <- fr_bootstrap(fit, nsim = 50, seed = 1)
+  # With treatment coding the replicates' intercept would sit near 1, not near 7/3.
+  expect_equal(mean(boot[["(Intercept)"]]), fixef(fit)[["(Intercept)"]], tolerance = 0.05)
+  expect_equal(mean(boot[["f1"]]), fixef(fit)[["f1"]], tolerance = 0.1)
+})
+
+test_that("confint passes threads and progress on and refuses other arguments", {
+  fit <- fr_fit(distance ~ bow + (1 | archer), data = simulate_archers(seed = 1))
+  expect_error(confint(fit, parm = "beta_", method = "Wald", conf.level = 0.9),
+               "^confint\\(\\) does not take `conf.level`")
+  expect_error(confint(fit, nsim = 20, seed = 1, boot.type = "perc"), "confint\\(\\) does not take `boot.type`")
+  expect_identical(dim(confint(fit, nsim = 20, seed = 1, threads = 1, progress = FALSE)), c(4L, 2L))
+  boot <- fr_bootstrap(fit, nsim = 20, seed = 1)
+  expect_error(print(boot, digits = 2), "print\\(\\) does not take `digits`")
+})

@@ -33,6 +33,41 @@ test_that("threads must be a positive whole number", {
   expect_error(fr_fit(y ~ 1 + (1 | g), data = d, threads = 0), "`threads` must be a whole number")
   expect_error(fr_fit(y ~ 1 + (1 | g), data = d, threads = 1.5), "`threads` must be a whole number")
   expect_s3_class(fr_fit(y ~ 1 + (1 | g), data = d, threads = 1), "fr_fit")
+  expect_error(fr_fit(y ~ 1 + (1 | g), data = d, threads = Inf), "`threads` must be a whole number")
+  expect_error(fr_fit(y ~ 1 + (1 | g), data = d, threads = NA), "`threads` must be a whole number")
+  expect_error(fr_fit(y ~ 1 + (1 | g), data = d, threads = -2), "`threads` must be a whole number")
+})
+
+test_that("more threads than cores are capped at the cores, with a message, and do not hang", {
+  # Each thread is an OS thread: a million of them once hung R (run apart, so a hang fails).
+  run <- run_in_fresh_process(c(
+    "d <- data.frame(y = rnorm(40), g = rep(1:8, 5))",
+    "fit <- fr_fit(y ~ 1 + (1 | g), data = d, threads = 1e6)",
+    "boot <- fr_bootstrap(fit, nsim = 5, seed = 1, threads = 5000)",
+    "cat('threads used:', fit$threads, nrow(boot), '\\n')"
+  ))
+  expect_identical(run$status, 0L, info = run$output)
+  expect_match(run$output, "using [0-9]+ threads, the number of cores available, instead of the 1,000,000 requested")
+  expect_match(run$output, "instead of the 5,000 requested")
+  expect_match(run$output, sprintf("threads used: %d 5", available_cores()))
+  expect_error_in_fresh_process(
+    "fr_fit(y ~ 1 + (1 | g), data = data.frame(y = rnorm(40), g = rep(1:8, 5)), threads = Inf)",
+    "`threads` must be a whole number of at least 1"
+  )
+})
+
+test_that("the default threads follow the option, else the cores, at most 2 under CRAN's check", {
+  d <- data.frame(y = rnorm(40), g = rep(1:8, 5))
+  withr::with_options(list(fullrandom.threads = 1), {
+    expect_identical(fr_fit(y ~ 1 + (1 | g), data = d)$threads, 1L)
+  })
+  withr::with_options(list(fullrandom.threads = NULL), {
+    expect_identical(fr_fit(y ~ 1 + (1 | g), data = d)$threads, available_cores())
+  })
+  withr::with_envvar(c("_R_CHECK_LIMIT_CORES_" = "TRUE"), expect_lte(available_cores(), 2L))
+  withr::with_envvar(c("_R_CHECK_LIMIT_CORES_" = "false"), {
+    expect_identical(available_cores(), as.integer(parallel::detectCores()))
+  })
 })
 
 test_that("a model without an intercept is fitted without shifting", {
@@ -137,4 +172,39 @@ test_that("a constant response, or one beyond the range of variances, is refused
     "d <- simulate_crossed(200, seed = 1)", "d$y <- d$y * 1e-300",
     "fr_fit(y ~ x + (1 | user), d)"
   ), "the response is too small for its variances to be represented")
+})
+
+test_that("contrasts are passed to the fixed part's model matrix, as lm passes them", {
+  set.seed(4)
+  d <- data.frame(f = factor(rep(c("a", "b", "c"), 40)), g = factor(rep(1:12, each = 10)),
+                  x = rnorm(120))
+  d$y <- c(a = 1, b = 2, c = 4)[as.character(d$f)] + d$x + rnorm(12)[d$g] + rnorm(120)
+  treatment <- fr_fit(y ~ f + x + (1 | g), data = d)
+  sum_coded <- fr_fit(y ~ f + x + (1 | g), data = d, contrasts = list(f = "contr.sum"))
+  expect_named(fixef(sum_coded), names(coef(lm(y ~ f + x, d, contrasts = list(f = "contr.sum")))))
+  expect_false(isTRUE(all.equal(fixef(sum_coded), fixef(treatment), check.attributes = FALSE)))
+  # The same model, parametrised differently: the intercept of sum coding is the mean of
+  # the level means, and the variance components and predictions do not change.
+  b <- fixef(treatment)
+  expect_equal(fixef(sum_coded)[["(Intercept)"]], b[["(Intercept)"]] + (b[["fb"]] + b[["fc"]]) / 3)
+  expect_equal(sum_coded$theta, treatment$theta)
+  expect_equal(fitted(sum_coded), fitted(treatment))
+  new <- data.frame(f = c("c", "a"), x = c(0, 1), g = c("1", "2"))
+  expect_equal(predict(sum_coded, new), predict(treatment, new))
+  expect_identical(ncol(model.matrix(sum_coded)), 4L)
+  expect_error(fr_fit(y ~ f + (1 | g), data = d, contrasts = "contr.sum"),
+               "`contrasts` must be NULL or a named list")
+})
+
+test_that("lmer's arguments that fr_fit does not take are refused with what to do instead", {
+  d <- data.frame(y = rnorm(40), g = rep(1:8, 5))
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, REML = FALSE),
+               "^fr_fit\\(\\) does not take `REML`: fr_fit estimates variance components by the method of moments, which has no REML/ML switch$")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, weights = rep(2, 40)), "does not take `weights`: weights are not supported yet")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, offset = rep(1, 40)), "does not take `offset`: .*subtract the offset from the response")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, family = binomial), "does not take `family`: .*generalised linear mixed models are not supported yet")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, control = list()), "does not take `control`: fr_fit has no optimiser")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, start = 1), "does not take `start`: fr_fit has no optimiser")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, verbose = TRUE), "does not take `verbose`: fr_fit has no optimiser iterations")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, nonsense = 1), "fr_fit\\(\\) does not take `nonsense` \\(see \\?fr_fit")
 })

@@ -313,3 +313,16 @@ test_that("a grouping expression: the data of the fit as newdata reproduce predi
   expect_error(predict(fit, newdata = d[d$age < 40, ]),
                "the grouping expression was evaluated on `newdata`.*compute it as a column")
 })
+
+test_that("arguments predict, fitted and residuals do not use are refused, not ignored", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy)
+  expect_error(predict(fit, se.fit = TRUE),
+               "^predict\\(\\) does not take `se.fit`: standard errors of predictions are not computed")
+  expect_error(predict(fit, lme4::sleepstudy, newparams = list()), "does not take `newparams`")
+  expect_error(predict(fit, interval = "confidence"), "predict\\(\\) does not take `interval` \\(see \\?predict.fr_fit")
+  expect_identical(predict(fit, type = "response"), predict(fit))
+  expect_error(predict(fit, type = "terms"), "'arg' should be one of")
+  expect_error(fitted(fit, re.form = NA), "fitted\\(\\) does not take `re.form`")
+  expect_error(residuals(fit, foo = 1), "residuals\\(\\) does not take `foo`")
+})

@@ -64,3 +64,8 @@ test_that("print reports a boundary fit after the fixed effects", {
   expect_match(out[length(out)], "^boundary \\(singular\\) fit: the variance of \\(1 \\| h\\) is estimated at 0")
   expect_equal(printed_fixef(out), fixef(fit), tolerance = 1e-3)
 })
+
+test_that("print refuses arguments it does not use", {
+  fit <- fr_fit(distance ~ bow + (1 | archer), data = simulate_archers(seed = 1))
+  expect_error(print(fit, ranef.comp = "Variance"), "^print\\(\\) does not take `ranef.comp`")
+})

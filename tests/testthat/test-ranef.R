@@ -145,3 +145,15 @@ test_that("coef of a model without a fixed intercept shows the random intercept"
   expect_equal(cf[["(Intercept)"]], ranef(fit)$g[["(Intercept)"]])
   expect_equal(cf$x, rep(fixef(fit)[["x"]], 10))
 })
+
+test_that("condVar and other arguments ranef and coef do not use are refused, not ignored", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
+  expect_error(ranef(fit, condVar = TRUE),
+               "ranef\\(condVar = TRUE\\) is not supported: conditional variances of crossed terms")
+  expect_identical(ranef(fit, condVar = FALSE), ranef(fit))
+  expect_error(ranef(fit, type = "x"), "^ranef\\(\\) does not take `type` \\(see \\?ranef.fr_fit")
+  expect_error(ranef(fit, whichel = "plate"), "ranef\\(\\) does not take `whichel`")
+  expect_error(coef(fit, foo = 1), "coef\\(\\) does not take `foo`")
+  expect_error(as.data.frame(ranef(fit), foo = 1), "as.data.frame\\(\\) does not take `foo`")
+})

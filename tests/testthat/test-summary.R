@@ -129,3 +129,13 @@ test_that("the digits argument changes the printed precision", {
   numbers <- as.numeric(strsplit(trimws(sub("^Days", "", days)), " +")[[1]])
   expect_equal(numbers, unname(summary(fit)$coefficients["Days", ]), tolerance = 1e-7)
 })
+
+test_that("summary takes lme4's correlation argument and refuses others", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy)
+  expect_true(any(grepl("Correlation of Fixed Effects", capture.output(print(summary(fit))))))
+  expect_false(any(grepl("Correlation of Fixed Effects",
+                         capture.output(print(summary(fit, correlation = FALSE))))))
+  expect_error(summary(fit, use.hessian = TRUE), "summary\\(\\) does not take `use.hessian`")
+  expect_error(print(summary(fit), signif.stars = FALSE), "print\\(\\) does not take `signif.stars`")
+})

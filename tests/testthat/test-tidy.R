@@ -112,3 +112,9 @@ test_that("tidy's fixed rows agree with lmer's coefficient table", {
   expect_equal(td$std.error, unname(cf[, "Std. Error"]), tolerance = 1e-4)
   expect_equal(td$statistic, unname(cf[, "t value"]), tolerance = 1e-4)
 })
+
+test_that("tidy refuses arguments it does not use", {
+  skip_if_not_installed("generics")
+  fit <- fr_fit(distance ~ bow + (1 | archer), data = simulate_archers(seed = 1))
+  expect_error(generics::tidy(fit, exponentiate = TRUE), "^tidy\\(\\) does not take `exponentiate`")
+})

@@ -25,3 +25,11 @@ test_that("VarCorr prints standard deviations by default and variances on reques
   expect_match(paste(capture.output(print(vc, comp = c("Variance", "Std.Dev."))), collapse = "\n"),
                "Groups +Name +Variance +Std.Dev.")
 })
+
+test_that("arguments the VarCorr methods do not use are refused, not ignored", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
+  expect_error(VarCorr(fit, foo = 1), "^VarCorr\\(\\) does not take `foo`")
+  expect_error(print(VarCorr(fit), formatter = format), "print\\(\\) does not take `formatter`")
+  expect_error(as.data.frame(VarCorr(fit), order = "lower.tri"), "as.data.frame\\(\\) does not take `order`")
+})
