@@ -169,6 +169,31 @@ impl<'a> RandomEffectsMatrix<'a> {
         RandomEffectsMatrix { blocks, diagonal }
     }
 
+    /// `B = [Z'X~ | Z'y~]` over the `kept` columns: one row of `kept.len() + 1` values per
+    /// level of the active terms, in the order of the unknowns.
+    pub(crate) fn level_sums(&self, stats: &SufficientStats, kept: &[usize]) -> Vec<f64> {
+        let q = kept.len();
+        let r = q + 1;
+        let mut zt = vec![0.0; self.size() * r];
+        for block in &self.blocks {
+            let sums = &stats.levels[block.factor];
+            let g_all = sums.n_levels();
+            for g in 0..block.n_levels {
+                let row = &mut zt[(block.offset + g) * r..(block.offset + g + 1) * r];
+                for (c, &j) in kept.iter().enumerate() {
+                    row[c] = sums.sum_x[j * g_all + g];
+                }
+                row[q] = sums.sum_y[g];
+            }
+        }
+        zt
+    }
+
+    /// `(factor, first unknown, levels)` of every active term, in the order of the unknowns.
+    pub(crate) fn term_ranges(&self) -> Vec<(usize, Range<usize>)> {
+        self.blocks.iter().map(|b| (b.factor, b.offset..b.offset + b.n_levels)).collect()
+    }
+
     /// Number of unknowns (levels of the active terms).
     pub fn size(&self) -> usize {
         self.diagonal.len()
@@ -522,44 +547,13 @@ pub fn solve_mixed_model_to(
         .collect();
     let system = pool.install(|| RandomEffectsMatrix::of_copies(stats, copies, &lambda));
     let m = system.size();
-    let p = stats.n_fixed();
     let kept = &ols.kept;
     let q = kept.len();
     let r = q + 1;
 
-    // Right-hand sides [Z'X~ | Z'y~], one row per level of the active terms.
-    let mut zt = vec![0.0; m * r];
-    for block in &system.blocks {
-        let sums = &stats.levels[block.factor];
-        let g_all = sums.n_levels();
-        for g in 0..block.n_levels {
-            let row = &mut zt[(block.offset + g) * r..(block.offset + g + 1) * r];
-            for (c, &j) in kept.iter().enumerate() {
-                row[c] = sums.sum_x[j * g_all + g];
-            }
-            row[q] = sums.sum_y[g];
-        }
-    }
+    let zt = system.level_sums(stats, kept);
     let Solution { x: solved, residual, iterations } = system.solve(&zt, r, accuracy.cg, pool, keep_going)?;
-
-    // S = X'X - X'Z A and s_y = X'y - X'Z a need B'C^-1 B for B = [Z'X | Z'y]. From the
-    // iterate X ~ C^-1 B, B'X + X'B - X'C X has an error of second order in X's (the
-    // variational estimate of a bilinear form), so looser solves still give exact GLS.
-    // C X = B - (the solver's true residual), which it has just computed.
-    let cross = pool.install(|| {
-        let c_solved: Vec<f64> = zt.par_iter().zip(&residual).map(|(b, res)| b - res).collect();
-        let (bx, xcx) = (cross_product(&zt, r, &solved, r), cross_product(&solved, r, &c_solved, r));
-        Mat::from_fn(r, r, |i, j| bx[(i, j)] + bx[(j, i)] - 0.5 * (xcx[(i, j)] + xcx[(j, i)]))
-    });
-    let xtx = submatrix(&stats.xtx, p, kept);
-    let schur = Mat::from_fn(q, q, |i, j| xtx[(i, j)] - cross[(i, j)]);
-    let schur_y: Vec<f64> = (0..q).map(|i| stats.xty[kept[i]] - cross[(i, q)]).collect();
-    let schur_inv = spd_inverse(&schur, "the GLS matrix X'V^-1 X").map_err(|_| {
-        FitError::NotIdentifiable(
-            "the fixed effects are not identifiable given the random effects (X'V^-1 X is singular): a fixed-effect column is constant within the levels of a random term".into(),
-        )
-    })?;
-    let coef_shifted: Vec<f64> = (0..q).map(|i| (0..q).map(|j| schur_inv[(i, j)] * schur_y[j]).sum()).collect();
+    let (schur_inv, coef_shifted) = gls_from_solution(stats, kept, &zt, &solved, &residual, pool)?;
 
     // u = a - A b~.
     let mut u = vec![0.0; m];
@@ -597,6 +591,41 @@ pub fn solve_mixed_model_to(
         ranef[block.factor].copy_from_slice(&u[block.offset..block.offset + block.n_levels]);
     }
     Ok(MixedModelSolution { coef, vcov, ranef, relative_residual, iterations })
+}
+
+/// The GLS matrix `S = X'V^-1 X` (up to `s2`) inverted, and the GLS fixed effects `b~`
+/// (shifted coordinates), from `X ~ C^-1 B` for `B = zt = [Z'X | Z'y]` and the solver's
+/// true residual `B - C X`.
+///
+/// `S = X'X - X'Z A` and `s_y = X'y - X'Z a` need `B'C^-1 B`. From the iterate,
+/// `B'X + X'B - X'C X` has an error of second order in `X`'s (the variational estimate of
+/// a bilinear form), so looser solves still give exact GLS; `C X = B - residual`.
+pub(crate) fn gls_from_solution(
+    stats: &SufficientStats,
+    kept: &[usize],
+    zt: &[f64],
+    solved: &[f64],
+    residual: &[f64],
+    pool: &rayon::ThreadPool,
+) -> Result<(Mat<f64>, Vec<f64>), FitError> {
+    let p = stats.n_fixed();
+    let q = kept.len();
+    let r = q + 1;
+    let cross = pool.install(|| {
+        let c_solved: Vec<f64> = zt.par_iter().zip(residual).map(|(b, res)| b - res).collect();
+        let (bx, xcx) = (cross_product(zt, r, solved, r), cross_product(solved, r, &c_solved, r));
+        Mat::from_fn(r, r, |i, j| bx[(i, j)] + bx[(j, i)] - 0.5 * (xcx[(i, j)] + xcx[(j, i)]))
+    });
+    let xtx = submatrix(&stats.xtx, p, kept);
+    let schur = Mat::from_fn(q, q, |i, j| xtx[(i, j)] - cross[(i, j)]);
+    let schur_y: Vec<f64> = (0..q).map(|i| stats.xty[kept[i]] - cross[(i, q)]).collect();
+    let schur_inv = spd_inverse(&schur, "the GLS matrix X'V^-1 X").map_err(|_| {
+        FitError::NotIdentifiable(
+            "the fixed effects are not identifiable given the random effects (X'V^-1 X is singular): a fixed-effect column is constant within the levels of a random term".into(),
+        )
+    })?;
+    let coef_shifted: Vec<f64> = (0..q).map(|i| (0..q).map(|j| schur_inv[(i, j)] * schur_y[j]).sum()).collect();
+    Ok((schur_inv, coef_shifted))
 }
 
 /// `||[X'X b + X'Z u - X'y; Z'X b + C u - Z'y]|| / ||[X'y; Z'y]||` in the shifted coordinates.
