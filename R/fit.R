@@ -162,7 +162,7 @@
 #'   as.data.frame(VarCorr(fit))
 #' }
 #' @export
-fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments", "fr"),
+fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments", "efficient", "fr"),
                    threads = default_threads(),
                    chunks = NULL, combine = c("exact", "average"), chunk_by = NULL, seed = NULL,
                    backend = getOption("fullrandom.backend", "threads"), contrasts = NULL, ...) {

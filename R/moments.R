@@ -28,7 +28,11 @@ fr_moments <- function(y, fixed, flist, threads, method = "moments", size_column
 name_core_output <- function(out, x_names, flist, method, size_columns = integer()) {
   k <- length(flist)
   component_names <- c(names(flist), "Residual")
-  equation_names <- if (method == "fr") c("Var(Y)", "Var(S)") else c("(all)", names(flist))
+  equation_names <- switch(method,
+    fr = c("Var(Y)", "Var(S)"),
+    efficient = c("Residual", names(flist)),
+    c("(all)", names(flist))
+  )
   names(out$raw) <- names(out$estimate) <- component_names
   names(out$at_boundary) <- names(flist)
   mixed <- out$mixed
@@ -51,6 +55,22 @@ name_core_output <- function(out, x_names, flist, method, size_columns = integer
       q = stats::setNames(out$q, equation_names)
     )
   )
+  if (method == "efficient") {
+    eff <- out$efficient
+    moment_names <- c("(all)", names(flist))
+    fit$efficient <- list(
+      moment_equations = list(
+        lhs = matrix(eff$moment_lhs, k + 1L, dimnames = list(moment_names, component_names)),
+        q = stats::setNames(eff$moment_q, moment_names)
+      ),
+      moment_theta_raw = stats::setNames(eff$moment_raw, component_names),
+      moment_theta = stats::setNames(eff$moment_estimate, component_names),
+      probes = stats::setNames(eff$probes, names(flist)),
+      probe_sd = stats::setNames(eff$probe_sd, component_names),
+      model_sd = stats::setNames(eff$model_sd, component_names),
+      steps = eff$steps
+    )
+  }
   if (method == "fr") {
     fr <- out$fr
     fit$fr <- list(

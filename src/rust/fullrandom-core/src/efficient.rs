@@ -44,7 +44,7 @@
 //! ChaCha8 stream, so results do not depend on the threads.
 
 use crate::error::FitError;
-use crate::mixed::{gls_from_solution, RandomEffectsMatrix, Solution};
+use crate::mixed::{gls_from_solution, RandomEffectsMatrix};
 use crate::moments::{MomentEquations, VarianceComponents};
 use crate::ols::OlsFit;
 use crate::stats::SufficientStats;
@@ -81,7 +81,7 @@ impl Default for EfficientOptions {
         EfficientOptions {
             exact_levels: 64,
             batch: 8,
-            min_probes: 16,
+            min_probes: 8,
             max_probes: 512,
             noise_ratio: 0.1,
             tolerance: 1e-8,
@@ -127,12 +127,36 @@ pub fn efficient_equations(
     let q = kept.len();
     let r = q + 1;
 
-    // Henderson's equations at the prior: A = C^-1 Z'X, a = C^-1 Z'y, GLS b, BLUPs u.
+    // Henderson's equations at the prior (A = C^-1 Z'X, a = C^-1 Z'y, then GLS b and the
+    // BLUPs u), the unit vectors of the terms with exact traces and the first batch of
+    // probes are solved together: one pass over the cells per iteration serves them all.
+    let stochastic: Vec<usize> =
+        (0..k_factors).filter(|&l| stats.levels[l].n_levels() > options.exact_levels).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let mut first: Vec<(usize, Vec<f64>)> = (0..k_factors)
+        .filter(|l| !stochastic.contains(l))
+        .flat_map(|l| (0..stats.levels[l].n_levels()).map(move |g| (l, unit_vector(stats.levels[l].n_levels(), g))))
+        .collect();
+    let n_exact = first.len();
+    first.extend(probe_batch(&mut rng, stats, &stochastic, options.min_probes.max(2)));
     let zt = system.level_sums(stats, kept);
-    let Solution { x: solved, residual, .. } =
-        system.solve(&zt, r, crate::mixed::CG_TOLERANCE, pool, keep_going)?;
-    let (schur_inv, b) = gls_from_solution(stats, kept, &zt, &solved, &residual, pool)?;
     let m = system.size();
+    let width = r + first.len();
+    let mut rhs = try_zeros(m * width)?;
+    for i in 0..m {
+        rhs[i * width..i * width + r].copy_from_slice(&zt[i * r..(i + 1) * r]);
+    }
+    place_vectors(&mut rhs, width, r, &first, &terms);
+    let together = system.solve(&rhs, width, TOGETHER_TOLERANCE, pool, keep_going)?;
+    drop(rhs);
+    let columns = |x: &[f64], from: usize, to: usize| -> Vec<f64> {
+        (0..m).flat_map(|i| x[i * width + from..i * width + to].iter().copied()).collect()
+    };
+    let solved = columns(&together.x, 0, r);
+    let residual = columns(&together.residual, 0, r);
+    let first_v = columns(&together.x, r, width);
+    drop(together);
+    let (schur_inv, b) = gls_from_solution(stats, kept, &zt, &solved, &residual, pool)?;
     let u: Vec<f64> = (0..m)
         .into_par_iter()
         .map(|i| {
@@ -165,29 +189,18 @@ pub fn efficient_equations(
         schur_inv: &schur_inv,
         q,
     };
+    let first_samples = probes.samples_of(&first_v, &first, pool);
     let mut exact = TraceSums::zeros(k_factors);
-    let stochastic: Vec<usize> =
-        (0..k_factors).filter(|&l| stats.levels[l].n_levels() > options.exact_levels).collect();
-    let exact_terms: Vec<usize> = (0..k_factors).filter(|l| !stochastic.contains(l)).collect();
-    for &l in &exact_terms {
-        for chunk in (0..stats.levels[l].n_levels()).collect::<Vec<_>>().chunks(options.batch.max(1) * 4) {
-            let vectors: Vec<(usize, Vec<f64>)> = chunk
-                .iter()
-                .map(|&g| {
-                    let mut w = vec![0.0; stats.levels[l].n_levels()];
-                    w[g] = 1.0;
-                    (l, w)
-                })
-                .collect();
-            // Exact traces are solved as tightly as the fit's own equations.
-            for sample in probes.samples(&vectors, crate::mixed::CG_TOLERANCE, pool, keep_going)? {
-                exact.add(l, &sample);
-            }
-        }
+    for ((l, _), sample) in first.iter().zip(&first_samples).take(n_exact) {
+        exact.add(*l, sample);
     }
     // samples[j][i]: probe j of the i-th stochastic term.
     let mut samples: Vec<Vec<TraceSample>> = Vec::new();
-    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    if !stochastic.is_empty() {
+        for per_probe in first_samples[n_exact..].chunks(stochastic.len()) {
+            samples.push(per_probe.to_vec());
+        }
+    }
     let n_obs = stats.n_obs as f64;
     let n_fixed = q as f64;
     loop {
@@ -211,18 +224,47 @@ pub fn efficient_equations(
             }
             return Ok((equations, accuracy));
         }
-        let vectors: Vec<(usize, Vec<f64>)> = (0..options.batch)
-            .flat_map(|_| stochastic.iter().map(|&l| (l, rademacher(&mut rng, stats.levels[l].n_levels()))).collect::<Vec<_>>())
-            .collect();
-        let batch = probes.samples(&vectors, options.tolerance, pool, keep_going)?;
+        let vectors = probe_batch(&mut rng, stats, &stochastic, options.batch.max(1));
+        let mut rhs = try_zeros(m * vectors.len())?;
+        place_vectors(&mut rhs, vectors.len(), 0, &vectors, &terms);
+        let v = system.solve(&rhs, vectors.len(), options.tolerance, pool, keep_going)?.x;
+        let batch = probes.samples_of(&v, &vectors, pool);
         for per_probe in batch.chunks(stochastic.len()) {
             samples.push(per_probe.to_vec());
         }
     }
 }
 
-fn rademacher(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
-    (0..n).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect()
+/// The relative residual of the first, joint solve (Henderson's equations, the exact
+/// traces and the first probes).
+const TOGETHER_TOLERANCE: f64 = 1e-10;
+
+/// `count` Rademacher probes for every stochastic term, probe by probe.
+fn probe_batch(rng: &mut ChaCha8Rng, stats: &SufficientStats, stochastic: &[usize], count: usize) -> Vec<(usize, Vec<f64>)> {
+    let mut out = Vec::with_capacity(count * stochastic.len());
+    for _ in 0..count {
+        for &l in stochastic {
+            out.push((l, (0..stats.levels[l].n_levels()).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect()));
+        }
+    }
+    out
+}
+
+fn unit_vector(n: usize, g: usize) -> Vec<f64> {
+    let mut w = vec![0.0; n];
+    w[g] = 1.0;
+    w
+}
+
+/// Writes each `(term, w)` into column `first + j` of the row-major `rhs` (`width`
+/// values a level), on the unknowns of its term.
+fn place_vectors(rhs: &mut [f64], width: usize, first: usize, vectors: &[(usize, Vec<f64>)], terms: &[(usize, Range<usize>)]) {
+    for (j, (l, w)) in vectors.iter().enumerate() {
+        let range = terms.iter().find(|(f, _)| f == l).map(|(_, r)| r.clone()).expect("every term is active");
+        for (g, i) in range.enumerate() {
+            rhs[i * width + first + j] = w[g];
+        }
+    }
 }
 
 /// One probe's contributions: `||h_k||^2 / gamma_k^2` for every term `k`, and `w'h_l / gamma_l`.
@@ -355,24 +397,12 @@ struct Probes<'a> {
 }
 
 impl Probes<'_> {
-    /// The samples of `vectors` (`(term l, w on the levels of l)`), solved together.
-    fn samples(
-        &self,
-        vectors: &[(usize, Vec<f64>)],
-        tolerance: f64,
-        pool: &rayon::ThreadPool,
-        keep_going: &mut dyn FnMut() -> bool,
-    ) -> Result<Vec<TraceSample>, FitError> {
+    /// The samples of `vectors` (`(term l, w on the levels of l)`) from their solutions
+    /// `v = C^-1 e_w` (row-major, one column per vector).
+    fn samples_of(&self, v: &[f64], vectors: &[(usize, Vec<f64>)], pool: &rayon::ThreadPool) -> Vec<TraceSample> {
         let n = vectors.len();
         let m = self.system.size();
         let range_of = |l: usize| self.terms.iter().find(|(f, _)| *f == l).map(|(_, r)| r.clone()).expect("every term is active");
-        let mut rhs = try_zeros(m * n)?;
-        for (j, (l, w)) in vectors.iter().enumerate() {
-            for (g, i) in range_of(*l).enumerate() {
-                rhs[i * n + j] = w[g];
-            }
-        }
-        let v = self.system.solve(&rhs, n, tolerance, pool, keep_going)?.x;
         let (q, r) = (self.q, self.q + 1);
         // X'Z v for every probe, then S^-1 of it.
         let xzv: Vec<Vec<f64>> = pool.install(|| {
@@ -390,7 +420,7 @@ impl Probes<'_> {
                 })
                 .collect()
         });
-        let samples = pool.install(|| {
+        pool.install(|| {
             (0..n)
                 .into_par_iter()
                 .map(|j| {
@@ -414,8 +444,7 @@ impl Probes<'_> {
                     TraceSample { squares, own: own / self.gamma[*l] }
                 })
                 .collect()
-        });
-        Ok(samples)
+        })
     }
 }
 
