@@ -387,7 +387,8 @@ impl<'a> RandomEffectsMatrix<'a> {
 
 /// `out += sum_m n_gm x[base + m]` over the cells `(m, n_gm)` of row `g`, where `x` holds
 /// `r = out.len()` values a level, added in the cells' stored order. The inner loop over
-/// `r` is unrolled for the usual few right-hand sides; it is most of a solver iteration.
+/// `r` is unrolled for the usual few right-hand sides and for the widths of the efficient
+/// estimator's probes (see [`crate::efficient`]); it is most of a solver iteration.
 #[inline]
 fn add_cell_sums(out: &mut [f64], cells: &CellCounts, g: usize, x: &[f64], base: usize) {
     let range = cells.row_starts[g]..cells.row_starts[g + 1];
@@ -397,6 +398,11 @@ fn add_cell_sums(out: &mut [f64], cells: &CellCounts, g: usize, x: &[f64], base:
         2 => add_cell_sums_of::<2>(out, cols, counts, x, base),
         3 => add_cell_sums_of::<3>(out, cols, counts, x, base),
         4 => add_cell_sums_of::<4>(out, cols, counts, x, base),
+        8 => add_cell_sums_of::<8>(out, cols, counts, x, base),
+        12 => add_cell_sums_of::<12>(out, cols, counts, x, base),
+        16 => add_cell_sums_of::<16>(out, cols, counts, x, base),
+        24 => add_cell_sums_of::<24>(out, cols, counts, x, base),
+        32 => add_cell_sums_of::<32>(out, cols, counts, x, base),
         r => {
             for (&m, &n) in cols.iter().zip(counts) {
                 let (n, at) = (n as f64, (base + m as usize) * r);
