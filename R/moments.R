@@ -180,6 +180,11 @@ unscale_core_output <- function(out, e) {
     out$mixed$ranef <- lapply(out$mixed$ranef, by, power = 1)
   }
   if (!is.null(out$fr)) out$fr$coef_in_equations <- by(out$fr$coef_in_equations, 1)
+  if (!is.null(out$efficient)) {
+    for (name in c("moment_q", "moment_raw", "moment_estimate", "probe_sd", "model_sd")) {
+      out$efficient[[name]] <- by(out$efficient[[name]], 2)
+    }
+  }
   out
 }
 

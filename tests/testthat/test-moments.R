@@ -296,3 +296,12 @@ test_that("the efficient estimator's probes are reported and small beside the sa
   expect_true(all(fit$efficient$probe_sd <= 0.1 * fit$efficient$model_sd))
   expect_identical(fit$theta, fr_fit(y ~ x + (1 | user) + (1 | item), d, method = "efficient", threads = 1)$theta)
 })
+
+test_that("the efficient fit is equivariant in the scale of the response", {
+  d <- simulate_crossed(3000, seed = 5)
+  base <- fr_fit(y ~ x + (1 | user) + (1 | item), d, method = "efficient")
+  scaled <- fr_fit(y ~ x + (1 | user) + (1 | item), transform(d, y = y * 1e100), method = "efficient")
+  expect_equal(scaled$theta / 1e200, base$theta, tolerance = 1e-8)
+  expect_equal(scaled$efficient$moment_theta / 1e200, base$efficient$moment_theta, tolerance = 1e-8)
+  expect_equal(scaled$efficient$model_sd / 1e200, base$efficient$model_sd, tolerance = 1e-8)
+})
