@@ -61,8 +61,11 @@ pub const GAMMA_FLOOR: f64 = 1e-3;
 /// How the traces are estimated.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct EfficientOptions {
-    /// Terms with at most this many levels get exact traces (one solve per level).
+    /// Terms with at most this many levels get exact traces (one solve per level), and
+    /// so does every term when all of them have at most `exact_unknowns` levels together
+    /// (a small system, where exact traces cost little).
     pub exact_levels: usize,
+    pub exact_unknowns: usize,
     /// Rademacher probes per term and batch.
     pub batch: usize,
     /// Probes per term at the least (the jackknife needs a few) and at the most.
@@ -81,6 +84,7 @@ impl Default for EfficientOptions {
     fn default() -> Self {
         EfficientOptions {
             exact_levels: 16,
+            exact_unknowns: 500,
             batch: 8,
             min_probes: 8,
             max_probes: 512,
@@ -131,8 +135,10 @@ pub fn efficient_equations(
     // Henderson's equations at the prior (A = C^-1 Z'X, a = C^-1 Z'y, then GLS b and the
     // BLUPs u), the unit vectors of the terms with exact traces and the first batch of
     // probes are solved together: one pass over the cells per iteration serves them all.
-    let stochastic: Vec<usize> =
-        (0..k_factors).filter(|&l| stats.levels[l].n_levels() > options.exact_levels).collect();
+    let small_system = system.size() <= options.exact_unknowns;
+    let stochastic: Vec<usize> = (0..k_factors)
+        .filter(|&l| !small_system && stats.levels[l].n_levels() > options.exact_levels)
+        .collect();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut first: Vec<(usize, Vec<f64>)> = (0..k_factors)
         .filter(|l| !stochastic.contains(l))

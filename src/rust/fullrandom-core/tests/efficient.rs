@@ -76,7 +76,7 @@ fn probed_traces_are_close_and_report_their_error() {
     let prior = fit(&d.data(), 1).unwrap().components;
     let pool = thread_pool(1).unwrap();
     let exact = efficient_equations(&stats, &ols, &prior, &EfficientOptions::default(), &pool, &mut || true).unwrap().0;
-    let options = EfficientOptions { exact_levels: 0, min_probes: 400, max_probes: 400, ..EfficientOptions::default() };
+    let options = EfficientOptions { exact_levels: 0, exact_unknowns: 0, min_probes: 400, max_probes: 400, ..EfficientOptions::default() };
     let (probed, accuracy) = efficient_equations(&stats, &ols, &prior, &options, &pool, &mut || true).unwrap();
     assert!(accuracy.probes.iter().all(|&p| p == 400));
     let solve = |eq: &fullrandom_core::MomentEquations| fullrandom_core::dense::solve(&eq.lhs, &eq.q);
