@@ -360,7 +360,7 @@ boundary_design <- function() {
 #' V0 = I + sum_k gamma_k Z_k Z_k' (gamma_k = s2_k / s2 of the prior, floored as the
 #' package floors them), P0 = V0^-1 - V0^-1 X (X'V0^-1 X)^-1 X'V0^-1,
 #' T_kl = tr(P0 V_k P0 V_l), U_k = y'P0 V_k P0 y, V_e = I; returns the solution theta.
-dense_minque_reference <- function(y, X, factors, prior, gamma_floor = 1e-3) {
+dense_minque_reference <- function(y, X, factors, prior, gamma_floor = 1e-8) {
   k <- length(factors)
   gamma <- pmax(prior[seq_len(k)] / prior[[k + 1L]], gamma_floor)
   Vs <- lapply(factors, function(f) { Z <- dense_indicator(f); Z %*% t(Z) })

@@ -19,12 +19,15 @@
 //! U_k = ||u_k||^2 / gamma_k^2,    U_e = ||P_0 y||^2 = y'y - b'X'y - u'Z'y - u'G^-1 u.
 //! ```
 //!
-//! For a vector `w` on the levels of term `l` (`e_w` in the unknowns), `v = C^-1 e_w`,
-//! `A = C^-1 Z'X` and `S = X'V_0^-1 X`,
+//! For a vector `w` on the levels of term `l` (`e_w` in the unknowns), `A = C^-1 Z'X`
+//! and `S = X'V_0^-1 X`,
 //!
 //! ```text
-//! Z'P_0 Z_l w = G^-1 h,    h = e_w - (v + A S^-1 X'Z v) / gamma_l,
+//! Z'P_0 Z_l w = G^-1 h,    h = v - A S^-1 X'Z (e_w - v),    v = C^-1 Z'Z e_w,
 //! ```
+//!
+//! (`v = e_w - C^-1 G^-1 e_w`, solved from `Z'Z e_w` so that nothing cancels for a small
+//! `gamma_l`; with ML's traces `h = v`),
 //!
 //! so `T_kl = tr(P_0 V_k P_0 V_l) = ||Z_k'P_0 Z_l||_F^2 = E_w ||h_k||^2 / gamma_k^2` and
 //! `t_l = tr(P_0 V_l) = E_w w'h_l / gamma_l` over probes with `E[w w'] = I`: every unit
@@ -54,9 +57,11 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::ops::Range;
 
-/// The smallest ratio `s2_k / s2` used for the prior: a term estimated at (or near) zero
-/// still gets weights, and its equation stays defined.
-pub const GAMMA_FLOOR: f64 = 1e-3;
+/// The smallest ratio `s2_k / s2` used for the prior: a term estimated at zero keeps its
+/// equation (the level-space identities divide by `gamma_k`) while its weight in `V_0`
+/// is nil for every purpose (`gamma_k n_g` far below 1). The probes' right-hand sides are
+/// `Z'Z e_w`, so nothing cancels however small it is.
+pub const GAMMA_FLOOR: f64 = 1e-8;
 
 /// How the traces are estimated.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -78,6 +83,11 @@ pub struct EfficientOptions {
     /// is far below the sampling error (about `sqrt(2 / levels)` relative) at any size.
     pub tolerance: f64,
     pub seed: u64,
+    /// REML's traces, with `P_0` (true), or ML's, with `V_0^-1` in place of `P_0` in
+    /// `T_kl = tr(V_0^-1 V_k V_0^-1 V_l)` and `tr(V_0^-1 V_k)` (false): iterating the
+    /// latter converges to maximum likelihood, as the former does to REML. The forms
+    /// `y'P_0 V_k P_0 y` are the same for both.
+    pub restricted: bool,
 }
 
 impl Default for EfficientOptions {
@@ -91,6 +101,7 @@ impl Default for EfficientOptions {
             noise_ratio: 0.1,
             tolerance: 1e-4,
             seed: 20_261_130,
+            restricted: true,
         }
     }
 }
@@ -151,8 +162,7 @@ pub fn efficient_equations(
     let henderson = system.solve(&zt, r, crate::mixed::CG_TOLERANCE, pool, keep_going)?;
     let (solved, residual) = (henderson.x, henderson.residual);
     let width = unrolled_width(first.len());
-    let mut rhs = try_zeros(m * width)?;
-    place_vectors(&mut rhs, width, 0, &first, &terms);
+    let rhs = gram_of_vectors(&system, &first, width, &terms, pool)?;
     // With every trace exact (few levels), they are solved as tightly as the fit.
     let tolerance = if stochastic.is_empty() { crate::mixed::CG_TOLERANCE } else { options.tolerance };
     let first_solve = system.solve(&rhs, width, tolerance, pool, keep_going)?;
@@ -183,6 +193,7 @@ pub fn efficient_equations(
 
     // The traces, from probes.
     let probes = Probes {
+        restricted: options.restricted,
         system: &system,
         terms: &terms,
         gamma: &gamma,
@@ -204,7 +215,8 @@ pub fn efficient_equations(
         }
     }
     let n_obs = stats.n_obs as f64;
-    let n_fixed = q as f64;
+    // tr(P_0 V_0) = N - rank(X); tr(V_0^-1 V_0) = N.
+    let n_fixed = if options.restricted { q as f64 } else { 0.0 };
     loop {
         let estimate = Traces::from(&exact, &samples, &stochastic, None, k_factors);
         let equations = assemble(&estimate, &gamma, &forms, n_obs, n_fixed, stats);
@@ -228,8 +240,7 @@ pub fn efficient_equations(
         }
         let vectors = probe_batch(&mut rng, stats, &stochastic, options.batch.max(1));
         let width = unrolled_width(vectors.len());
-        let mut rhs = try_zeros(m * width)?;
-        place_vectors(&mut rhs, width, 0, &vectors, &terms);
+        let rhs = gram_of_vectors(&system, &vectors, width, &terms, pool)?;
         let v = system.solve(&rhs, width, options.tolerance, pool, keep_going)?.x;
         let batch = probes.samples_of(&v, width, &vectors, pool);
         for per_probe in batch.chunks(stochastic.len()) {
@@ -279,6 +290,22 @@ fn place_vectors(rhs: &mut [f64], width: usize, first: usize, vectors: &[(usize,
             rhs[i * width + first + j] = w[g];
         }
     }
+}
+
+/// `Z'Z e_w` for every vector, `width` columns by level (the right-hand sides of the probes).
+fn gram_of_vectors(
+    system: &RandomEffectsMatrix<'_>,
+    vectors: &[(usize, Vec<f64>)],
+    width: usize,
+    terms: &[(usize, Range<usize>)],
+    pool: &rayon::ThreadPool,
+) -> Result<Vec<f64>, FitError> {
+    let m = system.size();
+    let mut placed = try_zeros(m * width)?;
+    place_vectors(&mut placed, width, 0, vectors, terms);
+    let mut rhs = try_zeros(m * width)?;
+    pool.install(|| system.apply_gram(&placed, &mut rhs, width));
+    Ok(rhs)
 }
 
 /// One probe's contributions: `||h_k||^2 / gamma_k^2` for every term `k`, and `w'h_l / gamma_l`.
@@ -401,6 +428,7 @@ fn accuracy_of(
 
 /// What a probe needs: the system at the prior and the pieces of its GLS solution.
 struct Probes<'a> {
+    restricted: bool,
     system: &'a RandomEffectsMatrix<'a>,
     terms: &'a [(usize, Range<usize>)],
     gamma: &'a [f64],
@@ -418,16 +446,22 @@ impl Probes<'_> {
         let m = self.system.size();
         let range_of = |l: usize| self.terms.iter().find(|(f, _)| *f == l).map(|(_, r)| r.clone()).expect("every term is active");
         let (q, r) = (self.q, self.q + 1);
-        // X'Z v for every probe, then S^-1 of it.
-        let xzv: Vec<Vec<f64>> = pool.install(|| {
+        // S^-1 X'Z (e_w - v) for every probe (REML's projection; none for ML).
+        let d: Vec<Vec<f64>> = pool.install(|| {
             (0..n)
                 .into_par_iter()
                 .map(|j| {
+                    if !self.restricted {
+                        return vec![0.0; q];
+                    }
+                    let (l, w) = &vectors[j];
+                    let own_range = range_of(*l);
                     let mut s = vec![0.0; q];
                     for i in 0..m {
-                        let vi = v[i * width + j];
+                        let probe = if own_range.contains(&i) { w[i - own_range.start] } else { 0.0 };
+                        let ei = probe - v[i * width + j];
                         for c in 0..q {
-                            s[c] += self.zt[i * r + c] * vi;
+                            s[c] += self.zt[i * r + c] * ei;
                         }
                     }
                     (0..q).map(|a| (0..q).map(|c| self.schur_inv[(a, c)] * s[c]).sum()).collect()
@@ -445,12 +479,11 @@ impl Probes<'_> {
                     for (k, range) in self.terms {
                         let mut ss = 0.0;
                         for i in range.clone() {
-                            let a_d: f64 = (0..q).map(|c| self.solved[i * r + c] * xzv[j][c]).sum();
-                            let probe = if own_range.contains(&i) { w[i - own_range.start] } else { 0.0 };
-                            let h = probe - (v[i * width + j] + a_d) / self.gamma[*l];
+                            let a_d: f64 = (0..q).map(|c| self.solved[i * r + c] * d[j][c]).sum();
+                            let h = v[i * width + j] - a_d;
                             ss += h * h;
-                            if *k == *l {
-                                own += probe * h;
+                            if own_range.contains(&i) {
+                                own += w[i - own_range.start] * h;
                             }
                         }
                         squares[*k] = ss / (self.gamma[*k] * self.gamma[*k]);

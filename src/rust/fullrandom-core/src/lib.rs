@@ -36,6 +36,7 @@ pub mod efficient;
 pub mod error;
 pub mod fr;
 pub mod grouping;
+pub mod likelihood;
 pub mod mixed;
 pub mod moments;
 pub mod ols;
@@ -44,6 +45,7 @@ pub mod stats;
 pub use data::{FactorCodes, FixedColumn, ModelData};
 pub use efficient::{EfficientOptions, TraceAccuracy};
 pub use error::FitError;
+pub use likelihood::{Criterion, LikelihoodFit};
 pub use fr::{fit_full_randomness, FullRandomnessFit, GroupSizes};
 pub use mixed::{
     fitted_and_residuals, solve_mixed_model, solve_mixed_model_to, Accuracy, MixedModelSolution,
@@ -169,7 +171,7 @@ pub fn fit_components(
 }
 
 /// OLS, the moment equations and their solution from the statistics.
-fn components_in(
+pub(crate) fn components_in(
     stats: &SufficientStats,
     pool: &rayon::ThreadPool,
 ) -> Result<(OlsFit, MomentEquations, VarianceComponents), FitError> {
@@ -230,4 +232,15 @@ pub fn run_with_threads<T: Send>(
     work: impl FnOnce() -> T + Send,
 ) -> Result<T, FitError> {
     Ok(thread_pool(threads)?.install(work))
+}
+
+/// REML or maximum likelihood ([`likelihood`]) from (possibly merged) statistics.
+pub fn fit_likelihood_from_stats_with(
+    stats: &SufficientStats,
+    criterion: Criterion,
+    threads: usize,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<LikelihoodFit, FitError> {
+    let pool = thread_pool(threads)?;
+    likelihood::fit_likelihood(stats, criterion, &EfficientOptions::default(), &pool, keep_going)
 }

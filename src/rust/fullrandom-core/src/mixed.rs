@@ -84,6 +84,12 @@ pub struct MixedModelSolution {
     pub relative_residual: f64,
     /// Conjugate gradient iterations used (all rounds).
     pub iterations: usize,
+    /// `y'P y` times `s2`, i.e. with `V = s2 V_0`: `y'P_0 y = y'y - b'X'y - u'Z'y`, the
+    /// residual quadratic form of the likelihoods (invariant to the shift of y).
+    pub quadratic_form: f64,
+    /// `log det(X'V_0^-1 X)` over the kept columns (shifted coordinates, which have the
+    /// same determinant: the shift's map has determinant 1).
+    pub log_det_gls: f64,
 }
 
 /// One active random term's block of unknowns.
@@ -111,6 +117,8 @@ pub struct Solution {
 pub struct RandomEffectsMatrix<'a> {
     blocks: Vec<Block<'a>>,
     diagonal: Vec<f64>,
+    /// `n_g`, the diagonal of `Z'Z` (without `L`).
+    counts: Vec<f64>,
 }
 
 impl<'a> RandomEffectsMatrix<'a> {
@@ -129,6 +137,7 @@ impl<'a> RandomEffectsMatrix<'a> {
     ) -> RandomEffectsMatrix<'a> {
         let mut blocks: Vec<Block<'a>> = Vec::new();
         let mut diagonal = Vec::new();
+        let mut level_counts = Vec::new();
         for (k, l) in lambda.iter().enumerate() {
             if let Some(l) = l {
                 let counts = &stats.levels[k].counts;
@@ -139,6 +148,7 @@ impl<'a> RandomEffectsMatrix<'a> {
                     neighbours: Vec::new(),
                     tasks: Vec::new(),
                 });
+                level_counts.extend(counts.iter().map(|&n| n as f64));
                 match copies {
                     None => diagonal.extend(counts.iter().map(|&n| n as f64 + l)),
                     Some(w) => diagonal.extend(counts.iter().zip(&w[k]).map(|(&n, &c)| n as f64 + l * c as f64)),
@@ -166,7 +176,7 @@ impl<'a> RandomEffectsMatrix<'a> {
             }
             block.tasks = balanced_blocks(&cell_starts);
         }
-        RandomEffectsMatrix { blocks, diagonal }
+        RandomEffectsMatrix { blocks, diagonal, counts: level_counts }
     }
 
     /// `B = [Z'X~ | Z'y~]` over the `kept` columns: one row of `kept.len() + 1` values per
@@ -203,13 +213,23 @@ impl<'a> RandomEffectsMatrix<'a> {
     /// of `Y` is summed over its level's cells in their stored order, so the result
     /// does not depend on how the levels are split between threads.
     pub fn apply(&self, x: &[f64], y: &mut [f64], r: usize) {
+        self.apply_with_diagonal(&self.diagonal, x, y, r)
+    }
+
+    /// `Y = Z'Z X`: [`Self::apply`] without `L` (diagonal `n_g`), formed directly so that
+    /// nothing cancels when `L` is large.
+    pub fn apply_gram(&self, x: &[f64], y: &mut [f64], r: usize) {
+        self.apply_with_diagonal(&self.counts, x, y, r)
+    }
+
+    fn apply_with_diagonal(&self, diagonal: &[f64], x: &[f64], y: &mut [f64], r: usize) {
         for block in &self.blocks {
             let rows = &mut y[block.offset * r..(block.offset + block.n_levels) * r];
             split_by_tasks(block, rows, r).into_par_iter().for_each(|(first, chunk)| {
                 for (i, out) in chunk.chunks_mut(r).enumerate() {
                     let g = first + i;
                     let row = block.offset + g;
-                    let d = self.diagonal[row];
+                    let d = diagonal[row];
                     for (o, v) in out.iter_mut().zip(&x[row * r..(row + 1) * r]) {
                         *o = d * v;
                     }
@@ -596,7 +616,11 @@ pub fn solve_mixed_model_to(
     for block in &system.blocks {
         ranef[block.factor].copy_from_slice(&u[block.offset..block.offset + block.n_levels]);
     }
-    Ok(MixedModelSolution { coef, vcov, ranef, relative_residual, iterations })
+    let u_zty: f64 = (0..m).map(|i| u[i] * zt[i * r + q]).sum();
+    let b_xty: f64 = kept.iter().zip(&coef_shifted).map(|(&j, b)| stats.xty[j] * b).sum();
+    let quadratic_form = stats.yty - b_xty - u_zty;
+    let log_det_gls = -crate::dense::spd_log_det(&schur_inv)?;
+    Ok(MixedModelSolution { coef, vcov, ranef, relative_residual, iterations, quadratic_form, log_det_gls })
 }
 
 /// The GLS matrix `S = X'V^-1 X` (up to `s2`) inverted, and the GLS fixed effects `b~`
