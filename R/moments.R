@@ -30,7 +30,7 @@ name_core_output <- function(out, x_names, flist, method, size_columns = integer
   component_names <- c(names(flist), "Residual")
   equation_names <- switch(method,
     fr = c("Var(Y)", "Var(S)"),
-    efficient = c("Residual", names(flist)),
+    efficient = , reml = , ml = c("Residual", names(flist)),
     c("(all)", names(flist))
   )
   names(out$raw) <- names(out$estimate) <- component_names
@@ -55,7 +55,7 @@ name_core_output <- function(out, x_names, flist, method, size_columns = integer
       q = stats::setNames(out$q, equation_names)
     )
   )
-  if (method == "efficient") {
+  if (method %in% c("efficient", "reml", "ml")) {
     eff <- out$efficient
     moment_names <- c("(all)", names(flist))
     fit$efficient <- list(
@@ -70,6 +70,26 @@ name_core_output <- function(out, x_names, flist, method, size_columns = integer
       model_sd = stats::setNames(eff$model_sd, component_names),
       steps = eff$steps
     )
+  }
+  if (!is.null(out$likelihood)) {
+    lik <- out$likelihood
+    fit$REML <- lik$restricted
+    fit$likelihood <- list(
+      steps = lik$steps, converged = lik$converged,
+      last_step = stats::setNames(lik$last_step, component_names),
+      reason = if (nzchar(lik$reason)) lik$reason
+    )
+    if (!lik$converged) {
+      warning(sprintf(paste(
+        "the %s iteration did not converge in %d Fisher scoring steps; the estimates are",
+        "those of the last step"
+      ), if (lik$restricted) "REML" else "ML", lik$steps), call. = FALSE)
+    }
+    # The logLik object, as lme4 reports it: p fixed effects, K variances and sigma
+    # (finish_fit() adds the number of observations).
+    fit$loglik <- if (!is.nan(lik$log_likelihood)) {
+      structure(lik$log_likelihood, df = length(out$kept) + k + 1L, class = "logLik")
+    }
   }
   if (method == "fr") {
     fr <- out$fr
@@ -121,7 +141,7 @@ call_core <- function(y, fixed, flist, threads, method, size_columns = integer()
   scale <- response_scale(y)
   out <- fr_moment_fit(model_of(scale_response(y, scale), fixed, flist), method,
                        as.integer(size_columns) - 1L, FALSE, threads)
-  unscale_core_output(out, scale)
+  unscale_core_output(out, scale, length(y))
 }
 
 #' The power of two that brings the response to unit size
@@ -165,7 +185,7 @@ scale_response <- function(y, e) {
 }
 
 # The core's estimates for the response y from those for y / 2^e.
-unscale_core_output <- function(out, e) {
+unscale_core_output <- function(out, e, n) {
   if (e == 0) return(out)
   by <- function(x, power) if (is.null(x)) NULL else x * 2^(power * e)
   out$raw <- by(out$raw, 2)
@@ -184,6 +204,13 @@ unscale_core_output <- function(out, e) {
     for (name in c("moment_q", "moment_raw", "moment_estimate", "probe_sd", "model_sd")) {
       out$efficient[[name]] <- by(out$efficient[[name]], 2)
     }
+  }
+  if (!is.null(out$likelihood)) {
+    # The density of y = 2^e y~ is 2^(-e) per dimension of that of y~: N of them for ML,
+    # N - p for REML (the restricted likelihood is that of N - p error contrasts).
+    dimensions <- if (out$likelihood$restricted) n - length(out$kept) else n
+    out$likelihood$log_likelihood <- out$likelihood$log_likelihood - dimensions * e * log(2)
+    out$likelihood$last_step <- by(out$likelihood$last_step, 2)
   }
   out
 }

@@ -167,7 +167,7 @@ fn estimate_values(
     ]
 }
 
-/// The estimates of `method` ("efficient", "moments" or "fr") from sufficient statistics, as named R
+/// The estimates of `method` ("reml", "ml", "efficient", "moments" or "fr") from sufficient statistics, as named R
 /// values: OLS, the moment equations, the components, the mixed-model solution and, for
 /// "fr", a list `fr` with the group sizes and the iteration.
 fn fit_statistics(
@@ -176,6 +176,31 @@ fn fit_statistics(
     size_columns: &[i32],
     threads: usize,
 ) -> Result<(Vec<(&'static str, Robj)>, MixedModelSolution)> {
+    if let Some(criterion) = likelihood_criterion(method) {
+        let fit = fullrandom_core::fit_likelihood_from_stats_with(stats, criterion, threads, &mut no_user_interrupt)
+            .map_err(r_error)?;
+        let mut values = estimate_values(&fit.fit.ols, &fit.fit.equations, &fit.fit.components, &fit.fit.mixed);
+        if let Some(step) = &fit.fit.efficient {
+            values.push(("efficient", efficient_values(step).into()));
+        }
+        let (log_likelihood, reason) = match &fit.log_likelihood {
+            Ok(value) => (*value, String::new()),
+            Err(why) => (f64::NAN, why.clone()),
+        };
+        values.push((
+            "likelihood",
+            list!(
+                log_likelihood = log_likelihood,
+                restricted = criterion == fullrandom_core::Criterion::Reml,
+                reason = reason,
+                steps = fit.steps as i32,
+                converged = fit.converged,
+                last_step = fit.last_step.clone()
+            )
+            .into(),
+        ));
+        return Ok((values, fit.fit.mixed));
+    }
     if method == "efficient" {
         let fit = fullrandom_core::fit_efficient_from_stats_with(
             stats,
@@ -218,6 +243,15 @@ fn fit_statistics(
     }
 }
 
+/// The likelihood that `method` maximises: "reml" or "ml".
+fn likelihood_criterion(method: &str) -> Option<fullrandom_core::Criterion> {
+    match method {
+        "reml" => Some(fullrandom_core::Criterion::Reml),
+        "ml" => Some(fullrandom_core::Criterion::Ml),
+        _ => None,
+    }
+}
+
 /// What the efficient estimator adds: the moment fit it started from (its equations'
 /// right sides, raw and final components) and the accuracy of its traces.
 fn efficient_values(step: &fullrandom_core::EfficientStep) -> List {
@@ -236,11 +270,12 @@ fn efficient_values(step: &fullrandom_core::EfficientStep) -> List {
 
 /// The estimator of a bootstrap replicate for the method R names: "moments", or "fr"
 /// with its 0-based size() columns. Replicates of "efficient" fits are refitted by the
-/// moment equations (the efficient step on copies of levels is not implemented), so
-/// their spread is that of the less precise estimator: conservative.
+/// moment equations (the efficient step on copies of levels is not implemented), and so
+/// are those of "reml" and "ml" fits: their spread is that of the less precise
+/// estimator, so the intervals are conservative.
 fn estimator_of(method: &str, size_columns: &[i32]) -> Result<Estimator> {
     match method {
-        "moments" | "efficient" => Ok(Estimator::Moments),
+        "moments" | "efficient" | "reml" | "ml" => Ok(Estimator::Moments),
         "fr" => Ok(Estimator::FullRandomness {
             size_columns: size_columns.iter().filter_map(|&j| usize::try_from(j).ok()).collect(),
         }),
@@ -261,7 +296,8 @@ fn r_error(e: fullrandom_core::FitError) -> Error {
 ///   `intercept` the 0-based index of the intercept column, or -1; `codes` a list of
 ///   integer vectors of 1-based level codes, one per random term; `n_levels` the number
 ///   of levels of each term; `labels` the terms' labels.
-/// @param method "efficient" (one MINQUE step from the moment estimates), "moments" (the
+/// @param method "reml" or "ml" (the likelihoods, maximised by Fisher scoring from the
+///   moment estimates), "efficient" (one MINQUE step from the moment estimates), "moments" (the
 ///   unbiased equations of every term), "fr" (Matloff's
 ///   Full Randomness estimator, one term), "components" (the variance components of
 ///   "moments" alone, without GLS or BLUPs) or "statistics" (the sufficient statistics
@@ -286,7 +322,7 @@ fn fr_moment_fit(
     let data = model_data(&model)?;
     let threads = threads.max(1) as usize;
     match method {
-        "moments" | "fr" | "efficient" => {
+        "moments" | "fr" | "efficient" | "reml" | "ml" => {
             let stats = fullrandom_core::compute_statistics(&data, threads).map_err(r_error)?;
             let (mut values, mixed) = fit_statistics(&stats, method, &size_columns, threads)?;
             values.extend(fitted_values(&data, &mixed.coef, &mixed.ranef, threads)?);
@@ -325,7 +361,7 @@ fn fr_moment_fit(
 ///   integer vectors: the global level of each of the chunk's levels; NULL when the
 ///   chunks already share the global levels (row sets of one model frame).
 /// @param n_levels the global number of levels of each term.
-/// @param method "efficient", "moments" or "fr".
+/// @param method "reml", "ml", "efficient", "moments" or "fr".
 /// @param size_columns for "fr": 0-based indices of the size() columns.
 /// @param components NULL, or the variance components (random terms, then the residual)
 ///   at which to solve the mixed-model equations instead of estimating them.
