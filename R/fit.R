@@ -24,6 +24,35 @@
 #' tell the finest term from the residual: the term with the most levels is set to
 #' zero in the same way. The unconstrained solution stays in the fit as `theta_raw`.
 #'
+#' @section The efficient estimator (`method = "efficient"`) and REML (`method = "reml"`):
+#' The unweighted moment equations are unbiased but lose precision on unbalanced data
+#' with heavy-tailed level sizes. The REML equations are `y'P V_k P y = tr(P V_k)`, with
+#' `V_k = Z_k Z_k'` (and `I` for the residual) and `P = V^-1 - V^-1 X (X'V^-1 X)^-1
+#' X'V^-1`. With `P_0` at the moment estimates `theta_0`, the forms `y'P_0 V_k P_0 y`
+#' have expectations `sum_l theta_l tr(P_0 V_k P_0 V_l)` under any distribution with
+#' these variances; equating them (C. R. Rao's MINQUE) is `method = "efficient"`:
+#' unbiased given `theta_0`, asymptotically as efficient as REML (it is one Fisher
+#' scoring step of REML from a consistent start), and computed from the same sufficient
+#' statistics. The forms come from the BLUPs at `theta_0` (`Z_k'P_0 y = u_k / gamma_k`,
+#' `gamma_k = s2_k / s2`); the traces, in level space, are exact for terms with few
+#' levels (one solve of Henderson's equations per level) and otherwise estimated by
+#' Rademacher probes (Hutchinson's estimator), each probe one solve serving every term,
+#' added in batches until their Monte Carlo error (jackknife over probes) is at most a
+#' tenth of the sampling sd of every component. `fit$efficient` keeps the moment fit
+#' it started from, the probes used, the probes' sd (`probe_sd`) and the sampling sd of
+#' the estimates under normality (`model_sd`, from REML's information).
+#'
+#' `method = "reml"` iterates the same step to its fixed point, where the REML
+#' equations hold (with ML's traces, `REML = FALSE`, the ML equations): Fisher scoring,
+#' with the same probes at every step, so the optimum is exact up to the probes' stated
+#' error. Its log-likelihood, `-2 l = (N - p) log(2 pi s2) + log det V_0 + log
+#' det(X'V_0^-1 X) + y'P_0 y / s2` (`N` and no determinant of `X` for ML), uses a
+#' sparse Cholesky factor of Henderson's matrix for `log det V_0`; when that factor
+#' would exceed 800 MB (crossed terms with very many levels) the log-likelihood is not
+#' computed and `fit$likelihood$reason` says so. Bootstrap replicates of these fits
+#' ([fr_bootstrap()], [confint()][confint.fr_fit]) are refitted by the moment equations,
+#' so their intervals are conservative.
+#'
 #' @section Matloff's Full Randomness estimator (`method = "fr"`):
 #' For a model with one random intercept, `method = "fr"` uses the estimator of N.
 #' Matloff's paper "A New Framework for Random Effects Models" instead. The group sizes
@@ -106,9 +135,15 @@
 #'   `getOption("na.action")`, normally [na.omit()]. The number of dropped rows is
 #'   printed with the fit.
 #' @param method `"moments"` (the default): the unbiased moment equations above, for
-#'   any number of random terms; `"fr"`: Matloff's Full Randomness estimator (below),
-#'   for one random intercept, with [size()] covariates solved by the paper's
-#'   iteration.
+#'   any number of random terms; `"efficient"`: one MINQUE step from the moment
+#'   estimates, as precise as REML on unbalanced data at moment cost (see the section
+#'   below); `"reml"`: restricted maximum likelihood (or maximum likelihood with `REML =
+#'   FALSE`), with the log-likelihood that `logLik()`, `AIC()`, `BIC()` and `anova()`
+#'   need; `"fr"`: Matloff's Full Randomness estimator (below), for one random
+#'   intercept, with [size()] covariates solved by the paper's iteration.
+#' @param REML for `method = "reml"`: `TRUE` (the default) maximises the restricted
+#'   likelihood, `FALSE` the likelihood, as `lmer()`'s `REML`. The moment methods have
+#'   no such switch, and giving it to them is an error.
 #' @param threads number of threads of the Rust core; the results do not depend on it.
 #'   By default the option `fullrandom.threads`, else every core available (at most 2
 #'   when the environment variable `_R_CHECK_LIMIT_CORES_` is set, as `R CMD check
@@ -137,7 +172,7 @@
 #' @param contrasts `NULL` or a named list of contrasts for factors of the fixed part, as
 #'   for [lm()] (the `contrasts.arg` of [model.matrix()]), e.g.
 #'   `list(f = "contr.sum")`.
-#' @param ... not used: lme4's arguments that fr_fit does not take (`REML`, `weights`,
+#' @param ... not used: lme4's arguments that fr_fit does not take (`weights`,
 #'   `offset`, `family`, `control`, `start`, `verbose`) and any other argument are an
 #'   error that says so.
 #' @return an object of class `fr_fit`: a list with, among others, `method`, `theta` (the
@@ -162,7 +197,8 @@
 #'   as.data.frame(VarCorr(fit))
 #' }
 #' @export
-fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments", "fr"),
+fr_fit <- function(formula, data = NULL, subset, na.action,
+                   method = c("moments", "efficient", "reml", "fr"), REML = TRUE,
                    threads = default_threads(),
                    chunks = NULL, combine = c("exact", "average"), chunk_by = NULL, seed = NULL,
                    backend = getOption("fullrandom.backend", "threads"), contrasts = NULL, ...) {
@@ -170,7 +206,7 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
   call <- match.call()
   check_data_type(data)
   formula <- expand_dot(formula, data)
-  method <- match.arg(method)
+  method <- likelihood_method(match.arg(method), REML, missing(REML))
   combine <- match.arg(combine)
   backend <- check_backend(backend)
   threads <- check_threads(threads)
@@ -208,6 +244,7 @@ size_columns_for <- function(method, md, size_grouping) {
 # Reports dropped columns and boundary estimates, and completes the fit object.
 finish_fit <- function(fit, call, formula, y, md, parsed, threads, n_obs = length(y)) {
   report_dropped_columns(md$fixed$names, fit$kept)
+  if (!is.null(fit$loglik)) attr(fit$loglik, "nobs") <- n_obs
   if (any(fit$boundary)) {
     message(boundary_message(names(fit$boundary)[fit$boundary]))
   }
@@ -233,9 +270,27 @@ finish_fit <- function(fit, call, formula, y, md, parsed, threads, n_obs = lengt
   )
 }
 
+# The estimator the core runs: "reml" is REML or, with REML = FALSE, "ml" (maximum
+# likelihood); the moment methods have no likelihood to choose.
+likelihood_method <- function(method, REML, REML_missing) {
+  if (method != "reml") {
+    if (!REML_missing) {
+      stop(sprintf(paste(
+        "`REML` chooses between REML and maximum likelihood for method = \"reml\"; method",
+        "= \"%s\" estimates the variance components by moment equations, which have no",
+        "such switch"
+      ), method), call. = FALSE)
+    }
+    return(method)
+  }
+  if (!(is.logical(REML) && length(REML) == 1L && !is.na(REML))) {
+    stop("`REML` must be TRUE or FALSE", call. = FALSE)
+  }
+  if (REML) "reml" else "ml"
+}
+
 # Arguments of lmer() that fr_fit() does not take, and what to do instead.
 lme4_arguments_not_taken <- c(
-  REML = "fr_fit estimates variance components by the method of moments, which has no REML/ML switch",
   weights = "weights are not supported yet; every observation has weight 1",
   offset = "offsets are not supported yet; subtract the offset from the response instead",
   family = paste("fr_fit fits linear mixed models only (generalised linear mixed models are not",

@@ -23,10 +23,17 @@ lme4::REMLcrit
 #' @export
 lme4::refit
 
-#' Likelihood-based methods, which a moment fit does not have
+#' Likelihood-based methods: for REML and ML fits, and refused for moment fits
 #'
-#' [fr_fit()] estimates the variance components by the method of moments: they solve
-#' moment equations, and no likelihood is maximised or even evaluated. So `logLik()`,
+#' A fit by `fr_fit(method = "reml")` (REML, or maximum likelihood with `REML = FALSE`)
+#' has a log-likelihood: `logLik()` returns it as a `logLik` object (degrees of freedom
+#' the fixed effects, the random-effect variances and sigma, as lme4 counts them), so
+#' `AIC()` and `BIC()` work; `deviance()` is `-2 logLik` of an ML fit; `anova(m0, m1,
+#' ...)` is the likelihood-ratio test of nested fits, refitting REML fits by ML first
+#' as lme4 does (`refit = FALSE` compares them as they are).
+#'
+#' The other methods of [fr_fit()] estimate the variance components by moment equations,
+#' and no likelihood is maximised or even evaluated. So for them `logLik()`,
 #' `AIC()` and `BIC()` (which call `logLik()`), `deviance()`, `anova()`, `drop1()`,
 #' `extractAIC()`, `profile()`, lme4's `REMLcrit()` (which asks lme4's `isLMM()`) and
 #' `refit()` (which re-optimises lme4's likelihood) stop with an error that says what to
@@ -36,6 +43,8 @@ lme4::refit
 #'
 #' @param object,fitted,fit,x an `fr_fit` object.
 #' @param scope,scale,k,newresp arguments of the generics, unused.
+#' @param refit for `anova()`: refit REML fits by maximum likelihood before comparing
+#'   them (as lme4 does); the likelihood-ratio test of fixed effects needs ML fits.
 #' @param ... unused (for `anova()`, further models).
 #' @return These methods do not return; each signals an error.
 #' @examples
@@ -64,26 +73,79 @@ logLik.fr_fit <- function(object, ...) {
   refuse_unknown_arguments("logLik()", ..., help = "likelihood.fr_fit")
   # A fit by a likelihood-based method would carry its log-likelihood.
   if (!is.null(object$loglik)) return(object$loglik)
-  stop(no_likelihood_message("logLik() (and so AIC() and BIC())"), call. = FALSE)
+  stop(no_likelihood_message("logLik() (and so AIC() and BIC())", likelihood_hint), call. = FALSE)
 }
+
+likelihood_hint <- paste(
+  "fit with method = \"reml\" (REML, or maximum likelihood with REML = FALSE) for a",
+  "likelihood, or use confint() for intervals of the variance components and fixed",
+  "effects and Wald tests of the fixed effects from summary() or vcov()"
+)
 
 #' @rdname likelihood.fr_fit
 #' @importFrom stats deviance
 #' @export
 deviance.fr_fit <- function(object, ...) {
   refuse_unknown_arguments("deviance()", ..., help = "likelihood.fr_fit")
+  if (identical(object$method, "reml")) {
+    stop(paste(
+      "the deviance of a REML fit is not defined; -2 * logLik(fit) is its REML criterion,",
+      "and update(fit, REML = FALSE) gives the maximum likelihood fit whose deviance() is"
+    ), call. = FALSE)
+  }
   if (!is.null(object$loglik)) return(-2 * as.numeric(object$loglik))
-  stop(no_likelihood_message("deviance()"), call. = FALSE)
+  stop(no_likelihood_message("deviance()", likelihood_hint), call. = FALSE)
 }
 
 #' @rdname likelihood.fr_fit
 #' @importFrom stats anova
 #' @export
-anova.fr_fit <- function(object, ...) {
-  stop(no_likelihood_message("anova() (a likelihood-ratio test)", paste(
-    "test fixed effects by Wald tests from vcov() or summary(), and judge variance",
-    "components by their confint() intervals"
-  )), call. = FALSE)
+anova.fr_fit <- function(object, ..., refit = TRUE) {
+  models <- c(list(object), list(...))
+  names(models) <- vapply(as.list(substitute(list(object, ...)))[-1L], deparse1, "")
+  if (!all(vapply(models, inherits, TRUE, what = "fr_fit"))) {
+    stop("anova() compares fr_fit objects only", call. = FALSE)
+  }
+  if (!all(vapply(models, function(m) m$method %in% c("reml", "ml"), TRUE))) {
+    stop(no_likelihood_message("anova() (a likelihood-ratio test)", paste(
+      "fit every model with method = \"reml\" for likelihood-ratio tests, or test fixed",
+      "effects by Wald tests from vcov() or summary()"
+    )), call. = FALSE)
+  }
+  if (length(models) < 2L) {
+    stop(paste(
+      "anova() of one fit is not available; compare nested fits with anova(m0, m1),",
+      "or test fixed effects by Wald tests from summary() or vcov()"
+    ), call. = FALSE)
+  }
+  is_reml <- vapply(models, function(m) identical(m$method, "reml"), TRUE)
+  if (refit && any(is_reml)) {
+    message("refitting model(s) with ML (instead of REML)")
+    models[is_reml] <- lapply(models[is_reml], stats::update, REML = FALSE)
+  }
+  n <- vapply(models, stats::nobs, 1)
+  if (length(unique(n)) > 1L) {
+    stop("the models were fitted to different numbers of observations", call. = FALSE)
+  }
+  lls <- lapply(models, stats::logLik)
+  ll <- vapply(lls, as.numeric, 1)
+  if (anyNA(ll)) stop("a model has no log-likelihood (see fit$likelihood$reason)", call. = FALSE)
+  npar <- vapply(lls, attr, 1, "df")
+  o <- order(npar)
+  ll <- ll[o]
+  npar <- npar[o]
+  chisq <- c(NA, 2 * diff(ll))
+  df <- c(NA, diff(npar))
+  table <- data.frame(
+    npar = npar, AIC = -2 * ll + 2 * npar, BIC = -2 * ll + log(n[[1L]]) * npar, logLik = ll,
+    deviance = -2 * ll, Chisq = chisq, Df = df,
+    "Pr(>Chisq)" = stats::pchisq(chisq, df, lower.tail = FALSE),
+    row.names = names(models)[o], check.names = FALSE
+  )
+  structure(table, heading = c(
+    "Data: likelihood-ratio tests of nested fr_fit models\n",
+    paste0(names(models)[o], ": ", vapply(models[o], function(m) deparse1(m$formula), ""), collapse = "\n")
+  ), class = c("anova", "data.frame"))
 }
 
 #' @rdname likelihood.fr_fit
@@ -127,7 +189,13 @@ refit.fr_fit <- function(object, newresp, ...) {
 #' @importFrom lme4 isLMM
 #' @export
 isLMM.fr_fit <- function(x, ...) {
-  stop(no_likelihood_message("REMLcrit() (which asks lme4's isLMM())"), call. = FALSE)
+  if (!is.null(x$loglik)) {
+    stop(paste(
+      "lme4's REMLcrit() reads lme4's own fit objects; for an fr_fit by REML the REML",
+      "criterion is -2 * logLik(fit)"
+    ), call. = FALSE)
+  }
+  stop(no_likelihood_message("REMLcrit() (which asks lme4's isLMM())", likelihood_hint), call. = FALSE)
 }
 
 #' Parts of a moment fit by lme4's names

@@ -28,7 +28,11 @@ fr_moments <- function(y, fixed, flist, threads, method = "moments", size_column
 name_core_output <- function(out, x_names, flist, method, size_columns = integer()) {
   k <- length(flist)
   component_names <- c(names(flist), "Residual")
-  equation_names <- if (method == "fr") c("Var(Y)", "Var(S)") else c("(all)", names(flist))
+  equation_names <- switch(method,
+    fr = c("Var(Y)", "Var(S)"),
+    efficient = , reml = , ml = c("Residual", names(flist)),
+    c("(all)", names(flist))
+  )
   names(out$raw) <- names(out$estimate) <- component_names
   names(out$at_boundary) <- names(flist)
   mixed <- out$mixed
@@ -51,6 +55,42 @@ name_core_output <- function(out, x_names, flist, method, size_columns = integer
       q = stats::setNames(out$q, equation_names)
     )
   )
+  if (method %in% c("efficient", "reml", "ml")) {
+    eff <- out$efficient
+    moment_names <- c("(all)", names(flist))
+    fit$efficient <- list(
+      moment_equations = list(
+        lhs = matrix(eff$moment_lhs, k + 1L, dimnames = list(moment_names, component_names)),
+        q = stats::setNames(eff$moment_q, moment_names)
+      ),
+      moment_theta_raw = stats::setNames(eff$moment_raw, component_names),
+      moment_theta = stats::setNames(eff$moment_estimate, component_names),
+      probes = stats::setNames(eff$probes, names(flist)),
+      probe_sd = stats::setNames(eff$probe_sd, component_names),
+      model_sd = stats::setNames(eff$model_sd, component_names),
+      steps = eff$steps
+    )
+  }
+  if (!is.null(out$likelihood)) {
+    lik <- out$likelihood
+    fit$REML <- lik$restricted
+    fit$likelihood <- list(
+      steps = lik$steps, converged = lik$converged,
+      last_step = stats::setNames(lik$last_step, component_names),
+      reason = if (nzchar(lik$reason)) lik$reason
+    )
+    if (!lik$converged) {
+      warning(sprintf(paste(
+        "the %s iteration did not converge in %d Fisher scoring steps; the estimates are",
+        "those of the last step"
+      ), if (lik$restricted) "REML" else "ML", lik$steps), call. = FALSE)
+    }
+    # The logLik object, as lme4 reports it: p fixed effects, K variances and sigma
+    # (finish_fit() adds the number of observations).
+    fit$loglik <- if (!is.nan(lik$log_likelihood)) {
+      structure(lik$log_likelihood, df = length(out$kept) + k + 1L, class = "logLik")
+    }
+  }
   if (method == "fr") {
     fr <- out$fr
     fit$fr <- list(
@@ -101,7 +141,7 @@ call_core <- function(y, fixed, flist, threads, method, size_columns = integer()
   scale <- response_scale(y)
   out <- fr_moment_fit(model_of(scale_response(y, scale), fixed, flist), method,
                        as.integer(size_columns) - 1L, FALSE, threads)
-  unscale_core_output(out, scale)
+  unscale_core_output(out, scale, length(y))
 }
 
 #' The power of two that brings the response to unit size
@@ -145,7 +185,7 @@ scale_response <- function(y, e) {
 }
 
 # The core's estimates for the response y from those for y / 2^e.
-unscale_core_output <- function(out, e) {
+unscale_core_output <- function(out, e, n) {
   if (e == 0) return(out)
   by <- function(x, power) if (is.null(x)) NULL else x * 2^(power * e)
   out$raw <- by(out$raw, 2)
@@ -160,6 +200,18 @@ unscale_core_output <- function(out, e) {
     out$mixed$ranef <- lapply(out$mixed$ranef, by, power = 1)
   }
   if (!is.null(out$fr)) out$fr$coef_in_equations <- by(out$fr$coef_in_equations, 1)
+  if (!is.null(out$efficient)) {
+    for (name in c("moment_q", "moment_raw", "moment_estimate", "probe_sd", "model_sd")) {
+      out$efficient[[name]] <- by(out$efficient[[name]], 2)
+    }
+  }
+  if (!is.null(out$likelihood)) {
+    # The density of y = 2^e y~ is 2^(-e) per dimension of that of y~: N of them for ML,
+    # N - p for REML (the restricted likelihood is that of N - p error contrasts).
+    dimensions <- if (out$likelihood$restricted) n - length(out$kept) else n
+    out$likelihood$log_likelihood <- out$likelihood$log_likelihood - dimensions * e * log(2)
+    out$likelihood$last_step <- by(out$likelihood$last_step, 2)
+  }
   out
 }
 

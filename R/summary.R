@@ -41,6 +41,9 @@ summary.fr_fit <- function(object, correlation = NULL, ...) {
     sigma = object$sigma,
     boundary = object$boundary,
     method = object$method,
+    loglik = object$loglik,
+    likelihood = object$likelihood,
+    efficient = object$efficient,
     fr = object$fr,
     chunks = object$chunks,
     correlation = correlation
@@ -93,13 +96,16 @@ correlation_table <- function(v) {
 }
 
 print_header <- function(x) {
-  if (identical(x$method, "fr")) {
-    cat("Linear mixed model fit by Matloff's Full Randomness moments ['fr_fit']\n")
-  } else {
-    cat("Linear mixed model fit by the method of moments ['fr_fit']\n")
-  }
+  cat(switch(x$method,
+    fr = "Linear mixed model fit by Matloff's Full Randomness moments ['fr_fit']\n",
+    efficient = "Linear mixed model fit by the efficient moment equations (MINQUE) ['fr_fit']\n",
+    reml = "Linear mixed model fit by REML ['fr_fit']\n",
+    ml = "Linear mixed model fit by maximum likelihood  ['fr_fit']\n",
+    "Linear mixed model fit by the method of moments ['fr_fit']\n"
+  ))
   cat("Formula:", deparse1(x$formula), "\n")
   if (!is.null(x$data_name)) cat("   Data:", x$data_name, "\n")
+  print_likelihood(x)
   if (!is.null(x$chunks)) {
     chunks <- x$chunks
     cat(sprintf("Chunks: %d (%s%s, backend \"%s\")\n", chunks$chunks,
@@ -113,6 +119,21 @@ print_header <- function(x) {
     cat(sprintf("Group sizes: %d groups, mean (nu1) %s, variance (nu2) %s\n",
                 as.integer(sizes[["groups"]]), format(sizes[["mean"]], digits = 5),
                 format(sizes[["variance"]], digits = 5)))
+  }
+}
+
+# lmer's line: the REML criterion, or AIC, BIC, logLik and deviance of an ML fit.
+print_likelihood <- function(x) {
+  if (!x$method %in% c("reml", "ml")) return(invisible())
+  ll <- x$loglik
+  if (is.null(ll)) {
+    cat("(log-likelihood not computed: ", x$likelihood$reason, ")\n", sep = "")
+  } else if (x$method == "reml") {
+    cat(sprintf("REML criterion at convergence: %s\n", format(-2 * as.numeric(ll), nsmall = 1, digits = 7)))
+  } else {
+    values <- c(AIC = stats::AIC(ll), BIC = stats::BIC(ll), logLik = as.numeric(ll),
+                deviance = -2 * as.numeric(ll), df.resid = attr(ll, "nobs") - attr(ll, "df"))
+    print(round(values, 1))
   }
 }
 

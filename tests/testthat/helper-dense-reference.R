@@ -351,3 +351,27 @@ boundary_design <- function() {
     d
   })
 }
+
+# ---------------------------------------------------------------------------
+# 5. dense MINQUE equations (the efficient estimator's one step)
+# ---------------------------------------------------------------------------
+
+#' The MINQUE(theta0) equations from their definition, with dense matrices:
+#' V0 = I + sum_k gamma_k Z_k Z_k' (gamma_k = s2_k / s2 of the prior, floored as the
+#' package floors them), P0 = V0^-1 - V0^-1 X (X'V0^-1 X)^-1 X'V0^-1,
+#' T_kl = tr(P0 V_k P0 V_l), U_k = y'P0 V_k P0 y, V_e = I; returns the solution theta.
+dense_minque_reference <- function(y, X, factors, prior, gamma_floor = 1e-8) {
+  k <- length(factors)
+  gamma <- pmax(prior[seq_len(k)] / prior[[k + 1L]], gamma_floor)
+  Vs <- lapply(factors, function(f) { Z <- dense_indicator(f); Z %*% t(Z) })
+  Vs[[k + 1L]] <- diag(length(y))
+  V0 <- diag(length(y))
+  for (j in seq_len(k)) V0 <- V0 + gamma[[j]] * Vs[[j]]
+  Vi <- solve(V0)
+  P0 <- if (ncol(X) > 0) Vi - Vi %*% X %*% solve(t(X) %*% Vi %*% X, t(X) %*% Vi) else Vi
+  PV <- lapply(Vs, function(V) P0 %*% V)
+  T <- outer(seq_along(Vs), seq_along(Vs), Vectorize(function(a, b) dense_trace(PV[[a]] %*% PV[[b]])))
+  Py <- P0 %*% y
+  U <- vapply(Vs, function(V) drop(t(Py) %*% V %*% Py), 0)
+  stats::setNames(solve(T, U), c(names(factors), "Residual"))
+}

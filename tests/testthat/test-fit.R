@@ -199,7 +199,7 @@ test_that("contrasts are passed to the fixed part's model matrix, as lm passes t
 test_that("lmer's arguments that fr_fit does not take are refused with what to do instead", {
   d <- data.frame(y = rnorm(40), g = rep(1:8, 5))
   expect_error(fr_fit(y ~ 1 + (1 | g), d, REML = FALSE),
-               "^fr_fit\\(\\) does not take `REML`: fr_fit estimates variance components by the method of moments, which has no REML/ML switch$")
+               "^`REML` chooses between REML and maximum likelihood for method = \"reml\"; method = \"moments\" estimates")
   expect_error(fr_fit(y ~ 1 + (1 | g), d, weights = rep(2, 40)), "does not take `weights`: weights are not supported yet")
   expect_error(fr_fit(y ~ 1 + (1 | g), d, offset = rep(1, 40)), "does not take `offset`: .*subtract the offset from the response")
   expect_error(fr_fit(y ~ 1 + (1 | g), d, family = binomial), "does not take `family`: .*generalised linear mixed models are not supported yet")

@@ -142,3 +142,55 @@ test_that("lme4's generics work on lmer and fr_fit fits with both packages attac
     expect_no_match(run$output, "masked", info = order)
   }
 })
+
+test_that("method = 'reml' fits equal lmer's REML and ML fits, with the same logLik, AIC and anova", {
+  skip_if_not_installed("lme4")
+  data(Pastes, package = "lme4")
+  for (REML in c(TRUE, FALSE)) {
+    fit <- fr_fit(strength ~ 1 + (1 | batch / cask), Pastes, method = "reml", REML = REML)
+    ref <- lme4::lmer(strength ~ 1 + (1 | batch / cask), Pastes, REML = REML)
+    vc <- as.data.frame(lme4::VarCorr(ref))
+    expect_equal(unname(fit$theta[c(vc$grp[-3], "Residual")]), vc$vcov, tolerance = 1e-4)
+    expect_equal(as.numeric(logLik(fit)), as.numeric(logLik(ref)), tolerance = 1e-8)
+    expect_identical(attr(logLik(fit), "df"), attr(logLik(ref), "df"))
+    expect_equal(AIC(fit), AIC(ref), tolerance = 1e-8)
+    expect_equal(BIC(fit), BIC(ref), tolerance = 1e-8)
+    expect_true(fit$likelihood$converged)
+  }
+  expect_equal(deviance(fr_fit(strength ~ 1 + (1 | batch / cask), Pastes, method = "reml", REML = FALSE)),
+               deviance(lme4::lmer(strength ~ 1 + (1 | batch / cask), Pastes, REML = FALSE)), tolerance = 1e-8)
+  expect_error(deviance(fit <- fr_fit(strength ~ 1 + (1 | batch / cask), Pastes, method = "reml")),
+               "deviance of a REML fit is not defined")
+  m0 <- fr_fit(Reaction ~ 1 + (1 | Subject), lme4::sleepstudy, method = "reml")
+  m1 <- fr_fit(Reaction ~ Days + (1 | Subject), lme4::sleepstudy, method = "reml")
+  expect_message(a <- anova(m0, m1), "refitting model\\(s\\) with ML")
+  r0 <- lme4::lmer(Reaction ~ 1 + (1 | Subject), lme4::sleepstudy)
+  r1 <- lme4::lmer(Reaction ~ Days + (1 | Subject), lme4::sleepstudy)
+  b <- suppressMessages(anova(r0, r1))
+  for (column in c("npar", "AIC", "BIC", "logLik", "deviance", "Chisq", "Df", "Pr(>Chisq)")) {
+    expect_equal(unname(a[[column]]), unname(b[[column]]), tolerance = 1e-7, info = column)
+  }
+  expect_error(anova(m1), "anova\\(\\) of one fit")
+  expect_error(anova(fr_fit(Reaction ~ Days + (1 | Subject), lme4::sleepstudy), m1), "method = \"reml\"")
+})
+
+test_that("REML is only a switch of method = 'reml'", {
+  d <- simulate_archers(seed = 1)
+  expect_error(fr_fit(distance ~ bow + (1 | archer), d, REML = FALSE), "`REML` chooses between REML and maximum likelihood")
+  expect_error(fr_fit(distance ~ bow + (1 | archer), d, method = "reml", REML = NA), "`REML` must be TRUE or FALSE")
+  fit <- fr_fit(distance ~ bow + (1 | archer), d, method = "reml")
+  expect_output(print(fit), "fit by REML")
+  expect_output(print(fr_fit(distance ~ bow + (1 | archer), d, method = "reml", REML = FALSE)), "maximum likelihood")
+  expect_error(logLik(fr_fit(distance ~ bow + (1 | archer), d)), "method = \"reml\"")
+})
+
+test_that("the log-likelihood is equivariant in the scale of the response", {
+  d <- simulate_crossed(2000, seed = 3)
+  for (REML in c(TRUE, FALSE)) {
+    a <- fr_fit(y ~ x + (1 | user) + (1 | item), d, method = "reml", REML = REML)
+    b <- fr_fit(y ~ x + (1 | user) + (1 | item), transform(d, y = y * 1e10), method = "reml", REML = REML)
+    dims <- if (REML) nobs(a) - length(fixef(a)) else nobs(a)
+    expect_equal(as.numeric(logLik(b)), as.numeric(logLik(a)) - dims * log(1e10), tolerance = 1e-9)
+    expect_equal(b$theta / 1e20, a$theta, tolerance = 1e-8)
+  }
+})

@@ -263,3 +263,48 @@ test_that("without an intercept the random effects carry the mean (lmer's answer
   lmer_user <- as.data.frame(lme4::VarCorr(m))$vcov[[1]]
   expect_lt(abs(fit$theta[["user"]] - lmer_user) / lmer_user, 0.25)
 })
+
+test_that("method = 'efficient' solves the MINQUE equations at the moment estimates (dense reference)", {
+  worst <- 0
+  for (seed in 1:6) {
+    design <- random_small_design(seed)
+    d <- design$data
+    fit <- suppressMessages(fr_fit(design$formula_terms$formula, d, method = "efficient"))
+    expect_identical(fit$method, "efficient")
+    X <- stats::model.matrix(design$formula_terms$fixed_formula, d)
+    factors <- as.list(d[design$formula_terms$random])
+    # Few levels: every trace is exact (no probes).
+    expect_true(all(fit$efficient$probes == 0))
+    want <- dense_minque_reference(d$y, X, factors, fit$efficient$moment_theta[c(names(factors), "Residual")])
+    worst <- max(worst, max(abs(fit$theta_raw[names(want)] - want) / max(abs(want))))
+  }
+  expect_lt(worst, 1e-8)
+})
+
+test_that("the efficient estimator equals the moment estimator and REML on a balanced design", {
+  skip_if_not_installed("lme4")
+  data(Penicillin, package = "lme4")
+  moments <- fr_fit(diameter ~ 1 + (1 | plate) + (1 | sample), Penicillin)
+  efficient <- fr_fit(diameter ~ 1 + (1 | plate) + (1 | sample), Penicillin, method = "efficient")
+  # A small system: every trace is exact, and on a balanced design MINQUE does not
+  # depend on its prior, so one step from the moment (ANOVA = REML) estimates stays there.
+  expect_true(all(efficient$efficient$probes == 0))
+  expect_equal(efficient$theta, moments$theta, tolerance = 1e-8)
+})
+
+test_that("the efficient estimator's probes are reported and small beside the sampling error", {
+  d <- simulate_crossed(1e5, seed = 2)
+  fit <- fr_fit(y ~ x + (1 | user) + (1 | item), d, method = "efficient")
+  expect_true(all(fit$efficient$probes >= 8))
+  expect_true(all(fit$efficient$probe_sd <= 0.1 * fit$efficient$model_sd))
+  expect_identical(fit$theta, fr_fit(y ~ x + (1 | user) + (1 | item), d, method = "efficient", threads = 1)$theta)
+})
+
+test_that("the efficient fit is equivariant in the scale of the response", {
+  d <- simulate_crossed(3000, seed = 5)
+  base <- fr_fit(y ~ x + (1 | user) + (1 | item), d, method = "efficient")
+  scaled <- fr_fit(y ~ x + (1 | user) + (1 | item), transform(d, y = y * 1e100), method = "efficient")
+  expect_equal(scaled$theta / 1e200, base$theta, tolerance = 1e-8)
+  expect_equal(scaled$efficient$moment_theta / 1e200, base$efficient$moment_theta, tolerance = 1e-8)
+  expect_equal(scaled$efficient$model_sd / 1e200, base$efficient$model_sd, tolerance = 1e-8)
+})

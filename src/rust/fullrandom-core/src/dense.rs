@@ -51,6 +51,18 @@ pub fn spd_inverse(a: &Mat<f64>, what: &str) -> Result<Mat<f64>, FitError> {
     Ok(llt.inverse())
 }
 
+/// `log det A` of a symmetric positive definite matrix, from its Cholesky factor.
+pub fn spd_log_det(a: &Mat<f64>) -> Result<f64, FitError> {
+    if a.nrows() == 0 {
+        return Ok(0.0);
+    }
+    let llt = a
+        .llt(Side::Lower)
+        .map_err(|_| FitError::NotIdentifiable("a matrix of the likelihood is not positive definite".into()))?;
+    let factor = llt.L();
+    Ok((0..a.nrows()).map(|i| 2.0 * factor[(i, i)].ln()).sum())
+}
+
 /// `tr(A B)` for square matrices of equal size.
 pub fn trace_of_product(a: &Mat<f64>, b: &Mat<f64>) -> f64 {
     let n = a.nrows();

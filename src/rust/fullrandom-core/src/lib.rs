@@ -32,16 +32,20 @@
 pub mod bootstrap;
 pub mod data;
 pub mod dense;
+pub mod efficient;
 pub mod error;
 pub mod fr;
 pub mod grouping;
+pub mod likelihood;
 pub mod mixed;
 pub mod moments;
 pub mod ols;
 pub mod stats;
 
 pub use data::{FactorCodes, FixedColumn, ModelData};
+pub use efficient::{EfficientOptions, TraceAccuracy};
 pub use error::FitError;
+pub use likelihood::{Criterion, LikelihoodFit};
 pub use fr::{fit_full_randomness, FullRandomnessFit, GroupSizes};
 pub use mixed::{
     fitted_and_residuals, solve_mixed_model, solve_mixed_model_to, Accuracy, MixedModelSolution,
@@ -57,6 +61,21 @@ pub struct MomentFit {
     pub equations: MomentEquations,
     pub components: VarianceComponents,
     pub mixed: MixedModelSolution,
+    /// For the efficient estimator: the moment fit it started from and the accuracy of
+    /// its traces (`equations` and `components` are then the MINQUE ones).
+    pub efficient: Option<EfficientStep>,
+}
+
+/// What the efficient estimator adds to a fit.
+#[derive(Debug, Clone)]
+pub struct EfficientStep {
+    /// The unbiased moment equations and their solution: the prior of the first step.
+    pub moment_equations: MomentEquations,
+    pub moment_components: VarianceComponents,
+    /// The trace estimates of the last step.
+    pub accuracy: TraceAccuracy,
+    /// MINQUE steps taken.
+    pub steps: usize,
 }
 
 /// Computes the sufficient statistics of `data` with `threads` worker threads, solves
@@ -152,7 +171,7 @@ pub fn fit_components(
 }
 
 /// OLS, the moment equations and their solution from the statistics.
-fn components_in(
+pub(crate) fn components_in(
     stats: &SufficientStats,
     pool: &rayon::ThreadPool,
 ) -> Result<(OlsFit, MomentEquations, VarianceComponents), FitError> {
@@ -169,7 +188,34 @@ fn fit_stats_in(
 ) -> Result<MomentFit, FitError> {
     let (ols, equations, components) = components_in(stats, pool)?;
     let mixed = solve_mixed_model(stats, &ols, &components, pool, keep_going)?;
-    Ok(MomentFit { ols, equations, components, mixed })
+    Ok(MomentFit { ols, equations, components, mixed, efficient: None })
+}
+
+/// The efficient estimator ([`efficient`]) from (possibly merged) statistics: the moment
+/// fit, then `steps` MINQUE steps, each at the components of the one before (one step is
+/// asymptotically efficient; iterating converges to REML), then the mixed-model equations.
+pub fn fit_efficient_from_stats_with(
+    stats: &SufficientStats,
+    options: &EfficientOptions,
+    steps: usize,
+    threads: usize,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<MomentFit, FitError> {
+    let pool = thread_pool(threads)?;
+    let (ols, moment_equations, moment_components) = components_in(stats, &pool)?;
+    let mut prior = moment_components.clone();
+    let mut last = None;
+    for _ in 0..steps.max(1) {
+        let (equations, accuracy) =
+            efficient::efficient_equations(stats, &ols, &prior, options, &pool, keep_going)?;
+        let components = fit_variance_components(&equations)?;
+        prior = components.clone();
+        last = Some((equations, components, accuracy));
+    }
+    let (equations, components, accuracy) = last.expect("at least one step");
+    let mixed = solve_mixed_model(stats, &ols, &components, &pool, keep_going)?;
+    let efficient = EfficientStep { moment_equations, moment_components, accuracy, steps: steps.max(1) };
+    Ok(MomentFit { ols, equations, components, mixed, efficient: Some(efficient) })
 }
 
 /// A private rayon pool of `threads` threads (at least 1).
@@ -186,4 +232,15 @@ pub fn run_with_threads<T: Send>(
     work: impl FnOnce() -> T + Send,
 ) -> Result<T, FitError> {
     Ok(thread_pool(threads)?.install(work))
+}
+
+/// REML or maximum likelihood ([`likelihood`]) from (possibly merged) statistics.
+pub fn fit_likelihood_from_stats_with(
+    stats: &SufficientStats,
+    criterion: Criterion,
+    threads: usize,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<LikelihoodFit, FitError> {
+    let pool = thread_pool(threads)?;
+    likelihood::fit_likelihood(stats, criterion, &EfficientOptions::default(), &pool, keep_going)
 }

@@ -84,6 +84,12 @@ pub struct MixedModelSolution {
     pub relative_residual: f64,
     /// Conjugate gradient iterations used (all rounds).
     pub iterations: usize,
+    /// `y'P y` times `s2`, i.e. with `V = s2 V_0`: `y'P_0 y = y'y - b'X'y - u'Z'y`, the
+    /// residual quadratic form of the likelihoods (invariant to the shift of y).
+    pub quadratic_form: f64,
+    /// `log det(X'V_0^-1 X)` over the kept columns (shifted coordinates, which have the
+    /// same determinant: the shift's map has determinant 1).
+    pub log_det_gls: f64,
 }
 
 /// One active random term's block of unknowns.
@@ -111,6 +117,8 @@ pub struct Solution {
 pub struct RandomEffectsMatrix<'a> {
     blocks: Vec<Block<'a>>,
     diagonal: Vec<f64>,
+    /// `n_g`, the diagonal of `Z'Z` (without `L`).
+    counts: Vec<f64>,
 }
 
 impl<'a> RandomEffectsMatrix<'a> {
@@ -129,6 +137,7 @@ impl<'a> RandomEffectsMatrix<'a> {
     ) -> RandomEffectsMatrix<'a> {
         let mut blocks: Vec<Block<'a>> = Vec::new();
         let mut diagonal = Vec::new();
+        let mut level_counts = Vec::new();
         for (k, l) in lambda.iter().enumerate() {
             if let Some(l) = l {
                 let counts = &stats.levels[k].counts;
@@ -139,6 +148,7 @@ impl<'a> RandomEffectsMatrix<'a> {
                     neighbours: Vec::new(),
                     tasks: Vec::new(),
                 });
+                level_counts.extend(counts.iter().map(|&n| n as f64));
                 match copies {
                     None => diagonal.extend(counts.iter().map(|&n| n as f64 + l)),
                     Some(w) => diagonal.extend(counts.iter().zip(&w[k]).map(|(&n, &c)| n as f64 + l * c as f64)),
@@ -166,7 +176,32 @@ impl<'a> RandomEffectsMatrix<'a> {
             }
             block.tasks = balanced_blocks(&cell_starts);
         }
-        RandomEffectsMatrix { blocks, diagonal }
+        RandomEffectsMatrix { blocks, diagonal, counts: level_counts }
+    }
+
+    /// `B = [Z'X~ | Z'y~]` over the `kept` columns: one row of `kept.len() + 1` values per
+    /// level of the active terms, in the order of the unknowns.
+    pub(crate) fn level_sums(&self, stats: &SufficientStats, kept: &[usize]) -> Vec<f64> {
+        let q = kept.len();
+        let r = q + 1;
+        let mut zt = vec![0.0; self.size() * r];
+        for block in &self.blocks {
+            let sums = &stats.levels[block.factor];
+            let g_all = sums.n_levels();
+            for g in 0..block.n_levels {
+                let row = &mut zt[(block.offset + g) * r..(block.offset + g + 1) * r];
+                for (c, &j) in kept.iter().enumerate() {
+                    row[c] = sums.sum_x[j * g_all + g];
+                }
+                row[q] = sums.sum_y[g];
+            }
+        }
+        zt
+    }
+
+    /// `(factor, first unknown, levels)` of every active term, in the order of the unknowns.
+    pub(crate) fn term_ranges(&self) -> Vec<(usize, Range<usize>)> {
+        self.blocks.iter().map(|b| (b.factor, b.offset..b.offset + b.n_levels)).collect()
     }
 
     /// Number of unknowns (levels of the active terms).
@@ -178,13 +213,23 @@ impl<'a> RandomEffectsMatrix<'a> {
     /// of `Y` is summed over its level's cells in their stored order, so the result
     /// does not depend on how the levels are split between threads.
     pub fn apply(&self, x: &[f64], y: &mut [f64], r: usize) {
+        self.apply_with_diagonal(&self.diagonal, x, y, r)
+    }
+
+    /// `Y = Z'Z X`: [`Self::apply`] without `L` (diagonal `n_g`), formed directly so that
+    /// nothing cancels when `L` is large.
+    pub fn apply_gram(&self, x: &[f64], y: &mut [f64], r: usize) {
+        self.apply_with_diagonal(&self.counts, x, y, r)
+    }
+
+    fn apply_with_diagonal(&self, diagonal: &[f64], x: &[f64], y: &mut [f64], r: usize) {
         for block in &self.blocks {
             let rows = &mut y[block.offset * r..(block.offset + block.n_levels) * r];
             split_by_tasks(block, rows, r).into_par_iter().for_each(|(first, chunk)| {
                 for (i, out) in chunk.chunks_mut(r).enumerate() {
                     let g = first + i;
                     let row = block.offset + g;
-                    let d = self.diagonal[row];
+                    let d = diagonal[row];
                     for (o, v) in out.iter_mut().zip(&x[row * r..(row + 1) * r]) {
                         *o = d * v;
                     }
@@ -362,7 +407,8 @@ impl<'a> RandomEffectsMatrix<'a> {
 
 /// `out += sum_m n_gm x[base + m]` over the cells `(m, n_gm)` of row `g`, where `x` holds
 /// `r = out.len()` values a level, added in the cells' stored order. The inner loop over
-/// `r` is unrolled for the usual few right-hand sides; it is most of a solver iteration.
+/// `r` is unrolled for the usual few right-hand sides and for the widths of the efficient
+/// estimator's probes (see [`crate::efficient`]); it is most of a solver iteration.
 #[inline]
 fn add_cell_sums(out: &mut [f64], cells: &CellCounts, g: usize, x: &[f64], base: usize) {
     let range = cells.row_starts[g]..cells.row_starts[g + 1];
@@ -372,6 +418,11 @@ fn add_cell_sums(out: &mut [f64], cells: &CellCounts, g: usize, x: &[f64], base:
         2 => add_cell_sums_of::<2>(out, cols, counts, x, base),
         3 => add_cell_sums_of::<3>(out, cols, counts, x, base),
         4 => add_cell_sums_of::<4>(out, cols, counts, x, base),
+        8 => add_cell_sums_of::<8>(out, cols, counts, x, base),
+        12 => add_cell_sums_of::<12>(out, cols, counts, x, base),
+        16 => add_cell_sums_of::<16>(out, cols, counts, x, base),
+        24 => add_cell_sums_of::<24>(out, cols, counts, x, base),
+        32 => add_cell_sums_of::<32>(out, cols, counts, x, base),
         r => {
             for (&m, &n) in cols.iter().zip(counts) {
                 let (n, at) = (n as f64, (base + m as usize) * r);
@@ -522,44 +573,13 @@ pub fn solve_mixed_model_to(
         .collect();
     let system = pool.install(|| RandomEffectsMatrix::of_copies(stats, copies, &lambda));
     let m = system.size();
-    let p = stats.n_fixed();
     let kept = &ols.kept;
     let q = kept.len();
     let r = q + 1;
 
-    // Right-hand sides [Z'X~ | Z'y~], one row per level of the active terms.
-    let mut zt = vec![0.0; m * r];
-    for block in &system.blocks {
-        let sums = &stats.levels[block.factor];
-        let g_all = sums.n_levels();
-        for g in 0..block.n_levels {
-            let row = &mut zt[(block.offset + g) * r..(block.offset + g + 1) * r];
-            for (c, &j) in kept.iter().enumerate() {
-                row[c] = sums.sum_x[j * g_all + g];
-            }
-            row[q] = sums.sum_y[g];
-        }
-    }
+    let zt = system.level_sums(stats, kept);
     let Solution { x: solved, residual, iterations } = system.solve(&zt, r, accuracy.cg, pool, keep_going)?;
-
-    // S = X'X - X'Z A and s_y = X'y - X'Z a need B'C^-1 B for B = [Z'X | Z'y]. From the
-    // iterate X ~ C^-1 B, B'X + X'B - X'C X has an error of second order in X's (the
-    // variational estimate of a bilinear form), so looser solves still give exact GLS.
-    // C X = B - (the solver's true residual), which it has just computed.
-    let cross = pool.install(|| {
-        let c_solved: Vec<f64> = zt.par_iter().zip(&residual).map(|(b, res)| b - res).collect();
-        let (bx, xcx) = (cross_product(&zt, r, &solved, r), cross_product(&solved, r, &c_solved, r));
-        Mat::from_fn(r, r, |i, j| bx[(i, j)] + bx[(j, i)] - 0.5 * (xcx[(i, j)] + xcx[(j, i)]))
-    });
-    let xtx = submatrix(&stats.xtx, p, kept);
-    let schur = Mat::from_fn(q, q, |i, j| xtx[(i, j)] - cross[(i, j)]);
-    let schur_y: Vec<f64> = (0..q).map(|i| stats.xty[kept[i]] - cross[(i, q)]).collect();
-    let schur_inv = spd_inverse(&schur, "the GLS matrix X'V^-1 X").map_err(|_| {
-        FitError::NotIdentifiable(
-            "the fixed effects are not identifiable given the random effects (X'V^-1 X is singular): a fixed-effect column is constant within the levels of a random term".into(),
-        )
-    })?;
-    let coef_shifted: Vec<f64> = (0..q).map(|i| (0..q).map(|j| schur_inv[(i, j)] * schur_y[j]).sum()).collect();
+    let (schur_inv, coef_shifted) = gls_from_solution(stats, kept, &zt, &solved, &residual, pool)?;
 
     // u = a - A b~.
     let mut u = vec![0.0; m];
@@ -596,7 +616,46 @@ pub fn solve_mixed_model_to(
     for block in &system.blocks {
         ranef[block.factor].copy_from_slice(&u[block.offset..block.offset + block.n_levels]);
     }
-    Ok(MixedModelSolution { coef, vcov, ranef, relative_residual, iterations })
+    let u_zty: f64 = (0..m).map(|i| u[i] * zt[i * r + q]).sum();
+    let b_xty: f64 = kept.iter().zip(&coef_shifted).map(|(&j, b)| stats.xty[j] * b).sum();
+    let quadratic_form = stats.yty - b_xty - u_zty;
+    let log_det_gls = -crate::dense::spd_log_det(&schur_inv)?;
+    Ok(MixedModelSolution { coef, vcov, ranef, relative_residual, iterations, quadratic_form, log_det_gls })
+}
+
+/// The GLS matrix `S = X'V^-1 X` (up to `s2`) inverted, and the GLS fixed effects `b~`
+/// (shifted coordinates), from `X ~ C^-1 B` for `B = zt = [Z'X | Z'y]` and the solver's
+/// true residual `B - C X`.
+///
+/// `S = X'X - X'Z A` and `s_y = X'y - X'Z a` need `B'C^-1 B`. From the iterate,
+/// `B'X + X'B - X'C X` has an error of second order in `X`'s (the variational estimate of
+/// a bilinear form), so looser solves still give exact GLS; `C X = B - residual`.
+pub(crate) fn gls_from_solution(
+    stats: &SufficientStats,
+    kept: &[usize],
+    zt: &[f64],
+    solved: &[f64],
+    residual: &[f64],
+    pool: &rayon::ThreadPool,
+) -> Result<(Mat<f64>, Vec<f64>), FitError> {
+    let p = stats.n_fixed();
+    let q = kept.len();
+    let r = q + 1;
+    let cross = pool.install(|| {
+        let c_solved: Vec<f64> = zt.par_iter().zip(residual).map(|(b, res)| b - res).collect();
+        let (bx, xcx) = (cross_product(zt, r, solved, r), cross_product(solved, r, &c_solved, r));
+        Mat::from_fn(r, r, |i, j| bx[(i, j)] + bx[(j, i)] - 0.5 * (xcx[(i, j)] + xcx[(j, i)]))
+    });
+    let xtx = submatrix(&stats.xtx, p, kept);
+    let schur = Mat::from_fn(q, q, |i, j| xtx[(i, j)] - cross[(i, j)]);
+    let schur_y: Vec<f64> = (0..q).map(|i| stats.xty[kept[i]] - cross[(i, q)]).collect();
+    let schur_inv = spd_inverse(&schur, "the GLS matrix X'V^-1 X").map_err(|_| {
+        FitError::NotIdentifiable(
+            "the fixed effects are not identifiable given the random effects (X'V^-1 X is singular): a fixed-effect column is constant within the levels of a random term".into(),
+        )
+    })?;
+    let coef_shifted: Vec<f64> = (0..q).map(|i| (0..q).map(|j| schur_inv[(i, j)] * schur_y[j]).sum()).collect();
+    Ok((schur_inv, coef_shifted))
 }
 
 /// `||[X'X b + X'Z u - X'y; Z'X b + C u - Z'y]|| / ||[X'y; Z'y]||` in the shifted coordinates.

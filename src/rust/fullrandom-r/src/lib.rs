@@ -167,7 +167,7 @@ fn estimate_values(
     ]
 }
 
-/// The estimates of `method` ("moments" or "fr") from sufficient statistics, as named R
+/// The estimates of `method` ("reml", "ml", "efficient", "moments" or "fr") from sufficient statistics, as named R
 /// values: OLS, the moment equations, the components, the mixed-model solution and, for
 /// "fr", a list `fr` with the group sizes and the iteration.
 fn fit_statistics(
@@ -176,6 +176,46 @@ fn fit_statistics(
     size_columns: &[i32],
     threads: usize,
 ) -> Result<(Vec<(&'static str, Robj)>, MixedModelSolution)> {
+    if let Some(criterion) = likelihood_criterion(method) {
+        let fit = fullrandom_core::fit_likelihood_from_stats_with(stats, criterion, threads, &mut no_user_interrupt)
+            .map_err(r_error)?;
+        let mut values = estimate_values(&fit.fit.ols, &fit.fit.equations, &fit.fit.components, &fit.fit.mixed);
+        if let Some(step) = &fit.fit.efficient {
+            values.push(("efficient", efficient_values(step).into()));
+        }
+        let (log_likelihood, reason) = match &fit.log_likelihood {
+            Ok(value) => (*value, String::new()),
+            Err(why) => (f64::NAN, why.clone()),
+        };
+        values.push((
+            "likelihood",
+            list!(
+                log_likelihood = log_likelihood,
+                restricted = criterion == fullrandom_core::Criterion::Reml,
+                reason = reason,
+                steps = fit.steps as i32,
+                converged = fit.converged,
+                last_step = fit.last_step.clone()
+            )
+            .into(),
+        ));
+        return Ok((values, fit.fit.mixed));
+    }
+    if method == "efficient" {
+        let fit = fullrandom_core::fit_efficient_from_stats_with(
+            stats,
+            &fullrandom_core::EfficientOptions::default(),
+            1,
+            threads,
+            &mut no_user_interrupt,
+        )
+        .map_err(r_error)?;
+        let mut values = estimate_values(&fit.ols, &fit.equations, &fit.components, &fit.mixed);
+        if let Some(step) = &fit.efficient {
+            values.push(("efficient", efficient_values(step).into()));
+        }
+        return Ok((values, fit.mixed));
+    }
     match estimator_of(method, size_columns)? {
         Estimator::Moments => {
             let fit = fullrandom_core::fit_from_stats_with(stats, threads, &mut no_user_interrupt).map_err(r_error)?;
@@ -203,10 +243,39 @@ fn fit_statistics(
     }
 }
 
-/// The estimator R names: "moments", or "fr" with its 0-based size() columns.
+/// The likelihood that `method` maximises: "reml" or "ml".
+fn likelihood_criterion(method: &str) -> Option<fullrandom_core::Criterion> {
+    match method {
+        "reml" => Some(fullrandom_core::Criterion::Reml),
+        "ml" => Some(fullrandom_core::Criterion::Ml),
+        _ => None,
+    }
+}
+
+/// What the efficient estimator adds: the moment fit it started from (its equations'
+/// right sides, raw and final components) and the accuracy of its traces.
+fn efficient_values(step: &fullrandom_core::EfficientStep) -> List {
+    let to_i32 = |v: &[usize]| v.iter().map(|&p| p as i32).collect::<Vec<i32>>();
+    list!(
+        moment_lhs = column_major(&step.moment_equations.lhs),
+        moment_q = step.moment_equations.q.clone(),
+        moment_raw = step.moment_components.raw.clone(),
+        moment_estimate = step.moment_components.estimate.clone(),
+        probes = to_i32(&step.accuracy.probes),
+        probe_sd = step.accuracy.probe_sd.clone(),
+        model_sd = step.accuracy.model_sd.clone(),
+        steps = step.steps as i32
+    )
+}
+
+/// The estimator of a bootstrap replicate for the method R names: "moments", or "fr"
+/// with its 0-based size() columns. Replicates of "efficient" fits are refitted by the
+/// moment equations (the efficient step on copies of levels is not implemented), and so
+/// are those of "reml" and "ml" fits: their spread is that of the less precise
+/// estimator, so the intervals are conservative.
 fn estimator_of(method: &str, size_columns: &[i32]) -> Result<Estimator> {
     match method {
-        "moments" => Ok(Estimator::Moments),
+        "moments" | "efficient" | "reml" | "ml" => Ok(Estimator::Moments),
         "fr" => Ok(Estimator::FullRandomness {
             size_columns: size_columns.iter().filter_map(|&j| usize::try_from(j).ok()).collect(),
         }),
@@ -227,7 +296,9 @@ fn r_error(e: fullrandom_core::FitError) -> Error {
 ///   `intercept` the 0-based index of the intercept column, or -1; `codes` a list of
 ///   integer vectors of 1-based level codes, one per random term; `n_levels` the number
 ///   of levels of each term; `labels` the terms' labels.
-/// @param method "moments" (the unbiased equations of every term), "fr" (Matloff's
+/// @param method "reml" or "ml" (the likelihoods, maximised by Fisher scoring from the
+///   moment estimates), "efficient" (one MINQUE step from the moment estimates), "moments" (the
+///   unbiased equations of every term), "fr" (Matloff's
 ///   Full Randomness estimator, one term), "components" (the variance components of
 ///   "moments" alone, without GLS or BLUPs) or "statistics" (the sufficient statistics
 ///   alone, to be merged with those of other chunks by fr_merged_fit()).
@@ -251,7 +322,7 @@ fn fr_moment_fit(
     let data = model_data(&model)?;
     let threads = threads.max(1) as usize;
     match method {
-        "moments" | "fr" => {
+        "moments" | "fr" | "efficient" | "reml" | "ml" => {
             let stats = fullrandom_core::compute_statistics(&data, threads).map_err(r_error)?;
             let (mut values, mixed) = fit_statistics(&stats, method, &size_columns, threads)?;
             values.extend(fitted_values(&data, &mixed.coef, &mixed.ranef, threads)?);
@@ -290,7 +361,7 @@ fn fr_moment_fit(
 ///   integer vectors: the global level of each of the chunk's levels; NULL when the
 ///   chunks already share the global levels (row sets of one model frame).
 /// @param n_levels the global number of levels of each term.
-/// @param method "moments" or "fr".
+/// @param method "reml", "ml", "efficient", "moments" or "fr".
 /// @param size_columns for "fr": 0-based indices of the size() columns.
 /// @param components NULL, or the variance components (random terms, then the residual)
 ///   at which to solve the mixed-model equations instead of estimating them.
@@ -496,7 +567,7 @@ fn fr_fitted(model: List, coef: Vec<f64>, ranef: List, threads: i32) -> Result<L
 /// interrupts and calls `progress(done)`.
 ///
 /// @param model the model, as for fr_moment_fit().
-/// @param method "moments" or "fr".
+/// @param method "efficient" (refitted by "moments"), "moments" or "fr".
 /// @param size_columns for "fr": 0-based size() columns.
 /// @param nsim number of replicates.
 /// @param seed the seed of the replicates' streams, a whole number in [0, 2^53).

@@ -1,0 +1,510 @@
+//! The efficient estimator: one MINQUE step from the moment estimates.
+//!
+//! The unweighted moment equations of [`crate::moments`] are unbiased but waste much of
+//! the information in unbalanced data (heavy-tailed level sizes). The REML equations
+//! `y'P V_k P y = tr(P V_k)` are efficient; with `P` fixed at a prior `theta_0`, the
+//! forms `U_k = y'P_0 V_k P_0 y` have expectations `sum_l theta_l tr(P_0 V_k P_0 V_l)`
+//! for any distribution with these second moments, and equating them is MINQUE(`theta_0`)
+//! (C. R. Rao 1971): unbiased for every fixed `theta_0`, and with `theta_0` the consistent
+//! moment estimate as efficient as REML asymptotically (one Fisher scoring step;
+//! iterating converges to REML). Here `V_k = Z_k Z_k'`, `V_e = I`, and `theta_0` is
+//! scaled so that `s2_0 = 1`: `V_0 = I + Z G Z'`, `G = diag(gamma_k)`, `gamma_k = s2_k/s2`.
+//!
+//! Everything is in level space, from the sufficient statistics. With `C = Z'Z + G^-1`
+//! (the matrix of Henderson's equations, [`RandomEffectsMatrix`]),
+//! `Z'V_0^-1 x = G^-1 C^-1 Z'x`, so with `u` the BLUPs and `b` the GLS fixed effects at
+//! `theta_0`, `P_0 y = y - X b - Z u` and
+//!
+//! ```text
+//! U_k = ||u_k||^2 / gamma_k^2,    U_e = ||P_0 y||^2 = y'y - b'X'y - u'Z'y - u'G^-1 u.
+//! ```
+//!
+//! For a vector `w` on the levels of term `l` (`e_w` in the unknowns), `A = C^-1 Z'X`
+//! and `S = X'V_0^-1 X`,
+//!
+//! ```text
+//! Z'P_0 Z_l w = G^-1 h,    h = v - A S^-1 X'Z (e_w - v),    v = C^-1 Z'Z e_w,
+//! ```
+//!
+//! (`v = e_w - C^-1 G^-1 e_w`, solved from `Z'Z e_w` so that nothing cancels for a small
+//! `gamma_l`; with ML's traces `h = v`),
+//!
+//! so `T_kl = tr(P_0 V_k P_0 V_l) = ||Z_k'P_0 Z_l||_F^2 = E_w ||h_k||^2 / gamma_k^2` and
+//! `t_l = tr(P_0 V_l) = E_w w'h_l / gamma_l` over probes with `E[w w'] = I`: every unit
+//! vector of a term with few levels (exact), Rademacher vectors otherwise (Hutchinson's
+//! estimator; one solve with `C` per probe serves every `k`). The residual's row and
+//! column follow from `P_0 V_0 P_0 = P_0` and `tr(P_0 V_0) = N - rank(X)`:
+//!
+//! ```text
+//! T_ke = t_k - sum_l gamma_l T_kl,   tr(P_0) = N - rank(X) - sum_l gamma_l t_l,
+//! T_ee = tr(P_0) - sum_l gamma_l T_le.
+//! ```
+//!
+//! The probes' error is measured by the jackknife over probes and compared with the
+//! sampling sd of the estimates under normality, `sqrt(2 s2_0^2 diag(T^-1))` (`T / 2`
+//! is REML's information at `theta_0`); probes are added in batches until the first is at
+//! most [`EfficientOptions::noise_ratio`] of the second. The probes come from a fixed
+//! ChaCha8 stream, so results do not depend on the threads.
+
+use crate::error::FitError;
+use crate::mixed::{gls_from_solution, RandomEffectsMatrix};
+use crate::moments::{MomentEquations, VarianceComponents};
+use crate::ols::OlsFit;
+use crate::stats::SufficientStats;
+use faer::Mat;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
+use std::ops::Range;
+
+/// The smallest ratio `s2_k / s2` used for the prior: a term estimated at zero keeps its
+/// equation (the level-space identities divide by `gamma_k`) while its weight in `V_0`
+/// is nil for every purpose (`gamma_k n_g` far below 1). The probes' right-hand sides are
+/// `Z'Z e_w`, so nothing cancels however small it is.
+pub const GAMMA_FLOOR: f64 = 1e-8;
+
+/// How the traces are estimated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EfficientOptions {
+    /// Terms with at most this many levels get exact traces (one solve per level), and
+    /// so does every term when all of them have at most `exact_unknowns` levels together
+    /// (a small system, where exact traces cost little).
+    pub exact_levels: usize,
+    pub exact_unknowns: usize,
+    /// Rademacher probes per term and batch.
+    pub batch: usize,
+    /// Probes per term at the least (the jackknife needs a few) and at the most.
+    pub min_probes: usize,
+    pub max_probes: usize,
+    /// Stop adding probes once the probes' sd of every component is at most this
+    /// fraction of its sampling sd (0.1: the probes add at most 1% to the variance).
+    pub noise_ratio: f64,
+    /// Relative residual of the solves for the probes: an error of this order in a trace
+    /// is far below the sampling error (about `sqrt(2 / levels)` relative) at any size.
+    pub tolerance: f64,
+    pub seed: u64,
+    /// REML's traces, with `P_0` (true), or ML's, with `V_0^-1` in place of `P_0` in
+    /// `T_kl = tr(V_0^-1 V_k V_0^-1 V_l)` and `tr(V_0^-1 V_k)` (false): iterating the
+    /// latter converges to maximum likelihood, as the former does to REML. The forms
+    /// `y'P_0 V_k P_0 y` are the same for both.
+    pub restricted: bool,
+}
+
+impl Default for EfficientOptions {
+    fn default() -> Self {
+        EfficientOptions {
+            exact_levels: 16,
+            exact_unknowns: 500,
+            batch: 8,
+            min_probes: 8,
+            max_probes: 512,
+            noise_ratio: 0.1,
+            tolerance: 1e-4,
+            seed: 20_261_130,
+            restricted: true,
+        }
+    }
+}
+
+/// What the trace estimation did, per component (the `K` terms, then the residual).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceAccuracy {
+    /// Rademacher probes per term (0 where the traces are exact).
+    pub probes: Vec<usize>,
+    /// The probes' standard deviation of every raw component (jackknife; 0 when exact).
+    pub probe_sd: Vec<f64>,
+    /// The sampling sd of every component under normality at the prior.
+    pub model_sd: Vec<f64>,
+}
+
+/// The MINQUE equations at `prior`, in the layout of [`MomentEquations`]: row 0 is the
+/// residual's equation (`U_e`), row `k + 1` that of term `k`; unknowns `s2_1..s2_K, s2`.
+/// So [`crate::fit_variance_components`] solves them with the same boundary rule.
+pub fn efficient_equations(
+    stats: &SufficientStats,
+    ols: &OlsFit,
+    prior: &VarianceComponents,
+    options: &EfficientOptions,
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<(MomentEquations, TraceAccuracy), FitError> {
+    let k_factors = stats.n_factors();
+    let s2_prior = prior.estimate[k_factors];
+    if !(s2_prior > 0.0 && s2_prior.is_finite()) {
+        return Err(FitError::NotIdentifiable(format!(
+            "the prior residual variance is {s2_prior}, so the efficient equations are undefined"
+        )));
+    }
+    let gamma: Vec<f64> = (0..k_factors).map(|k| (prior.estimate[k] / s2_prior).max(GAMMA_FLOOR)).collect();
+    let lambda: Vec<Option<f64>> = gamma.iter().map(|g| Some(1.0 / g)).collect();
+    let system = pool.install(|| RandomEffectsMatrix::new(stats, &lambda));
+    let terms = system.term_ranges();
+    let kept = &ols.kept;
+    let q = kept.len();
+    let r = q + 1;
+
+    // Henderson's equations at the prior (A = C^-1 Z'X, a = C^-1 Z'y, then GLS b and the
+    // BLUPs u), the unit vectors of the terms with exact traces and the first batch of
+    // probes are solved together: one pass over the cells per iteration serves them all.
+    let small_system = system.size() <= options.exact_unknowns;
+    let stochastic: Vec<usize> = (0..k_factors)
+        .filter(|&l| !small_system && stats.levels[l].n_levels() > options.exact_levels)
+        .collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let mut first: Vec<(usize, Vec<f64>)> = (0..k_factors)
+        .filter(|l| !stochastic.contains(l))
+        .flat_map(|l| (0..stats.levels[l].n_levels()).map(move |g| (l, unit_vector(stats.levels[l].n_levels(), g))))
+        .collect();
+    let n_exact = first.len();
+    first.extend(probe_batch(&mut rng, stats, &stochastic, options.min_probes.max(2)));
+    let zt = system.level_sums(stats, kept);
+    let m = system.size();
+    let henderson = system.solve(&zt, r, crate::mixed::CG_TOLERANCE, pool, keep_going)?;
+    let (solved, residual) = (henderson.x, henderson.residual);
+    let width = unrolled_width(first.len());
+    let rhs = gram_of_vectors(&system, &first, width, &terms, pool)?;
+    // With every trace exact (few levels), they are solved as tightly as the fit.
+    let tolerance = if stochastic.is_empty() { crate::mixed::CG_TOLERANCE } else { options.tolerance };
+    let first_solve = system.solve(&rhs, width, tolerance, pool, keep_going)?;
+    drop(rhs);
+    let first_v = first_solve.x;
+    let (schur_inv, b) = gls_from_solution(stats, kept, &zt, &solved, &residual, pool)?;
+    let u: Vec<f64> = (0..m)
+        .into_par_iter()
+        .map(|i| {
+            let row = &solved[i * r..(i + 1) * r];
+            row[q] - (0..q).map(|c| row[c] * b[c]).sum::<f64>()
+        })
+        .collect();
+
+    // The quadratic forms.
+    let mut forms = vec![0.0; k_factors + 1];
+    let mut u_zty = 0.0;
+    let mut u_ginv_u = 0.0;
+    for (k, range) in &terms {
+        let uk = &u[range.clone()];
+        let ss: f64 = uk.iter().map(|v| v * v).sum();
+        forms[k + 1] = ss / (gamma[*k] * gamma[*k]);
+        u_ginv_u += ss / gamma[*k];
+        u_zty += range.clone().map(|i| u[i] * zt[i * r + q]).sum::<f64>();
+    }
+    let b_xty: f64 = kept.iter().zip(&b).map(|(&j, bj)| stats.xty[j] * bj).sum();
+    forms[0] = stats.yty - b_xty - u_zty - u_ginv_u;
+
+    // The traces, from probes.
+    let probes = Probes {
+        restricted: options.restricted,
+        system: &system,
+        terms: &terms,
+        gamma: &gamma,
+        zt: &zt,
+        solved: &solved,
+        schur_inv: &schur_inv,
+        q,
+    };
+    let first_samples = probes.samples_of(&first_v, width, &first, pool);
+    let mut exact = TraceSums::zeros(k_factors);
+    for ((l, _), sample) in first.iter().zip(&first_samples).take(n_exact) {
+        exact.add(*l, sample);
+    }
+    // samples[j][i]: probe j of the i-th stochastic term.
+    let mut samples: Vec<Vec<TraceSample>> = Vec::new();
+    if !stochastic.is_empty() {
+        for per_probe in first_samples[n_exact..].chunks(stochastic.len()) {
+            samples.push(per_probe.to_vec());
+        }
+    }
+    let n_obs = stats.n_obs as f64;
+    // tr(P_0 V_0) = N - rank(X); tr(V_0^-1 V_0) = N.
+    let n_fixed = if options.restricted { q as f64 } else { 0.0 };
+    loop {
+        let estimate = Traces::from(&exact, &samples, &stochastic, None, k_factors);
+        let equations = assemble(&estimate, &gamma, &forms, n_obs, n_fixed, stats);
+        let done_with_probes = stochastic.is_empty()
+            || (samples.len() >= options.min_probes && {
+                let accuracy = accuracy_of(&exact, &samples, &stochastic, &gamma, &forms, n_obs, n_fixed, stats, s2_prior);
+                accuracy.probe_sd.iter().zip(&accuracy.model_sd).all(|(p, s)| *p <= options.noise_ratio * s)
+            })
+            || samples.len() >= options.max_probes;
+        if done_with_probes {
+            let mut accuracy = if stochastic.is_empty() {
+                let model_sd = model_sd(&equations.lhs, s2_prior);
+                TraceAccuracy { probes: vec![0; k_factors], probe_sd: vec![0.0; k_factors + 1], model_sd }
+            } else {
+                accuracy_of(&exact, &samples, &stochastic, &gamma, &forms, n_obs, n_fixed, stats, s2_prior)
+            };
+            for &l in &stochastic {
+                accuracy.probes[l] = samples.len();
+            }
+            return Ok((equations, accuracy));
+        }
+        let vectors = probe_batch(&mut rng, stats, &stochastic, options.batch.max(1));
+        let width = unrolled_width(vectors.len());
+        let rhs = gram_of_vectors(&system, &vectors, width, &terms, pool)?;
+        let v = system.solve(&rhs, width, options.tolerance, pool, keep_going)?.x;
+        let batch = probes.samples_of(&v, width, &vectors, pool);
+        for per_probe in batch.chunks(stochastic.len()) {
+            samples.push(per_probe.to_vec());
+        }
+    }
+}
+
+
+/// The number of columns solved for `n` vectors: zero columns pad it to a width whose
+/// cell sums are unrolled (a zero column costs a little and converges at once).
+fn unrolled_width(n: usize) -> usize {
+    match n {
+        0..=4 => n,
+        5..=8 => 8,
+        9..=12 => 12,
+        13..=16 => 16,
+        17..=24 => 24,
+        25..=32 => 32,
+        _ => n,
+    }
+}
+
+/// `count` Rademacher probes for every stochastic term, probe by probe.
+fn probe_batch(rng: &mut ChaCha8Rng, stats: &SufficientStats, stochastic: &[usize], count: usize) -> Vec<(usize, Vec<f64>)> {
+    let mut out = Vec::with_capacity(count * stochastic.len());
+    for _ in 0..count {
+        for &l in stochastic {
+            out.push((l, (0..stats.levels[l].n_levels()).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect()));
+        }
+    }
+    out
+}
+
+fn unit_vector(n: usize, g: usize) -> Vec<f64> {
+    let mut w = vec![0.0; n];
+    w[g] = 1.0;
+    w
+}
+
+/// Writes each `(term, w)` into column `first + j` of the row-major `rhs` (`width`
+/// values a level), on the unknowns of its term.
+fn place_vectors(rhs: &mut [f64], width: usize, first: usize, vectors: &[(usize, Vec<f64>)], terms: &[(usize, Range<usize>)]) {
+    for (j, (l, w)) in vectors.iter().enumerate() {
+        let range = terms.iter().find(|(f, _)| f == l).map(|(_, r)| r.clone()).expect("every term is active");
+        for (g, i) in range.enumerate() {
+            rhs[i * width + first + j] = w[g];
+        }
+    }
+}
+
+/// `Z'Z e_w` for every vector, `width` columns by level (the right-hand sides of the probes).
+fn gram_of_vectors(
+    system: &RandomEffectsMatrix<'_>,
+    vectors: &[(usize, Vec<f64>)],
+    width: usize,
+    terms: &[(usize, Range<usize>)],
+    pool: &rayon::ThreadPool,
+) -> Result<Vec<f64>, FitError> {
+    let m = system.size();
+    let mut placed = try_zeros(m * width)?;
+    place_vectors(&mut placed, width, 0, vectors, terms);
+    let mut rhs = try_zeros(m * width)?;
+    pool.install(|| system.apply_gram(&placed, &mut rhs, width));
+    Ok(rhs)
+}
+
+/// One probe's contributions: `||h_k||^2 / gamma_k^2` for every term `k`, and `w'h_l / gamma_l`.
+#[derive(Debug, Clone)]
+struct TraceSample {
+    squares: Vec<f64>,
+    own: f64,
+}
+
+/// Sums of exact (unit-vector) samples per probed term: `T_kl` summed over the levels of `l`.
+struct TraceSums {
+    squares: Vec<Vec<f64>>,
+    own: Vec<f64>,
+}
+
+impl TraceSums {
+    fn zeros(k: usize) -> TraceSums {
+        TraceSums { squares: vec![vec![0.0; k]; k], own: vec![0.0; k] }
+    }
+    fn add(&mut self, l: usize, s: &TraceSample) {
+        self.squares[l].iter_mut().zip(&s.squares).for_each(|(a, b)| *a += b);
+        self.own[l] += s.own;
+    }
+}
+
+/// `T_kl` (by column `l`) and `t_l`.
+struct Traces {
+    by_column: Vec<Vec<f64>>,
+    own: Vec<f64>,
+}
+
+impl Traces {
+    /// Exact sums plus the means of the stochastic samples, leaving out probe `skip`.
+    fn from(exact: &TraceSums, samples: &[Vec<TraceSample>], stochastic: &[usize], skip: Option<usize>, k: usize) -> Traces {
+        let mut by_column = exact.squares.clone();
+        let mut own = exact.own.clone();
+        let used = samples.len() - skip.map_or(0, |_| 1);
+        for (i, &l) in stochastic.iter().enumerate() {
+            by_column[l] = vec![0.0; k];
+            own[l] = 0.0;
+            for (j, probe) in samples.iter().enumerate() {
+                if Some(j) == skip {
+                    continue;
+                }
+                by_column[l].iter_mut().zip(&probe[i].squares).for_each(|(a, b)| *a += b / used as f64);
+                own[l] += probe[i].own / used as f64;
+            }
+        }
+        Traces { by_column, own }
+    }
+}
+
+/// The `(K + 1) x (K + 1)` equations in [`MomentEquations`]' layout.
+fn assemble(traces: &Traces, gamma: &[f64], forms: &[f64], n_obs: f64, n_fixed: f64, stats: &SufficientStats) -> MomentEquations {
+    let k_factors = gamma.len();
+    let mut lhs = Mat::<f64>::zeros(k_factors + 1, k_factors + 1);
+    // T_kl from the probes of l and of k are two estimates of one number.
+    for k in 0..k_factors {
+        for l in 0..k_factors {
+            lhs[(k + 1, l)] = 0.5 * (traces.by_column[l][k] + traces.by_column[k][l]);
+        }
+    }
+    let mut trace_p = n_obs - n_fixed;
+    for k in 0..k_factors {
+        let t_ke = traces.own[k] - (0..k_factors).map(|l| gamma[l] * lhs[(k + 1, l)]).sum::<f64>();
+        lhs[(k + 1, k_factors)] = t_ke;
+        lhs[(0, k)] = t_ke;
+        trace_p -= gamma[k] * traces.own[k];
+    }
+    lhs[(0, k_factors)] = trace_p - (0..k_factors).map(|l| gamma[l] * lhs[(0, l)]).sum::<f64>();
+    let n_levels = stats.levels.iter().map(|lv| lv.counts.iter().filter(|&&c| c > 0).count()).collect();
+    MomentEquations { factor_names: stats.factor_names.clone(), n_levels, lhs, q: forms.to_vec() }
+}
+
+/// `sqrt(2 s2_0^2 diag(T^-1))` in the order of the unknowns.
+fn model_sd(lhs: &Mat<f64>, s2_prior: f64) -> Vec<f64> {
+    let dim = lhs.nrows();
+    // Rows are (e, terms), columns (terms, e): put the rows in the columns' order.
+    let t = Mat::from_fn(dim, dim, |i, j| lhs[((i + 1) % dim, j)]);
+    let inverse = crate::dense::spd_inverse(&t, "the efficient equations");
+    (0..dim)
+        .map(|i| match &inverse {
+            Ok(inv) => (2.0 * inv[(i, i)]).max(0.0).sqrt() * s2_prior,
+            Err(_) => f64::NAN,
+        })
+        .collect()
+}
+
+/// The probes' jackknife sd of the raw components, and the model sd.
+#[allow(clippy::too_many_arguments)]
+fn accuracy_of(
+    exact: &TraceSums,
+    samples: &[Vec<TraceSample>],
+    stochastic: &[usize],
+    gamma: &[f64],
+    forms: &[f64],
+    n_obs: f64,
+    n_fixed: f64,
+    stats: &SufficientStats,
+    s2_prior: f64,
+) -> TraceAccuracy {
+    let k = gamma.len();
+    let full = assemble(&Traces::from(exact, samples, stochastic, None, k), gamma, forms, n_obs, n_fixed, stats);
+    let m = samples.len();
+    let leave_outs: Vec<Vec<f64>> = (0..m)
+        .map(|j| {
+            let eq = assemble(&Traces::from(exact, samples, stochastic, Some(j), k), gamma, forms, n_obs, n_fixed, stats);
+            crate::dense::solve(&eq.lhs, &eq.q)
+        })
+        .collect();
+    let probe_sd = (0..=k)
+        .map(|c| {
+            let mean = leave_outs.iter().map(|v| v[c]).sum::<f64>() / m as f64;
+            let ss: f64 = leave_outs.iter().map(|v| (v[c] - mean).powi(2)).sum();
+            ((m as f64 - 1.0) / m as f64 * ss).sqrt()
+        })
+        .collect();
+    TraceAccuracy { probes: vec![0; k], probe_sd, model_sd: model_sd(&full.lhs, s2_prior) }
+}
+
+/// What a probe needs: the system at the prior and the pieces of its GLS solution.
+struct Probes<'a> {
+    restricted: bool,
+    system: &'a RandomEffectsMatrix<'a>,
+    terms: &'a [(usize, Range<usize>)],
+    gamma: &'a [f64],
+    zt: &'a [f64],
+    solved: &'a [f64],
+    schur_inv: &'a Mat<f64>,
+    q: usize,
+}
+
+impl Probes<'_> {
+    /// The samples of `vectors` (`(term l, w on the levels of l)`) from their solutions
+    /// `v = C^-1 e_w` (row-major, `width` columns of which the first are the vectors').
+    fn samples_of(&self, v: &[f64], width: usize, vectors: &[(usize, Vec<f64>)], pool: &rayon::ThreadPool) -> Vec<TraceSample> {
+        let n = vectors.len();
+        let m = self.system.size();
+        let range_of = |l: usize| self.terms.iter().find(|(f, _)| *f == l).map(|(_, r)| r.clone()).expect("every term is active");
+        let (q, r) = (self.q, self.q + 1);
+        // S^-1 X'Z (e_w - v) for every probe (REML's projection; none for ML).
+        let d: Vec<Vec<f64>> = pool.install(|| {
+            (0..n)
+                .into_par_iter()
+                .map(|j| {
+                    if !self.restricted {
+                        return vec![0.0; q];
+                    }
+                    let (l, w) = &vectors[j];
+                    let own_range = range_of(*l);
+                    let mut s = vec![0.0; q];
+                    for i in 0..m {
+                        let probe = if own_range.contains(&i) { w[i - own_range.start] } else { 0.0 };
+                        let ei = probe - v[i * width + j];
+                        for c in 0..q {
+                            s[c] += self.zt[i * r + c] * ei;
+                        }
+                    }
+                    (0..q).map(|a| (0..q).map(|c| self.schur_inv[(a, c)] * s[c]).sum()).collect()
+                })
+                .collect()
+        });
+        pool.install(|| {
+            (0..n)
+                .into_par_iter()
+                .map(|j| {
+                    let (l, w) = &vectors[j];
+                    let own_range = range_of(*l);
+                    let mut squares = vec![0.0; self.gamma.len()];
+                    let mut own = 0.0;
+                    for (k, range) in self.terms {
+                        let mut ss = 0.0;
+                        for i in range.clone() {
+                            let a_d: f64 = (0..q).map(|c| self.solved[i * r + c] * d[j][c]).sum();
+                            let h = v[i * width + j] - a_d;
+                            ss += h * h;
+                            if own_range.contains(&i) {
+                                own += w[i - own_range.start] * h;
+                            }
+                        }
+                        squares[*k] = ss / (self.gamma[*k] * self.gamma[*k]);
+                    }
+                    TraceSample { squares, own: own / self.gamma[*l] }
+                })
+                .collect()
+        })
+    }
+}
+
+/// A zeroed buffer whose size comes from the data, refused rather than aborting when
+/// the memory cannot be had.
+fn try_zeros(len: usize) -> Result<Vec<f64>, FitError> {
+    let mut v = Vec::new();
+    v.try_reserve_exact(len).map_err(|_| {
+        FitError::InvalidInput(format!(
+            "the efficient estimator's probes need {:.1} GB of memory, which could not be allocated",
+            len as f64 * 8.0 / 1e9
+        ))
+    })?;
+    v.resize(len, 0.0);
+    Ok(v)
+}
