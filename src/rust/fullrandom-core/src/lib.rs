@@ -242,5 +242,5 @@ pub fn fit_likelihood_from_stats_with(
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<LikelihoodFit, FitError> {
     let pool = thread_pool(threads)?;
-    likelihood::fit_likelihood(stats, criterion, &EfficientOptions::default(), &pool, keep_going)
+    likelihood::fit_likelihood(stats, criterion, &likelihood::TRACES, &pool, keep_going)
 }

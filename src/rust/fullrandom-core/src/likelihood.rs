@@ -42,6 +42,21 @@ pub const STEP_TOLERANCE: f64 = 1e-8;
 /// The largest sparse Cholesky factor (values) made for the log-likelihood: 800 MB.
 pub const MAX_FACTOR_VALUES: usize = 100_000_000;
 
+/// The traces of a likelihood fit: more probes than one efficient step uses, and a
+/// tighter bound on their error (3% of the sampling sd, so 0.05% of the variance), since
+/// the optimum, not only an efficient estimate, is asked for.
+pub const TRACES: EfficientOptions = EfficientOptions {
+    exact_levels: 16,
+    exact_unknowns: 500,
+    batch: 16,
+    min_probes: 32,
+    max_probes: 512,
+    noise_ratio: 0.03,
+    tolerance: 1e-6,
+    seed: 20_261_130,
+    restricted: true,
+};
+
 /// Which likelihood is maximised.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Criterion {
