@@ -82,8 +82,8 @@
 #' summary(g, nboot = 50)
 #' quantile(g, c(0.1, 0.5, 0.9))
 #' @export
-fr_distribution <- function(fit, term = NULL, grid_size = 300L, data = NULL, tol = 2e-4,
-                            max_iter = 1500L, threads = NULL, ...) {
+fr_distribution <- function(fit, term = NULL, grid_size = 300L, data = NULL, tol = 1e-3,
+                            max_iter = 600L, threads = NULL, ...) {
   refuse_unknown_arguments("fr_distribution()", ..., help = "fr_distribution")
   if (!inherits(fit, "fr_fit")) stop("`fit` must be an fr_fit object", call. = FALSE)
   k <- distribution_term(fit, term)
@@ -138,27 +138,39 @@ partial_residual_sums <- function(fit, k, data) {
   if (is.null(data)) {
     require_data_of_fit(fit, "residuals for the distribution of a term (give them again in `data`)")
     codes <- lapply(fit$flist, function(f) as.integer(unclass(f)))
-    return(level_sums_of(fit, k, unname(fit$residuals) + unname(u)[codes[[k]]], codes))
+    counts <- Map(function(x, l) tabulate(x, length(fit$ranef_values[[l]])), codes, names(codes))
+    return(level_sums_of(fit, k, unname(fit$residuals) + unname(u)[codes[[k]]], codes, counts))
   }
   chunks <- if (is.data.frame(data)) list(data) else data
   if (!is.list(chunks) || !all(vapply(chunks, is.data.frame, logical(1)))) {
     stop("`data` must be a data frame or a list of data frames", call. = FALSE)
   }
-  total <- NULL
-  for (chunk in chunks) {
+  labels <- vapply(fit$random, `[[`, "", "label")
+  chunk_codes <- lapply(chunks, function(chunk) {
     codes <- lapply(fit$random, function(t) newdata_level_index(fit, t, chunk))
-    names(codes) <- vapply(fit$random, `[[`, "", "label")
+    names(codes) <- labels
+    codes
+  })
+  # The level counts of the whole data (the other terms' prediction errors need them).
+  counts <- lapply(labels, function(l) Reduce(`+`, lapply(chunk_codes, function(codes) {
+    tabulate(codes[[l]], length(fit$ranef_values[[l]]))
+  })))
+  names(counts) <- labels
+  total <- NULL
+  for (i in seq_along(chunks)) {
+    chunk <- chunks[[i]]
+    codes <- chunk_codes[[i]]
     y <- eval(fit$formula[[2L]], chunk, environment(fit$formula))
     eta <- predict(fit, chunk, allow.new.levels = TRUE)
     ok <- !is.na(eta) & !is.na(y) & Reduce(`&`, lapply(codes, Negate(is.na)))
     r <- (y - eta)[ok] + unname(u)[codes[[k]][ok]]
-    part <- level_sums_of(fit, k, r, lapply(codes, function(x) x[ok]))
+    part <- level_sums_of(fit, k, r, lapply(codes, function(x) x[ok]), counts)
     total <- if (is.null(total)) part else Map(`+`, total, part)
   }
   total
 }
 
-level_sums_of <- function(fit, k, r, codes) {
+level_sums_of <- function(fit, k, r, codes, counts) {
   n_levels <- length(fit$ranef_values[[k]])
   sums <- fr_level_power_sums(as.double(r), codes[[k]], n_levels, 0)
   # The other terms' prediction errors, sum_h c_gh^2 PEV_h per level g of term k.
@@ -167,7 +179,7 @@ level_sums_of <- function(fit, k, r, codes) {
   for (l in setdiff(names(codes), k)) {
     s2l <- unname(fit$theta[[l]])
     if (!(s2l > 0)) next
-    nl <- tabulate(codes[[l]], length(fit$ranef_values[[l]]))
+    nl <- counts[[l]]
     pev_l <- s2l * s2 / (nl * s2l + s2)
     key <- (as.double(codes[[k]]) - 1) * length(nl) + codes[[l]]
     o <- order(key, method = "radix")

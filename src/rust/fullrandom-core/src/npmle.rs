@@ -141,7 +141,7 @@ pub struct NpmleOptions {
 
 impl Default for NpmleOptions {
     fn default() -> Self {
-        NpmleOptions { grid_size: 300, mean_bin: 0.05, variance_bin: 0.05, tol: 2e-4, max_iter: 1500 }
+        NpmleOptions { grid_size: 300, mean_bin: 0.05, variance_bin: 0.05, tol: 1e-3, max_iter: 600 }
     }
 }
 

@@ -59,7 +59,7 @@ fn npmle_recovers_a_bimodal_distribution_and_is_optimal() {
     let v: Vec<f64> = sums.count.iter().map(|n| 1.0 / n).collect();
     let g = npmle(&d, &v, &NpmleOptions::default()).unwrap();
     assert!(g.converged, "{g:?}");
-    assert!(g.max_gradient <= 1.0 + 2e-4, "optimality condition: {}", g.max_gradient);
+    assert!(g.max_gradient <= 1.0 + 1e-3, "optimality condition: {}", g.max_gradient);
     eprintln!("iterations {} bins {}", g.iterations, g.n_bins);
     assert!((g.weights.iter().sum::<f64>() - 1.0).abs() < 1e-12);
     let upper: f64 = g.grid.iter().zip(&g.weights).filter(|(a, _)| **a > 0.75).map(|(_, w)| w).sum();
