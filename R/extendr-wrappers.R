@@ -92,6 +92,30 @@ fr_bootstrap_fit <- function(model, method, size_columns, nsim, seed, threads, p
 #' @noRd
 fr_level_counts <- function(codes, n_levels, threads) .Call(wrap__fr_level_counts, codes, n_levels, threads)
 
+#' Per-level sums of the first four powers of `values - shift` (internal; see
+#' fr_distribution()). Mergeable: the sums of a union of row sets add level by level.
+#' @param values double vector; @param codes 1-based level codes; @param n_levels levels.
+#' @return a list: `count`, `s1`, `s2`, `s3`, `s4` (double, one per level).
+#' @noRd
+fr_level_power_sums <- function(values, codes, n_levels, shift) .Call(wrap__fr_level_power_sums, values, codes, n_levels, shift)
+
+#' The Kiefer-Wolfowitz NPMLE of the distribution of the effects from level means `d`
+#' with noise variances `v` (internal; see fr_distribution()).
+#' @return a list: `grid`, `weights`, `loglik`, `iterations`, `converged`,
+#'   `max_gradient`, `n_bins`, `n_levels`.
+#' @noRd
+fr_npmle <- function(d, v, grid_size, mean_bin, variance_bin, tol, max_iter, threads) .Call(wrap__fr_npmle, d, v, grid_size, mean_bin, variance_bin, tol, max_iter, threads)
+
+#' Posterior means of the effects of levels with means `d` and noise variances `v` under
+#' the distribution (`grid`, `weights`); NaN `d` gives the prior mean (internal).
+#' @noRd
+fr_npmle_posterior_means <- function(grid, weights, d, v, threads) .Call(wrap__fr_npmle_posterior_means, grid, weights, d, v, threads)
+
+#' Quantiles `probs` of `center + a + N(0, noise)` with `a` from the level's posterior
+#' (NaN `d`: the distribution itself), row-major (internal).
+#' @noRd
+fr_npmle_quantiles <- function(grid, weights, d, v, center, noise, probs, threads) .Call(wrap__fr_npmle_quantiles, grid, weights, d, v, center, noise, probs, threads)
+
 #' Number of threads the Rust pool would use by default on this machine.
 #' @noRd
 fr_available_threads <- function() .Call(wrap__fr_available_threads)

@@ -33,9 +33,27 @@
 #'   for `residuals()`, `"response"`, `"pearson"` or `"working"` (all the same for a
 #'   linear model without weights).
 #' @param scaled if `TRUE`, residuals are divided by `sigma(object)`.
+#' @param ranef.type `"blup"` (the default) predicts with the BLUPs; `"npmle"` with the
+#'   empirical Bayes posterior means under each term's estimated distribution
+#'   ([fr_distribution()], [ranef.fr_fit()] with `type = "npmle"`).
+#' @param interval `"none"` or `"prediction"`: prediction intervals for the mean of `m`
+#'   new observations in each row's levels (needs `newdata` and all random terms). For a
+#'   known level of the term `term` the interval comes from the level's posterior under
+#'   the term's NPMLE (a mixture over its support points) and normal errors with the
+#'   residual variance; for a new level (with `allow.new.levels = TRUE`) from the NPMLE
+#'   itself. Other terms enter as normal: their prediction (BLUP or posterior mean) and
+#'   its one-way prediction error variance `s2_l s2 / (n_h s2_l + s2)` (`s2_l` for a new
+#'   level); the fixed effects' variance `x' vcov x` is added. The normal-theory interval
+#'   (BLUP +/- z sd, every term normal) is returned beside it, since the NPMLE's tails
+#'   converge slowly.
+#' @param level the coverage of the intervals.
+#' @param m the number of new observations whose mean is predicted (1: one observation).
+#' @param term the term whose distribution is estimated nonparametrically for the
+#'   intervals (default: the first).
 #' @param ... not used; any argument here is an error (`se.fit`, for instance, is not
 #'   supported) rather than silently ignored.
-#' @return a numeric vector.
+#' @return a numeric vector; with `interval = "prediction"` a matrix with columns `fit`,
+#'   `lwr`, `upr` (from the NPMLE) and `lwr_normal`, `upr_normal` (normal theory).
 #' @examples
 #' if (requireNamespace("lme4", quietly = TRUE)) {
 #'   fit <- fr_fit(Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy)
@@ -46,7 +64,9 @@
 #' @export
 predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
                            allow.new.levels = FALSE, na.action = stats::na.pass,
-                           type = c("link", "response"), ...) {
+                           type = c("link", "response"), ranef.type = c("blup", "npmle"),
+                           interval = c("none", "prediction"), level = 0.9, m = 1,
+                           term = NULL, ...) {
   refuse_unknown_arguments("predict()", ..., help = "predict.fr_fit", hints = c(
     se.fit = paste("standard errors of predictions are not computed; for X b (re.form = NA)",
                    "they are sqrt(rowSums((X %*% vcov(fit)) * X)) with X the model matrix of",
@@ -55,10 +75,30 @@ predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
     random.only = "use predict(fit, re.form = NULL) - predict(fit, re.form = NA)"
   ))
   match.arg(type)  # the same for a linear model: no link
+  ranef.type <- match.arg(ranef.type)
+  interval <- match.arg(interval)
+  npmle_term <- if (interval == "prediction") distribution_term(object, term)
   used <- random_terms_used(object, re.form)
+  blups <- object$ranef_values
+  dists <- NULL
+  if (ranef.type == "npmle" || interval == "prediction") {
+    dists <- lapply(names(object$flist), function(k) fr_distribution(object, k))
+    names(dists) <- names(object$flist)
+  }
+  if (ranef.type == "npmle") object$ranef_values <- npmle_ranef_values(object, dists)
+  if (interval == "prediction") {
+    if (is.null(newdata)) stop("prediction intervals need `newdata`", call. = FALSE)
+    if (length(used) != length(object$flist)) {
+      stop("prediction intervals include every random term: use re.form = NULL", call. = FALSE)
+    }
+    if (!(is.numeric(level) && length(level) == 1L && level > 0 && level < 1)) {
+      stop("`level` must be a number between 0 and 1", call. = FALSE)
+    }
+    if (!(is.numeric(m) && length(m) == 1L && m > 0)) stop("`m` must be a positive number", call. = FALSE)
+  }
   if (is.null(newdata)) {
     require_data_of_fit(object, "predictions for the data of the fit")
-    if (length(used) == length(object$flist)) return(stats::fitted(object))
+    if (length(used) == length(object$flist) && ranef.type == "blup") return(stats::fitted(object))
     eta <- drop(stats::model.matrix(object) %*% object$coefficients) +
       if (length(used)) random_part(object$ranef_values[used], object$flist[used]) else 0
     return(stats::naresid(object$na.action, name_by_rows(eta, object$frame)))
@@ -75,6 +115,7 @@ predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
   rows <- seq_len(nrow(newdata))
   dropped <- attr(frame, "na.action")
   if (!is.null(dropped)) rows <- rows[-dropped]
+  indices <- list()
   for (term in object$random) {
     if (!term$label %in% used) next
     u <- object$ranef_values[[term$label]]
@@ -100,8 +141,15 @@ predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
       ), call. = FALSE)
     }
     eta <- eta + ifelse(new, 0, u[index])
+    indices[[term$label]] <- index
   }
   names(eta) <- rownames(frame)
+  if (interval == "prediction") {
+    Xf <- X[, names(object$coefficients), drop = FALSE]
+    out <- prediction_intervals(object, blups, dists, indices, eta, Xf, level, m, npmle_term)
+    rownames(out) <- rownames(frame)
+    return(stats::napredict(dropped, out))
+  }
   # na.exclude pads the dropped rows with NA, as for lm and lmer.
   stats::napredict(dropped, eta)
 }
@@ -203,4 +251,42 @@ require_data_of_fit <- function(object, what) {
       "sit in one process); use predict(fit, newdata = <a data frame>)"
     ), what), call. = FALSE)
   }
+}
+
+# Prediction intervals for the mean of m new rows (see ?predict.fr_fit): the NPMLE-based
+# mixture for term k, normal for the other terms, and the normal-theory interval.
+prediction_intervals <- function(object, blups, dists, indices, eta, X, level, m, k) {
+  s2 <- unname(object$theta[["Residual"]])
+  fixed_var <- rowSums((X %*% stats::vcov(object)) * X)
+  pev <- function(l, index) {
+    s2l <- unname(object$theta[[l]])
+    nl <- tabulate(as.integer(unclass(object$flist[[l]])), length(blups[[l]]))
+    ifelse(is.na(index), s2l, if (s2l > 0) s2l * s2 / (nl[index] * s2l + s2) else 0)
+  }
+  pred <- function(u, index) ifelse(is.na(index), 0, unname(u)[index])
+  others <- setdiff(names(indices), k)
+  center <- eta - pred(object$ranef_values[[k]], indices[[k]])
+  noise <- s2 / m + fixed_var
+  normal_center <- eta
+  normal_var <- noise + pev(k, indices[[k]])
+  for (l in names(indices)) {
+    normal_center <- normal_center - pred(object$ranef_values[[l]], indices[[l]]) +
+      pred(blups[[l]], indices[[l]])
+    if (l != k) {
+      noise <- noise + pev(l, indices[[l]])
+      normal_var <- normal_var + pev(l, indices[[l]])
+    }
+  }
+  dist <- dists[[k]]
+  idx <- indices[[k]]
+  probs <- c((1 - level) / 2, (1 + level) / 2)
+  q <- fr_npmle_quantiles(dist$grid, dist$weights,
+                          ifelse(is.na(idx), NaN, unname(dist$d)[idx]),
+                          ifelse(is.na(idx), NaN, unname(dist$v)[idx]),
+                          as.double(center), as.double(noise), probs, dist$threads)
+  q <- matrix(q, ncol = 2L, byrow = TRUE)
+  z <- stats::qnorm(probs[2])
+  cbind(fit = unname(eta), lwr = q[, 1], upr = q[, 2],
+        lwr_normal = unname(normal_center - z * sqrt(normal_var)),
+        upr_normal = unname(normal_center + z * sqrt(normal_var)))
 }

@@ -22,6 +22,10 @@
 #' @param row.names,optional unused; for compatibility with [as.data.frame()].
 #' @param condVar must be `FALSE`: conditional variances are not computed (see above);
 #'   `TRUE` (lme4's default) is an error rather than silently ignored.
+#' @param type `"blup"` (the default) or `"npmle"`: the empirical Bayes posterior means
+#'   `E[u_g | d_g]` under the Kiefer-Wolfowitz estimate of each term's distribution
+#'   ([fr_distribution()]) instead of the linear predictions; the same layout. They
+#'   differ from the BLUPs where the effects are not normal (skewed, multimodal).
 #' @param ... not used; any argument here is an error rather than silently ignored.
 #' @return `ranef()`: a list of class `ranef.fr_fit` of data frames; `coef()`: a named
 #'   list of data frames; `as.data.frame()`: a data frame.
@@ -34,7 +38,7 @@
 #' }
 #' @name ranef.fr_fit
 #' @export
-ranef.fr_fit <- function(object, condVar = FALSE, ...) {
+ranef.fr_fit <- function(object, condVar = FALSE, type = c("blup", "npmle"), ...) {
   refuse_unknown_arguments("ranef()", ..., help = "ranef.fr_fit")
   if (!isFALSE(condVar)) {
     stop(paste(
@@ -42,7 +46,9 @@ ranef.fr_fit <- function(object, condVar = FALSE, ...) {
       "the diagonal of the inverse of Z'Z + L, which fr_fit does not form; use condVar = FALSE"
     ), call. = FALSE)
   }
-  out <- lapply(object$ranef_values, function(u) {
+  type <- match.arg(type)
+  values <- if (type == "blup") object$ranef_values else npmle_ranef_values(object)
+  out <- lapply(values, function(u) {
     data.frame("(Intercept)" = unname(u), row.names = names(u), check.names = FALSE)
   })
   class(out) <- "ranef.fr_fit"
@@ -92,5 +98,14 @@ coef.fr_fit <- function(object, ...) {
       cbind(data.frame("(Intercept)" = unname(u), check.names = FALSE), df)
     }
   })
+  out
+}
+
+# The empirical Bayes posterior means of every term's levels under its NPMLE.
+npmle_ranef_values <- function(object, dists = NULL) {
+  terms <- names(object$flist)
+  if (is.null(dists)) dists <- lapply(terms, function(k) fr_distribution(object, k))
+  out <- lapply(dists, npmle_ranef)
+  names(out) <- terms
   out
 }

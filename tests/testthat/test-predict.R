@@ -320,7 +320,7 @@ test_that("arguments predict, fitted and residuals do not use are refused, not i
   expect_error(predict(fit, se.fit = TRUE),
                "^predict\\(\\) does not take `se.fit`: standard errors of predictions are not computed")
   expect_error(predict(fit, lme4::sleepstudy, newparams = list()), "does not take `newparams`")
-  expect_error(predict(fit, interval = "confidence"), "predict\\(\\) does not take `interval` \\(see \\?predict.fr_fit")
+  expect_error(predict(fit, interval = "confidence"), "should be one of")
   expect_identical(predict(fit, type = "response"), predict(fit))
   expect_error(predict(fit, type = "terms"), "'arg' should be one of")
   expect_error(fitted(fit, re.form = NA), "fitted\\(\\) does not take `re.form`")

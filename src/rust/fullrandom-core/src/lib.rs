@@ -26,6 +26,10 @@
 //!
 //! 8. [`bootstrap`]: the pigeonhole bootstrap, every replicate's statistics made from the
 //!    rows and fitted as in steps 4-6 (or 7).
+//! 9. [`npmle`]: the distribution of a term's effects after the fit: per-level sums of
+//!    powers of residuals (mergeable), the Kiefer-Wolfowitz NPMLE of the effects'
+//!    distribution from binned level means, empirical Bayes posterior means and
+//!    predictive quantiles.
 //!
 //! No R types appear here; the R package converts at its boundary.
 
@@ -39,6 +43,7 @@ pub mod grouping;
 pub mod likelihood;
 pub mod mixed;
 pub mod moments;
+pub mod npmle;
 pub mod ols;
 pub mod stats;
 

@@ -675,6 +675,106 @@ fn fr_level_counts(codes: Robj, n_levels: i32, threads: i32) -> Result<List> {
     Ok(list!(counts = counts.iter().map(|&c| c as f64).collect::<Vec<f64>>(), other = other as f64))
 }
 
+/// Per-level sums of the first four powers of `values - shift` (internal; see
+/// fr_distribution()). Mergeable: the sums of a union of row sets add level by level.
+/// @param values double vector; @param codes 1-based level codes; @param n_levels levels.
+/// @return a list: `count`, `s1`, `s2`, `s3`, `s4` (double, one per level).
+/// @noRd
+#[extendr]
+fn fr_level_power_sums(values: &[f64], codes: Robj, n_levels: i32, shift: f64) -> Result<List> {
+    let codes = codes.as_integer_slice().ok_or_else(|| Error::Other("the codes must be an integer vector".into()))?;
+    let n_levels = usize::try_from(n_levels).map_err(|_| Error::Other("negative number of levels".into()))?;
+    let s = fullrandom_core::npmle::LevelSums::compute(values, codes, 1, n_levels, shift).map_err(r_error)?;
+    Ok(list!(count = s.count, s1 = s.s1, s2 = s.s2, s3 = s.s3, s4 = s.s4))
+}
+
+/// The Kiefer-Wolfowitz NPMLE of the distribution of the effects from level means `d`
+/// with noise variances `v` (internal; see fr_distribution()).
+/// @return a list: `grid`, `weights`, `loglik`, `iterations`, `converged`,
+///   `max_gradient`, `n_bins`, `n_levels`.
+/// @noRd
+#[extendr]
+fn fr_npmle(
+    d: &[f64],
+    v: &[f64],
+    grid_size: i32,
+    mean_bin: f64,
+    variance_bin: f64,
+    tol: f64,
+    max_iter: i32,
+    threads: i32,
+) -> Result<List> {
+    let opts = fullrandom_core::npmle::NpmleOptions {
+        grid_size: grid_size.max(1) as usize,
+        mean_bin,
+        variance_bin,
+        tol,
+        max_iter: max_iter.max(1) as usize,
+    };
+    let g = fullrandom_core::run_with_threads(threads.max(1) as usize, || fullrandom_core::npmle::npmle(d, v, &opts))
+        .and_then(|r| r)
+        .map_err(r_error)?;
+    Ok(list!(
+        grid = g.grid,
+        weights = g.weights,
+        loglik = g.loglik,
+        iterations = g.iterations as i32,
+        converged = g.converged,
+        max_gradient = g.max_gradient,
+        n_bins = g.n_bins as f64,
+        n_levels = g.n_levels as f64
+    ))
+}
+
+fn npmle_of(grid: &[f64], weights: &[f64]) -> Result<fullrandom_core::npmle::Npmle> {
+    if grid.len() != weights.len() || grid.is_empty() {
+        return Err(Error::Other("the grid and the weights differ in length".into()));
+    }
+    Ok(fullrandom_core::npmle::Npmle {
+        grid: grid.to_vec(),
+        weights: weights.to_vec(),
+        loglik: f64::NAN,
+        iterations: 0,
+        converged: true,
+        max_gradient: f64::NAN,
+        n_bins: 0,
+        n_levels: 0,
+    })
+}
+
+/// Posterior means of the effects of levels with means `d` and noise variances `v` under
+/// the distribution (`grid`, `weights`); NaN `d` gives the prior mean (internal).
+/// @noRd
+#[extendr]
+fn fr_npmle_posterior_means(grid: &[f64], weights: &[f64], d: &[f64], v: &[f64], threads: i32) -> Result<Vec<f64>> {
+    let g = npmle_of(grid, weights)?;
+    fullrandom_core::run_with_threads(threads.max(1) as usize, || fullrandom_core::npmle::posterior_means(&g, d, v))
+        .and_then(|r| r)
+        .map_err(r_error)
+}
+
+/// Quantiles `probs` of `center + a + N(0, noise)` with `a` from the level's posterior
+/// (NaN `d`: the distribution itself), row-major (internal).
+/// @noRd
+#[extendr]
+fn fr_npmle_quantiles(
+    grid: &[f64],
+    weights: &[f64],
+    d: &[f64],
+    v: &[f64],
+    center: &[f64],
+    noise: &[f64],
+    probs: &[f64],
+    threads: i32,
+) -> Result<Vec<f64>> {
+    let g = npmle_of(grid, weights)?;
+    fullrandom_core::run_with_threads(threads.max(1) as usize, || {
+        fullrandom_core::npmle::predictive_quantiles(&g, d, v, center, noise, probs)
+    })
+    .and_then(|r| r)
+    .map_err(r_error)
+}
+
 /// Number of threads the Rust pool would use by default on this machine.
 /// @noRd
 #[extendr]
@@ -697,6 +797,10 @@ extendr_module! {
     fn fr_fitted;
     fn fr_bootstrap_fit;
     fn fr_level_counts;
+    fn fr_level_power_sums;
+    fn fr_npmle;
+    fn fr_npmle_posterior_means;
+    fn fr_npmle_quantiles;
     fn fr_available_threads;
     fn fr_test_panic;
 }
