@@ -165,7 +165,8 @@
 fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments", "fr"),
                    threads = default_threads(),
                    chunks = NULL, combine = c("exact", "average"), chunk_by = NULL, seed = NULL,
-                   backend = getOption("fullrandom.backend", "threads"), contrasts = NULL, ...) {
+                   backend = getOption("fullrandom.backend", "threads"), contrasts = NULL,
+                   fr_shared = FALSE, ...) {
   refuse_unknown_arguments("fr_fit()", ..., hints = lme4_arguments_not_taken, help = "fr_fit")
   call <- match.call()
   check_data_type(data)
@@ -177,14 +178,13 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
   if (method == "fr") check_fr_formula(formula)
   parsed <- parse_fr_formula(formula)
   if (method == "fr") check_fr_terms(parsed$random)
+  method <- core_fr_method(method, fr_shared)
   # Carried with the formula, so every path that builds X (chunks, files) uses them.
   parsed$contrasts <- check_contrasts(contrasts)
   frame_call <- call[c(1L, match(c("data", "subset", "na.action"), names(call), 0L))]
   frame_call[[1L]] <- quote(stats::model.frame)
-  # The grouping of the one random term whose size() columns Matloff's model (3) uses
-  # (an interaction a:b has no size() of its own).
-  grouping <- parsed$random[[1L]]$factors
-  size_grouping <- if (method == "fr" && length(grouping) == 1L) deparse1(grouping[[1L]])
+  # The groupings whose size() columns Matloff's models (3) and (10) use.
+  size_grouping <- if (is_fr(method)) fr_size_groupings(parsed$random)
   if (!is.data.frame(data) && !is.null(data) || !is.null(chunks) || !is.null(chunk_by) ||
       backend == "future") {
     if (is.null(data)) stop("fits in chunks need `data`", call. = FALSE)
@@ -201,8 +201,10 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
 
 # The size() columns of method "fr" (1-based), none otherwise.
 size_columns_for <- function(method, md, size_grouping) {
-  if (method != "fr" || is.null(size_grouping)) return(integer())
-  size_columns_of(md$fixed$assign, md$terms, str2lang(size_grouping))
+  if (!is_fr(method) || is.null(size_grouping)) return(integer())
+  sort(unique(unlist(lapply(size_grouping, function(g) {
+    size_columns_of(md$fixed$assign, md$terms, str2lang(g))
+  }))))
 }
 
 # Reports dropped columns and boundary estimates, and completes the fit object.

@@ -28,14 +28,17 @@ fr_moments <- function(y, fixed, flist, threads, method = "moments", size_column
 name_core_output <- function(out, x_names, flist, method, size_columns = integer()) {
   k <- length(flist)
   component_names <- c(names(flist), "Residual")
-  equation_names <- if (method == "fr") c("Var(Y)", "Var(S)") else c("(all)", names(flist))
+  fr <- is_fr(method)
+  equation_names <- if (!fr) c("(all)", names(flist))
+                    else if (k == 1L) c("Var(Y)", "Var(S)")
+                    else c("Var(Y)", paste0("Var(S_", names(flist), ")"))
   names(out$raw) <- names(out$estimate) <- component_names
   names(out$at_boundary) <- names(flist)
   mixed <- out$mixed
   names(out$coef) <- names(mixed$gls_coef) <- x_names
   kept_names <- x_names[out$kept]
   fit <- list(
-    method = method,
+    method = if (fr) "fr" else method,
     theta = out$estimate,
     theta_raw = out$raw,
     boundary = out$at_boundary,
@@ -51,7 +54,7 @@ name_core_output <- function(out, x_names, flist, method, size_columns = integer
       q = stats::setNames(out$q, equation_names)
     )
   )
-  if (method == "fr") {
+  if (fr) {
     fr <- out$fr
     fit$fr <- list(
       group_sizes = c(groups = fr$n_groups, mean = fr$size_mean, variance = fr$size_variance),
@@ -59,6 +62,7 @@ name_core_output <- function(out, x_names, flist, method, size_columns = integer
       size_columns = x_names[size_columns],
       iterations = fr$iterations
     )
+    if (!is.null(fr$crossed)) fit$fr <- c(fit$fr, fr_crossed_counts(fr, names(flist)))
   }
   fit
 }
