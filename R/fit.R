@@ -223,7 +223,7 @@ fr_fit <- function(formula, data = NULL, subset, na.action, method = c("moments"
   if (method == "fr") check_fr_formula(formula)
   parsed <- parse_fr_formula(formula)
   if (method == "fr") check_fr_terms(parsed$random)
-  method <- core_fr_method(method, fr_shared)
+  method <- core_fr_method(method, fr_shared, length(parsed$random))
   # Carried with the formula, so every path that builds X (chunks, files) uses them.
   parsed$contrasts <- check_contrasts(contrasts)
   frame_call <- call[c(1L, match(c("data", "subset", "na.action"), names(call), 0L))]

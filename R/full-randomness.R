@@ -41,9 +41,15 @@ check_fr_terms <- function(random) {
 is_fr <- function(method) method %in% c("fr", "fr_shared")
 
 # The core's method for fr_fit(method, fr_shared).
-core_fr_method <- function(method, fr_shared) {
+core_fr_method <- function(method, fr_shared, n_terms) {
   if (!is.logical(fr_shared) || length(fr_shared) != 1L || is.na(fr_shared)) {
     stop("`fr_shared` must be TRUE or FALSE", call. = FALSE)
+  }
+  if (fr_shared && (method != "fr" || n_terms != 2L)) {
+    stop(paste("`fr_shared = TRUE` corrects the Full Randomness equations of two crossed terms",
+               "(method = \"fr\" with (1 | user) + (1 | item)); this fit has",
+               if (method != "fr") sprintf("method = \"%s\"", method) else "one random term"),
+         call. = FALSE)
   }
   if (method == "fr" && fr_shared) "fr_shared" else method
 }

@@ -127,6 +127,8 @@ test_that("print, summary and the bootstrap of a crossed FR fit", {
   expect_identical(nrow(boot), 8L)
   expect_true(all(is.finite(as.matrix(boot[, 1:3]))))
   expect_error(fr_fit(y ~ x + (1 | user) + (1 | item), d, method = "fr", fr_shared = NA), "TRUE or FALSE")
+  expect_error(fr_fit(y ~ x + (1 | user) + (1 | item), d, fr_shared = TRUE), "method = \"moments\"")
+  expect_error(fr_fit(y ~ x + (1 | user), d, method = "fr", fr_shared = TRUE), "one random term")
 })
 
 test_that("nesting in the data is refused with a clear error", {
