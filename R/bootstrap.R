@@ -53,7 +53,7 @@ fr_bootstrap <- function(fit, nsim = 200, seed = NULL, threads = fit$threads, pr
   model <- bootstrap_model(fit)
   stream <- with_seed(seed, stream_seed())
   bar <- if (isTRUE(progress)) progress_reporter(nsim)
-  out <- fr_bootstrap_fit(model$model, fit$method, model$size_columns, nsim, stream, threads, bar, NULL)
+  out <- fr_bootstrap_fit(model$model, bootstrap_method(fit), model$size_columns, nsim, stream, threads, bar, NULL)
   bootstrap_frame(fit, unscale_replicates(out, model$scale), nsim, stream)
 }
 
@@ -92,6 +92,10 @@ format_bytes <- function(bytes) {
   power <- min(max(floor(log(bytes, 1000)), 0), length(units) - 1L)
   sprintf(if (power == 0) "%.0f %s" else "%.1f %s", bytes / 1000^power, units[[power + 1L]])
 }
+
+# The core's method of a fit: "fr_shared" for the crossed FR equations with the
+# shared-level correction (fr_fit(fr_shared = TRUE)).
+bootstrap_method <- function(fit) if (isTRUE(fit$fr$shared)) "fr_shared" else fit$method
 
 # The data of the fit in the core's form, with the size() columns of method "fr" (0-based).
 bootstrap_model <- function(fit) {

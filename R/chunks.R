@@ -32,6 +32,14 @@ with_seed <- function(seed, expr) {
 #' grouping variable `chunk_by`, assigned to chunks at random. Every chunk gets rows.
 #' @noRd
 assign_chunks <- function(n, chunks, by = NULL, by_name = NULL) {
+  if (identical(by_name, ".order")) {
+    # Consecutive blocks of the row order (the order of submission, eq. 29 of the Full
+    # Randomness paper), as equal as whole rows allow.
+    if (chunks > n) {
+      stop(sprintf("%d chunks for %d observations; use at most %d", chunks, n, n), call. = FALSE)
+    }
+    return(rep.int(seq_len(chunks), diff(floor(seq(0, n, length.out = chunks + 1L)))))
+  }
   if (is.null(by)) {
     if (chunks > n) {
       stop(sprintf("%d chunks for %d observations; use at most %d", chunks, n, n), call. = FALSE)
@@ -50,10 +58,10 @@ assign_chunks <- function(n, chunks, by = NULL, by_name = NULL) {
 # whole levels, so its estimates are independent of the other chunks' when the other
 # terms nest in it).
 check_chunk_by <- function(chunk_by, parsed) {
-  if (is.null(chunk_by)) return(NULL)
+  if (is.null(chunk_by) || identical(chunk_by, ".order")) return(chunk_by)
   allowed <- unique(unlist(lapply(parsed$random, function(term) vapply(term$factors, deparse1, ""))))
   if (!is.character(chunk_by) || length(chunk_by) != 1L || !chunk_by %in% allowed) {
-    stop(sprintf("`chunk_by` must name the grouping variable of a random term (%s); %s is not one",
+    stop(sprintf("`chunk_by` must be \".order\" or name the grouping variable of a random term (%s); %s is not one",
                  paste0("'", allowed, "'", collapse = ", "),
                  if (is.character(chunk_by) && length(chunk_by) == 1L) paste0("'", chunk_by, "'")
                  else "the value given"), call. = FALSE)
@@ -83,11 +91,11 @@ fit_data_frame_chunks <- function(call, formula, parsed, data, frame_call, env, 
   size_columns <- size_columns_for(method, md, size_grouping)
   n <- length(md$y)
   chunk_of <- with_seed(seed, assign_chunks(
-    n, chunks, if (!is.null(chunk_by)) md$frame[[chunk_by]], chunk_by
+    n, chunks, if (!is.null(chunk_by) && chunk_by != ".order") md$frame[[chunk_by]], chunk_by
   ))
   rows <- rows_by_chunk(chunk_of, chunks)
   rm(chunk_of)
-  if (combine == "average" && is.null(chunk_by)) warn_row_chunks()
+  if (combine == "average" && (is.null(chunk_by) || chunk_by == ".order")) warn_row_chunks()
   spec <- list(method = method, combine = combine, size_columns = size_columns,
                threads = worker_threads(backend, threads), labels = names(md$flist),
                n_levels = vapply(md$flist, nlevels, 1L), x_names = md$fixed$names)
@@ -516,7 +524,7 @@ average_chunk_estimates <- function(merged, results, x_names, flist, method) {
   coef_all[kept] <- average[kept_names]
   mixed <- merged$mixed
   list(
-    method = method,
+    method = if (is_fr(method)) "fr" else method,
     theta = average[component_names],
     theta_raw = average[component_names],
     boundary = stats::setNames(average[labels] == 0, labels),

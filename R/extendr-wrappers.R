@@ -20,7 +20,8 @@ NULL
 #'   integer vectors of 1-based level codes, one per random term; `n_levels` the number
 #'   of levels of each term; `labels` the terms' labels.
 #' @param method "moments" (the unbiased equations of every term), "fr" (Matloff's
-#'   Full Randomness estimator, one term), "components" (the variance components of
+#'   Full Randomness estimator, one term or two crossed ones; "fr_shared" with the
+#'   shared-level correction), "components" (the variance components of
 #'   "moments" alone, without GLS or BLUPs) or "statistics" (the sufficient statistics
 #'   alone, to be merged with those of other chunks by fr_merged_fit()).
 #' @param size_columns for "fr": 0-based indices of the columns that are functions of

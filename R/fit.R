@@ -89,6 +89,47 @@
 #' errors and BLUPs are then computed as for the default method, from the mixed-model
 #' equations at these components.
 #'
+#' @section Full Randomness for crossed data (`method = "fr"` with two terms):
+#' For `y ~ x + (1 | user) + (1 | item)`, the paper's model (7) (with regressors, model
+#' (10)), the row counts `N_i` and column counts `M_j` are random and the pivots are the
+#' row totals `S_i` and the column totals `C_j`. Assume `a_i`, `b_j`, `e_ij` independent
+#' of each other and of which cells are observed (the incidence `Z`), with mean zero.
+#' With `n_ij` the observations in cell `(i, j)`, `S_i = F_i + N_i a_i + sum_j n_ij b_j +
+#' sum e`, where `F_i` is the row total of the mean (`mu N_i` in model (7)). Conditioning on
+#' `Z` (eq. 13), `E[S | Z] = F` and `Var(S | Z) = N^2 s2_a + (sum_j n_ij^2) s2_b + N s2_e`,
+#' so
+#' `Var(S) = (nu2 + nu1^2) s2_a + kappa_r s2_b + nu1 s2_e + Var(F)`,
+#' `Var(C) = kappa_c s2_a + (lambda2 + lambda1^2) s2_b + lambda1 s2_e + Var(G)` (the
+#' mirror image, `G_j` the column totals of the mean) and
+#' `Var(Y) = s2_a + s2_b + s2_e`. Here `nu1`, `nu2` (`lambda1`, `lambda2`) are the mean and
+#' variance of the `N_i` (`M_j`) and `kappa_r` is the mean over rows of `sum_j n_ij^2`,
+#' which is `nu1` when the items within a row are distinct (mirror image `kappa_c`); with
+#' model (7), `Var(F) = mu^2 nu2`. The estimator solves these three equations, with the
+#' sample moments (divisors `r`, `c` and the number of observations) on the left, as the
+#' one-term estimator does; the boundary rule is the default method's. Everything comes
+#' from the level counts, per-level sums and cell counts of the sufficient statistics, so
+#' the fit merges exactly over chunks.
+#'
+#' Two rows that share `T` columns (the paper's eq. 27, `T_km = sum_j n_kj n_mj`) have
+#' `Cov(S_k, S_m) = E[T] s2_b`, so the sample variance of the `S_i` has expectation
+#' `(1 - 1/r) (Var(S) - tau_r s2_b)`, `tau_r` the mean of `T` over pairs of distinct rows
+#' (from the counts: `(sum_j M_j^2 - sum_ij n_ij^2) / (r (r - 1))`). `fr_shared = TRUE` uses
+#' `kappa_r - tau_r` (and `kappa_c - tau_c`) as the coefficients, with the common factor
+#' `1 - 1/r` dropped by the same divisor convention. It matters when a few items are rated
+#' by a large share of the users.
+#'
+#' Regressors, at the user, item or rating level, are fitted by least squares first
+#' (eq. 19) and the equations applied to `y - x'b`. `size(user)` and `size(item)` columns
+#' (functions of the counts) are part of the mean's totals `F`, `G` and of `Var(h)`, as in
+#' model (3), but with their least-squares coefficients: the crossed equations are not
+#' iterated with GLS. The derivation covers two crossed terms only: nested terms, data in
+#' which every level of one term occurs with a single level of the other, and three or
+#' more terms are errors. Limits: as for one term, the error grows with `|mu|` and with
+#' the tails of the counts, through `Var(F)`; with Zipf-like counts a few users dominate
+#' `Var(S)` and the estimates do not settle as the data grow (see `bench/results.md` and
+#' the vignette). `chunk_by = ".order"` makes chunks of consecutive rows (the order of
+#' submission, eq. 29).
+#'
 #' @section Fixed effects and predicted random effects:
 #' With the estimates plugged in (`s2` residual, `s2_k` per term), the fixed effects
 #' `b` (generalised least squares) and the predicted random effects `u` (BLUPs) solve
@@ -140,7 +181,8 @@
 #'   below); `"reml"`: restricted maximum likelihood (or maximum likelihood with `REML =
 #'   FALSE`), with the log-likelihood that `logLik()`, `AIC()`, `BIC()` and `anova()`
 #'   need; `"fr"`: Matloff's Full Randomness estimator (below), for one random
-#'   intercept, with [size()] covariates solved by the paper's iteration.
+#'   intercept, with [size()] covariates solved by the paper's iteration, or two
+#'   crossed ones.
 #' @param REML for `method = "reml"`: `TRUE` (the default) maximises the restricted
 #'   likelihood, `FALSE` the likelihood, as `lmer()`'s `REML`. The moment methods have
 #'   no such switch, and giving it to them is an error.
@@ -159,9 +201,10 @@
 #'   Alchemy covariance, `cov(chunk estimates) / g`, kept in `fit$alchemy`. The BLUPs and
 #'   `vcov()` then come from the mixed-model equations of the whole data at the averaged
 #'   components. See the section on chunks.
-#' @param chunk_by `NULL` to chunk rows at random, or the name of the grouping variable
-#'   of a random term, whose levels are then assigned to chunks at random (every level's
-#'   rows in one chunk).
+#' @param chunk_by `NULL` to chunk rows at random, `".order"` for consecutive blocks of
+#'   the rows in their order (the order of submission, eq. 29 of the Full Randomness
+#'   paper), or the name of the grouping variable of a random term, whose levels are then
+#'   assigned to chunks at random (every level's rows in one chunk).
 #' @param seed the seed of the random assignment to chunks, for reproducible chunks; the
 #'   caller's random stream is left as it was.
 #' @param backend `"threads"` (the default; option `fullrandom.backend`): the chunks are
@@ -172,6 +215,9 @@
 #' @param contrasts `NULL` or a named list of contrasts for factors of the fixed part, as
 #'   for [lm()] (the `contrasts.arg` of [model.matrix()]), e.g.
 #'   `list(f = "contr.sum")`.
+#' @param fr_shared for `method = "fr"` with two crossed terms: `TRUE` corrects the
+#'   equations of the row and column totals for the levels that pairs of rows (columns)
+#'   share (the paper's eq. 27); see the section on crossed data.
 #' @param ... not used: lme4's arguments that fr_fit does not take (`weights`,
 #'   `offset`, `family`, `control`, `start`, `verbose`) and any other argument are an
 #'   error that says so.
@@ -201,7 +247,8 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
                    method = c("moments", "efficient", "reml", "fr"), REML = TRUE,
                    threads = default_threads(),
                    chunks = NULL, combine = c("exact", "average"), chunk_by = NULL, seed = NULL,
-                   backend = getOption("fullrandom.backend", "threads"), contrasts = NULL, ...) {
+                   backend = getOption("fullrandom.backend", "threads"), contrasts = NULL,
+                   fr_shared = FALSE, ...) {
   refuse_unknown_arguments("fr_fit()", ..., hints = lme4_arguments_not_taken, help = "fr_fit")
   call <- match.call()
   check_data_type(data)
@@ -213,14 +260,13 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
   if (method == "fr") check_fr_formula(formula)
   parsed <- parse_fr_formula(formula)
   if (method == "fr") check_fr_terms(parsed$random)
+  method <- core_fr_method(method, fr_shared, length(parsed$random))
   # Carried with the formula, so every path that builds X (chunks, files) uses them.
   parsed$contrasts <- check_contrasts(contrasts)
   frame_call <- call[c(1L, match(c("data", "subset", "na.action"), names(call), 0L))]
   frame_call[[1L]] <- quote(stats::model.frame)
-  # The grouping of the one random term whose size() columns Matloff's model (3) uses
-  # (an interaction a:b has no size() of its own).
-  grouping <- parsed$random[[1L]]$factors
-  size_grouping <- if (method == "fr" && length(grouping) == 1L) deparse1(grouping[[1L]])
+  # The groupings whose size() columns Matloff's models (3) and (10) use.
+  size_grouping <- if (is_fr(method)) fr_size_groupings(parsed$random)
   if (!is.data.frame(data) && !is.null(data) || !is.null(chunks) || !is.null(chunk_by) ||
       backend == "future") {
     if (is.null(data)) stop("fits in chunks need `data`", call. = FALSE)
@@ -237,8 +283,10 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
 
 # The size() columns of method "fr" (1-based), none otherwise.
 size_columns_for <- function(method, md, size_grouping) {
-  if (method != "fr" || is.null(size_grouping)) return(integer())
-  size_columns_of(md$fixed$assign, md$terms, str2lang(size_grouping))
+  if (!is_fr(method) || is.null(size_grouping)) return(integer())
+  sort(unique(unlist(lapply(size_grouping, function(g) {
+    size_columns_of(md$fixed$assign, md$terms, str2lang(g))
+  }))))
 }
 
 # Reports dropped columns and boundary estimates, and completes the fit object.

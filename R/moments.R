@@ -28,18 +28,21 @@ fr_moments <- function(y, fixed, flist, threads, method = "moments", size_column
 name_core_output <- function(out, x_names, flist, method, size_columns = integer()) {
   k <- length(flist)
   component_names <- c(names(flist), "Residual")
-  equation_names <- switch(method,
-    fr = c("Var(Y)", "Var(S)"),
-    efficient = , reml = , ml = c("Residual", names(flist)),
+  fr <- is_fr(method)
+  equation_names <- if (fr) {
+    if (k == 1L) c("Var(Y)", "Var(S)") else c("Var(Y)", paste0("Var(S_", names(flist), ")"))
+  } else if (method %in% c("efficient", "reml", "ml")) {
+    c("Residual", names(flist))
+  } else {
     c("(all)", names(flist))
-  )
+  }
   names(out$raw) <- names(out$estimate) <- component_names
   names(out$at_boundary) <- names(flist)
   mixed <- out$mixed
   names(out$coef) <- names(mixed$gls_coef) <- x_names
   kept_names <- x_names[out$kept]
   fit <- list(
-    method = method,
+    method = if (fr) "fr" else method,
     theta = out$estimate,
     theta_raw = out$raw,
     boundary = out$at_boundary,
@@ -91,7 +94,7 @@ name_core_output <- function(out, x_names, flist, method, size_columns = integer
       structure(lik$log_likelihood, df = length(out$kept) + k + 1L, class = "logLik")
     }
   }
-  if (method == "fr") {
+  if (fr) {
     fr <- out$fr
     fit$fr <- list(
       group_sizes = c(groups = fr$n_groups, mean = fr$size_mean, variance = fr$size_variance),
@@ -99,6 +102,7 @@ name_core_output <- function(out, x_names, flist, method, size_columns = integer
       size_columns = x_names[size_columns],
       iterations = fr$iterations
     )
+    if (!is.null(fr$crossed)) fit$fr <- c(fit$fr, fr_crossed_counts(fr, names(flist)))
   }
   fit
 }

@@ -97,10 +97,10 @@ correlation_table <- function(v) {
 
 print_header <- function(x) {
   cat(switch(x$method,
-    fr = "Linear mixed model fit by Matloff's Full Randomness moments ['fr_fit']\n",
+    fr = , fr_shared = "Linear mixed model fit by Matloff's Full Randomness moments ['fr_fit']\n",
     efficient = "Linear mixed model fit by the efficient moment equations (MINQUE) ['fr_fit']\n",
     reml = "Linear mixed model fit by REML ['fr_fit']\n",
-    ml = "Linear mixed model fit by maximum likelihood  ['fr_fit']\n",
+    ml = "Linear mixed model fit by maximum likelihood ['fr_fit']\n",
     "Linear mixed model fit by the method of moments ['fr_fit']\n"
   ))
   cat("Formula:", deparse1(x$formula), "\n")
@@ -111,10 +111,13 @@ print_header <- function(x) {
     cat(sprintf("Chunks: %d (%s%s, backend \"%s\")\n", chunks$chunks,
                 if (chunks$combine == "exact") "statistics merged exactly"
                 else "estimates averaged, Software Alchemy",
-                if (!is.null(chunks$chunk_by)) sprintf(", by levels of %s", chunks$chunk_by) else "",
+                if (identical(chunks$chunk_by, ".order")) ", consecutive blocks of the row order"
+                else if (!is.null(chunks$chunk_by)) sprintf(", by levels of %s", chunks$chunk_by) else "",
                 chunks$backend))
   }
-  if (!is.null(x$fr)) {
+  if (isTRUE(x$fr$crossed)) {
+    print_fr_crossed_counts(x$fr)
+  } else if (!is.null(x$fr)) {
     sizes <- x$fr$group_sizes
     cat(sprintf("Group sizes: %d groups, mean (nu1) %s, variance (nu2) %s\n",
                 as.integer(sizes[["groups"]]), format(sizes[["mean"]], digits = 5),

@@ -137,7 +137,7 @@ test_that("bad chunk arguments get clear errors", {
   expect_error(fr_fit(form, d, chunks = 500, chunk_by = "item"),
                "500 chunks but chunk_by 'item' has \\d+ levels")
   expect_error(fr_fit(form, d, chunks = 2, chunk_by = "nosuch"),
-               "`chunk_by` must name the grouping variable of a random term \\('user', 'item'\\); 'nosuch'")
+               "`chunk_by` must be \"\\.order\" or name the grouping variable of a random term \\('user', 'item'\\); 'nosuch'")
   expect_error(fr_fit(form, c(tempfile(fileext = ".csv"), "also/missing.rds")),
                "files not found: .*also/missing.rds")
   expect_error(fr_fit(form, list(d, "a")), "element 2 of `data` is character, not a data frame")

@@ -147,12 +147,14 @@ test_that("the print shows the method and the group-size distribution", {
   expect_identical(fr_fit(y ~ 1 + (1 | g), data = d)$method, "moments")
 })
 
-test_that("method = 'fr' refuses several random terms, nesting and random slopes", {
+test_that("method = 'fr' refuses three random terms, nesting and random slopes", {
   d <- one_way_data(8)
   d$h <- factor(rep_len(1:7, nrow(d)))
-  expect_error(fr_fit(y ~ 1 + (1 | g) + (1 | h), data = d, method = "fr"),
-               "one random intercept.*2 random terms: \\(1 \\| g\\), \\(1 \\| h\\)")
-  expect_error(fr_fit(y ~ 1 + (1 | g/h), data = d, method = "fr"), "2 random terms")
+  d$k <- factor(rep_len(1:3, nrow(d)))
+  # Two crossed terms are model (7) (test-full-randomness-crossed.R); three are not.
+  expect_error(fr_fit(y ~ 1 + (1 | g) + (1 | h) + (1 | k), data = d, method = "fr"),
+               "3 random terms: \\(1 \\| g\\), \\(1 \\| h\\), \\(1 \\| k\\)")
+  expect_error(fr_fit(y ~ 1 + (1 | g/h), data = d, method = "fr"), "nested term")
   expect_error(fr_fit(y ~ x + (x | g), data = d, method = "fr"),
                "no random slopes, and the formula has \\(x \\| g\\)")
   expect_error(fr_fit(y ~ x + (1 + x | g), data = d, method = "fr"), "no random slopes")

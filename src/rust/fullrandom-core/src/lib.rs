@@ -22,7 +22,8 @@
 //!    fixed effects, their covariance and the BLUPs, again from the statistics alone;
 //!    then the fitted values and residuals in one more pass over the rows.
 //! 7. [`fr`]: Matloff's Full Randomness estimator for one random intercept (random group
-//!    sizes, group totals as pivots, the `size()` covariate), an alternative to step 5.
+//!    sizes, group totals as pivots, the `size()` covariate) or two crossed ones (random
+//!    row and column counts, model 7), an alternative to step 5.
 //!
 //! 8. [`bootstrap`]: the pigeonhole bootstrap, every replicate's statistics made from the
 //!    rows and fitted as in steps 4-6 (or 7).
@@ -51,7 +52,7 @@ pub use data::{FactorCodes, FixedColumn, ModelData};
 pub use efficient::{EfficientOptions, TraceAccuracy};
 pub use error::FitError;
 pub use likelihood::{Criterion, LikelihoodFit};
-pub use fr::{fit_full_randomness, FullRandomnessFit, GroupSizes};
+pub use fr::{fit_full_randomness, fit_full_randomness_with, CrossedCounts, FullRandomnessFit, GroupSizes};
 pub use mixed::{
     fitted_and_residuals, solve_mixed_model, solve_mixed_model_to, Accuracy, MixedModelSolution,
 };
@@ -124,16 +125,18 @@ pub fn fit_from_stats_with(
     fit_stats_in(stats, &thread_pool(threads)?, keep_going)
 }
 
-/// Matloff's Full Randomness fit of a model with one random intercept ([`fr`]) from
-/// (possibly merged) sufficient statistics; `size_columns` are the fixed-effect columns
-/// that are functions of the group size.
+/// Matloff's Full Randomness fit of a model with one random intercept or two crossed
+/// ones ([`fr`]) from (possibly merged) sufficient statistics; `size_columns` are the
+/// fixed-effect columns that are functions of a group size; `shared` asks for the
+/// crossed equations with the shared-level correction (eq. 27).
 pub fn fit_full_randomness_from_stats_with(
     stats: &SufficientStats,
     size_columns: &[usize],
+    shared: bool,
     threads: usize,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<FullRandomnessFit, FitError> {
-    fit_full_randomness(stats, size_columns, &thread_pool(threads)?, keep_going)
+    fit_full_randomness_with(stats, size_columns, shared, &thread_pool(threads)?, keep_going)
 }
 
 /// The mixed-model equations at given variance components (`K` random-effect variances,

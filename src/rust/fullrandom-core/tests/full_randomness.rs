@@ -150,6 +150,12 @@ fn results_do_not_depend_on_threads() {
 fn one_term_only_and_sizes_must_vary() {
     let d = crossed_design(1, 200, 10, 12);
     let stats = SufficientStats::compute(&d.data()).unwrap();
+    // Two crossed terms are model (7) (tests/full_randomness_crossed.rs); three are refused.
+    assert!(fit_full_randomness(&stats, &[], &thread_pool(1).unwrap(), &mut || true).unwrap().crossed.is_some());
+    let mut d3 = d.clone();
+    let third: Vec<usize> = (0..d3.n()).map(|i| i % 3).collect();
+    d3.factors.push(Factor::new("c", &third, 3, 1));
+    let stats = SufficientStats::compute(&d3.data()).unwrap();
     let err = fit_full_randomness(&stats, &[], &thread_pool(1).unwrap(), &mut || true).unwrap_err();
     assert!(matches!(&err, FitError::InvalidInput(m) if m.contains("one random-intercept term") && m.contains("(1 | a)")), "{err}");
 

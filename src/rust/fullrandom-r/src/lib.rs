@@ -221,21 +221,38 @@ fn fit_statistics(
             let fit = fullrandom_core::fit_from_stats_with(stats, threads, &mut no_user_interrupt).map_err(r_error)?;
             Ok((estimate_values(&fit.ols, &fit.equations, &fit.components, &fit.mixed), fit.mixed))
         }
-        Estimator::FullRandomness { size_columns } => {
+        Estimator::FullRandomness { size_columns, shared } => {
             let fit = fullrandom_core::fit_full_randomness_from_stats_with(
                 stats,
                 &size_columns,
+                shared,
                 threads,
                 &mut no_user_interrupt,
             )
             .map_err(r_error)?;
             let mut values = estimate_values(&fit.ols, &fit.equations, &fit.components, &fit.mixed);
+            let crossed = match &fit.crossed {
+                None => Robj::from(()),
+                Some(c) => list!(
+                    n_columns = c.columns.n_groups as i32,
+                    column_mean = c.columns.mean,
+                    column_variance = c.columns.variance,
+                    n_cells = c.n_cells as f64,
+                    row_repeats = c.row_repeats,
+                    column_repeats = c.column_repeats,
+                    rows_shared = c.rows_shared,
+                    columns_shared = c.columns_shared
+                )
+                .into(),
+            };
             let fr = list!(
                 n_groups = fit.group_sizes.n_groups as i32,
                 size_mean = fit.group_sizes.mean,
                 size_variance = fit.group_sizes.variance,
                 coef_in_equations = fit.coef_in_equations,
-                iterations = fit.iterations as i32
+                iterations = fit.iterations as i32,
+                shared = fit.shared,
+                crossed = crossed
             );
             values.push(("fr", fr.into()));
             Ok((values, fit.mixed))
@@ -269,15 +286,17 @@ fn efficient_values(step: &fullrandom_core::EfficientStep) -> List {
 }
 
 /// The estimator of a bootstrap replicate for the method R names: "moments", or "fr"
-/// with its 0-based size() columns. Replicates of "efficient" fits are refitted by the
+/// with its 0-based size() columns ("fr_shared": the crossed equations with the
+/// shared-level correction of eq. 27). Replicates of "efficient" fits are refitted by the
 /// moment equations (the efficient step on copies of levels is not implemented), and so
 /// are those of "reml" and "ml" fits: their spread is that of the less precise
 /// estimator, so the intervals are conservative.
 fn estimator_of(method: &str, size_columns: &[i32]) -> Result<Estimator> {
     match method {
         "moments" | "efficient" | "reml" | "ml" => Ok(Estimator::Moments),
-        "fr" => Ok(Estimator::FullRandomness {
+        "fr" | "fr_shared" => Ok(Estimator::FullRandomness {
             size_columns: size_columns.iter().filter_map(|&j| usize::try_from(j).ok()).collect(),
+            shared: method == "fr_shared",
         }),
         other => Err(Error::Other(format!("unknown method '{other}'"))),
     }
@@ -299,7 +318,8 @@ fn r_error(e: fullrandom_core::FitError) -> Error {
 /// @param method "reml" or "ml" (the likelihoods, maximised by Fisher scoring from the
 ///   moment estimates), "efficient" (one MINQUE step from the moment estimates), "moments" (the
 ///   unbiased equations of every term), "fr" (Matloff's
-///   Full Randomness estimator, one term), "components" (the variance components of
+///   Full Randomness estimator, one term or two crossed ones; "fr_shared" with the
+///   shared-level correction), "components" (the variance components of
 ///   "moments" alone, without GLS or BLUPs) or "statistics" (the sufficient statistics
 ///   alone, to be merged with those of other chunks by fr_merged_fit()).
 /// @param size_columns for "fr": 0-based indices of the columns that are functions of
@@ -322,7 +342,7 @@ fn fr_moment_fit(
     let data = model_data(&model)?;
     let threads = threads.max(1) as usize;
     match method {
-        "moments" | "fr" | "efficient" | "reml" | "ml" => {
+        "moments" | "fr" | "fr_shared" | "efficient" | "reml" | "ml" => {
             let stats = fullrandom_core::compute_statistics(&data, threads).map_err(r_error)?;
             let (mut values, mixed) = fit_statistics(&stats, method, &size_columns, threads)?;
             values.extend(fitted_values(&data, &mixed.coef, &mixed.ranef, threads)?);
