@@ -13,8 +13,11 @@
 # as lme4 expands it (uncorrelated: a diagonal covariance).
 slope_term_sides <- function(bar, term_text) {
   lhs <- strip_parens(bar[[2L]])
-  if (!is_call_to(bar, "||")) return(list(lhs))
   tt <- stats::terms(stats::as.formula(call("~", lhs)))
+  if (length(attr(tt, "term.labels")) == 0L && attr(tt, "intercept") == 0L) {
+    stop("the random-effects term ", term_text, " has no columns", call. = FALSE)
+  }
+  if (!is_call_to(bar, "||")) return(list(lhs))
   labels <- attr(tt, "term.labels")
   c(if (attr(tt, "intercept") == 1L) list(1),
     lapply(labels, function(label) call("+", 0, str2lang(label))))
