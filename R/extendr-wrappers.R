@@ -19,7 +19,9 @@ NULL
 #'   `intercept` the 0-based index of the intercept column, or -1; `codes` a list of
 #'   integer vectors of 1-based level codes, one per random term; `n_levels` the number
 #'   of levels of each term; `labels` the terms' labels.
-#' @param method "moments" (the unbiased equations of every term), "fr" (Matloff's
+#' @param method "reml" or "ml" (the likelihoods, maximised by Fisher scoring from the
+#'   moment estimates), "efficient" (one MINQUE step from the moment estimates), "moments" (the
+#'   unbiased equations of every term), "fr" (Matloff's
 #'   Full Randomness estimator, one term or two crossed ones; "fr_shared" with the
 #'   shared-level correction), "components" (the variance components of
 #'   "moments" alone, without GLS or BLUPs) or "statistics" (the sufficient statistics
@@ -45,7 +47,7 @@ fr_moment_fit <- function(model, method, size_columns, keep_statistics, threads)
 #'   integer vectors: the global level of each of the chunk's levels; NULL when the
 #'   chunks already share the global levels (row sets of one model frame).
 #' @param n_levels the global number of levels of each term.
-#' @param method "moments" or "fr".
+#' @param method "reml", "ml", "efficient", "moments" or "fr".
 #' @param size_columns for "fr": 0-based indices of the size() columns.
 #' @param components NULL, or the variance components (random terms, then the residual)
 #'   at which to solve the mixed-model equations instead of estimating them.
@@ -69,7 +71,7 @@ fr_fitted <- function(model, coef, ranef, threads) .Call(wrap__fr_fitted, model,
 #' interrupts and calls `progress(done)`.
 #'
 #' @param model the model, as for fr_moment_fit().
-#' @param method "moments" or "fr".
+#' @param method "efficient" (refitted by "moments"), "moments" or "fr".
 #' @param size_columns for "fr": 0-based size() columns.
 #' @param nsim number of replicates.
 #' @param seed the seed of the replicates' streams, a whole number in [0, 2^53).
@@ -124,6 +126,19 @@ fr_available_threads <- function() .Call(wrap__fr_available_threads)
 #' Panics on purpose, to test that a Rust panic reaches R as an error (internal).
 #' @noRd
 fr_test_panic <- function(message) .Call(wrap__fr_test_panic, message)
+
+#' Fits a model with random-slope terms by the unbiased moment equations of
+#' `fullrandom_core::slopes`, then Henderson's equations (internal; fr_fit()).
+#'
+#' @param y the response; @param x the fixed-effect columns (as fr_moment_fit());
+#' @param x_names their names; @param terms a list with one entry per term: `codes`
+#'   (1-based integer level codes), `n_levels`, `z` (a list of double columns, NULL for
+#'   an intercept) and `label`.
+#' @return the parameter map (`term`, `row`, `col`, 0-based; term -1 for the residual),
+#'   the equations (`lhs` by rows, `q`), `raw`, `estimate`, `boundary` (per term), `coef`,
+#'   `vcov` (by columns) and `ranef` (per term, level after level, q values each).
+#' @noRd
+fr_slope_fit <- function(y, x, x_names, terms) .Call(wrap__fr_slope_fit, y, x, x_names, terms)
 
 
 

@@ -267,6 +267,12 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
   frame_call[[1L]] <- quote(stats::model.frame)
   # The groupings whose size() columns Matloff's models (3) and (10) use.
   size_grouping <- if (is_fr(method)) fr_size_groupings(parsed$random)
+  if (has_slope_terms(parsed)) {
+    chunked <- !is.data.frame(data) && !is.null(data) || !is.null(chunks) ||
+      !is.null(chunk_by) || backend == "future"
+    return(fr_fit_slopes(call, formula, parsed, data, frame_call, parent.frame(), method,
+                         threads, chunked))
+  }
   if (!is.data.frame(data) && !is.null(data) || !is.null(chunks) || !is.null(chunk_by) ||
       backend == "future") {
     if (is.null(data)) stop("fits in chunks need `data`", call. = FALSE)

@@ -56,7 +56,8 @@ parse_fr_formula <- function(formula) {
     random = random,
     size_calls = size_calls,
     frame_formula = make_formula(
-      response, frame_rhs(fixed_rhs, random, lapply(size_calls, `[[`, 2L)), env
+      response, frame_rhs(fixed_rhs, random, c(lapply(size_calls, `[[`, 2L),
+                                               slope_variables(random))), env
     )
   )
 }
@@ -189,11 +190,17 @@ expand_bar_term <- function(bar) {
   term_text <- deparse_bar(bar)
 
   # `(1 || g)` is accepted: with one intercept there is no correlation to drop.
-  if (has_random_slope(bar)) {
-    stop("random slopes are not supported yet: ", term_text, call. = FALSE)
-  }
-
+  # Random slopes: the term keeps its left-hand side (`lhs`); `(x || g)` becomes one
+  # term per column, `(1 | g) + (0 + x | g)`, as lme4 expands it (see R/slopes.R).
+  slope_lhs <- if (has_random_slope(bar)) slope_term_sides(bar, term_text)
   groupings <- expand_grouping(bar[[3L]], term_text)
+  if (!is.null(slope_lhs)) {
+    return(unlist(lapply(groupings, function(factors) {
+      labels <- vapply(factors, deparse_expr, character(1))
+      lapply(slope_lhs, function(lhs) list(label = paste(labels, collapse = ":"),
+                                           factors = factors, term = term_text, lhs = lhs))
+    }), recursive = FALSE))
+  }
   lapply(groupings, function(factors) {
     labels <- vapply(factors, deparse_expr, character(1))
     if (anyDuplicated(labels)) {
@@ -266,7 +273,8 @@ expand_grouping <- function(expr, term_text) {
 check_no_duplicate_groupings <- function(random) {
   keys <- vapply(random, function(term) {
     parts <- vapply(term$factors, deparse_expr, character(1))
-    paste(sort(parts), collapse = ":")
+    key <- paste(sort(parts), collapse = ":")
+    if (is.null(term$lhs)) key else paste(key, deparse_expr(term$lhs))
   }, character(1))
   duplicated_at <- which(duplicated(keys))
   if (length(duplicated_at) > 0L) {

@@ -245,21 +245,15 @@ test_that("a formula without random terms is refused", {
   expect_error(parse_fr_formula(y ~ I(a | b)), msg)
 })
 
-test_that("random slopes are refused, naming the term", {
-  expect_error(parse_fr_formula(y ~ (x | g)),
-               "random slopes are not supported yet: \\(x \\| g\\)")
-  expect_error(parse_fr_formula(y ~ z + (x || g)),
-               "random slopes are not supported yet: \\(x \\|\\| g\\)")
-  expect_error(parse_fr_formula(y ~ (0 + x | g)),
-               "random slopes are not supported yet: \\(0 \\+ x \\| g\\)")
-  expect_error(parse_fr_formula(y ~ (1 + x | g)),
-               "random slopes are not supported yet: \\(1 \\+ x \\| g\\)")
-  expect_error(parse_fr_formula(y ~ (0 | g)),
-               "random slopes are not supported yet: \\(0 \\| g\\)")
-  expect_error(parse_fr_formula(y ~ (1 | a) + (x | b/c)),
-               "random slopes are not supported yet: \\(x \\| b/c\\)")
-  expect_error(parse_fr_formula(y ~ x + 1 | g),
-               "random slopes are not supported yet: \\(x \\+ 1 \\| g\\)")
+test_that("random slopes keep their left-hand side; || splits it by column", {
+  lhs_of <- function(f) lapply(parse_fr_formula(f)$random, function(t) deparse(t$lhs))
+  expect_equal(lhs_of(y ~ (x | g)), list("x"))
+  expect_equal(lhs_of(y ~ z + (x || g)), list("1", "0 + x"))
+  expect_equal(lhs_of(y ~ (0 + x | g)), list("0 + x"))
+  expect_equal(lhs_of(y ~ (1 | a) + (x | b/c)), list("NULL", "x", "x"))
+  expect_equal(vapply(parse_fr_formula(y ~ (1 | a) + (x | b/c))$random, `[[`, "", "label"),
+               c("a", "b", "c:b"))
+  expect_error(parse_fr_formula(y ~ (0 | g)), "has no columns")
 })
 
 test_that("bar terms nested in other terms are refused, naming the term", {

@@ -46,6 +46,7 @@ pub mod mixed;
 pub mod moments;
 pub mod npmle;
 pub mod ols;
+pub mod slopes;
 pub mod stats;
 
 pub use data::{FactorCodes, FixedColumn, ModelData};

@@ -1,0 +1,380 @@
+# Random slopes: (1 + x | g), (x | g), (0 + x | g), (x || g), several terms crossed or
+# nested, fitted by the unbiased moment equations of the core's `slopes` module
+# (method = "moments" only), then Henderson's equations with q x q blocks.
+#
+# A fit is an object of class "fr_slope_fit" with its own methods (print, summary,
+# VarCorr, ranef, coef, fixef, vcov, sigma, fitted, residuals, predict, tidy, nobs,
+# ngrps, formula). It deliberately does not inherit from "fr_fit": methods that do not
+# handle slopes yet (confint, the bootstrap, anova, simulate, fr_distribution, chunks)
+# then fail with "no applicable method" instead of giving wrong numbers.
+
+# The left-hand sides of the terms a slope bar expands into: `(lhs | g)` keeps its
+# left-hand side; `(lhs || g)` gives one term per column of lhs, `1` and `0 + x` ...,
+# as lme4 expands it (uncorrelated: a diagonal covariance).
+slope_term_sides <- function(bar, term_text) {
+  lhs <- strip_parens(bar[[2L]])
+  tt <- stats::terms(stats::as.formula(call("~", lhs)))
+  if (length(attr(tt, "term.labels")) == 0L && attr(tt, "intercept") == 0L) {
+    stop("the random-effects term ", term_text, " has no columns", call. = FALSE)
+  }
+  if (!is_call_to(bar, "||")) return(list(lhs))
+  labels <- attr(tt, "term.labels")
+  c(if (attr(tt, "intercept") == 1L) list(1),
+    lapply(labels, function(label) call("+", 0, str2lang(label))))
+}
+
+# The variables named on the left of slope terms, for the model frame.
+slope_variables <- function(random) {
+  vars <- unique(unlist(lapply(random, function(term) all.vars(term$lhs))))
+  lapply(vars, as.name)
+}
+
+has_slope_terms <- function(parsed) {
+  any(vapply(parsed$random, function(term) !is.null(term$lhs), logical(1)))
+}
+
+# The design columns of one slope term on `frame`: a double matrix with lme4's column names.
+slope_design <- function(term, frame) {
+  z <- stats::model.matrix(stats::as.formula(call("~", term$lhs)), frame)
+  if (ncol(z) == 0L) stop("the random-effects term ", term$term, " has no columns", call. = FALSE)
+  storage.mode(z) <- "double"
+  z
+}
+
+fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, threads,
+                          chunked) {
+  if (method != "moments") {
+    stop(sprintf(paste(
+      "random slopes are fitted by method = \"moments\" only; method = \"%s\" handles",
+      "random intercepts only (the efficient and REML steps use per-level scalars)"),
+      method), call. = FALSE)
+  }
+  if (chunked) {
+    stop("random slopes are not supported yet in fits in chunks, from files or with the ",
+         "future backend; fit the data frame in memory", call. = FALSE)
+  }
+  md <- fr_model_data(parsed, frame_call, data, env, threads)
+  labels <- vapply(parsed$random, `[[`, "", "label")
+  designs <- lapply(parsed$random, slope_design, frame = md$frame)
+  terms <- lapply(seq_along(parsed$random), function(k) {
+    z <- designs[[k]]
+    f <- md$flist[[labels[k]]]
+    list(label = labels[k], codes = as.integer(unclass(f)), n_levels = nlevels(f),
+         z = lapply(seq_len(ncol(z)), function(j) {
+           if (colnames(z)[j] == "(Intercept)") NULL else unname(z[, j])
+         }))
+  })
+  res <- fr_slope_fit(md$y, md$fixed$columns, md$fixed$names, terms)
+  p <- length(md$fixed$names)
+  coef <- stats::setNames(res$coef, md$fixed$names)
+  kept <- which(res$kept)
+  report_dropped_columns(md$fixed$names, kept)
+  vcov <- matrix(res$vcov, p, p, dimnames = list(md$fixed$names, md$fixed$names))
+  groups <- make.unique(labels)
+  sigma_of <- function(theta) {
+    out <- lapply(seq_along(terms), function(k) {
+      cn <- colnames(designs[[k]])
+      q <- length(cn)
+      s <- matrix(0, q, q, dimnames = list(cn, cn))
+      at <- which(res$term == k - 1L)
+      for (i in at) {
+        s[res$row[i] + 1L, res$col[i] + 1L] <- theta[i]
+        s[res$col[i] + 1L, res$row[i] + 1L] <- theta[i]
+      }
+      s
+    })
+    stats::setNames(out, groups)
+  }
+  ranef <- lapply(seq_along(terms), function(k) {
+    cn <- colnames(designs[[k]])
+    f <- md$flist[[labels[k]]]
+    u <- matrix(res$ranef[[k]], ncol = length(cn), byrow = TRUE,
+                dimnames = list(levels(f), cn))
+    as.data.frame(u, check.names = FALSE)
+  })
+  names(ranef) <- groups
+  fitted <- fixed_part(md$fixed, coef[kept], kept, length(md$y)) +
+    slope_random_part(ranef, designs, md$flist[labels])
+  theta_names <- ifelse(res$term < 0L, "Residual", paste0(
+    groups[pmax(res$term, 0L) + 1L], ".",
+    vapply(seq_along(res$term), function(i) {
+      if (res$term[i] < 0L) return("")
+      cn <- colnames(designs[[res$term[i] + 1L]])
+      if (res$row[i] == res$col[i]) cn[res$row[i] + 1L]
+      else paste(cn[res$row[i] + 1L], cn[res$col[i] + 1L], sep = ".")
+    }, "")))
+  boundary <- stats::setNames(res$boundary, groups)
+  if (any(boundary)) {
+    message("boundary (singular) fit: the covariance matrix of ",
+            paste(groups[boundary], collapse = ", "),
+            " is estimated singular (projected onto the positive semidefinite matrices); ",
+            "see ?fr_fit, or try uncorrelated terms (x || g)")
+  }
+  structure(list(
+    method = "moments", coefficients = coef, vcov = vcov,
+    theta = stats::setNames(res$estimate, theta_names),
+    theta_raw = stats::setNames(res$raw, theta_names),
+    Sigma = sigma_of(res$estimate), Sigma_raw = sigma_of(res$raw),
+    sigma = sqrt(res$estimate[length(res$estimate)]),
+    boundary = boundary, ranef = ranef,
+    equations = list(lhs = matrix(res$lhs, length(res$q), byrow = TRUE), q = res$q),
+    fitted.values = name_by_rows(fitted, md$frame),
+    residuals = name_by_rows(md$y - fitted, md$frame),
+    call = call, formula = formula, random = parsed$random, groups = groups,
+    flist = md$flist, frame = md$frame, terms = md$terms, fixed_names = md$fixed$names,
+    contrasts = md$fixed$contrasts, xlevels = stats::.getXlevels(md$terms, md$frame),
+    nobs = length(md$y), n_dropped = md$n_dropped, na.action = md$na_action,
+    data_name = if (is.null(call$data)) NULL else deparse1(call$data)
+  ), class = "fr_slope_fit")
+}
+
+# X b from the columns the core read (a matrix, or a list with NULL for the intercept).
+fixed_part <- function(fixed, coef, kept, n) {
+  out <- numeric(n)
+  cols <- fixed$columns
+  for (j in seq_along(kept)) {
+    column <- if (is.list(cols)) cols[[kept[j]]] else cols[, kept[j]]
+    out <- out + coef[j] * (if (is.null(column)) 1 else column)
+  }
+  out
+}
+
+# sum over terms of z_i' u_{g(i)}; levels not in the fit (NA codes) contribute 0.
+slope_random_part <- function(ranef, designs, factors) {
+  out <- 0
+  for (k in seq_along(ranef)) {
+    u <- as.matrix(ranef[[k]])
+    codes <- match(as.character(factors[[k]]), rownames(u))
+    uk <- u[codes, , drop = FALSE]
+    uk[is.na(uk)] <- 0
+    out <- out + rowSums(designs[[k]] * uk)
+  }
+  out
+}
+
+#' @export
+print.fr_slope_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  cat("Linear mixed model fit by the method of moments (fullrandom, random slopes)\n")
+  cat("Formula:", deparse1(x$formula), "\n")
+  cat("Random effects:\n")
+  print(VarCorr(x), digits = digits)
+  cat(sprintf("Number of obs: %d, groups:  %s\n", x$nobs,
+              paste(sprintf("%s, %d", unique(names(x$flist)),
+                            vapply(x$flist[unique(names(x$flist))], nlevels, 1L)),
+                    collapse = "; ")))
+  cat("Fixed Effects:\n")
+  print(x$coefficients, digits = digits)
+  invisible(x)
+}
+
+#' @export
+summary.fr_slope_fit <- function(object, ...) {
+  se <- sqrt(diag(object$vcov))
+  object$coef_table <- cbind(Estimate = object$coefficients, `Std. Error` = se,
+                             `t value` = object$coefficients / se)
+  class(object) <- c("summary.fr_slope_fit", class(object))
+  object
+}
+
+#' @export
+print.summary.fr_slope_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
+  print.fr_slope_fit(x, digits = digits)
+  cat("\nFixed effects:\n")
+  print(x$coef_table, digits = digits)
+  invisible(x)
+}
+
+#' @export
+VarCorr.fr_slope_fit <- function(x, sigma = 1, ...) {
+  out <- lapply(x$Sigma, function(s) {
+    sd <- sqrt(diag(s))
+    corr <- s / outer(sd, sd)
+    corr[!is.finite(corr)] <- NaN
+    diag(corr) <- 1
+    structure(s, stddev = sd, correlation = corr)
+  })
+  structure(out, sc = x$sigma, useSc = TRUE, class = "VarCorr.fr_slope_fit")
+}
+
+#' @export
+print.VarCorr.fr_slope_fit <- function(x, digits = max(3L, getOption("digits") - 2L), ...) {
+  rows <- list()
+  for (g in names(x)) {
+    s <- x[[g]]
+    sd <- attr(s, "stddev")
+    corr <- attr(s, "correlation")
+    q <- length(sd)
+    for (i in seq_len(q)) {
+      cor_text <- if (i > 1L) formatC(corr[i, seq_len(i - 1L)], digits = 2L, format = "f") else character()
+      rows[[length(rows) + 1L]] <- c(if (i == 1L) g else "", names(sd)[i],
+                                     format(sd[i], digits = digits),
+                                     paste(cor_text, collapse = " "))
+    }
+  }
+  rows[[length(rows) + 1L]] <- c("Residual", "", format(attr(x, "sc"), digits = digits), "")
+  m <- do.call(rbind, rows)
+  colnames(m) <- c("Groups", "Name", "Std.Dev.", "Corr")
+  if (all(m[, 4L] == "")) m <- m[, -4L, drop = FALSE]
+  rownames(m) <- rep("", nrow(m))
+  print(m, quote = FALSE, ...)
+  invisible(x)
+}
+
+#' @export
+as.data.frame.VarCorr.fr_slope_fit <- function(x, row.names = NULL, optional = FALSE, ...) {
+  pieces <- lapply(names(x), function(g) {
+    s <- x[[g]]
+    sd <- attr(s, "stddev")
+    corr <- attr(s, "correlation")
+    nm <- names(sd)
+    q <- length(nm)
+    lower <- which(lower.tri(s), arr.ind = TRUE)
+    lower <- lower[order(lower[, "col"], lower[, "row"]), , drop = FALSE]
+    data.frame(grp = g, var1 = c(nm, nm[lower[, "col"]]),
+               var2 = c(rep(NA_character_, q), nm[lower[, "row"]]),
+               vcov = c(diag(s), s[lower]), sdcor = c(sd, corr[lower]),
+               stringsAsFactors = FALSE)
+  })
+  sc <- attr(x, "sc")
+  out <- rbind(do.call(rbind, pieces),
+        data.frame(grp = "Residual", var1 = NA_character_, var2 = NA_character_,
+                   vcov = sc^2, sdcor = sc, stringsAsFactors = FALSE))
+  rownames(out) <- NULL
+  out
+}
+
+#' @export
+ranef.fr_slope_fit <- function(object, condVar = FALSE, ...) {
+  if (!isFALSE(condVar)) stop("ranef(condVar = TRUE) is not supported for random slopes", call. = FALSE)
+  structure(object$ranef, class = "ranef.fr_slope_fit")
+}
+
+#' @export
+print.ranef.fr_slope_fit <- function(x, ...) {
+  print(unclass(x), ...)
+  invisible(x)
+}
+
+#' @export
+as.data.frame.ranef.fr_slope_fit <- function(x, row.names = NULL, optional = FALSE, ...) {
+  do.call(rbind, lapply(names(x), function(g) {
+    u <- x[[g]]
+    data.frame(grpvar = g, term = rep(colnames(u), each = nrow(u)),
+               grp = rep(rownames(u), ncol(u)), condval = unlist(u, use.names = FALSE),
+               stringsAsFactors = FALSE)
+  }))
+}
+
+#' @export
+coef.fr_slope_fit <- function(object, ...) {
+  b <- object$coefficients
+  out <- lapply(object$ranef, function(u) {
+    cf <- matrix(b, nrow(u), length(b), byrow = TRUE, dimnames = list(rownames(u), names(b)))
+    cf <- as.data.frame(cf, check.names = FALSE)
+    for (j in colnames(u)) {
+      if (!j %in% names(cf)) cf[[j]] <- 0
+      cf[[j]] <- cf[[j]] + u[[j]]
+    }
+    cf
+  })
+  structure(out, class = "coef.mer")
+}
+
+#' @export
+fixef.fr_slope_fit <- function(object, ...) object$coefficients[!is.na(object$coefficients)]
+
+#' @export
+vcov.fr_slope_fit <- function(object, ...) {
+  keep <- !is.na(object$coefficients)
+  object$vcov[keep, keep, drop = FALSE]
+}
+
+#' @export
+sigma.fr_slope_fit <- function(object, ...) object$sigma
+
+#' @export
+fitted.fr_slope_fit <- function(object, ...) object$fitted.values
+
+#' @export
+residuals.fr_slope_fit <- function(object, ...) object$residuals
+
+#' @export
+nobs.fr_slope_fit <- function(object, ...) object$nobs
+
+#' @export
+formula.fr_slope_fit <- function(x, ...) x$formula
+
+#' @export
+ngrps.fr_slope_fit <- function(object, ...) vapply(object$flist, nlevels, 1L)
+
+#' @export
+predict.fr_slope_fit <- function(object, newdata = NULL, re.form = NULL,
+                                 allow.new.levels = FALSE, ...) {
+  include_random <- !(identical(re.form, NA) || (inherits(re.form, "formula") &&
+                                                  identical(re.form[[length(re.form)]], 0)))
+  if (!is.null(re.form) && include_random) {
+    stop("re.form must be NULL (every random term) or NA / ~0 (none) for random-slope fits",
+         call. = FALSE)
+  }
+  if (is.null(newdata)) {
+    if (include_random) return(object$fitted.values)
+    newdata <- object$frame
+  }
+  keep <- !is.na(object$coefficients)
+  tt <- stats::delete.response(object$terms)
+  mf <- stats::model.frame(tt, newdata, na.action = stats::na.pass, xlev = object$xlevels)
+  X <- stats::model.matrix(tt, mf, contrasts.arg = object$contrasts)
+  out <- drop(X[, names(object$coefficients)[keep], drop = FALSE] %*% object$coefficients[keep])
+  if (!include_random) return(stats::setNames(out, rownames(newdata)))
+  for (k in seq_along(object$random)) {
+    term <- object$random[[k]]
+    g <- eval(Reduce(function(a, b) call("interaction", a, b, drop = TRUE, sep = ":"),
+                     term$factors), newdata, environment(object$formula))
+    g <- as.character(g)
+    u <- as.matrix(object$ranef[[k]])
+    codes <- match(g, rownames(u))
+    if (anyNA(codes[!is.na(g)]) && !isTRUE(allow.new.levels)) {
+      stop(sprintf("new levels of '%s' in newdata (e.g. '%s'); use allow.new.levels = TRUE",
+                   term$label, g[!is.na(g) & is.na(codes)][1L]), call. = FALSE)
+    }
+    z <- slope_design(term, newdata)
+    uk <- u[codes, , drop = FALSE]
+    uk[is.na(uk)] <- 0
+    out <- out + rowSums(z * uk)
+  }
+  stats::setNames(out, rownames(newdata))
+}
+
+#' @exportS3Method generics::tidy
+tidy.fr_slope_fit <- function(x, effects = c("ran_pars", "fixed"), ...) {
+  effects <- match.arg(effects, c("ran_pars", "fixed", "ran_vals"), several.ok = TRUE)
+  pieces <- list()
+  if ("fixed" %in% effects) {
+    b <- fixef(x)
+    se <- sqrt(diag(vcov(x)))
+    pieces$fixed <- data.frame(effect = "fixed", group = NA_character_, term = names(b),
+                               estimate = unname(b), std.error = unname(se),
+                               statistic = unname(b / se), stringsAsFactors = FALSE)
+  }
+  if ("ran_pars" %in% effects) {
+    vc <- as.data.frame(VarCorr(x))
+    term <- ifelse(is.na(vc$var1), "sd__Observation",
+                   ifelse(is.na(vc$var2), paste0("sd__", vc$var1),
+                          paste0("cor__", vc$var1, ".", vc$var2)))
+    pieces$ran_pars <- data.frame(effect = "ran_pars", group = vc$grp, term = term,
+                                  estimate = vc$sdcor, std.error = NA_real_,
+                                  statistic = NA_real_, stringsAsFactors = FALSE)
+  }
+  if ("ran_vals" %in% effects) {
+    re <- as.data.frame(ranef(x))
+    pieces$ran_vals <- data.frame(effect = "ran_vals", group = re$grpvar, level = re$grp,
+                                  term = re$term, estimate = re$condval,
+                                  stringsAsFactors = FALSE)
+  }
+  out <- do.call(rbind, lapply(pieces, function(p) {
+    if (!"level" %in% names(p)) p$level <- NA_character_
+    p
+  }))
+  rownames(out) <- NULL
+  out
+}

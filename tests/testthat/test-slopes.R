@@ -1,0 +1,82 @@
+# Random slopes by the unbiased moment equations (R/slopes.R, core slopes.rs).
+
+test_that("sleepstudy (Days | Subject) equals lmer's REML on the balanced design", {
+  skip_if_not_installed("lme4")
+  data(sleepstudy, package = "lme4")
+  fit <- fr_fit(Reaction ~ Days + (Days | Subject), sleepstudy)
+  m <- lme4::lmer(Reaction ~ Days + (Days | Subject), sleepstudy)
+  vc_fr <- as.data.frame(VarCorr(fit))
+  vc_lme4 <- as.data.frame(lme4::VarCorr(m))
+  expect_equal(vc_fr$grp, vc_lme4$grp)
+  expect_equal(vc_fr$var1, vc_lme4$var1)
+  expect_equal(vc_fr$var2, vc_lme4$var2)
+  # lmer's optimiser stops within ~2e-5 of its optimum.
+  expect_equal(vc_fr$vcov, vc_lme4$vcov, tolerance = 1e-4)
+  expect_equal(unname(fit$theta), c(612.09, 9.604, 35.072, 654.94), tolerance = 1e-4)
+  expect_equal(fixef(fit), lme4::fixef(m), tolerance = 1e-6)
+  expect_equal(as.matrix(ranef(fit)$Subject), as.matrix(lme4::ranef(m)$Subject), tolerance = 1e-5)
+  expect_equal(as.matrix(coef(fit)$Subject), as.matrix(coef(m)$Subject), tolerance = 1e-5)
+  expect_equal(vcov(fit), as.matrix(vcov(m)), tolerance = 1e-4)
+  expect_equal(fitted(fit), fitted(m), tolerance = 1e-6)
+  nd <- data.frame(Days = c(1, 2), Subject = c("308", "new"))
+  expect_equal(unname(predict(fit, nd, allow.new.levels = TRUE)),
+               unname(predict(m, nd, allow.new.levels = TRUE)), tolerance = 1e-6)
+  expect_error(predict(fit, nd), "new levels")
+  td <- generics::tidy(fit)
+  expect_setequal(td$term[td$effect == "ran_pars"],
+                  c("sd__(Intercept)", "sd__Days", "cor__(Intercept).Days", "sd__Observation"))
+  expect_output(print(VarCorr(fit)), "Corr")
+})
+
+test_that("(Days || Subject) has lme4's terms and a diagonal covariance", {
+  skip_if_not_installed("lme4")
+  data(sleepstudy, package = "lme4")
+  fit <- fr_fit(Reaction ~ Days + (Days || Subject), sleepstudy)
+  m <- lme4::lmer(Reaction ~ Days + (Days || Subject), sleepstudy)
+  vc_fr <- as.data.frame(VarCorr(fit))
+  vc_lme4 <- as.data.frame(lme4::VarCorr(m))
+  expect_equal(vc_fr$grp, vc_lme4$grp)
+  expect_equal(vc_fr$var1, vc_lme4$var1)
+  # Unbiased moment estimates, not REML: close, not equal.
+  expect_equal(vc_fr$sdcor, vc_lme4$sdcor, tolerance = 0.1)
+  expect_equal(ncol(ranef(fit)[[1]]), 1L)
+})
+
+test_that("(0 + x | g), crossed slopes and (1 | g) in one slope model fit", {
+  set.seed(3)
+  n <- 600
+  d <- data.frame(user = factor(sample(40, n, TRUE)), item = factor(sample(15, n, TRUE)),
+                  x = rnorm(n))
+  u <- MASS::mvrnorm(40, c(0, 0), matrix(c(1, 0.3, 0.3, 0.5), 2))
+  d$y <- 1 + 0.5 * d$x + u[d$user, 1] + u[d$user, 2] * d$x +
+    rnorm(15, sd = 0.7)[d$item] + rnorm(n)
+  fit <- fr_fit(y ~ x + (x | user) + (1 | item), d)
+  expect_equal(names(VarCorr(fit)), c("user", "item"))
+  expect_equal(dim(ranef(fit)$user), c(40L, 2L))
+  fit0 <- fr_fit(y ~ x + (0 + x | user) + (1 | item), d)
+  expect_equal(colnames(ranef(fit0)$user), "x")
+  expect_error(fr_fit(y ~ x + (x | user), d, method = "reml"), "method = \"moments\" only")
+  expect_error(fr_fit(y ~ x + (x | user), d, chunks = 2), "not supported yet in fits in chunks")
+})
+
+test_that("the slope moment equations are unbiased (Monte Carlo, unbalanced crossed design)", {
+  skip_on_cran()
+  set.seed(20)
+  n <- 400
+  user <- factor(sample(30, n, TRUE)); item <- factor(sample(12, n, TRUE))
+  x <- runif(n, 0, 3)
+  S <- matrix(c(2, 0.5, 0.5, 1), 2)
+  truth <- c(2, 0.5, 1, 0.8, 1.5)
+  L <- chol(S)
+  reps <- 300
+  est <- t(replicate(reps, {
+    u <- matrix(rnorm(60), 30) %*% L
+    d <- data.frame(user, item, x,
+                    y = 1 + x + u[user, 1] + u[user, 2] * x + rnorm(12, sd = sqrt(0.8))[item] +
+                      rnorm(n, sd = sqrt(1.5)))
+    suppressMessages(fr_fit(y ~ x + (x | user) + (1 | item), d, threads = 1))$theta_raw
+  }))
+  se <- apply(est, 2, sd) / sqrt(reps)
+  expect_true(all(abs(colMeans(est) - truth) < 4 * se),
+              info = paste(round((colMeans(est) - truth) / se, 2), collapse = " "))
+})
