@@ -328,6 +328,7 @@ print.summary.fr_distribution <- function(x, digits = 4, ...) {
 }
 
 #' @rdname fr_distribution
+#' @importFrom stats quantile
 #' @export
 quantile.fr_distribution <- function(x, probs = seq(0, 1, 0.25), ...) {
   refuse_unknown_arguments("quantile()", ..., help = "fr_distribution")
