@@ -508,3 +508,73 @@ fn try_zeros(len: usize) -> Result<Vec<f64>, FitError> {
     v.resize(len, 0.0);
     Ok(v)
 }
+
+/// The exact traces `tr(P_0 V_k)` (REML; `tr(V_0^-1 V_k)` for ML) of every term at
+/// `prior`, in the units of [`efficient_equations`] (`s2_0 = 1`), where they can be had:
+/// from `Z'V_0^-1 Z = G^-1 - G^-1 C^-1 G^-1` and `Z'V_0^-1 X = G^-1 A` (`A = C^-1 Z'X`),
+///
+/// ```text
+/// tr(V_0^-1 V_k) = (G_k - tr(C^-1)_kk / gamma_k) / gamma_k,
+/// tr(P_0 V_k)    = tr(V_0^-1 V_k) - tr(S^-1 A_k'A_k) / gamma_k^2,
+/// ```
+///
+/// with `diag(C^-1)` exact ([`crate::condvar`], Schur complement) when the levels outside
+/// the largest term are few enough; `None` otherwise. A term with `gamma_k n_g` tiny on
+/// average gets `None` in its place: the difference above would cancel.
+pub fn exact_own_traces(
+    stats: &SufficientStats,
+    ols: &OlsFit,
+    prior: &VarianceComponents,
+    restricted: bool,
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<Option<Vec<Option<f64>>>, FitError> {
+    use crate::condvar::{inverse_diagonal, DiagonalMethod};
+    let k_factors = stats.n_factors();
+    let s2_prior = prior.estimate[k_factors];
+    let gamma: Vec<f64> = (0..k_factors).map(|k| (prior.estimate[k] / s2_prior).max(GAMMA_FLOOR)).collect();
+    let lambda: Vec<Option<f64>> = gamma.iter().map(|g| Some(1.0 / g)).collect();
+    let inverse = inverse_diagonal(stats, &lambda, DiagonalMethod::Auto, pool, keep_going)?;
+    if !inverse.exact {
+        return Ok(None);
+    }
+    // A and S^-1 for REML's projection.
+    let projection = if restricted {
+        let system = pool.install(|| RandomEffectsMatrix::new(stats, &lambda));
+        let zt = system.level_sums(stats, &ols.kept);
+        let r = ols.kept.len() + 1;
+        let solution = system.solve(&zt, r, crate::mixed::CG_TOLERANCE, pool, keep_going)?;
+        let (schur_inv, _) = gls_from_solution(stats, &ols.kept, &zt, &solution.x, &solution.residual, pool)?;
+        Some((system.term_ranges(), solution.x, schur_inv, r))
+    } else {
+        None
+    };
+    let n_obs = stats.n_obs as f64;
+    let traces = (0..k_factors)
+        .map(|k| {
+            let g = gamma[k];
+            let levels = stats.levels[k].n_levels() as f64;
+            if g * n_obs / levels.max(1.0) < 1e-4 {
+                return None;
+            }
+            let inverse_trace: f64 = inverse.diagonal[k].iter().sum();
+            let mut trace = (levels - inverse_trace / g) / g;
+            if let Some((ranges, solved, schur_inv, r)) = &projection {
+                let q = r - 1;
+                let range = ranges.iter().find(|(f, _)| *f == k).map(|(_, range)| range.clone()).expect("every term is active");
+                let mut cross = Mat::<f64>::zeros(q, q);
+                for i in range {
+                    let a = &solved[i * r..i * r + q];
+                    for u in 0..q {
+                        for v in 0..q {
+                            cross[(u, v)] += a[u] * a[v];
+                        }
+                    }
+                }
+                trace -= crate::dense::trace_of_product(schur_inv, &cross) / (g * g);
+            }
+            Some(trace)
+        })
+        .collect();
+    Ok(Some(traces))
+}

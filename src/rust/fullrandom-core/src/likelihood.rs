@@ -23,7 +23,7 @@
 //! not computed and the fit says why.
 
 use crate::dense::solve;
-use crate::efficient::{efficient_equations, EfficientOptions, TraceAccuracy};
+use crate::efficient::{efficient_equations, exact_own_traces, EfficientOptions, TraceAccuracy, GAMMA_FLOOR};
 use crate::error::FitError;
 use crate::mixed::solve_mixed_model;
 use crate::moments::{fit_variance_components, MomentEquations, VarianceComponents};
@@ -97,7 +97,12 @@ pub fn fit_likelihood(
     let mut last_step = vec![f64::NAN; k_factors + 1];
     let (mut steps, mut converged) = (0, false);
     while steps < MAX_STEPS {
-        let (equations, accuracy) = efficient_equations(stats, &ols, &theta, &options, pool, keep_going)?;
+        let (mut equations, accuracy) = efficient_equations(stats, &ols, &theta, &options, pool, keep_going)?;
+        // The score from exact traces where they can be had: then the fixed point is the
+        // optimum exactly, the probes entering only the information (the step's metric).
+        if let Some(own) = exact_own_traces(stats, &ols, &theta, options.restricted, pool, keep_going)? {
+            exact_score(&mut equations, &theta.estimate, &own, &options, stats, ols.kept.len());
+        }
         let next = fit_variance_components(&equations)?;
         steps += 1;
         let total: f64 = theta.estimate.iter().sum();
@@ -126,6 +131,39 @@ pub fn fit_likelihood(
         converged,
         last_step,
     })
+}
+
+/// Replaces the probes' traces in the right-hand side of the Fisher step by exact ones:
+/// the step solves `T theta' = T theta + U - s2 t` (`t` the traces `tr(P_0 V_k)`, the
+/// residual's `tr(P_0) = N - p - sum_l gamma_l t_l`), and `T theta = s2 t_probes` row by
+/// row, so the right side is `U + s2 (t_probes - t_exact)` where `t` is exact.
+fn exact_score(
+    equations: &mut MomentEquations,
+    theta: &[f64],
+    own: &[Option<f64>],
+    options: &EfficientOptions,
+    stats: &SufficientStats,
+    rank: usize,
+) {
+    let k_factors = own.len();
+    let s2 = theta[k_factors];
+    let dim = k_factors + 1;
+    // T theta, row by row (rows: residual, then terms; columns: terms, then residual).
+    let t_theta: Vec<f64> = (0..dim).map(|row| (0..dim).map(|c| equations.lhs[(row, c)] * theta[c]).sum()).collect();
+    let gamma: Vec<f64> = (0..k_factors).map(|k| (theta[k] / s2).max(GAMMA_FLOOR)).collect();
+    let dimensions = stats.n_obs as f64 - if options.restricted { rank as f64 } else { 0.0 };
+    let mut trace_p = dimensions;
+    for k in 0..k_factors {
+        // The term's trace: exact where known, else the probes' (t = (T theta) / s2).
+        let t_k = own[k].unwrap_or(t_theta[k + 1] / s2);
+        if own[k].is_some() {
+            equations.q[k + 1] += t_theta[k + 1] - s2 * t_k;
+        }
+        trace_p -= gamma[k] * t_k;
+    }
+    if own.iter().all(Option::is_some) {
+        equations.q[0] += t_theta[0] - s2 * trace_p;
+    }
 }
 
 /// The log-likelihood at `theta` (random-effect variances, then `s2`) from the
