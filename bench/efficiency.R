@@ -58,12 +58,13 @@ fit_all <- function(form, d, groups, lmer_too = TRUE) {
 
 # Runs up to `reps` data sets (seed i) within `budget` seconds; an array
 # data set x method x quantity.
-precision_run <- function(label, make_data, form, groups, reps, budget = Inf, lmer_too = TRUE) {
+precision_run <- function(label, make_data, form, groups, reps, budget = Inf, lmer_too = TRUE,
+                          from = 1L) {
   t0 <- Sys.time()
   out <- list()
-  for (i in seq_len(reps)) {
+  for (i in seq(from, length.out = max(0, reps - from + 1))) {
     d <- make_data(i)
-    out[[i]] <- do.call(rbind, fit_all(form, d, groups, lmer_too))
+    out[[length(out) + 1]] <- do.call(rbind, fit_all(form, d, groups, lmer_too))
     if (i %% 20 == 0) say("%s: %d data sets", label, i)
     if (as.numeric(difftime(Sys.time(), t0, units = "secs")) > budget) break
   }
@@ -95,27 +96,38 @@ if ("precision" %in% parts) {
   crossed <- y ~ x + (1 | user) + (1 | item)
   cg <- c("user", "item", "Residual")
   truth_crossed <- c(user = 0.25, item = 0.16, Residual = 1)
-  prec <- list()
-  prec$n1e4 <- list(label = "simulate_crossed(10^4)", groups = cg, truth = truth_crossed,
-                    reference = "lmer",
-                    res = precision_run("1e4", function(i) simulate_crossed(1e4, seed = i), crossed, cg,
-                                        knob("REPS_1E4", 200)))
-  prec$n1e5 <- list(label = "simulate_crossed(10^5)", groups = cg, truth = truth_crossed,
-                    reference = "lmer",
-                    res = precision_run("1e5", function(i) simulate_crossed(1e5, seed = i), crossed, cg,
-                                        knob("REPS_1E5", 200), budget = knob("BUDGET_1E5", 420)))
-  prec$n1e6 <- list(label = "simulate_crossed(10^6)", groups = cg, truth = truth_crossed,
-                    reference = "reml",
-                    res = precision_run("1e6", function(i) simulate_crossed(1e6, seed = i), crossed, cg,
-                                        knob("REPS_1E6", 20), lmer_too = FALSE))
-  design <- chem_design()
+  # Only the sizes named in FULLRANDOM_BENCH_EFF_SIZES are (re)computed, the others kept
+  # from the cache; with FULLRANDOM_BENCH_EFF_EXTEND=1 a size's data sets are added to
+  # those in the cache (seeds continue), up to its count, within its budget.
+  sizes <- strsplit(Sys.getenv("FULLRANDOM_BENCH_EFF_SIZES", "1e4,1e5,1e6,chem"), ",")[[1]]
+  extend <- Sys.getenv("FULLRANDOM_BENCH_EFF_EXTEND", "0") == "1"
+  prec <- if (file.exists(cache("precision"))) readRDS(cache("precision")) else list()
+  run_size <- function(key, label, make_data, form, groups, truth, reference, reps,
+                       budget = Inf, lmer_too = TRUE) {
+    old <- if (extend) prec[[key]]$res
+    res <- precision_run(label, make_data, form, groups, reps, budget, lmer_too,
+                         from = if (is.null(old)) 1L else dim(old)[3] + 1L)
+    if (!is.null(old)) res <- simplify2array(c(lapply(seq_len(dim(old)[3]), function(i) old[, , i]),
+                                               lapply(seq_len(dim(res)[3]), function(i) res[, , i])))
+    prec[[key]] <<- list(label = label, groups = groups, truth = truth, reference = reference, res = res)
+  }
+  if ("1e4" %in% sizes) {
+    run_size("n1e4", "simulate_crossed(10^4)", function(i) simulate_crossed(1e4, seed = i), crossed, cg,
+             truth_crossed, "lmer", knob("REPS_1E4", 200))
+  }
+  if ("1e5" %in% sizes) {
+    run_size("n1e5", "simulate_crossed(10^5)", function(i) simulate_crossed(1e5, seed = i), crossed, cg,
+             truth_crossed, "lmer", knob("REPS_1E5", 200), budget = knob("BUDGET_1E5", 420))
+  }
+  if ("1e6" %in% sizes) {
+    run_size("n1e6", "simulate_crossed(10^6)", function(i) simulate_crossed(1e6, seed = i), crossed, cg,
+             truth_crossed, "reml", knob("REPS_1E6", 20), lmer_too = FALSE)
+  }
+  design <- if ("chem" %in% sizes) chem_design()
   if (!is.null(design)) {
-    chem_groups <- c("school:lea", "lea", "Residual")
-    prec$chem <- list(label = "Chem97-like (Chem97's design, simulated scores)", groups = chem_groups,
-                      truth = design$truth, reference = "lmer",
-                      res = precision_run("chem", function(i) chem_simulate(design, i),
-                                          score ~ gcsecnt + (1 | lea/school), chem_groups,
-                                          knob("REPS_CHEM", 200)))
+    run_size("chem", "Chem97-like (Chem97's design, simulated scores)", function(i) chem_simulate(design, i),
+             score ~ gcsecnt + (1 | lea/school), c("school:lea", "lea", "Residual"), design$truth, "lmer",
+             knob("REPS_CHEM", 200))
   }
   saveRDS(prec, cache("precision"))
 }
@@ -139,32 +151,43 @@ child <- function(file, mode, threads = 2, limit = knob("LIMIT", 600)) {
 }
 
 if ("cost" %in% parts) {
-  cost <- list()
-  # InstEval, in this session.
-  form_ie <- y ~ service + (1 | s) + (1 | d) + (1 | dept)
-  ie <- lme4::InstEval
-  for (m in methods_fr) fr_fit(form_ie, data = ie, method = m) # warm-up
-  cost$insteval <- lapply(stats::setNames(methods_fr, methods_fr), function(m) {
-    stats::median(vapply(1:5, function(i) elapsed(fr_fit(form_ie, data = ie, method = m)), 1))
-  })
-  cost$insteval$lmer <- elapsed(suppressMessages(lmer(form_ie, data = ie)))
-  say("InstEval: %s", paste(names(cost$insteval), signif(unlist(cost$insteval), 3), collapse = " "))
-  # 10^6 rows (bench/scale.R's data set of that size): REML against lmer, fresh processes.
+  # FULLRANDOM_BENCH_EFF_COST names the pieces to (re)measure, the others kept from the
+  # cache: insteval, 1e6, ml32m-efficient, ml32m-reml.
+  pieces <- strsplit(Sys.getenv("FULLRANDOM_BENCH_EFF_COST", "insteval,1e6,ml32m-efficient,ml32m-reml"), ",")[[1]]
+  cost <- if (file.exists(cache("cost"))) readRDS(cache("cost")) else list()
+  if ("insteval" %in% pieces) {
+    # InstEval, in this session.
+    form_ie <- y ~ service + (1 | s) + (1 | d) + (1 | dept)
+    ie <- lme4::InstEval
+    for (m in methods_fr) fr_fit(form_ie, data = ie, method = m) # warm-up
+    cost$insteval <- lapply(stats::setNames(methods_fr, methods_fr), function(m) {
+      stats::median(vapply(1:5, function(i) elapsed(fr_fit(form_ie, data = ie, method = m)), 1))
+    })
+    cost$insteval$lmer <- elapsed(suppressMessages(lmer(form_ie, data = ie)))
+    say("InstEval: %s", paste(names(cost$insteval), signif(unlist(cost$insteval), 3), collapse = " "))
+  }
   file <- tempfile(fileext = ".rds")
-  saveRDS(simulate_crossed(1e6, seed = 20261121), file, compress = FALSE)
-  cost$n1e6 <- list(efficient = child(file, "efficient"), reml = child(file, "reml"),
-                    lmer = child(file, "lmer"))
-  say("10^6: efficient %s s, reml %s s, lmer %s s", cost$n1e6$efficient$time, cost$n1e6$reml$time,
-      cost$n1e6$lmer$time %||% "timeout")
-  unlink(file)
-  # ml-32m-shaped data as bench/scale.R makes them.
-  d <- simulate_crossed(32000204, n_users = 200948, n_items = 84432, seed = 20261121)
-  saveRDS(d, file, compress = FALSE)
-  rm(d)
-  invisible(gc())
-  cost$ml32m <- list(efficient = child(file, "efficient"), reml = child(file, "reml"))
-  say("ml-32m: efficient %s s, reml %s s", cost$ml32m$efficient$time, cost$ml32m$reml$time %||% "timeout")
-  unlink(file)
+  if ("1e6" %in% pieces) {
+    # 10^6 rows (bench/scale.R's data set of that size): REML against lmer, fresh processes.
+    saveRDS(simulate_crossed(1e6, seed = 20261121), file, compress = FALSE)
+    cost$n1e6 <- list(efficient = child(file, "efficient"), reml = child(file, "reml"),
+                      lmer = child(file, "lmer"))
+    say("10^6: efficient %s s, reml %s s, lmer %s s", cost$n1e6$efficient[["time"]], cost$n1e6$reml[["time"]],
+        cost$n1e6$lmer[["time"]] %||% "timeout")
+    unlink(file)
+  }
+  if (any(c("ml32m-efficient", "ml32m-reml") %in% pieces)) {
+    # ml-32m-shaped data as bench/scale.R makes them.
+    d <- simulate_crossed(32000204, n_users = 200948, n_items = 84432, seed = 20261121)
+    saveRDS(d, file, compress = FALSE)
+    rm(d)
+    invisible(gc())
+    if (is.null(cost$ml32m)) cost$ml32m <- list()
+    if ("ml32m-efficient" %in% pieces) cost$ml32m$efficient <- child(file, "efficient")
+    if ("ml32m-reml" %in% pieces) cost$ml32m$reml <- child(file, "reml")
+    say("ml-32m: efficient %s s, reml %s s", cost$ml32m$efficient[["time"]], cost$ml32m$reml[["time"]] %||% "timeout")
+    unlink(file)
+  }
   saveRDS(cost, cache("cost"))
 }
 
@@ -311,15 +334,16 @@ if (file.exists(cache("cost"))) {
                      ie$lmer / unlist(ie[methods_fr])),
              sprintf("| lmer (REML) | %.2f | 1 |", ie$lmer), "")
   fmt_child <- function(r, what = "time") {
-    if (isTRUE(r$timeout)) return(sprintf("> %.0f min", knob("LIMIT", 600) / 60))
+    if (isTRUE(r[["timeout"]])) return(sprintf("> %.0f min", knob("LIMIT", 600) / 60))
     if (!is.null(r$failed)) return(paste("failed:", r$message))
     sprintf("%.3g", r[[what]])
   }
   row <- function(label, r) {
-    ok <- is.null(r$timeout) && is.null(r$failed)
+    ok <- is.null(r[["timeout"]]) && is.null(r$failed)
     lk <- r$likelihood
-    sprintf("| %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |", label, format(r$n %||% NA, big.mark = ","),
-            fmt_child(r), if (ok) sprintf("%.0f", r$peak_mb) else "", r$data_mb %||% NA,
+    sprintf("| %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s |", label, format(r$n %||% NA, big.mark = ","),
+            fmt_child(r), if (ok) sprintf("%.0f", r$peak_mb) else "",
+            if (ok) sprintf("%.0f", r$peak_before_mb) else "", r$data_mb %||% NA,
             if (ok) sprintf("%.2f", r$peak_mb / r$data_mb) else "",
             if (!is.null(lk)) sprintf("%d, %s", lk$steps, if (isTRUE(lk$converged)) "converged" else "not converged") else "",
             if (!is.null(lk$last_step) && !is.null(r$probe_sd)) {
@@ -334,16 +358,19 @@ if (file.exists(cache("cost"))) {
              paste("**Simulated crossed data** (`y ~ x + (1 | user) + (1 | item)`, `simulate_crossed()` as in",
                    "`bench/scale.R`; ml-32m-shaped: 32,000,204 rows, 200,948 users, 84,432 items), each fit in a fresh",
                    "Rscript (`bench/efficiency-child.R`), 2 threads, 10-minute limit; *peak*: VmHWM of the",
-                   "process, which holds the data frame (*data*, MB); the efficient time is the better of two calls;",
+                   "process, which holds the data frame (*data*, MB; *before the fit*: VmHWM once it is read back); the efficient time is the better of two calls;",
                    "*last step / probe sd*: REML's last Fisher step of each component (user, item, residual)",
                    "against the probes' sd of that component."), "",
-             "| fit | rows | time (s) | peak (MB) | data (MB) | peak / data | REML steps | last step / probe sd | probe sd | likelihood |",
-             "|---|---|---|---|---|---|---|---|---|---|",
+             "| fit | rows | time (s) | peak (MB) | before the fit (MB) | data (MB) | peak / data | REML steps | last step / probe sd | probe sd | likelihood |",
+             "|---|---|---|---|---|---|---|---|---|---|---|",
              row("efficient", n6$efficient), row("reml", n6$reml), row("lmer (REML)", n6$lmer),
              row("efficient, ml-32m", ml$efficient), row("reml, ml-32m", ml$reml), "",
-             sprintf("At 10^6 rows lmer / efficient = %s, lmer / reml = %s.",
-                     if (is.numeric(n6$lmer$time)) sprintf("%.0fx", n6$lmer$time / n6$efficient$time) else "> (limit / time)",
-                     if (is.numeric(n6$lmer$time) && is.numeric(n6$reml$time)) sprintf("%.0fx", n6$lmer$time / n6$reml$time) else "n/a"),
+             {
+               lmer6 <- if (isTRUE(n6$lmer[["timeout"]])) knob("LIMIT", 600) else n6$lmer[["time"]]
+               more <- if (isTRUE(n6$lmer[["timeout"]])) "> " else ""
+               sprintf("At 10^6 rows (same run) lmer / efficient %s%.0fx, lmer / reml %s%.0fx.",
+                       more, lmer6 / n6$efficient[["time"]], more, lmer6 / n6$reml[["time"]])
+             },
              "")
 }
 
@@ -383,7 +410,9 @@ if (file.exists(cache("reml"))) {
                      col(la, "logLik"), fsig(col(la, "Chisq"), 8), col(la, "Df"), fsig(col(la, "Pr("), 6)),
              "")
 }
-lines <- c(lines, sprintf("Run time of this script: %.0f s (parts: %s).",
-                          as.numeric(difftime(Sys.time(), started, units = "secs")), paste(parts, collapse = ", ")))
+note <- Sys.getenv("FULLRANDOM_BENCH_EFF_NOTE")
+lines <- c(lines, if (nzchar(note)) c(note, ""),
+           sprintf("Last run of this script: %.0f s (parts: %s).",
+                   as.numeric(difftime(Sys.time(), started, units = "secs")), paste(parts, collapse = ", ")))
 write_results_section("efficiency", lines)
 cat(lines, sep = "\n")
