@@ -53,6 +53,7 @@ bench: install
 	Rscript bench/scale.R
 	Rscript bench/alchemy.R
 	Rscript bench/coverage.R
+	Rscript bench/efficiency.R
 
 clean:
 	rm -rf $(BUILD) src/*.o src/*.so src/rust/target

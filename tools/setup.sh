@@ -24,6 +24,7 @@ packages=(
 if [ "${1:-}" = "bench" ]; then
   packages+=(
     r-cran-glmmtmb # bench/insteval.R times glmmTMB beside lmer
+    r-cran-mlmrev  # bench/efficiency.R: REML against lmer on mlmRev's data (Chem97, Exam, ...)
   )
 fi
 
