@@ -2,6 +2,7 @@
 #   make demo   fit lme4's InstEval with fr_fit and lmer and print both
 #   make test   cargo tests of the Rust core, then R CMD build + R CMD check of the package
 #   make bench  the benchmark scripts under bench/
+#   make vendor src/rust/vendor.tar.xz and inst/AUTHORS from Cargo.lock (needs the network)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -14,7 +15,7 @@ export PATH := $(PATH):$(HOME)/.cargo/bin
 export NOT_CRAN := true
 CARGO_JOBS := 2
 
-.PHONY: setup install demo test cargo-test check wrappers document bench clean
+.PHONY: setup install demo test cargo-test check wrappers document bench clean vendor vendor-check
 
 setup:
 	@bash tools/setup.sh
@@ -36,7 +37,15 @@ check: setup
 	cd $(BUILD)/check && _R_CHECK_FORCE_SUGGESTS_=true R CMD check --no-manual fullrandom_*.tar.gz || true
 	@bash tools/check-result.sh $(BUILD)/check/fullrandom.Rcheck
 
-test: cargo-test check
+test: vendor-check cargo-test check
+
+# The crates the package builds offline with, and their authors; after changing Cargo.lock.
+vendor:
+	bash tools/vendor.sh
+
+# Fails when src/rust/vendor.tar.xz or inst/AUTHORS is stale against Cargo.lock.
+vendor-check: setup
+	bash tools/check-vendor.sh
 
 # Regenerates R/extendr-wrappers.R from the Rust module's own wrapper generator.
 wrappers: install

@@ -19,6 +19,8 @@ packages=(
   r-cran-future.apply # Suggests: runs the chunks on the plan's workers
   r-cran-data.table   # Suggests: fread() reads chunks from CSV files
   r-cran-withr     # Suggests: temporary files and directories in the tests
+  r-cran-jsonlite  # tools/vendor-authors.R reads cargo metadata (make vendor, make test)
+  xz-utils         # src/rust/vendor.tar.xz, the vendored crates
   pandoc           # rmarkdown renders vignettes through pandoc
 )
 if [ "${1:-}" = "bench" ]; then
