@@ -27,12 +27,18 @@ lme4::refit
 #'
 #' [fr_fit()] estimates the variance components by the method of moments: they solve
 #' moment equations, and no likelihood is maximised or even evaluated. So `logLik()`,
-#' `AIC()` and `BIC()` (which call `logLik()`), `deviance()`, `anova()`, `drop1()`,
+#' `AIC()` and `BIC()` (which call `logLik()`), `deviance()`, `anova()` of several
+#' models, `drop1()`,
 #' `extractAIC()`, `profile()`, lme4's `REMLcrit()` (which asks lme4's `isLMM()`) and
 #' `refit()` (which re-optimises lme4's likelihood) stop with an error that says what to
 #' use instead: [confint()][confint.fr_fit] for intervals of the variance components and
 #' fixed effects, and Wald tests of the fixed effects from [summary()][summary.fr_fit]
 #' or [vcov()][fixef.fr_fit].
+#'
+#' `anova()` of one fit gives instead the marginal Wald F tests of its fixed-effect
+#' terms: for the `q` columns of each term, `F = b' V^-1 b / q` from [vcov()][fixef.fr_fit],
+#' with asymptotic denominator degrees of freedom (`Inf`), as a table in the layout of
+#' lmerTest's (without sums of squares).
 #'
 #' @param object,fitted,fit,x an `fr_fit` object.
 #' @param scope,scale,k,newresp arguments of the generics, unused.
@@ -80,7 +86,9 @@ deviance.fr_fit <- function(object, ...) {
 #' @importFrom stats anova
 #' @export
 anova.fr_fit <- function(object, ...) {
-  stop(no_likelihood_message("anova() (a likelihood-ratio test)", paste(
+  # One fit: marginal Wald F tests of its fixed-effect terms (R/ecosystem.R).
+  if (...length() == 0L) return(wald_anova(object))
+  stop(no_likelihood_message("anova() of several models (a likelihood-ratio test)", paste(
     "test fixed effects by Wald tests from vcov() or summary(), and judge variance",
     "components by their confint() intervals"
   )), call. = FALSE)
