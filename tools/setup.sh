@@ -22,6 +22,7 @@ packages=(
   r-cran-jsonlite  # tools/vendor-authors.R reads cargo metadata (make vendor, make test)
   xz-utils         # src/rust/vendor.tar.xz, the vendored crates
   pandoc           # rmarkdown renders vignettes through pandoc
+  qpdf             # R CMD check --as-cran checks the size of PDFs with it
   # Suggests: the ecosystem methods are tested against these (tests/testthat/test-ecosystem.R)
   r-cran-insight r-cran-performance r-cran-parameters r-cran-ggeffects
   r-cran-emmeans r-cran-estimability r-cran-broom.mixed r-cran-lattice

@@ -265,7 +265,7 @@ test_that("confint passes threads and progress on and refuses other arguments", 
   expect_error(confint(fit, parm = "beta_", method = "Wald", conf.level = 0.9),
                "^confint\\(\\) does not take `conf.level`")
   expect_error(confint(fit, nsim = 20, seed = 1, boot.type = "perc"), "confint\\(\\) does not take `boot.type`")
-  expect_identical(dim(confint(fit, nsim = 20, seed = 1, threads = 1, progress = FALSE)), c(4L, 2L))
+  expect_identical(dim(suppressWarnings(confint(fit, nsim = 40, seed = 1, threads = 1, progress = FALSE))), c(4L, 2L))
   boot <- fr_bootstrap(fit, nsim = 20, seed = 1)
   expect_error(print(boot, digits = 2), "print\\(\\) does not take `digits`")
 })

@@ -105,7 +105,7 @@ test_that("simulate's seed reproduces the draws, restores the stream and is an a
   b <- simulate(fit)
   expect_identical(attr(b, "seed"), before)
   expect_error(simulate(fit, nsim = 0), "`nsim` must be a whole number")
-  expect_error(simulate(fit, seed = Inf), "`seed` must be NULL or a single finite number")
+  expect_error(simulate(fit, seed = Inf), "`seed` must be a single number or NULL")
   expect_error(simulate(fit, use.u = TRUE), "simulate\\(\\) does not take `use.u`")
 })
 
