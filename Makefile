@@ -2,6 +2,8 @@
 #   make demo   fit lme4's InstEval with fr_fit and lmer and print both
 #   make test   cargo tests of the Rust core, then R CMD build + R CMD check of the package
 #   make bench  the benchmark scripts under bench/
+#   make lint   lintr on R/ (also part of make test); make site  the pkgdown site in docs/
+#   make vendor src/rust/vendor.tar.xz and inst/AUTHORS from Cargo.lock (needs the network)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -14,7 +16,7 @@ export PATH := $(PATH):$(HOME)/.cargo/bin
 export NOT_CRAN := true
 CARGO_JOBS := 2
 
-.PHONY: setup install demo test cargo-test check wrappers document bench clean
+.PHONY: setup install demo test cargo-test check wrappers document bench clean vendor vendor-check site lint
 
 setup:
 	@bash tools/setup.sh
@@ -36,7 +38,23 @@ check: setup
 	cd $(BUILD)/check && _R_CHECK_FORCE_SUGGESTS_=true R CMD check --no-manual fullrandom_*.tar.gz || true
 	@bash tools/check-result.sh $(BUILD)/check/fullrandom.Rcheck
 
-test: cargo-test check
+test: vendor-check lint cargo-test check
+
+# The crates the package builds offline with, and their authors; after changing Cargo.lock.
+vendor:
+	bash tools/vendor.sh
+
+# Fails when src/rust/vendor.tar.xz or inst/AUTHORS is stale against Cargo.lock.
+vendor-check: setup
+	bash tools/check-vendor.sh
+
+# lintr on R/ with the project's .lintr (lme4-style names allowed; generated wrappers excluded).
+lint: setup
+	Rscript -e 'l <- lintr::lint_dir("R"); print(l); quit(status = length(l) > 0)'
+
+# The pkgdown site (reference grouped by topic in _pkgdown.yml) into docs/.
+site: install
+	Rscript -e 'pkgdown::build_site(lazy = TRUE, preview = FALSE, install = FALSE)'
 
 # Regenerates R/extendr-wrappers.R from the Rust module's own wrapper generator.
 wrappers: install
@@ -44,6 +62,10 @@ wrappers: install
 
 document: install
 	Rscript -e 'roxygen2::roxygenise(load_code = "installed")'
+
+# The pkgdown site (reference grouped by topic in _pkgdown.yml) into docs/.
+site: install
+	Rscript -e 'pkgdown::build_site(lazy = TRUE, preview = FALSE, install = FALSE)'
 
 # Each script writes its section of bench/results.md and the same tables into README.md.
 bench: install

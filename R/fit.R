@@ -237,10 +237,23 @@
 #'   variance components in large unbalanced crossed random effects models",
 #'   Electronic Journal of Statistics 11(1).
 #' @examples
+#' # A random intercept per archer, on simulated data (no other package needed).
+#' fit <- fr_fit(distance ~ bow + (1 | archer), data = simulate_archers(seed = 1))
+#' print(fit)
+#'
 #' if (requireNamespace("lme4", quietly = TRUE)) {
+#'   # Dyestuff is balanced: the moment estimates equal lmer's REML estimates.
 #'   fit <- fr_fit(Yield ~ 1 + (1 | Batch), data = lme4::Dyestuff)
-#'   fit
-#'   as.data.frame(VarCorr(fit))
+#'   print(fit)
+#'   print(summary(fit))
+#'   ref <- lme4::lmer(Yield ~ 1 + (1 | Batch), data = lme4::Dyestuff)
+#'   print(cbind(fr_fit = as.data.frame(VarCorr(fit))$vcov,
+#'               lmer = as.data.frame(lme4::VarCorr(ref))$vcov))
+#'
+#'   # Two crossed random terms.
+#'   fit2 <- fr_fit(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
+#'   print(fit2)
+#'   print(ranef(fit2)$sample)
 #' }
 #' @export
 fr_fit <- function(formula, data = NULL, subset, na.action,

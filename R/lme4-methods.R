@@ -41,6 +41,11 @@ lme4::refit
 #' fixed effects, and Wald tests of the fixed effects from [summary()][summary.fr_fit]
 #' or [vcov()][fixef.fr_fit].
 #'
+#' `anova()` of one fit gives instead the marginal Wald F tests of its fixed-effect
+#' terms: for the `q` columns of each term, `F = b' V^-1 b / q` from [vcov()][fixef.fr_fit],
+#' with asymptotic denominator degrees of freedom (`Inf`), as a table in the layout of
+#' lmerTest's (without sums of squares).
+#'
 #' @param object,fitted,fit,x an `fr_fit` object.
 #' @param scope,scale,k,newresp arguments of the generics, unused.
 #' @param refit for `anova()`: refit REML fits by maximum likelihood before comparing
@@ -101,22 +106,18 @@ deviance.fr_fit <- function(object, ...) {
 #' @importFrom stats anova
 #' @export
 anova.fr_fit <- function(object, ..., refit = TRUE) {
+  # One fit: marginal Wald F tests of its fixed-effect terms (R/ecosystem.R).
+  if (...length() == 0L) return(wald_anova(object))
   models <- c(list(object), list(...))
   names(models) <- vapply(as.list(substitute(list(object, ...)))[-1L], deparse1, "")
   if (!all(vapply(models, inherits, TRUE, what = "fr_fit"))) {
     stop("anova() compares fr_fit objects only", call. = FALSE)
   }
   if (!all(vapply(models, function(m) m$method %in% c("reml", "ml"), TRUE))) {
-    stop(no_likelihood_message("anova() (a likelihood-ratio test)", paste(
+    stop(no_likelihood_message("anova() of several models (a likelihood-ratio test)", paste(
       "fit every model with method = \"reml\" for likelihood-ratio tests, or test fixed",
       "effects by Wald tests from vcov() or summary()"
     )), call. = FALSE)
-  }
-  if (length(models) < 2L) {
-    stop(paste(
-      "anova() of one fit is not available; compare nested fits with anova(m0, m1),",
-      "or test fixed effects by Wald tests from summary() or vcov()"
-    ), call. = FALSE)
   }
   is_reml <- vapply(models, function(m) identical(m$method, "reml"), TRUE)
   if (refit && any(is_reml)) {

@@ -19,7 +19,15 @@ packages=(
   r-cran-future.apply # Suggests: runs the chunks on the plan's workers
   r-cran-data.table   # Suggests: fread() reads chunks from CSV files
   r-cran-withr     # Suggests: temporary files and directories in the tests
+  r-cran-jsonlite  # tools/vendor-authors.R reads cargo metadata (make vendor, make test)
+  xz-utils         # src/rust/vendor.tar.xz, the vendored crates
   pandoc           # rmarkdown renders vignettes through pandoc
+  qpdf             # R CMD check --as-cran checks the size of PDFs with it
+  # Suggests: the ecosystem methods are tested against these (tests/testthat/test-ecosystem.R)
+  r-cran-insight r-cran-performance r-cran-parameters r-cran-ggeffects
+  r-cran-emmeans r-cran-estimability r-cran-broom.mixed r-cran-lattice
+  r-cran-pkgdown   # make site
+  r-cran-lintr     # make lint
 )
 if [ "${1:-}" = "bench" ]; then
   packages+=(

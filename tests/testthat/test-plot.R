@@ -80,3 +80,49 @@ test_that("plot draws a large fit with small translucent points", {
   expect_identical(points[[1]]$args[[3]], ".")
   expect_identical(points[[1]]$args[[5]], grDevices::adjustcolor("black", alpha.f = 0.3))
 })
+
+test_that("plot(type = 'qq') draws a normal QQ plot of each term's BLUPs", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
+  local_recording_device()
+  expect_identical(withVisible(plot(fit, type = "qq"))$value, fit)
+  points <- recorded_call("C_plotXY")
+  expect_length(points, 2L)
+  # The y values of each panel are the term's BLUPs (sorted, as qqnorm draws them).
+  expect_equal(sort(points[[1]]$args[[1]]$y), sort(ranef(fit)$plate[[1]]))
+  expect_equal(sort(points[[2]]$args[[1]]$y), sort(ranef(fit)$sample[[1]]))
+  expect_error(plot(fit, type = "qq", col = "red"), "does not take `col`")
+})
+
+test_that("plot(type = 'compare') draws the BLUPs against another fit's, level by level", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
+  ref <- lme4::lmer(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
+  local_recording_device()
+  plot(fit, type = "compare", other = ref)
+  points <- recorded_call("C_plotXY")
+  expect_length(points, 2L)
+  mine <- ranef(fit)$sample[[1]]
+  theirs <- lme4::ranef(ref)$sample
+  expect_equal(points[[2]]$args[[1]]$y, mine)
+  expect_equal(points[[2]]$args[[1]]$x, theirs[rownames(ranef(fit)$sample), 1])
+  expect_error(plot(fit, type = "compare"), "needs `other`")
+  other <- fr_fit(diameter ~ 1 + (1 | plate), data = lme4::Penicillin)
+  expect_error(plot(fit, type = "compare", other = other), "no random term sample")
+})
+
+test_that("plot() of bootstrap replicates marks the estimate and confint's interval", {
+  fit <- fr_fit(distance ~ bow + (1 | archer), data = simulate_archers(seed = 1))
+  boot <- fr_bootstrap(fit, nsim = 40, seed = 2)
+  local_recording_device()
+  expect_identical(withVisible(plot(boot))$value, boot)
+  lines <- recorded_call("C_abline")
+  # Per parameter: the estimate, then the two percentile limits.
+  ci <- suppressWarnings(confint(fit, boot = boot))  # few replicates: warned, still exact
+  expect_length(lines, 2L * ncol(boot))
+  # abline's recorded arguments are a, b, h, v, ...: the lines are vertical.
+  limits <- unlist(lapply(lines[seq(2, length(lines), 2)], function(l) l$args[[4]]))
+  expect_equal(unname(limits), as.vector(t(ci)), tolerance = 1e-12)
+  estimates <- unlist(lapply(lines[seq(1, length(lines), 2)], function(l) l$args[[4]]))
+  expect_equal(unname(estimates), unname(attr(boot, "estimate")))
+})
