@@ -24,6 +24,10 @@
 //! 7. [`fr`]: Matloff's Full Randomness estimator for one random intercept (random group
 //!    sizes, group totals as pivots, the `size()` covariate), an alternative to step 5.
 //!
+//! 9. [`family`] and [`glmm`]: binomial and Poisson GLMMs by Jiang's method of moments
+//!    (first moments and within-level cross-products, expectations by quadrature),
+//!    conditional modes by penalized IRLS with the solver of [`mixed`].
+//!
 //! 8. [`bootstrap`]: the pigeonhole bootstrap, every replicate's statistics made from the
 //!    rows and fitted as in steps 4-6 (or 7).
 //!
@@ -33,7 +37,9 @@ pub mod bootstrap;
 pub mod data;
 pub mod dense;
 pub mod error;
+pub mod family;
 pub mod fr;
+pub mod glmm;
 pub mod grouping;
 pub mod mixed;
 pub mod moments;
