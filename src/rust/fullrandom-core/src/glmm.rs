@@ -35,7 +35,7 @@
 //! `D = sum_i y_i (y_i - 1)`, `E[y_i (y_i - 1)] = n_i (n_i - 1) E h(eta0_i + z)^2`, `z ~ N(0, s2_+)`.
 //!
 //! `m` is tabulated once per variance over a grid of `e` (step 0.02, Hermite cubic
-//! interpolation with the derivative, interpolation error below 1e-9) by 40-node
+//! interpolation with the derivative, interpolation error below 1e-9) by 64-node
 //! Gauss-Hermite quadrature; the outer expectations over `z` use 32 nodes.
 //!
 //! The equations are solved jointly for `b` and `log s2_k` by Newton's method with a
@@ -64,7 +64,7 @@ use faer::Mat;
 use rayon::prelude::*;
 
 /// Gauss-Hermite nodes of the tabulated marginal means.
-pub const TABLE_NODES: usize = 40;
+pub const TABLE_NODES: usize = 64;
 /// Gauss-Hermite nodes of the expectations over a shared effect.
 pub const OUTER_NODES: usize = 32;
 /// Grid of the tables: `[-TABLE_RANGE, TABLE_RANGE]` in steps of `TABLE_STEP`; outside,
@@ -457,7 +457,9 @@ impl<'c, 'a> Layout<'c, 'a> {
         let poisson = self.family.is_poisson_log();
         let inner = Marginal::new(&self.family, s2_total - s2_shared, &self.table);
         let (nodes, weights, scale) = if poisson || s2_shared <= 0.0 {
-            (vec![0.0], vec![1.0], if poisson { s2_shared.exp() } else { 1.0 })
+            // Poisson-log: m(e; s2_+ - s2_A) is exp(e + (s2_+ - s2_A) / 2), and
+            // E[y_s y_t] = exp(eta_s + eta_t + 2 s2_A + (s2_+ - s2_A)).
+            (vec![0.0], vec![1.0], if poisson { (2.0 * s2_shared).exp() } else { 1.0 })
         } else {
             let s = s2_shared.sqrt();
             (self.outer.0.iter().map(|z| s * z).collect(), self.outer.1.clone(), 1.0)
@@ -1095,4 +1097,30 @@ fn conditional_modes(
         }
     }
     Err(FitError::NotConverged("the conditional modes did not converge in 100 penalized IRLS iterations".into()))
+}
+
+/// The statistics of every term (`T_k` with the simple level weights, or `D`) and their
+/// expectations at `(b, s2)`: for tests of the expectations and for diagnostics.
+pub fn moment_statistics(
+    chunks: &[GlmmChunk<'_>],
+    family: GlmFamily,
+    b: &[f64],
+    s2: &[f64],
+    pool: &rayon::ThreadPool,
+) -> Result<(Vec<f64>, Vec<f64>), FitError> {
+    let layout = pool.install(|| Layout::new(chunks, family, pool))?;
+    let w = layout.simple_weights();
+    let at = layout.evaluate(b, s2, &w);
+    let p = layout.p;
+    let mut t = Vec::new();
+    let mut e = Vec::new();
+    for k in 0..layout.k_terms() {
+        let stat = match layout.statistic[k] {
+            Statistic::Pairs => w[k].iter().zip(&layout.pair_stats[k]).map(|(w, t)| w * t).sum(),
+            Statistic::WithinRow => layout.within_row,
+        };
+        t.push(stat);
+        e.push(stat - at.f[p + k]);
+    }
+    Ok((t, e))
 }
