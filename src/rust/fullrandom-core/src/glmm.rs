@@ -289,6 +289,9 @@ struct Layout<'c, 'a> {
     pair_stats: Vec<Vec<f64>>,
     /// `sum y (y - 1)`.
     within_row: f64,
+    /// Whether the pair statistics include the pairs of trials within a row (`y (y - 1)`,
+    /// pairs sharing every term): when no term is identified by them alone.
+    within_in_pairs: bool,
     statistic: Vec<Statistic>,
     by_level: Vec<Vec<Grouped>>,
     pairs: Vec<PairLayout>,
@@ -340,10 +343,12 @@ impl<'c, 'a> Layout<'c, 'a> {
         }
         let mut counts = vec![Vec::new(); k_terms];
         let mut pair_stats = vec![Vec::new(); k_terms];
+        let mut within_by_level = vec![Vec::new(); k_terms];
         for k in 0..k_terms {
             let mut n = vec![0.0; n_levels[k]];
             let mut s = vec![0.0; n_levels[k]];
             let mut q = vec![0.0; n_levels[k]];
+            let mut d = vec![0.0; n_levels[k]];
             for c in chunks {
                 let f = &c.data.factors[k];
                 for i in 0..c.n_obs() {
@@ -351,8 +356,10 @@ impl<'c, 'a> Layout<'c, 'a> {
                     n[g] += 1.0;
                     s[g] += y;
                     q[g] += y * y;
+                    d[g] += y * (y - 1.0);
                 }
             }
+            within_by_level[k] = d;
             pair_stats[k] = s.iter().zip(&q).map(|(s, q)| s * s - q).collect();
             counts[k] = n;
         }
@@ -374,6 +381,12 @@ impl<'c, 'a> Layout<'c, 'a> {
                 names.join(" and "),
                 if n_within > 1 { ", and at most one such term is identified (by the within-row moment)" } else { ", and 0/1 responses carry no within-row information" }
             )));
+        }
+        let within_in_pairs = n_within == 0;
+        if within_in_pairs {
+            for k in 0..k_terms {
+                pair_stats[k].iter_mut().zip(&within_by_level[k]).for_each(|(t, d)| *t += d);
+            }
         }
         let by_level: Vec<Vec<Grouped>> = chunks
             .par_iter()
@@ -410,6 +423,7 @@ impl<'c, 'a> Layout<'c, 'a> {
             counts,
             pair_stats,
             within_row,
+            within_in_pairs,
             statistic,
             by_level,
             pairs,
@@ -490,10 +504,11 @@ impl<'c, 'a> Layout<'c, 'a> {
 
     /// The moment equations at `(b, s2)` with level weights `w`, on the fit's threads.
     fn evaluate(&self, b: &[f64], s2: &[f64], w: &[Vec<f64>]) -> Evaluation {
-        self.pool.install(|| self.evaluate_in(b, s2, w))
+        self.pool.install(|| self.evaluate_in(b, s2, w, true))
     }
 
-    fn evaluate_in(&self, b: &[f64], s2: &[f64], w: &[Vec<f64>]) -> Evaluation {
+    /// With `pairs = false`, only the first-moment equations (the others are left 0).
+    fn evaluate_in(&self, b: &[f64], s2: &[f64], w: &[Vec<f64>], pairs: bool) -> Evaluation {
         let eta = self.linear_predictor(b);
         let s2_total: f64 = s2.iter().sum();
         let total = Marginal::new(&self.family, s2_total, &self.table);
@@ -521,6 +536,9 @@ impl<'c, 'a> Layout<'c, 'a> {
             }
         }
         let mut expected: Vec<Vec<f64>> = vec![Vec::new(); k_terms];
+        if !pairs {
+            return Evaluation { f, expected };
+        }
         for k in 0..k_terms {
             if self.statistic[k] == Statistic::Pairs {
                 let groups: Vec<&Grouped> = self.by_level.iter().map(|g| &g[k]).collect();
@@ -543,6 +561,18 @@ impl<'c, 'a> Layout<'c, 'a> {
                 let alone = self.pair_expectation(&eta, &groups, n_cells, s2[term], s2_total);
                 for c in 0..n_cells {
                     expected[term][levels[c] as usize] += both[c] - alone[c];
+                }
+            }
+        }
+        if self.within_in_pairs {
+            // Pairs of trials within a row share every term.
+            let terms = self.within_row_terms(&eta, s2_total);
+            for k in 0..k_terms {
+                for (c, chunk) in self.chunks.iter().enumerate() {
+                    let f = &chunk.data.factors[k];
+                    for (i, v) in terms[c].iter().enumerate() {
+                        expected[k][f.level(i)] += v;
+                    }
                 }
             }
         }
@@ -576,6 +606,9 @@ impl<'c, 'a> Layout<'c, 'a> {
                             (2.0 * eta[i] + 2.0 * s2_total).exp()
                         } else {
                             let n = c.trials(i);
+                            if n <= 1.0 {
+                                return 0.0;
+                            }
                             let m2: f64 =
                                 nodes.iter().zip(weights).map(|(z, w)| w * self.family.linkinv(eta[i] + s * z).powi(2)).sum();
                             n * (n - 1.0) * m2
@@ -670,9 +703,58 @@ impl<'c, 'a> Layout<'c, 'a> {
         Ok(b)
     }
 
-    /// Newton's method on `(b, log s2_k)` over the active terms; components driven to
-    /// zero are set to zero and the rest re-solved. Returns `(b, s2, iterations,
-    /// Jacobian of the unscaled equations in (b, s2_active), active)`.
+    /// The fixed effects solving the first-moment equations at given variances (Newton's
+    /// method with a finite-difference Jacobian, from `b0`).
+    fn solve_b(&self, b0: &[f64], s2: &[f64], w: &[Vec<f64>]) -> Result<Vec<f64>, FitError> {
+        let p = self.p;
+        let first = |b: &[f64]| -> Vec<f64> {
+            let f = self.pool.install(|| self.evaluate_in(b, s2, w, false)).f;
+            (0..p).map(|j| f[j] / self.x_scale[j]).collect()
+        };
+        let norm = |f: &[f64]| f.iter().map(|v| v * v).sum::<f64>();
+        let mut b = b0.to_vec();
+        let mut f = first(&b);
+        for _ in 0..100 {
+            let mut jac = Mat::<f64>::zeros(p, p);
+            for j in 0..p {
+                let mut b1 = b.clone();
+                let h = 1e-7 * (1.0 + b[j].abs());
+                b1[j] += h;
+                let f1 = first(&b1);
+                for r in 0..p {
+                    jac[(r, j)] = (f1[r] - f[r]) / h;
+                }
+            }
+            let step = solve(&jac, &f.iter().map(|v| -v).collect::<Vec<f64>>());
+            if step.iter().any(|v| !v.is_finite()) {
+                return Err(FitError::NotIdentifiable(
+                    "the fixed effects are not identifiable (a singular Jacobian of the first-moment equations)".into(),
+                ));
+            }
+            let mut t = 1.0;
+            loop {
+                let nb: Vec<f64> = b.iter().zip(&step).map(|(b, s)| b + t * s).collect();
+                let nf = first(&nb);
+                if norm(&nf) <= norm(&f) * (1.0 - 1e-4 * t) || t < 1e-6 {
+                    b = nb;
+                    f = nf;
+                    break;
+                }
+                t *= 0.5;
+            }
+            let change = step.iter().map(|v| (v * t).abs()).fold(0.0, f64::max);
+            if change < 1e-11 || norm(&f) < 1e-30 {
+                return Ok(b);
+            }
+        }
+        Err(FitError::NotConverged("the first-moment equations did not converge in 100 iterations".into()))
+    }
+
+    /// Solves the equations of the variances with `b` profiled out (re-solved at every
+    /// value of the variances), by Newton's method on `log s2_k` with a finite-difference
+    /// Jacobian and backtracking; a component driven to zero is set to zero (a boundary
+    /// fit) and the others re-solved. Returns `(b, s2, iterations, Jacobian of the
+    /// unscaled equations in (b, s2_active), active)`.
     fn solve(
         &self,
         b0: &[f64],
@@ -690,88 +772,115 @@ impl<'c, 'a> Layout<'c, 'a> {
         let mut iterations = 0;
         'restart: loop {
             let idx: Vec<usize> = (0..k_terms).filter(|&k| active[k]).collect();
-            let eq: Vec<usize> = (0..p).chain(idx.iter().map(|k| p + k)).collect();
             let s2_of = |theta: &[f64]| -> Vec<f64> {
                 (0..k_terms).map(|k| if active[k] { theta[k].exp() } else { 0.0 }).collect()
             };
-            let scaled = |f: &[f64]| -> Vec<f64> { eq.iter().map(|&e| f[e] / scales[e]).collect() };
-            let merit = |f: &[f64]| -> f64 { scaled(f).iter().map(|v| v * v).sum() };
-            let mut current = self.evaluate(&b, &s2_of(&theta), w).f;
-            let dim = eq.len();
+            // The profiled equations of the active variances.
+            let profiled = |theta: &[f64], b: &[f64]| -> Result<(Vec<f64>, Vec<f64>), FitError> {
+                let s2 = s2_of(theta);
+                let b = self.solve_b(b, &s2, w)?;
+                let f = self.evaluate(&b, &s2, w).f;
+                Ok((idx.iter().map(|&k| f[p + k] / scales[p + k]).collect(), b))
+            };
+            if idx.is_empty() {
+                b = self.solve_b(&b, &vec![0.0; k_terms], w)?;
+                let jac = self.jacobian(&b, &theta, &idx, w, &scales);
+                return Ok((b, vec![0.0; k_terms], iterations, jac, active));
+            }
+            let norm = |g: &[f64]| g.iter().map(|v| v * v).sum::<f64>();
+            let (mut g, nb) = profiled(&theta, &b)?;
+            b = nb;
             for _ in 0..max_iterations {
                 if !keep_going() {
                     return Err(FitError::Interrupted);
                 }
                 iterations += 1;
-                let fs = scaled(&current);
+                let dim = idx.len();
                 let mut jac = Mat::<f64>::zeros(dim, dim);
-                for (col, param) in (0..p).chain(idx.iter().map(|k| p + k)).enumerate() {
-                    let (mut b1, mut t1) = (b.clone(), theta.clone());
-                    let h = if param < p {
-                        let h = 1e-6 * (1.0 + b[param].abs());
-                        b1[param] += h;
-                        h
-                    } else {
-                        t1[param - p] += 1e-6;
-                        1e-6
-                    };
-                    let f1 = scaled(&self.evaluate(&b1, &s2_of(&t1), w).f);
+                for (c, &k) in idx.iter().enumerate() {
+                    let mut t1 = theta.clone();
+                    t1[k] += 1e-5;
+                    let (g1, _) = profiled(&t1, &b)?;
                     for r in 0..dim {
-                        jac[(r, col)] = (f1[r] - fs[r]) / h;
+                        jac[(r, c)] = (g1[r] - g[r]) / 1e-5;
                     }
                 }
-                let step = solve(&jac, &fs.iter().map(|v| -v).collect::<Vec<f64>>());
+                let mut step = solve(&jac, &g.iter().map(|v| -v).collect::<Vec<f64>>());
                 if step.iter().any(|v| !v.is_finite()) {
-                    return Err(FitError::NotConverged("the moment equations have a singular Jacobian".into()));
+                    // A flat equation: the component cannot move it, so it is at zero.
+                    step = vec![-4.0; dim];
                 }
-                let m0 = merit(&current);
+                step.iter_mut().for_each(|s| *s = s.clamp(-4.0, 4.0));
                 let mut t = 1.0;
-                let (mut nb, mut nt, mut nf);
+                let (mut nt, mut ng, mut nb);
                 loop {
-                    nb = b.clone();
                     nt = theta.clone();
-                    for (col, param) in (0..p).chain(idx.iter().map(|k| p + k)).enumerate() {
-                        if param < p {
-                            nb[param] += t * step[col];
-                        } else {
-                            nt[param - p] = (nt[param - p] + t * step[col].clamp(-3.0, 3.0)).clamp(-25.0, 6.0);
-                        }
+                    for (c, &k) in idx.iter().enumerate() {
+                        nt[k] = (nt[k] + t * step[c]).clamp(-25.0, 6.0);
                     }
-                    nf = self.evaluate(&nb, &s2_of(&nt), w).f;
-                    let m1 = merit(&nf);
-                    if m1.is_finite() && (m1 <= m0 * (1.0 - 1e-4 * t) || t < 1e-3) {
+                    let r = profiled(&nt, &b)?;
+                    ng = r.0;
+                    nb = r.1;
+                    if norm(&ng) <= norm(&g) * (1.0 - 1e-4 * t) || t < 1e-4 {
                         break;
                     }
                     t *= 0.5;
                 }
                 let change = step.iter().map(|v| (v * t).abs()).fold(0.0, f64::max);
-                b = nb;
+                if std::env::var_os("FULLRANDOM_DEBUG").is_some() {
+                    eprintln!("newton: |g| {:e} step {t} change {change:e} b {nb:?} theta {nt:?}", norm(&g));
+                }
                 theta = nt;
-                current = nf;
+                g = ng;
+                b = nb;
                 // A component heading to zero: fix it there and solve for the others.
                 if let Some(&k) = idx.iter().find(|&&k| theta[k] < -18.0) {
                     active[k] = false;
+                    theta[k] = (0.05f64).ln();
                     continue 'restart;
                 }
-                if change < 1e-9 || merit(&current) < 1e-26 {
-                    // The unscaled Jacobian in (b, s2): rows times the scales, s2 columns / s2.
-                    let s2 = s2_of(&theta);
-                    let mut j = jac;
-                    for r in 0..dim {
-                        for c in 0..dim {
-                            j[(r, c)] *= scales[eq[r]];
-                            if c >= p {
-                                j[(r, c)] /= s2[idx[c - p]];
-                            }
-                        }
-                    }
-                    return Ok((b, s2, iterations, j, active));
+                if change < 1e-8 || norm(&g) < 1e-28 {
+                    let jac = self.jacobian(&b, &theta, &idx, w, &scales);
+                    return Ok((b, s2_of(&theta), iterations, jac, active));
                 }
             }
             return Err(FitError::NotConverged(format!(
                 "the moment equations did not converge in {max_iterations} Newton iterations"
             )));
         }
+    }
+
+    /// The Jacobian of the unscaled equations of `b` and the active variances in
+    /// `(b, s2_active)`, by forward differences.
+    fn jacobian(&self, b: &[f64], theta: &[f64], idx: &[usize], w: &[Vec<f64>], scales: &[f64]) -> Mat<f64> {
+        let p = self.p;
+        let k_terms = self.k_terms();
+        let eq: Vec<usize> = (0..p).chain(idx.iter().map(|k| p + k)).collect();
+        let s2_of = |theta: &[f64]| -> Vec<f64> {
+            (0..k_terms).map(|k| if idx.contains(&k) { theta[k].exp() } else { 0.0 }).collect()
+        };
+        let s2 = s2_of(theta);
+        let f0 = self.evaluate(b, &s2, w).f;
+        let dim = eq.len();
+        let mut jac = Mat::<f64>::zeros(dim, dim);
+        for (col, param) in eq.iter().enumerate() {
+            let (mut b1, mut t1) = (b.to_vec(), theta.to_vec());
+            let h = if *param < p {
+                let h = 1e-6 * (1.0 + b[*param].abs());
+                b1[*param] += h;
+                h
+            } else {
+                t1[param - p] += 1e-6;
+                1e-6
+            };
+            let f1 = self.evaluate(&b1, &s2_of(&t1), w).f;
+            for (r, &e) in eq.iter().enumerate() {
+                let d = (f1[e] - f0[e]) / (h * scales[e]) * scales[e];
+                // Columns of the variances: d/d s2 = d/d log s2 / s2.
+                jac[(r, col)] = if *param < p { d } else { d / s2[param - p] };
+            }
+        }
+        jac
     }
 }
 

@@ -147,7 +147,8 @@ fn poisson_marginal_mean_is_closed_form() {
 }
 
 /// `E[T_k]` by Monte Carlo over the random effects, with the exact conditional
-/// cross-products `n_s n_t h_s h_t` (the simple weights `1 / max(n_g - 1, 1)`).
+/// cross-products `n_s n_t h_s h_t` of pairs of rows and `n (n - 1) h^2` of pairs of
+/// trials within a row (the simple weights `1 / max(n_g - 1, 1)`).
 fn monte_carlo_expectations(rows: &Rows, fam: &GlmFamily, b: &[f64], s2: &[f64], draws: usize) -> (Vec<f64>, Vec<f64>) {
     let k_terms = rows.n_levels.len();
     let mut counts: Vec<Vec<f64>> = rows.n_levels.iter().map(|&m| vec![0.0; m]).collect();
@@ -174,7 +175,10 @@ fn monte_carlo_expectations(rows: &Rows, fam: &GlmFamily, b: &[f64], s2: &[f64],
             for i in 0..rows.n() {
                 let g = rows.codes[k][i] as usize;
                 a[g] += mu[i];
-                q[g] += mu[i] * mu[i];
+                // Pairs of distinct rows, then pairs of trials within a row: E[y (y - 1) | u]
+                // is n (n - 1) h^2 (binomial) or mu^2 (Poisson).
+                let within = if fam.is_poisson_log() { 1.0 } else { (rows.trials[i] - 1.0) / rows.trials[i] };
+                q[g] += mu[i] * mu[i] * (1.0 - within);
             }
             let t: f64 = (0..rows.n_levels[k]).map(|g| (a[g] * a[g] - q[g]) / (counts[k][g] - 1.0).max(1.0)).sum();
             sum[k] += t;
@@ -226,7 +230,8 @@ fn pair_expectations_match_monte_carlo_over_the_random_effects() {
 
 #[test]
 fn poisson_pair_expectation_is_closed_form() {
-    // One term: E[S^2 - Q] = exp(s2) ((sum mu)^2 - sum mu^2), mu = exp(eta + s2 / 2).
+    // One term: E[S^2 - Q] = exp(s2) ((sum mu)^2 - sum mu^2), mu = exp(eta + s2 / 2),
+    // and E[sum y (y - 1)] = exp(s2) sum mu^2.
     let pool = thread_pool(1).unwrap();
     let rows = simulate(poisson(), 30, &[4], &[0.2, 0.3], &[0.6], 1, 5);
     let (b, s2) = ([0.2, 0.3], [0.6]);
@@ -239,7 +244,8 @@ fn poisson_pair_expectation_is_closed_form() {
             .collect();
         let a: f64 = mu.iter().sum();
         let q: f64 = mu.iter().map(|m| m * m).sum();
-        want += s2[0].exp() * (a * a - q) / (mu.len() as f64 - 1.0);
+        // Pairs of rows, then y (y - 1) within rows: E = mu^2 exp(s2).
+        want += s2[0].exp() * (a * a - q + q) / (mu.len() as f64 - 1.0);
     }
     assert!((e[0] - want).abs() <= 1e-12 * want, "{} vs {want}", e[0]);
 }
