@@ -103,7 +103,8 @@ fr_level_counts <- function(codes, n_levels, threads) .Call(wrap__fr_level_count
 #' @param threads number of worker threads.
 #' @return a list: `coef`, `variances`, `at_boundary`, `vcov` (p x p, by column),
 #'   `vcov_variances` (K x K), `ranef` (list per term), `first_coef`, `first_variances`,
-#'   `statistic` ("pairs" or "within-row" per term), `iterations`, `pirls_iterations`.
+#'   `statistic` ("pairs" or "within-row" per term), `second_step` (whether the
+#'   information-weighted step converged), `iterations`, `pirls_iterations`.
 #' @noRd
 fr_glmm_fit <- function(model, family, link, trials, offset, information_weights, threads) .Call(wrap__fr_glmm_fit, model, family, link, trials, offset, information_weights, threads)
 

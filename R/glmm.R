@@ -10,8 +10,9 @@
 #' Zhang 2001, Biometrika 88): the first moments `sum_i x_i (y_i - n_i E h(eta_i + z))`
 #' and, per term, the within-level cross-products `sum_g w_g sum_{s != t in g} y_s y_t`
 #' are equated to their expectations under the model, computed by Gauss-Hermite
-#' quadrature (closed forms for Poisson-log). The level weights are first
-#' `1 / max(n_g - 1, 1)`, then each level's information at the first-step estimates.
+#' quadrature (closed forms for Poisson-log). The level weights are
+#' `1 / max(n_g - 1, 1)` (option `fullrandom.glmm_information_weights = TRUE` adds a
+#' second, experimental step weighting each level by its information at these estimates).
 #' A term whose levels each hold one row (an observation-level effect) is identified by
 #' `sum y (y - 1)` instead (Poisson, or binomial with trials). The conditional modes
 #' (`ranef()`) maximise the penalized likelihood at the estimates. `vcov()` is a
@@ -76,13 +77,23 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
   if (any(!is.finite(X))) stop("the fixed-effect columns have non-finite values", call. = FALSE)
   qx <- qr(X)
   kept <- sort(qx$pivot[seq_len(qx$rank)])
-  flist <- grouping_factors(parsed$random, frame)
+  # An observation-level term is allowed (no residual variance to confuse it with).
+  flist <- grouping_factors(parsed$random, frame, check = FALSE)
+  for (k in names(flist)) {
+    if (nlevels(flist[[k]]) < 2L) {
+      stop(sprintf("the grouping factor of %s has a single level; a random effect needs at least two",
+                   term_label(k)), call. = FALSE)
+    }
+  }
   model <- list(y = response$y, x = X[, kept, drop = FALSE], x_names = colnames(X)[kept],
                 intercept = match("(Intercept)", colnames(X)[kept], nomatch = 0L) - 1L,
                 codes = lapply(flist, function(f) as.integer(unclass(f))),
                 n_levels = vapply(flist, nlevels, 1L), labels = names(flist))
+  # The information-weighted second step (Jiang and Zhang) is experimental: on VerbAgg it
+  # sends the item variance to 0 and on grouseticks it does not converge, so the simple
+  # weights 1 / max(n_g - 1, 1) are the default.
   out <- fr_glmm_fit(model, family$family, family$link, response$trials, offset,
-                     TRUE, threads)
+                     isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)), threads)
   x_names <- colnames(X)[kept]
   b <- stats::setNames(out$coef, x_names)
   theta <- stats::setNames(out$variances, names(flist))
@@ -106,9 +117,10 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
                       theta = stats::setNames(out$first_variances, names(flist))),
     statistic = stats::setNames(out$statistic, names(flist)),
     iterations = c(newton = out$iterations, pirls = out$pirls_iterations),
+    second_step = out$second_step,
     ranef_values = ranef_values,
-    y = response$y / response$trials,
-    prior.weights = response$trials,
+    y = if (is.null(response$trials)) response$y else response$y / response$trials,
+    prior.weights = if (is.null(response$trials)) rep(1, length(response$y)) else response$trials,
     offset = offset,
     linear.predictors = name_by_rows(eta, frame),
     fitted.values = name_by_rows(mu, frame)

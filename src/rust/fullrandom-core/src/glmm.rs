@@ -147,6 +147,8 @@ pub struct GlmmFit {
     pub first_coef: Vec<f64>,
     pub first_variances: Vec<f64>,
     pub statistic: Vec<Statistic>,
+    /// Whether the information-weighted second step was taken and converged.
+    pub second_step: bool,
     /// Newton iterations (both steps) and penalized IRLS iterations.
     pub iterations: usize,
     pub pirls_iterations: usize,
@@ -806,6 +808,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                     }
                 }
                 let mut step = solve(&jac, &g.iter().map(|v| -v).collect::<Vec<f64>>());
+
                 if step.iter().any(|v| !v.is_finite()) {
                     // A flat equation: the component cannot move it, so it is at zero.
                     step = vec![-4.0; dim];
@@ -978,13 +981,23 @@ pub fn fit_glmm(
     let w1 = layout.simple_weights();
     let (b1, s1, it1, jac1, active1) =
         layout.solve(&start, &vec![0.5; k_terms], &w1, options.max_iterations, keep_going)?;
-    let (b, s2, iterations, jac, active, w) = if options.weights == LevelWeights::Information {
-        let w2 = layout.information_weights(&b1, &s1);
-        let s_start: Vec<f64> = s1.iter().map(|v| v.max(0.05)).collect();
-        let (b, s2, it2, jac, active) = layout.solve(&b1, &s_start, &w2, options.max_iterations, keep_going)?;
-        (b, s2, it1 + it2, jac, active, w2)
-    } else {
-        (b1.clone(), s1.clone(), it1, jac1, active1, w1)
+    let mut second_step = false;
+    let (b, s2, iterations, jac, active, w) = match options.weights {
+        LevelWeights::Information => {
+            let w2 = layout.information_weights(&b1, &s1);
+            let s_start: Vec<f64> = s1.iter().map(|v| v.max(0.05)).collect();
+            match layout.solve(&b1, &s_start, &w2, options.max_iterations, keep_going) {
+                Ok((b, s2, it2, jac, active)) => {
+                    second_step = true;
+                    (b, s2, it1 + it2, jac, active, w2)
+                }
+                // The weighted equations without a solution that Newton's method finds:
+                // the first-step estimates stand (reported in `second_step`).
+                Err(FitError::NotConverged(_)) => (b1.clone(), s1.clone(), it1, jac1, active1, w1),
+                Err(e) => return Err(e),
+            }
+        }
+        LevelWeights::Simple => (b1.clone(), s1.clone(), it1, jac1, active1, w1),
     };
     let (vcov, vcov_variances) = pool.install(|| sandwich(&layout, &b, &s2, &w, &jac, &active))?;
     let (ranef, pirls_iterations) = if options.modes {
@@ -1002,6 +1015,7 @@ pub fn fit_glmm(
         first_coef: b1,
         first_variances: s1,
         statistic: layout.statistic.clone(),
+        second_step,
         iterations,
         pirls_iterations,
     })

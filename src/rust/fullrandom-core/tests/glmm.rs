@@ -136,6 +136,20 @@ fn marginal_means_match_integration_and_monte_carlo() {
 }
 
 #[test]
+fn probit_marginal_mean_is_closed_form() {
+    // E Phi(e + z) = Phi(e / sqrt(1 + s2)), and Phi itself at 0 and in the tails.
+    let fam = GlmFamily::from_names("binomial", "probit").unwrap();
+    assert_eq!(fam.linkinv(0.0), 0.5);
+    assert!((fam.linkinv(-8.0) / 6.220960574271785e-16 - 1.0).abs() < 1e-12);
+    let etas = [-2.0, 0.0, 0.3, 1.7];
+    let m = marginal_mean(&fam, 0.8, &etas);
+    for (e, v) in etas.iter().zip(m) {
+        let want = fam.linkinv(e / 1.8f64.sqrt());
+        assert!((v - want).abs() < 1e-9, "{v} vs {want}");
+    }
+}
+
+#[test]
 fn poisson_marginal_mean_is_closed_form() {
     let etas = [-3.0, 0.0, 0.4, 2.0];
     for &s2 in &[0.0, 0.5, 2.0] {

@@ -615,7 +615,8 @@ fn fr_level_counts(codes: Robj, n_levels: i32, threads: i32) -> Result<List> {
 /// @param threads number of worker threads.
 /// @return a list: `coef`, `variances`, `at_boundary`, `vcov` (p x p, by column),
 ///   `vcov_variances` (K x K), `ranef` (list per term), `first_coef`, `first_variances`,
-///   `statistic` ("pairs" or "within-row" per term), `iterations`, `pirls_iterations`.
+///   `statistic` ("pairs" or "within-row" per term), `second_step` (whether the
+///   information-weighted step converged), `iterations`, `pirls_iterations`.
 /// @noRd
 #[extendr]
 fn fr_glmm_fit(
@@ -666,6 +667,7 @@ fn fr_glmm_fit(
         first_coef = fit.first_coef,
         first_variances = fit.first_variances,
         statistic = statistic,
+        second_step = fit.second_step,
         iterations = fit.iterations as i32,
         pirls_iterations = fit.pirls_iterations as i32
     ))
