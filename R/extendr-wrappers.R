@@ -119,6 +119,22 @@ fr_npmle_posterior_means <- function(grid, weights, d, v, threads) .Call(wrap__f
 #' @noRd
 fr_npmle_quantiles <- function(grid, weights, d, v, center, noise, probs, threads) .Call(wrap__fr_npmle_quantiles, grid, weights, d, v, center, noise, probs, threads)
 
+#' Fits a binomial or Poisson GLMM by the method of moments (internal; use fr_fit() with
+#' `family`). Checks for user interrupts between Newton iterations.
+#'
+#' @param model the model as for fr_moment_fit() (`y` the successes or counts).
+#' @param family,link the family's and link's names, as in R's family objects.
+#' @param trials NULL (one trial a row) or the binomial trials of every row (double).
+#' @param offset NULL or the offsets on the linear-predictor scale (double).
+#' @param information_weights whether to take the information-weighted second step.
+#' @param threads number of worker threads.
+#' @return a list: `coef`, `variances`, `at_boundary`, `vcov` (p x p, by column),
+#'   `vcov_variances` (K x K), `ranef` (list per term), `first_coef`, `first_variances`,
+#'   `statistic` ("pairs" or "within-row" per term), `second_step` (whether the
+#'   information-weighted step converged), `iterations`, `pirls_iterations`.
+#' @noRd
+fr_glmm_fit <- function(model, family, link, trials, offset, information_weights, threads) .Call(wrap__fr_glmm_fit, model, family, link, trials, offset, information_weights, threads)
+
 #' Number of threads the Rust pool would use by default on this machine.
 #' @noRd
 fr_available_threads <- function() .Call(wrap__fr_available_threads)

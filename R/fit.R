@@ -218,9 +218,15 @@
 #' @param fr_shared for `method = "fr"` with two crossed terms: `TRUE` corrects the
 #'   equations of the row and column totals for the levels that pairs of rows (columns)
 #'   share (the paper's eq. 27); see the section on crossed data.
-#' @param ... not used: lme4's arguments that fr_fit does not take (`weights`,
-#'   `offset`, `family`, `control`, `start`, `verbose`) and any other argument are an
-#'   error that says so.
+#' @param family `gaussian` (the default: the linear mixed model above), or `binomial`
+#'   or `poisson` as [glm()] takes them, for a generalized linear mixed model (see the
+#'   section on them).
+#' @param weights for `family = binomial` with a proportion as the response, the
+#'   numbers of trials (as glm's prior weights); evaluated in `data`.
+#' @param offset for a GLMM, an offset on the linear-predictor scale (like
+#'   `offset()` in the formula); evaluated in `data`.
+#' @param ... not used: lme4's arguments that fr_fit does not take (`control`,
+#'   `start`, `verbose`) and any other argument are an error that says so.
 #' @return an object of class `fr_fit`: a list with, among others, `method`, `theta` (the
 #'   variance components after the boundary rule, named by term, then `Residual`),
 #'   `theta_raw` (the unbiased solution of the moment equations), `boundary`,
@@ -261,9 +267,17 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
                    threads = default_threads(),
                    chunks = NULL, combine = c("exact", "average"), chunk_by = NULL, seed = NULL,
                    backend = getOption("fullrandom.backend", "threads"), contrasts = NULL,
-                   fr_shared = FALSE, ...) {
+                   fr_shared = FALSE, family = gaussian, weights = NULL, offset = NULL, ...) {
   refuse_unknown_arguments("fr_fit()", ..., hints = lme4_arguments_not_taken, help = "fr_fit")
   call <- match.call()
+  family <- resolve_family(family, parent.frame())
+  glmm <- family$family != "gaussian"
+  for (arg in c("weights", "offset")) {
+    if (!glmm && !is.null(call[[arg]])) {
+      stop(sprintf("fr_fit() does not take `%s` for a linear mixed model: %s", arg,
+                   lme4_arguments_not_taken[[arg]]), call. = FALSE)
+    }
+  }
   check_data_type(data)
   formula <- expand_dot(formula, data)
   method <- likelihood_method(match.arg(method), REML, missing(REML))
@@ -278,6 +292,14 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
   parsed$contrasts <- check_contrasts(contrasts)
   frame_call <- call[c(1L, match(c("data", "subset", "na.action"), names(call), 0L))]
   frame_call[[1L]] <- quote(stats::model.frame)
+  if (glmm) {
+    if (method != "moments" || !is.null(chunks) || !is.null(chunk_by) || backend == "future") {
+      stop("generalized linear mixed models are fitted by method = \"moments\" on a whole data ",
+           "frame (no chunks or future backend yet)", call. = FALSE)
+    }
+    return(fr_glmm(call, formula, parsed, data, frame_call, parent.frame(), family, threads,
+                   call$weights, call$offset))
+  }
   # The groupings whose size() columns Matloff's models (3) and (10) use.
   size_grouping <- if (is_fr(method)) fr_size_groupings(parsed$random)
   if (has_slope_terms(parsed)) {
@@ -358,10 +380,8 @@ likelihood_method <- function(method, REML, REML_missing) {
 
 # Arguments of lmer() that fr_fit() does not take, and what to do instead.
 lme4_arguments_not_taken <- c(
-  weights = "weights are not supported yet; every observation has weight 1",
+  weights = "weights are not supported yet; every observation has weight 1 (for family = binomial they are the trials)",
   offset = "offsets are not supported yet; subtract the offset from the response instead",
-  family = paste("fr_fit fits linear mixed models only (generalised linear mixed models are not",
-                 "supported yet); for a GLMM use lme4::glmer()"),
   control = "fr_fit has no optimiser to control: the moment equations are solved directly",
   start = "fr_fit has no optimiser to start: the moment equations are solved directly",
   verbose = paste("fr_fit has no optimiser iterations to report; fr_bootstrap() and confint()",

@@ -198,9 +198,9 @@ test_that("lmer's arguments that fr_fit does not take are refused with what to d
   d <- data.frame(y = rnorm(40), g = rep(1:8, 5))
   expect_error(fr_fit(y ~ 1 + (1 | g), d, REML = FALSE),
                "^`REML` chooses between REML and maximum likelihood for method = \"reml\"; method = \"moments\" estimates")
-  expect_error(fr_fit(y ~ 1 + (1 | g), d, weights = rep(2, 40)), "does not take `weights`: weights are not supported yet")
-  expect_error(fr_fit(y ~ 1 + (1 | g), d, offset = rep(1, 40)), "does not take `offset`: .*subtract the offset from the response")
-  expect_error(fr_fit(y ~ 1 + (1 | g), d, family = binomial), "does not take `family`: .*generalised linear mixed models are not supported yet")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, weights = rep(2, 40)), "does not take `weights` for a linear mixed model: weights are not supported yet")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, offset = rep(1, 40)), "does not take `offset` for a linear mixed model: .*subtract the offset from the response")
+  expect_error(fr_fit(y ~ 1 + (1 | g), d, family = Gamma), "family Gamma\\(link = \"inverse\"\\) is not supported")
   expect_error(fr_fit(y ~ 1 + (1 | g), d, control = list()), "does not take `control`: fr_fit has no optimiser")
   expect_error(fr_fit(y ~ 1 + (1 | g), d, start = 1), "does not take `start`: fr_fit has no optimiser")
   expect_error(fr_fit(y ~ 1 + (1 | g), d, verbose = TRUE), "does not take `verbose`: fr_fit has no optimiser iterations")

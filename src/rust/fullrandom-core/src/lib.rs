@@ -25,6 +25,10 @@
 //!    sizes, group totals as pivots, the `size()` covariate) or two crossed ones (random
 //!    row and column counts, model 7), an alternative to step 5.
 //!
+//! 9. [`family`] and [`glmm`]: binomial and Poisson GLMMs by Jiang's method of moments
+//!    (first moments and within-level cross-products, expectations by quadrature),
+//!    conditional modes by penalized IRLS with the solver of [`mixed`].
+//!
 //! 8. [`bootstrap`]: the pigeonhole bootstrap, every replicate's statistics made from the
 //!    rows and fitted as in steps 4-6 (or 7).
 //! 9. [`npmle`]: the distribution of a term's effects after the fit: per-level sums of
@@ -40,7 +44,9 @@ pub mod data;
 pub mod dense;
 pub mod efficient;
 pub mod error;
+pub mod family;
 pub mod fr;
+pub mod glmm;
 pub mod grouping;
 pub mod likelihood;
 pub mod mixed;

@@ -97,8 +97,10 @@ struct Block<'a> {
     factor: usize,
     offset: usize,
     n_levels: usize,
-    /// `(other block, cells with this block's levels as rows)`.
-    neighbours: Vec<(usize, Cow<'a, CellCounts>)>,
+    /// `(other block, cells with this block's levels as rows, weights of the cells)`:
+    /// a cell enters `C` with its count, or with its weight when weights are given
+    /// ([`RandomEffectsMatrix::weighted`]).
+    neighbours: Vec<(usize, Cow<'a, CellCounts>, Option<Vec<f64>>)>,
     /// Consecutive levels grouped so that each group holds about the same number of
     /// cells: the parallel tasks of [`RandomEffectsMatrix::apply`], balanced even when a
     /// few levels hold most of the data.
@@ -165,17 +167,10 @@ impl<'a> RandomEffectsMatrix<'a> {
         for (&(a, b), t) in pairs.iter().zip(transposed) {
             let (cells, stored_transposed) = stats.cells_of(blocks[a].factor, blocks[b].factor);
             debug_assert!(!stored_transposed);
-            blocks[a].neighbours.push((b, Cow::Borrowed(cells)));
-            blocks[b].neighbours.push((a, Cow::Owned(t)));
+            blocks[a].neighbours.push((b, Cow::Borrowed(cells), None));
+            blocks[b].neighbours.push((a, Cow::Owned(t), None));
         }
-        for block in &mut blocks {
-            // The cells of every level over all its neighbours, as starts.
-            let mut cell_starts = vec![0usize; block.n_levels + 1];
-            for (_, cells) in &block.neighbours {
-                cell_starts.iter_mut().zip(&cells.row_starts).for_each(|(s, c)| *s += c);
-            }
-            block.tasks = balanced_blocks(&cell_starts);
-        }
+        balance_tasks(&mut blocks);
         RandomEffectsMatrix { blocks, diagonal, counts: level_counts }
     }
 
@@ -209,6 +204,46 @@ impl<'a> RandomEffectsMatrix<'a> {
         &self.diagonal
     }
 
+    /// `C = Z'WZ + L` for per-row weights `W_i` (the working weights of a GLMM's penalized
+    /// IRLS, for instance), from their sums: `diagonals` holds, for every active term
+    /// (`(factor, values)`), `sum_{i in g} W_i + lambda_k` per level; `cells` holds, for
+    /// every ordered pair `(a, b)` of positions in `diagonals` with `a != b` whose levels
+    /// share rows, the cells of `a` x `b` and the sum of `W_i` over the rows of each cell.
+    /// Unit weights give the matrix of [`Self::new`].
+    pub fn weighted(
+        diagonals: Vec<(usize, Vec<f64>)>,
+        cells: Vec<(usize, usize, CellCounts, Vec<f64>)>,
+    ) -> RandomEffectsMatrix<'static> {
+        let mut blocks: Vec<Block<'static>> = Vec::new();
+        let mut diagonal = Vec::new();
+        for (factor, d) in diagonals {
+            blocks.push(Block { factor, offset: diagonal.len(), n_levels: d.len(), neighbours: Vec::new(), tasks: Vec::new() });
+            diagonal.extend(d);
+        }
+        for (a, b, counts, weights) in cells {
+            debug_assert_eq!(counts.cols.len(), weights.len());
+            blocks[a].neighbours.push((b, Cow::Owned(counts), Some(weights)));
+        }
+        balance_tasks(&mut blocks);
+        // Z'Z's own diagonal is not known here: `apply_gram` is for `new`'s matrices.
+        RandomEffectsMatrix { blocks, diagonal, counts: Vec::new() }
+    }
+}
+
+/// Splits every block's levels into parallel tasks of about equal numbers of cells.
+fn balance_tasks(blocks: &mut [Block<'_>]) {
+    for block in blocks.iter_mut() {
+        // The cells of every level over all its neighbours, as starts.
+        let mut cell_starts = vec![0usize; block.n_levels + 1];
+        for (_, cells, _) in &block.neighbours {
+            cell_starts.iter_mut().zip(&cells.row_starts).for_each(|(s, c)| *s += c);
+        }
+        block.tasks = balanced_blocks(&cell_starts);
+    }
+}
+
+impl<'a> RandomEffectsMatrix<'a> {
+
     /// Number of unknowns (levels of the active terms).
     pub fn size(&self) -> usize {
         self.diagonal.len()
@@ -222,8 +257,10 @@ impl<'a> RandomEffectsMatrix<'a> {
     }
 
     /// `Y = Z'Z X`: [`Self::apply`] without `L` (diagonal `n_g`), formed directly so that
-    /// nothing cancels when `L` is large.
+    /// nothing cancels when `L` is large. For matrices made by [`Self::new`] or
+    /// [`Self::of_copies`] (a weighted matrix has no such diagonal).
     pub fn apply_gram(&self, x: &[f64], y: &mut [f64], r: usize) {
+        assert_eq!(self.counts.len(), self.diagonal.len(), "apply_gram needs Z'Z's diagonal");
         self.apply_with_diagonal(&self.counts, x, y, r)
     }
 
@@ -238,8 +275,8 @@ impl<'a> RandomEffectsMatrix<'a> {
                     for (o, v) in out.iter_mut().zip(&x[row * r..(row + 1) * r]) {
                         *o = d * v;
                     }
-                    for (other, cells) in &block.neighbours {
-                        add_cell_sums(out, cells, g, x, self.blocks[*other].offset);
+                    for (other, cells, weights) in &block.neighbours {
+                        add_cell_sums(out, cells, weights.as_deref(), g, x, self.blocks[*other].offset);
                     }
                 }
             });
@@ -327,14 +364,14 @@ impl<'a> RandomEffectsMatrix<'a> {
     fn neighbour_sums(&self, a: usize, z: &[f64], r: usize, include: &(dyn Fn(usize) -> bool + Sync)) -> Vec<f64> {
         let block = &self.blocks[a];
         let mut out = vec![0.0; block.n_levels * r];
-        if !block.neighbours.iter().any(|(b, _)| include(*b)) {
+        if !block.neighbours.iter().any(|(b, _, _)| include(*b)) {
             return out;
         }
         split_by_tasks(block, &mut out, r).into_par_iter().for_each(|(first, chunk)| {
             for (i, sum) in chunk.chunks_mut(r).enumerate() {
                 let g = first + i;
-                for (other, cells) in block.neighbours.iter().filter(|(b, _)| include(*b)) {
-                    add_cell_sums(sum, cells, g, z, self.blocks[*other].offset);
+                for (other, cells, weights) in block.neighbours.iter().filter(|(b, _, _)| include(*b)) {
+                    add_cell_sums(sum, cells, weights.as_deref(), g, z, self.blocks[*other].offset);
                 }
             }
         });
@@ -411,12 +448,21 @@ impl<'a> RandomEffectsMatrix<'a> {
 }
 
 /// `out += sum_m n_gm x[base + m]` over the cells `(m, n_gm)` of row `g`, where `x` holds
-/// `r = out.len()` values a level, added in the cells' stored order. The inner loop over
-/// `r` is unrolled for the usual few right-hand sides and for the widths of the efficient
-/// estimator's probes (see [`crate::efficient`]); it is most of a solver iteration.
+/// `r = out.len()` values a level, added in the cells' stored order (with `weights`, the
+/// cells' weights stand for the counts `n_gm`). The inner loop over `r` is unrolled for
+/// the usual few right-hand sides and for the widths of the efficient estimator's probes
+/// (see [`crate::efficient`]); it is most of a solver iteration.
 #[inline]
-fn add_cell_sums(out: &mut [f64], cells: &CellCounts, g: usize, x: &[f64], base: usize) {
+fn add_cell_sums(out: &mut [f64], cells: &CellCounts, weights: Option<&[f64]>, g: usize, x: &[f64], base: usize) {
     let range = cells.row_starts[g]..cells.row_starts[g + 1];
+    if let Some(w) = weights {
+        let r = out.len();
+        for (&m, &n) in cells.cols[range.clone()].iter().zip(&w[range]) {
+            let at = (base + m as usize) * r;
+            out.iter_mut().zip(&x[at..at + r]).for_each(|(o, v)| *o += n * v);
+        }
+        return;
+    }
     let (cols, counts) = (&cells.cols[range.clone()], &cells.counts[range]);
     match out.len() {
         1 => add_cell_sums_of::<1>(out, cols, counts, x, base),

@@ -1,0 +1,88 @@
+# Generalized linear mixed models by moments against glmer (Laplace, bobyqa) on cbpp,
+# VerbAgg and grouseticks, and the time of a crossed Bernoulli fit at 10^5 and 10^6 rows
+# against glmer(nAGQ = 0) at 10^5. Writes the "glmm" section of bench/results.md.
+# Run from the package root: Rscript bench/glmm.R
+suppressMessages({
+  library(fullrandom)
+  library(lme4)
+})
+source("bench/results.R")
+threads <- as.integer(Sys.getenv("FULLRANDOM_BENCH_THREADS", "2"))
+options(fullrandom.threads = threads)
+
+compare <- function(name, formula, data, family) {
+  t_fr <- system.time(f <- fr_fit(formula, data, family = family))[["elapsed"]]
+  t_g <- system.time(g <- glmer(formula, data, family = family,
+                                control = glmerControl(optimizer = "bobyqa")))[["elapsed"]]
+  b <- fixef(g)[names(fixef(f))]
+  se <- sqrt(diag(as.matrix(vcov(g))))[names(fixef(f))]
+  vg <- as.data.frame(VarCorr(g))
+  sd_g <- stats::setNames(vg$sdcor, vg$grp)[names(f$theta)]
+  modes <- vapply(names(f$flist), function(k) {
+    u <- ranef(f)[[k]][[1]]
+    if (sd(u) == 0) return(NA_real_)
+    cor(u, ranef(g)[[k]][rownames(ranef(f)[[k]]), 1])
+  }, 1)
+  list(name = name, t_fr = t_fr, t_g = t_g,
+       fixed = data.frame(term = names(b), fr = fixef(f), glmer = b,
+                          diff_in_glmer_se = (fixef(f) - b) / se,
+                          se_ratio = sqrt(diag(vcov(f))) / se),
+       sds = data.frame(term = names(f$theta), fr = sqrt(f$theta), glmer = sd_g,
+                        ratio = sqrt(f$theta) / sd_g, mode_cor = modes))
+}
+
+data(grouseticks, package = "lme4")
+cases <- list(
+  compare("cbpp", cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, binomial),
+  compare("VerbAgg", r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item), VerbAgg, binomial),
+  compare("grouseticks", TICKS ~ YEAR + scale(HEIGHT) + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION),
+          grouseticks, poisson)
+)
+
+# Crossed Bernoulli data: users x items, slope 0.5, sds 1 and 0.5.
+crossed <- function(n, n_users, n_items, seed) {
+  set.seed(seed)
+  d <- data.frame(user = factor(sample.int(n_users, n, TRUE)), item = factor(sample.int(n_items, n, TRUE)),
+                  x = rnorm(n))
+  u <- rnorm(n_users, 0, 1)
+  v <- rnorm(n_items, 0, 0.5)
+  d$y <- rbinom(n, 1, plogis(-1 + 0.5 * d$x + u[d$user] + v[d$item]))
+  d
+}
+scale_rows <- c(1e5, 1e6)
+scale <- lapply(scale_rows, function(n) {
+  d <- crossed(n, n / 40, n / 95, 1)
+  t_fr <- system.time(f <- fr_fit(y ~ x + (1 | user) + (1 | item), d, family = binomial))[["elapsed"]]
+  t_g <- NA_real_
+  slope_g <- NA_real_
+  if (n <= 1e5) {
+    t_g <- system.time(g <- glmer(y ~ x + (1 | user) + (1 | item), d, family = binomial,
+                                  nAGQ = 0))[["elapsed"]]
+    slope_g <- fixef(g)[["x"]]
+  }
+  data.frame(rows = n, users = nlevels(d$user), items = nlevels(d$item), fr_seconds = t_fr,
+             glmer_nAGQ0_seconds = t_g, fr_slope = fixef(f)[["x"]], glmer_slope = slope_g,
+             fr_sd_user = sqrt(f$theta[["user"]]), fr_sd_item = sqrt(f$theta[["item"]]))
+})
+scale <- do.call(rbind, scale)
+
+fmt <- function(x, d = 3) formatC(x, digits = d, format = "f")
+lines <- c("## Generalized linear mixed models (bench/glmm.R)", "",
+           sprintf("Threads: %d. fr_fit(family = ) against glmer (Laplace, bobyqa).", threads), "")
+for (case in cases) {
+  lines <- c(lines, sprintf("### %s (fr_fit %s s, glmer %s s)", case$name, fmt(case$t_fr, 2), fmt(case$t_g, 2)), "",
+             "| fixed effect | fr_fit | glmer | difference / glmer SE | SE ratio |", "|---|---|---|---|---|",
+             sprintf("| %s | %s | %s | %s | %s |", case$fixed$term, fmt(case$fixed$fr), fmt(case$fixed$glmer),
+                     fmt(case$fixed$diff_in_glmer_se, 2), fmt(case$fixed$se_ratio, 2)), "",
+             "| term sd | fr_fit | glmer | ratio | correlation of modes |", "|---|---|---|---|---|",
+             sprintf("| %s | %s | %s | %s | %s |", case$sds$term, fmt(case$sds$fr), fmt(case$sds$glmer),
+                     fmt(case$sds$ratio, 2), fmt(case$sds$mode_cor, 4)), "")
+}
+lines <- c(lines, "### Crossed Bernoulli data (truth: slope 0.5, sd user 1, sd item 0.5)", "",
+           "| rows | users | items | fr_fit s | glmer nAGQ=0 s | fr slope | glmer slope | fr sd user | fr sd item |",
+           "|---|---|---|---|---|---|---|---|---|",
+           sprintf("| %s | %d | %d | %s | %s | %s | %s | %s | %s |", format(scale$rows, big.mark = ",", scientific = FALSE),
+                   scale$users, scale$items, fmt(scale$fr_seconds, 2), fmt(scale$glmer_nAGQ0_seconds, 2),
+                   fmt(scale$fr_slope), fmt(scale$glmer_slope), fmt(scale$fr_sd_user), fmt(scale$fr_sd_item)))
+write_results_section("glmm", lines)
+cat(lines, sep = "\n")

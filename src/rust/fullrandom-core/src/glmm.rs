@@ -1,0 +1,1249 @@
+//! Generalized linear mixed models by the method of moments (Jiang 1998, "Consistent
+//! estimators in generalized linear mixed models", JASA 93; Jiang and Zhang 2001,
+//! Biometrika 88):
+//!
+//! ```text
+//! y_i | u ~ F(n_i, mu_i),   g(mu_i) = eta_i = x_i'b + o_i + sum_k u_k[g_k(i)],   u_k ~ N(0, s2_k I),
+//! ```
+//!
+//! with `F` binomial (`n_i` trials) or Poisson (`n_i = 1`, offsets `o_i`), see [`crate::family`].
+//! The estimating equations match first moments and within-level cross-products to their
+//! expectations under the model:
+//!
+//! ```text
+//! sum_i x_i (y_i - n_i m(eta0_i; s2_+)) = 0,        eta0_i = x_i'b + o_i,  s2_+ = sum_k s2_k,
+//! T_k = sum_g w_g (S_g^2 - Q_g) = E[T_k]            (S_g = sum_{i in g} y_i, Q_g = sum y_i^2),
+//! ```
+//!
+//! `m(e; s2) = E h(e + z)`, `z ~ N(0, s2)`, `h` the inverse link. `S_g^2 - Q_g` is the sum
+//! of `y_s y_t` over the ordered pairs of distinct rows of level `g`; a pair sharing the
+//! levels of the terms in `A` has, given the rest,
+//!
+//! ```text
+//! E[y_s y_t] = n_s n_t E_z[ m(eta0_s + z; s2_+ - s2_A) m(eta0_t + z; s2_+ - s2_A) ],   z ~ N(0, s2_A),
+//! ```
+//!
+//! so `E[S_g^2 - Q_g]` for the pairs sharing only term `k` is `E_z[a_g(z)^2 - b_g(z)]` with
+//! `a_g(z) = sum_i n_i m(eta0_i + z; s2_+ - s2_k)` and `b_g` the sum of squares: per level
+//! and Gauss-Hermite node, sums over rows that add across chunks and are squared after the
+//! merge. Pairs that also share a level of a second term `l` (rows in the same cell of a
+//! nested or partially crossed pair of terms) are corrected cell by cell with `A = {k, l}`;
+//! the expectations are exact when no pair of rows shares the levels of three terms. For
+//! Poisson-log everything is closed form: `m = exp(e + s2/2)` and
+//! `E[y_s y_t] = mu_s mu_t exp(s2_A)`, `mu_i = exp(eta0_i + s2_+/2)`. A term whose levels
+//! hold single rows (an observation-level term) has no pairs; it is identified instead by
+//! `D = sum_i y_i (y_i - 1)`, `E[y_i (y_i - 1)] = n_i (n_i - 1) E h(eta0_i + z)^2`, `z ~ N(0, s2_+)`.
+//!
+//! `m` is tabulated once per variance over a grid of `e` (step 0.02, Hermite cubic
+//! interpolation with the derivative, interpolation error below 1e-9) by 64-node
+//! Gauss-Hermite quadrature; the outer expectations over `z` use 32 nodes.
+//!
+//! The equations are solved jointly for `b` and `log s2_k` by Newton's method with a
+//! finite-difference Jacobian and backtracking; a component driven to zero is set to zero
+//! (a boundary fit) and the rest re-solved. The level weights are first
+//! `w_g = 1 / max(n_g - 1, 1)`; the second step (Jiang and Zhang's) weights each level
+//! by its information at the first-step estimates, `w_g = 1 / (1 + I_g s2_k)^2`,
+//! `I_g = sum_{i in g} n_i mu_i (1 - mu_i)` (binomial) or `sum mu_i` (Poisson), the
+//! inverse squared variance of the level's pair statistic per unit of signal.
+//!
+//! Conditional modes (`ranef`) maximise the penalized likelihood at the estimated `b` and
+//! `s2_k` (penalized IRLS; the systems `Z'WZ + L` are solved by the conjugate gradients
+//! of [`crate::mixed`]). `b` is not re-estimated with the modes.
+//!
+//! The covariance of the estimates is a sandwich `J^-1 V J^-T`: `J` the Jacobian of the
+//! estimating equations, `V` multi-way cluster-robust (Cameron, Gelbach and Miller 2011)
+//! from the per-level sums of the estimating functions, `sum_k V_k - (K - 1) V_rows`.
+
+use crate::data::ModelData;
+use crate::dense::solve;
+use crate::error::FitError;
+use crate::family::{gauss_hermite, Distribution, Family, GlmFamily};
+use crate::grouping::CellCounts;
+use crate::mixed::RandomEffectsMatrix;
+use faer::Mat;
+use rayon::prelude::*;
+
+/// Gauss-Hermite nodes of the tabulated marginal means.
+pub const TABLE_NODES: usize = 64;
+/// Gauss-Hermite nodes of the expectations over a shared effect.
+pub const OUTER_NODES: usize = 32;
+/// Grid of the tables: `[-TABLE_RANGE, TABLE_RANGE]` in steps of `TABLE_STEP`; outside,
+/// the quadrature is evaluated directly.
+const TABLE_RANGE: f64 = 30.0;
+const TABLE_STEP: f64 = 0.02;
+/// Rows per parallel task over rows (fixed, so sums are reduced in a fixed order).
+const ROWS: usize = 1 << 14;
+
+/// One chunk of rows: the response (successes or counts) with the fixed effects and the
+/// grouping codes (levels shared by all chunks), the binomial trials (1 when `None`) and
+/// the offsets on the linear-predictor scale (0 when `None`).
+pub struct GlmmChunk<'a> {
+    pub data: ModelData<'a>,
+    pub trials: Option<&'a [f64]>,
+    pub offset: Option<&'a [f64]>,
+}
+
+impl GlmmChunk<'_> {
+    #[inline]
+    fn trials(&self, i: usize) -> f64 {
+        self.trials.map_or(1.0, |t| t[i])
+    }
+    #[inline]
+    fn offset(&self, i: usize) -> f64 {
+        self.offset.map_or(0.0, |o| o[i])
+    }
+    fn n_obs(&self) -> usize {
+        self.data.n_obs()
+    }
+}
+
+/// The level weights of the pair statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LevelWeights {
+    /// `1 / max(n_g - 1, 1)` only (one step).
+    Simple,
+    /// The simple weights, then the information weights at the first-step estimates.
+    Information,
+}
+
+/// Settings of [`fit_glmm`].
+#[derive(Debug, Clone, Copy)]
+pub struct GlmmOptions {
+    pub weights: LevelWeights,
+    /// Whether to compute the conditional modes.
+    pub modes: bool,
+    pub max_iterations: usize,
+}
+
+impl Default for GlmmOptions {
+    fn default() -> Self {
+        GlmmOptions { weights: LevelWeights::Information, modes: true, max_iterations: 200 }
+    }
+}
+
+/// Which statistic identifies a term's variance.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Statistic {
+    /// The weighted within-level cross-products `T_k`.
+    Pairs,
+    /// `D = sum y (y - 1)` (a term without pairs of rows).
+    WithinRow,
+}
+
+/// The estimates of a GLMM.
+#[derive(Debug, Clone)]
+pub struct GlmmFit {
+    pub coef: Vec<f64>,
+    /// The random-effect variances `s2_k`.
+    pub variances: Vec<f64>,
+    pub at_boundary: Vec<bool>,
+    /// Sandwich covariance of `b`.
+    pub vcov: Mat<f64>,
+    /// Sandwich covariance of the variances (rows and columns of boundary terms are 0).
+    pub vcov_variances: Mat<f64>,
+    /// Conditional modes per term and level (empty vectors without `modes`).
+    pub ranef: Vec<Vec<f64>>,
+    /// The first-step (simple-weight) estimates.
+    pub first_coef: Vec<f64>,
+    pub first_variances: Vec<f64>,
+    pub statistic: Vec<Statistic>,
+    /// Whether the information-weighted second step was taken and converged.
+    pub second_step: bool,
+    /// Newton iterations (both steps) and penalized IRLS iterations.
+    pub iterations: usize,
+    pub pirls_iterations: usize,
+}
+
+/// Rows of one chunk grouped by a level (or cell): `rows[starts[g]..starts[g + 1]]`.
+struct Grouped {
+    starts: Vec<usize>,
+    rows: Vec<u32>,
+}
+
+impl Grouped {
+    fn of(n_groups: usize, n_rows: usize, group: impl Fn(usize) -> Option<usize>) -> Grouped {
+        let mut starts = vec![0usize; n_groups + 1];
+        for i in 0..n_rows {
+            if let Some(g) = group(i) {
+                starts[g + 1] += 1;
+            }
+        }
+        for g in 0..n_groups {
+            starts[g + 1] += starts[g];
+        }
+        let mut next = starts.clone();
+        let mut rows = vec![0u32; starts[n_groups]];
+        for i in 0..n_rows {
+            if let Some(g) = group(i) {
+                rows[next[g]] = i as u32;
+                next[g] += 1;
+            }
+        }
+        Grouped { starts, rows }
+    }
+    fn group(&self, g: usize) -> &[u32] {
+        &self.rows[self.starts[g]..self.starts[g + 1]]
+    }
+}
+
+/// The cells of a pair of terms `k < l` that hold two rows or more, and every cell of
+/// the pair for the penalized IRLS.
+struct PairLayout {
+    k: usize,
+    l: usize,
+    /// All cells (k x l), merged over the chunks, and their transpose with, for each
+    /// transposed entry, its position in `cells`.
+    cells: CellCounts,
+    transposed: CellCounts,
+    transposed_from: Vec<u32>,
+    /// Per chunk, the position in `cells` of every row.
+    cell_of_row: Vec<Vec<u32>>,
+    /// The cells of two rows or more: their levels of `k` and `l`, and per chunk the
+    /// rows grouped by them.
+    multi_k: Vec<u32>,
+    multi_l: Vec<u32>,
+    multi_rows: Vec<Grouped>,
+}
+
+/// Tabulated `m(e; s2) = E h(e + z)`, `z ~ N(0, s2)`.
+struct Marginal<'f> {
+    family: &'f GlmFamily,
+    s2: f64,
+    nodes: Vec<f64>,
+    weights: Vec<f64>,
+    values: Vec<f64>,
+    slopes: Vec<f64>,
+}
+
+impl<'f> Marginal<'f> {
+    fn new(family: &'f GlmFamily, s2: f64, rule: &(Vec<f64>, Vec<f64>)) -> Marginal<'f> {
+        let s = s2.max(0.0).sqrt();
+        let nodes: Vec<f64> = rule.0.iter().map(|z| s * z).collect();
+        let weights = rule.1.clone();
+        let mut m = Marginal { family, s2, nodes, weights, values: Vec::new(), slopes: Vec::new() };
+        if s2 > 0.0 && !family.is_poisson_log() {
+            let points = (2.0 * TABLE_RANGE / TABLE_STEP).round() as usize + 1;
+            let (values, slopes): (Vec<f64>, Vec<f64>) = (0..points)
+                .into_par_iter()
+                .map(|j| {
+                    let e = -TABLE_RANGE + j as f64 * TABLE_STEP;
+                    m.direct(e)
+                })
+                .unzip();
+            m.values = values;
+            m.slopes = slopes;
+        }
+        m
+    }
+
+    /// `(m(e), m'(e))` by quadrature.
+    fn direct(&self, e: f64) -> (f64, f64) {
+        let mut v = 0.0;
+        let mut d = 0.0;
+        for (z, w) in self.nodes.iter().zip(&self.weights) {
+            v += w * self.family.linkinv(e + z);
+            d += w * self.family.mu_eta(e + z);
+        }
+        (v, d)
+    }
+
+    #[inline]
+    fn mean(&self, e: f64) -> f64 {
+        if self.family.is_poisson_log() {
+            return (e + 0.5 * self.s2).exp();
+        }
+        if self.values.is_empty() {
+            return self.family.linkinv(e);
+        }
+        let t = (e + TABLE_RANGE) / TABLE_STEP;
+        if !(t >= 0.0 && t < (self.values.len() - 1) as f64) {
+            return self.direct(e).0;
+        }
+        let j = t as usize;
+        let u = t - j as f64;
+        let (u2, u3) = (u * u, u * u * u);
+        let h00 = 2.0 * u3 - 3.0 * u2 + 1.0;
+        let h10 = u3 - 2.0 * u2 + u;
+        let h01 = -2.0 * u3 + 3.0 * u2;
+        let h11 = u3 - u2;
+        h00 * self.values[j]
+            + h10 * TABLE_STEP * self.slopes[j]
+            + h01 * self.values[j + 1]
+            + h11 * TABLE_STEP * self.slopes[j + 1]
+    }
+}
+
+/// The marginal mean `m(e; s2)` of one trial (tabulated; for tests and the R package).
+pub fn marginal_mean(family: &GlmFamily, s2: f64, eta: &[f64]) -> Vec<f64> {
+    let m = Marginal::new(family, s2, &gauss_hermite(TABLE_NODES));
+    eta.iter().map(|&e| m.mean(e)).collect()
+}
+
+/// The parameter-free part of the fit: groupings and the observed statistics.
+struct Layout<'c, 'a> {
+    chunks: &'c [GlmmChunk<'a>],
+    pool: &'c rayon::ThreadPool,
+    family: GlmFamily,
+    p: usize,
+    n_levels: Vec<usize>,
+    counts: Vec<Vec<f64>>,
+    /// Per term and level, `S_g^2 - Q_g`.
+    pair_stats: Vec<Vec<f64>>,
+    /// `sum y (y - 1)`.
+    within_row: f64,
+    /// Whether the pair statistics include the pairs of trials within a row (`y (y - 1)`,
+    /// pairs sharing every term): when no term is identified by them alone.
+    within_in_pairs: bool,
+    statistic: Vec<Statistic>,
+    by_level: Vec<Vec<Grouped>>,
+    pairs: Vec<PairLayout>,
+    outer: (Vec<f64>, Vec<f64>),
+    table: (Vec<f64>, Vec<f64>),
+    x_scale: Vec<f64>,
+}
+
+/// The moment equations at one parameter value.
+struct Evaluation {
+    /// `sum x (y - n m)` (p values), then per term `T_k - E[T_k]` (or `D - E[D]`).
+    f: Vec<f64>,
+    /// Per term and level, the expectation of `S_g^2 - Q_g` (empty for `WithinRow`).
+    expected: Vec<Vec<f64>>,
+}
+
+impl<'c, 'a> Layout<'c, 'a> {
+    fn new(chunks: &'c [GlmmChunk<'a>], family: GlmFamily, pool: &'c rayon::ThreadPool) -> Result<Layout<'c, 'a>, FitError> {
+        let first = chunks.first().ok_or_else(|| FitError::InvalidInput("no data to fit".into()))?;
+        let p = first.data.n_fixed();
+        let n_levels: Vec<usize> = first.data.factors.iter().map(|f| f.n_levels).collect();
+        let k_terms = n_levels.len();
+        if k_terms == 0 {
+            return Err(FitError::InvalidInput("the model has no random term".into()));
+        }
+        for c in chunks {
+            c.data.validate()?;
+            let n = c.n_obs();
+            if c.data.n_fixed() != p || c.data.factors.iter().map(|f| f.n_levels).ne(n_levels.iter().copied()) {
+                return Err(FitError::Incompatible("the chunks differ in their columns or levels".into()));
+            }
+            if c.trials.is_some_and(|t| t.len() != n) || c.offset.is_some_and(|o| o.len() != n) {
+                return Err(FitError::InvalidInput("trials or offsets do not match the rows".into()));
+            }
+            for i in 0..n {
+                let (y, t) = (c.data.y[i], c.trials(i));
+                let ok = match family.distribution {
+                    Distribution::Binomial => t > 0.0 && t.is_finite() && y >= 0.0 && y <= t,
+                    Distribution::Poisson => y >= 0.0,
+                    Distribution::Gaussian => false,
+                };
+                if !ok || !c.offset(i).is_finite() {
+                    return Err(FitError::InvalidInput(match family.distribution {
+                        Distribution::Gaussian => "the gaussian family is fitted by the linear moment equations, not the GLMM code".into(),
+                        _ => format!("row {} has response {y} with {t} trials and offset {}, outside the family's range", i + 1, c.offset(i)),
+                    }));
+                }
+            }
+        }
+        let mut counts = vec![Vec::new(); k_terms];
+        let mut pair_stats = vec![Vec::new(); k_terms];
+        let mut within_by_level = vec![Vec::new(); k_terms];
+        for k in 0..k_terms {
+            let mut n = vec![0.0; n_levels[k]];
+            let mut s = vec![0.0; n_levels[k]];
+            let mut q = vec![0.0; n_levels[k]];
+            let mut d = vec![0.0; n_levels[k]];
+            for c in chunks {
+                let f = &c.data.factors[k];
+                for i in 0..c.n_obs() {
+                    let (g, y) = (f.level(i), c.data.y[i]);
+                    n[g] += 1.0;
+                    s[g] += y;
+                    q[g] += y * y;
+                    d[g] += y * (y - 1.0);
+                }
+            }
+            within_by_level[k] = d;
+            pair_stats[k] = s.iter().zip(&q).map(|(s, q)| s * s - q).collect();
+            counts[k] = n;
+        }
+        let within_row: f64 = chunks.iter().map(|c| c.data.y.iter().map(|y| y * (y - 1.0)).sum::<f64>()).sum();
+        let mut statistic = Vec::with_capacity(k_terms);
+        for k in 0..k_terms {
+            let has_pairs = counts[k].iter().any(|&n| n > 1.0);
+            statistic.push(if has_pairs { Statistic::Pairs } else { Statistic::WithinRow });
+        }
+        let n_within = statistic.iter().filter(|&&s| s == Statistic::WithinRow).count();
+        let any_trials = chunks.iter().any(|c| c.trials.is_some_and(|t| t.iter().any(|&n| n > 1.0)));
+        if n_within > 1 || (n_within == 1 && family.distribution == Distribution::Binomial && !any_trials) {
+            let names: Vec<&str> = (0..k_terms)
+                .filter(|&k| statistic[k] == Statistic::WithinRow)
+                .map(|k| first.data.factors[k].name.as_str())
+                .collect();
+            return Err(FitError::NotIdentifiable(format!(
+                "the variance of {} cannot be estimated: every level holds one row{}",
+                names.join(" and "),
+                if n_within > 1 { ", and at most one such term is identified (by the within-row moment)" } else { ", and 0/1 responses carry no within-row information" }
+            )));
+        }
+        let within_in_pairs = n_within == 0;
+        if within_in_pairs {
+            for k in 0..k_terms {
+                pair_stats[k].iter_mut().zip(&within_by_level[k]).for_each(|(t, d)| *t += d);
+            }
+        }
+        let by_level: Vec<Vec<Grouped>> = chunks
+            .par_iter()
+            .map(|c| {
+                (0..k_terms)
+                    .map(|k| {
+                        let f = &c.data.factors[k];
+                        Grouped::of(n_levels[k], c.n_obs(), |i| Some(f.level(i)))
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut pairs = Vec::new();
+        for k in 0..k_terms {
+            for l in k + 1..k_terms {
+                pairs.push(PairLayout::new(chunks, k, l)?);
+            }
+        }
+        let x_scale = (0..p)
+            .map(|j| {
+                let s: f64 = chunks
+                    .iter()
+                    .map(|c| (0..c.n_obs()).map(|i| c.data.x[j].value(i, 0.0).powi(2) * c.trials(i)).sum::<f64>())
+                    .sum();
+                s.sqrt().max(1e-300)
+            })
+            .collect();
+        Ok(Layout {
+            chunks,
+            pool,
+            family,
+            p,
+            n_levels,
+            counts,
+            pair_stats,
+            within_row,
+            within_in_pairs,
+            statistic,
+            by_level,
+            pairs,
+            outer: gauss_hermite(OUTER_NODES),
+            table: gauss_hermite(TABLE_NODES),
+            x_scale,
+        })
+    }
+
+    fn k_terms(&self) -> usize {
+        self.n_levels.len()
+    }
+
+    /// `x_i'b + o_i` for every row of every chunk.
+    fn linear_predictor(&self, b: &[f64]) -> Vec<Vec<f64>> {
+        self.chunks
+            .iter()
+            .map(|c| {
+                let mut eta = vec![0.0; c.n_obs()];
+                eta.par_chunks_mut(ROWS).enumerate().for_each(|(t, out)| {
+                    let rows = t * ROWS..t * ROWS + out.len();
+                    for (o, i) in out.iter_mut().zip(rows.clone()) {
+                        *o = c.offset(i);
+                    }
+                    for (j, bj) in b.iter().enumerate() {
+                        c.data.x[j].add_scaled(rows.clone(), *bj, out);
+                    }
+                });
+                eta
+            })
+            .collect()
+    }
+
+    /// Per group and node, `a = sum n m(eta + z_q)` and `b = sum (n m(eta + z_q))^2` over
+    /// the rows of the groups of every chunk (added in chunk order), then
+    /// `scale * sum_q w_q (a^2 - b)` per group.
+    fn pair_expectation(
+        &self,
+        eta: &[Vec<f64>],
+        groups: &[&Grouped],
+        n_groups: usize,
+        s2_shared: f64,
+        s2_total: f64,
+    ) -> Vec<f64> {
+        let poisson = self.family.is_poisson_log();
+        let inner = Marginal::new(&self.family, s2_total - s2_shared, &self.table);
+        let (nodes, weights, scale) = if poisson || s2_shared <= 0.0 {
+            // Poisson-log: m(e; s2_+ - s2_A) is exp(e + (s2_+ - s2_A) / 2), and
+            // E[y_s y_t] = exp(eta_s + eta_t + 2 s2_A + (s2_+ - s2_A)).
+            (vec![0.0], vec![1.0], if poisson { (2.0 * s2_shared).exp() } else { 1.0 })
+        } else {
+            let s = s2_shared.sqrt();
+            (self.outer.0.iter().map(|z| s * z).collect(), self.outer.1.clone(), 1.0)
+        };
+        let q = nodes.len();
+        let mut a = vec![0.0; n_groups * q];
+        let mut b = vec![0.0; n_groups * q];
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            let grouped = groups[c];
+            let eta = &eta[c];
+            a.par_chunks_mut(q).zip(b.par_chunks_mut(q)).enumerate().for_each(|(g, (ag, bg))| {
+                for &i in grouped.group(g) {
+                    let i = i as usize;
+                    let n = chunk.trials(i);
+                    for (t, z) in nodes.iter().enumerate() {
+                        let v = n * inner.mean(eta[i] + z);
+                        ag[t] += v;
+                        bg[t] += v * v;
+                    }
+                }
+            });
+        }
+        a.par_chunks(q)
+            .zip(b.par_chunks(q))
+            .map(|(ag, bg)| scale * (0..q).map(|t| weights[t] * (ag[t] * ag[t] - bg[t])).sum::<f64>())
+            .collect()
+    }
+
+    /// The moment equations at `(b, s2)` with level weights `w`, on the fit's threads.
+    fn evaluate(&self, b: &[f64], s2: &[f64], w: &[Vec<f64>]) -> Evaluation {
+        self.pool.install(|| self.evaluate_in(b, s2, w, true))
+    }
+
+    /// With `pairs = false`, only the first-moment equations (the others are left 0).
+    fn evaluate_in(&self, b: &[f64], s2: &[f64], w: &[Vec<f64>], pairs: bool) -> Evaluation {
+        let eta = self.linear_predictor(b);
+        let s2_total: f64 = s2.iter().sum();
+        let total = Marginal::new(&self.family, s2_total, &self.table);
+        let p = self.p;
+        let k_terms = self.k_terms();
+        // sum x (y - n m) by fixed blocks of rows, chunk by chunk.
+        let mut f = vec![0.0; p + k_terms];
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            let n = chunk.n_obs();
+            let partial: Vec<Vec<f64>> = (0..n.div_ceil(ROWS))
+                .into_par_iter()
+                .map(|t| {
+                    let mut s = vec![0.0; p];
+                    for i in t * ROWS..((t + 1) * ROWS).min(n) {
+                        let r = chunk.data.y[i] - chunk.trials(i) * total.mean(eta[c][i]);
+                        for (j, sj) in s.iter_mut().enumerate() {
+                            *sj += chunk.data.x[j].value(i, 0.0) * r;
+                        }
+                    }
+                    s
+                })
+                .collect();
+            for s in partial {
+                f[..p].iter_mut().zip(&s).for_each(|(a, b)| *a += b);
+            }
+        }
+        let mut expected: Vec<Vec<f64>> = vec![Vec::new(); k_terms];
+        if !pairs {
+            return Evaluation { f, expected };
+        }
+        for k in 0..k_terms {
+            if self.statistic[k] == Statistic::Pairs {
+                let groups: Vec<&Grouped> = self.by_level.iter().map(|g| &g[k]).collect();
+                expected[k] = self.pair_expectation(&eta, &groups, self.n_levels[k], s2[k], s2_total);
+            }
+        }
+        // Pairs of rows sharing the levels of two terms.
+        for pair in &self.pairs {
+            let n_cells = pair.multi_k.len();
+            if n_cells == 0 {
+                continue;
+            }
+            let (k, l) = (pair.k, pair.l);
+            let groups: Vec<&Grouped> = pair.multi_rows.iter().collect();
+            let both = self.pair_expectation(&eta, &groups, n_cells, s2[k] + s2[l], s2_total);
+            for (term, levels) in [(k, &pair.multi_k), (l, &pair.multi_l)] {
+                if self.statistic[term] != Statistic::Pairs {
+                    continue;
+                }
+                let alone = self.pair_expectation(&eta, &groups, n_cells, s2[term], s2_total);
+                for c in 0..n_cells {
+                    expected[term][levels[c] as usize] += both[c] - alone[c];
+                }
+            }
+        }
+        if self.within_in_pairs {
+            // Pairs of trials within a row share every term.
+            let terms = self.within_row_terms(&eta, s2_total);
+            for k in 0..k_terms {
+                for (c, chunk) in self.chunks.iter().enumerate() {
+                    let f = &chunk.data.factors[k];
+                    for (i, v) in terms[c].iter().enumerate() {
+                        expected[k][f.level(i)] += v;
+                    }
+                }
+            }
+        }
+        for k in 0..k_terms {
+            f[p + k] = match self.statistic[k] {
+                Statistic::Pairs => w[k]
+                    .iter()
+                    .zip(&self.pair_stats[k])
+                    .zip(&expected[k])
+                    .map(|((w, t), e)| w * (t - e))
+                    .sum(),
+                Statistic::WithinRow => self.within_row - self.within_row_expectation(&eta, s2_total),
+            };
+        }
+        Evaluation { f, expected }
+    }
+
+    /// Per row, `E[y (y - 1)] = n (n - 1) E h(eta + z)^2`, `z ~ N(0, s2_total)`.
+    fn within_row_terms(&self, eta: &[Vec<f64>], s2_total: f64) -> Vec<Vec<f64>> {
+        let poisson = self.family.is_poisson_log();
+        let (nodes, weights) = &self.table;
+        let s = s2_total.sqrt();
+        self.chunks
+            .iter()
+            .zip(eta)
+            .map(|(c, eta)| {
+                (0..c.n_obs())
+                    .into_par_iter()
+                    .map(|i| {
+                        if poisson {
+                            (2.0 * eta[i] + 2.0 * s2_total).exp()
+                        } else {
+                            let n = c.trials(i);
+                            if n <= 1.0 {
+                                return 0.0;
+                            }
+                            let m2: f64 =
+                                nodes.iter().zip(weights).map(|(z, w)| w * self.family.linkinv(eta[i] + s * z).powi(2)).sum();
+                            n * (n - 1.0) * m2
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    fn within_row_expectation(&self, eta: &[Vec<f64>], s2_total: f64) -> f64 {
+        self.within_row_terms(eta, s2_total).iter().map(|v| v.iter().sum::<f64>()).sum()
+    }
+
+    /// `1 / max(n_g - 1, 1)`.
+    fn simple_weights(&self) -> Vec<Vec<f64>> {
+        self.counts.iter().map(|n| n.iter().map(|&n| 1.0 / (n - 1.0).max(1.0)).collect()).collect()
+    }
+
+    /// `1 / (1 + I_g s2_k)^2` at `(b, s2)`.
+    fn information_weights(&self, b: &[f64], s2: &[f64]) -> Vec<Vec<f64>> {
+        let eta = self.linear_predictor(b);
+        (0..self.k_terms())
+            .map(|k| {
+                let mut info = vec![0.0; self.n_levels[k]];
+                for (c, chunk) in self.chunks.iter().enumerate() {
+                    let f = &chunk.data.factors[k];
+                    for i in 0..chunk.n_obs() {
+                        let mu = self.family.linkinv(eta[c][i]);
+                        info[f.level(i)] += chunk.trials(i) * self.family.variance(mu);
+                    }
+                }
+                info.iter().map(|v| 1.0 / (1.0 + v * s2[k]).powi(2)).collect()
+            })
+            .collect()
+    }
+
+    /// Scales of the equations (for the line search and the convergence test).
+    fn scales(&self, w: &[Vec<f64>]) -> Vec<f64> {
+        let mut s = self.x_scale.clone();
+        for k in 0..self.k_terms() {
+            s.push(match self.statistic[k] {
+                Statistic::Pairs => {
+                    let t: f64 = w[k].iter().zip(&self.pair_stats[k]).map(|(w, t)| w * t.abs()).sum();
+                    let pairs: f64 = w[k].iter().zip(&self.counts[k]).map(|(w, n)| w * n * (n - 1.0)).sum();
+                    t.max(1e-6 * pairs).max(1e-300)
+                }
+                Statistic::WithinRow => self.within_row.abs().max(1e-300),
+            });
+        }
+        s
+    }
+
+    /// A GLM fit (all variances 0) by IRLS, for starting values.
+    fn glm_start(&self) -> Result<Vec<f64>, FitError> {
+        let p = self.p;
+        let mut b = vec![0.0; p];
+        for _ in 0..50 {
+            let eta = self.linear_predictor(&b);
+            let mut xwx = Mat::<f64>::zeros(p, p);
+            let mut xwz = vec![0.0; p];
+            for (c, chunk) in self.chunks.iter().enumerate() {
+                for i in 0..chunk.n_obs() {
+                    let e = eta[c][i];
+                    let n = chunk.trials(i);
+                    let mu = self.family.linkinv(e);
+                    let d = self.family.mu_eta(e).max(1e-12);
+                    let v = self.family.variance(mu).max(1e-12);
+                    let wt = n * d * d / v;
+                    let z = (e - chunk.offset(i)) + (chunk.data.y[i] - n * mu) / (n * d);
+                    let x: Vec<f64> = (0..p).map(|j| chunk.data.x[j].value(i, 0.0)).collect();
+                    for a in 0..p {
+                        xwz[a] += wt * x[a] * z;
+                        for bb in 0..p {
+                            xwx[(a, bb)] += wt * x[a] * x[bb];
+                        }
+                    }
+                }
+            }
+            let new = solve(&xwx, &xwz);
+            if new.iter().any(|v| !v.is_finite()) {
+                return Err(FitError::NotIdentifiable(
+                    "the fixed effects are not identifiable (the GLM without random effects does not converge: complete separation or aliased columns)".into(),
+                ));
+            }
+            let change = new.iter().zip(&b).map(|(a, c)| (a - c).abs()).fold(0.0, f64::max);
+            b = new;
+            if change < 1e-10 {
+                break;
+            }
+        }
+        Ok(b)
+    }
+
+    /// The fixed effects solving the first-moment equations at given variances (Newton's
+    /// method with a finite-difference Jacobian, from `b0`).
+    fn solve_b(&self, b0: &[f64], s2: &[f64], w: &[Vec<f64>]) -> Result<Vec<f64>, FitError> {
+        let p = self.p;
+        let first = |b: &[f64]| -> Vec<f64> {
+            let f = self.pool.install(|| self.evaluate_in(b, s2, w, false)).f;
+            (0..p).map(|j| f[j] / self.x_scale[j]).collect()
+        };
+        let norm = |f: &[f64]| f.iter().map(|v| v * v).sum::<f64>();
+        let mut b = b0.to_vec();
+        let mut f = first(&b);
+        for _ in 0..100 {
+            let mut jac = Mat::<f64>::zeros(p, p);
+            for j in 0..p {
+                let mut b1 = b.clone();
+                let h = 1e-7 * (1.0 + b[j].abs());
+                b1[j] += h;
+                let f1 = first(&b1);
+                for r in 0..p {
+                    jac[(r, j)] = (f1[r] - f[r]) / h;
+                }
+            }
+            let step = solve(&jac, &f.iter().map(|v| -v).collect::<Vec<f64>>());
+            if step.iter().any(|v| !v.is_finite()) {
+                return Err(FitError::NotIdentifiable(
+                    "the fixed effects are not identifiable (a singular Jacobian of the first-moment equations)".into(),
+                ));
+            }
+            let mut t = 1.0;
+            loop {
+                let nb: Vec<f64> = b.iter().zip(&step).map(|(b, s)| b + t * s).collect();
+                let nf = first(&nb);
+                if norm(&nf) <= norm(&f) * (1.0 - 1e-4 * t) || t < 1e-6 {
+                    b = nb;
+                    f = nf;
+                    break;
+                }
+                t *= 0.5;
+            }
+            let change = step.iter().map(|v| (v * t).abs()).fold(0.0, f64::max);
+            if change < 1e-11 || norm(&f) < 1e-30 {
+                return Ok(b);
+            }
+        }
+        Err(FitError::NotConverged("the first-moment equations did not converge in 100 iterations".into()))
+    }
+
+    /// Solves the equations of the variances with `b` profiled out (re-solved at every
+    /// value of the variances), by Newton's method on `log s2_k` with a finite-difference
+    /// Jacobian and backtracking; a component driven to zero is set to zero (a boundary
+    /// fit) and the others re-solved. Returns `(b, s2, iterations, Jacobian of the
+    /// unscaled equations in (b, s2_active), active)`.
+    fn solve(
+        &self,
+        b0: &[f64],
+        s2_start: &[f64],
+        w: &[Vec<f64>],
+        max_iterations: usize,
+        keep_going: &mut dyn FnMut() -> bool,
+    ) -> Result<(Vec<f64>, Vec<f64>, usize, Mat<f64>, Vec<bool>), FitError> {
+        let p = self.p;
+        let k_terms = self.k_terms();
+        let scales = self.scales(w);
+        let mut active = vec![true; k_terms];
+        let mut b = b0.to_vec();
+        let mut theta: Vec<f64> = s2_start.iter().map(|v| v.max(0.05).ln()).collect();
+        let mut iterations = 0;
+        'restart: loop {
+            let idx: Vec<usize> = (0..k_terms).filter(|&k| active[k]).collect();
+            let s2_of = |theta: &[f64]| -> Vec<f64> {
+                (0..k_terms).map(|k| if active[k] { theta[k].exp() } else { 0.0 }).collect()
+            };
+            // The profiled equations of the active variances.
+            let profiled = |theta: &[f64], b: &[f64]| -> Result<(Vec<f64>, Vec<f64>), FitError> {
+                let s2 = s2_of(theta);
+                let b = self.solve_b(b, &s2, w)?;
+                let f = self.evaluate(&b, &s2, w).f;
+                Ok((idx.iter().map(|&k| f[p + k] / scales[p + k]).collect(), b))
+            };
+            if idx.is_empty() {
+                b = self.solve_b(&b, &vec![0.0; k_terms], w)?;
+                let jac = self.jacobian(&b, &theta, &idx, w, &scales);
+                return Ok((b, vec![0.0; k_terms], iterations, jac, active));
+            }
+            let norm = |g: &[f64]| g.iter().map(|v| v * v).sum::<f64>();
+            let (mut g, nb) = profiled(&theta, &b)?;
+            b = nb;
+            for _ in 0..max_iterations {
+                if !keep_going() {
+                    return Err(FitError::Interrupted);
+                }
+                iterations += 1;
+                let dim = idx.len();
+                let mut jac = Mat::<f64>::zeros(dim, dim);
+                for (c, &k) in idx.iter().enumerate() {
+                    let mut t1 = theta.clone();
+                    t1[k] += 1e-5;
+                    let (g1, _) = profiled(&t1, &b)?;
+                    for r in 0..dim {
+                        jac[(r, c)] = (g1[r] - g[r]) / 1e-5;
+                    }
+                }
+                let mut step = solve(&jac, &g.iter().map(|v| -v).collect::<Vec<f64>>());
+
+                if step.iter().any(|v| !v.is_finite()) {
+                    // A flat equation: the component cannot move it, so it is at zero.
+                    step = vec![-4.0; dim];
+                }
+                step.iter_mut().for_each(|s| *s = s.clamp(-4.0, 4.0));
+                let mut t = 1.0;
+                let (mut nt, mut ng, mut nb);
+                loop {
+                    nt = theta.clone();
+                    for (c, &k) in idx.iter().enumerate() {
+                        nt[k] = (nt[k] + t * step[c]).clamp(-25.0, 6.0);
+                    }
+                    let r = profiled(&nt, &b)?;
+                    ng = r.0;
+                    nb = r.1;
+                    if norm(&ng) <= norm(&g) * (1.0 - 1e-4 * t) || t < 1e-4 {
+                        break;
+                    }
+                    t *= 0.5;
+                }
+                let change = step.iter().map(|v| (v * t).abs()).fold(0.0, f64::max);
+                if std::env::var_os("FULLRANDOM_DEBUG").is_some() {
+                    eprintln!("newton: |g| {:e} step {t} change {change:e} b {nb:?} theta {nt:?}", norm(&g));
+                }
+                theta = nt;
+                g = ng;
+                b = nb;
+                // A component heading to zero: fix it there and solve for the others.
+                if let Some(&k) = idx.iter().find(|&&k| theta[k] < -18.0) {
+                    active[k] = false;
+                    theta[k] = (0.05f64).ln();
+                    continue 'restart;
+                }
+                if change < 1e-8 || norm(&g) < 1e-28 {
+                    let jac = self.jacobian(&b, &theta, &idx, w, &scales);
+                    return Ok((b, s2_of(&theta), iterations, jac, active));
+                }
+            }
+            return Err(FitError::NotConverged(format!(
+                "the moment equations did not converge in {max_iterations} Newton iterations"
+            )));
+        }
+    }
+
+    /// The Jacobian of the unscaled equations of `b` and the active variances in
+    /// `(b, s2_active)`, by forward differences.
+    fn jacobian(&self, b: &[f64], theta: &[f64], idx: &[usize], w: &[Vec<f64>], scales: &[f64]) -> Mat<f64> {
+        let p = self.p;
+        let k_terms = self.k_terms();
+        let eq: Vec<usize> = (0..p).chain(idx.iter().map(|k| p + k)).collect();
+        let s2_of = |theta: &[f64]| -> Vec<f64> {
+            (0..k_terms).map(|k| if idx.contains(&k) { theta[k].exp() } else { 0.0 }).collect()
+        };
+        let s2 = s2_of(theta);
+        let f0 = self.evaluate(b, &s2, w).f;
+        let dim = eq.len();
+        let mut jac = Mat::<f64>::zeros(dim, dim);
+        for (col, param) in eq.iter().enumerate() {
+            let (mut b1, mut t1) = (b.to_vec(), theta.to_vec());
+            let h = if *param < p {
+                let h = 1e-6 * (1.0 + b[*param].abs());
+                b1[*param] += h;
+                h
+            } else {
+                t1[param - p] += 1e-6;
+                1e-6
+            };
+            let f1 = self.evaluate(&b1, &s2_of(&t1), w).f;
+            for (r, &e) in eq.iter().enumerate() {
+                let d = (f1[e] - f0[e]) / (h * scales[e]) * scales[e];
+                // Columns of the variances: d/d s2 = d/d log s2 / s2.
+                jac[(r, col)] = if *param < p { d } else { d / s2[param - p] };
+            }
+        }
+        jac
+    }
+}
+
+impl PairLayout {
+    fn new(chunks: &[GlmmChunk<'_>], k: usize, l: usize) -> Result<PairLayout, FitError> {
+        let mut cells: Option<CellCounts> = None;
+        for c in chunks {
+            let part = CellCounts::count(&c.data.factors[k], &c.data.factors[l]);
+            cells = Some(match cells {
+                None => part,
+                Some(total) => total.merge(&part)?,
+            });
+        }
+        let cells = cells.expect("at least one chunk");
+        let position = |g: usize, h: u32| -> u32 {
+            let range = cells.row_starts[g]..cells.row_starts[g + 1];
+            let at = cells.cols[range.clone()].binary_search(&h).expect("every row's cell is counted");
+            (range.start + at) as u32
+        };
+        let cell_of_row: Vec<Vec<u32>> = chunks
+            .par_iter()
+            .map(|c| {
+                let (fk, fl) = (&c.data.factors[k], &c.data.factors[l]);
+                (0..c.n_obs()).map(|i| position(fk.level(i), fl.level(i) as u32)).collect()
+            })
+            .collect();
+        // Cells of two rows or more, numbered in storage order.
+        let mut multi_id = vec![u32::MAX; cells.cols.len()];
+        let (mut multi_k, mut multi_l) = (Vec::new(), Vec::new());
+        for g in 0..cells.row_starts.len() - 1 {
+            for j in cells.row_starts[g]..cells.row_starts[g + 1] {
+                if cells.counts[j] >= 2 {
+                    multi_id[j] = multi_k.len() as u32;
+                    multi_k.push(g as u32);
+                    multi_l.push(cells.cols[j]);
+                }
+            }
+        }
+        let multi_rows = cell_of_row
+            .iter()
+            .map(|rows| {
+                Grouped::of(multi_k.len(), rows.len(), |i| {
+                    let id = multi_id[rows[i] as usize];
+                    (id != u32::MAX).then_some(id as usize)
+                })
+            })
+            .collect();
+        // The transpose (l x k), remembering where each entry came from.
+        let n_rows = cells.row_starts.len() - 1;
+        let mut starts = vec![0usize; cells.n_cols + 1];
+        for &m in &cells.cols {
+            starts[m as usize + 1] += 1;
+        }
+        for m in 0..cells.n_cols {
+            starts[m + 1] += starts[m];
+        }
+        let mut next = starts.clone();
+        let total = cells.cols.len();
+        let (mut t_cols, mut t_counts, mut from) = (vec![0u32; total], vec![0u32; total], vec![0u32; total]);
+        for g in 0..n_rows {
+            for j in cells.row_starts[g]..cells.row_starts[g + 1] {
+                let m = cells.cols[j] as usize;
+                let at = next[m];
+                next[m] += 1;
+                t_cols[at] = g as u32;
+                t_counts[at] = cells.counts[j];
+                from[at] = j as u32;
+            }
+        }
+        let transposed = CellCounts { row_starts: starts, cols: t_cols, counts: t_counts, n_cols: n_rows };
+        Ok(PairLayout { k, l, cells, transposed, transposed_from: from, cell_of_row, multi_k, multi_l, multi_rows })
+    }
+}
+
+/// Fits the GLMM to the rows of `chunks` (which share their levels); the result does not
+/// depend on how the rows are split into chunks beyond rounding.
+pub fn fit_glmm(
+    chunks: &[GlmmChunk<'_>],
+    family: GlmFamily,
+    options: &GlmmOptions,
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<GlmmFit, FitError> {
+    let layout = pool.install(|| Layout::new(chunks, family, pool))?;
+    let k_terms = layout.k_terms();
+    let (n_y, sum_y, sum_n) = chunks.iter().fold((0usize, 0.0, 0.0), |acc, c| {
+        (acc.0 + c.n_obs(), acc.1 + c.data.y.iter().sum::<f64>(), acc.2 + (0..c.n_obs()).map(|i| c.trials(i)).sum::<f64>())
+    });
+    if n_y == 0 || sum_y == 0.0 || (family.distribution == Distribution::Binomial && sum_y == sum_n) {
+        return Err(FitError::NotIdentifiable(
+            "the response is all 0 (or, for binomial data, all successes): it carries no information about the model".into(),
+        ));
+    }
+    let start = layout.glm_start()?;
+    let w1 = layout.simple_weights();
+    let (b1, s1, it1, jac1, active1) =
+        layout.solve(&start, &vec![0.5; k_terms], &w1, options.max_iterations, keep_going)?;
+    let mut second_step = false;
+    let (b, s2, iterations, jac, active, w) = match options.weights {
+        LevelWeights::Information => {
+            let w2 = layout.information_weights(&b1, &s1);
+            let s_start: Vec<f64> = s1.iter().map(|v| v.max(0.05)).collect();
+            match layout.solve(&b1, &s_start, &w2, options.max_iterations, keep_going) {
+                Ok((b, s2, it2, jac, active)) => {
+                    second_step = true;
+                    (b, s2, it1 + it2, jac, active, w2)
+                }
+                // The weighted equations without a solution that Newton's method finds:
+                // the first-step estimates stand (reported in `second_step`).
+                Err(FitError::NotConverged(_)) => (b1.clone(), s1.clone(), it1, jac1, active1, w1),
+                Err(e) => return Err(e),
+            }
+        }
+        LevelWeights::Simple => (b1.clone(), s1.clone(), it1, jac1, active1, w1),
+    };
+    let (vcov, vcov_variances) = pool.install(|| sandwich(&layout, &b, &s2, &w, &jac, &active))?;
+    let (ranef, pirls_iterations) = if options.modes {
+        conditional_modes(&layout, &b, &s2, keep_going)?
+    } else {
+        (vec![Vec::new(); k_terms], 0)
+    };
+    Ok(GlmmFit {
+        coef: b,
+        variances: s2,
+        at_boundary: active.iter().map(|a| !a).collect(),
+        vcov,
+        vcov_variances,
+        ranef,
+        first_coef: b1,
+        first_variances: s1,
+        statistic: layout.statistic.clone(),
+        second_step,
+        iterations,
+        pirls_iterations,
+    })
+}
+
+/// `J^-1 V J^-T` over `(b, s2_active)`, `V = sum_k V_k - (K - 1) V_rows` from the
+/// estimating functions summed by level of every term (the pair statistic of term `k`
+/// counted in the clusters of `k`).
+fn sandwich(
+    layout: &Layout<'_, '_>,
+    b: &[f64],
+    s2: &[f64],
+    w: &[Vec<f64>],
+    jac: &Mat<f64>,
+    active: &[bool],
+) -> Result<(Mat<f64>, Mat<f64>), FitError> {
+    let p = layout.p;
+    let k_terms = layout.k_terms();
+    let idx: Vec<usize> = (0..k_terms).filter(|&k| active[k]).collect();
+    let dim = p + idx.len();
+    let eval = layout.evaluate(b, s2, w);
+    let eta = layout.linear_predictor(b);
+    let s2_total: f64 = s2.iter().sum();
+    let total = Marginal::new(&layout.family, s2_total, &layout.table);
+    // The slot of the within-row statistic, if any (a row-level estimating function).
+    let within = idx.iter().position(|&k| layout.statistic[k] == Statistic::WithinRow).map(|c| p + c);
+    let within_terms = within.map(|_| layout.within_row_terms(&eta, s2_total));
+    let row_psi = |c: usize, i: usize, out: &mut [f64]| {
+        let chunk = &layout.chunks[c];
+        let r = chunk.data.y[i] - chunk.trials(i) * total.mean(eta[c][i]);
+        for j in 0..p {
+            out[j] = chunk.data.x[j].value(i, 0.0) * r;
+        }
+        if let (Some(slot), Some(terms)) = (within, &within_terms) {
+            let y = chunk.data.y[i];
+            out[slot] = y * (y - 1.0) - terms[c][i];
+        }
+    };
+    let outer_add = |v: &mut Mat<f64>, psi: &[f64], factor: f64| {
+        for a in 0..dim {
+            for c in 0..dim {
+                v[(a, c)] += factor * psi[a] * psi[c];
+            }
+        }
+    };
+    let mut rows = Mat::<f64>::zeros(dim, dim);
+    let mut psi = vec![0.0; dim];
+    for (c, chunk) in layout.chunks.iter().enumerate() {
+        for i in 0..chunk.n_obs() {
+            psi.iter_mut().for_each(|v| *v = 0.0);
+            row_psi(c, i, &mut psi);
+            outer_add(&mut rows, &psi, 1.0);
+        }
+    }
+    let mut clustered = Mat::<f64>::zeros(dim, dim);
+    for k in 0..k_terms {
+        let mut sums = vec![0.0; layout.n_levels[k] * dim];
+        for (c, chunk) in layout.chunks.iter().enumerate() {
+            let f = &chunk.data.factors[k];
+            for i in 0..chunk.n_obs() {
+                psi.iter_mut().for_each(|v| *v = 0.0);
+                row_psi(c, i, &mut psi);
+                let g = f.level(i);
+                sums[g * dim..(g + 1) * dim].iter_mut().zip(&psi).for_each(|(s, v)| *s += v);
+            }
+        }
+        if let Some(slot) = idx.iter().position(|&a| a == k) {
+            if layout.statistic[k] == Statistic::Pairs {
+                for g in 0..layout.n_levels[k] {
+                    sums[g * dim + p + slot] += w[k][g] * (layout.pair_stats[k][g] - eval.expected[k][g]);
+                }
+            }
+        }
+        for g in 0..layout.n_levels[k] {
+            outer_add(&mut clustered, &sums[g * dim..(g + 1) * dim], 1.0);
+        }
+    }
+    let mut meat = clustered.clone();
+    meat -= &rows * (k_terms as f64 - 1.0);
+    if (0..dim).any(|a| !(meat[(a, a)] > 0.0)) {
+        meat = clustered;
+    }
+    // J^-1 V J^-T, column by column.
+    let mut jinv = Mat::<f64>::zeros(dim, dim);
+    for c in 0..dim {
+        let e: Vec<f64> = (0..dim).map(|r| if r == c { 1.0 } else { 0.0 }).collect();
+        let col = solve(jac, &e);
+        for r in 0..dim {
+            jinv[(r, c)] = col[r];
+        }
+    }
+    let cov = &jinv * &meat * jinv.transpose();
+    let vcov = Mat::from_fn(p, p, |a, c| cov[(a, c)]);
+    let mut vcov_variances = Mat::<f64>::zeros(k_terms, k_terms);
+    for (a, &ka) in idx.iter().enumerate() {
+        for (c, &kc) in idx.iter().enumerate() {
+            vcov_variances[(ka, kc)] = cov[(p + a, p + c)];
+        }
+    }
+    Ok((vcov, vcov_variances))
+}
+
+/// Conditional modes of the random effects at `(b, s2)` by penalized IRLS (Fisher
+/// scoring on `sum_i loglik_i - sum_k |u_k|^2 / (2 s2_k)`), each step's system
+/// `Z'WZ + diag(1 / s2_k)` solved by conjugate gradients.
+fn conditional_modes(
+    layout: &Layout<'_, '_>,
+    b: &[f64],
+    s2: &[f64],
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<(Vec<Vec<f64>>, usize), FitError> {
+    let k_terms = layout.k_terms();
+    let family = &layout.family;
+    let active: Vec<usize> = (0..k_terms).filter(|&k| s2[k] > 0.0).collect();
+    let mut u: Vec<Vec<f64>> = layout.n_levels.iter().map(|&n| vec![0.0; n]).collect();
+    if active.is_empty() {
+        return Ok((u, 0));
+    }
+    let pool = layout.pool;
+    let eta0 = pool.install(|| layout.linear_predictor(b));
+    let eta_of = |u: &[Vec<f64>], c: usize, i: usize| -> f64 {
+        let chunk = &layout.chunks[c];
+        eta0[c][i] + active.iter().map(|&k| u[k][chunk.data.factors[k].level(i)]).sum::<f64>()
+    };
+    let objective = |u: &[Vec<f64>]| -> f64 {
+        let mut v = 0.0;
+        for (c, chunk) in layout.chunks.iter().enumerate() {
+            v += pool.install(|| {
+                (0..chunk.n_obs())
+                    .into_par_iter()
+                    .map(|i| family.loglik(chunk.data.y[i], chunk.trials(i), eta_of(u, c, i)))
+                    .sum::<f64>()
+            });
+        }
+        v - active.iter().map(|&k| u[k].iter().map(|x| x * x).sum::<f64>() / (2.0 * s2[k])).sum::<f64>()
+    };
+    let position: Vec<usize> = {
+        let mut pos = vec![usize::MAX; k_terms];
+        for (a, &k) in active.iter().enumerate() {
+            pos[k] = a;
+        }
+        pos
+    };
+    let mut current = objective(&u);
+    for iteration in 1..=100 {
+        let mut diag: Vec<Vec<f64>> = active.iter().map(|&k| u[k].iter().map(|_| 1.0 / s2[k]).collect()).collect();
+        let mut rhs: Vec<Vec<f64>> = active.iter().map(|&k| u[k].iter().map(|x| -x / s2[k]).collect()).collect();
+        let mut cell_w: Vec<Vec<f64>> = layout.pairs.iter().map(|pl| vec![0.0; pl.cells.cols.len()]).collect();
+        for (c, chunk) in layout.chunks.iter().enumerate() {
+            for i in 0..chunk.n_obs() {
+                let e = eta_of(&u, c, i);
+                let n = chunk.trials(i);
+                let mu = family.linkinv(e);
+                let d = family.mu_eta(e);
+                let v = family.variance(mu).max(1e-300);
+                let score = (chunk.data.y[i] - n * mu) * d / v;
+                let wt = n * d * d / v;
+                for (a, &k) in active.iter().enumerate() {
+                    let g = chunk.data.factors[k].level(i);
+                    diag[a][g] += wt;
+                    rhs[a][g] += score;
+                }
+                for (pl, cw) in layout.pairs.iter().zip(cell_w.iter_mut()) {
+                    if s2[pl.k] > 0.0 && s2[pl.l] > 0.0 {
+                        cw[pl.cell_of_row[c][i] as usize] += wt;
+                    }
+                }
+            }
+        }
+        let mut cells = Vec::new();
+        for (pl, cw) in layout.pairs.iter().zip(cell_w) {
+            if s2[pl.k] > 0.0 && s2[pl.l] > 0.0 {
+                let tw: Vec<f64> = pl.transposed_from.iter().map(|&j| cw[j as usize]).collect();
+                cells.push((position[pl.k], position[pl.l], pl.cells.clone(), cw));
+                cells.push((position[pl.l], position[pl.k], pl.transposed.clone(), tw));
+            }
+        }
+        let matrix = RandomEffectsMatrix::weighted(active.iter().map(|&k| k).zip(diag).collect(), cells);
+        let rhs_flat: Vec<f64> = rhs.concat();
+        let step = matrix.solve(&rhs_flat, 1, 1e-10, pool, keep_going)?.x;
+        let mut t = 1.0;
+        loop {
+            let mut trial = u.clone();
+            let mut at = 0;
+            for &k in &active {
+                for x in trial[k].iter_mut() {
+                    *x += t * step[at];
+                    at += 1;
+                }
+            }
+            let value = objective(&trial);
+            if value >= current - 1e-12 * current.abs() || t < 1e-4 {
+                u = trial;
+                current = value;
+                break;
+            }
+            t *= 0.5;
+        }
+        let change = step.iter().map(|v| (v * t).abs()).fold(0.0, f64::max);
+        if change < 1e-9 {
+            return Ok((u, iteration));
+        }
+    }
+    Err(FitError::NotConverged("the conditional modes did not converge in 100 penalized IRLS iterations".into()))
+}
+
+/// The statistics of every term (`T_k` with the simple level weights, or `D`) and their
+/// expectations at `(b, s2)`: for tests of the expectations and for diagnostics.
+pub fn moment_statistics(
+    chunks: &[GlmmChunk<'_>],
+    family: GlmFamily,
+    b: &[f64],
+    s2: &[f64],
+    pool: &rayon::ThreadPool,
+) -> Result<(Vec<f64>, Vec<f64>), FitError> {
+    let layout = pool.install(|| Layout::new(chunks, family, pool))?;
+    let w = layout.simple_weights();
+    let at = layout.evaluate(b, s2, &w);
+    let p = layout.p;
+    let mut t = Vec::new();
+    let mut e = Vec::new();
+    for k in 0..layout.k_terms() {
+        let stat = match layout.statistic[k] {
+            Statistic::Pairs => w[k].iter().zip(&layout.pair_stats[k]).map(|(w, t)| w * t).sum(),
+            Statistic::WithinRow => layout.within_row,
+        };
+        t.push(stat);
+        e.push(stat - at.f[p + k]);
+    }
+    Ok((t, e))
+}

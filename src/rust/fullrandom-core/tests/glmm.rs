@@ -1,0 +1,315 @@
+//! GLMMs by moments: the quadrature expectations against Monte Carlo over the random
+//! effects, the Poisson closed forms, merge invariance over chunks, the weighted solver
+//! against a dense solve, and recovery of known parameters.
+
+use fullrandom_core::family::{gauss_hermite, Family, GlmFamily};
+use fullrandom_core::glmm::{fit_glmm, marginal_mean, moment_statistics, GlmmChunk, GlmmOptions};
+use fullrandom_core::{thread_pool, FactorCodes, FixedColumn, ModelData};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Binomial, Distribution, Normal, Poisson};
+
+/// Owned rows of a GLMM.
+struct Rows {
+    y: Vec<f64>,
+    trials: Vec<f64>,
+    offset: Vec<f64>,
+    x: Vec<f64>,
+    codes: Vec<Vec<i32>>,
+    n_levels: Vec<usize>,
+}
+
+impl Rows {
+    fn n(&self) -> usize {
+        self.y.len()
+    }
+
+    /// The rows in `range` as a chunk (intercept and one covariate).
+    fn chunk(&self, range: std::ops::Range<usize>) -> GlmmChunk<'_> {
+        let factors = self
+            .codes
+            .iter()
+            .zip(&self.n_levels)
+            .enumerate()
+            .map(|(k, (c, &n))| FactorCodes { name: format!("g{k}"), codes: &c[range.clone()], offset: 0, n_levels: n })
+            .collect();
+        GlmmChunk {
+            data: ModelData {
+                y: &self.y[range.clone()],
+                x: vec![FixedColumn::Ones, FixedColumn::Values(&self.x[range.clone()])],
+                x_names: vec!["(Intercept)".into(), "x".into()],
+                intercept: Some(0),
+                factors,
+            },
+            trials: Some(&self.trials[range.clone()]),
+            offset: Some(&self.offset[range]),
+        }
+    }
+
+    fn chunks(&self, pieces: usize) -> Vec<GlmmChunk<'_>> {
+        let n = self.n();
+        (0..pieces).map(|c| self.chunk(c * n / pieces..(c + 1) * n / pieces)).collect()
+    }
+}
+
+/// A design of `levels` x `levels2` levels (one term if `levels2 == 0`) with `n` rows,
+/// some cells repeated; responses simulated at `(b, s2)`.
+fn simulate(family: GlmFamily, n: usize, levels: &[usize], b: &[f64], s2: &[f64], trials: u64, seed: u64) -> Rows {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let std = Normal::new(0.0, 1.0).unwrap();
+    let u: Vec<Vec<f64>> = levels.iter().zip(s2).map(|(&m, v)| (0..m).map(|_| v.sqrt() * std.sample(&mut rng)).collect()).collect();
+    let mut rows = Rows { y: vec![], trials: vec![], offset: vec![], x: vec![], codes: vec![vec![]; levels.len()], n_levels: levels.to_vec() };
+    for i in 0..n {
+        let x: f64 = std.sample(&mut rng);
+        let off = if family.is_poisson_log() { 0.3 * ((i % 3) as f64) } else { 0.0 };
+        let mut eta = b[0] + b[1] * x + off;
+        for (k, &m) in levels.iter().enumerate() {
+            let g = if k == 0 { i % m } else { rng.random_range(0..m) };
+            rows.codes[k].push(g as i32);
+            eta += u[k][g];
+        }
+        let mu = family.linkinv(eta);
+        let y = if family.is_poisson_log() {
+            Poisson::new(mu.max(1e-12)).unwrap().sample(&mut rng)
+        } else {
+            Binomial::new(trials, mu).unwrap().sample(&mut rng) as f64
+        };
+        rows.y.push(y);
+        rows.trials.push(if family.is_poisson_log() { 1.0 } else { trials as f64 });
+        rows.offset.push(off);
+        rows.x.push(x);
+    }
+    rows
+}
+
+fn binomial() -> GlmFamily {
+    GlmFamily::from_names("binomial", "logit").unwrap()
+}
+fn poisson() -> GlmFamily {
+    GlmFamily::from_names("poisson", "log").unwrap()
+}
+
+#[test]
+fn gauss_hermite_integrates_normal_moments() {
+    let (x, w) = gauss_hermite(40);
+    let moment = |p: i32| x.iter().zip(&w).map(|(x, w)| w * x.powi(p)).sum::<f64>();
+    assert!((moment(0) - 1.0).abs() < 1e-13);
+    assert!((moment(2) - 1.0).abs() < 1e-12);
+    assert!((moment(4) - 3.0).abs() < 1e-11);
+    assert!((moment(6) - 15.0).abs() < 1e-10);
+}
+
+#[test]
+fn marginal_means_match_integration_and_monte_carlo() {
+    let fam = binomial();
+    let etas = [-4.0, -1.3, 0.0, 0.7, 2.5, 12.0, 31.0];
+    for &s2 in &[0.25, 1.0, 4.0] {
+        let m = marginal_mean(&fam, s2, &etas);
+        for (&e, &mv) in etas.iter().zip(&m) {
+            // Trapezoid rule on a fine grid over +-12 sd (exponentially accurate).
+            let s = f64::sqrt(s2);
+            let h = 1e-3;
+            let mut v = 0.0;
+            let mut z = -12.0;
+            while z <= 12.0 {
+                v += h * fullrandom_core::family::dnorm(z) * fam.linkinv(e + s * z);
+                z += h;
+            }
+            assert!((mv - v).abs() <= 1e-8 * v.max(1e-300) + 1e-14, "eta {e} s2 {s2}: {mv} vs {v}");
+        }
+        // 10^6 draws: within 4 Monte Carlo standard errors (and 1e-3 relative).
+        let mut rng = StdRng::seed_from_u64(7);
+        let normal = Normal::new(0.0, s2.sqrt()).unwrap();
+        let draws = 1_000_000;
+        for (&e, &mv) in etas.iter().zip(&m).take(5) {
+            let (mut s, mut ss) = (0.0, 0.0);
+            for _ in 0..draws {
+                let v = fam.linkinv(e + normal.sample(&mut rng));
+                s += v;
+                ss += v * v;
+            }
+            let mean = s / draws as f64;
+            let se = ((ss / draws as f64 - mean * mean) / draws as f64).sqrt();
+            assert!((mean - mv).abs() < 4.0 * se, "eta {e} s2 {s2}: {mv} vs MC {mean} (se {se})");
+        }
+    }
+}
+
+#[test]
+fn probit_marginal_mean_is_closed_form() {
+    // E Phi(e + z) = Phi(e / sqrt(1 + s2)), and Phi itself at 0 and in the tails.
+    let fam = GlmFamily::from_names("binomial", "probit").unwrap();
+    assert_eq!(fam.linkinv(0.0), 0.5);
+    assert!((fam.linkinv(-8.0) / 6.220960574271785e-16 - 1.0).abs() < 1e-12);
+    let etas = [-2.0, 0.0, 0.3, 1.7];
+    let m = marginal_mean(&fam, 0.8, &etas);
+    for (e, v) in etas.iter().zip(m) {
+        let want = fam.linkinv(e / 1.8f64.sqrt());
+        assert!((v - want).abs() < 1e-9, "{v} vs {want}");
+    }
+}
+
+#[test]
+fn poisson_marginal_mean_is_closed_form() {
+    let etas = [-3.0, 0.0, 0.4, 2.0];
+    for &s2 in &[0.0, 0.5, 2.0] {
+        let m = marginal_mean(&poisson(), s2, &etas);
+        for (e, v) in etas.iter().zip(m) {
+            assert_eq!(v, (e + 0.5 * s2).exp());
+        }
+    }
+}
+
+/// `E[T_k]` by Monte Carlo over the random effects, with the exact conditional
+/// cross-products `n_s n_t h_s h_t` of pairs of rows and `n (n - 1) h^2` of pairs of
+/// trials within a row (the simple weights `1 / max(n_g - 1, 1)`).
+fn monte_carlo_expectations(rows: &Rows, fam: &GlmFamily, b: &[f64], s2: &[f64], draws: usize) -> (Vec<f64>, Vec<f64>) {
+    let k_terms = rows.n_levels.len();
+    let mut counts: Vec<Vec<f64>> = rows.n_levels.iter().map(|&m| vec![0.0; m]).collect();
+    for k in 0..k_terms {
+        for &g in &rows.codes[k] {
+            counts[k][g as usize] += 1.0;
+        }
+    }
+    let mut rng = StdRng::seed_from_u64(99);
+    let std = Normal::new(0.0, 1.0).unwrap();
+    let mut sum = vec![0.0; k_terms];
+    let mut sum2 = vec![0.0; k_terms];
+    for _ in 0..draws {
+        let u: Vec<Vec<f64>> = rows.n_levels.iter().zip(s2).map(|(&m, v)| (0..m).map(|_| v.sqrt() * std.sample(&mut rng)).collect()).collect();
+        let mu: Vec<f64> = (0..rows.n())
+            .map(|i| {
+                let eta = b[0] + b[1] * rows.x[i] + rows.offset[i] + (0..k_terms).map(|k| u[k][rows.codes[k][i] as usize]).sum::<f64>();
+                rows.trials[i] * fam.linkinv(eta)
+            })
+            .collect();
+        for k in 0..k_terms {
+            let mut a = vec![0.0; rows.n_levels[k]];
+            let mut q = vec![0.0; rows.n_levels[k]];
+            for i in 0..rows.n() {
+                let g = rows.codes[k][i] as usize;
+                a[g] += mu[i];
+                // Pairs of distinct rows, then pairs of trials within a row: E[y (y - 1) | u]
+                // is n (n - 1) h^2 (binomial) or mu^2 (Poisson).
+                let within = if fam.is_poisson_log() { 1.0 } else { (rows.trials[i] - 1.0) / rows.trials[i] };
+                q[g] += mu[i] * mu[i] * (1.0 - within);
+            }
+            let t: f64 = (0..rows.n_levels[k]).map(|g| (a[g] * a[g] - q[g]) / (counts[k][g] - 1.0).max(1.0)).sum();
+            sum[k] += t;
+            sum2[k] += t * t;
+        }
+    }
+    let d = draws as f64;
+    let mean: Vec<f64> = sum.iter().map(|s| s / d).collect();
+    let se = sum2.iter().zip(&mean).map(|(s2, m)| ((s2 / d - m * m) / d).sqrt()).collect();
+    (mean, se)
+}
+
+/// A small crossed design in which some pairs of rows share both levels (cells of 2-3 rows).
+fn small_crossed(fam: GlmFamily, trials: u64) -> Rows {
+    let mut rows = simulate(fam, 24, &[5, 4], &[-0.3, 0.5], &[0.8, 0.5], trials, 3);
+    // Repeat some cells: rows 0-2 share (0, 1), rows 5 and 10 share (0, 3).
+    for i in 0..3 {
+        rows.codes[0][i] = 0;
+        rows.codes[1][i] = 1;
+    }
+    rows.codes[0][5] = 0;
+    rows.codes[1][5] = 3;
+    rows.codes[0][10] = 0;
+    rows.codes[1][10] = 3;
+    rows
+}
+
+#[test]
+fn pair_expectations_match_monte_carlo_over_the_random_effects() {
+    let pool = thread_pool(2).unwrap();
+    for (fam, trials) in [(binomial(), 3u64), (poisson(), 1)] {
+        let rows = small_crossed(fam, trials);
+        let (b, s2) = ([-0.3, 0.5], [0.8, 0.5]);
+        let (_, expected) = moment_statistics(&rows.chunks(1), fam, &b, &s2, &pool).unwrap();
+        let (mc, se) = monte_carlo_expectations(&rows, &fam, &b, &s2, 1_000_000);
+        for k in 0..2 {
+            let rel = (expected[k] - mc[k]).abs() / mc[k];
+            assert!(
+                (expected[k] - mc[k]).abs() < 4.0 * se[k] && rel < 2e-3,
+                "{:?} term {k}: quadrature {} vs Monte Carlo {} (se {}, relative {rel:e})",
+                fam.distribution,
+                expected[k],
+                mc[k],
+                se[k]
+            );
+        }
+    }
+}
+
+#[test]
+fn poisson_pair_expectation_is_closed_form() {
+    // One term: E[S^2 - Q] = exp(s2) ((sum mu)^2 - sum mu^2), mu = exp(eta + s2 / 2),
+    // and E[sum y (y - 1)] = exp(s2) sum mu^2.
+    let pool = thread_pool(1).unwrap();
+    let rows = simulate(poisson(), 30, &[4], &[0.2, 0.3], &[0.6], 1, 5);
+    let (b, s2) = ([0.2, 0.3], [0.6]);
+    let (_, e) = moment_statistics(&rows.chunks(1), poisson(), &b, &s2, &pool).unwrap();
+    let mut want = 0.0;
+    for g in 0..4 {
+        let mu: Vec<f64> = (0..rows.n())
+            .filter(|&i| rows.codes[0][i] == g)
+            .map(|i| (b[0] + b[1] * rows.x[i] + rows.offset[i] + 0.3).exp())
+            .collect();
+        let a: f64 = mu.iter().sum();
+        let q: f64 = mu.iter().map(|m| m * m).sum();
+        // Pairs of rows, then y (y - 1) within rows: E = mu^2 exp(s2).
+        want += s2[0].exp() * (a * a - q + q) / (mu.len() as f64 - 1.0);
+    }
+    assert!((e[0] - want).abs() <= 1e-12 * want, "{} vs {want}", e[0]);
+}
+
+#[test]
+fn fits_are_invariant_to_chunks() {
+    let pool = thread_pool(2).unwrap();
+    for fam in [binomial(), poisson()] {
+        let rows = simulate(fam, 3000, &[60, 40], &[-0.5, 0.5], &[0.5, 0.3], 4, 11);
+        let fits: Vec<_> = [1, 2, 7]
+            .iter()
+            .map(|&c| fit_glmm(&rows.chunks(c), fam, &GlmmOptions::default(), &pool, &mut || true).unwrap())
+            .collect();
+        for f in &fits[1..] {
+            for (a, b) in f.coef.iter().zip(&fits[0].coef).chain(f.variances.iter().zip(&fits[0].variances)) {
+                assert!((a - b).abs() < 1e-10, "{a} vs {b}");
+            }
+            for (u, v) in f.ranef.iter().zip(&fits[0].ranef) {
+                for (a, b) in u.iter().zip(v) {
+                    assert!((a - b).abs() < 1e-8, "mode {a} vs {b}");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn estimates_recover_the_truth() {
+    let pool = thread_pool(2).unwrap();
+    let cases = [(binomial(), 1u64, [1.0, 0.5]), (binomial(), 10, [0.5, 0.25]), (poisson(), 1, [0.5, 0.25])];
+    for (fam, trials, s2) in cases {
+        let rows = simulate(fam, 40_000, &[400, 300], &[-0.5, 0.5], &s2, trials, 17);
+        let fit = fit_glmm(&rows.chunks(1), fam, &GlmmOptions::default(), &pool, &mut || true).unwrap();
+        assert!((fit.coef[1] - 0.5).abs() < 0.05, "{:?}: slope {}", fam.distribution, fit.coef[1]);
+        assert!((fit.coef[0] + 0.5).abs() < 0.2, "{:?}: intercept {}", fam.distribution, fit.coef[0]);
+        for k in 0..2 {
+            assert!((fit.variances[k].sqrt() / s2[k].sqrt() - 1.0).abs() < 0.15, "{:?} trials {trials}: sd {k} {}", fam.distribution, fit.variances[k].sqrt());
+        }
+        assert!(fit.vcov[(1, 1)] > 0.0 && fit.vcov[(1, 1)].sqrt() < 0.05);
+    }
+}
+
+#[test]
+fn bad_input_is_refused() {
+    let pool = thread_pool(1).unwrap();
+    let mut rows = simulate(binomial(), 50, &[5], &[0.0, 0.0], &[0.5], 3, 1);
+    rows.y[3] = 4.0; // more successes than trials
+    assert!(fit_glmm(&rows.chunks(1), binomial(), &GlmmOptions::default(), &pool, &mut || true).is_err());
+    rows.y.iter_mut().for_each(|y| *y = 0.0);
+    let err = fit_glmm(&rows.chunks(1), binomial(), &GlmmOptions::default(), &pool, &mut || true).unwrap_err();
+    assert!(err.to_string().contains("all 0"), "{err}");
+    assert!(GlmFamily::from_names("Gamma", "inverse").is_err());
+}

@@ -1,0 +1,161 @@
+# Generalized linear mixed models: families, response forms, errors, methods, and
+# agreement with glmer on cbpp.
+
+sim_binomial <- function(n_id = 150, per = 8, trials = 10, sd = 0.8, seed = 1) {
+  set.seed(seed)
+  d <- data.frame(id = factor(rep(seq_len(n_id), each = per)), x = rnorm(n_id * per))
+  u <- rnorm(n_id, 0, sd)
+  p <- plogis(-0.5 + 0.5 * d$x + u[d$id])
+  d$n <- trials
+  d$s <- rbinom(nrow(d), trials, p)
+  d$f <- d$n - d$s
+  d$prop <- d$s / d$n
+  d$b <- rbinom(nrow(d), 1, p)
+  d
+}
+
+sim_poisson <- function(n_id = 150, per = 8, sd = 0.5, seed = 2) {
+  set.seed(seed)
+  d <- data.frame(id = factor(rep(seq_len(n_id), each = per)), x = rnorm(n_id * per),
+                  t = runif(n_id * per, 0.5, 2))
+  u <- rnorm(n_id, 0, sd)
+  d$y <- rpois(nrow(d), d$t * exp(0.3 + 0.4 * d$x + u[d$id]))
+  d
+}
+
+test_that("the binomial response forms give the same fit", {
+  d <- sim_binomial()
+  a <- fr_fit(cbind(s, f) ~ x + (1 | id), d, family = binomial)
+  b <- fr_fit(prop ~ x + (1 | id), d, family = binomial, weights = n)
+  c <- fr_fit(cbind(s, n - s) ~ x + (1 | id), d, family = "binomial")
+  e <- fr_fit(cbind(s, f) ~ x + (1 | id), d, family = binomial())
+  expect_equal(fixef(a), fixef(b), tolerance = 1e-10)
+  expect_equal(fixef(a), fixef(c), tolerance = 1e-10)
+  expect_equal(fixef(a), fixef(e), tolerance = 1e-10)
+  expect_equal(a$theta, b$theta, tolerance = 1e-10)
+  expect_s3_class(a, "fr_glmm")
+  expect_equal(unname(fixef(a)), c(-0.5, 0.5), tolerance = 0.15)
+  expect_equal(sqrt(unname(a$theta)), 0.8, tolerance = 0.15)
+})
+
+test_that("0/1, logical and factor responses fit Bernoulli data", {
+  d <- sim_binomial(n_id = 300, per = 10)
+  a <- fr_fit(b ~ x + (1 | id), d, family = binomial)
+  d$lb <- d$b == 1
+  d$fb <- factor(ifelse(d$b == 1, "yes", "no"))
+  expect_equal(fixef(fr_fit(lb ~ x + (1 | id), d, family = binomial)), fixef(a))
+  expect_equal(fixef(fr_fit(fb ~ x + (1 | id), d, family = binomial)), fixef(a))
+  expect_equal(unname(fixef(a)[2]), 0.5, tolerance = 0.2)
+  expect_equal(sqrt(unname(a$theta)), 0.8, tolerance = 0.3)
+})
+
+test_that("probit is fitted", {
+  d <- sim_binomial()
+  fit <- fr_fit(cbind(s, f) ~ x + (1 | id), d, family = binomial(link = "probit"))
+  expect_identical(fit$family$link, "probit")
+  expect_true(all(is.finite(fixef(fit))))
+})
+
+test_that("Poisson takes offsets in the formula or as an argument", {
+  d <- sim_poisson()
+  a <- fr_fit(y ~ x + offset(log(t)) + (1 | id), d, family = poisson)
+  b <- fr_fit(y ~ x + (1 | id), d, family = poisson(link = "log"), offset = log(t))
+  expect_equal(fixef(a), fixef(b), tolerance = 1e-10)
+  expect_lt(max(abs(fixef(a) - c(0.3, 0.4))), 0.2)
+  expect_equal(sqrt(unname(a$theta)), 0.5, tolerance = 0.2)
+  # Predictions carry the offset.
+  expect_equal(unname(predict(a, type = "response")), unname(fitted(a)))
+  expect_equal(unname(predict(a, newdata = d[1:5, ], type = "link")), unname(predict(a)[1:5]),
+               tolerance = 1e-10)
+})
+
+test_that("bad input is an error that says what is wrong", {
+  d <- sim_binomial(n_id = 20, per = 4)
+  d$bad <- d$prop * 2
+  expect_error(fr_fit(bad ~ x + (1 | id), d, family = binomial, weights = n), "outside \\[0, 1\\]")
+  d$z <- 0
+  expect_error(fr_fit(cbind(z, n) ~ x + (1 | id), d, family = binomial), "all 0")
+  d$n0 <- d$n
+  d$n0[3] <- 0
+  expect_error(fr_fit(s / n0 ~ x + (1 | id), d[-3, ][c(1, 1:20), ], family = binomial, weights = n0),
+               NA)
+  expect_error(fr_fit(I(s / n) ~ x + (1 | id), d, family = binomial, weights = n0), "0 trials")
+  expect_warning(try(fr_fit(prop ~ x + (1 | id), d, family = binomial, weights = rep(3.5, nrow(d))),
+                     silent = TRUE), "non-integer")
+  p <- sim_poisson(n_id = 20, per = 4)
+  p$neg <- p$y
+  p$neg[1] <- -1
+  expect_error(fr_fit(neg ~ x + (1 | id), p, family = poisson), "negative")
+  p$half <- p$y + 0.5
+  expect_error(fr_fit(half ~ x + (1 | id), p, family = poisson), "non-integer")
+  expect_error(fr_fit(y ~ x + (1 | id), p, family = Gamma), "not supported")
+  expect_error(fr_fit(y ~ x + (1 | id), p, family = poisson(link = "identity")), "not supported")
+  expect_error(fr_fit(y ~ x + (1 | id), p, family = 3), "family as glm\\(\\) takes it")
+  expect_error(fr_fit(y ~ x + (1 | id), p, family = poisson, weights = t), "not supported for the Poisson")
+})
+
+test_that("a level whose responses are all 0 gets a finite mode", {
+  d <- sim_binomial(n_id = 50, per = 6)
+  d$s[d$id == "1"] <- 0
+  d$f <- d$n - d$s
+  fit <- fr_fit(cbind(s, f) ~ x + (1 | id), d, family = binomial)
+  expect_true(is.finite(ranef(fit)$id["1", 1]))
+  expect_lt(ranef(fit)$id["1", 1], 0)
+})
+
+test_that("methods follow glmer's layout", {
+  d <- sim_binomial()
+  fit <- fr_fit(cbind(s, f) ~ x + (1 | id), d, family = binomial)
+  expect_output(print(fit), "Family: binomial  \\( logit \\)")
+  expect_output(print(summary(fit)), "z value")
+  vc <- as.data.frame(VarCorr(fit))
+  expect_identical(vc$grp, "id")
+  expect_equal(dim(vcov(fit)), c(2L, 2L))
+  expect_true(all(diag(vcov(fit)) > 0))
+  expect_equal(length(fitted(fit)), nrow(d))
+  expect_true(all(fitted(fit) > 0 & fitted(fit) < 1))
+  for (type in c("deviance", "pearson", "response", "working")) {
+    expect_length(residuals(fit, type = type), nrow(d))
+  }
+  expect_equal(unname(residuals(fit, type = "response")), unname(d$prop - fitted(fit)))
+  expect_equal(unname(predict(fit, type = "response")), unname(fitted(fit)))
+  new <- data.frame(x = 0, id = c("1", "new"))
+  expect_error(predict(fit, new), "new level")
+  p <- predict(fit, new, allow.new.levels = TRUE)
+  expect_equal(unname(p[2]), unname(fixef(fit)[1]))
+  expect_equal(unname(predict(fit, new, re.form = NA)), rep(unname(fixef(fit)[1]), 2))
+  ci <- confint(fit)
+  expect_equal(dim(ci), c(3L, 2L))
+  expect_true(all(ci[, 1] < ci[, 2]))
+  sims <- simulate(fit, nsim = 2, seed = 1)
+  expect_equal(dim(sims), c(nrow(d), 2L))
+  expect_equal(nrow(coef(fit)$id), nlevels(d$id))
+  if (requireNamespace("generics", quietly = TRUE)) {
+    td <- generics::tidy(fit, effects = c("fixed", "ran_pars"))
+    expect_false("Residual" %in% td$group)
+  }
+})
+
+test_that("cbpp agrees with glmer", {
+  skip_if_not_installed("lme4")
+  cbpp <- lme4::cbpp
+  fit <- fr_fit(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, family = binomial)
+  g <- suppressWarnings(lme4::glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp,
+                                    family = binomial))
+  se <- sqrt(diag(as.matrix(vcov(g))))
+  expect_true(all(abs(fixef(fit) - lme4::fixef(g)) < 1.5 * se))
+  sd_g <- as.data.frame(lme4::VarCorr(g))$sdcor
+  expect_lt(abs(sqrt(fit$theta[["herd"]]) / sd_g - 1), 0.15)
+  expect_gt(cor(ranef(fit)$herd[[1]], lme4::ranef(g)$herd[[1]]), 0.98)
+})
+
+test_that("an observation-level term is identified for Poisson counts", {
+  d <- sim_poisson(n_id = 100, per = 10)
+  d$obs <- factor(seq_len(nrow(d)))
+  fit <- fr_fit(y ~ x + offset(log(t)) + (1 | id) + (1 | obs), d, family = poisson)
+  expect_identical(fit$statistic[["obs"]], "within-row")
+  expect_true(all(is.finite(fit$theta)))
+  b <- sim_binomial(n_id = 30, per = 4)
+  b$obs <- factor(seq_len(nrow(b)))
+  expect_error(fr_fit(b ~ x + (1 | id) + (1 | obs), b, family = binomial), "cannot be estimated")
+})
