@@ -35,6 +35,7 @@
 //! No R types appear here; the R package converts at its boundary.
 
 pub mod bootstrap;
+pub mod condvar;
 pub mod data;
 pub mod dense;
 pub mod efficient;

@@ -204,6 +204,11 @@ impl<'a> RandomEffectsMatrix<'a> {
         self.blocks.iter().map(|b| (b.factor, b.offset..b.offset + b.n_levels)).collect()
     }
 
+    /// The diagonal of `C`, `n_g + lambda_k`, in the order of the unknowns.
+    pub(crate) fn diagonal(&self) -> &[f64] {
+        &self.diagonal
+    }
+
     /// Number of unknowns (levels of the active terms).
     pub fn size(&self) -> usize {
         self.diagonal.len()
