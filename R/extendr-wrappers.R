@@ -19,7 +19,9 @@ NULL
 #'   `intercept` the 0-based index of the intercept column, or -1; `codes` a list of
 #'   integer vectors of 1-based level codes, one per random term; `n_levels` the number
 #'   of levels of each term; `labels` the terms' labels.
-#' @param method "moments" (the unbiased equations of every term), "fr" (Matloff's
+#' @param method "reml" or "ml" (the likelihoods, maximised by Fisher scoring from the
+#'   moment estimates), "efficient" (one MINQUE step from the moment estimates), "moments" (the
+#'   unbiased equations of every term), "fr" (Matloff's
 #'   Full Randomness estimator, one term or two crossed ones; "fr_shared" with the
 #'   shared-level correction), "components" (the variance components of
 #'   "moments" alone, without GLS or BLUPs) or "statistics" (the sufficient statistics
@@ -45,7 +47,7 @@ fr_moment_fit <- function(model, method, size_columns, keep_statistics, threads)
 #'   integer vectors: the global level of each of the chunk's levels; NULL when the
 #'   chunks already share the global levels (row sets of one model frame).
 #' @param n_levels the global number of levels of each term.
-#' @param method "moments" or "fr".
+#' @param method "reml", "ml", "efficient", "moments" or "fr".
 #' @param size_columns for "fr": 0-based indices of the size() columns.
 #' @param components NULL, or the variance components (random terms, then the residual)
 #'   at which to solve the mixed-model equations instead of estimating them.
@@ -69,7 +71,7 @@ fr_fitted <- function(model, coef, ranef, threads) .Call(wrap__fr_fitted, model,
 #' interrupts and calls `progress(done)`.
 #'
 #' @param model the model, as for fr_moment_fit().
-#' @param method "moments" or "fr".
+#' @param method "efficient" (refitted by "moments"), "moments" or "fr".
 #' @param size_columns for "fr": 0-based size() columns.
 #' @param nsim number of replicates.
 #' @param seed the seed of the replicates' streams, a whole number in [0, 2^53).
@@ -82,6 +84,21 @@ fr_fitted <- function(model, coef, ranef, threads) .Call(wrap__fr_fitted, model,
 #'   or why the replicate could not be fitted).
 #' @noRd
 fr_bootstrap_fit <- function(model, method, size_columns, nsim, seed, threads, progress, multiplicities) .Call(wrap__fr_bootstrap_fit, model, method, size_columns, nsim, seed, threads, progress, multiplicities)
+
+#' The diagonal of `(Z'Z + L)^-1` of a model at given variance ratios (internal; for
+#' ranef(condVar = TRUE)): the conditional variances of the BLUPs divided by `s2`.
+#'
+#' @param model the model, as for fr_moment_fit().
+#' @param lambda per random term `s2 / s2_k`, or a non-positive or non-finite value for
+#'   terms at zero (which drop out; their values are 0).
+#' @param method "auto", "exact" or "stochastic".
+#' @param probes probes of "stochastic".
+#' @param seed seed of the probes.
+#' @param threads number of worker threads.
+#' @return a list: `diagonal` and `std_error` (lists, one vector per term), `exact`,
+#'   `probes` and `max_relative_error`.
+#' @noRd
+fr_inverse_diagonal <- function(model, lambda, method, probes, seed, threads) .Call(wrap__fr_inverse_diagonal, model, lambda, method, probes, seed, threads)
 
 #' Rows per level of a factor's 1-based codes, counted in parallel (internal; the model
 #' frame uses it to find unused levels and missing codes in one pass).
