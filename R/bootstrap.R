@@ -204,12 +204,15 @@ print.fr_bootstrap <- function(x, ...) {
 #'   variance, `v exp(+/- z se / v)`, reported as standard deviations: the sampling
 #'   distribution of a variance estimate is skewed to the right and its standard error grows
 #'   with it, which the log scale corrects and percentile intervals do not. The standard
-#'   errors `se` are analytic: for the moment estimator (`method = "moments"`), the
-#'   multiway cluster-robust variance (Cameron, Gelbach and Miller 2011) of the moment
-#'   equations' quadratic forms, which assumes no normality; for `"efficient"` and
-#'   `"reml"` fits, the sampling sds under normality from REML's information
-#'   (`fit$efficient$model_sd`). A term estimated at zero gets `[0, sqrt(max(v_raw, 0) +
-#'   z se)]` on the variance scale. No resampling, so it costs little more than a fit. The
+#'   errors `se` are analytic and assume normal effects and residuals: for the moment
+#'   estimator (`method = "moments"`), the covariance of the moment equations' quadratic
+#'   forms `q_m = y'B_m y` under normality at the fitted components,
+#'   `2 tr(B_m V B_n V)`, mapped through the equations, its traces estimated by four
+#'   random probes (each a few passes over the rows; their error is far below the
+#'   estimates'); for `"efficient"` and `"reml"` fits, the sampling sds from REML's
+#'   information (`fit$efficient$model_sd`). Heavy-tailed effects or residuals make
+#'   these too small. A term estimated at zero gets `[0, sqrt(max(v_raw, 0) + z se)]` on
+#'   the variance scale. No resampling: on InstEval it takes 4 to 7 times a fit. The
 #'   result's attribute `"method"` names the method of every row. When `method` is not
 #'   given but `boot`, `nsim` or `seed` is, the bootstrap is used (as before this default).
 #' * `"bootstrap"`: percentile intervals from [fr_bootstrap()], the
@@ -315,9 +318,9 @@ confint.fr_fit <- function(object, parm, level = 0.95, method = c("analytic", "b
 # The default intervals: the fixed effects from vcov(), the variance components by Wald on
 # the log scale with the analytic standard errors (see confint.fr_fit), the method of each
 # variance component's row.
-analytic_intervals <- function(fit, probs) {
+analytic_intervals <- function(fit, probs, se = "normal") {
   n_sd <- length(fit$flist) + 1L
-  se <- variance_standard_errors(fit)
+  se <- variance_standard_errors(fit, se)
   v <- unname(fit$theta)
   raw <- unname(fit$theta_raw)
   s <- unname(se$se)
