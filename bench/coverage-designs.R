@@ -38,5 +38,5 @@ three_term <- function(seed) {
     rnorm(30L, sd = 0.6)[rater] + rnorm(1600L)
   data.frame(y = y, w = w[school], school = factor(school), class = factor(class), rater = factor(rater))
 }
-three_term_truth <- c("sd_(Intercept)|class" = 0.5, "sd_(Intercept)|school" = 0.8,
+three_term_truth <- c("sd_(Intercept)|class:school" = 0.5, "sd_(Intercept)|school" = 0.8,
                       "sd_(Intercept)|rater" = 0.6, sigma = 1, w = 0.5)
