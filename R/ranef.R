@@ -21,7 +21,7 @@
 #' fit's components; `as.data.frame()` then adds lme4's column `condsd`. The diagonal is
 #' exact (block elimination of the term with the most levels, and a dense inverse of the
 #' Schur complement on the levels of the other terms) while those other terms have at
-#' most 4000 levels together: one term, nested terms whose coarse term has up to 4000
+#' most 4000 levels together (and the work stays below 2e10 multiply-adds): one term, nested terms whose coarse term has up to 4000
 #' levels, and crossed designs with a small side (InstEval). Beyond that it is the
 #' stochastic estimate of Bekas, Kokiopoulou and Saad (2007) from 128 Rademacher
 #' probes solved by conjugate gradients; its standard errors are in the attribute
