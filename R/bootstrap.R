@@ -212,7 +212,8 @@ print.fr_bootstrap <- function(x, ...) {
 #'   estimates'); for `"efficient"` and `"reml"` fits, the sampling sds from REML's
 #'   information (`fit$efficient$model_sd`). Heavy-tailed effects or residuals make
 #'   these too small. A term estimated at zero gets `[0, sqrt(max(v_raw, 0) + z se)]` on
-#'   the variance scale. No resampling: on InstEval it takes 4 to 7 times a fit. The
+#'   the variance scale, and one estimated within `z se` of zero the lower limit 0 (the
+#'   log scale never reaches it). No resampling: on InstEval it takes 4 to 7 times a fit. The
 #'   result's attribute `"method"` names the method of every row. When `method` is not
 #'   given but `boot`, `nsim` or `seed` is, the bootstrap is used (as before this default).
 #' * `"bootstrap"`: percentile intervals from [fr_bootstrap()], the
@@ -330,6 +331,11 @@ analytic_intervals <- function(fit, probs, se = "normal") {
   for (j in seq_len(n_sd)) {
     if (v[j] > 0) {
       limits[j, ] <- sqrt(v[j] * exp(z * s[j] / v[j]))
+      # The log scale never reaches zero; an estimate within z se of zero cannot rule it out.
+      if (v[j] + z[1L] * s[j] <= 0) {
+        limits[j, 1L] <- 0
+        method[j] <- paste0(se$method, ", lower limit 0 (estimate within z se of zero)")
+      }
     } else {
       limits[j, ] <- c(0, sqrt(max(raw[j], 0) + z[2L] * s[j]))
       method[j] <- sub("log scale", "variance scale, at zero", se$method)

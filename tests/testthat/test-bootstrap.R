@@ -329,3 +329,14 @@ test_that("the normal-theory covariance of the moment estimates matches 2 tr(B_m
   expect_true(all(abs(diag(est) - exact) <= 5 * attr(est, "probe_se")))
   expect_true(all(attr(est, "probe_se") < 0.05 * exact))
 })
+
+test_that("the default confint reaches zero for a variance estimated near or at zero", {
+  set.seed(4)
+  d <- data.frame(a = factor(sample(20, 300, TRUE)), b = factor(sample(15, 300, TRUE)))
+  d$y <- rnorm(20)[d$a] + rnorm(300)
+  fit <- fr_fit(y ~ 1 + (1 | a) + (1 | b), d)
+  ci <- confint(fit)
+  expect_identical(ci[["sd_(Intercept)|b", 1L]], 0)
+  expect_match(attr(ci, "method")[["sd_(Intercept)|b"]], "lower limit 0")
+  expect_gt(ci[["sd_(Intercept)|a", 1L]], 0)
+})
