@@ -85,6 +85,21 @@ fr_fitted <- function(model, coef, ranef, threads) .Call(wrap__fr_fitted, model,
 #' @noRd
 fr_bootstrap_fit <- function(model, method, size_columns, nsim, seed, threads, progress, multiplicities) .Call(wrap__fr_bootstrap_fit, model, method, size_columns, nsim, seed, threads, progress, multiplicities)
 
+#' The diagonal of `(Z'Z + L)^-1` of a model at given variance ratios (internal; for
+#' ranef(condVar = TRUE)): the conditional variances of the BLUPs divided by `s2`.
+#'
+#' @param model the model, as for fr_moment_fit().
+#' @param lambda per random term `s2 / s2_k`, or a non-positive or non-finite value for
+#'   terms at zero (which drop out; their values are 0).
+#' @param method "auto", "exact" or "stochastic".
+#' @param probes probes of "stochastic".
+#' @param seed seed of the probes.
+#' @param threads number of worker threads.
+#' @return a list: `diagonal` and `std_error` (lists, one vector per term), `exact`,
+#'   `probes` and `max_relative_error`.
+#' @noRd
+fr_inverse_diagonal <- function(model, lambda, method, probes, seed, threads) .Call(wrap__fr_inverse_diagonal, model, lambda, method, probes, seed, threads)
+
 #' Rows per level of a factor's 1-based codes, counted in parallel (internal; the model
 #' frame uses it to find unused levels and missing codes in one pass).
 #' @param codes integer codes (a factor).

@@ -170,8 +170,8 @@ extractAIC.fr_fit <- function(fit, scale, k, ...) {
 #' @export
 profile.fr_fit <- function(fitted, ...) {
   stop(no_likelihood_message("profile()", paste(
-    "use confint(), whose intervals come from the pigeonhole bootstrap instead of",
-    "likelihood profiles"
+    "use confint(), whose intervals come from analytic standard errors (or the pigeonhole",
+    "bootstrap) instead of likelihood profiles"
   )), call. = FALSE)
 }
 

@@ -7,9 +7,10 @@
 #' `"ran_pars"` or `"ran_vals"`), `group` (the random term, `"Residual"` for the residual,
 #' `NA` for fixed effects), `term` (`sd__(Intercept)`, `sd__Observation`, or the
 #' fixed-effect name), `estimate`, `std.error` and `statistic` (the t value). Random-effect
-#' parameters have no standard errors here (see `confint()` in later versions); the
-#' predicted random effects (`effects = "ran_vals"`) come with a `level` column and no
-#' standard error. Call it as `broom::tidy(fit)` or `generics::tidy(fit)`.
+#' parameters have no standard errors here (see `confint()`); the
+#' predicted random effects (`effects = "ran_vals"`) come with a `level` column and, as
+#' `std.error`, their conditional sds (`ranef(condVar = TRUE)`; `NA` for fits that do not
+#' keep their data). Call it as `broom::tidy(fit)` or `generics::tidy(fit)`.
 #'
 #' @param x an `fr_fit` object.
 #' @param effects any of `"fixed"`, `"ran_pars"` (the variance components) and
@@ -58,10 +59,12 @@ tidy.fr_fit <- function(x, effects = c("ran_pars", "fixed"), scales = NULL,
     )
   }
   if ("ran_vals" %in% effects) {
-    re <- as.data.frame(ranef(x))
+    # The conditional sds need the fit's data; fits without them get NA.
+    re <- as.data.frame(ranef(x, condVar = !is.null(x$frame)))
     pieces$ran_vals <- data.frame(
       effect = "ran_vals", group = re$grpvar, level = as.character(re$grp),
-      term = re$term, estimate = re$condval, std.error = NA_real_,
+      term = re$term, estimate = re$condval,
+      std.error = if (is.null(re$condsd)) NA_real_ else re$condsd,
       stringsAsFactors = FALSE
     )
   }

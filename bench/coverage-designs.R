@@ -24,3 +24,19 @@ two_way <- function(seed) {
   data.frame(y = 2 + 0.5 * x + a[u] + b[v] + rnorm(n, sd = 1.2), x = x, u = factor(u), v = factor(v))
 }
 two_way_truth <- c("sd_(Intercept)|u" = 1, "sd_(Intercept)|v" = 0.7, sigma = 1.2, x = 0.5)
+
+# (iii) 40 schools with 4 classes each (nested) and 30 raters crossed with them, 1600 rows
+# (10 a class, each rated by a rater at random) and a covariate of the school (between
+# levels): s_school = 0.8, s_class = 0.5, s_rater = 0.6, s_e = 1, slope 0.5.
+three_term <- function(seed) {
+  set.seed(seed)
+  school <- rep(1:40, each = 40L)
+  class <- rep(1:160, each = 10L)
+  rater <- sample(30L, 1600L, TRUE)
+  w <- rnorm(40L)
+  y <- 1 + 0.5 * w[school] + rnorm(40L, sd = 0.8)[school] + rnorm(160L, sd = 0.5)[class] +
+    rnorm(30L, sd = 0.6)[rater] + rnorm(1600L)
+  data.frame(y = y, w = w[school], school = factor(school), class = factor(class), rater = factor(rater))
+}
+three_term_truth <- c("sd_(Intercept)|class:school" = 0.5, "sd_(Intercept)|school" = 0.8,
+                      "sd_(Intercept)|rater" = 0.6, sigma = 1, w = 0.5)

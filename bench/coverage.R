@@ -5,6 +5,8 @@
 # then the time of a bootstrap of InstEval against one fit, and fr_fit's intervals beside
 # lmer's profile intervals on the archers data. Writes its section of bench/results.md
 # (and README.md). FULLRANDOM_BENCH_COVERAGE_SETS and _NSIM give a quick run.
+# The default confint() (method "analytic") is measured by bench/coverage-default.R; the
+# calls here pass `boot`, which selects the bootstrap.
 suppressPackageStartupMessages(library(fullrandom))
 source("bench/results.R")
 source("bench/coverage-designs.R")

@@ -271,3 +271,72 @@ test_that("confint passes threads and progress on and refuses other arguments", 
   boot <- fr_bootstrap(fit, nsim = 20, seed = 1)
   expect_error(print(boot, digits = 2), "print\\(\\) does not take `digits`")
 })
+
+test_that("the default confint: Wald fixed effects, log-scale Wald variance components, methods named", {
+  fit <- fr_fit(distance ~ bow + (1 | archer), data = simulate_archers(seed = 1))
+  ci <- confint(fit)
+  expect_identical(rownames(ci), c("sd_(Intercept)|archer", "sigma", names(fixef(fit))))
+  expect_identical(unname(attr(ci, "method")),
+                   c(rep("Wald (log scale), normal-theory SE", 2L), rep("Wald (GLS vcov)", 2L)))
+  se <- sqrt(diag(vcov(fit)))
+  expect_equal(unname(ci[names(se), 1L]), unname(fixef(fit) - qnorm(0.975) * se))
+  v <- fit$theta
+  s <- sqrt(diag(fullrandom:::moment_vcov_normal(fit)))[names(v)]
+  expect_equal(unname(ci[1:2, 2L]), unname(sqrt(v * exp(qnorm(0.975) * s / v))))
+  expect_true(all(ci[1:2, 1L] < sqrt(v) & sqrt(v) < ci[1:2, 2L]))
+  # Fixed effects alone need no standard errors of the components.
+  expect_identical(unname(attr(confint(fit, parm = "beta_"), "method")), rep("Wald (GLS vcov)", 2L))
+  # Bootstrap arguments without a method select the bootstrap, as before.
+  expect_identical(unname(attr(confint(fit, nsim = 100, seed = 1, progress = FALSE), "method"))[1],
+                   "bootstrap percentile")
+  # Efficient fits: REML's normal-theory sds.
+  eff <- fr_fit(distance ~ bow + (1 | archer), data = simulate_archers(seed = 1), method = "efficient")
+  expect_match(attr(confint(eff), "method")[[1]], "normal-theory")
+})
+
+test_that("the analytic standard errors of a one-way fit equal the cluster-robust formula", {
+  set.seed(3)
+  d <- data.frame(g = factor(rep(1:30, 1 + rpois(30, 5))))
+  d$y <- rnorm(30)[d$g] + rnorm(nrow(d))
+  fit <- fr_fit(y ~ 1 + (1 | g), data = d)
+  r <- d$y - mean(d$y)
+  n_g <- as.vector(table(d$g))[d$g]
+  s2 <- fit$theta_raw[["Residual"]]; sa <- fit$theta_raw[["g"]]
+  psi0 <- r^2 - (s2 + sa)
+  psi1 <- r * (r - ave(r, d$g)) - s2 * (1 - 1 / n_g)
+  meat <- crossprod(rowsum(cbind(psi0, psi1), d$g))
+  inv <- solve(fit$moment_equations$lhs)
+  expect_equal(unname(fullrandom:::moment_vcov(fit)), unname(inv %*% meat %*% t(inv)))
+})
+
+test_that("the normal-theory covariance of the moment estimates matches 2 tr(B_m V B_n V) computed densely", {
+  set.seed(5)
+  n <- 150
+  d <- data.frame(a = factor(sample(10, n, TRUE)), b = factor(sample(7, n, TRUE)), x = rnorm(n))
+  d$y <- d$x + rnorm(10)[d$a] + rnorm(7)[d$b] + rnorm(n)
+  fit <- fr_fit(y ~ x + (1 | a) + (1 | b), data = d)
+  x <- cbind(1, d$x)
+  m <- diag(n) - x %*% solve(crossprod(x), t(x))
+  za <- model.matrix(~ 0 + a, d); zb <- model.matrix(~ 0 + b, d)
+  th <- fit$theta
+  v <- th[["Residual"]] * diag(n) + th[["a"]] * tcrossprod(za) + th[["b"]] * tcrossprod(zb)
+  proj <- function(z) z %*% solve(crossprod(z), t(z))
+  b <- list(m, m %*% (diag(n) - proj(za)) %*% m, m %*% (diag(n) - proj(zb)) %*% m)
+  vq <- outer(1:3, 1:3, Vectorize(function(i, j) 2 * sum(diag(b[[i]] %*% v %*% b[[j]] %*% v))))
+  inv <- solve(fit$moment_equations$lhs)
+  exact <- diag(inv %*% vq %*% t(inv))
+  est <- fullrandom:::moment_vcov_normal(fit, probes = 400L)
+  expect_true(all(abs(diag(est) - exact) <= 5 * attr(est, "probe_se")))
+  expect_true(all(attr(est, "probe_se") < 0.05 * exact))
+})
+
+test_that("the default confint reaches zero for a variance estimated near or at zero", {
+  set.seed(4)
+  d <- data.frame(a = factor(sample(20, 300, TRUE)), b = factor(sample(15, 300, TRUE)))
+  d$y <- rnorm(20)[d$a] + rnorm(300)
+  fit <- fr_fit(y ~ 1 + (1 | a) + (1 | b), d)
+  ci <- confint(fit)
+  expect_identical(ci[["sd_(Intercept)|b", 1L]], 0)
+  expect_match(attr(ci, "method")[["sd_(Intercept)|b"]], "lower limit 0")
+  expect_gt(ci[["sd_(Intercept)|a", 1L]], 0)
+})

@@ -146,14 +146,72 @@ test_that("coef of a model without a fixed intercept shows the random intercept"
   expect_equal(cf$x, rep(fixef(fit)[["x"]], 10))
 })
 
-test_that("condVar and other arguments ranef and coef do not use are refused, not ignored", {
+test_that("arguments ranef and coef do not use are refused, not ignored", {
   skip_if_not_installed("lme4")
   fit <- fr_fit(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
-  expect_error(ranef(fit, condVar = TRUE),
-               "ranef\\(condVar = TRUE\\) is not supported: conditional variances of crossed terms")
+  expect_error(ranef(fit, condVar = NA), "`condVar` must be TRUE or FALSE")
+  expect_error(ranef(fit, condVar = TRUE, type = "npmle"), "conditional variances are those of the BLUPs")
   expect_identical(ranef(fit, condVar = FALSE), ranef(fit))
   expect_error(ranef(fit, type = "x"), "should be one of")
   expect_error(ranef(fit, whichel = "plate"), "ranef\\(\\) does not take `whichel`")
   expect_error(coef(fit, foo = 1), "coef\\(\\) does not take `foo`")
   expect_error(as.data.frame(ranef(fit), foo = 1), "as.data.frame\\(\\) does not take `foo`")
+})
+
+# s2 diag((Z'Z + L)^-1) from the model matrices, all levels of every active term.
+dense_condvar <- function(fit, data) {
+  terms <- names(fit$flist)
+  s2 <- fit$theta[["Residual"]]
+  active <- terms[fit$theta[terms] > 0]
+  z <- do.call(cbind, lapply(active, function(k) {
+    f <- factor(fit$flist[[k]])
+    stats::model.matrix(~ 0 + f)
+  }))
+  lambda <- unlist(lapply(active, function(k) rep(s2 / fit$theta[[k]], nlevels(fit$flist[[k]]))))
+  d <- s2 * diag(solve(crossprod(z) + diag(lambda, length(lambda))))
+  sizes <- vapply(active, function(k) nlevels(fit$flist[[k]]), 1L)
+  out <- split(unname(d), rep(active, sizes))
+  for (k in setdiff(terms, active)) out[[k]] <- rep(0, nlevels(fit$flist[[k]]))
+  out[terms]
+}
+
+test_that("conditional variances equal a dense computation: one, nested and crossed terms", {
+  set.seed(21)
+  n <- 400
+  d <- data.frame(a = factor(sample(12, n, TRUE)), b = factor(sample(30, n, TRUE)), x = rnorm(n))
+  d$c <- factor(paste(d$a, sample(4, n, TRUE)))
+  d$y <- 1 + d$x + rnorm(12)[d$a] + rnorm(30, sd = 0.7)[d$b] + rnorm(48, sd = 0.5)[as.integer(d$c)] + rnorm(n)
+  for (f in list(y ~ x + (1 | a), y ~ x + (1 | a) + (1 | c), y ~ x + (1 | a) + (1 | b),
+                 y ~ x + (1 | a) + (1 | b) + (1 | c))) {
+    fit <- fr_fit(f, data = d)
+    re <- ranef(fit, condVar = TRUE)
+    want <- dense_condvar(fit, d)
+    for (k in names(re)) {
+      expect_equal(as.vector(attr(re[[k]], "postVar")), want[[k]], tolerance = 1e-6)
+    }
+    expect_true(attr(re, "condVar")$exact)
+    df <- as.data.frame(re)
+    expect_equal(df$condsd, sqrt(unlist(want, use.names = FALSE)), tolerance = 1e-6)
+    expect_identical(ranef(fit, condVar = FALSE), ranef(fit))
+  }
+  # The stochastic estimate lies within a few of its standard errors of the exact values.
+  fit <- fr_fit(y ~ x + (1 | a) + (1 | b), data = d)
+  cv <- conditional_variances(fit, method = "stochastic", probes = 256)
+  want <- dense_condvar(fit, d)
+  for (k in names(want)) {
+    expect_true(all(abs(cv$variance[[k]] - want[[k]]) <= 5 * cv$std_error[[k]] + 1e-12))
+  }
+  expect_false(cv$exact)
+  expect_gt(cv$max_relative_error, 0)
+})
+
+test_that("tidy(ran_vals) gives the conditional sds as standard errors", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy)
+  tv <- tidy.fr_fit(fit, effects = "ran_vals")
+  expect_equal(tv$std.error, as.data.frame(ranef(fit, condVar = TRUE))$condsd)
+  # One term: s2 / (n_g + s2 / s2_a).
+  n_g <- as.vector(table(lme4::sleepstudy$Subject))
+  expect_equal(tv$std.error, sqrt(fit$theta[["Residual"]] /
+                                    (n_g + fit$theta[["Residual"]] / fit$theta[["Subject"]])))
 })

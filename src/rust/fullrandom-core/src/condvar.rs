@@ -16,7 +16,8 @@
 //! vectors), so it costs `O(cells |B|)`, its inverse `O(|B|^3)`, and the levels of `A`
 //! `sum_a cells_a^2`. One term (`B` empty) gives `1/d_a`; a nested pair has `A` the
 //! finer term and `|B|` the coarse one's levels; InstEval's students x lecturers x
-//! departments has `|B| = 1142`. It is used while `|B|` is at most [`DENSE_LIMIT`].
+//! departments has `|B| = 1142`. [`DiagonalMethod::Auto`] uses it while `|B|` is at most
+//! [`DENSE_LIMIT`] and those costs stay below 2e10 multiply-adds.
 //!
 //! **Stochastic** (Bekas, Kokiopoulou and Saad 2007) beyond that: with Rademacher probes
 //! `v_1..v_s` and `x_j = C^-1 v_j` by the conjugate gradient solver of [`crate::mixed`],
@@ -79,9 +80,10 @@ pub fn inverse_diagonal(
     let ranges = c.term_ranges();
     let largest = ranges.iter().enumerate().max_by_key(|(_, (_, r))| r.len()).map(|(i, _)| i);
     let outside = c.size() - largest.map_or(0, |i| ranges[i].1.len());
+    let affordable = outside <= DENSE_LIMIT && exact_cost(stats, &ranges, largest, outside) <= EXACT_COST_LIMIT;
     let (values, errors, probes) = match method {
         DiagonalMethod::Exact => (exact(stats, &c, largest, pool, keep_going)?, None, 0),
-        DiagonalMethod::Auto if outside <= DENSE_LIMIT => (exact(stats, &c, largest, pool, keep_going)?, None, 0),
+        DiagonalMethod::Auto if affordable => (exact(stats, &c, largest, pool, keep_going)?, None, 0),
         DiagonalMethod::Auto => {
             let (v, e) = stochastic(&c, DEFAULT_PROBES, 0x5eed, pool, keep_going)?;
             (v, Some(e), DEFAULT_PROBES)
@@ -104,6 +106,35 @@ pub fn inverse_diagonal(
         }
     }
     Ok(InverseDiagonal { diagonal, std_error, exact: errors.is_none(), probes, max_relative_error })
+}
+
+/// Multiply-adds the automatic method allows the exact one (a minute or so).
+const EXACT_COST_LIMIT: f64 = 2e10;
+
+/// The exact method's multiply-adds: forming `S` (two products with `C` per unit vector),
+/// inverting it, and `sum_a cells_a^2` for the levels of the largest term.
+fn exact_cost(
+    stats: &SufficientStats,
+    ranges: &[(usize, std::ops::Range<usize>)],
+    largest: Option<usize>,
+    outside: usize,
+) -> f64 {
+    let Some(largest) = largest else { return 0.0 };
+    let factor_a = ranges[largest].0;
+    let mut cells_total = 0.0;
+    let mut per_level = vec![0usize; ranges[largest].1.len()];
+    for (f, _) in ranges.iter().filter(|(f, _)| *f != factor_a) {
+        let (cells, transposed) = stats.cells_of(factor_a, *f);
+        cells_total += cells.cols.len() as f64;
+        if transposed {
+            cells.cols.iter().for_each(|&a| per_level[a as usize] += 1);
+        } else {
+            per_level.iter_mut().enumerate().for_each(|(a, n)| *n += cells.row_starts[a + 1] - cells.row_starts[a]);
+        }
+    }
+    let squares: f64 = per_level.iter().map(|&n| (n as f64) * (n as f64)).sum();
+    let b = outside as f64;
+    4.0 * cells_total * b + b * b * b + squares
 }
 
 /// The exact diagonal by the Schur complement on the levels outside the term `largest`.

@@ -676,6 +676,46 @@ fn fr_bootstrap_fit(
     Ok(list!(components = components, raw = raw, coef = coef, errors = errors))
 }
 
+/// The diagonal of `(Z'Z + L)^-1` of a model at given variance ratios (internal; for
+/// ranef(condVar = TRUE)): the conditional variances of the BLUPs divided by `s2`.
+///
+/// @param model the model, as for fr_moment_fit().
+/// @param lambda per random term `s2 / s2_k`, or a non-positive or non-finite value for
+///   terms at zero (which drop out; their values are 0).
+/// @param method "auto", "exact" or "stochastic".
+/// @param probes probes of "stochastic".
+/// @param seed seed of the probes.
+/// @param threads number of worker threads.
+/// @return a list: `diagonal` and `std_error` (lists, one vector per term), `exact`,
+///   `probes` and `max_relative_error`.
+/// @noRd
+#[extendr]
+fn fr_inverse_diagonal(model: List, lambda: Vec<f64>, method: &str, probes: i32, seed: f64, threads: i32) -> Result<List> {
+    use fullrandom_core::condvar::{inverse_diagonal, DiagonalMethod};
+    let data = model_data(&model)?;
+    let method = match method {
+        "auto" => DiagonalMethod::Auto,
+        "exact" => DiagonalMethod::Exact,
+        "stochastic" => DiagonalMethod::Stochastic { probes: probes.max(2) as usize, seed: seed.max(0.0) as u64 },
+        other => return Err(Error::Other(format!("unknown method '{other}'"))),
+    };
+    if lambda.len() != data.factors.len() {
+        return Err(Error::Other("one variance ratio per random term is needed".into()));
+    }
+    let lambda: Vec<Option<f64>> = lambda.iter().map(|&l| if l.is_finite() && l > 0.0 { Some(l) } else { None }).collect();
+    let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
+    let stats = pool.install(|| fullrandom_core::SufficientStats::compute(&data)).map_err(r_error)?;
+    let out = inverse_diagonal(&stats, &lambda, method, &pool, &mut no_user_interrupt).map_err(r_error)?;
+    let as_list = |v: &[Vec<f64>]| List::from_values(v.iter().map(|d| Robj::from(d.as_slice())));
+    Ok(list!(
+        diagonal = as_list(&out.diagonal),
+        std_error = as_list(&out.std_error),
+        exact = out.exact,
+        probes = out.probes as i32,
+        max_relative_error = out.max_relative_error
+    ))
+}
+
 /// Rows per level of a factor's 1-based codes, counted in parallel (internal; the model
 /// frame uses it to find unused levels and missing codes in one pass).
 /// @param codes integer codes (a factor).
@@ -949,6 +989,7 @@ extendr_module! {
     fn fr_merged_fit;
     fn fr_fitted;
     fn fr_bootstrap_fit;
+    fn fr_inverse_diagonal;
     fn fr_level_counts;
     fn fr_level_power_sums;
     fn fr_npmle;
