@@ -152,9 +152,9 @@ partial_residual_sums <- function(fit, k, data) {
     codes
   })
   # The level counts of the whole data (the other terms' prediction errors need them).
-  counts <- lapply(labels, function(l) Reduce(`+`, lapply(chunk_codes, function(codes) {
-    tabulate(codes[[l]], length(fit$ranef_values[[l]]))
-  })))
+  counts <- lapply(labels, function(l) {
+    Reduce(`+`, lapply(chunk_codes, function(codes) tabulate(codes[[l]], length(fit$ranef_values[[l]]))))
+  })
   names(counts) <- labels
   total <- NULL
   for (i in seq_along(chunks)) {
@@ -222,7 +222,11 @@ discrete_moments <- function(a, w) {
 cumulants_by_moments <- function(s, s2a, s2e, index = NULL) {
   keep <- which(s$n > 0)
   if (!is.null(index)) keep <- keep[index]
-  n <- s$n[keep]; d <- s$d[keep]; m2 <- s$m2[keep]; m3 <- s$m3[keep]; m4 <- s$m4[keep]
+  n <- s$n[keep]
+  d <- s$d[keep]
+  m2 <- s$m2[keep]
+  m3 <- s$m3[keep]
+  m4 <- s$m4[keep]
   # Within levels: k-statistics of the deviations from the level mean, pooled with
   # weights n - 2 and n - 3 (each level's k-statistic is unbiased for the error's).
   i3 <- n >= 3
@@ -230,7 +234,9 @@ cumulants_by_moments <- function(s, s2a, s2e, index = NULL) {
   k3e <- if (any(i3)) sum((n * m3 / (n - 1))[i3]) / sum((n - 2)[i3]) else NA_real_
   k4e <- if (any(i4)) {
     sum(((n * (n + 1) * m4 - 3 * (n - 1) * m2^2) / ((n - 1) * (n - 2)))[i4]) / sum((n - 3)[i4])
-  } else NA_real_
+  } else {
+    NA_real_
+  }
   # Between levels: design weights w (the mean) and a (the powers), so that the
   # expectations below are exact.
   w <- n / sum(n)

@@ -197,8 +197,9 @@ expand_bar_term <- function(bar) {
   if (!is.null(slope_lhs)) {
     return(unlist(lapply(groupings, function(factors) {
       labels <- vapply(factors, deparse_expr, character(1))
-      lapply(slope_lhs, function(lhs) list(label = paste(labels, collapse = ":"),
-                                           factors = factors, term = term_text, lhs = lhs))
+      lapply(slope_lhs, function(lhs) {
+        list(label = paste(labels, collapse = ":"), factors = factors, term = term_text, lhs = lhs)
+      })
     }), recursive = FALSE))
   }
   lapply(groupings, function(factors) {

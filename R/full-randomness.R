@@ -30,7 +30,8 @@ check_fr_terms <- function(random) {
     ), paste(term_label(interactions), collapse = ", ")), call. = FALSE)
   }
   stop(sprintf(
-    "method = \"fr\" (Matloff's Full Randomness estimator) fits one random intercept (1 | g) or two crossed ones, but the formula has %d random terms: %s; use method = \"moments\" for three or more terms",
+    paste("method = \"fr\" (Matloff's Full Randomness estimator) fits one random intercept (1 | g) or two",
+          "crossed ones, but the formula has %d random terms: %s; use method = \"moments\" for three or more terms"),
     length(labels), paste(term_label(labels), collapse = ", ")
   ), call. = FALSE)
 }
