@@ -17,14 +17,19 @@
 # (the fourth moments enter through the squared sums). Then Var(theta) = lhs^-1 Var(q)
 # lhs^-T. One pass over the rows per set of terms, and the level sums merge over chunks.
 
-# The covariance of the raw moment estimates (terms, then "Residual").
-moment_vcov <- function(fit) {
+# Both covariances below read the rows again, which fits from files do not keep.
+require_frame_for_standard_errors <- function(fit) {
   if (is.null(fit$frame)) {
     stop(paste(
       "analytic standard errors of the variance components need the data of the fit, which",
       "fits from a list of data frames or from files do not keep"
     ), call. = FALSE)
   }
+}
+
+# The covariance of the raw moment estimates (terms, then "Residual").
+moment_vcov <- function(fit) {
+  require_frame_for_standard_errors(fit)
   terms <- names(fit$flist)
   k <- length(terms)
   fixed <- fixed_effect_columns(fit$terms, fit$frame, fit$contrasts)
@@ -125,12 +130,7 @@ variance_standard_errors <- function(fit, se = "normal") {
 # the rows of the largest level. Returns the covariance with the probes' standard errors of
 # its diagonal as attribute "probe_se".
 moment_vcov_normal <- function(fit, probes = 4L, seed = 1L) {
-  if (is.null(fit$frame)) {
-    stop(paste(
-      "analytic standard errors of the variance components need the data of the fit, which",
-      "fits from a list of data frames or from files do not keep"
-    ), call. = FALSE)
-  }
+  require_frame_for_standard_errors(fit)
   terms <- names(fit$flist)
   k <- length(terms)
   fixed <- fixed_effect_columns(fit$terms, fit$frame, fit$contrasts)
