@@ -261,6 +261,7 @@
 #'   print(fit2)
 #'   print(ranef(fit2)$sample)
 #' }
+#' @importFrom stats gaussian
 #' @export
 fr_fit <- function(formula, data = NULL, subset, na.action,
                    method = c("moments", "efficient", "reml", "fr"), REML = TRUE,
