@@ -46,7 +46,7 @@
 //! most [`EfficientOptions::noise_ratio`] of the second. The probes come from a fixed
 //! ChaCha8 stream, so results do not depend on the threads.
 
-use crate::error::FitError;
+use crate::error::{try_filled, FitError};
 use crate::mixed::{gls_from_solution, RandomEffectsMatrix};
 use crate::moments::{MomentEquations, VarianceComponents};
 use crate::ols::OlsFit;
@@ -301,9 +301,9 @@ fn gram_of_vectors(
     pool: &rayon::ThreadPool,
 ) -> Result<Vec<f64>, FitError> {
     let m = system.size();
-    let mut placed = try_zeros(m * width)?;
+    let mut placed = try_filled(m * width, 0.0, "the efficient estimator's probes")?;
     place_vectors(&mut placed, width, 0, vectors, terms);
-    let mut rhs = try_zeros(m * width)?;
+    let mut rhs = try_filled(m * width, 0.0, "the efficient estimator's probes")?;
     pool.install(|| system.apply_gram(&placed, &mut rhs, width));
     Ok(rhs)
 }
@@ -493,20 +493,6 @@ impl Probes<'_> {
                 .collect()
         })
     }
-}
-
-/// A zeroed buffer whose size comes from the data, refused rather than aborting when
-/// the memory cannot be had.
-fn try_zeros(len: usize) -> Result<Vec<f64>, FitError> {
-    let mut v = Vec::new();
-    v.try_reserve_exact(len).map_err(|_| {
-        FitError::InvalidInput(format!(
-            "the efficient estimator's probes need {:.1} GB of memory, which could not be allocated",
-            len as f64 * 8.0 / 1e9
-        ))
-    })?;
-    v.resize(len, 0.0);
-    Ok(v)
 }
 
 /// The exact traces `tr(P_0 V_k)` (REML; `tr(V_0^-1 V_k)` for ML) of every term at
