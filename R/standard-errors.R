@@ -102,23 +102,19 @@ intersection_codes <- function(codes) {
 }
 
 # Standard errors of the variance components (terms, then "Residual") on the variance scale,
-# and the method that gave them: the moment estimator's cluster-robust ones, or for
-# efficient and REML fits the sampling sds under normality from REML's information.
+# and a label of where they came from: the moment estimator's normal-theory or cluster-robust
+# ones, or for efficient and REML fits the sampling sds under normality from REML's information.
 # `se` "normal" (moment_vcov_normal) or "robust" (moment_vcov) for moment fits.
 variance_standard_errors <- function(fit, se = "normal") {
   names_v <- c(names(fit$flist), "Residual")
   if (!is.null(fit$efficient$model_sd)) {
     out <- unname(fit$efficient$model_sd)
     names(out) <- names_v
-    return(list(se = out, method = "Wald (log scale), normal-theory SE (REML information)"))
+    return(list(se = out, label = "normal-theory SE (REML information)"))
   }
   v <- if (se == "robust") moment_vcov(fit) else moment_vcov_normal(fit)
   out <- sqrt(pmax(diag(v), 0))
-  list(se = out[names_v], method = if (se == "robust") {
-    "Wald (log scale), cluster-robust SE"
-  } else {
-    "Wald (log scale), normal-theory SE"
-  })
+  list(se = out[names_v], label = if (se == "robust") "cluster-robust SE" else "normal-theory SE")
 }
 
 # The covariance of the raw moment estimates under normality at the fit's components:

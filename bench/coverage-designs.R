@@ -40,3 +40,16 @@ three_term <- function(seed) {
 }
 three_term_truth <- c("sd_(Intercept)|class:school" = 0.5, "sd_(Intercept)|school" = 0.8,
                       "sd_(Intercept)|rater" = 0.6, sigma = 1, w = 0.5)
+
+# (iv) a term of few levels with a variance far below the noise in its level means (as
+# InstEval's 14 departments): 14 departments of 40 lecturers (nested), 10 ratings each,
+# 5600 rows; s2_dept = 0.005, s2_lecturer = 0.28, s_e = 1.2. Checks the boundary rules.
+few_levels <- function(seed) {
+  set.seed(seed)
+  dept <- rep(1:14, each = 400L)
+  lect <- rep(1:560, each = 10L)
+  data.frame(y = 3 + rnorm(14, sd = sqrt(0.005))[dept] + rnorm(560, sd = sqrt(0.28))[lect] + rnorm(5600, sd = 1.2),
+             dept = factor(dept), lect = factor(lect))
+}
+few_levels_truth <- c("sd_(Intercept)|dept" = sqrt(0.005), "sd_(Intercept)|lect" = sqrt(0.28), sigma = 1.2,
+                      "(Intercept)" = 3)

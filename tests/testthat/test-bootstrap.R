@@ -272,18 +272,26 @@ test_that("confint passes threads and progress on and refuses other arguments", 
   expect_error(print(boot, digits = 2), "print\\(\\) does not take `digits`")
 })
 
-test_that("the default confint: Wald fixed effects, log-scale Wald variance components, methods named", {
+test_that("the default confint: Wald fixed effects, scaled chi-square variance components, methods named", {
   fit <- fr_fit(distance ~ bow + (1 | archer), data = simulate_archers(seed = 1))
   ci <- confint(fit)
   expect_identical(rownames(ci), c("sd_(Intercept)|archer", "sigma", names(fixef(fit))))
   expect_identical(unname(attr(ci, "method")),
-                   c(rep("Wald (log scale), normal-theory SE", 2L), rep("Wald (GLS vcov)", 2L)))
+                   c(rep("scaled chi-square (df = 2 v^2 / se^2), normal-theory SE", 2L), rep("Wald (GLS vcov)", 2L)))
   se <- sqrt(diag(vcov(fit)))
   expect_equal(unname(ci[names(se), 1L]), unname(fixef(fit) - qnorm(0.975) * se))
   v <- fit$theta
   s <- sqrt(diag(fullrandom:::moment_vcov_normal(fit)))[names(v)]
-  expect_equal(unname(ci[1:2, 2L]), unname(sqrt(v * exp(qnorm(0.975) * s / v))))
+  # Directly from the chi-square quantiles: v / var ~ chi2_df / df, df = 2 v^2 / se^2.
+  df <- 2 * v^2 / s^2
+  expect_equal(unname(ci[1:2, 1L]), unname(sqrt(df * v / qchisq(0.975, df))))
+  expect_equal(unname(ci[1:2, 2L]), unname(sqrt(df * v / qchisq(0.025, df))))
   expect_true(all(ci[1:2, 1L] < sqrt(v) & sqrt(v) < ci[1:2, 2L]))
+  # The chi-square is skewed: the upper limit lies further from the estimate than the lower.
+  expect_true(all(ci[1:2, 2L]^2 - v > v - ci[1:2, 1L]^2))
+  # Another level: its quantiles.
+  ci90 <- confint(fit, level = 0.9)
+  expect_equal(unname(ci90[1:2, 2L]), unname(sqrt(df * v / qchisq(0.05, df))))
   # Fixed effects alone need no standard errors of the components.
   expect_identical(unname(attr(confint(fit, parm = "beta_"), "method")), rep("Wald (GLS vcov)", 2L))
   # Bootstrap arguments without a method select the bootstrap, as before.
@@ -337,6 +345,45 @@ test_that("the default confint reaches zero for a variance estimated near or at 
   fit <- fr_fit(y ~ 1 + (1 | a) + (1 | b), d)
   ci <- confint(fit)
   expect_identical(ci[["sd_(Intercept)|b", 1L]], 0)
-  expect_match(attr(ci, "method")[["sd_(Intercept)|b"]], "lower limit 0")
+  expect_match(attr(ci, "method")[["sd_(Intercept)|b"]], "lower limit 0|at zero")
   expect_gt(ci[["sd_(Intercept)|a", 1L]], 0)
+  expect_match(attr(ci, "method")[["sd_(Intercept)|a"]], "^scaled chi-square")
+})
+
+test_that("variance limits at and near the boundary: zero, within z se of zero, and away from it", {
+  probs <- c(0.025, 0.975)
+  z <- qnorm(0.975)
+  # v, raw, se: at zero (raw negative, and raw positive below the boundary rule's cut), near
+  # zero (v < z se), and away (a chi-square with df = 2 * 0.5^2 / 0.1^2 = 50).
+  a <- fullrandom:::variance_limits(v = c(0, 0, 0.1, 0.5), raw = c(-0.05, 0.02, 0.1, 0.5),
+                                    se = c(0.2, 0.2, 0.2, 0.1), probs = probs)
+  expect_equal(a$limits[1, ], c(0, sqrt(z * 0.2)))
+  expect_equal(a$limits[2, ], c(0, sqrt(0.02 + z * 0.2)))
+  expect_match(a$method[1:2], "at zero")
+  # Within z se of zero the chi-square's df (here 0.5) would give an upper sd of 300; the Wald
+  # interval on the variance scale instead.
+  expect_equal(a$limits[3, ], c(0, sqrt(0.1 + z * 0.2)))
+  expect_identical(a$method[3], "Wald (variance scale), normal-theory SE, lower limit 0 (estimate within z se of zero)")
+  expect_gt(sqrt(0.5 * 0.1 / qchisq(0.025, 0.5)), 300)
+  expect_equal(a$limits[4, ], sqrt(50 * 0.5 / qchisq(c(0.975, 0.025), 50)))
+  expect_identical(a$method[4], "scaled chi-square (df = 2 v^2 / se^2), normal-theory SE")
+  # The log rule is still there for the measurements, and differs.
+  b <- fullrandom:::variance_limits(0.5, 0.5, 0.1, probs, rule = "log")
+  expect_equal(b$limits[1, ], sqrt(0.5 * exp(c(-z, z) * 0.1 / 0.5)))
+  expect_false(isTRUE(all.equal(b$limits[1, ], a$limits[4, ])))
+  # A fit with a term at zero: [0, sqrt(max(raw, 0) + z se)] from its own standard error.
+  set.seed(9)
+  d <- data.frame(a = factor(sample(25, 400, TRUE)), b = factor(sample(12, 400, TRUE)))
+  for (seed in 1:50) {
+    set.seed(seed)
+    d$y <- rnorm(25)[d$a] + rnorm(400)
+    fit <- suppressMessages(fr_fit(y ~ 1 + (1 | a) + (1 | b), d))
+    if (fit$theta[["b"]] == 0) break
+  }
+  expect_identical(fit$theta[["b"]], 0)
+  ci <- confint(fit)
+  s <- sqrt(diag(fullrandom:::moment_vcov_normal(fit)))[["b"]]
+  expect_equal(ci[["sd_(Intercept)|b", 2L]], sqrt(max(fit$theta_raw[["b"]], 0) + z * s))
+  expect_identical(ci[["sd_(Intercept)|b", 1L]], 0)
+  expect_match(attr(ci, "method")[["sd_(Intercept)|b"]], "at zero")
 })
