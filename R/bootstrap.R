@@ -216,9 +216,15 @@ print.fr_bootstrap <- function(x, ...) {
 #'   random probes (each a few passes over the rows; their error is far below the
 #'   estimates'); for `"efficient"` and `"reml"` fits, the sampling sds from REML's
 #'   information (`fit$efficient$model_sd`). Heavy-tailed effects or residuals make
-#'   these too small. At the boundary: a term estimated at zero gets
-#'   `[0, sqrt(max(v_raw, 0) + z se)]` (the variance scale), and one estimated within
-#'   `z se` of zero (`df` below `2 z^2`, about 7.7 at 95%) the lower limit 0. No resampling:
+#'   these too small. At and near the boundary: an estimate within `z se` of zero
+#'   (`df` at most `2 z^2`, about 7.7 at 95%) cannot rule zero out, and there the chi-square
+#'   (like the log scale) fails: it takes `se` proportional to `v`, while near zero `se` is
+#'   the noise of the other components in the term's level means, so its upper limit grows
+#'   without bound as `v` falls (InstEval's 14 departments, `df` 1.7: an upper sd of 0.63,
+#'   against 0.13 by the rule used). Such a term, and one estimated at zero, gets the Wald
+#'   interval on the variance scale, `[0, sqrt(v + z se)]` (at zero `v` is the raw solution
+#'   if positive, else 0). The two rules meet with a jump at `v = z se`, where the
+#'   chi-square's upper variance is 7.5 `se` and the Wald's 3.9 `se`. No resampling:
 #'   on InstEval it takes a few times a fit. The
 #'   result's attribute `"method"` names the method of every row. When `method` is not
 #'   given but `boot`, `nsim` or `seed` is, the bootstrap is used (as before this default).
@@ -351,7 +357,7 @@ analytic_intervals <- function(fit, probs, se = "normal", rule = "chisq") {
 # InstEval's 14 departments, df 1.7: an upper sd of 0.63 against a term sd of 0.07). So such
 # an estimate, and a variance reported as zero, get the Wald interval on the variance scale,
 # [0, v + z se] (a term reported at zero: [0, max(raw, 0) + z se]), whose se is right there. The two rules meet with a jump at
-# v = z se (the chi-square's upper limit is then 8.1 se, the Wald's 3.9 se).
+# v = z se (the upper variance is then 7.5 se by the chi-square, 3.9 se by the Wald).
 variance_limits <- function(v, raw, se, probs, rule = c("chisq", "log"), label = "normal-theory SE") {
   rule <- match.arg(rule)
   z <- stats::qnorm(probs)
