@@ -208,10 +208,11 @@ print.fr_bootstrap <- function(x, ...) {
 #'   of a balanced one-way layout, and covered 93% to 96% for every parameter of the three
 #'   designs measured. Wald intervals on the log scale (`v exp(+/- z se / v)`, the earlier
 #'   default) correct the skew by a lognormal and fell short (92%) for the 100 items of a
-#'   sparse crossed design, where the lognormal's upper tail is too short. The standard
-#'   errors `se` are analytic and assume normal effects and residuals: for the moment
-#'   estimator (`method = "moments"`), the covariance of the moment equations' quadratic
-#'   forms `q_m = y'B_m y` under normality at the fitted components,
+#'   sparse crossed design: a lognormal, more skewed than the chi-square, puts the interval
+#'   too low. The standard errors `se` are analytic and assume normal effects and
+#'   residuals: for the moment estimator (`method = "moments"`), the covariance of the
+#'   moment equations' quadratic forms `q_m = y'B_m y` under normality at the fitted
+#'   components,
 #'   `2 tr(B_m V B_n V)`, mapped through the equations, its traces estimated by four
 #'   random probes (each a few passes over the rows; their error is far below the
 #'   estimates'); for `"efficient"` and `"reml"` fits, the sampling sds from REML's
