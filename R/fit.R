@@ -161,8 +161,8 @@
 #' ([fr_bootstrap()], `confint(fit, method = "bootstrap")`) resamples users and items
 #' and does estimate it: in the simulation its standard errors of the user and item
 #' variances were within about 10% of the Monte Carlo spread with lighter-tailed counts
-#' (within a factor 1.5 with Zipf counts), but those of the residual variance of the
-#' uncentred form only about half of it.
+#' (within a factor 1.5 with Zipf counts), but those of the residual variance only
+#' about half of it.
 #'
 #' @section Fixed effects and predicted random effects:
 #' With the estimates plugged in (`s2` residual, `s2_k` per term), the fixed effects
