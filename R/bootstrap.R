@@ -93,9 +93,12 @@ format_bytes <- function(bytes) {
   sprintf(if (power == 0) "%.0f %s" else "%.1f %s", bytes / 1000^power, units[[power + 1L]])
 }
 
-# The core's method of a fit: "fr_shared" for the crossed FR equations with the
-# shared-level correction (fr_fit(fr_shared = TRUE)).
-bootstrap_method <- function(fit) if (isTRUE(fit$fr$shared)) "fr_shared" else fit$method
+# The core's method of a fit: for method = "fr", the name of its variant ("fr_shared" for
+# the crossed equations with the shared-level correction, "fr_centred" for those of the
+# least-squares residuals; see fr_core_name()).
+bootstrap_method <- function(fit) {
+  if (identical(fit$method, "fr")) fr_core_name(fit$fr$shared, fit$fr$centred) else fit$method
+}
 
 # The data of the fit in the core's form, with the size() columns of method "fr" (0-based).
 bootstrap_model <- function(fit) {

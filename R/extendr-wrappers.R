@@ -23,7 +23,8 @@ NULL
 #'   moment estimates), "efficient" (one MINQUE step from the moment estimates), "moments" (the
 #'   unbiased equations of every term), "fr" (Matloff's
 #'   Full Randomness estimator, one term or two crossed ones; "fr_shared" with the
-#'   shared-level correction), "components" (the variance components of
+#'   shared-level correction, "fr_centred" and "fr_shared_centred" the equations of the
+#'   least-squares residuals), "components" (the variance components of
 #'   "moments" alone, without GLS or BLUPs) or "statistics" (the sufficient statistics
 #'   alone, to be merged with those of other chunks by fr_merged_fit()).
 #' @param size_columns for "fr": 0-based indices of the columns that are functions of

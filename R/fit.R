@@ -82,8 +82,8 @@
 #'
 #' The fit keeps the group-size distribution (`nu1`, `nu2`) and prints it. The
 #' estimator is consistent without normality but not unbiased. Its sampling error grows
-#' with `|mu|`, because the equations subtract `mu^2 nu2` from `Var(S)`. (Fitting the
-#' centred response removes this.) It also grows with the tail of the group sizes.
+#' with `|mu|`, because the equations subtract `mu^2 nu2` from `Var(S)`. (`fr_centred =
+#' TRUE`, below, removes this.) It also grows with the tail of the group sizes.
 #' `method = "moments"` is invariant to a shift of the response and is unbiased. See
 #' `vignette("full-randomness", package = "fullrandom")`. The fixed effects, standard
 #' errors and BLUPs are then computed as for the default method, from the mixed-model
@@ -124,11 +124,45 @@
 #' model (3), but with their least-squares coefficients: the crossed equations are not
 #' iterated with GLS. The derivation covers two crossed terms only: nested terms, data in
 #' which every level of one term occurs with a single level of the other, and three or
-#' more terms are errors. Limits: as for one term, the error grows with `|mu|` and with
-#' the tails of the counts, through `Var(F)`; with Zipf-like counts a few users dominate
-#' `Var(S)` and the estimates do not settle as the data grow (see `bench/results.md` and
-#' the vignette). `chunk_by = ".order"` makes chunks of consecutive rows (the order of
-#' submission, eq. 29).
+#' more terms are errors.
+#'
+#' Limits, as for one term. (1) The location: the sample variance of the totals is
+#' `Var(D) + 2 mu Cov(D, N) + mu^2 nu2` with `D_i = S_i - mu N_i`; the equations cancel
+#' the last term exactly, but the middle one, zero in expectation, has a standard
+#' deviation proportional to `|mu|`. At `mu = 3.5` (`simulate_crossed()`'s default) this
+#' made the RMSE of the variance components 4 to 60 times that of `method = "moments"`
+#' in simulation. (2) The tails of the counts: `Var(S)` weights user `i` by about
+#' `N_i^2`, so when a few users (items) hold most of the squared counts the estimate rests
+#' on those few effects. With Zipf counts (probability proportional to `1/rank`) the
+#' effective number of users, `(sum w)^2 / sum w^2` for `w_i = N_i^2`, tends to 2.5
+#' whatever the size, and the estimates do not converge as the data grow; with counts
+#' proportional to `rank^-0.3` (and users in proportion to the rows) they do, at the
+#' rate `n^-0.4` instead of `n^-0.5`. See
+#' `bench/results.md` and the vignette for the numbers.
+#'
+#' `fr_centred = TRUE` applies the same equations to the least-squares residuals
+#' `y - x'b`, the intercept and `size()` columns included. That is eq. 19 read with the
+#' intercept among the regressors, as the paper's eq. 4 folds `mu` into `x`: the
+#' residuals have mean zero given the counts, so `Var(F)`, `Var(G)` and `Var(h)` leave the
+#' equations and their left sides are the sample variances of the residual totals and
+#' of the residuals. Both forms are consistent (in the population `Cov(D, F) = 0`), but
+#' the centred one does not depend on the location of the response and removes limit
+#' (1), not limit (2): in simulation its RMSEs were 1.1 to 5.5 times those of `method =
+#' "moments"`. It applies to one term as well.
+#'
+#' `chunk_by = ".order"` makes chunks of consecutive rows (the order of submission,
+#' eq. 29). Their Software Alchemy standard errors are too small for the variance
+#' components, by factors of 4 to 95 in `bench/results.md`. By the paper's eq. 13,
+#' `Var(avg) = E[Var(avg | a, b)] + Var(E[avg | a, b])`: given the realised effects `a`, `b`,
+#' the ratings of eq. 29 are i.i.d. and the chunks independent, so the spread of the
+#' chunk estimates measures only the first term. The second, the variation of the
+#' realised user and item effects themselves (every chunk sees the same ones), does not
+#' shrink as chunks are added, and it dominates. The pigeonhole bootstrap
+#' ([fr_bootstrap()], `confint(fit, method = "bootstrap")`) resamples users and items
+#' and does estimate it: in the simulation its standard errors of the user and item
+#' variances were within about 10% of the Monte Carlo spread with lighter-tailed counts
+#' (within a factor 1.5 with Zipf counts), but those of the residual variance only
+#' about half of it.
 #'
 #' @section Fixed effects and predicted random effects:
 #' With the estimates plugged in (`s2` residual, `s2_k` per term), the fixed effects
@@ -218,6 +252,10 @@
 #' @param fr_shared for `method = "fr"` with two crossed terms: `TRUE` corrects the
 #'   equations of the row and column totals for the levels that pairs of rows (columns)
 #'   share (the paper's eq. 27); see the section on crossed data.
+#' @param fr_centred for `method = "fr"`: `TRUE` applies the Full Randomness equations to
+#'   the least-squares residuals (the intercept removed with the other regressors, eq.
+#'   19), which drops the mean's part (`mu^2 nu2`) from them and makes the estimates
+#'   independent of the location of the response; see the sections on Full Randomness.
 #' @param family `gaussian` (the default: the linear mixed model above), or `binomial`
 #'   or `poisson` as [glm()] takes them, for a generalized linear mixed model (see the
 #'   section on them).
@@ -268,7 +306,8 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
                    threads = default_threads(),
                    chunks = NULL, combine = c("exact", "average"), chunk_by = NULL, seed = NULL,
                    backend = getOption("fullrandom.backend", "threads"), contrasts = NULL,
-                   fr_shared = FALSE, family = gaussian, weights = NULL, offset = NULL, ...) {
+                   fr_shared = FALSE, fr_centred = FALSE, family = gaussian, weights = NULL,
+                   offset = NULL, ...) {
   refuse_unknown_arguments("fr_fit()", ..., hints = lme4_arguments_not_taken, help = "fr_fit")
   call <- match.call()
   family <- resolve_family(family, parent.frame())
@@ -288,7 +327,7 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
   if (method == "fr") check_fr_formula(formula)
   parsed <- parse_fr_formula(formula)
   if (method == "fr") check_fr_terms(parsed$random)
-  method <- core_fr_method(method, fr_shared, length(parsed$random))
+  method <- core_fr_method(method, fr_shared, length(parsed$random), fr_centred)
   # Carried with the formula, so every path that builds X (chunks, files) uses them.
   parsed$contrasts <- check_contrasts(contrasts)
   frame_call <- call[c(1L, match(c("data", "subset", "na.action"), names(call), 0L))]

@@ -36,15 +36,28 @@ check_fr_terms <- function(random) {
   ), call. = FALSE)
 }
 
-# Whether `method` is Matloff's estimator: "fr", or "fr_shared" (the core's name for
-# method = "fr" with fr_shared = TRUE, the crossed equations with the shared-level
-# correction of eq. 27).
-is_fr <- function(method) method %in% c("fr", "fr_shared")
+# Whether `method` is Matloff's estimator: "fr", or the core's names of its variants:
+# "fr_shared" (fr_fit(fr_shared = TRUE), the crossed equations with the shared-level
+# correction of eq. 27), "fr_centred" (fr_centred = TRUE, the equations of the
+# least-squares residuals) and "fr_shared_centred" (both).
+is_fr <- function(method) method %in% c("fr", "fr_shared", "fr_centred", "fr_shared_centred")
 
-# The core's method for fr_fit(method, fr_shared).
-core_fr_method <- function(method, fr_shared, n_terms) {
-  if (!is.logical(fr_shared) || length(fr_shared) != 1L || is.na(fr_shared)) {
-    stop("`fr_shared` must be TRUE or FALSE", call. = FALSE)
+# The core's name of Matloff's estimator with these options.
+fr_core_name <- function(shared, centred) {
+  paste0("fr", if (isTRUE(shared)) "_shared", if (isTRUE(centred)) "_centred")
+}
+
+# The core's method for fr_fit(method, fr_shared, fr_centred).
+core_fr_method <- function(method, fr_shared, n_terms, fr_centred = FALSE) {
+  for (name in c("fr_shared", "fr_centred")) {
+    value <- get(name)
+    if (!is.logical(value) || length(value) != 1L || is.na(value)) {
+      stop(sprintf("`%s` must be TRUE or FALSE", name), call. = FALSE)
+    }
+  }
+  if (fr_centred && method != "fr") {
+    stop(sprintf(paste("`fr_centred = TRUE` applies the Full Randomness equations (method = \"fr\") to",
+                       "the least-squares residuals; this fit has method = \"%s\""), method), call. = FALSE)
   }
   if (fr_shared && (method != "fr" || n_terms != 2L)) {
     stop(paste("`fr_shared = TRUE` corrects the Full Randomness equations of two crossed terms",
@@ -52,7 +65,7 @@ core_fr_method <- function(method, fr_shared, n_terms) {
                if (method != "fr") sprintf("method = \"%s\"", method) else "one random term"),
          call. = FALSE)
   }
-  if (method == "fr" && fr_shared) "fr_shared" else method
+  if (method == "fr") fr_core_name(fr_shared, fr_centred) else method
 }
 
 # The grouping variables whose size() columns Matloff's models (3) and (10) use: those of

@@ -100,7 +100,8 @@ name_core_output <- function(out, x_names, flist, method, size_columns = integer
       group_sizes = c(groups = fr$n_groups, mean = fr$size_mean, variance = fr$size_variance),
       coef_in_equations = stats::setNames(fr$coef_in_equations, x_names)[out$kept],
       size_columns = x_names[size_columns],
-      iterations = fr$iterations
+      iterations = fr$iterations,
+      centred = isTRUE(fr$centred)
     )
     if (!is.null(fr$crossed)) fit$fr <- c(fit$fr, fr_crossed_counts(fr, names(flist)))
   }

@@ -123,6 +123,7 @@ print_header <- function(x) {
                 as.integer(sizes[["groups"]]), format(sizes[["mean"]], digits = 5),
                 format(sizes[["variance"]], digits = 5)))
   }
+  if (isTRUE(x$fr$centred)) cat("Equations of the least-squares residuals (fr_centred = TRUE)\n")
 }
 
 # lmer's line: the REML criterion, or AIC, BIC, logLik and deviance of an ML fit.

@@ -89,6 +89,58 @@ test_that("size(user) and size(item) are part of h, with OLS coefficients", {
   expect_equal(fit$theta_raw, want, tolerance = 1e-10)
 })
 
+test_that("fr_centred: the equations of the least-squares residuals, on raw data", {
+  for (seed in 11:13) for (shared in c(FALSE, TRUE)) {
+    d <- ratings_data(seed, distinct = seed != 12)
+    fit <- suppressMessages(fr_fit(y ~ x + u + v + (1 | user) + (1 | item), d, method = "fr",
+                                   fr_shared = shared, fr_centred = TRUE))
+    e <- stats::residuals(stats::lm(y ~ x + u + v, d))
+    # Residuals with mean zero: no Var(h), Var(F) or Var(G) in the equations.
+    want <- crossed_direct(e, d$user, d$item, rep(0, nrow(d)), shared)
+    expect_equal(fit$theta_raw, want, tolerance = 1e-10)
+    expect_true(fit$fr$centred)
+    # The same as the paper's equations fitted to the residuals themselves ...
+    d$e <- e
+    on_residuals <- suppressMessages(fr_fit(e ~ 1 + (1 | user) + (1 | item), d, method = "fr",
+                                            fr_shared = shared))
+    expect_equal(fit$theta_raw, on_residuals$theta_raw, tolerance = 1e-10)
+    # ... and invariant to the location of the response, which the uncentred fit is not.
+    shifted <- suppressMessages(fr_fit(I(y + 50) ~ x + u + v + (1 | user) + (1 | item), d, method = "fr",
+                                       fr_shared = shared, fr_centred = TRUE))
+    expect_equal(shifted$theta_raw, fit$theta_raw, tolerance = 1e-8)
+    plain <- suppressMessages(fr_fit(y ~ x + u + v + (1 | user) + (1 | item), d, method = "fr",
+                                     fr_shared = shared))
+    plain_shifted <- suppressMessages(fr_fit(I(y + 50) ~ x + u + v + (1 | user) + (1 | item), d,
+                                             method = "fr", fr_shared = shared))
+    expect_gt(max(abs(plain_shifted$theta_raw - plain$theta_raw)), 1e-3)
+  }
+  # With size() columns: removed with the other regressors.
+  d <- ratings_data(14, distinct = FALSE)
+  fit <- suppressMessages(fr_fit(y ~ x + size(user) + log(size(item)) + (1 | user) + (1 | item), d,
+                                 method = "fr", fr_centred = TRUE))
+  N <- size(d$user)
+  M <- size(d$item)
+  e <- stats::residuals(stats::lm(d$y ~ d$x + N + log(M)))
+  expect_equal(fit$theta_raw, crossed_direct(e, d$user, d$item, rep(0, nrow(d))), tolerance = 1e-10)
+  expect_output(print(fit), "least-squares residuals \\(fr_centred = TRUE\\)")
+  boot <- suppressMessages(fr_bootstrap(fit, nsim = 4, seed = 1, threads = 1))
+  expect_true(all(is.finite(as.matrix(boot[, 1:3]))))
+  expect_error(fr_fit(y ~ x + (1 | user) + (1 | item), d, fr_centred = TRUE), "method = \"moments\"")
+  expect_error(fr_fit(y ~ x + (1 | user) + (1 | item), d, method = "fr", fr_centred = "yes"),
+               "`fr_centred` must be TRUE or FALSE")
+})
+
+test_that("fr_centred for one term: eqs. 17 and 18 of the residuals", {
+  d <- ratings_data(15)
+  fit <- suppressMessages(fr_fit(y ~ x + (1 | user), d, method = "fr", fr_centred = TRUE))
+  e <- stats::residuals(stats::lm(y ~ x, d))
+  S <- tapply(e, droplevels(d$user), sum)
+  N <- as.numeric(table(droplevels(d$user)))
+  A <- rbind(c(1, 1), c(pvar(N) + mean(N)^2, mean(N)))
+  want <- solve(A, c(pvar(e), pvar(S)))
+  expect_equal(unname(fit$theta_raw), want, tolerance = 1e-10)
+})
+
 test_that("chunks: exact merges equal the whole fit; '.order' chunks are consecutive blocks", {
   d <- ratings_data(9, n = 2000, n_users = 80, n_items = 40)
   whole <- suppressMessages(fr_fit(y ~ x + (1 | user) + (1 | item), d, method = "fr"))

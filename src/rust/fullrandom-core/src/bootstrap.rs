@@ -33,7 +33,7 @@
 
 use crate::data::ModelData;
 use crate::error::FitError;
-use crate::fr::fit_full_randomness_with;
+use crate::fr::{fit_full_randomness_opts, FrOptions};
 use crate::grouping::CellCounts;
 use crate::mixed::{solve_mixed_model_to, Accuracy};
 use crate::moments::{fit_variance_components, MomentEquations};
@@ -50,8 +50,8 @@ pub enum Estimator {
     /// The unbiased moment equations ([`crate::moments`]).
     Moments,
     /// Matloff's Full Randomness equations ([`crate::fr`]) with these size() columns
-    /// (and, for two crossed terms, the shared-level correction when `shared`).
-    FullRandomness { size_columns: Vec<usize>, shared: bool },
+    /// and variant of the equations (shared-level correction, centred).
+    FullRandomness { size_columns: Vec<usize>, options: FrOptions },
 }
 
 /// The estimates of one replicate.
@@ -469,11 +469,11 @@ pub fn fit_replicate(
             )?;
             Ok(Replicate { components: components.estimate, raw: components.raw, coef: mixed.coef })
         }
-        Estimator::FullRandomness { size_columns, shared } => {
+        Estimator::FullRandomness { size_columns, options } => {
             let stats = statistics.expanded.as_ref().ok_or_else(|| {
                 FitError::Internal("the full randomness estimator needs the expanded statistics".into())
             })?;
-            let fit = fit_full_randomness_with(stats, size_columns, *shared, pool, &mut || true)?;
+            let fit = fit_full_randomness_opts(stats, size_columns, *options, pool, &mut || true)?;
             Ok(Replicate { components: fit.components.estimate, raw: fit.components.raw, coef: fit.mixed.coef })
         }
     }

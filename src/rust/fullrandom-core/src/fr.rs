@@ -44,6 +44,16 @@
 //! the fit is an error. At the fixed point the coefficients in the equations are the
 //! reported GLS fixed effects.
 //!
+//! **Centred equations (option).** The paper's eq. 4 folds `mu` into the regressors and
+//! eq. 19 removes them by least squares before "proceeding as before". Applied to the
+//! residuals `Y*_ij = Y_ij - x_ij' b` (intercept and `size()` columns included), whose
+//! mean given the sizes is zero, the same derivation gives the equations without
+//! `Var(F)` and `Var(h)`: their left-hand sides are `Var(D)` and `Var(e)` alone. In the
+//! population `Cov(D, F) = 0`, so both forms are consistent; in a sample the cross term
+//! `2 Cov(D, F)` of the uncentred form has mean zero but a standard deviation
+//! proportional to `|mu|` (to the size coefficients in general). [`FrOptions::centred`]
+//! chooses the centred form, which does not depend on the location of the response.
+//!
 //! **Numerics.** `Var(S) - Var(F)` is computed as `Var(D) + 2 Cov(D, F)` with
 //! `D = S - F` the group totals of the residuals, and `Var(Y*) - Var(h)` as
 //! `Var(e) + 2 Cov(e, h)`: the same numbers, without subtracting two large
@@ -60,6 +70,16 @@ use faer::Mat;
 pub const FR_TOLERANCE: f64 = 1e-14;
 /// The upper end of the bracket: a correlation this close to 1 means no residual variance.
 const RHO_MAX: f64 = 1.0 - 1e-9;
+
+/// The variants of the FR equations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct FrOptions {
+    /// For two crossed terms: the shared-level correction of eq. 27.
+    pub shared: bool,
+    /// The equations applied to the least-squares residuals (eq. 19 with the intercept
+    /// and `size()` columns among the regressors): without `Var(F)` and `Var(h)`.
+    pub centred: bool,
+}
 
 /// The empirical distribution of the group sizes.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +110,8 @@ pub struct FullRandomnessFit {
     pub crossed: Option<CrossedCounts>,
     /// Whether the crossed equations used the shared-level correction (eq. 27).
     pub shared: bool,
+    /// Whether the equations were applied to the residuals ([`FrOptions::centred`]).
+    pub centred: bool,
 }
 
 /// The group sizes of the (only) factor, over the levels that have observations.
@@ -102,15 +124,17 @@ pub fn group_sizes(stats: &SufficientStats) -> GroupSizes {
 /// The two FR moment equations at the coefficients `coef` (original parametrisation,
 /// all `p` columns, only the `kept` ones read). `sizes` are [`group_sizes`]`(stats)`;
 /// `size_columns` are the columns that are functions of the group size; with the
-/// intercept they make up `h`.
+/// intercept they make up `h`. With `centred`, the equations of the residuals (their
+/// left sides without `Var(F)` and `Var(h)`).
 pub fn fr_equations(
     stats: &SufficientStats,
     sizes: &GroupSizes,
     kept: &[usize],
     coef: &[f64],
     size_columns: &[usize],
+    centred: bool,
 ) -> MomentEquations {
-    let parts = EquationParts::new(stats, kept, coef, size_columns);
+    let parts = EquationParts::new(stats, kept, coef, size_columns, centred);
     let lhs = Mat::from_fn(2, 2, |i, j| match (i, j) {
         (0, _) => 1.0,
         (1, 0) => sizes.variance + sizes.mean * sizes.mean,
@@ -132,10 +156,18 @@ struct EquationParts<'a> {
     coef: &'a [f64],
     coef_shifted: Vec<f64>,
     size_columns: &'a [usize],
+    /// Leave out the mean's part (`Var(h)`, `Var(F)`): the equations of the residuals.
+    centred: bool,
 }
 
 impl<'a> EquationParts<'a> {
-    fn new(stats: &'a SufficientStats, kept: &'a [usize], coef: &'a [f64], size_columns: &'a [usize]) -> Self {
+    fn new(
+        stats: &'a SufficientStats,
+        kept: &'a [usize],
+        coef: &'a [f64],
+        size_columns: &'a [usize],
+        centred: bool,
+    ) -> Self {
         let shift = &stats.shift;
         // The coefficients on the shifted columns: slopes unchanged, the intercept moved.
         let mut coef_shifted: Vec<f64> = kept.iter().map(|&j| coef[j]).collect();
@@ -145,7 +177,7 @@ impl<'a> EquationParts<'a> {
                 coef_shifted[c0] = coef[j0] - shift.y + moved;
             }
         }
-        EquationParts { stats, kept, coef, coef_shifted, size_columns }
+        EquationParts { stats, kept, coef, coef_shifted, size_columns, centred }
     }
 
     fn in_h(&self, j: usize) -> bool {
@@ -175,6 +207,9 @@ impl<'a> EquationParts<'a> {
         let sum_e = stats.sum_y - kept.iter().zip(coef_shifted).map(|(&j, b)| stats.sum_x[j] * b).sum::<f64>();
         let mean_e = sum_e / m;
         let var_e = (stats.yty - 2.0 * b_xty + b_xtx_b) / m - mean_e * mean_e;
+        if self.centred {
+            return var_e;
+        }
         // Cov(e, h) with h~ = sum over the varying columns of h of x~_j b_j.
         let sum_e_h: f64 = h_slopes.iter().map(|&(c, j)| coef_shifted[c] * (stats.xty[j] - self.xtx_b(j))).sum();
         let mean_h: f64 = h_slopes.iter().map(|&(c, j)| coef_shifted[c] * stats.sum_x[j]).sum::<f64>() / m;
@@ -204,6 +239,9 @@ impl<'a> EquationParts<'a> {
             );
         }
         let (mean_d, var_d) = mean_and_variance(&d);
+        if self.centred {
+            return var_d;
+        }
         let mean_f = f.iter().sum::<f64>() / f.len() as f64;
         let cov_d_f = d.iter().zip(&f).map(|(a, b)| (a - mean_d) * (b - mean_f)).sum::<f64>() / d.len() as f64;
         var_d + 2.0 * cov_d_f
@@ -264,18 +302,18 @@ pub fn crossed_counts(stats: &SufficientStats) -> CrossedCounts {
 /// [`fit_full_randomness_crossed`]): rows `Var(Y)`, then the totals of the first and of
 /// the second random term; unknowns `(s2_a, s2_b, s2_e)`. With `shared`, the
 /// coefficients of the other term's variance are reduced by the mean number of shared
-/// levels, `tau` (eq. 27).
+/// levels, `tau` (eq. 27); with `options.centred`, the equations of the residuals.
 pub fn fr_crossed_equations(
     stats: &SufficientStats,
     counts: &CrossedCounts,
     kept: &[usize],
     coef: &[f64],
     size_columns: &[usize],
-    shared: bool,
+    options: FrOptions,
 ) -> MomentEquations {
-    let parts = EquationParts::new(stats, kept, coef, size_columns);
+    let parts = EquationParts::new(stats, kept, coef, size_columns, options.centred);
     let (n, m) = (&counts.rows, &counts.columns);
-    let (tau_r, tau_c) = if shared { (counts.rows_shared, counts.columns_shared) } else { (0.0, 0.0) };
+    let (tau_r, tau_c) = if options.shared { (counts.rows_shared, counts.columns_shared) } else { (0.0, 0.0) };
     let rows = [
         [1.0, 1.0, 1.0],
         [n.variance + n.mean * n.mean, counts.row_repeats - tau_r, n.mean],
@@ -298,7 +336,7 @@ pub fn fit_full_randomness(
     pool: &rayon::ThreadPool,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<FullRandomnessFit, FitError> {
-    fit_full_randomness_with(stats, size_columns, false, pool, keep_going)
+    fit_full_randomness_opts(stats, size_columns, FrOptions::default(), pool, keep_going)
 }
 
 /// [`fit_full_randomness`] for one random intercept (models 2 and 3) or two crossed
@@ -311,8 +349,19 @@ pub fn fit_full_randomness_with(
     pool: &rayon::ThreadPool,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<FullRandomnessFit, FitError> {
+    fit_full_randomness_opts(stats, size_columns, FrOptions { shared, centred: false }, pool, keep_going)
+}
+
+/// [`fit_full_randomness_with`] with every variant of the equations ([`FrOptions`]).
+pub fn fit_full_randomness_opts(
+    stats: &SufficientStats,
+    size_columns: &[usize],
+    options: FrOptions,
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<FullRandomnessFit, FitError> {
     if stats.n_factors() == 2 {
-        return fit_full_randomness_crossed(stats, size_columns, shared, pool, keep_going);
+        return fit_full_randomness_crossed(stats, size_columns, options, pool, keep_going);
     }
     if stats.n_factors() != 1 {
         let terms: Vec<String> = stats.factor_names.iter().map(|n| term_label(n)).collect();
@@ -337,7 +386,7 @@ pub fn fit_full_randomness_with(
             }
             evaluations += 1;
             let coef = gls_at(stats, &ols, rho, pool, keep_going)?;
-            let equations = fr_equations(stats, &group_sizes, &ols.kept, &coef, size_columns);
+            let equations = fr_equations(stats, &group_sizes, &ols.kept, &coef, size_columns, options.centred);
             Ok(correlation_of(&fit_variance_components(&equations)?.raw))
         };
         let (mut low, mut high) = (0.0, RHO_MAX);
@@ -363,7 +412,7 @@ pub fn fit_full_randomness_with(
         0.0
     };
     let coef = gls_at(stats, &ols, rho, pool, keep_going)?;
-    let equations = fr_equations(stats, &group_sizes, &ols.kept, &coef, size_columns);
+    let equations = fr_equations(stats, &group_sizes, &ols.kept, &coef, size_columns, options.centred);
     let components = fit_variance_components(&equations)?;
     let mixed = solve_mixed_model(stats, &ols, &components, pool, keep_going)?;
     Ok(FullRandomnessFit {
@@ -376,6 +425,7 @@ pub fn fit_full_randomness_with(
         iterations: evaluations.max(1),
         crossed: None,
         shared: false,
+        centred: options.centred,
     })
 }
 
@@ -402,12 +452,14 @@ pub fn fit_full_randomness_with(
 /// share `T` columns have `Cov(S_k, S_m) = E[T] s2_b` (eq. 27), so the sample variance
 /// of the `S_i` has expectation `(1 - 1/r) (Var(S) - tau_r s2_b)`; with `shared` that is
 /// the equation, under the same divisor convention (the common factor `1 - 1/r`
-/// dropped). The nested case is refused: there the column totals of the items of one
+/// dropped). With `options.centred` the equations are those of the least-squares
+/// residuals, without `Var(F)`, `Var(G)` and `Var(h)` (see the module documentation).
+/// The nested case is refused: there the column totals of the items of one
 /// user are not a sample of independent columns.
 pub fn fit_full_randomness_crossed(
     stats: &SufficientStats,
     size_columns: &[usize],
-    shared: bool,
+    options: FrOptions,
     pool: &rayon::ThreadPool,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<FullRandomnessFit, FitError> {
@@ -431,7 +483,7 @@ pub fn fit_full_randomness_crossed(
     }
     let ols = ols_from_stats(stats)?;
     let coef = ols.coef.clone();
-    let equations = fr_crossed_equations(stats, &counts, &ols.kept, &coef, size_columns, shared);
+    let equations = fr_crossed_equations(stats, &counts, &ols.kept, &coef, size_columns, options);
     let components = fit_variance_components(&equations)?;
     let mixed = solve_mixed_model(stats, &ols, &components, pool, keep_going)?;
     Ok(FullRandomnessFit {
@@ -443,7 +495,8 @@ pub fn fit_full_randomness_crossed(
         coef_in_equations: coef,
         iterations: 1,
         crossed: Some(counts),
-        shared,
+        shared: options.shared,
+        centred: options.centred,
     })
 }
 

@@ -60,7 +60,7 @@ pub use data::{FactorCodes, FixedColumn, ModelData};
 pub use efficient::{EfficientOptions, TraceAccuracy};
 pub use error::FitError;
 pub use likelihood::{Criterion, LikelihoodFit};
-pub use fr::{fit_full_randomness, fit_full_randomness_with, CrossedCounts, FullRandomnessFit, GroupSizes};
+pub use fr::{fit_full_randomness, fit_full_randomness_opts, fit_full_randomness_with, CrossedCounts, FrOptions, FullRandomnessFit, GroupSizes};
 pub use mixed::{
     fitted_and_residuals, solve_mixed_model, solve_mixed_model_to, Accuracy, MixedModelSolution,
 };
@@ -135,16 +135,17 @@ pub fn fit_from_stats_with(
 
 /// Matloff's Full Randomness fit of a model with one random intercept or two crossed
 /// ones ([`fr`]) from (possibly merged) sufficient statistics; `size_columns` are the
-/// fixed-effect columns that are functions of a group size; `shared` asks for the
-/// crossed equations with the shared-level correction (eq. 27).
+/// fixed-effect columns that are functions of a group size; `options` asks for the
+/// crossed equations with the shared-level correction (eq. 27) and for the equations of
+/// the least-squares residuals ([`FrOptions`]).
 pub fn fit_full_randomness_from_stats_with(
     stats: &SufficientStats,
     size_columns: &[usize],
-    shared: bool,
+    options: FrOptions,
     threads: usize,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<FullRandomnessFit, FitError> {
-    fit_full_randomness_with(stats, size_columns, shared, &thread_pool(threads)?, keep_going)
+    fit_full_randomness_opts(stats, size_columns, options, &thread_pool(threads)?, keep_going)
 }
 
 /// The mixed-model equations at given variance components (`K` random-effect variances,

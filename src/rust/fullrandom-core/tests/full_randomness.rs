@@ -131,7 +131,7 @@ fn size_model_is_a_fixed_point_of_equations_20_to_22_and_gls() {
         }
         // The equations as the crate evaluates them at the same point agree too.
         let stats = SufficientStats::compute(&d.data()).unwrap();
-        let eq = fr_equations(&stats, &group_sizes(&stats), &got.ols.kept, &got.coef_in_equations, &[1]);
+        let eq = fr_equations(&stats, &group_sizes(&stats), &got.ols.kept, &got.coef_in_equations, &[1], false);
         assert_eq!(eq.q, got.equations.q);
     }
 }

@@ -13,7 +13,7 @@
 mod common;
 
 use common::*;
-use fullrandom_core::fr::{crossed_counts, fit_full_randomness_with};
+use fullrandom_core::fr::{crossed_counts, fit_full_randomness_opts, fit_full_randomness_with, FrOptions};
 use fullrandom_core::{merge_statistics, thread_pool, FitError, SufficientStats};
 use rand::Rng;
 use std::collections::HashMap;
@@ -189,6 +189,25 @@ fn model_ten_regressors_are_removed_by_least_squares_first() {
                 assert!((a - b).abs() < 1e-9 * (1.0 + b.abs()), "coefficient {j}: {a} vs {b}");
             }
             assert_close(&got.components.raw, &direct(&d, &coef, &h, shared), &format!("seed {seed} shared {shared}"));
+        }
+    }
+}
+
+#[test]
+fn centred_equations_are_those_of_the_least_squares_residuals() {
+    // The residuals y - X b (intercept and size() columns included) as the response of a
+    // model with an intercept only, at coefficient 0: h = 0 and Y* = the residuals.
+    for (seed, keep, h) in [(11, vec![0], vec![]), (12, vec![0, 1, 2, 3], vec![]), (13, vec![0, 1, 4, 5], vec![2, 3])] {
+        let d = with_columns(&ratings(seed, 80, 30, seed != 12), &keep);
+        let coef = ols(&d);
+        let mut residuals = with_columns(&d, &[0]);
+        residuals.y = (0..d.n()).map(|i| d.y[i] - (0..d.p).map(|j| coef[j] * d.x_at(i, j)).sum::<f64>()).collect();
+        let stats = SufficientStats::compute(&d.data()).unwrap();
+        for shared in [false, true] {
+            let options = FrOptions { shared, centred: true };
+            let got = fit_full_randomness_opts(&stats, &h, options, &thread_pool(1).unwrap(), &mut || true).unwrap();
+            assert!(got.centred && got.shared == shared);
+            assert_close(&got.components.raw, &direct(&residuals, &[0.0], &[], shared), &format!("seed {seed} shared {shared}"));
         }
     }
 }

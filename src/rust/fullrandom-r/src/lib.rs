@@ -221,11 +221,11 @@ fn fit_statistics(
             let fit = fullrandom_core::fit_from_stats_with(stats, threads, &mut no_user_interrupt).map_err(r_error)?;
             Ok((estimate_values(&fit.ols, &fit.equations, &fit.components, &fit.mixed), fit.mixed))
         }
-        Estimator::FullRandomness { size_columns, shared } => {
+        Estimator::FullRandomness { size_columns, options } => {
             let fit = fullrandom_core::fit_full_randomness_from_stats_with(
                 stats,
                 &size_columns,
-                shared,
+                options,
                 threads,
                 &mut no_user_interrupt,
             )
@@ -252,6 +252,7 @@ fn fit_statistics(
                 coef_in_equations = fit.coef_in_equations,
                 iterations = fit.iterations as i32,
                 shared = fit.shared,
+                centred = fit.centred,
                 crossed = crossed
             );
             values.push(("fr", fr.into()));
@@ -287,16 +288,20 @@ fn efficient_values(step: &fullrandom_core::EfficientStep) -> List {
 
 /// The estimator of a bootstrap replicate for the method R names: "moments", or "fr"
 /// with its 0-based size() columns ("fr_shared": the crossed equations with the
-/// shared-level correction of eq. 27). Replicates of "efficient" fits are refitted by the
+/// shared-level correction of eq. 27; "fr_centred", "fr_shared_centred": the equations of
+/// the least-squares residuals). Replicates of "efficient" fits are refitted by the
 /// moment equations (the efficient step on copies of levels is not implemented), and so
 /// are those of "reml" and "ml" fits: their spread is that of the less precise
 /// estimator, so the intervals are conservative.
 fn estimator_of(method: &str, size_columns: &[i32]) -> Result<Estimator> {
     match method {
         "moments" | "efficient" | "reml" | "ml" => Ok(Estimator::Moments),
-        "fr" | "fr_shared" => Ok(Estimator::FullRandomness {
+        "fr" | "fr_shared" | "fr_centred" | "fr_shared_centred" => Ok(Estimator::FullRandomness {
             size_columns: size_columns.iter().filter_map(|&j| usize::try_from(j).ok()).collect(),
-            shared: method == "fr_shared",
+            options: fullrandom_core::FrOptions {
+                shared: method.starts_with("fr_shared"),
+                centred: method.ends_with("_centred"),
+            },
         }),
         other => Err(Error::Other(format!("unknown method '{other}'"))),
     }
@@ -319,7 +324,8 @@ fn r_error(e: fullrandom_core::FitError) -> Error {
 ///   moment estimates), "efficient" (one MINQUE step from the moment estimates), "moments" (the
 ///   unbiased equations of every term), "fr" (Matloff's
 ///   Full Randomness estimator, one term or two crossed ones; "fr_shared" with the
-///   shared-level correction), "components" (the variance components of
+///   shared-level correction, "fr_centred" and "fr_shared_centred" the equations of the
+///   least-squares residuals), "components" (the variance components of
 ///   "moments" alone, without GLS or BLUPs) or "statistics" (the sufficient statistics
 ///   alone, to be merged with those of other chunks by fr_merged_fit()).
 /// @param size_columns for "fr": 0-based indices of the columns that are functions of
@@ -342,7 +348,7 @@ fn fr_moment_fit(
     let data = model_data(&model)?;
     let threads = threads.max(1) as usize;
     match method {
-        "moments" | "fr" | "fr_shared" | "efficient" | "reml" | "ml" => {
+        "moments" | "fr" | "fr_shared" | "fr_centred" | "fr_shared_centred" | "efficient" | "reml" | "ml" => {
             let stats = fullrandom_core::compute_statistics(&data, threads).map_err(r_error)?;
             let (mut values, mixed) = fit_statistics(&stats, method, &size_columns, threads)?;
             values.extend(fitted_values(&data, &mixed.coef, &mixed.ranef, threads)?);
