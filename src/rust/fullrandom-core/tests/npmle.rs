@@ -117,3 +117,56 @@ fn predictive_quantiles_of_a_point_mass_are_normal() {
     assert!((q[2] - (0.5 - 1.6448536269514722)).abs() < 1e-6);
     assert!((pnorm(1.959963984540054) - 0.975).abs() < 2e-8);
 }
+
+/// The posterior mean by its definition, with one `exp` per grid point.
+fn direct_posterior_mean(grid: &[f64], w: &[f64], d: f64, v: f64) -> f64 {
+    let e: Vec<f64> = grid.iter().map(|a| -(d - a) * (d - a) / (2.0 * v)).collect();
+    let top = e.iter().zip(w).filter(|(_, w)| **w > 0.0).map(|(e, _)| *e).fold(f64::NEG_INFINITY, f64::max);
+    let (mut s0, mut s1) = (0.0, 0.0);
+    for ((x, a), wj) in e.iter().zip(grid).zip(w).filter(|(_, wj)| **wj > 0.0) {
+        let t = wj * (x - top).exp();
+        s0 += t;
+        s1 += t * a;
+    }
+    s1 / s0
+}
+
+#[test]
+fn posterior_means_on_an_equal_grid_match_their_definition() {
+    // Equally spaced grid (the walk) and the same points perturbed (the exp path); weights
+    // with gaps, two far-apart clusters, and level means inside, between and outside them.
+    let m = 300;
+    let grid: Vec<f64> = (0..m).map(|j| -3.0 + 9.0 * j as f64 / (m - 1) as f64).collect();
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut w: Vec<f64> = (0..m).map(|j| if (j < 60 || j > 250) && rng.random::<f64>() < 0.5 { rng.random::<f64>() } else { 0.0 }).collect();
+    let s: f64 = w.iter().sum();
+    w.iter_mut().for_each(|x| *x /= s);
+    let g = fullrandom_core::npmle::Npmle {
+        grid: grid.clone(),
+        weights: w.clone(),
+        loglik: 0.0,
+        iterations: 0,
+        converged: true,
+        max_gradient: 1.0,
+        n_bins: 1,
+        n_levels: 1,
+    };
+    let mut d = Vec::new();
+    let mut v = Vec::new();
+    for k in 0..400 {
+        d.push(-6.0 + 15.0 * k as f64 / 399.0);
+        v.push([1.0, 0.25, 0.01, 1e-4][k % 4]);
+    }
+    let walked = posterior_means(&g, &d, &v).unwrap();
+    for i in 0..d.len() {
+        let exact = direct_posterior_mean(&grid, &w, d[i], v[i]);
+        assert!((walked[i] - exact).abs() <= 1e-9 * (1.0 + exact.abs()), "d {} v {}: {} vs {}", d[i], v[i], walked[i], exact);
+    }
+    let mut uneven = g.clone();
+    uneven.grid[100] += 1e-3;
+    let direct = posterior_means(&uneven, &d, &v).unwrap();
+    for i in 0..d.len() {
+        let exact = direct_posterior_mean(&uneven.grid, &w, d[i], v[i]);
+        assert!((direct[i] - exact).abs() <= 1e-9 * (1.0 + exact.abs()));
+    }
+}
