@@ -574,10 +574,26 @@ pub fn pnorm(x: f64) -> f64 {
     0.5 * erfc(-x / std::f64::consts::SQRT_2)
 }
 
+/// A rough inverse of the standard normal distribution function (Shore 1982, error
+/// about 0.01): the starting point of the safeguarded Newton iteration below.
+fn rough_qnorm(p: f64) -> f64 {
+    if p >= 0.5 {
+        5.5556 * (1.0 - ((1.0 - p) / p).powf(0.1186))
+    } else {
+        -rough_qnorm(1.0 - p)
+    }
+}
+
 /// Quantiles `probs` of the predictive distribution of `center_i + a + e`, where `a` has
 /// the posterior of a level with mean `d_i` and noise variance `v_i` (NaN `d_i`: a new
 /// level, `a` from the estimate itself) and `e ~ N(0, noise_i)` independently. Rows are
 /// the observations, in `probs` order within a row (row-major).
+///
+/// Posterior weights below 1e-15 are dropped (they move the distribution function by
+/// less than 1e-12), and each quantile is found by Newton's method on the mixture's
+/// distribution function, started from the normal with the same mean and variance and
+/// kept inside a bracket that shrinks with every step (a bisection step whenever Newton
+/// would leave it).
 pub fn predictive_quantiles(
     g: &Npmle,
     d: &[f64],
@@ -594,37 +610,62 @@ pub fn predictive_quantiles(
         return Err(FitError::InvalidInput("probabilities must lie strictly between 0 and 1".into()));
     }
     let sup = support(&g.weights);
+    if sup.is_empty() {
+        return Err(FitError::InvalidInput("the distribution has no positive weight".into()));
+    }
     let (lo_a, hi_a) = sup
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &j| (l.min(g.grid[j]), h.max(g.grid[j])));
     let np = probs.len();
     let mut out = vec![f64::NAN; n * np];
+    let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
     out.par_chunks_mut(np.max(1) * 256).enumerate().for_each(|(c, chunk)| {
         let mut p = Vec::with_capacity(sup.len());
+        let mut atoms: Vec<(f64, f64)> = Vec::with_capacity(sup.len());
         for (k, row) in chunk.chunks_mut(np.max(1)).enumerate() {
             let i = c * 256 + k;
             if !(center[i].is_finite() && noise[i].is_finite() && noise[i] >= 0.0) {
                 continue;
             }
             posterior_weights(g, &sup, d[i], v[i], &mut p);
+            atoms.clear();
+            atoms.extend(sup.iter().zip(&p).filter(|(_, w)| **w > 1e-15).map(|(&j, &w)| (center[i] + g.grid[j], w)));
+            let total: f64 = atoms.iter().map(|x| x.1).sum();
+            atoms.iter_mut().for_each(|x| x.1 /= total);
             let s = noise[i].sqrt().max(1e-12 * (1.0 + (hi_a - lo_a).abs()));
-            let cdf = |y: f64| -> f64 {
-                sup.iter().zip(&p).map(|(&j, w)| w * pnorm((y - center[i] - g.grid[j]) / s)).sum()
+            let mean: f64 = atoms.iter().map(|(a, w)| a * w).sum();
+            let var: f64 = atoms.iter().map(|(a, w)| w * (a - mean) * (a - mean)).sum::<f64>() + s * s;
+            let cdf_pdf = |y: f64| -> (f64, f64) {
+                let (mut f, mut dens) = (0.0, 0.0);
+                for &(a, w) in atoms.iter() {
+                    let z = (y - a) / s;
+                    f += w * pnorm(z);
+                    dens += w * (-0.5 * z * z).exp();
+                }
+                (f, dens * inv_sqrt_2pi / s)
             };
             for (q, &pr) in row.iter_mut().zip(probs) {
                 let (mut lo, mut hi) = (center[i] + lo_a - 9.0 * s, center[i] + hi_a + 9.0 * s);
-                for _ in 0..80 {
-                    let mid = 0.5 * (lo + hi);
-                    if cdf(mid) < pr {
-                        lo = mid;
+                let mut x = (mean + var.sqrt() * rough_qnorm(pr)).clamp(lo, hi);
+                for _ in 0..200 {
+                    let (f, dens) = cdf_pdf(x);
+                    if f < pr {
+                        lo = x;
                     } else {
-                        hi = mid;
+                        hi = x;
                     }
-                    if hi - lo <= 1e-10 * (1.0 + mid.abs()) {
+                    let step = (f - pr) / dens;
+                    let mut next = x - step;
+                    if !(dens > 0.0 && next > lo && next < hi) {
+                        next = 0.5 * (lo + hi);
+                    }
+                    let done = (next - x).abs() <= 1e-11 * (1.0 + x.abs()) || hi - lo <= 1e-10 * (1.0 + x.abs());
+                    x = next;
+                    if done {
                         break;
                     }
                 }
-                *q = 0.5 * (lo + hi);
+                *q = x;
             }
         }
     });

@@ -170,3 +170,34 @@ fn posterior_means_on_an_equal_grid_match_their_definition() {
         assert!((direct[i] - exact).abs() <= 1e-9 * (1.0 + exact.abs()));
     }
 }
+
+#[test]
+fn predictive_quantiles_solve_the_mixture_distribution_function() {
+    // A bimodal estimate: the distribution function of center + a + N(0, noise) at each
+    // returned quantile equals its probability, for known levels (posterior) and a new one.
+    let (codes, values, _) = bimodal(2000, 5);
+    let sums = LevelSums::compute(&values, &codes, 1, 2000, 0.0).unwrap();
+    let d = sums.means();
+    let v: Vec<f64> = sums.count.iter().map(|n| 1.0 / n).collect();
+    let g = npmle(&d, &v, &NpmleOptions::default()).unwrap();
+    let probs = [0.05, 0.5, 0.95, 0.999];
+    let dq: Vec<f64> = vec![f64::NAN, -0.5, 0.7, 2.0, 5.0];
+    let vq = vec![1.0, 0.25, 0.25, 1.0, 0.5];
+    let center = vec![1.0, 0.0, -2.0, 0.5, 0.0];
+    let noise = vec![1.0, 1.0, 0.01, 4.0, 1e-6];
+    let q = predictive_quantiles(&g, &dq, &vq, &center, &noise, &probs).unwrap();
+    for i in 0..dq.len() {
+        // the posterior weights by their definition
+        let e: Vec<f64> = g.grid.iter().map(|a| if dq[i].is_nan() { 0.0 } else { -(dq[i] - a).powi(2) / (2.0 * vq[i]) }).collect();
+        let top = e.iter().zip(&g.weights).filter(|(_, w)| **w > 0.0).map(|(e, _)| *e).fold(f64::NEG_INFINITY, f64::max);
+        let post: Vec<f64> = e.iter().zip(&g.weights).map(|(x, w)| if *w > 0.0 { w * (x - top).exp() } else { 0.0 }).collect();
+        let tot: f64 = post.iter().sum();
+        let cdf = |y: f64| -> f64 {
+            post.iter().zip(&g.grid).map(|(w, a)| w / tot * pnorm((y - center[i] - a) / noise[i].sqrt())).sum()
+        };
+        for (k, &p) in probs.iter().enumerate() {
+            let y = q[i * probs.len() + k];
+            assert!((cdf(y) - p).abs() < 1e-7, "level {i} p {p}: F(q) = {}", cdf(y));
+        }
+    }
+}
