@@ -76,6 +76,8 @@ bench: install
 	Rscript bench/alchemy.R
 	Rscript bench/coverage.R
 	Rscript bench/efficiency.R
+	Rscript bench/mixing.R
+	Rscript bench/mixing-gmodel.R
 
 clean:
 	rm -rf $(BUILD) src/*.o src/*.so src/rust/target

@@ -55,6 +55,15 @@
 #' @param tol,max_iter the EM's stopping rule: the Kiefer-Wolfowitz gradient at most
 #'   `1 + tol`, or `max_iter` EM steps.
 #' @param threads number of threads (default: those of the fit).
+#' @param method `"npmle"` (the default): the Kiefer-Wolfowitz NPMLE above; `"gmodel"`:
+#'   Efron's (2016) log-spline g-model, a smooth estimate on the same grid,
+#'   `g_j ~ exp(Q_j b)` with `Q` a centred natural spline basis of `df` degrees of
+#'   freedom (columns scaled to unit length), fitted by maximising the binned marginal
+#'   log-likelihood minus Efron's penalty `|b|` (BFGS in the Rust core); the degrees of
+#'   freedom are chosen among `df` by AIC. With 10^3 levels its posterior means are
+#'   closer to the oracle Bayes rule than the NPMLE's when the effects are smooth (the
+#'   NPMLE is discrete and overfits); the NPMLE is consistent for any distribution.
+#' @param df the g-model's candidate degrees of freedom (used by `method = "gmodel"`).
 #' @param object,x an `fr_distribution` object.
 #' @param nboot number of resamples of the levels for the standard errors of the
 #'   cumulants.
@@ -66,7 +75,8 @@
 #' @return `fr_distribution()`: an object of class `fr_distribution`, a list with the
 #'   term, the grid and its `weights`, the estimate's `moments`, the cumulant estimates
 #'   (`cumulants`), the levels' means `d`, noise variances `v` and row counts `n`, and
-#'   the EM's convergence (`iterations`, `converged`, `max_gradient`, `n_bins`).
+#'   the EM's convergence (`iterations`, `converged`, `max_gradient`, `n_bins`), the
+#'   `method` and, for the g-model, the chosen `df` and its `aic`.
 #'   `summary()`: a data frame of cumulants, standard errors and tests (printed).
 #'   `quantile()`: the quantiles of the estimated distribution.
 #' @references Kiefer, J. and Wolfowitz, J. (1956). Consistency of the maximum likelihood
@@ -74,6 +84,7 @@
 #'   Mizera, I. (2014). Convex optimization, shape constraints, compound decisions and
 #'   empirical Bayes rules. Varadhan, R. and Roland, C. (2008). Simple and globally
 #'   convergent methods for accelerating the convergence of any EM algorithm.
+#'   Efron, B. (2016). Empirical Bayes deconvolution estimates. Biometrika 103, 1-20.
 #' @examples
 #' dat <- simulate_archers(n_archers = 200, seed = 1)
 #' fit <- fr_fit(distance ~ bow + (1 | archer), data = dat)
@@ -83,9 +94,14 @@
 #' quantile(g, c(0.1, 0.5, 0.9))
 #' @export
 fr_distribution <- function(fit, term = NULL, grid_size = 300L, data = NULL, tol = 1e-3,
-                            max_iter = 600L, threads = NULL, ...) {
+                            max_iter = 600L, threads = NULL, method = c("npmle", "gmodel"),
+                            df = 3:12, ...) {
   refuse_unknown_arguments("fr_distribution()", ..., help = "fr_distribution")
   if (!inherits(fit, "fr_fit")) stop("`fit` must be an fr_fit object", call. = FALSE)
+  method <- match.arg(method)
+  if (!(is.numeric(df) && length(df) >= 1L && all(df == round(df)) && all(df >= 1))) {
+    stop("`df` must be whole numbers of at least 1 (the g-model's spline degrees of freedom)", call. = FALSE)
+  }
   k <- distribution_term(fit, term)
   if (is.null(threads)) threads <- if (is.null(fit$threads)) 1L else fit$threads
   sums <- partial_residual_sums(fit, k, data)
@@ -95,8 +111,12 @@ fr_distribution <- function(fit, term = NULL, grid_size = 300L, data = NULL, tol
   has <- n > 0
   d <- ifelse(has, sums$s1 / pmax(n, 1), NA_real_)
   v <- ifelse(has, s2 / pmax(n, 1) + sums$pev / pmax(n, 1)^2, NA_real_)
-  g <- fr_npmle(d[has], v[has], as.integer(grid_size), 0.05, 0.05, tol, as.integer(max_iter),
-                as.integer(threads))
+  g <- if (method == "npmle") {
+    fr_npmle(d[has], v[has], as.integer(grid_size), 0.05, 0.05, tol, as.integer(max_iter),
+             as.integer(threads))
+  } else {
+    fit_gmodel(d[has], v[has], as.integer(grid_size), df, tol, as.integer(max_iter), as.integer(threads))
+  }
   keep <- g$weights > 0
   levels <- names(fit$ranef_values[[k]])
   names(d) <- names(v) <- names(n) <- levels
@@ -106,7 +126,7 @@ fr_distribution <- function(fit, term = NULL, grid_size = 300L, data = NULL, tol
     loglik = g$loglik, iterations = g$iterations, converged = g$converged,
     max_gradient = g$max_gradient, n_bins = g$n_bins, n_levels = sum(has),
     d = d, v = v, n = n, variance = unname(theta[[k]]), sigma2 = s2,
-    threads = as.integer(threads),
+    threads = as.integer(threads), method = method, df = g$df, aic = g$aic,
     sums = list(n = n, d = d, m2 = central_sum(sums, 2L), m3 = central_sum(sums, 3L),
                 m4 = central_sum(sums, 4L))
   )
@@ -114,6 +134,26 @@ fr_distribution <- function(fit, term = NULL, grid_size = 300L, data = NULL, tol
   out$cumulants <- cumulants_by_moments(out$sums, out$variance, s2)
   class(out) <- "fr_distribution"
   out
+}
+
+# Efron's log-spline g-model on an equally spaced grid over the level means: a centred
+# natural spline basis with `k` degrees of freedom, columns scaled to unit length (as in
+# Efron 2016), penalty |b| (Efron's c0 = 1); `k` chosen among `df` by AIC, -2 loglik + 2 k.
+fit_gmodel <- function(d, v, grid_size, df, tol, max_iter, threads) {
+  if (grid_size < 4L || !(diff(range(d)) > 0)) {
+    stop("the g-model needs a grid of at least 4 points and level means that differ", call. = FALSE)
+  }
+  grid <- seq(min(d), max(d), length.out = grid_size)
+  fits <- lapply(df, function(k) {
+    Q <- splines::ns(grid, df = k)
+    Q <- scale(Q, center = TRUE, scale = FALSE)
+    Q <- sweep(Q, 2L, sqrt(colSums(Q^2)), "/")
+    g <- fr_gmodel(d, v, grid, as.double(Q), 1, 0.05, 0.05, tol, max_iter, threads)
+    g$df <- k
+    g$aic <- -2 * g$loglik + 2 * k
+    g
+  })
+  fits[[which.min(vapply(fits, `[[`, 0, "aic"))]]
 }
 
 #' @rdname fr_distribution
@@ -256,11 +296,19 @@ cumulants_by_moments <- function(s, s2a, s2e, index = NULL) {
 #' @export
 print.fr_distribution <- function(x, ...) {
   m <- x$moments
-  cat(sprintf("Distribution of the effects of %s: NPMLE on a grid of %d points\n",
-              term_label(x$term), length(x$grid)))
-  cat(sprintf("  %d levels in %d bins; %d support points with positive mass; EM %s after %d steps (KW gradient %.6f)\n",
-              x$n_levels, x$n_bins, nrow(x$support),
-              if (isTRUE(x$converged)) "converged" else "stopped", x$iterations, x$max_gradient))
+  gmodel <- identical(x$method, "gmodel")
+  cat(sprintf("Distribution of the effects of %s: %s on a grid of %d points\n",
+              term_label(x$term), if (gmodel) sprintf("log-spline g-model (%d df, by AIC)", x$df) else "NPMLE",
+              length(x$grid)))
+  if (gmodel) {
+    cat(sprintf("  %d levels in %d bins; BFGS %s after %d steps (KW gradient %.6f)\n",
+                x$n_levels, x$n_bins, if (isTRUE(x$converged)) "converged" else "stopped", x$iterations,
+                x$max_gradient))
+  } else {
+    cat(sprintf("  %d levels in %d bins; %d support points with positive mass; EM %s after %d steps (KW gradient %.6f)\n",
+                x$n_levels, x$n_bins, nrow(x$support),
+                if (isTRUE(x$converged)) "converged" else "stopped", x$iterations, x$max_gradient))
+  }
   cat(sprintf("  mean %.4g, sd %.4g (moment estimate %.4g), skewness %.3g, excess kurtosis %.3g\n",
               m[["mean"]], m[["sd"]], sqrt(x$variance), m[["skewness"]], m[["excess_kurtosis"]]))
   q <- quantile(x, c(0.05, 0.25, 0.5, 0.75, 0.95))

@@ -125,6 +125,13 @@ fr_level_power_sums <- function(values, codes, n_levels, shift) .Call(wrap__fr_l
 #' @noRd
 fr_npmle <- function(d, v, grid_size, mean_bin, variance_bin, tol, max_iter, threads) .Call(wrap__fr_npmle, d, v, grid_size, mean_bin, variance_bin, tol, max_iter, threads)
 
+#' Efron's log-spline g-model of the distribution of the effects on `grid` with the
+#' basis `basis` (grid points x columns, a matrix) and ridge penalty `penalty`
+#' (internal; see fr_distribution()).
+#' @return a list as fr_npmle()'s.
+#' @noRd
+fr_gmodel <- function(d, v, grid, basis, penalty, mean_bin, variance_bin, tol, max_iter, threads) .Call(wrap__fr_gmodel, d, v, grid, basis, penalty, mean_bin, variance_bin, tol, max_iter, threads)
+
 #' Posterior means of the effects of levels with means `d` and noise variances `v` under
 #' the distribution (`grid`, `weights`); NaN `d` gives the prior mean (internal).
 #' @noRd

@@ -81,9 +81,11 @@ predict.fr_fit <- function(object, newdata = NULL, re.form = NULL,
   used <- random_terms_used(object, re.form)
   blups <- object$ranef_values
   dists <- NULL
-  if (ranef.type == "npmle" || interval == "prediction") {
-    dists <- lapply(names(object$flist), function(k) fr_distribution(object, k))
-    names(dists) <- names(object$flist)
+  # The intervals need the distribution of their term only; posterior means, every term's.
+  need <- if (ranef.type == "npmle") names(object$flist) else if (interval == "prediction") npmle_term
+  if (length(need)) {
+    dists <- lapply(need, function(k) fr_distribution(object, k))
+    names(dists) <- need
   }
   if (ranef.type == "npmle") object$ranef_values <- npmle_ranef_values(object, dists)
   if (interval == "prediction") {

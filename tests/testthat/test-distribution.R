@@ -109,3 +109,32 @@ test_that("chunked sums equal the whole data's (crossed design)", {
   # the other term's prediction error enters the noise variance
   expect_true(all((whole$v - fit$theta[["Residual"]] / whole$n)[whole$n > 0] > 0))
 })
+
+test_that("the g-model: a smooth distribution by AIC, normal effects near the BLUPs, bimodal ones found", {
+  set.seed(31)
+  G <- 1500
+  a <- rnorm(G)
+  g <- rep(seq_len(G), 4)
+  dat <- data.frame(y = a[g] + rnorm(4 * G), g = factor(g))
+  fit <- fr_fit(y ~ 1 + (1 | g), data = dat)
+  d <- fr_distribution(fit, method = "gmodel")
+  expect_identical(d$method, "gmodel")
+  expect_true(d$converged)
+  expect_true(d$df %in% 3:12)
+  expect_equal(sum(d$weights), 1, tolerance = 1e-12)
+  expect_true(all(d$weights > 0))  # smooth: every grid point carries mass
+  # a normal estimate: its variance near the moment one, posterior means near the BLUPs
+  expect_lt(abs(d$moments[["variance"]] / d$variance - 1), 0.1)
+  eb <- fullrandom:::npmle_ranef(d)
+  expect_lt(sqrt(mean((eb - fit$ranef_values$g)^2)), 0.03)
+  expect_lt(max(abs(eb - fit$ranef_values$g)), 0.2)
+  # its log-likelihood is at most the NPMLE's (the NPMLE maximises it over all laws)
+  expect_lte(d$loglik, fr_distribution(fit)$loglik + 1e-6)
+  expect_output(print(d), "g-model")
+  # bimodal effects: the upper mode's mass
+  b <- fr_distribution(fr_fit(y ~ 1 + (1 | g), data = bimodal_data()), method = "gmodel")
+  upper <- sum(b$weights[b$grid > 0.75 + b$moments[["mean"]]])
+  expect_lt(abs(upper - 0.2), 0.05)
+  expect_error(fr_distribution(fit, method = "gmodel", df = 0), "whole numbers")
+  expect_error(fr_distribution(fit, method = "spline"), "should be one of")
+})

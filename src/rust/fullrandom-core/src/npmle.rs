@@ -436,6 +436,134 @@ pub fn npmle_binned(bins: &Bins, grid: Vec<f64>, opts: &NpmleOptions) -> Result<
     })
 }
 
+/// Efron's (2016) log-spline g-model: the distribution on `grid` with probabilities
+/// `g_j(b) = exp(Q_j b) / sum_l exp(Q_l b)`, `Q` an `m x p` basis (column-major in
+/// `basis`; R builds a centred natural spline), fitted by maximising the binned marginal
+/// log-likelihood minus Efron's penalty `penalty |b|` (its gradient smoothed at 0), by BFGS with a
+/// backtracking line search. The gradient of the log-likelihood is
+/// `N sum_j g_j (grad_j - 1) Q_j`, with `grad_j` the Kiefer-Wolfowitz gradient of the
+/// NPMLE. A smooth, low-dimensional alternative to the NPMLE (which is discrete and
+/// overfits with few levels).
+pub fn gmodel(
+    d: &[f64],
+    v: &[f64],
+    grid: Vec<f64>,
+    basis: &[f64],
+    penalty: f64,
+    opts: &NpmleOptions,
+) -> Result<Npmle, FitError> {
+    let m = grid.len();
+    if m == 0 || basis.len() % m != 0 || grid.iter().any(|a| !a.is_finite()) {
+        return Err(FitError::InvalidInput("the basis must have one row per (finite) grid point".into()));
+    }
+    if !(penalty >= 0.0 && penalty.is_finite()) {
+        // penalty |b|, smoothed at b = 0 by adding 1e-12 under the root
+        return Err(FitError::InvalidInput("the penalty must be a finite non-negative number".into()));
+    }
+    let p = basis.len() / m;
+    let bins = bin_levels(d, v, opts)?;
+    if bins.d.is_empty() {
+        return Err(FitError::InvalidInput(
+            "no level has a finite mean and a positive noise variance".into(),
+        ));
+    }
+    let lik = Likelihood::new(&bins, &grid);
+    let all: Vec<usize> = (0..m).collect();
+    let n_total = lik.total;
+    let weights_of = |b: &[f64]| -> Vec<f64> {
+        let eta: Vec<f64> = (0..m).map(|j| (0..p).map(|k| basis[k * m + j] * b[k]).sum::<f64>()).collect();
+        let top = eta.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let mut w: Vec<f64> = eta.iter().map(|e| (e - top).exp()).collect();
+        normalise(&mut w);
+        w
+    };
+    // The objective (to minimise) and its gradient at b.
+    let eval = |b: &[f64]| -> (f64, Vec<f64>, Vec<f64>) {
+        let w = weights_of(b);
+        let f = lik.densities(&w, &all);
+        let ll = lik.loglik_of(&f);
+        let grad = lik.gradient(&f, &all);
+        let norm = (b.iter().map(|x| x * x).sum::<f64>() + 1e-12).sqrt();
+        let pen = penalty * norm;
+        let gr: Vec<f64> = (0..p)
+            .map(|k| {
+                -n_total * (0..m).map(|j| w[j] * (grad[j] - 1.0) * basis[k * m + j]).sum::<f64>()
+                    + penalty * b[k] / norm
+            })
+            .collect();
+        (-ll + pen, gr, w)
+    };
+    let mut b = vec![0.0; p];
+    let (mut fval, mut gr, mut w) = eval(&b);
+    // Inverse Hessian approximation, started at I / N (the objective is of order N).
+    let mut h = vec![0.0; p * p];
+    for k in 0..p {
+        h[k * p + k] = 1.0 / n_total;
+    }
+    let mut iterations = 0;
+    let mut converged = false;
+    while iterations < opts.max_iter {
+        iterations += 1;
+        let dir: Vec<f64> = (0..p).map(|i| -(0..p).map(|k| h[i * p + k] * gr[k]).sum::<f64>()).collect();
+        let slope: f64 = dir.iter().zip(&gr).map(|(a, b)| a * b).sum();
+        if !(slope < 0.0) {
+            // not a descent direction: restart from the scaled identity
+            h.iter_mut().for_each(|x| *x = 0.0);
+            for k in 0..p {
+                h[k * p + k] = 1.0 / n_total;
+            }
+            continue;
+        }
+        let mut step = 1.0;
+        let mut accepted = None;
+        for _ in 0..40 {
+            let cand: Vec<f64> = b.iter().zip(&dir).map(|(x, dd)| x + step * dd).collect();
+            let (fc, gc, wc) = eval(&cand);
+            if fc.is_finite() && fc <= fval + 1e-4 * step * slope {
+                accepted = Some((cand, fc, gc, wc));
+                break;
+            }
+            step *= 0.5;
+        }
+        let Some((nb, nf, ng, nw)) = accepted else { break };
+        let s: Vec<f64> = nb.iter().zip(&b).map(|(x, y)| x - y).collect();
+        let y: Vec<f64> = ng.iter().zip(&gr).map(|(x, y)| x - y).collect();
+        let sy: f64 = s.iter().zip(&y).map(|(a, b)| a * b).sum();
+        let change = fval - nf;
+        b = nb;
+        fval = nf;
+        gr = ng;
+        w = nw;
+        if sy > 1e-12 * s.iter().map(|x| x * x).sum::<f64>().sqrt() * y.iter().map(|x| x * x).sum::<f64>().sqrt() {
+            // BFGS update of the inverse Hessian
+            let hy: Vec<f64> = (0..p).map(|i| (0..p).map(|k| h[i * p + k] * y[k]).sum::<f64>()).collect();
+            let yhy: f64 = y.iter().zip(&hy).map(|(a, b)| a * b).sum();
+            for i in 0..p {
+                for k in 0..p {
+                    h[i * p + k] += ((sy + yhy) * s[i] * s[k]) / (sy * sy) - (hy[i] * s[k] + s[i] * hy[k]) / sy;
+                }
+            }
+        }
+        let gmax = gr.iter().fold(0.0f64, |a, x| a.max(x.abs()));
+        if gmax <= opts.tol * 1e-3 * n_total || change.abs() <= 1e-12 * n_total {
+            converged = gmax <= opts.tol * n_total;
+            break;
+        }
+    }
+    let f = lik.densities(&w, &all);
+    let max_gradient = lik.gradient(&f, &all).iter().cloned().fold(0.0, f64::max);
+    Ok(Npmle {
+        grid,
+        weights: w,
+        loglik: lik.loglik_of(&f),
+        iterations,
+        converged,
+        max_gradient,
+        n_bins: bins.d.len(),
+        n_levels: bins.count.iter().sum::<f64>() as usize,
+    })
+}
+
 /// The posterior weights of the support points for one level mean `d` with noise
 /// variance `v`; NaN `d` (a new level) gives the estimated distribution itself.
 fn posterior_weights(g: &Npmle, support: &[usize], d: f64, v: f64, out: &mut Vec<f64>) {
@@ -458,19 +586,92 @@ fn posterior_weights(g: &Npmle, support: &[usize], d: f64, v: f64, out: &mut Vec
     out.iter_mut().for_each(|x| *x /= s);
 }
 
+/// The spacing of an equally spaced grid (relative deviations below 1e-9), else `None`.
+fn equal_spacing(grid: &[f64]) -> Option<f64> {
+    if grid.len() < 2 {
+        return None;
+    }
+    let h = (grid[grid.len() - 1] - grid[0]) / (grid.len() - 1) as f64;
+    if !(h > 0.0) {
+        return None;
+    }
+    let ok = grid.windows(2).all(|p| ((p[1] - p[0]) - h).abs() <= 1e-9 * h);
+    if ok {
+        Some(h)
+    } else {
+        None
+    }
+}
+
+/// The posterior mean of a level with mean `d` and noise variance `v` on an equally
+/// spaced grid with spacing `h`, over the grid indices `lo..=hi`, without an `exp` per
+/// grid point: the likelihood ratios of neighbouring points,
+/// `t_{j+1} / t_j = exp((d - a_j) h / v - h^2 / (2 v))`, change by the constant factor
+/// `exp(-h^2 / v)` from one point to the next. Starting at the grid point nearest `d`,
+/// the likelihoods relative to it decrease monotonically in both directions, and the
+/// walk stops where they fall below 1e-300. `None` when the posterior mass near `d` is
+/// too small for this to be accurate (the caller then uses [`posterior_weights`]).
+fn posterior_mean_walk(g: &Npmle, lo: usize, hi: usize, h: f64, d: f64, v: f64) -> Option<f64> {
+    let (a, w) = (&g.grid, &g.weights);
+    let c = (-h * h / v).exp();
+    let p = ((d - a[0]) / h).round().clamp(lo as f64, hi as f64) as usize;
+    let (mut s0, mut s1) = (w[p], w[p] * a[p]);
+    let half = h * h / (2.0 * v);
+    let (mut t, mut q) = (1.0, ((d - a[p]) * h / v - half).exp());
+    for j in p + 1..=hi {
+        t *= q;
+        q *= c;
+        if t < 1e-300 {
+            break;
+        }
+        s0 += w[j] * t;
+        s1 += w[j] * t * a[j];
+    }
+    let (mut t, mut r) = (1.0, (-(d - a[p]) * h / v - half).exp());
+    for j in (lo..p).rev() {
+        t *= r;
+        r *= c;
+        if t < 1e-300 {
+            break;
+        }
+        s0 += w[j] * t;
+        s1 += w[j] * t * a[j];
+    }
+    if s0 > 1e-200 && s0.is_finite() && s1.is_finite() {
+        Some(s1 / s0)
+    } else {
+        None
+    }
+}
+
 /// Posterior means `E[a | d_g]` under the estimate (the prior mean where `d_g` is NaN).
+/// On an equally spaced grid (the default) by [`posterior_mean_walk`], a few
+/// multiplications per grid point; otherwise one `exp` per support point.
 pub fn posterior_means(g: &Npmle, d: &[f64], v: &[f64]) -> Result<Vec<f64>, FitError> {
     if d.len() != v.len() {
         return Err(FitError::InvalidInput(format!("{} level means for {} variances", d.len(), v.len())));
     }
     let sup = support(&g.weights);
+    if sup.is_empty() {
+        return Err(FitError::InvalidInput("the distribution has no positive weight".into()));
+    }
+    let spacing = equal_spacing(&g.grid);
+    let (lo, hi) = (sup[0], sup[sup.len() - 1]);
     let mut out = vec![0.0; d.len()];
     out.par_chunks_mut(1024).enumerate().for_each(|(c, chunk)| {
         let mut p = Vec::with_capacity(sup.len());
         for (k, o) in chunk.iter_mut().enumerate() {
             let i = c * 1024 + k;
-            posterior_weights(g, &sup, d[i], v[i], &mut p);
-            *o = sup.iter().zip(&p).map(|(&j, w)| g.grid[j] * w).sum();
+            let walked = match spacing {
+                Some(h) if d[i].is_finite() && v[i].is_finite() && v[i] > 0.0 => {
+                    posterior_mean_walk(g, lo, hi, h, d[i], v[i])
+                }
+                _ => None,
+            };
+            *o = walked.unwrap_or_else(|| {
+                posterior_weights(g, &sup, d[i], v[i], &mut p);
+                sup.iter().zip(&p).map(|(&j, w)| g.grid[j] * w).sum()
+            });
         }
     });
     Ok(out)
@@ -501,10 +702,26 @@ pub fn pnorm(x: f64) -> f64 {
     0.5 * erfc(-x / std::f64::consts::SQRT_2)
 }
 
+/// A rough inverse of the standard normal distribution function (Shore 1982, error
+/// about 0.01): the starting point of the safeguarded Newton iteration below.
+fn rough_qnorm(p: f64) -> f64 {
+    if p >= 0.5 {
+        5.5556 * (1.0 - ((1.0 - p) / p).powf(0.1186))
+    } else {
+        -rough_qnorm(1.0 - p)
+    }
+}
+
 /// Quantiles `probs` of the predictive distribution of `center_i + a + e`, where `a` has
 /// the posterior of a level with mean `d_i` and noise variance `v_i` (NaN `d_i`: a new
 /// level, `a` from the estimate itself) and `e ~ N(0, noise_i)` independently. Rows are
 /// the observations, in `probs` order within a row (row-major).
+///
+/// Posterior weights below 1e-15 are dropped (they move the distribution function by
+/// less than 1e-12), and each quantile is found by Newton's method on the mixture's
+/// distribution function, started from the normal with the same mean and variance and
+/// kept inside a bracket that shrinks with every step (a bisection step whenever Newton
+/// would leave it).
 pub fn predictive_quantiles(
     g: &Npmle,
     d: &[f64],
@@ -521,37 +738,62 @@ pub fn predictive_quantiles(
         return Err(FitError::InvalidInput("probabilities must lie strictly between 0 and 1".into()));
     }
     let sup = support(&g.weights);
+    if sup.is_empty() {
+        return Err(FitError::InvalidInput("the distribution has no positive weight".into()));
+    }
     let (lo_a, hi_a) = sup
         .iter()
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &j| (l.min(g.grid[j]), h.max(g.grid[j])));
     let np = probs.len();
     let mut out = vec![f64::NAN; n * np];
+    let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();
     out.par_chunks_mut(np.max(1) * 256).enumerate().for_each(|(c, chunk)| {
         let mut p = Vec::with_capacity(sup.len());
+        let mut atoms: Vec<(f64, f64)> = Vec::with_capacity(sup.len());
         for (k, row) in chunk.chunks_mut(np.max(1)).enumerate() {
             let i = c * 256 + k;
             if !(center[i].is_finite() && noise[i].is_finite() && noise[i] >= 0.0) {
                 continue;
             }
             posterior_weights(g, &sup, d[i], v[i], &mut p);
+            atoms.clear();
+            atoms.extend(sup.iter().zip(&p).filter(|(_, w)| **w > 1e-15).map(|(&j, &w)| (center[i] + g.grid[j], w)));
+            let total: f64 = atoms.iter().map(|x| x.1).sum();
+            atoms.iter_mut().for_each(|x| x.1 /= total);
             let s = noise[i].sqrt().max(1e-12 * (1.0 + (hi_a - lo_a).abs()));
-            let cdf = |y: f64| -> f64 {
-                sup.iter().zip(&p).map(|(&j, w)| w * pnorm((y - center[i] - g.grid[j]) / s)).sum()
+            let mean: f64 = atoms.iter().map(|(a, w)| a * w).sum();
+            let var: f64 = atoms.iter().map(|(a, w)| w * (a - mean) * (a - mean)).sum::<f64>() + s * s;
+            let cdf_pdf = |y: f64| -> (f64, f64) {
+                let (mut f, mut dens) = (0.0, 0.0);
+                for &(a, w) in atoms.iter() {
+                    let z = (y - a) / s;
+                    f += w * pnorm(z);
+                    dens += w * (-0.5 * z * z).exp();
+                }
+                (f, dens * inv_sqrt_2pi / s)
             };
             for (q, &pr) in row.iter_mut().zip(probs) {
                 let (mut lo, mut hi) = (center[i] + lo_a - 9.0 * s, center[i] + hi_a + 9.0 * s);
-                for _ in 0..80 {
-                    let mid = 0.5 * (lo + hi);
-                    if cdf(mid) < pr {
-                        lo = mid;
+                let mut x = (mean + var.sqrt() * rough_qnorm(pr)).clamp(lo, hi);
+                for _ in 0..200 {
+                    let (f, dens) = cdf_pdf(x);
+                    if f < pr {
+                        lo = x;
                     } else {
-                        hi = mid;
+                        hi = x;
                     }
-                    if hi - lo <= 1e-10 * (1.0 + mid.abs()) {
+                    let step = (f - pr) / dens;
+                    let mut next = x - step;
+                    if !(dens > 0.0 && next > lo && next < hi) {
+                        next = 0.5 * (lo + hi);
+                    }
+                    let done = (next - x).abs() <= 1e-11 * (1.0 + x.abs()) || hi - lo <= 1e-10 * (1.0 + x.abs());
+                    x = next;
+                    if done {
                         break;
                     }
                 }
-                *q = 0.5 * (lo + hi);
+                *q = x;
             }
         }
     });

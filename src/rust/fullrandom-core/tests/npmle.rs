@@ -117,3 +117,87 @@ fn predictive_quantiles_of_a_point_mass_are_normal() {
     assert!((q[2] - (0.5 - 1.6448536269514722)).abs() < 1e-6);
     assert!((pnorm(1.959963984540054) - 0.975).abs() < 2e-8);
 }
+
+/// The posterior mean by its definition, with one `exp` per grid point.
+fn direct_posterior_mean(grid: &[f64], w: &[f64], d: f64, v: f64) -> f64 {
+    let e: Vec<f64> = grid.iter().map(|a| -(d - a) * (d - a) / (2.0 * v)).collect();
+    let top = e.iter().zip(w).filter(|(_, w)| **w > 0.0).map(|(e, _)| *e).fold(f64::NEG_INFINITY, f64::max);
+    let (mut s0, mut s1) = (0.0, 0.0);
+    for ((x, a), wj) in e.iter().zip(grid).zip(w).filter(|(_, wj)| **wj > 0.0) {
+        let t = wj * (x - top).exp();
+        s0 += t;
+        s1 += t * a;
+    }
+    s1 / s0
+}
+
+#[test]
+fn posterior_means_on_an_equal_grid_match_their_definition() {
+    // Equally spaced grid (the walk) and the same points perturbed (the exp path); weights
+    // with gaps, two far-apart clusters, and level means inside, between and outside them.
+    let m = 300;
+    let grid: Vec<f64> = (0..m).map(|j| -3.0 + 9.0 * j as f64 / (m - 1) as f64).collect();
+    let mut rng = StdRng::seed_from_u64(7);
+    let mut w: Vec<f64> = (0..m).map(|j| if (j < 60 || j > 250) && rng.random::<f64>() < 0.5 { rng.random::<f64>() } else { 0.0 }).collect();
+    let s: f64 = w.iter().sum();
+    w.iter_mut().for_each(|x| *x /= s);
+    let g = fullrandom_core::npmle::Npmle {
+        grid: grid.clone(),
+        weights: w.clone(),
+        loglik: 0.0,
+        iterations: 0,
+        converged: true,
+        max_gradient: 1.0,
+        n_bins: 1,
+        n_levels: 1,
+    };
+    let mut d = Vec::new();
+    let mut v = Vec::new();
+    for k in 0..400 {
+        d.push(-6.0 + 15.0 * k as f64 / 399.0);
+        v.push([1.0, 0.25, 0.01, 1e-4][k % 4]);
+    }
+    let walked = posterior_means(&g, &d, &v).unwrap();
+    for i in 0..d.len() {
+        let exact = direct_posterior_mean(&grid, &w, d[i], v[i]);
+        assert!((walked[i] - exact).abs() <= 1e-9 * (1.0 + exact.abs()), "d {} v {}: {} vs {}", d[i], v[i], walked[i], exact);
+    }
+    let mut uneven = g.clone();
+    uneven.grid[100] += 1e-3;
+    let direct = posterior_means(&uneven, &d, &v).unwrap();
+    for i in 0..d.len() {
+        let exact = direct_posterior_mean(&uneven.grid, &w, d[i], v[i]);
+        assert!((direct[i] - exact).abs() <= 1e-9 * (1.0 + exact.abs()));
+    }
+}
+
+#[test]
+fn predictive_quantiles_solve_the_mixture_distribution_function() {
+    // A bimodal estimate: the distribution function of center + a + N(0, noise) at each
+    // returned quantile equals its probability, for known levels (posterior) and a new one.
+    let (codes, values, _) = bimodal(2000, 5);
+    let sums = LevelSums::compute(&values, &codes, 1, 2000, 0.0).unwrap();
+    let d = sums.means();
+    let v: Vec<f64> = sums.count.iter().map(|n| 1.0 / n).collect();
+    let g = npmle(&d, &v, &NpmleOptions::default()).unwrap();
+    let probs = [0.05, 0.5, 0.95, 0.999];
+    let dq: Vec<f64> = vec![f64::NAN, -0.5, 0.7, 2.0, 5.0];
+    let vq = vec![1.0, 0.25, 0.25, 1.0, 0.5];
+    let center = vec![1.0, 0.0, -2.0, 0.5, 0.0];
+    let noise = vec![1.0, 1.0, 0.01, 4.0, 1e-6];
+    let q = predictive_quantiles(&g, &dq, &vq, &center, &noise, &probs).unwrap();
+    for i in 0..dq.len() {
+        // the posterior weights by their definition
+        let e: Vec<f64> = g.grid.iter().map(|a| if dq[i].is_nan() { 0.0 } else { -(dq[i] - a).powi(2) / (2.0 * vq[i]) }).collect();
+        let top = e.iter().zip(&g.weights).filter(|(_, w)| **w > 0.0).map(|(e, _)| *e).fold(f64::NEG_INFINITY, f64::max);
+        let post: Vec<f64> = e.iter().zip(&g.weights).map(|(x, w)| if *w > 0.0 { w * (x - top).exp() } else { 0.0 }).collect();
+        let tot: f64 = post.iter().sum();
+        let cdf = |y: f64| -> f64 {
+            post.iter().zip(&g.grid).map(|(w, a)| w / tot * pnorm((y - center[i] - a) / noise[i].sqrt())).sum()
+        };
+        for (k, &p) in probs.iter().enumerate() {
+            let y = q[i * probs.len() + k];
+            assert!((cdf(y) - p).abs() < 1e-7, "level {i} p {p}: F(q) = {}", cdf(y));
+        }
+    }
+}

@@ -792,6 +792,48 @@ fn fr_npmle(
     ))
 }
 
+/// Efron's log-spline g-model of the distribution of the effects on `grid` with the
+/// basis `basis` (grid points x columns, a matrix) and ridge penalty `penalty`
+/// (internal; see fr_distribution()).
+/// @return a list as fr_npmle()'s.
+/// @noRd
+#[extendr]
+fn fr_gmodel(
+    d: &[f64],
+    v: &[f64],
+    grid: &[f64],
+    basis: &[f64],
+    penalty: f64,
+    mean_bin: f64,
+    variance_bin: f64,
+    tol: f64,
+    max_iter: i32,
+    threads: i32,
+) -> Result<List> {
+    let opts = fullrandom_core::npmle::NpmleOptions {
+        grid_size: grid.len(),
+        mean_bin,
+        variance_bin,
+        tol,
+        max_iter: max_iter.max(1) as usize,
+    };
+    let g = fullrandom_core::run_with_threads(threads.max(1) as usize, || {
+        fullrandom_core::npmle::gmodel(d, v, grid.to_vec(), basis, penalty, &opts)
+    })
+    .and_then(|r| r)
+    .map_err(r_error)?;
+    Ok(list!(
+        grid = g.grid,
+        weights = g.weights,
+        loglik = g.loglik,
+        iterations = g.iterations as i32,
+        converged = g.converged,
+        max_gradient = g.max_gradient,
+        n_bins = g.n_bins as f64,
+        n_levels = g.n_levels as f64
+    ))
+}
+
 fn npmle_of(grid: &[f64], weights: &[f64]) -> Result<fullrandom_core::npmle::Npmle> {
     if grid.len() != weights.len() || grid.is_empty() {
         return Err(Error::Other("the grid and the weights differ in length".into()));
@@ -999,6 +1041,7 @@ extendr_module! {
     fn fr_level_counts;
     fn fr_level_power_sums;
     fn fr_npmle;
+    fn fr_gmodel;
     fn fr_npmle_posterior_means;
     fn fr_npmle_quantiles;
     fn fr_glmm_fit;
