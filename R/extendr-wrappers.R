@@ -150,13 +150,17 @@ fr_npmle_quantiles <- function(grid, weights, d, v, center, noise, probs, thread
 #' @param trials NULL (one trial a row) or the binomial trials of every row (double).
 #' @param offset NULL or the offsets on the linear-predictor scale (double).
 #' @param information_weights whether to take the information-weighted second step.
+#' @param working_covariance whether the fixed effects solve the quasi-score with the
+#'   working covariance (`FALSE`: the independence first-moment equations).
 #' @param threads number of worker threads.
 #' @return a list: `coef`, `variances`, `at_boundary`, `vcov` (p x p, by column),
+#'   `vcov_model` (the model-based covariance, NULL with the independence equations),
 #'   `vcov_variances` (K x K), `ranef` (list per term), `first_coef`, `first_variances`,
 #'   `statistic` ("pairs" or "within-row" per term), `second_step` (whether the
-#'   information-weighted step converged), `iterations`, `pirls_iterations`.
+#'   information-weighted step converged), `iterations`, `working_iterations`,
+#'   `pirls_iterations`.
 #' @noRd
-fr_glmm_fit <- function(model, family, link, trials, offset, information_weights, threads) .Call(wrap__fr_glmm_fit, model, family, link, trials, offset, information_weights, threads)
+fr_glmm_fit <- function(model, family, link, trials, offset, information_weights, working_covariance, threads) .Call(wrap__fr_glmm_fit, model, family, link, trials, offset, information_weights, working_covariance, threads)
 
 #' Number of threads the Rust pool would use by default on this machine.
 #' @noRd

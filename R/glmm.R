@@ -14,9 +14,18 @@
 #' `1 / max(n_g - 1, 1)` (option `fullrandom.glmm_information_weights = TRUE` adds a
 #' second, experimental step weighting each level by its information at these estimates).
 #' A term whose levels each hold one row (an observation-level effect) is identified by
-#' `sum y (y - 1)` instead (Poisson, or binomial with trials). The conditional modes
-#' (`ranef()`) maximise the penalized likelihood at the estimates. `vcov()` is a
-#' sandwich from the estimating equations, cluster-robust over the levels of every term.
+#' `sum y (y - 1)` instead (Poisson, or binomial with trials). The fixed effects reported
+#' then solve the quasi-score `X'D V^-1 (y - mu) = 0` at the estimated variances, with
+#' `mu` the exact marginal mean, `D = d mu / d eta` and the working covariance
+#' `V = A + D Z G Z' D` (`A` the conditional variances, `G` the variances; for Poisson-log
+#' the exact marginal variances and covariances of rows sharing one level), iterated to a
+#' fixed point; the equations are unbiased whatever `V` is, and efficient when the random
+#' effects are large (option `fullrandom.glmm_working_covariance = FALSE` keeps the
+#' unweighted first-moment estimates). The conditional modes (`ranef()`) maximise the
+#' penalized likelihood at the estimates. `vcov()` is model-based,
+#' `(X'D V^-1 D X)^-1` plus the uncertainty of the estimated variances propagated
+#' through the equations; `x$vcov_sandwich` is the sandwich of the stacked estimating
+#' equations, cluster-robust over the levels of every term.
 #' The binomial response is a two-column matrix `cbind(successes, failures)`, a
 #' proportion with the trials as `weights`, a 0/1 vector, a logical or a factor (the first
 #' level a failure), as for glm; Poisson counts take offsets in the formula
@@ -93,7 +102,8 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
   # sends the item variance to 0 and on grouseticks it does not converge, so the simple
   # weights 1 / max(n_g - 1, 1) are the default.
   out <- fr_glmm_fit(model, family$family, family$link, response$trials, offset,
-                     isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)), threads)
+                     isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)),
+                     !isFALSE(getOption("fullrandom.glmm_working_covariance", TRUE)), threads)
   x_names <- colnames(X)[kept]
   b <- stats::setNames(out$coef, x_names)
   theta <- stats::setNames(out$variances, names(flist))
@@ -110,13 +120,17 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
     coefficients = b,
     coef_all = stats::setNames(replace(rep(NA_real_, ncol(X)), kept, out$coef), colnames(X)),
     kept = kept,
-    vcov = matrix(out$vcov, length(kept), dimnames = list(x_names, x_names)),
+    # vcov(): the model-based covariance of the quasi-score (with the propagated
+    # uncertainty of the variances); the cluster-robust sandwich is kept beside it.
+    vcov = matrix(if (is.null(out$vcov_model)) out$vcov else out$vcov_model, length(kept),
+                  dimnames = list(x_names, x_names)),
+    vcov_sandwich = matrix(out$vcov, length(kept), dimnames = list(x_names, x_names)),
     vcov_theta = matrix(out$vcov_variances, length(flist),
                         dimnames = list(names(flist), names(flist))),
     first_step = list(coefficients = stats::setNames(out$first_coef, x_names),
                       theta = stats::setNames(out$first_variances, names(flist))),
     statistic = stats::setNames(out$statistic, names(flist)),
-    iterations = c(newton = out$iterations, pirls = out$pirls_iterations),
+    iterations = c(newton = out$iterations, working = out$working_iterations, pirls = out$pirls_iterations),
     second_step = out$second_step,
     ranef_values = ranef_values,
     y = if (is.null(response$trials)) response$y else response$y / response$trials,
@@ -244,7 +258,8 @@ print.summary.fr_glmm <- function(x, digits = max(3L, getOption("digits") - 3L),
   print(zapsmall(q, digits + 1L), digits = digits)
   cat("\n")
   print_random_effects(x, digits)
-  cat("\nFixed effects (standard errors: sandwich of the moment equations):\n")
+  se_kind <- if (is.null(x$object$vcov_sandwich) || identical(x$vcov, x$object$vcov_sandwich)) "sandwich of the moment equations" else "model-based quasi-score"
+  cat(sprintf("\nFixed effects (standard errors: %s):\n", se_kind))
   stats::printCoefmat(x$coefficients, digits = digits, signif.legend = FALSE)
   print_boundary(x)
   invisible(x)

@@ -1,5 +1,6 @@
 # Generalized linear mixed models by moments against glmer (Laplace, bobyqa) on cbpp,
-# VerbAgg and grouseticks, and the time of a crossed Bernoulli fit at 10^5 and 10^6 rows
+# VerbAgg, grouseticks and mlmRev's Contraception (with glmer's profile intervals of the
+# sds), and the time of a crossed Bernoulli fit at 10^5 and 10^6 rows
 # against glmer(nAGQ = 0) at 10^5. Writes the "glmm" section of bench/results.md.
 # Run from the package root: Rscript bench/glmm.R
 suppressMessages({
@@ -23,20 +24,33 @@ compare <- function(name, formula, data, family) {
     if (sd(u) == 0) return(NA_real_)
     cor(u, ranef(g)[[k]][rownames(ranef(f)[[k]]), 1])
   }, 1)
+  # FULLRANDOM_GLMM_NO_PROFILE lists cases whose (slow) profile intervals are skipped.
+  skip <- name %in% strsplit(Sys.getenv("FULLRANDOM_GLMM_NO_PROFILE", ""), ",")[[1]]
+  profile <- if (skip) NULL else tryCatch(suppressWarnings(suppressMessages(
+    confint(g, parm = "theta_", method = "profile", oldNames = FALSE))), error = function(e) NULL)
+  lower <- upper <- stats::setNames(rep(NA_real_, length(f$theta)), names(f$theta))
+  if (!is.null(profile)) {
+    rows <- paste0("sd_(Intercept)|", names(f$theta))
+    lower[] <- profile[rows, 1]
+    upper[] <- profile[rows, 2]
+  }
   list(name = name, t_fr = t_fr, t_g = t_g,
        fixed = data.frame(term = names(b), fr = fixef(f), glmer = b,
                           diff_in_glmer_se = (fixef(f) - b) / se,
-                          se_ratio = sqrt(diag(vcov(f))) / se),
+                          se_ratio = sqrt(diag(vcov(f))) / se,
+                          se_ratio_sandwich = sqrt(diag(f$vcov_sandwich)) / se),
        sds = data.frame(term = names(f$theta), fr = sqrt(f$theta), glmer = sd_g,
-                        ratio = sqrt(f$theta) / sd_g, mode_cor = modes))
+                        ratio = sqrt(f$theta) / sd_g, lower = lower, upper = upper, mode_cor = modes))
 }
 
 data(grouseticks, package = "lme4")
+data(Contraception, package = "mlmRev")
 cases <- list(
   compare("cbpp", cbind(incidence, size - incidence) ~ period + (1 | herd), cbpp, binomial),
   compare("VerbAgg", r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item), VerbAgg, binomial),
   compare("grouseticks", TICKS ~ YEAR + scale(HEIGHT) + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION),
-          grouseticks, poisson)
+          grouseticks, poisson),
+  compare("Contraception", use ~ age + I(age^2) + urban + livch + (1 | district), Contraception, binomial)
 )
 
 # Crossed Bernoulli data: users x items, slope 0.5, sds 1 and 0.5.
@@ -49,7 +63,9 @@ crossed <- function(n, n_users, n_items, seed) {
   d$y <- rbinom(n, 1, plogis(-1 + 0.5 * d$x + u[d$user] + v[d$item]))
   d
 }
-scale_rows <- c(1e5, 1e6)
+# FULLRANDOM_GLMM_SCALE=0 skips the timings and keeps their table from the last run.
+run_scale <- Sys.getenv("FULLRANDOM_GLMM_SCALE", "1") != "0"
+scale_rows <- if (run_scale) c(1e5, 1e6) else numeric(0)
 scale <- lapply(scale_rows, function(n) {
   d <- crossed(n, n / 40, n / 95, 1)
   t_fr <- system.time(f <- fr_fit(y ~ x + (1 | user) + (1 | item), d, family = binomial))[["elapsed"]]
@@ -68,21 +84,30 @@ scale <- do.call(rbind, scale)
 
 fmt <- function(x, d = 3) formatC(x, digits = d, format = "f")
 lines <- c("## Generalized linear mixed models (bench/glmm.R)", "",
-           sprintf("Threads: %d. fr_fit(family = ) against glmer (Laplace, bobyqa).", threads), "")
+           sprintf(paste("Threads: %d. fr_fit(family = ) against glmer (Laplace, bobyqa). SE ratio (vcov): fr_fit's vcov()",
+                         "(model-based quasi-score) over glmer's; (sandwich): the cluster-robust sandwich over glmer's."), threads), "")
 for (case in cases) {
   lines <- c(lines, sprintf("### %s (fr_fit %s s, glmer %s s)", case$name, fmt(case$t_fr, 2), fmt(case$t_g, 2)), "",
-             "| fixed effect | fr_fit | glmer | difference / glmer SE | SE ratio |", "|---|---|---|---|---|",
-             sprintf("| %s | %s | %s | %s | %s |", case$fixed$term, fmt(case$fixed$fr), fmt(case$fixed$glmer),
-                     fmt(case$fixed$diff_in_glmer_se, 2), fmt(case$fixed$se_ratio, 2)), "",
-             "| term sd | fr_fit | glmer | ratio | correlation of modes |", "|---|---|---|---|---|",
-             sprintf("| %s | %s | %s | %s | %s |", case$sds$term, fmt(case$sds$fr), fmt(case$sds$glmer),
-                     fmt(case$sds$ratio, 2), fmt(case$sds$mode_cor, 4)), "")
+             "| fixed effect | fr_fit | glmer | difference / glmer SE | SE ratio (vcov) | SE ratio (sandwich) |",
+             "|---|---|---|---|---|---|",
+             sprintf("| %s | %s | %s | %s | %s | %s |", case$fixed$term, fmt(case$fixed$fr), fmt(case$fixed$glmer),
+                     fmt(case$fixed$diff_in_glmer_se, 2), fmt(case$fixed$se_ratio, 2), fmt(case$fixed$se_ratio_sandwich, 2)), "",
+             "| term sd | fr_fit | glmer | ratio | glmer profile 95% | correlation of modes |", "|---|---|---|---|---|---|",
+             sprintf("| %s | %s | %s | %s | %s-%s | %s |", case$sds$term, fmt(case$sds$fr), fmt(case$sds$glmer),
+                     fmt(case$sds$ratio, 2), fmt(case$sds$lower), fmt(case$sds$upper), fmt(case$sds$mode_cor, 4)), "")
 }
-lines <- c(lines, "### Crossed Bernoulli data (truth: slope 0.5, sd user 1, sd item 0.5)", "",
-           "| rows | users | items | fr_fit s | glmer nAGQ=0 s | fr slope | glmer slope | fr sd user | fr sd item |",
-           "|---|---|---|---|---|---|---|---|---|",
-           sprintf("| %s | %d | %d | %s | %s | %s | %s | %s | %s |", format(scale$rows, big.mark = ",", scientific = FALSE),
-                   scale$users, scale$items, fmt(scale$fr_seconds, 2), fmt(scale$glmer_nAGQ0_seconds, 2),
-                   fmt(scale$fr_slope), fmt(scale$glmer_slope), fmt(scale$fr_sd_user), fmt(scale$fr_sd_item)))
+if (!run_scale) {
+  previous <- readLines("bench/results.md")
+  from <- grep("^### Crossed Bernoulli data", previous)
+  to <- grep("^<!-- /bench:glmm -->", previous)
+  lines <- c(lines, paste(previous[from], "(not rerun: the table of the previous run)"), previous[(from + 1L):(to - 1L)])
+} else {
+  lines <- c(lines, "### Crossed Bernoulli data (truth: slope 0.5, sd user 1, sd item 0.5)", "",
+             "| rows | users | items | fr_fit s | glmer nAGQ=0 s | fr slope | glmer slope | fr sd user | fr sd item |",
+             "|---|---|---|---|---|---|---|---|---|",
+             sprintf("| %s | %d | %d | %s | %s | %s | %s | %s | %s |", format(scale$rows, big.mark = ",", scientific = FALSE),
+                     scale$users, scale$items, fmt(scale$fr_seconds, 2), fmt(scale$glmer_nAGQ0_seconds, 2),
+                     fmt(scale$fr_slope), fmt(scale$glmer_slope), fmt(scale$fr_sd_user), fmt(scale$fr_sd_item)))
+}
 write_results_section("glmm", lines)
 cat(lines, sep = "\n")

@@ -159,3 +159,24 @@ test_that("an observation-level term is identified for Poisson counts", {
   b$obs <- factor(seq_len(nrow(b)))
   expect_error(fr_fit(b ~ x + (1 | id) + (1 | obs), b, family = binomial), "cannot be estimated")
 })
+
+test_that("the fixed effects come from the working covariance, with the unweighted equations as an option", {
+  d <- sim_poisson(n_id = 60, per = 8, sd = 1.2, seed = 5)
+  fit <- fr_fit(y ~ x + offset(log(t)) + (1 | id), d, family = poisson)
+  old <- options(fullrandom.glmm_working_covariance = FALSE)
+  on.exit(options(old))
+  unweighted <- fr_fit(y ~ x + offset(log(t)) + (1 | id), d, family = poisson)
+  # The variances are the same moment estimates; the fixed effects differ.
+  expect_equal(fit$theta, unweighted$theta, tolerance = 1e-8)
+  expect_false(isTRUE(all.equal(fixef(fit), fixef(unweighted), tolerance = 1e-4)))
+  expect_equal(unname(fixef(fit)), c(0.3, 0.4), tolerance = 0.3)
+  expect_gt(fit$iterations[["working"]], 0)
+  expect_identical(unweighted$iterations[["working"]], 0L)
+  # vcov() is the model-based covariance, the sandwich is kept beside it.
+  expect_false(isTRUE(all.equal(vcov(fit), fit$vcov_sandwich)))
+  expect_true(all(diag(vcov(fit)) > 0))
+  expect_identical(vcov(unweighted), unweighted$vcov_sandwich)
+  # The weighted slope is at least as precise here (row-level covariate, large clusters).
+  expect_lt(vcov(fit)[2, 2], vcov(unweighted)[2, 2])
+  expect_output(print(summary(fit)), "model-based quasi-score")
+})

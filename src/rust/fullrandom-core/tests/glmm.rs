@@ -313,3 +313,53 @@ fn bad_input_is_refused() {
     assert!(err.to_string().contains("all 0"), "{err}");
     assert!(GlmFamily::from_names("Gamma", "inverse").is_err());
 }
+
+/// The default fixed effects solve the quasi-score `X'D V^-1 (y - mu) = 0` with the
+/// working covariance `V = A + D Z G Z' D` formed densely (the fit applies `V^-1` by
+/// Woodbury and conjugate gradients), and the independence option solves
+/// `X'(y - mu) = 0`.
+#[test]
+fn fixed_effects_solve_the_quasi_score() {
+    use fullrandom_core::glmm::FixedWeights;
+    let pool = thread_pool(2).unwrap();
+    for (fam, trials) in [(binomial(), 4u64), (poisson(), 1)] {
+        let rows = simulate(fam, 300, &[20, 12], &[-0.3, 0.4], &[0.6, 0.3], trials, 23);
+        let n = rows.n();
+        for fixed in [FixedWeights::Working, FixedWeights::Independence] {
+            let options = GlmmOptions { fixed, ..GlmmOptions::default() };
+            let fit = fit_glmm(&rows.chunks(1), fam, &options, &pool, &mut || true).unwrap();
+            let (b, s2) = (&fit.coef, &fit.variances);
+            let s2_total: f64 = s2.iter().sum();
+            let eta0: Vec<f64> = (0..n).map(|i| b[0] + b[1] * rows.x[i] + rows.offset[i]).collect();
+            let m = marginal_mean(&fam, s2_total, &eta0);
+            let h = 1e-6;
+            let m_up = marginal_mean(&fam, s2_total, &eta0.iter().map(|e| e + h).collect::<Vec<_>>());
+            let m_down = marginal_mean(&fam, s2_total, &eta0.iter().map(|e| e - h).collect::<Vec<_>>());
+            let poisson = fam.is_poisson_log();
+            let g: Vec<f64> = s2.iter().map(|&v| if poisson { v.exp_m1() } else { v }).collect();
+            let extra = if poisson { s2_total.exp_m1() - g.iter().sum::<f64>() } else { 0.0 };
+            let d: Vec<f64> = (0..n).map(|i| rows.trials[i] * (m_up[i] - m_down[i]) / (2.0 * h)).collect();
+            let a: Vec<f64> = (0..n)
+                .map(|i| if poisson { m[i] + m[i] * m[i] * extra } else { rows.trials[i] * m[i] * (1.0 - m[i]) })
+                .collect();
+            let r: Vec<f64> = (0..n).map(|i| rows.y[i] - rows.trials[i] * m[i]).collect();
+            let z = if fixed == FixedWeights::Working {
+                let v = faer::Mat::<f64>::from_fn(n, n, |s, t| {
+                    let shared: f64 = (0..2).filter(|&k| rows.codes[k][s] == rows.codes[k][t]).map(|k| g[k]).sum();
+                    d[s] * d[t] * shared + if s == t { a[s] } else { 0.0 }
+                });
+                let vr = fullrandom_core::dense::solve(&v, &r);
+                (0..n).map(|i| d[i] * vr[i]).collect::<Vec<f64>>()
+            } else {
+                r.clone()
+            };
+            let xs = |i: usize, j: usize| if j == 0 { 1.0 } else { rows.x[i] };
+            for j in 0..2 {
+                let u: f64 = (0..n).map(|i| xs(i, j) * z[i]).sum();
+                let scale: f64 = (0..n).map(|i| (xs(i, j) * z[i]).abs()).sum();
+                assert!(u.abs() < 1e-6 * scale, "{:?} {fixed:?}: equation {j} is {u:e} (scale {scale:e})", fam.distribution);
+            }
+            assert_eq!(fit.vcov_model.is_some(), fixed == FixedWeights::Working);
+        }
+    }
+}

@@ -891,11 +891,15 @@ fn fr_npmle_quantiles(
 /// @param trials NULL (one trial a row) or the binomial trials of every row (double).
 /// @param offset NULL or the offsets on the linear-predictor scale (double).
 /// @param information_weights whether to take the information-weighted second step.
+/// @param working_covariance whether the fixed effects solve the quasi-score with the
+///   working covariance (`FALSE`: the independence first-moment equations).
 /// @param threads number of worker threads.
 /// @return a list: `coef`, `variances`, `at_boundary`, `vcov` (p x p, by column),
+///   `vcov_model` (the model-based covariance, NULL with the independence equations),
 ///   `vcov_variances` (K x K), `ranef` (list per term), `first_coef`, `first_variances`,
 ///   `statistic` ("pairs" or "within-row" per term), `second_step` (whether the
-///   information-weighted step converged), `iterations`, `pirls_iterations`.
+///   information-weighted step converged), `iterations`, `working_iterations`,
+///   `pirls_iterations`.
 /// @noRd
 #[extendr]
 fn fr_glmm_fit(
@@ -905,6 +909,7 @@ fn fr_glmm_fit(
     trials: Robj,
     offset: Robj,
     information_weights: bool,
+    working_covariance: bool,
     threads: i32,
 ) -> Result<List> {
     let data = model_data(&model)?;
@@ -922,6 +927,11 @@ fn fr_glmm_fit(
             fullrandom_core::glmm::LevelWeights::Information
         } else {
             fullrandom_core::glmm::LevelWeights::Simple
+        },
+        fixed: if working_covariance {
+            fullrandom_core::glmm::FixedWeights::Working
+        } else {
+            fullrandom_core::glmm::FixedWeights::Independence
         },
         ..Default::default()
     };
@@ -941,6 +951,7 @@ fn fr_glmm_fit(
         variances = fit.variances,
         at_boundary = fit.at_boundary,
         vcov = column_major(&fit.vcov),
+        vcov_model = fit.vcov_model.as_ref().map_or(Robj::from(()), |m| Robj::from(column_major(m))),
         vcov_variances = column_major(&fit.vcov_variances),
         ranef = List::from_values(fit.ranef.iter().map(|u| Robj::from(u.as_slice()))),
         first_coef = fit.first_coef,
@@ -948,6 +959,7 @@ fn fr_glmm_fit(
         statistic = statistic,
         second_step = fit.second_step,
         iterations = fit.iterations as i32,
+        working_iterations = fit.working_iterations as i32,
         pirls_iterations = fit.pirls_iterations as i32
     ))
 }
