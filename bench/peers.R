@@ -65,7 +65,7 @@ record <- function(data, n, tool, got) {
     data = data, rows = n, tool = tool, status = got$status,
     version = if (tool %in% c("gpboost", "mixedlm")) py_versions[[tool]] else
       as.character(utils::packageVersion(c(fr_fit = "fullrandom", lmer = "lme4", glmmTMB = "glmmTMB")[[tool]])),
-    time = num("time"), limit = if (tool == "fr_fit") NA else limit, peak_mb = num("peak_mb"), data_mb = num("data_mb"),
+    time = num("time"), cpu = num("cpu"), limit = if (tool == "fr_fit") NA else limit, peak_mb = num("peak_mb"), data_mb = num("data_mb"),
     estimates = paste(names(est), unlist(est), sep = "=", collapse = ";"),
     message = got$message %||% "", stringsAsFactors = FALSE
   )
@@ -133,15 +133,18 @@ cell_time <- function(r) {
 }
 table_for <- function(data, keys, labels) {
   part <- res[res$data == data, ]
-  fr <- part[part$tool == "fr_fit", c("rows", "time")]
-  c(sprintf("| rows | tool | time (s) | time / fr_fit | peak (MB) | %s |", paste(labels, collapse = " | ")),
-    paste0("|", strrep("---|", 5 + length(keys))),
+  fr <- part[part$tool == "fr_fit", c("rows", "time", "cpu")]
+  c(sprintf("| rows | tool | time (s) | time / fr_fit | CPU (s) | CPU / fr_fit | peak (MB) | %s |", paste(labels, collapse = " | ")),
+    paste0("|", strrep("---|", 7 + length(keys))),
     vapply(seq_len(nrow(part)), function(i) {
       r <- part[i, ]
       ok <- r$status == "ok"
       ratio <- r$time / fr$time[match(r$rows, fr$rows)]
-      sprintf("| %s | %s %s | %s | %s | %s | %s |", big(r$rows), r$tool, r$version, cell_time(r),
+      cpu_ratio <- r$cpu / fr$cpu[match(r$rows, fr$rows)]
+      sprintf("| %s | %s %s | %s | %s | %s | %s | %s | %s |", big(r$rows), r$tool, r$version, cell_time(r),
               if (ok && r$tool != "fr_fit") sprintf("**%.0fx**", ratio) else if (ok) "1" else "",
+              if (ok) sprintf("%.3g", r$cpu) else "",
+              if (ok && r$tool != "fr_fit") sprintf("%.0fx", cpu_ratio) else if (ok) "1" else "",
               if (ok) sprintf("%.0f", r$peak_mb) else "",
               paste(vapply(keys, function(k) if (ok) estimate(r$estimates, k) else "", ""), collapse = " | "))
     }, ""))
@@ -153,7 +156,9 @@ lines <- c(
   sprintf(paste0(
     "From `bench/peers.R` (`make bench`), %s, %.0f minutes on %d cores (load average at the end %s): ",
     "each fit in a fresh process (fr_fit with 2 threads; gpboost with its default 2 OpenMP threads), ",
-    "the time of the fit alone (the best of 5 timed batches below 1 s, as `bench/scale.R`), ",
+    "the time of the fit alone (elapsed; the best of 5 timed batches below 1 s, as `bench/scale.R`) and its ",
+    "CPU time (the process's user + system seconds over all its threads: less sensitive than the elapsed time to other ",
+    "work on a shared machine), ",
     "the process's peak resident memory (VmHWM: the interpreter and the data included), and the estimates. ",
     "lmer, glmmTMB and mixedlm fit by REML; gpboost (`GPModel`, an intercept, `x` or the `service` dummy as ",
     "covariates) by maximum likelihood, which it only offers. mixedlm and gpboost come from PyPI into ",
