@@ -398,10 +398,15 @@ dotplot.ranef.fr_fit <- function(x, data, main = names(x), level = 0.95, ...) {
     d <- data.frame(level = factor(names(u)[o], levels = names(u)[o]), value = unname(u[o]))
     half <- if (is.null(post_var)) NULL else z * sqrt(as.numeric(post_var[1L, 1L, ]))[o]
     # The intervals go to the panel as arguments (panel.args.common), in the rows' order.
+    # The intervals over the level lines of panel.dotplot, the points over the intervals.
     panel <- function(x, y, lower = NULL, upper = NULL, ...) {
       lattice::panel.abline(v = 0, col = "grey60")
-      if (!is.null(lower)) lattice::panel.segments(lower, as.numeric(y), upper, as.numeric(y), col = "grey45")
       lattice::panel.dotplot(x, y, ...)
+      if (!is.null(lower)) {
+        lattice::panel.segments(lower, as.numeric(y), upper, as.numeric(y), col = "grey20", lwd = 1.5)
+        dot <- lattice::trellis.par.get("dot.symbol")
+        lattice::panel.points(x, y, pch = dot$pch, col = dot$col, cex = dot$cex)
+      }
     }
     if (is.null(half)) {
       lattice::dotplot(level ~ value, data = d, main = main[[i]],
