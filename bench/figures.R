@@ -7,7 +7,7 @@ dir.create("man/figures", showWarnings = FALSE, recursive = TRUE)
 for (what in c("time", "memory")) {
   file <- sprintf("man/figures/peers-%s.png", what)
   grDevices::png(file, width = 7, height = 4.5, units = "in", res = 100)
-  graphics::par(mar = c(4, 4.5, 1, 1))
+  graphics::par(mar = c(4, 4.5, 1.5, 1))
   plot_peers(peers, what)
   grDevices::dev.off()
   cat("wrote", file, "\n")

@@ -10,6 +10,10 @@
 # time (or fails) it is not run at the larger sizes; nor at a size where its peak memory
 # at the previous size, scaled by the rows, would pass FULLRANDOM_BENCH_PEER_MEM_GB (16;
 # the machine is shared). FULLRANDOM_BENCH_PEERS_MAX_ROWS caps the sizes, for a quicker run.
+#   Rscript bench/peers.R                    measure everything
+#   Rscript bench/peers.R report             rewrite the section from the CSV alone
+#   Rscript bench/peers.R rerun TOOL ROWS    measure one cell again (e.g. after a failure that
+#                                            was not the tool's), then rewrite the section
 # Writes inst/extdata/bench-peers.csv (every measurement; bench/figures.R and the
 # vignette "insteval" draw it) and its section of
 # bench/results.md (and README.md).
@@ -65,60 +69,90 @@ record <- function(data, n, tool, got) {
     data = data, rows = n, tool = tool, status = got$status,
     version = if (tool %in% c("gpboost", "mixedlm")) py_versions[[tool]] else
       as.character(utils::packageVersion(c(fr_fit = "fullrandom", lmer = "lme4", glmmTMB = "glmmTMB")[[tool]])),
-    time = num("time"), cpu = num("cpu"), limit = if (tool == "fr_fit") NA else limit, peak_mb = num("peak_mb"), data_mb = num("data_mb"),
-    estimates = paste(names(est), unlist(est), sep = "=", collapse = ";"),
+    time = num("time"), cpu = num("cpu"), limit = if (tool == "fr_fit") NA else limit, peak_mb = num("peak_mb"),
+    data_mb = num("data_mb"), estimates = paste(names(est), unlist(est), sep = "=", collapse = ";"),
     message = got$message %||% "", stringsAsFactors = FALSE
   )
   cat(sprintf("%s %s %s: %s %s\n", data, format(n, scientific = FALSE), tool, got$status,
               if (got$status == "ok") sprintf("%.3g s, %.0f MB", num("time"), num("peak_mb")) else got$message %||% ""))
 }
+load_average <- function() paste(utils::head(strsplit(readLines("/proc/loadavg"), " ")[[1]], 3), collapse = ", ")
 
-# InstEval: every tool, fr_fit without a limit.
+# One data set saved for both kinds of child: InstEval, or the crossed data of
+# bench/scale.R with n rows. A list of the two files, the model's kind and formula.
 data("InstEval", package = "lme4")
 ie <- InstEval[c("y", "service", "s", "d", "dept")]
-rds <- tempfile(fileext = ".rds")
-csv <- tempfile(fileext = ".csv")
-saveRDS(ie, rds, compress = FALSE)
-data.table::fwrite(ie, csv)
-for (tool in tools) {
-  record("InstEval", nrow(ie), tool,
-         run_child(tool, rds, csv, insteval, "insteval", if (tool == "fr_fit") Inf else limit))
-}
-unlink(c(rds, csv))
-
-# The simulated crossed sizes, as bench/scale.R makes them.
-stopped <- stats::setNames(rep(FALSE, length(tools)), tools)
-last_peak <- stats::setNames(rep(NA_real_, length(tools)), tools)
-previous_n <- NA
-for (n in sizes) {
-  ml <- n == 32000204
-  d <- simulate_crossed(n, n_users = if (ml) 200948 else max(2, round(n / 160)),
-                        n_items = if (ml) 84432 else max(2, round(n / 380)), seed = 20261121)
-  rds <- tempfile(fileext = ".rds")
-  csv <- tempfile(fileext = ".csv")
-  saveRDS(d, rds, compress = FALSE)
-  data.table::fwrite(d, csv)
-  rm(d)
-  for (tool in tools) {
-    expected_mb <- last_peak[[tool]] * n / previous_n
-    got <- if (stopped[[tool]]) {
-      list(status = "not run", message = "did not finish at a smaller size")
-    } else if (tool != "fr_fit" && isTRUE(expected_mb > mem_cap_mb)) {
-      list(status = "not run", message = sprintf("memory: %.1f GB at the previous size, %.0f GB expected, over the %.0f GB cap",
-                                                 last_peak[[tool]] / 1024, expected_mb / 1024, mem_cap_mb / 1024))
-    } else {
-      run_child(tool, rds, csv, crossed, "crossed", if (tool == "fr_fit") Inf else limit)
-    }
-    stopped[[tool]] <- got$status != "ok"
-    last_peak[[tool]] <- if (got$status == "ok") as.numeric(got$peak_mb) else NA
-    record("crossed", n, tool, got)
+save_data <- function(n) {
+  d <- if (identical(n, "InstEval")) {
+    ie
+  } else {
+    ml <- n == 32000204
+    simulate_crossed(n, n_users = if (ml) 200948 else max(2, round(n / 160)),
+                     n_items = if (ml) 84432 else max(2, round(n / 380)), seed = 20261121)
   }
-  previous_n <- n
-  unlink(c(rds, csv))
+  files <- list(rds = tempfile(fileext = ".rds"), csv = tempfile(fileext = ".csv"))
+  saveRDS(d, files$rds, compress = FALSE)
+  data.table::fwrite(d, files$csv)
+  c(files, if (identical(n, "InstEval")) list(kind = "insteval", formula = insteval) else
+    list(kind = "crossed", formula = crossed))
 }
-res <- do.call(rbind, rows)
+run_on <- function(files, tool) {
+  run_child(tool, files$rds, files$csv, files$formula, files$kind, if (tool == "fr_fit") Inf else limit)
+}
+
+mode <- commandArgs(TRUE)
+if (length(mode) == 0L) {
+  # InstEval: every tool, fr_fit without a limit.
+  files <- save_data("InstEval")
+  for (tool in tools) record("InstEval", nrow(ie), tool, run_on(files, tool))
+  unlink(c(files$rds, files$csv))
+
+  # The simulated crossed sizes, as bench/scale.R makes them.
+  stopped <- stats::setNames(rep(FALSE, length(tools)), tools)
+  last_peak <- stats::setNames(rep(NA_real_, length(tools)), tools)
+  previous_n <- NA
+  for (n in sizes) {
+    files <- save_data(n)
+    for (tool in tools) {
+      expected_mb <- last_peak[[tool]] * n / previous_n
+      got <- if (stopped[[tool]]) {
+        list(status = "not run", message = "did not finish at a smaller size")
+      } else if (tool != "fr_fit" && isTRUE(expected_mb > mem_cap_mb)) {
+        list(status = "not run", message = sprintf("memory: %.1f GB at the previous size, %.0f GB expected, over the %.0f GB cap",
+                                                   last_peak[[tool]] / 1024, expected_mb / 1024, mem_cap_mb / 1024))
+      } else {
+        run_on(files, tool)
+      }
+      stopped[[tool]] <- got$status != "ok"
+      last_peak[[tool]] <- if (got$status == "ok") as.numeric(got$peak_mb) else NA
+      record("crossed", n, tool, got)
+    }
+    previous_n <- n
+    unlink(c(files$rds, files$csv))
+  }
+  res <- do.call(rbind, rows)
+  res$run_date <- format(Sys.Date())
+  res$run_minutes <- as.numeric(difftime(Sys.time(), started, units = "mins"))
+  res$run_load <- load_average()
+  res$rerun <- ""
+} else if (mode[[1]] == "report") {
+  res <- utils::read.csv("inst/extdata/bench-peers.csv", stringsAsFactors = FALSE)
+} else if (mode[[1]] == "rerun" && length(mode) == 3L && mode[[2]] %in% tools) {
+  res <- utils::read.csv("inst/extdata/bench-peers.csv", stringsAsFactors = FALSE)
+  tool <- mode[[2]]
+  n <- if (mode[[3]] == "InstEval") "InstEval" else as.numeric(mode[[3]])
+  at <- which(res$tool == tool & (if (identical(n, "InstEval")) res$data == "InstEval" else res$data == "crossed" & res$rows == n))
+  if (length(at) != 1L) stop(sprintf("no measurement of %s at %s in inst/extdata/bench-peers.csv", tool, mode[[3]]))
+  files <- save_data(n)
+  record(res$data[[at]], res$rows[[at]], tool, run_on(files, tool))
+  unlink(c(files$rds, files$csv))
+  new <- rows[[1]]
+  res[at, names(new)] <- new
+  res$rerun[[at]] <- sprintf("measured again on %s (load average %s)", format(Sys.Date()), load_average())
+} else {
+  stop("usage: Rscript bench/peers.R [report | rerun TOOL ROWS]; TOOL one of ", paste(tools, collapse = ", "))
+}
 utils::write.csv(res, "inst/extdata/bench-peers.csv", row.names = FALSE)
-minutes <- as.numeric(difftime(Sys.time(), started, units = "mins"))
 
 # The results section: time (ratio to fr_fit's in the same run), peak memory, estimates.
 big <- function(x) formatC(x, format = "d", big.mark = ",")
@@ -149,7 +183,10 @@ table_for <- function(data, keys, labels) {
               paste(vapply(keys, function(k) if (ok) estimate(r$estimates, k) else "", ""), collapse = " | "))
     }, ""))
 }
+res$message[is.na(res$message)] <- ""
+res$rerun[is.na(res$rerun)] <- ""
 notes <- res[res$status %in% c("failed", "not run") & nzchar(res$message), ]
+reruns <- res[nzchar(res$rerun), ]
 lines <- c(
   "## Peers: lmer, glmmTMB, gpboost and mixedlm",
   "",
@@ -165,8 +202,7 @@ lines <- c(
     "`.build/venv` (`tools/bench-python.sh`) and read the data from a CSV written by R. Each peer has a ",
     "%g-minute limit; past the first size where it does not finish (or fails) it is not run at larger sizes, ",
     "nor where its peak memory at the previous size scaled by the rows would pass %.0f GB."),
-    format(Sys.Date()), minutes, parallel::detectCores(),
-    paste(utils::head(strsplit(readLines("/proc/loadavg"), " ")[[1]], 3), collapse = ", "),
+    res$run_date[[1]], res$run_minutes[[1]], parallel::detectCores(), res$run_load[[1]],
     limit / 60, mem_cap_mb / 1024),
   "",
   sprintf("**InstEval**, `%s`, %s rows:", insteval, big(nrow(ie))),
@@ -181,6 +217,7 @@ lines <- c(
   "",
   if (nrow(notes)) c(sprintf("- %s, %s rows, %s: %s %s.", notes$data, big(notes$rows), notes$tool,
                              notes$status, notes$message), ""),
+  if (nrow(reruns)) c(sprintf("- %s, %s rows, %s: %s.", reruns$data, big(reruns$rows), reruns$tool, reruns$rerun), ""),
   "Every measurement is in `inst/extdata/bench-peers.csv`; `Rscript bench/figures.R` draws time and memory against rows from it."
 )
 write_results_section("peers", lines)

@@ -5,7 +5,7 @@
 # and by the vignettes; base graphics only.
 #   source(system.file("extdata", "plot-peers.R", package = "fullrandom"))
 #   plot_peers(read.csv(system.file("extdata", "bench-peers.csv", package = "fullrandom")), "time")
-plot_peers <- function(d, what = c("time", "memory"), limit = unique(d$limit)[1]) {
+plot_peers <- function(d, what = c("time", "memory"), limit = max(d$limit, na.rm = TRUE)) {
   what <- match.arg(what)
   d <- d[d$data == "crossed", ]
   tools <- c("fr_fit", "lmer", "glmmTMB", "gpboost", "mixedlm")
@@ -36,7 +36,14 @@ plot_peers <- function(d, what = c("time", "memory"), limit = unique(d$limit)[1]
     graphics::lines(d$rows[k], y[k], col = col[[tool]], lwd = 2)
     graphics::points(d$rows[k], y[k], col = col[[tool]], pch = pch[[tool]])
     k_late <- d$tool == tool & late
-    graphics::points(d$rows[k_late], y[k_late], col = col[[tool]], pch = 2, cex = 1.4)
+    # Side by side when several tools miss the limit at one size.
+    nudge <- 1.12^(match(tool, tools) - (length(tools) + 1) / 2)
+    graphics::points(d$rows[k_late] * nudge, y[k_late], col = col[[tool]], pch = 2, cex = 1.4, lwd = 1.5)
+  }
+  if (!is.null(d$run_date)) {
+    graphics::mtext(sprintf("measured by bench/peers.R on %s (load average at the end: %s)",
+                            d$run_date[[1]], d$run_load[[1]]),
+                    side = 3, line = 0.2, cex = 0.7, col = "grey30")
   }
   graphics::legend("topleft", legend = tools, col = col, pch = pch, lwd = 2, bg = "white",
                    cex = 0.85, inset = 0.01)
