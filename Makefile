@@ -1,7 +1,7 @@
 # fullrandom: set-up, demo, tests and benchmarks. Every target installs what it needs.
 #   make demo   fit lme4's InstEval with fr_fit and lmer and print both
 #   make test   cargo tests of the Rust core, then R CMD build + R CMD check of the package
-#   make bench  the benchmark scripts under bench/
+#   make bench  the benchmark scripts under bench/ (the Python peers in .build/venv)
 #   make lint   lintr on R/ (also part of make test); make site  the pkgdown site in docs/
 #   make vendor src/rust/vendor.tar.xz and inst/AUTHORS from Cargo.lock (needs the network)
 SHELL := /bin/bash
@@ -73,6 +73,9 @@ bench: install
 	Rscript bench/insteval.R
 	Rscript bench/full-randomness.R
 	Rscript bench/scale.R
+	@bash tools/bench-python.sh
+	Rscript bench/peers.R
+	Rscript bench/figures.R
 	Rscript bench/alchemy.R
 	Rscript bench/coverage.R
 	Rscript bench/efficiency.R

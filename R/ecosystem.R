@@ -359,15 +359,18 @@ augment.fr_fit <- function(x, data = stats::model.frame(x), newdata = NULL, ...)
 #' lattice plots of the predicted random effects
 #'
 #' `dotplot()` of [ranef()][ranef.fr_fit] is the caterpillar plot of lme4: for each random
-#' term, its levels sorted by their predicted random effect, with a line at zero.
-#' Conditional variances are not computed by [fr_fit()], so there are no intervals
-#' around the points. `qqmath()` draws a normal quantile plot of each term's predictions.
+#' term, its levels sorted by their predicted random effect, with a line at zero. With
+#' `ranef(fit, condVar = TRUE)`, each prediction gets its interval, plus and minus
+#' `qnorm((1 + level) / 2)` conditional standard deviations (lme4 draws 1.96 of them);
+#' without conditional variances there are no intervals. `qqmath()` draws a normal quantile
+#' plot of each term's predictions.
 #' Both return a named list of lattice plots, one per term, which print in turn.
 #' Registered for lattice's generics when lattice is loaded.
 #'
 #' @param x the result of `ranef()` on an `fr_fit`.
 #' @param data not used.
 #' @param main the titles of the plots: by default the names of the terms.
+#' @param level the level of the intervals drawn when `x` has conditional variances.
 #' @param ... further arguments to [lattice::dotplot()] or [lattice::qqmath()].
 #' @return a named list of `trellis` objects.
 #' @examples
@@ -375,6 +378,7 @@ augment.fr_fit <- function(x, data = stats::model.frame(x), newdata = NULL, ...)
 #'     requireNamespace("lme4", quietly = TRUE)) {
 #'   fit <- fr_fit(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
 #'   lattice::dotplot(ranef(fit))$plate
+#'   lattice::dotplot(ranef(fit, condVar = TRUE))$sample
 #'   lattice::qqmath(ranef(fit))$sample
 #' }
 #' @name dotplot.ranef.fr_fit
@@ -382,18 +386,39 @@ NULL
 
 #' @rdname dotplot.ranef.fr_fit
 #' @exportS3Method lattice::dotplot
-dotplot.ranef.fr_fit <- function(x, data, main = names(x), ...) {
+dotplot.ranef.fr_fit <- function(x, data, main = names(x), level = 0.95, ...) {
+  check_real_number(level, "level")
+  if (level <= 0 || level >= 1) stop("`level` must be between 0 and 1", call. = FALSE)
   main <- rep_len(main, length(x))
+  z <- stats::qnorm((1 + level) / 2)
   plots <- lapply(seq_along(x), function(i) {
     u <- stats::setNames(x[[i]][["(Intercept)"]], rownames(x[[i]]))
-    u <- sort(u)
-    d <- data.frame(level = factor(names(u), levels = names(u)), value = unname(u))
-    lattice::dotplot(level ~ value, data = d, main = main[[i]],
-                     xlab = "predicted random intercept", ylab = NULL,
-                     panel = function(...) {
-                       lattice::panel.abline(v = 0, col = "grey60")
-                       lattice::panel.dotplot(...)
-                     }, ...)
+    post_var <- attr(x[[i]], "postVar")
+    o <- order(u)
+    d <- data.frame(level = factor(names(u)[o], levels = names(u)[o]), value = unname(u[o]))
+    half <- if (is.null(post_var)) NULL else z * sqrt(as.numeric(post_var[1L, 1L, ]))[o]
+    # The intervals go to the panel as arguments (panel.args.common), in the rows' order.
+    # The intervals over the level lines of panel.dotplot, the points over the intervals.
+    panel <- function(x, y, lower = NULL, upper = NULL, ...) {
+      lattice::panel.abline(v = 0, col = "grey60")
+      lattice::panel.dotplot(x, y, ...)
+      if (!is.null(lower)) {
+        lattice::panel.segments(lower, as.numeric(y), upper, as.numeric(y), col = "grey20", lwd = 1.5)
+        dot <- lattice::trellis.par.get("dot.symbol")
+        lattice::panel.points(x, y, pch = dot$pch, col = dot$col, cex = dot$cex)
+      }
+    }
+    if (is.null(half)) {
+      lattice::dotplot(level ~ value, data = d, main = main[[i]],
+                       xlab = "predicted random intercept", ylab = NULL, panel = panel, ...)
+    } else {
+      lower <- d$value - half
+      upper <- d$value + half
+      lattice::dotplot(level ~ value, data = d, main = main[[i]],
+                       xlab = sprintf("predicted random intercept, %g%% interval", 100 * level),
+                       ylab = NULL, panel = panel, lower = lower, upper = upper,
+                       xlim = grDevices::extendrange(c(lower, upper)), ...)
+    }
   })
   stats::setNames(plots, names(x))
 }

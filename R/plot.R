@@ -47,11 +47,31 @@ plot.fr_fit <- function(x, type = c("residuals", "qq", "compare"), other = NULL,
   invisible(x)
 }
 
-# One panel per random term, laid out in a near-square grid; the old settings come back.
+# One panel per random term, in the grid whose panels are closest to square on the
+# current device (three panels side by side on a wide figure, stacked on a tall one);
+# the old settings come back.
 with_panels <- function(n, draw) {
-  old <- graphics::par(mfrow = grDevices::n2mfrow(n))
+  old <- graphics::par(mfrow = panel_grid(n, aspect = device_aspect()))
   on.exit(graphics::par(old))
   for (i in seq_len(n)) draw(i)
+}
+
+# Rows and columns for n panels on a device `aspect` (width / height) times as wide as
+# high: the grid whose panels' own aspect is closest to 1, the fewer empty cells on ties.
+panel_grid <- function(n, aspect = 1) {
+  rows <- seq_len(n)
+  cols <- ceiling(n / rows)
+  keep <- !duplicated(cols)
+  rows <- rows[keep]
+  cols <- cols[keep]
+  badness <- abs(log(aspect * rows / cols)) + 1e-9 * (rows * cols - n)
+  best <- which.min(badness)
+  as.integer(c(rows[[best]], cols[[best]]))
+}
+
+device_aspect <- function() {
+  size <- grDevices::dev.size()
+  if (length(size) == 2L && all(is.finite(size)) && all(size > 0)) size[[1]] / size[[2]] else 1
 }
 
 plot_ranef_qq <- function(x) {

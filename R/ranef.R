@@ -27,10 +27,10 @@
 #' probes solved by conjugate gradients; its standard errors are in the attribute
 #' `"condVar"` of the result (`exact`, `probes`, `max_relative_error`, the largest
 #' standard error of a conditional variance relative to the value). Terms estimated at
-#' zero have conditional variance 0. Because the result carries lme4's class
-#' `"ranef.mer"` after its own, `lattice::dotplot()` draws lme4's caterpillar plot when
-#' lme4 is loaded. The fit's data are needed (not kept by fits from files or lists of
-#' data frames).
+#' zero have conditional variance 0. `lattice::dotplot()` then draws the caterpillar plot
+#' with each level's interval ([dotplot.ranef.fr_fit]); the result also carries lme4's
+#' class `"ranef.mer"` after its own. The fit's data are needed (not kept by fits from
+#' files or lists of data frames).
 #'
 #' @param object an `fr_fit` object (for `ranef`, `coef`), or the result of `ranef()`.
 #' @param x the result of `ranef()`.

@@ -226,6 +226,33 @@ test_that("lattice's dotplot and qqmath of ranef draw one plot per term", {
   expect_gt(file.size(path), 0)
 })
 
+test_that("dotplot of ranef with condVar draws each level's interval", {
+  skip_if_not_installed("lattice")
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
+  re <- ranef(fit, condVar = TRUE)
+  dp <- lattice::dotplot(re)
+  u <- re$sample[["(Intercept)"]]
+  se <- sqrt(attr(re$sample, "postVar")[1, 1, ])
+  lim <- dp$sample$x.limits
+  expect_lte(lim[[1]], min(u - qnorm(0.975) * se))
+  expect_gte(lim[[2]], max(u + qnorm(0.975) * se))
+  # Without conditional variances the axis spans the points alone.
+  expect_lt(diff(lattice::dotplot(ranef(fit))$sample$x.limits), diff(lim))
+  expect_lt(diff(lattice::dotplot(re, level = 0.5)$sample$x.limits), diff(lim))
+  expect_match(dp$sample$xlab, "95% interval")
+  expect_error(lattice::dotplot(re, level = 1.5), "level")
+  # The panel draws these intervals, in the order of the sorted levels.
+  expected <- cbind(sort(u), sort(u)) + qnorm(0.975) * se[order(u)] %o% c(-1, 1)
+  expect_equal(cbind(dp$sample$panel.args.common$lower, dp$sample$panel.args.common$upper), expected)
+  expect_equal(dp$sample$panel.args[[1]]$x, sort(u))
+  path <- withr::local_tempfile(fileext = ".pdf")
+  grDevices::pdf(path)
+  print(dp$sample)
+  grDevices::dev.off()
+  expect_gt(file.size(path), 0)
+})
+
 test_that("family() is gaussian and anova() of one fit gives Wald F tests", {
   skip_if_not_installed("lme4")
   fit <- fr_fit(Reaction ~ Days + (1 | Subject), data = lme4::sleepstudy)

@@ -126,3 +126,21 @@ test_that("plot() of bootstrap replicates marks the estimate and confint's inter
   estimates <- unlist(lapply(lines[seq(1, length(lines), 2)], function(l) l$args[[4]]))
   expect_equal(unname(estimates), unname(attr(boot, "estimate")))
 })
+
+test_that("panels are laid out closest to square on the device: side by side when it is wide", {
+  expect_identical(fullrandom:::panel_grid(3, aspect = 7 / 2.8), c(1L, 3L))
+  expect_identical(fullrandom:::panel_grid(3, aspect = 1), c(2L, 2L))
+  expect_identical(fullrandom:::panel_grid(3, aspect = 0.4), c(3L, 1L))
+  expect_identical(fullrandom:::panel_grid(4, aspect = 7 / 4.2), c(2L, 2L))
+  expect_identical(fullrandom:::panel_grid(1, aspect = 3), c(1L, 1L))
+  # On a wide device, three panels side by side; the old layout comes back afterwards.
+  grDevices::pdf(NULL, width = 7, height = 2.8)
+  on.exit(grDevices::dev.off())
+  seen <- NULL
+  fullrandom:::with_panels(3, function(i) {
+    seen <<- graphics::par("mfrow")
+    graphics::plot.new()
+  })
+  expect_identical(seen, c(1L, 3L))
+  expect_identical(graphics::par("mfrow"), c(1L, 1L))
+})
