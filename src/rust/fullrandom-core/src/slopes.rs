@@ -190,6 +190,34 @@ impl SlopeStats {
         Ok(SlopeStats { n_obs: n, p, xx, xy, yy, terms, pairs })
     }
 
+    /// Checks that every array has the length its shape gives and that the cells of every
+    /// pair are in range and sorted (statistics that came from outside, e.g. from R).
+    pub fn check_shape(&self) -> Result<(), FitError> {
+        let bad = |what: String| Err(FitError::InvalidInput(format!("inconsistent slope statistics: {what}")));
+        let p = self.p;
+        if self.xx.len() != p * p || self.xy.len() != p {
+            return bad("X'X or X'y".into());
+        }
+        for (k, t) in self.terms.iter().enumerate() {
+            let (q, n) = (t.q, t.n_levels);
+            if q == 0 || t.zz.len() != n * q * q || t.zx.len() != n * q * p || t.zy.len() != n * q {
+                return bad(format!("the level sums of term {k}"));
+            }
+        }
+        for c in &self.pairs {
+            if c.k >= c.l || c.l >= self.terms.len() || c.rows.len() != c.cols.len() {
+                return bad(format!("the cells of terms {} and {}", c.k, c.l));
+            }
+            let (tk, tl) = (&self.terms[c.k], &self.terms[c.l]);
+            let sorted = c.rows.windows(2).zip(c.cols.windows(2)).all(|(r, h)| (r[0], h[0]) < (r[1], h[1]));
+            let in_range = c.rows.iter().all(|&g| (g as usize) < tk.n_levels) && c.cols.iter().all(|&h| (h as usize) < tl.n_levels);
+            if !sorted || !in_range || c.sums.len() != c.rows.len() * tk.q * tl.q {
+                return bad(format!("the cells of terms {} and {}", c.k, c.l));
+            }
+        }
+        Ok(())
+    }
+
     /// The statistics of the union of two sets of rows with the same terms and levels (a
     /// chunk merged into the others): sums add, and cells of the same pair of levels add.
     pub fn merge(&mut self, other: &SlopeStats) -> Result<(), FitError> {
@@ -773,6 +801,8 @@ pub fn solve_components(eq: &SlopeEquations, qs: &[usize]) -> Result<SlopeCompon
     let m = eq.params.len();
     let raw = solve_dense(&eq.lhs, &eq.q, m)?;
     let mut held = vec![false; qs.len()];
+    // Held at a clipped Sigma_k that is not 0.
+    let mut partial = vec![false; qs.len()];
     let mut estimate = raw.clone();
     for _ in 0..=qs.len() {
         let mut changed = false;
@@ -797,6 +827,7 @@ pub fn solve_components(eq: &SlopeEquations, qs: &[usize]) -> Result<SlopeCompon
                     }
                 }
                 held[k] = true;
+                partial[k] = clipped.iter().any(|&v| v != 0.0);
                 changed = true;
             }
         }
@@ -808,15 +839,34 @@ pub fn solve_components(eq: &SlopeEquations, qs: &[usize]) -> Result<SlopeCompon
         let nf = free.len();
         let mut a = vec![0.0; nf * nf];
         let mut b = vec![0.0; nf];
+        // The equation of s2: r'r, less tr(sum_g v_g v_g') of every term held at a clipped
+        // Sigma_k that is not 0 (the within-level residual sum of squares, which depends on
+        // that Sigma_k only through the fixed effects): clipping a negative eigenvalue
+        // enlarges Sigma_k, and r'r would pass that on to s2, even below 0. The raw
+        // solution is unchanged (a combination of the same equations).
+        let equation = |e: usize| -> (Vec<f64>, f64) {
+            let mut row = eq.lhs[e * m..(e + 1) * m].to_vec();
+            let mut rhs = eq.q[e];
+            if e == m - 1 {
+                for (d, pm) in eq.params.iter().enumerate() {
+                    if pm.term.is_some_and(|k| partial[k]) && pm.row == pm.col {
+                        row.iter_mut().zip(&eq.lhs[d * m..(d + 1) * m]).for_each(|(r, v)| *r -= v);
+                        rhs -= eq.q[d];
+                    }
+                }
+            }
+            (row, rhs)
+        };
         for (i, &e) in free.iter().enumerate() {
-            b[i] = eq.q[e];
+            let (row, rhs) = equation(e);
+            b[i] = rhs;
             for pm in 0..m {
                 if !free.contains(&pm) {
-                    b[i] -= eq.lhs[e * m + pm] * estimate[pm];
+                    b[i] -= row[pm] * estimate[pm];
                 }
             }
             for (j, &pm) in free.iter().enumerate() {
-                a[i * nf + j] = eq.lhs[e * m + pm];
+                a[i * nf + j] = row[pm];
             }
         }
         let sol = solve_dense(&a, &b, nf)?;
@@ -898,6 +948,8 @@ struct Henderson<'s> {
     x_block_inv: Vec<f64>,
     level_inv: Vec<Vec<f64>>,
     pair_index: Vec<PairIndex>,
+    /// The products run here; the iterations (and `keep_going`) on the caller's thread.
+    pool: &'s rayon::ThreadPool,
 }
 
 /// Levels per parallel task of the products with Henderson's matrix.
@@ -910,6 +962,9 @@ impl Henderson<'_> {
     /// `out = H v`, every level's block on its own (in parallel), the fixed-effect block
     /// summed over fixed blocks of levels in order.
     fn apply(&self, v: &[f64], out: &mut [f64]) {
+        self.pool.install(|| self.apply_here(v, out))
+    }
+    fn apply_here(&self, v: &[f64], out: &mut [f64]) {
         let st = self.stats;
         let (p, pk) = (st.p, self.pk());
         let b = &v[..pk];
@@ -1071,6 +1126,7 @@ pub fn solve_slope_mixed(
     stats: &SlopeStats,
     eq: &SlopeEquations,
     theta: &[f64],
+    pool: &rayon::ThreadPool,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<SlopeMixed, FitError> {
     let p = stats.p;
@@ -1107,7 +1163,7 @@ pub fn solve_slope_mixed(
         }
     }
     let pair_index = stats.pairs.iter().map(|pc| PairIndex::of(pc, stats.terms[pc.k].n_levels, stats.terms[pc.l].n_levels)).collect();
-    let h = Henderson { stats, cols: cols.clone(), lambda, offsets: offsets.clone(), s2, dim, x_block_inv, level_inv, pair_index };
+    let h = Henderson { stats, cols: cols.clone(), lambda, offsets: offsets.clone(), s2, dim, x_block_inv, level_inv, pair_index, pool };
     let mut rhs = vec![0.0; dim];
     for (i, &ci) in cols.iter().enumerate() {
         rhs[i] = stats.xy[ci];
@@ -1162,16 +1218,23 @@ pub struct SlopeFit {
 }
 
 /// Statistics, moment equations, their solution and Henderson's equations.
-pub fn fit_slopes(data: &SlopeData<'_>, keep_going: &mut dyn FnMut() -> bool) -> Result<SlopeFit, FitError> {
-    fit_slope_statistics(&SlopeStats::compute(data)?, keep_going)
+/// The parallel work runs on `pool`; `keep_going` is asked between iterations, on the
+/// calling thread.
+pub fn fit_slopes(data: &SlopeData<'_>, pool: &rayon::ThreadPool, keep_going: &mut dyn FnMut() -> bool) -> Result<SlopeFit, FitError> {
+    let stats = pool.install(|| SlopeStats::compute(data))?;
+    fit_slope_statistics(&stats, pool, keep_going)
 }
 
 /// Moment equations, their solution and Henderson's equations from the statistics (of all
 /// the rows, or merged from chunks).
-pub fn fit_slope_statistics(stats: &SlopeStats, keep_going: &mut dyn FnMut() -> bool) -> Result<SlopeFit, FitError> {
+pub fn fit_slope_statistics(
+    stats: &SlopeStats,
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<SlopeFit, FitError> {
     let equations = slope_equations(stats)?;
     let qs: Vec<usize> = stats.terms.iter().map(|t| t.q).collect();
     let components = solve_components(&equations, &qs)?;
-    let mixed = solve_slope_mixed(stats, &equations, &components.estimate, keep_going)?;
+    let mixed = solve_slope_mixed(stats, &equations, &components.estimate, pool, keep_going)?;
     Ok(SlopeFit { equations, components, mixed })
 }

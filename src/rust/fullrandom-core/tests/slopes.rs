@@ -64,6 +64,10 @@ impl Design {
 
 type Dense = Vec<Vec<f64>>;
 
+fn serial() -> rayon::ThreadPool {
+    fullrandom_core::thread_pool(1).unwrap()
+}
+
 fn zeros(n: usize, m: usize) -> Dense {
     vec![vec![0.0; m]; n]
 }
@@ -278,7 +282,7 @@ fn two_slope_covariates_nested_terms_match_the_dense_definitions() {
 #[test]
 fn henderson_equations_equal_a_dense_gls_and_blup_solve() {
     let d = crossed_design(5, 50);
-    let fit = fit_slopes(&d.data(), &mut || true).unwrap();
+    let fit = fit_slopes(&d.data(), &serial(), &mut || true).unwrap();
     // Dense solve at the fitted components.
     let theta = &fit.components.estimate;
     let params = &fit.equations.params;
@@ -356,7 +360,7 @@ fn intercept_only_terms_give_the_existing_moment_estimates() {
             SlopeTerm { name: "b".into(), codes: &b, offset: 1, n_levels: 9, z: vec![FixedColumn::Ones] },
         ],
     };
-    let fit = fit_slopes(&sd, &mut || true).unwrap();
+    let fit = fit_slopes(&sd, &serial(), &mut || true).unwrap();
     close(&fit.components.raw, &old.raw, 1e-10, "raw");
     close(&fit.components.estimate, &old.estimate, 1e-10, "estimate");
 }
@@ -381,7 +385,7 @@ fn subset(d: &Design, rows: &[usize]) -> Design {
 #[test]
 fn merged_chunk_statistics_give_the_whole_fit() {
     let d = crossed_design(5, 300);
-    let whole = fit_slopes(&d.data(), &mut || true).unwrap();
+    let whole = fit_slopes(&d.data(), &serial(), &mut || true).unwrap();
     for chunks in [2usize, 7] {
         // Rows dealt to chunks out of order, so every chunk sees part of most cells.
         let mut parts: Vec<Vec<usize>> = vec![Vec::new(); chunks];
@@ -394,7 +398,7 @@ fn merged_chunk_statistics_give_the_whole_fit() {
             stats.merge(&SlopeStats::compute(&part.data()).unwrap()).unwrap();
         }
         assert_eq!(stats.n_obs, d.n());
-        let merged = fit_slope_statistics(&stats, &mut || true).unwrap();
+        let merged = fit_slope_statistics(&stats, &serial(), &mut || true).unwrap();
         close(&merged.components.raw, &whole.components.raw, 1e-10, "raw components");
         close(&merged.mixed.coef, &whole.mixed.coef, 1e-10, "fixed effects");
         close(&merged.mixed.vcov, &whole.mixed.vcov, 1e-10, "vcov");
@@ -429,7 +433,7 @@ fn statistics_and_fit_do_not_depend_on_the_number_of_threads() {
     );
     let fit_on = |threads: usize| {
         let pool = fullrandom_core::thread_pool(threads).unwrap();
-        pool.install(|| fit_slopes(&d.data(), &mut || true).unwrap())
+        fit_slopes(&d.data(), &pool, &mut || true).unwrap()
     };
     let (one, two) = (fit_on(1), fit_on(2));
     assert_eq!(one.components.raw, two.components.raw);
