@@ -905,37 +905,22 @@ fn sqrt_psd(s: &[f64], q: usize) -> Vec<f64> {
     out
 }
 
-/// The cells of a pair of terms indexed both ways: by row level (the cells' own order)
-/// and by column level (a permutation of the cells).
-struct PairIndex {
-    row_starts: Vec<usize>,
-    col_starts: Vec<usize>,
-    by_col: Vec<u32>,
+/// Where the cells of each row level of a pair of terms start (the cells' own order).
+fn row_starts(pc: &PairCells, n_rows: usize) -> Vec<usize> {
+    let mut starts = vec![0usize; n_rows + 1];
+    for &g in &pc.rows {
+        starts[g as usize + 1] += 1;
+    }
+    for g in 0..n_rows {
+        starts[g + 1] += starts[g];
+    }
+    starts
 }
 
-impl PairIndex {
-    fn of(pc: &PairCells, n_rows: usize, n_cols: usize) -> PairIndex {
-        let starts = |levels: &[u32], n: usize| {
-            let mut s = vec![0usize; n + 1];
-            for &g in levels {
-                s[g as usize + 1] += 1;
-            }
-            for g in 0..n {
-                s[g + 1] += s[g];
-            }
-            s
-        };
-        let row_starts = starts(&pc.rows, n_rows);
-        let col_starts = starts(&pc.cols, n_cols);
-        let mut next = col_starts.clone();
-        let mut by_col = vec![0u32; pc.cols.len()];
-        for (c, &h) in pc.cols.iter().enumerate() {
-            by_col[next[h as usize]] = c as u32;
-            next[h as usize] += 1;
-        }
-        PairIndex { row_starts, col_starts, by_col }
-    }
-}
+/// Parts into which the cells of a pair are split for the products with the column
+/// term: each part adds into a vector of its own, and the parts are summed in order, so
+/// the result does not depend on the number of threads.
+const CELL_PARTS: usize = 8;
 
 struct Henderson<'s> {
     stats: &'s SlopeStats,
@@ -947,7 +932,8 @@ struct Henderson<'s> {
     /// Inverses of the diagonal blocks (X part first, then every level).
     x_block_inv: Vec<f64>,
     level_inv: Vec<Vec<f64>>,
-    pair_index: Vec<PairIndex>,
+    /// Per pair of terms, where the cells of each row level start.
+    pair_rows: Vec<Vec<usize>>,
     /// The products run here; the iterations (and `keep_going`) on the caller's thread.
     pool: &'s rayon::ThreadPool,
 }
@@ -986,6 +972,36 @@ impl Henderson<'_> {
                 o
             })
             .collect();
+        // Column side of every pair: P_gh' (Lambda w)_g added into level h of term l, by
+        // fixed parts of the cells (a gather by column level would read the cells at
+        // random).
+        let column_sums: Vec<Vec<f64>> = st
+            .pairs
+            .iter()
+            .map(|pc| {
+                let (qk, ql) = (st.terms[pc.k].q, st.terms[pc.l].q);
+                let n_cells = pc.rows.len();
+                let parts: Vec<Vec<f64>> = (0..CELL_PARTS)
+                    .into_par_iter()
+                    .map(|part| {
+                        let mut o = vec![0.0; st.terms[pc.l].n_levels * ql];
+                        for c in part * n_cells / CELL_PARTS..(part + 1) * n_cells / CELL_PARTS {
+                            let (g, h) = (pc.rows[c] as usize, pc.cols[c] as usize);
+                            let pgh = &pc.sums[c * qk * ql..(c + 1) * qk * ql];
+                            for d in 0..ql {
+                                o[h * ql + d] += (0..qk).map(|a| pgh[a * ql + d] * lw[pc.k][g * qk + a]).sum::<f64>();
+                            }
+                        }
+                        o
+                    })
+                    .collect();
+                let mut total = vec![0.0; st.terms[pc.l].n_levels * ql];
+                for part in parts {
+                    total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
+                }
+                total
+            })
+            .collect();
         let (x_out, mut rest) = out.split_at_mut(pk);
         // X side: X'X b + sum_k sum_g G_g' u_g.
         for (i, &ci) in self.cols.iter().enumerate() {
@@ -1014,10 +1030,10 @@ impl Henderson<'_> {
                         for (i, &ci) in self.cols.iter().enumerate() {
                             xs[i] += (0..q).map(|a| gx[a * p + ci] * u[a]).sum::<f64>();
                         }
-                        for (pc, index) in st.pairs.iter().zip(&self.pair_index) {
+                        for ((pc, starts), column) in st.pairs.iter().zip(&self.pair_rows).zip(&column_sums) {
                             let (qk, ql) = (st.terms[pc.k].q, st.terms[pc.l].q);
                             if pc.k == k {
-                                for c in index.row_starts[g]..index.row_starts[g + 1] {
+                                for c in starts[g]..starts[g + 1] {
                                     let h = pc.cols[c] as usize;
                                     let pgh = &pc.sums[c * qk * ql..(c + 1) * qk * ql];
                                     for a in 0..qk {
@@ -1025,14 +1041,7 @@ impl Henderson<'_> {
                                     }
                                 }
                             } else if pc.l == k {
-                                for &c in &index.by_col[index.col_starts[g]..index.col_starts[g + 1]] {
-                                    let c = c as usize;
-                                    let h = pc.rows[c] as usize;
-                                    let pgh = &pc.sums[c * qk * ql..(c + 1) * qk * ql];
-                                    for d in 0..ql {
-                                        acc[d] += (0..qk).map(|a| pgh[a * ql + d] * lw[pc.k][h * qk + a]).sum::<f64>();
-                                    }
-                                }
+                                acc.iter_mut().zip(&column[g * ql..(g + 1) * ql]).for_each(|(a, v)| *a += v);
                             }
                         }
                         let vg = &v[self.offsets[k] + g * q..self.offsets[k] + (g + 1) * q];
@@ -1162,8 +1171,8 @@ pub fn solve_slope_mixed(
             level_inv.push(invert_spd(&blk, q)?);
         }
     }
-    let pair_index = stats.pairs.iter().map(|pc| PairIndex::of(pc, stats.terms[pc.k].n_levels, stats.terms[pc.l].n_levels)).collect();
-    let h = Henderson { stats, cols: cols.clone(), lambda, offsets: offsets.clone(), s2, dim, x_block_inv, level_inv, pair_index, pool };
+    let pair_rows = stats.pairs.iter().map(|pc| row_starts(pc, stats.terms[pc.k].n_levels)).collect();
+    let h = Henderson { stats, cols: cols.clone(), lambda, offsets: offsets.clone(), s2, dim, x_block_inv, level_inv, pair_rows, pool };
     let mut rhs = vec![0.0; dim];
     for (i, &ci) in cols.iter().enumerate() {
         rhs[i] = stats.xy[ci];
