@@ -176,12 +176,23 @@ fr_test_panic <- function(message) .Call(wrap__fr_test_panic, message)
 #' @param y the response; @param x the fixed-effect columns (as fr_moment_fit());
 #' @param x_names their names; @param terms a list with one entry per term: `codes`
 #'   (1-based integer level codes), `n_levels`, `z` (a list of double columns, NULL for
-#'   an intercept) and `label`.
+#'   an intercept) and `label`; @param threads worker threads.
 #' @return the parameter map (`term`, `row`, `col`, 0-based; term -1 for the residual),
 #'   the equations (`lhs` by rows, `q`), `raw`, `estimate`, `boundary` (per term), `coef`,
 #'   `vcov` (by columns) and `ranef` (per term, level after level, q values each).
 #' @noRd
-fr_slope_fit <- function(y, x, x_names, terms) .Call(wrap__fr_slope_fit, y, x, x_names, terms)
+fr_slope_fit <- function(y, x, x_names, terms, threads) .Call(wrap__fr_slope_fit, y, x, x_names, terms, threads)
+
+#' The statistics of a chunk of rows of a random-slope model, as an R list to be merged
+#' by fr_slope_merged_fit() (internal). Arguments as fr_slope_fit().
+#' @noRd
+fr_slope_statistics <- function(y, x, x_names, terms, threads) .Call(wrap__fr_slope_statistics, y, x, x_names, terms, threads)
+
+#' The fit of the merged statistics of chunks (a list of fr_slope_statistics() values
+#' over the same terms and levels), the same as the fit of all their rows at once
+#' (internal). Returns what fr_slope_fit() returns.
+#' @noRd
+fr_slope_merged_fit <- function(statistics, threads) .Call(wrap__fr_slope_merged_fit, statistics, threads)
 
 
 

@@ -343,10 +343,9 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
   # The groupings whose size() columns Matloff's models (3) and (10) use.
   size_grouping <- if (is_fr(method)) fr_size_groupings(parsed$random)
   if (has_slope_terms(parsed)) {
-    chunked <- !is.data.frame(data) && !is.null(data) || !is.null(chunks) ||
-      !is.null(chunk_by) || backend == "future"
+    chunking <- list(chunks = chunks, combine = combine, chunk_by = chunk_by, seed = seed, backend = backend)
     return(fr_fit_slopes(call, formula, parsed, data, frame_call, parent.frame(), method,
-                         threads, chunked))
+                         threads, chunking))
   }
   if (!is.data.frame(data) && !is.null(data) || !is.null(chunks) || !is.null(chunk_by) ||
       backend == "future") {

@@ -4,8 +4,9 @@
 #
 # A fit is an object of class "fr_slope_fit" with its own methods (print, summary,
 # VarCorr, ranef, coef, fixef, vcov, sigma, fitted, residuals, predict, tidy, nobs,
-# ngrps, formula). It deliberately does not inherit from "fr_fit": methods that do not
-# handle slopes yet (confint, the bootstrap, anova, simulate, fr_distribution, chunks)
+# ngrps, formula); chunks of a data frame are merged exactly. It deliberately does not
+# inherit from "fr_fit": methods that do not handle slopes yet (confint, the bootstrap,
+# anova, simulate, fr_distribution)
 # then fail with "no applicable method" instead of giving wrong numbers.
 
 # The left-hand sides of the terms a slope bar expands into: `(lhs | g)` keeps its
@@ -42,16 +43,21 @@ slope_design <- function(term, frame) {
 }
 
 fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, threads,
-                          chunked) {
+                          chunking) {
   if (method != "moments") {
     stop(sprintf(paste(
       "random slopes are fitted by method = \"moments\" only; method = \"%s\" handles",
       "random intercepts only (the efficient and REML steps use per-level scalars)"),
       method), call. = FALSE)
   }
-  if (chunked) {
-    stop("random slopes are not supported yet in fits in chunks, from files or with the ",
-         "future backend; fit the data frame in memory", call. = FALSE)
+  chunked <- !is.null(chunking$chunks) || !is.null(chunking$chunk_by) || chunking$backend == "future"
+  if (!is.data.frame(data) && !is.null(data)) {
+    stop("random slopes are fitted from a data frame in memory (in chunks of it too); ",
+         "lists of data frames and files are not supported yet", call. = FALSE)
+  }
+  if (chunked && chunking$combine != "exact") {
+    stop("random slopes in chunks are combined exactly (combine = \"exact\"); ",
+         "Software Alchemy averaging is not supported yet for them", call. = FALSE)
   }
   md <- fr_model_data(parsed, frame_call, data, env, threads)
   labels <- vapply(parsed$random, `[[`, "", "label")
@@ -64,7 +70,11 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
            if (colnames(z)[j] == "(Intercept)") NULL else unname(z[, j])
          }))
   })
-  res <- fr_slope_fit(md$y, md$fixed$columns, md$fixed$names, terms)
+  res <- if (chunked) {
+    fit_slope_chunks(md, terms, parsed, chunking, threads)
+  } else {
+    fr_slope_fit(md$y, md$fixed$columns, md$fixed$names, terms, threads)
+  }
   p <- length(md$fixed$names)
   coef <- stats::setNames(res$coef, md$fixed$names)
   kept <- which(res$kept)
@@ -126,6 +136,50 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
     nobs = length(md$y), n_dropped = md$n_dropped, na.action = md$na_action,
     data_name = if (is.null(call$data)) NULL else deparse1(call$data)
   ), class = "fr_slope_fit")
+}
+
+# Exact fits in chunks of the rows: each chunk's statistics (on threads here or on the
+# workers of a future plan), merged; the levels are the whole frame's, so they match.
+fit_slope_chunks <- function(md, terms, parsed, chunking, threads) {
+  n_chunks <- check_whole_number(if (is.null(chunking$chunks)) 1L else chunking$chunks, "chunks", at_least = 1)
+  chunk_by <- check_chunk_by(chunking$chunk_by, parsed)
+  chunk_of <- with_seed(chunking$seed, assign_chunks(
+    length(md$y), n_chunks, if (!is.null(chunk_by) && chunk_by != ".order") md$frame[[chunk_by]], chunk_by
+  ))
+  rows <- rows_by_chunk(chunk_of, n_chunks)
+  rm(chunk_of)
+  spec <- list(x_names = md$fixed$names, threads = worker_threads(chunking$backend, threads))
+  # As for intercept-only models: a future worker is sent its chunk's vectors; here a
+  # chunk's vectors are made only while it is processed.
+  pieces <- if (chunking$backend == "future") {
+    lapply(seq_along(rows), function(i) list(index = i, data = slope_chunk_vectors(md, terms, rows[[i]])))
+  } else {
+    spec$md <- md
+    spec$terms <- terms
+    lapply(seq_along(rows), function(i) list(index = i, rows = rows[[i]]))
+  }
+  results <- run_chunks(pieces, slope_chunk_worker, spec, chunking$backend)
+  fr_slope_merged_fit(results, threads)
+}
+
+# The rows `rows` of the response, the fixed columns and the terms' codes and columns.
+slope_chunk_vectors <- function(md, terms, rows) {
+  columns <- md$fixed$columns
+  columns <- if (is.matrix(columns)) {
+    columns[rows, , drop = FALSE]
+  } else {
+    lapply(columns, function(v) if (is.null(v)) NULL else v[rows])
+  }
+  list(y = md$y[rows], columns = columns, terms = lapply(terms, function(term) {
+    term$codes <- term$codes[rows]
+    term$z <- lapply(term$z, function(v) if (is.null(v)) NULL else v[rows])
+    term
+  }))
+}
+
+slope_chunk_worker <- function(piece, spec) {
+  d <- if (is.null(piece$data)) slope_chunk_vectors(spec$md, spec$terms, piece$rows) else piece$data
+  fr_slope_statistics(d$y, d$columns, spec$x_names, d$terms, spec$threads)
 }
 
 # X b from the columns the core read (a matrix, or a list with NULL for the intercept).

@@ -4,7 +4,8 @@
 suppressPackageStartupMessages({ library(fullrandom); library(lme4) })
 source("bench/results.R")
 set.seed(2026)
-reps <- as.integer(Sys.getenv("FR_SLOPES_REPS", "200"))
+reps <- as.integer(Sys.getenv("FR_SLOPES_REPS", "300"))
+timing_sizes <- as.numeric(strsplit(Sys.getenv("FR_SLOPES_SIZES", "1e5,1e6"), ",")[[1]])
 
 summarise <- function(est, truth) {
   data.frame(parameter = names(truth), truth = truth,
@@ -52,7 +53,7 @@ table_of <- function(sim, truth) {
 header <- c("| parameter | truth | bias raw (MC se) | RMSE raw | RMSE projected | lmer bias | lmer RMSE |",
             "|---|---|---|---|---|---|---|")
 # 3. time at 10^5 and 10^6 rows, crossed slopes.
-timing <- lapply(c(1e5, 1e6), function(n) {
+timing <- lapply(timing_sizes[!is.na(timing_sizes)], function(n) {
   d <- data.frame(user = factor(sample(n / 20, n, TRUE)), item = factor(sample(2000, n, TRUE)),
                   x = rnorm(n))
   d$y <- 1 + d$x + rnorm(n / 20)[d$user] * (1 + d$x) + rnorm(2000)[d$item] + rnorm(n)
@@ -69,5 +70,6 @@ lines <- c(
   header, table_of(sim2, truth2), "",
   "Time (seconds, 2 threads), `y ~ x + (x | user) + (1 | item)` beside the intercept-only fit and lmer:", "",
   "| rows | slopes | intercepts only | lmer |", "|---|---|---|---|", unlist(timing))
+saveRDS(list(sim1 = sim1, sim2 = sim2, truth1 = truth1, truth2 = truth2), file.path(tempdir(), "slopes-sim.rds"))
 write_results_section("slopes", lines)
 cat(lines, sep = "\n")

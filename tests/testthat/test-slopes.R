@@ -56,7 +56,54 @@ test_that("(0 + x | g), crossed slopes and (1 | g) in one slope model fit", {
   fit0 <- fr_fit(y ~ x + (0 + x | user) + (1 | item), d)
   expect_equal(colnames(ranef(fit0)$user), "x")
   expect_error(fr_fit(y ~ x + (x | user), d, method = "reml"), "method = \"moments\" only")
-  expect_error(fr_fit(y ~ x + (x | user), d, chunks = 2), "not supported yet in fits in chunks")
+  expect_error(fr_fit(y ~ x + (x | user), d, chunks = 2, combine = "average"), "combined exactly")
+  expect_error(fr_fit(y ~ x + (x | user), list(d, d)), "lists of data frames and files are not supported")
+})
+
+test_that("slope fits in chunks (threads and the future backend) equal the whole fit", {
+  set.seed(4)
+  n <- 3000
+  d <- data.frame(user = factor(sample(80, n, TRUE)), item = factor(sample(30, n, TRUE)),
+                  x = rnorm(n), w = runif(n))
+  d$y <- 1 + 0.5 * d$x + rnorm(80)[d$user] * (1 + 0.4 * d$x) + rnorm(30)[d$item] * d$w + rnorm(n)
+  form <- y ~ x + (x | user) + (0 + w | item)
+  whole <- fr_fit(form, d)
+  same <- function(fit) {
+    expect_lt(max(abs(fit$theta_raw - whole$theta_raw)), 1e-10)
+    expect_lt(max(abs(fixef(fit) - fixef(whole))), 1e-10)
+    expect_lt(max(abs(vcov(fit) - vcov(whole))), 1e-10)
+    expect_lt(max(abs(as.matrix(ranef(fit)$user) - as.matrix(ranef(whole)$user))), 1e-8)
+    expect_lt(max(abs(fitted(fit) - fitted(whole))), 1e-8)
+  }
+  same(fr_fit(form, d, chunks = 2, seed = 1))
+  same(fr_fit(form, d, chunks = 7, seed = 2))
+  same(fr_fit(form, d, chunks = 4, chunk_by = ".order"))
+  expect_error(fr_fit(form, d, chunks = 2, chunk_by = "x"), "`chunk_by` must be")
+  skip_if_not_installed("future.apply")
+  old <- future::plan(future::multisession, workers = 2)
+  on.exit(future::plan(old), add = TRUE)
+  same(fr_fit(form, d, chunks = 3, seed = 3, backend = "future"))
+})
+
+test_that("a slope covariance clipped at the boundary leaves the residual variance positive", {
+  # A 60% subsample of a sleepstudy-like design whose raw Sigma has a negative eigenvalue:
+  # re-solving s2 from r'r after the clip gave a negative residual variance.
+  set.seed(2026)
+  s <- matrix(c(612, 9.6, 9.6, 35), 2)
+  for (r in 1:33) {
+    d <- expand.grid(Days = 0:9, Subject = factor(1:18))
+    d <- d[sort(sample(nrow(d), round(0.6 * nrow(d)))), ]
+    u <- matrix(rnorm(36), 18) %*% chol(s)
+    d$y <- 251 + 10.5 * d$Days + u[d$Subject, 1] + u[d$Subject, 2] * d$Days + rnorm(nrow(d), sd = sqrt(655))
+  }
+  fit <- suppressMessages(fr_fit(y ~ Days + (Days | Subject), d))
+  expect_true(fit$boundary[["Subject"]])
+  expect_gt(sigma(fit), 0)
+  # s2 from the within-subject residual sum of squares: near the true 655 (lmer: 590).
+  expect_gt(sigma(fit)^2, 300)
+  expect_lt(sigma(fit)^2, 1200)
+  # The raw (unclipped) solution still solves the equations.
+  expect_equal(drop(fit$equations$lhs %*% fit$theta_raw), fit$equations$q, tolerance = 1e-8)
 })
 
 test_that("the slope moment equations are unbiased (Monte Carlo, unbalanced crossed design)", {

@@ -134,7 +134,7 @@ where
 
 /// The values of `buckets`, each listed with its bucket: `(bucket, value)` for the
 /// positions in `range` of `values`, in order (the items of a second sort pass).
-fn with_bucket<'a, T: Copy>(
+pub(crate) fn with_bucket<'a, T: Copy>(
     starts: &'a [usize],
     values: &'a [T],
     range: Range<usize>,

@@ -23,11 +23,13 @@
 //! conjugate gradients with a block-diagonal preconditioner, give the GLS fixed effects,
 //! their covariance and the BLUPs.
 //!
-//! The statistics here are computed in one pass over rows held in memory; they are not
-//! (yet) merged across chunks.
+//! The statistics are sums over rows: the statistics of chunks of rows merge
+//! ([`SlopeStats::merge`]) into those of all the rows, so a fit in chunks is exact.
 
 use crate::data::FixedColumn;
 use crate::error::FitError;
+use crate::grouping::{balanced_blocks, bucket_sort, with_bucket};
+use rayon::prelude::*;
 
 /// One random-effects term: its grouping codes and its `q` design columns.
 #[derive(Debug, Clone)]
@@ -124,61 +126,61 @@ fn check(data: &SlopeData<'_>) -> Result<(), FitError> {
     Ok(())
 }
 
+/// Rows per parallel task of the sums over rows (fixed, so the sums are reduced in a
+/// fixed order whatever the number of threads).
+const ROWS: usize = 1 << 14;
+
+/// `z` of row `i` into `out`.
+#[inline]
+fn row_values(columns: &[FixedColumn<'_>], i: usize, out: &mut [f64]) {
+    for (o, c) in out.iter_mut().zip(columns) {
+        *o = c.value(i, 0.0);
+    }
+}
+
 impl SlopeStats {
-    /// One pass over the rows for the level sums, and a sort per pair of terms for the cells.
+    /// The statistics of the rows of `data`: `X'X`, `X'y`, `y'y` over fixed blocks of rows,
+    /// the level sums of every term and the cells of every pair of terms over the levels'
+    /// rows (stable counting sorts of the rows by level, [`crate::grouping`]'s), in
+    /// parallel on the current rayon pool. Every sum adds its rows in row order, so the
+    /// statistics do not depend on the number of threads.
     pub fn compute(data: &SlopeData<'_>) -> Result<SlopeStats, FitError> {
         check(data)?;
         let n = data.y.len();
+        if u32::try_from(n).is_err() {
+            return Err(FitError::InvalidInput(format!("{n} rows: random slopes are fitted on at most 2^32 - 1 rows at once; use chunks")));
+        }
         let p = data.x.len();
+        let blocks: Vec<(Vec<f64>, Vec<f64>, f64)> = (0..n.div_ceil(ROWS))
+            .into_par_iter()
+            .map(|b| {
+                let mut xx = vec![0.0; p * p];
+                let mut xy = vec![0.0; p];
+                let mut yy = 0.0;
+                let mut xi = vec![0.0; p];
+                for i in b * ROWS..((b + 1) * ROWS).min(n) {
+                    row_values(&data.x, i, &mut xi);
+                    let y = data.y[i];
+                    yy += y * y;
+                    for a in 0..p {
+                        xy[a] += xi[a] * y;
+                        for c in 0..p {
+                            xx[a * p + c] += xi[a] * xi[c];
+                        }
+                    }
+                }
+                (xx, xy, yy)
+            })
+            .collect();
         let mut xx = vec![0.0; p * p];
         let mut xy = vec![0.0; p];
         let mut yy = 0.0;
-        let mut xi = vec![0.0; p];
-        for i in 0..n {
-            for (j, c) in data.x.iter().enumerate() {
-                xi[j] = c.value(i, 0.0);
-            }
-            let y = data.y[i];
-            yy += y * y;
-            for a in 0..p {
-                xy[a] += xi[a] * y;
-                for b in 0..p {
-                    xx[a * p + b] += xi[a] * xi[b];
-                }
-            }
+        for (bxx, bxy, byy) in blocks {
+            xx.iter_mut().zip(&bxx).for_each(|(a, b)| *a += b);
+            xy.iter_mut().zip(&bxy).for_each(|(a, b)| *a += b);
+            yy += byy;
         }
-        let mut terms = Vec::with_capacity(data.terms.len());
-        for t in &data.terms {
-            let q = t.q();
-            let mut s = TermSums {
-                q,
-                n_levels: t.n_levels,
-                zz: vec![0.0; t.n_levels * q * q],
-                zx: vec![0.0; t.n_levels * q * p],
-                zy: vec![0.0; t.n_levels * q],
-            };
-            let mut zi = vec![0.0; q];
-            for i in 0..n {
-                for (j, c) in t.z.iter().enumerate() {
-                    zi[j] = c.value(i, 0.0);
-                }
-                for (j, c) in data.x.iter().enumerate() {
-                    xi[j] = c.value(i, 0.0);
-                }
-                let g = t.level(i);
-                let y = data.y[i];
-                for a in 0..q {
-                    s.zy[g * q + a] += zi[a] * y;
-                    for b in 0..q {
-                        s.zz[g * q * q + a * q + b] += zi[a] * zi[b];
-                    }
-                    for b in 0..p {
-                        s.zx[g * q * p + a * p + b] += zi[a] * xi[b];
-                    }
-                }
-            }
-            terms.push(s);
-        }
+        let terms = data.terms.iter().map(|t| term_sums(data, t)).collect();
         let mut pairs = Vec::new();
         for k in 0..data.terms.len() {
             for l in k + 1..data.terms.len() {
@@ -187,39 +189,180 @@ impl SlopeStats {
         }
         Ok(SlopeStats { n_obs: n, p, xx, xy, yy, terms, pairs })
     }
+
+    /// Checks that every array has the length its shape gives and that the cells of every
+    /// pair are in range and sorted (statistics that came from outside, e.g. from R).
+    pub fn check_shape(&self) -> Result<(), FitError> {
+        let bad = |what: String| Err(FitError::InvalidInput(format!("inconsistent slope statistics: {what}")));
+        let p = self.p;
+        if self.xx.len() != p * p || self.xy.len() != p {
+            return bad("X'X or X'y".into());
+        }
+        for (k, t) in self.terms.iter().enumerate() {
+            let (q, n) = (t.q, t.n_levels);
+            if q == 0 || t.zz.len() != n * q * q || t.zx.len() != n * q * p || t.zy.len() != n * q {
+                return bad(format!("the level sums of term {k}"));
+            }
+        }
+        for c in &self.pairs {
+            if c.k >= c.l || c.l >= self.terms.len() || c.rows.len() != c.cols.len() {
+                return bad(format!("the cells of terms {} and {}", c.k, c.l));
+            }
+            let (tk, tl) = (&self.terms[c.k], &self.terms[c.l]);
+            let sorted = c.rows.windows(2).zip(c.cols.windows(2)).all(|(r, h)| (r[0], h[0]) < (r[1], h[1]));
+            let in_range = c.rows.iter().all(|&g| (g as usize) < tk.n_levels) && c.cols.iter().all(|&h| (h as usize) < tl.n_levels);
+            if !sorted || !in_range || c.sums.len() != c.rows.len() * tk.q * tl.q {
+                return bad(format!("the cells of terms {} and {}", c.k, c.l));
+            }
+        }
+        Ok(())
+    }
+
+    /// The statistics of the union of two sets of rows with the same terms and levels (a
+    /// chunk merged into the others): sums add, and cells of the same pair of levels add.
+    pub fn merge(&mut self, other: &SlopeStats) -> Result<(), FitError> {
+        let shape = |s: &SlopeStats| {
+            (s.p, s.terms.iter().map(|t| (t.q, t.n_levels)).collect::<Vec<_>>(), s.pairs.iter().map(|c| (c.k, c.l)).collect::<Vec<_>>())
+        };
+        if shape(self) != shape(other) {
+            return Err(FitError::Incompatible(
+                "the statistics of the chunks differ in their fixed-effect columns, terms or levels".into(),
+            ));
+        }
+        self.n_obs += other.n_obs;
+        let add = |a: &mut Vec<f64>, b: &Vec<f64>| a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+        add(&mut self.xx, &other.xx);
+        add(&mut self.xy, &other.xy);
+        self.yy += other.yy;
+        for (a, b) in self.terms.iter_mut().zip(&other.terms) {
+            add(&mut a.zz, &b.zz);
+            add(&mut a.zx, &b.zx);
+            add(&mut a.zy, &b.zy);
+        }
+        for (a, b) in self.pairs.iter_mut().zip(&other.pairs) {
+            *a = a.merge(b, self.terms[a.k].q * self.terms[a.l].q);
+        }
+        Ok(())
+    }
 }
 
+/// The level sums of one term, each level's rows added in row order.
+fn term_sums(data: &SlopeData<'_>, t: &SlopeTerm<'_>) -> TermSums {
+    let n = data.y.len();
+    let (q, p) = (t.q(), data.x.len());
+    let by_level = bucket_sort(n, t.n_levels, |range| range.map(|i| (t.level(i), i as u32)));
+    let pieces: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = balanced_blocks(&by_level.starts)
+        .into_par_iter()
+        .map(|levels| {
+            let mut zz = vec![0.0; levels.len() * q * q];
+            let mut zx = vec![0.0; levels.len() * q * p];
+            let mut zy = vec![0.0; levels.len() * q];
+            let mut zi = vec![0.0; q];
+            let mut xi = vec![0.0; p];
+            for (at, g) in levels.enumerate() {
+                for &i in &by_level.values[by_level.starts[g]..by_level.starts[g + 1]] {
+                    let i = i as usize;
+                    row_values(&t.z, i, &mut zi);
+                    row_values(&data.x, i, &mut xi);
+                    let y = data.y[i];
+                    for a in 0..q {
+                        zy[at * q + a] += zi[a] * y;
+                        for b in 0..q {
+                            zz[at * q * q + a * q + b] += zi[a] * zi[b];
+                        }
+                        for b in 0..p {
+                            zx[at * q * p + a * p + b] += zi[a] * xi[b];
+                        }
+                    }
+                }
+            }
+            (zz, zx, zy)
+        })
+        .collect();
+    let mut out = TermSums { q, n_levels: t.n_levels, zz: Vec::new(), zx: Vec::new(), zy: Vec::new() };
+    for (zz, zx, zy) in pieces {
+        out.zz.extend(zz);
+        out.zx.extend(zx);
+        out.zy.extend(zy);
+    }
+    out
+}
+
+/// The cells of terms `a` (rows) and `b` (columns), by level of `a` and then of `b`, as
+/// [`crate::grouping::CellCounts::count`] finds them: the rows sorted by `b`'s level, that
+/// list sorted by `a`'s, so every level of `a` lists its rows by level of `b` (and in row
+/// order within a cell); runs of equal levels are the cells.
 fn pair_cells(a: &SlopeTerm<'_>, b: &SlopeTerm<'_>, k: usize, l: usize) -> PairCells {
     let n = a.codes.len();
     let (qa, qb) = (a.q(), b.q());
-    let mut keys: Vec<(u64, u32)> = (0..n).map(|i| (((a.level(i) as u64) << 32) | b.level(i) as u64, i as u32)).collect();
-    keys.sort_unstable();
-    let mut out = PairCells { k, l, rows: Vec::new(), cols: Vec::new(), sums: Vec::new() };
-    let mut last = u64::MAX;
-    let mut za = vec![0.0; qa];
-    let mut zb = vec![0.0; qb];
-    for &(key, i) in &keys {
-        if key != last {
-            out.rows.push((key >> 32) as u32);
-            out.cols.push((key & 0xffff_ffff) as u32);
-            out.sums.extend(std::iter::repeat_n(0.0, qa * qb));
-            last = key;
-        }
-        let i = i as usize;
-        for (j, c) in a.z.iter().enumerate() {
-            za[j] = c.value(i, 0.0);
-        }
-        for (j, c) in b.z.iter().enumerate() {
-            zb[j] = c.value(i, 0.0);
-        }
-        let at = out.sums.len() - qa * qb;
-        for r in 0..qa {
-            for s in 0..qb {
-                out.sums[at + r * qb + s] += za[r] * zb[s];
+    let by_b = bucket_sort(n, b.n_levels, |range| range.map(|i| (b.level(i), (a.level(i) as u32, i as u32))));
+    let by_a = bucket_sort(n, a.n_levels, |range| {
+        with_bucket(&by_b.starts, &by_b.values, range).map(|(h, (g, i))| (g as usize, (h, i)))
+    });
+    drop(by_b);
+    let pieces: Vec<PairCells> = balanced_blocks(&by_a.starts)
+        .into_par_iter()
+        .map(|levels| {
+            let mut out = PairCells { k, l, rows: Vec::new(), cols: Vec::new(), sums: Vec::new() };
+            let mut za = vec![0.0; qa];
+            let mut zb = vec![0.0; qb];
+            for g in levels {
+                let mut last = None;
+                for &(h, i) in &by_a.values[by_a.starts[g]..by_a.starts[g + 1]] {
+                    if last != Some(h) {
+                        out.rows.push(g as u32);
+                        out.cols.push(h);
+                        out.sums.extend(std::iter::repeat_n(0.0, qa * qb));
+                        last = Some(h);
+                    }
+                    row_values(&a.z, i as usize, &mut za);
+                    row_values(&b.z, i as usize, &mut zb);
+                    let at = out.sums.len() - qa * qb;
+                    for r in 0..qa {
+                        for s in 0..qb {
+                            out.sums[at + r * qb + s] += za[r] * zb[s];
+                        }
+                    }
+                }
             }
-        }
+            out
+        })
+        .collect();
+    let mut out = PairCells { k, l, rows: Vec::new(), cols: Vec::new(), sums: Vec::new() };
+    for piece in pieces {
+        out.rows.extend(piece.rows);
+        out.cols.extend(piece.cols);
+        out.sums.extend(piece.sums);
     }
     out
+}
+
+impl PairCells {
+    /// The cells of both, sorted by (row level, column level); equal cells add. `size`
+    /// is the number of values of a cell's sum.
+    fn merge(&self, other: &PairCells, size: usize) -> PairCells {
+        let mut out = PairCells { k: self.k, l: self.l, rows: Vec::new(), cols: Vec::new(), sums: Vec::new() };
+        let key = |c: &PairCells, i: usize| (c.rows[i], c.cols[i]);
+        let (mut i, mut j) = (0, 0);
+        while i < self.rows.len() || j < other.rows.len() {
+            let take_self = j == other.rows.len() || (i < self.rows.len() && key(self, i) <= key(other, j));
+            let take_other = i == self.rows.len() || (j < other.rows.len() && key(other, j) <= key(self, i));
+            let (g, h) = if take_self { key(self, i) } else { key(other, j) };
+            out.rows.push(g);
+            out.cols.push(h);
+            let mut sum = vec![0.0; size];
+            if take_self {
+                sum.iter_mut().zip(&self.sums[i * size..(i + 1) * size]).for_each(|(s, v)| *s += v);
+                i += 1;
+            }
+            if take_other {
+                sum.iter_mut().zip(&other.sums[j * size..(j + 1) * size]).for_each(|(s, v)| *s += v);
+                j += 1;
+            }
+            out.sums.extend(sum);
+        }
+        out
+    }
 }
 
 /// `K` (q x q, row-major) with `K W K' = I` on the columns of `W` independent of the
@@ -658,6 +801,8 @@ pub fn solve_components(eq: &SlopeEquations, qs: &[usize]) -> Result<SlopeCompon
     let m = eq.params.len();
     let raw = solve_dense(&eq.lhs, &eq.q, m)?;
     let mut held = vec![false; qs.len()];
+    // Held at a clipped Sigma_k that is not 0.
+    let mut partial = vec![false; qs.len()];
     let mut estimate = raw.clone();
     for _ in 0..=qs.len() {
         let mut changed = false;
@@ -682,6 +827,7 @@ pub fn solve_components(eq: &SlopeEquations, qs: &[usize]) -> Result<SlopeCompon
                     }
                 }
                 held[k] = true;
+                partial[k] = clipped.iter().any(|&v| v != 0.0);
                 changed = true;
             }
         }
@@ -693,15 +839,34 @@ pub fn solve_components(eq: &SlopeEquations, qs: &[usize]) -> Result<SlopeCompon
         let nf = free.len();
         let mut a = vec![0.0; nf * nf];
         let mut b = vec![0.0; nf];
+        // The equation of s2: r'r, less tr(sum_g v_g v_g') of every term held at a clipped
+        // Sigma_k that is not 0 (the within-level residual sum of squares, which depends on
+        // that Sigma_k only through the fixed effects): clipping a negative eigenvalue
+        // enlarges Sigma_k, and r'r would pass that on to s2, even below 0. The raw
+        // solution is unchanged (a combination of the same equations).
+        let equation = |e: usize| -> (Vec<f64>, f64) {
+            let mut row = eq.lhs[e * m..(e + 1) * m].to_vec();
+            let mut rhs = eq.q[e];
+            if e == m - 1 {
+                for (d, pm) in eq.params.iter().enumerate() {
+                    if pm.term.is_some_and(|k| partial[k]) && pm.row == pm.col {
+                        row.iter_mut().zip(&eq.lhs[d * m..(d + 1) * m]).for_each(|(r, v)| *r -= v);
+                        rhs -= eq.q[d];
+                    }
+                }
+            }
+            (row, rhs)
+        };
         for (i, &e) in free.iter().enumerate() {
-            b[i] = eq.q[e];
+            let (row, rhs) = equation(e);
+            b[i] = rhs;
             for pm in 0..m {
                 if !free.contains(&pm) {
-                    b[i] -= eq.lhs[e * m + pm] * estimate[pm];
+                    b[i] -= row[pm] * estimate[pm];
                 }
             }
             for (j, &pm) in free.iter().enumerate() {
-                a[i * nf + j] = eq.lhs[e * m + pm];
+                a[i * nf + j] = row[pm];
             }
         }
         let sol = solve_dense(&a, &b, nf)?;
@@ -740,6 +905,23 @@ fn sqrt_psd(s: &[f64], q: usize) -> Vec<f64> {
     out
 }
 
+/// Where the cells of each row level of a pair of terms start (the cells' own order).
+fn row_starts(pc: &PairCells, n_rows: usize) -> Vec<usize> {
+    let mut starts = vec![0usize; n_rows + 1];
+    for &g in &pc.rows {
+        starts[g as usize + 1] += 1;
+    }
+    for g in 0..n_rows {
+        starts[g + 1] += starts[g];
+    }
+    starts
+}
+
+/// Parts into which the cells of a pair are split for the products with the column
+/// term: each part adds into a vector of its own, and the parts are summed in order, so
+/// the result does not depend on the number of threads.
+const CELL_PARTS: usize = 8;
+
 struct Henderson<'s> {
     stats: &'s SlopeStats,
     cols: Vec<usize>,
@@ -750,21 +932,29 @@ struct Henderson<'s> {
     /// Inverses of the diagonal blocks (X part first, then every level).
     x_block_inv: Vec<f64>,
     level_inv: Vec<Vec<f64>>,
+    /// Per pair of terms, where the cells of each row level start.
+    pair_rows: Vec<Vec<usize>>,
+    /// The products run here; the iterations (and `keep_going`) on the caller's thread.
+    pool: &'s rayon::ThreadPool,
 }
+
+/// Levels per parallel task of the products with Henderson's matrix.
+const LEVELS: usize = 1 << 10;
 
 impl Henderson<'_> {
     fn pk(&self) -> usize {
         self.cols.len()
     }
+    /// `out = H v`, every level's block on its own (in parallel), the fixed-effect block
+    /// summed over fixed blocks of levels in order.
     fn apply(&self, v: &[f64], out: &mut [f64]) {
+        self.pool.install(|| self.apply_here(v, out))
+    }
+    fn apply_here(&self, v: &[f64], out: &mut [f64]) {
         let st = self.stats;
         let (p, pk) = (st.p, self.pk());
-        out.iter_mut().for_each(|o| *o = 0.0);
         let b = &v[..pk];
-        for (i, &ci) in self.cols.iter().enumerate() {
-            out[i] = self.cols.iter().enumerate().map(|(j, &cj)| st.xx[ci * p + cj] * b[j]).sum();
-        }
-        // Lambda w per term and level.
+        // u = Lambda w per term and level.
         let lw: Vec<Vec<f64>> = st
             .terms
             .iter()
@@ -772,57 +962,98 @@ impl Henderson<'_> {
             .map(|(k, t)| {
                 let q = t.q;
                 let lam = &self.lambda[k];
+                let w = &v[self.offsets[k]..self.offsets[k] + t.n_levels * q];
                 let mut o = vec![0.0; t.n_levels * q];
-                for g in 0..t.n_levels {
-                    let w = &v[self.offsets[k] + g * q..self.offsets[k] + (g + 1) * q];
+                o.par_chunks_mut(q).zip(w.par_chunks(q)).for_each(|(og, wg)| {
                     for a in 0..q {
-                        o[g * q + a] = (0..q).map(|c| lam[a * q + c] * w[c]).sum();
+                        og[a] = (0..q).map(|c| lam[a * q + c] * wg[c]).sum();
                     }
-                }
+                });
                 o
             })
             .collect();
-        // z-side accumulations: acc_k,g = G_g b + W_g (Lambda w)_g + cross terms.
-        let mut acc: Vec<Vec<f64>> = st.terms.iter().map(|t| vec![0.0; t.n_levels * t.q]).collect();
+        // Column side of every pair: P_gh' (Lambda w)_g added into level h of term l, by
+        // fixed parts of the cells (a gather by column level would read the cells at
+        // random).
+        let column_sums: Vec<Vec<f64>> = st
+            .pairs
+            .iter()
+            .map(|pc| {
+                let (qk, ql) = (st.terms[pc.k].q, st.terms[pc.l].q);
+                let n_cells = pc.rows.len();
+                let parts: Vec<Vec<f64>> = (0..CELL_PARTS)
+                    .into_par_iter()
+                    .map(|part| {
+                        let mut o = vec![0.0; st.terms[pc.l].n_levels * ql];
+                        for c in part * n_cells / CELL_PARTS..(part + 1) * n_cells / CELL_PARTS {
+                            let (g, h) = (pc.rows[c] as usize, pc.cols[c] as usize);
+                            let pgh = &pc.sums[c * qk * ql..(c + 1) * qk * ql];
+                            for d in 0..ql {
+                                o[h * ql + d] += (0..qk).map(|a| pgh[a * ql + d] * lw[pc.k][g * qk + a]).sum::<f64>();
+                            }
+                        }
+                        o
+                    })
+                    .collect();
+                let mut total = vec![0.0; st.terms[pc.l].n_levels * ql];
+                for part in parts {
+                    total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
+                }
+                total
+            })
+            .collect();
+        let (x_out, mut rest) = out.split_at_mut(pk);
+        // X side: X'X b + sum_k sum_g G_g' u_g.
+        for (i, &ci) in self.cols.iter().enumerate() {
+            x_out[i] = self.cols.iter().enumerate().map(|(j, &cj)| st.xx[ci * p + cj] * b[j]).sum();
+        }
         for (k, t) in st.terms.iter().enumerate() {
             let q = t.q;
-            for g in 0..t.n_levels {
-                let gx = &t.zx[g * q * p..(g + 1) * q * p];
-                let w = &t.zz[g * q * q..(g + 1) * q * q];
-                let u = &lw[k][g * q..(g + 1) * q];
-                for a in 0..q {
-                    let mut s: f64 = self.cols.iter().enumerate().map(|(j, &cj)| gx[a * p + cj] * b[j]).sum();
-                    s += (0..q).map(|c| w[a * q + c] * u[c]).sum::<f64>();
-                    acc[k][g * q + a] += s;
-                }
-                // X side: G_g' u
-                for (i, &ci) in self.cols.iter().enumerate() {
-                    out[i] += (0..q).map(|a| gx[a * p + ci] * u[a]).sum::<f64>();
-                }
-            }
-        }
-        for pc in &st.pairs {
-            let (k, l) = (pc.k, pc.l);
-            let (qk, ql) = (st.terms[k].q, st.terms[l].q);
-            for (c, (&g, &h)) in pc.rows.iter().zip(&pc.cols).enumerate() {
-                let (g, h) = (g as usize, h as usize);
-                let pgh = &pc.sums[c * qk * ql..(c + 1) * qk * ql];
-                for a in 0..qk {
-                    acc[k][g * qk + a] += (0..ql).map(|d| pgh[a * ql + d] * lw[l][h * ql + d]).sum::<f64>();
-                }
-                for d in 0..ql {
-                    acc[l][h * ql + d] += (0..qk).map(|a| pgh[a * ql + d] * lw[k][g * qk + a]).sum::<f64>();
-                }
-            }
-        }
-        for (k, t) in st.terms.iter().enumerate() {
-            let q = t.q;
+            let (mine, later) = rest.split_at_mut(t.n_levels * q);
+            rest = later;
             let lam = &self.lambda[k];
-            for g in 0..t.n_levels {
-                for c in 0..q {
-                    let at = self.offsets[k] + g * q + c;
-                    out[at] = (0..q).map(|a| lam[a * q + c] * acc[k][g * q + a]).sum::<f64>() + self.s2 * v[at];
-                }
+            let partial: Vec<Vec<f64>> = mine
+                .par_chunks_mut(LEVELS * q)
+                .enumerate()
+                .map(|(block, o)| {
+                    let mut xs = vec![0.0; pk];
+                    let mut acc = vec![0.0; q];
+                    for (at, og) in o.chunks_mut(q).enumerate() {
+                        let g = block * LEVELS + at;
+                        let gx = &t.zx[g * q * p..(g + 1) * q * p];
+                        let w = &t.zz[g * q * q..(g + 1) * q * q];
+                        let u = &lw[k][g * q..(g + 1) * q];
+                        for a in 0..q {
+                            acc[a] = self.cols.iter().enumerate().map(|(j, &cj)| gx[a * p + cj] * b[j]).sum::<f64>()
+                                + (0..q).map(|c| w[a * q + c] * u[c]).sum::<f64>();
+                        }
+                        for (i, &ci) in self.cols.iter().enumerate() {
+                            xs[i] += (0..q).map(|a| gx[a * p + ci] * u[a]).sum::<f64>();
+                        }
+                        for ((pc, starts), column) in st.pairs.iter().zip(&self.pair_rows).zip(&column_sums) {
+                            let (qk, ql) = (st.terms[pc.k].q, st.terms[pc.l].q);
+                            if pc.k == k {
+                                for c in starts[g]..starts[g + 1] {
+                                    let h = pc.cols[c] as usize;
+                                    let pgh = &pc.sums[c * qk * ql..(c + 1) * qk * ql];
+                                    for a in 0..qk {
+                                        acc[a] += (0..ql).map(|d| pgh[a * ql + d] * lw[pc.l][h * ql + d]).sum::<f64>();
+                                    }
+                                }
+                            } else if pc.l == k {
+                                acc.iter_mut().zip(&column[g * ql..(g + 1) * ql]).for_each(|(a, v)| *a += v);
+                            }
+                        }
+                        let vg = &v[self.offsets[k] + g * q..self.offsets[k] + (g + 1) * q];
+                        for c in 0..q {
+                            og[c] = (0..q).map(|a| lam[a * q + c] * acc[a]).sum::<f64>() + self.s2 * vg[c];
+                        }
+                    }
+                    xs
+                })
+                .collect();
+            for xs in partial {
+                x_out.iter_mut().zip(&xs).for_each(|(o, x)| *o += x);
             }
         }
     }
@@ -904,6 +1135,7 @@ pub fn solve_slope_mixed(
     stats: &SlopeStats,
     eq: &SlopeEquations,
     theta: &[f64],
+    pool: &rayon::ThreadPool,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<SlopeMixed, FitError> {
     let p = stats.p;
@@ -939,7 +1171,8 @@ pub fn solve_slope_mixed(
             level_inv.push(invert_spd(&blk, q)?);
         }
     }
-    let h = Henderson { stats, cols: cols.clone(), lambda, offsets: offsets.clone(), s2, dim, x_block_inv, level_inv };
+    let pair_rows = stats.pairs.iter().map(|pc| row_starts(pc, stats.terms[pc.k].n_levels)).collect();
+    let h = Henderson { stats, cols: cols.clone(), lambda, offsets: offsets.clone(), s2, dim, x_block_inv, level_inv, pair_rows, pool };
     let mut rhs = vec![0.0; dim];
     for (i, &ci) in cols.iter().enumerate() {
         rhs[i] = stats.xy[ci];
@@ -994,11 +1227,23 @@ pub struct SlopeFit {
 }
 
 /// Statistics, moment equations, their solution and Henderson's equations.
-pub fn fit_slopes(data: &SlopeData<'_>, keep_going: &mut dyn FnMut() -> bool) -> Result<SlopeFit, FitError> {
-    let stats = SlopeStats::compute(data)?;
-    let equations = slope_equations(&stats)?;
+/// The parallel work runs on `pool`; `keep_going` is asked between iterations, on the
+/// calling thread.
+pub fn fit_slopes(data: &SlopeData<'_>, pool: &rayon::ThreadPool, keep_going: &mut dyn FnMut() -> bool) -> Result<SlopeFit, FitError> {
+    let stats = pool.install(|| SlopeStats::compute(data))?;
+    fit_slope_statistics(&stats, pool, keep_going)
+}
+
+/// Moment equations, their solution and Henderson's equations from the statistics (of all
+/// the rows, or merged from chunks).
+pub fn fit_slope_statistics(
+    stats: &SlopeStats,
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<SlopeFit, FitError> {
+    let equations = slope_equations(stats)?;
     let qs: Vec<usize> = stats.terms.iter().map(|t| t.q).collect();
     let components = solve_components(&equations, &qs)?;
-    let mixed = solve_slope_mixed(&stats, &equations, &components.estimate, keep_going)?;
+    let mixed = solve_slope_mixed(stats, &equations, &components.estimate, pool, keep_going)?;
     Ok(SlopeFit { equations, components, mixed })
 }

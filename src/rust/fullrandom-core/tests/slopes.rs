@@ -4,7 +4,7 @@
 
 use fullrandom_core::data::FixedColumn;
 use fullrandom_core::slopes::{
-    fit_slopes, inverse_cholesky, parameter_map, slope_equations, solve_dense, SlopeData, SlopeStats, SlopeTerm,
+    fit_slope_statistics, fit_slopes, inverse_cholesky, parameter_map, slope_equations, solve_dense, SlopeData, SlopeStats, SlopeTerm,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -63,6 +63,10 @@ impl Design {
 }
 
 type Dense = Vec<Vec<f64>>;
+
+fn serial() -> rayon::ThreadPool {
+    fullrandom_core::thread_pool(1).unwrap()
+}
 
 fn zeros(n: usize, m: usize) -> Dense {
     vec![vec![0.0; m]; n]
@@ -278,7 +282,7 @@ fn two_slope_covariates_nested_terms_match_the_dense_definitions() {
 #[test]
 fn henderson_equations_equal_a_dense_gls_and_blup_solve() {
     let d = crossed_design(5, 50);
-    let fit = fit_slopes(&d.data(), &mut || true).unwrap();
+    let fit = fit_slopes(&d.data(), &serial(), &mut || true).unwrap();
     // Dense solve at the fitted components.
     let theta = &fit.components.estimate;
     let params = &fit.equations.params;
@@ -356,7 +360,83 @@ fn intercept_only_terms_give_the_existing_moment_estimates() {
             SlopeTerm { name: "b".into(), codes: &b, offset: 1, n_levels: 9, z: vec![FixedColumn::Ones] },
         ],
     };
-    let fit = fit_slopes(&sd, &mut || true).unwrap();
+    let fit = fit_slopes(&sd, &serial(), &mut || true).unwrap();
     close(&fit.components.raw, &old.raw, 1e-10, "raw");
     close(&fit.components.estimate, &old.estimate, 1e-10, "estimate");
+}
+
+/// The rows of `d` in `rows`, as a design of their own with the same levels.
+fn subset(d: &Design, rows: &[usize]) -> Design {
+    let pick = |v: &Vec<f64>| rows.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+    Design::new(
+        rows.iter().map(|&i| d.y[i]).collect(),
+        d.x.iter().map(|c| c.as_ref().map(pick)).collect(),
+        d.terms
+            .iter()
+            .map(|t| OwnedTerm {
+                levels: rows.iter().map(|&i| t.levels[i]).collect(),
+                n_levels: t.n_levels,
+                z: t.z.iter().map(|c| c.as_ref().map(pick)).collect(),
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn merged_chunk_statistics_give_the_whole_fit() {
+    let d = crossed_design(5, 300);
+    let whole = fit_slopes(&d.data(), &serial(), &mut || true).unwrap();
+    for chunks in [2usize, 7] {
+        // Rows dealt to chunks out of order, so every chunk sees part of most cells.
+        let mut parts: Vec<Vec<usize>> = vec![Vec::new(); chunks];
+        for i in 0..d.n() {
+            parts[(i * 5 + i / 3) % chunks].push(i);
+        }
+        let designs: Vec<Design> = parts.iter().map(|rows| subset(&d, rows)).collect();
+        let mut stats = SlopeStats::compute(&designs[0].data()).unwrap();
+        for part in &designs[1..] {
+            stats.merge(&SlopeStats::compute(&part.data()).unwrap()).unwrap();
+        }
+        assert_eq!(stats.n_obs, d.n());
+        let merged = fit_slope_statistics(&stats, &serial(), &mut || true).unwrap();
+        close(&merged.components.raw, &whole.components.raw, 1e-10, "raw components");
+        close(&merged.mixed.coef, &whole.mixed.coef, 1e-10, "fixed effects");
+        close(&merged.mixed.vcov, &whole.mixed.vcov, 1e-10, "vcov");
+        for (a, b) in merged.mixed.ranef.iter().zip(&whole.mixed.ranef) {
+            close(a, b, 1e-10, "BLUPs");
+        }
+    }
+    // Statistics of other terms or levels are refused.
+    let mut stats = SlopeStats::compute(&d.data()).unwrap();
+    let other = crossed_design(6, 50);
+    let mut smaller = subset(&other, &(0..50).collect::<Vec<_>>());
+    smaller.terms[1].n_levels += 1;
+    assert!(stats.merge(&SlopeStats::compute(&smaller.data()).unwrap()).is_err());
+}
+
+#[test]
+fn statistics_and_fit_do_not_depend_on_the_number_of_threads() {
+    // Large enough that the sums and sorts split into several parallel parts.
+    let mut rng = StdRng::seed_from_u64(8);
+    let n = 300_000;
+    let g: Vec<usize> = (0..n).map(|_| rng.random_range(0..5000)).collect();
+    let h: Vec<usize> = (0..n).map(|_| rng.random_range(0..300)).collect();
+    let x: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+    let y: Vec<f64> = (0..n).map(|i| x[i] + (g[i] % 7) as f64 * 0.1 * (1.0 + x[i]) + (h[i] % 5) as f64 * 0.2 + rng.random_range(-1.0..1.0)).collect();
+    let d = Design::new(
+        y,
+        vec![None, Some(x.clone())],
+        vec![
+            OwnedTerm { levels: g, n_levels: 5000, z: vec![None, Some(x)] },
+            OwnedTerm { levels: h, n_levels: 300, z: vec![None] },
+        ],
+    );
+    let fit_on = |threads: usize| {
+        let pool = fullrandom_core::thread_pool(threads).unwrap();
+        fit_slopes(&d.data(), &pool, &mut || true).unwrap()
+    };
+    let (one, two) = (fit_on(1), fit_on(2));
+    assert_eq!(one.components.raw, two.components.raw);
+    assert_eq!(one.mixed.coef, two.mixed.coef);
+    assert_eq!(one.mixed.ranef, two.mixed.ranef);
 }

@@ -10,6 +10,8 @@ use extendr_ffi::SEXPTYPE;
 use fullrandom_core::bootstrap::Estimator;
 use fullrandom_core::{FactorCodes, FixedColumn, MixedModelSolution, ModelData, SufficientStats};
 
+mod slopes;
+
 /// The entries of a matrix in R's (column-major) order.
 fn column_major(m: &faer::Mat<f64>) -> Vec<f64> {
     (0..m.ncols()).flat_map(|j| (0..m.nrows()).map(move |i| m[(i, j)])).collect()
@@ -32,7 +34,7 @@ extern "C" fn check_interrupt(_: *mut std::ffi::c_void) {
 
 /// True unless the user has pressed Ctrl-C (or Esc) since the last check. Called only
 /// from the thread that called into R, between iterations of the solver.
-fn no_user_interrupt() -> bool {
+pub(crate) fn no_user_interrupt() -> bool {
     // SAFETY: R is single-threaded and this runs on its thread (see above).
     unsafe { R_ToplevelExec(check_interrupt, std::ptr::null_mut()) != 0 }
 }
@@ -40,7 +42,7 @@ fn no_user_interrupt() -> bool {
 /// The fixed-effect columns: `x` is a double matrix (by column, as R stores it) or a
 /// list with one double vector per column, where `NULL` stands for a column of ones (the
 /// intercept, never materialised). Borrowed, not copied.
-fn fixed_columns(x: Robj, n_rows: usize, x_names: &[String]) -> Result<Vec<FixedColumn<'static>>> {
+pub(crate) fn fixed_columns(x: Robj, n_rows: usize, x_names: &[String]) -> Result<Vec<FixedColumn<'static>>> {
     let values: Option<&'static [f64]> = AsTypedSlice::as_typed_slice(&x);
     if let Some(values) = values {
         if values.len() != n_rows * x_names.len() {
@@ -77,7 +79,7 @@ fn fixed_columns(x: Robj, n_rows: usize, x_names: &[String]) -> Result<Vec<Fixed
 }
 
 /// The element `name` of a named R list.
-fn element(list: &List, name: &str) -> Option<Robj> {
+pub(crate) fn element(list: &List, name: &str) -> Option<Robj> {
     list.iter().find(|(n, _)| *n == name).map(|(_, v)| v)
 }
 
@@ -307,7 +309,7 @@ fn estimator_of(method: &str, size_columns: &[i32]) -> Result<Estimator> {
     }
 }
 
-fn r_error(e: fullrandom_core::FitError) -> Error {
+pub(crate) fn r_error(e: fullrandom_core::FitError) -> Error {
     Error::Other(e.to_string())
 }
 
@@ -979,70 +981,6 @@ fn fr_test_panic(message: &str) -> i32 {
 }
 
 // The names and signatures R sees; R/extendr-wrappers.R is generated from this module.
-/// Fits a model with random-slope terms by the unbiased moment equations of
-/// `fullrandom_core::slopes`, then Henderson's equations (internal; fr_fit()).
-///
-/// @param y the response; @param x the fixed-effect columns (as fr_moment_fit());
-/// @param x_names their names; @param terms a list with one entry per term: `codes`
-///   (1-based integer level codes), `n_levels`, `z` (a list of double columns, NULL for
-///   an intercept) and `label`.
-/// @return the parameter map (`term`, `row`, `col`, 0-based; term -1 for the residual),
-///   the equations (`lhs` by rows, `q`), `raw`, `estimate`, `boundary` (per term), `coef`,
-///   `vcov` (by columns) and `ranef` (per term, level after level, q values each).
-/// @noRd
-#[extendr]
-fn fr_slope_fit(y: Robj, x: Robj, x_names: Vec<String>, terms: List) -> Result<List> {
-    use fullrandom_core::slopes::{fit_slopes, SlopeData, SlopeTerm};
-    let y: &'static [f64] = AsTypedSlice::as_typed_slice(&y)
-        .ok_or_else(|| Error::Other("the response must be a double vector".into()))?;
-    let x = fixed_columns(x, y.len(), &x_names)?;
-    let mut slope_terms = Vec::with_capacity(terms.len());
-    for term in terms.values() {
-        let term = term.as_list().ok_or_else(|| Error::Other("a term must be a list".into()))?;
-        let field = |name: &str| element(&term, name).ok_or_else(|| Error::Other(format!("a term lacks '{name}'")));
-        let label: String = field("label")?.try_into()?;
-        let n_levels: i32 = field("n_levels")?.try_into()?;
-        let codes_robj = field("codes")?;
-        let codes: &'static [i32] = AsTypedSlice::as_typed_slice(&codes_robj)
-            .ok_or_else(|| Error::Other(format!("the codes of '{label}' must be an integer vector")))?;
-        let z_list = field("z")?;
-        let z_list = z_list.as_list().ok_or_else(|| Error::Other("`z` must be a list".into()))?;
-        let mut z = Vec::with_capacity(z_list.len());
-        for column in z_list.values() {
-            if column.is_null() {
-                z.push(FixedColumn::Ones);
-            } else {
-                let values: &'static [f64] = AsTypedSlice::as_typed_slice(&column)
-                    .ok_or_else(|| Error::Other(format!("the columns of '{label}' must be double vectors")))?;
-                z.push(FixedColumn::Values(values));
-            }
-        }
-        slope_terms.push(SlopeTerm { name: label, codes, offset: 1, n_levels: n_levels.max(0) as usize, z });
-    }
-    let data = SlopeData { y, x, terms: slope_terms };
-    let fit = fit_slopes(&data, &mut no_user_interrupt).map_err(r_error)?;
-    let params = &fit.equations.params;
-    let p = x_names.len();
-    let vcov: Vec<f64> = (0..p).flat_map(|j| (0..p).map(move |i| (i, j))).map(|(i, j)| fit.mixed.vcov[i * p + j]).collect();
-    let ranef = List::from_values(fit.mixed.ranef.iter().map(|r| Robj::from(r.clone())));
-    Ok(list!(
-        term = params.iter().map(|pm| pm.term.map_or(-1, |k| k as i32)).collect::<Vec<i32>>(),
-        row = params.iter().map(|pm| pm.row as i32).collect::<Vec<i32>>(),
-        col = params.iter().map(|pm| pm.col as i32).collect::<Vec<i32>>(),
-        lhs = fit.equations.lhs.clone(),
-        q = fit.equations.q.clone(),
-        raw = fit.components.raw.clone(),
-        estimate = fit.components.estimate.clone(),
-        boundary = fit.components.at_boundary.clone(),
-        coef_ols = fit.equations.coef_ols.clone(),
-        kept = fit.equations.kept.clone(),
-        coef = fit.mixed.coef.clone(),
-        vcov = vcov,
-        ranef = ranef,
-        iterations = fit.mixed.iterations as i32
-    ))
-}
-
 extendr_module! {
     mod fullrandom;
     fn fr_moment_fit;
@@ -1059,5 +997,5 @@ extendr_module! {
     fn fr_glmm_fit;
     fn fr_available_threads;
     fn fr_test_panic;
-    fn fr_slope_fit;
+    use slopes;
 }
