@@ -311,7 +311,11 @@ struct Evaluation {
 }
 
 impl<'c, 'a> Layout<'c, 'a> {
-    fn new(chunks: &'c [GlmmChunk<'a>], family: GlmFamily, pool: &'c rayon::ThreadPool) -> Result<Layout<'c, 'a>, FitError> {
+    fn new(
+        chunks: &'c [GlmmChunk<'a>],
+        family: GlmFamily,
+        pool: &'c rayon::ThreadPool,
+    ) -> Result<Layout<'c, 'a>, FitError> {
         let first = chunks.first().ok_or_else(|| FitError::InvalidInput("no data to fit".into()))?;
         let p = first.data.n_fixed();
         let n_levels: Vec<usize> = first.data.factors.iter().map(|f| f.n_levels).collect();
@@ -337,8 +341,14 @@ impl<'c, 'a> Layout<'c, 'a> {
                 };
                 if !ok || !c.offset(i).is_finite() {
                     return Err(FitError::InvalidInput(match family.distribution {
-                        Distribution::Gaussian => "the gaussian family is fitted by the linear moment equations, not the GLMM code".into(),
-                        _ => format!("row {} has response {y} with {t} trials and offset {}, outside the family's range", i + 1, c.offset(i)),
+                        Distribution::Gaussian => {
+                            "the gaussian family is fitted by the linear moment equations, not the GLMM code".into()
+                        }
+                        _ => format!(
+                            "row {} has response {y} with {t} trials and offset {}, outside the family's range",
+                            i + 1,
+                            c.offset(i)
+                        ),
                     }));
                 }
             }
@@ -381,7 +391,11 @@ impl<'c, 'a> Layout<'c, 'a> {
             return Err(FitError::NotIdentifiable(format!(
                 "the variance of {} cannot be estimated: every level holds one row{}",
                 names.join(" and "),
-                if n_within > 1 { ", and at most one such term is identified (by the within-row moment)" } else { ", and 0/1 responses carry no within-row information" }
+                if n_within > 1 {
+                    ", and at most one such term is identified (by the within-row moment)"
+                } else {
+                    ", and 0/1 responses carry no within-row information"
+                }
             )));
         }
         let within_in_pairs = n_within == 0;
@@ -580,12 +594,9 @@ impl<'c, 'a> Layout<'c, 'a> {
         }
         for k in 0..k_terms {
             f[p + k] = match self.statistic[k] {
-                Statistic::Pairs => w[k]
-                    .iter()
-                    .zip(&self.pair_stats[k])
-                    .zip(&expected[k])
-                    .map(|((w, t), e)| w * (t - e))
-                    .sum(),
+                Statistic::Pairs => {
+                    w[k].iter().zip(&self.pair_stats[k]).zip(&expected[k]).map(|((w, t), e)| w * (t - e)).sum()
+                }
                 Statistic::WithinRow => self.within_row - self.within_row_expectation(&eta, s2_total),
             };
         }
@@ -611,8 +622,11 @@ impl<'c, 'a> Layout<'c, 'a> {
                             if n <= 1.0 {
                                 return 0.0;
                             }
-                            let m2: f64 =
-                                nodes.iter().zip(weights).map(|(z, w)| w * self.family.linkinv(eta[i] + s * z).powi(2)).sum();
+                            let m2: f64 = nodes
+                                .iter()
+                                .zip(weights)
+                                .map(|(z, w)| w * self.family.linkinv(eta[i] + s * z).powi(2))
+                                .sum();
                             n * (n - 1.0) * m2
                         }
                     })
@@ -970,11 +984,16 @@ pub fn fit_glmm(
     let layout = pool.install(|| Layout::new(chunks, family, pool))?;
     let k_terms = layout.k_terms();
     let (n_y, sum_y, sum_n) = chunks.iter().fold((0usize, 0.0, 0.0), |acc, c| {
-        (acc.0 + c.n_obs(), acc.1 + c.data.y.iter().sum::<f64>(), acc.2 + (0..c.n_obs()).map(|i| c.trials(i)).sum::<f64>())
+        (
+            acc.0 + c.n_obs(),
+            acc.1 + c.data.y.iter().sum::<f64>(),
+            acc.2 + (0..c.n_obs()).map(|i| c.trials(i)).sum::<f64>(),
+        )
     });
     if n_y == 0 || sum_y == 0.0 || (family.distribution == Distribution::Binomial && sum_y == sum_n) {
         return Err(FitError::NotIdentifiable(
-            "the response is all 0 (or, for binomial data, all successes): it carries no information about the model".into(),
+            "the response is all 0 (or, for binomial data, all successes): it carries no information about the model"
+                .into(),
         ));
     }
     let start = layout.glm_start()?;
@@ -1000,11 +1019,8 @@ pub fn fit_glmm(
         LevelWeights::Simple => (b1.clone(), s1.clone(), it1, jac1, active1, w1),
     };
     let (vcov, vcov_variances) = pool.install(|| sandwich(&layout, &b, &s2, &w, &jac, &active))?;
-    let (ranef, pirls_iterations) = if options.modes {
-        conditional_modes(&layout, &b, &s2, keep_going)?
-    } else {
-        (vec![Vec::new(); k_terms], 0)
-    };
+    let (ranef, pirls_iterations) =
+        if options.modes { conditional_modes(&layout, &b, &s2, keep_going)? } else { (vec![Vec::new(); k_terms], 0) };
     Ok(GlmmFit {
         coef: b,
         variances: s2,

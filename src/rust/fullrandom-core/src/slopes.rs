@@ -192,7 +192,8 @@ impl SlopeStats {
 fn pair_cells(a: &SlopeTerm<'_>, b: &SlopeTerm<'_>, k: usize, l: usize) -> PairCells {
     let n = a.codes.len();
     let (qa, qb) = (a.q(), b.q());
-    let mut keys: Vec<(u64, u32)> = (0..n).map(|i| (((a.level(i) as u64) << 32) | b.level(i) as u64, i as u32)).collect();
+    let mut keys: Vec<(u64, u32)> =
+        (0..n).map(|i| (((a.level(i) as u64) << 32) | b.level(i) as u64, i as u32)).collect();
     keys.sort_unstable();
     let mut out = PairCells { k, l, rows: Vec::new(), cols: Vec::new(), sums: Vec::new() };
     let mut last = u64::MAX;
@@ -314,7 +315,10 @@ pub fn symmetric_eigen(s: &[f64], q: usize) -> (Vec<f64>, Vec<f64>) {
         v[i * q + i] = 1.0;
     }
     for _ in 0..100 {
-        let off: f64 = (0..q).flat_map(|i| (0..q).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i * q + j].powi(2)).sum();
+        let off: f64 = (0..q)
+            .flat_map(|i| (0..q).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * q + j].powi(2))
+            .sum();
         let total: f64 = a.iter().map(|x| x * x).sum();
         if off <= 1e-30 * total.max(1e-300) {
             break;
@@ -452,7 +456,8 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
             let (kgm, _) = inverse_cholesky(w, q);
             let gx = &t.zx[g * q * p..(g + 1) * q * p];
             // v_g = K (Z'y - G beta)
-            let zr: Vec<f64> = (0..q).map(|a| t.zy[g * q + a] - (0..p).map(|j| gx[a * p + j] * beta[j]).sum::<f64>()).collect();
+            let zr: Vec<f64> =
+                (0..q).map(|a| t.zy[g * q + a] - (0..p).map(|j| gx[a * p + j] * beta[j]).sum::<f64>()).collect();
             let v: Vec<f64> = (0..q).map(|a| (0..q).map(|b| kgm[a * q + b] * zr[b]).sum()).collect();
             for a in 0..q {
                 for b in 0..q {
@@ -479,7 +484,8 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
                     let (a, b, c, d) = (row, col, row, col);
                     for i in 0..p {
                         for j in 0..p {
-                            xbx[e][i * p + j] += 0.5 * (kgg[a * p + i] * kgg[b * p + j] + kgg[b * p + i] * kgg[a * p + j]);
+                            xbx[e][i * p + j] +=
+                                0.5 * (kgg[a * p + i] * kgg[b * p + j] + kgg[b * p + i] * kgg[a * p + j]);
                             let e_term = if c == d {
                                 gx[c * p + i] * gx[c * p + j]
                             } else {
@@ -504,7 +510,9 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
         kg_all.push(kg);
         kga_all.push(kga);
     }
-    let trace_ab = |x: &[f64], y: &[f64]| -> f64 { (0..p).flat_map(|i| (0..p).map(move |j| (i, j))).map(|(i, j)| x[i * p + j] * y[j * p + i]).sum() };
+    let trace_ab = |x: &[f64], y: &[f64]| -> f64 {
+        (0..p).flat_map(|i| (0..p).map(move |j| (i, j))).map(|(i, j)| x[i * p + j] * y[j * p + i]).sum()
+    };
     // tr(XBX A XVX A) and tr(A M)
     let mul = |x: &[f64], y: &[f64]| -> Vec<f64> {
         let mut o = vec![0.0; p * p];
@@ -559,12 +567,14 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
             let phg = transpose(pgh, qk, ql);
             // equations of k, parameters of l
             let r = matmul(&ks[k][g * qk * qk..(g + 1) * qk * qk], pgh, qk, qk, ql);
-            let u = matmul_bt(&kga_all[k][g * qk * p..(g + 1) * qk * p], &tl.zx[h * ql * p..(h + 1) * ql * p], qk, p, ql);
+            let u =
+                matmul_bt(&kga_all[k][g * qk * p..(g + 1) * qk * p], &tl.zx[h * ql * p..(h + 1) * ql * p], qk, p, ql);
             add_block(k, l, &r, &r, &mut lhs, 1.0);
             add_block(k, l, &u, &r, &mut lhs, -2.0);
             // equations of l, parameters of k
             let r = matmul(&ks[l][h * ql * ql..(h + 1) * ql * ql], &phg, ql, ql, qk);
-            let u = matmul_bt(&kga_all[l][h * ql * p..(h + 1) * ql * p], &tk.zx[g * qk * p..(g + 1) * qk * p], ql, p, qk);
+            let u =
+                matmul_bt(&kga_all[l][h * ql * p..(h + 1) * ql * p], &tk.zx[g * qk * p..(g + 1) * qk * p], ql, p, qk);
             add_block(l, k, &r, &r, &mut lhs, 1.0);
             add_block(l, k, &u, &r, &mut lhs, -2.0);
         }
@@ -673,7 +683,8 @@ pub fn solve_components(eq: &SlopeEquations, qs: &[usize]) -> Result<SlopeCompon
                 let mut clipped = vec![0.0; q * q];
                 for a in 0..q {
                     for b in 0..q {
-                        clipped[a * q + b] = (0..q).map(|j| vectors[a * q + j] * values[j].max(0.0) * vectors[b * q + j]).sum();
+                        clipped[a * q + b] =
+                            (0..q).map(|j| vectors[a * q + j] * values[j].max(0.0) * vectors[b * q + j]).sum();
                     }
                 }
                 for (v, pm) in estimate.iter_mut().zip(&eq.params) {
@@ -911,7 +922,9 @@ pub fn solve_slope_mixed(
     let pk = cols.len();
     let s2 = *theta.last().unwrap();
     if !(s2 > 0.0) {
-        return Err(FitError::NotIdentifiable("the residual variance is 0: the mixed-model equations are singular".into()));
+        return Err(FitError::NotIdentifiable(
+            "the residual variance is 0: the mixed-model equations are singular".into(),
+        ));
     }
     let lambda: Vec<Vec<f64>> =
         stats.terms.iter().enumerate().map(|(k, t)| sqrt_psd(&sigma_of(theta, &eq.params, k, t.q), t.q)).collect();
@@ -933,7 +946,8 @@ pub fn solve_slope_mixed(
             let mut blk = vec![0.0; q * q];
             for a in 0..q {
                 for c in 0..q {
-                    blk[a * q + c] = (0..q).map(|r| lam[r * q + a] * lw[r * q + c]).sum::<f64>() + if a == c { s2 } else { 0.0 };
+                    blk[a * q + c] =
+                        (0..q).map(|r| lam[r * q + a] * lw[r * q + c]).sum::<f64>() + if a == c { s2 } else { 0.0 };
                 }
             }
             level_inv.push(invert_spd(&blk, q)?);

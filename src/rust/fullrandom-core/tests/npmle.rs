@@ -4,7 +4,7 @@
 //! on how the rows were split into chunks.
 
 use fullrandom_core::npmle::{
-    bin_levels, npmle, posterior_means, predictive_quantiles, pnorm, LevelSums, NpmleOptions,
+    bin_levels, npmle, pnorm, posterior_means, predictive_quantiles, LevelSums, NpmleOptions,
 };
 use fullrandom_core::run_with_threads;
 use rand::rngs::StdRng;
@@ -20,7 +20,8 @@ fn bimodal(n_levels: usize, seed: u64) -> (Vec<i32>, Vec<f64>, Vec<f64>) {
     let mut values = Vec::new();
     let mut alpha = Vec::new();
     for g in 0..n_levels {
-        let a = if rng.random::<f64>() < 0.8 { -0.5 + 0.3 * z.sample(&mut rng) } else { 2.0 + 0.5 * z.sample(&mut rng) };
+        let a =
+            if rng.random::<f64>() < 0.8 { -0.5 + 0.3 * z.sample(&mut rng) } else { 2.0 + 0.5 * z.sample(&mut rng) };
         alpha.push(a);
         let n = (pois.sample(&mut rng) as usize).max(1);
         for _ in 0..n {
@@ -109,8 +110,7 @@ fn predictive_quantiles_of_a_point_mass_are_normal() {
         n_bins: 1,
         n_levels: 1,
     };
-    let q = predictive_quantiles(&g, &[f64::NAN, 3.0], &[1.0, 1.0], &[1.0, 0.0], &[4.0, 1.0], &[0.05, 0.95])
-        .unwrap();
+    let q = predictive_quantiles(&g, &[f64::NAN, 3.0], &[1.0, 1.0], &[1.0, 0.0], &[4.0, 1.0], &[0.05, 0.95]).unwrap();
     // 1 + 0.5 +/- 2 * 1.6448536
     assert!((q[0] - (1.5 - 2.0 * 1.6448536269514722)).abs() < 1e-6, "{q:?}");
     assert!((q[1] - (1.5 + 2.0 * 1.6448536269514722)).abs() < 1e-6);
