@@ -685,7 +685,7 @@ mod tests {
         // One factor, levels of sizes 2 and 3: drawing level 1 twice gives two groups of
         // two rows, not one of four.
         let y = [1.0, 2.0, 4.0, 8.0, 16.0];
-        let codes = vec![vec![1, 1, 2, 2, 2]];
+        let codes = [vec![1, 1, 2, 2, 2]];
         let data = ModelData {
             y: &y,
             x: vec![FixedColumn::Ones],

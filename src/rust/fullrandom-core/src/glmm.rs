@@ -74,6 +74,10 @@ const TABLE_STEP: f64 = 0.02;
 /// Rows per parallel task over rows (fixed, so sums are reduced in a fixed order).
 const ROWS: usize = 1 << 14;
 
+/// What the variance equations' solver returns: `(b, s2, iterations, Jacobian of the
+/// unscaled equations in (b, s2_active), active)`.
+type Solution = (Vec<f64>, Vec<f64>, usize, Mat<f64>, Vec<bool>);
+
 /// One chunk of rows: the response (successes or counts) with the fixed effects and the
 /// grouping codes (levels shared by all chunks), the binomial trials (1 when `None`) and
 /// the offsets on the linear-predictor scale (0 when `None`).
@@ -778,7 +782,7 @@ impl<'c, 'a> Layout<'c, 'a> {
         w: &[Vec<f64>],
         max_iterations: usize,
         keep_going: &mut dyn FnMut() -> bool,
-    ) -> Result<(Vec<f64>, Vec<f64>, usize, Mat<f64>, Vec<bool>), FitError> {
+    ) -> Result<Solution, FitError> {
         let p = self.p;
         let k_terms = self.k_terms();
         let scales = self.scales(w);
@@ -1209,7 +1213,7 @@ fn conditional_modes(
                 cells.push((position[pl.l], position[pl.k], pl.transposed.clone(), tw));
             }
         }
-        let matrix = RandomEffectsMatrix::weighted(active.iter().map(|&k| k).zip(diag).collect(), cells);
+        let matrix = RandomEffectsMatrix::weighted(active.iter().copied().zip(diag).collect(), cells);
         let rhs_flat: Vec<f64> = rhs.concat();
         let step = matrix.solve(&rhs_flat, 1, 1e-10, pool, keep_going)?.x;
         let mut t = 1.0;

@@ -542,7 +542,7 @@ fn column_dots(a: &[f64], b: &[f64], r: usize) -> Vec<f64> {
 /// `sum_i A[i, ..]' B[i, ..]` for row-major `n x a` and `n x b` arrays (an `a x b`
 /// matrix), over fixed blocks of rows reduced in order.
 fn cross_product(left: &[f64], a: usize, right: &[f64], b: usize) -> Mat<f64> {
-    let n = if a == 0 { 0 } else { left.len() / a };
+    let n = left.len().checked_div(a).unwrap_or(0);
     let blocks = n.div_ceil(LEVEL_BLOCK);
     let partial: Vec<Mat<f64>> = (0..blocks)
         .into_par_iter()

@@ -604,6 +604,7 @@ fn fr_fitted(model: List, coef: Vec<f64>, ranef: List, threads: i32) -> Result<L
 ///   or why the replicate could not be fitted).
 /// @noRd
 #[extendr]
+#[allow(clippy::too_many_arguments)] // the R function's arguments, one for one
 fn fr_bootstrap_fit(
     model: List,
     method: &str,
@@ -619,7 +620,7 @@ fn fr_bootstrap_fit(
     let data = model_data(&model)?;
     let threads = threads.max(1) as usize;
     let estimator = estimator_of(method, &size_columns)?;
-    if !(seed >= 0.0 && seed < 9007199254740992.0 && seed.fract() == 0.0) {
+    if !((0.0..9007199254740992.0).contains(&seed) && seed.fract() == 0.0) {
         return Err(Error::Other("the bootstrap seed must be a whole number in [0, 2^53)".into()));
     }
     let pool = fullrandom_core::thread_pool(threads).map_err(r_error)?;
@@ -766,6 +767,7 @@ fn fr_level_power_sums(values: &[f64], codes: Robj, n_levels: i32, shift: f64) -
 ///   `max_gradient`, `n_bins`, `n_levels`.
 /// @noRd
 #[extendr]
+#[allow(clippy::too_many_arguments)] // the R function's arguments, one for one
 fn fr_npmle(
     d: &[f64],
     v: &[f64],
@@ -829,6 +831,7 @@ fn fr_npmle_posterior_means(grid: &[f64], weights: &[f64], d: &[f64], v: &[f64],
 /// (NaN `d`: the distribution itself), row-major (internal).
 /// @noRd
 #[extendr]
+#[allow(clippy::too_many_arguments)] // the R function's arguments, one for one
 fn fr_npmle_quantiles(
     grid: &[f64],
     weights: &[f64],
