@@ -56,9 +56,11 @@ lint: setup
 	cargo fmt --all --check --manifest-path src/rust/Cargo.toml
 	cargo clippy --jobs $(CARGO_JOBS) --manifest-path src/rust/Cargo.toml --workspace --all-targets --target-dir $(FULLRANDOM_CARGO_TARGET_DIR) -- -D warnings
 
-# The pkgdown site (reference grouped by topic in _pkgdown.yml) into docs/.
+# The pkgdown site (reference grouped by topic in _pkgdown.yml) into docs/. Offline: pkgdown
+# would otherwise ask cloud.r-project.org whether the package is on CRAN (it is not yet) and
+# stop where that host cannot be reached.
 site: install
-	Rscript -e 'pkgdown::build_site(lazy = TRUE, preview = FALSE, install = FALSE)'
+	Rscript -e 'options(pkgdown.internet = FALSE); pkgdown::build_site(lazy = TRUE, preview = FALSE, install = FALSE)'
 
 # Regenerates R/extendr-wrappers.R from the Rust module's own wrapper generator.
 wrappers: install
