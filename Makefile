@@ -2,7 +2,8 @@
 #   make demo   fit lme4's InstEval with fr_fit and lmer and print both
 #   make test   cargo tests of the Rust core, then R CMD build + R CMD check of the package
 #   make bench  the benchmark scripts under bench/ (the Python peers in .build/venv)
-#   make lint   lintr on R/ (also part of make test); make site  the pkgdown site in docs/
+#   make lint   lintr on R/, cargo fmt --check and cargo clippy (also part of make test)
+#   make site   the pkgdown site in docs/
 #   make vendor src/rust/vendor.tar.xz and inst/AUTHORS from Cargo.lock (needs the network)
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -48,13 +49,18 @@ vendor:
 vendor-check: setup
 	bash tools/check-vendor.sh
 
-# lintr on R/ with the project's .lintr (lme4-style names allowed; generated wrappers excluded).
+# lintr on R/ with the project's .lintr (lme4-style names allowed; generated wrappers excluded),
+# then the Rust code: cargo fmt --check (src/rust/rustfmt.toml) and cargo clippy without warnings.
 lint: setup
 	Rscript -e 'l <- lintr::lint_dir("R"); print(l); quit(status = length(l) > 0)'
+	cargo fmt --all --check --manifest-path src/rust/Cargo.toml
+	cargo clippy --jobs $(CARGO_JOBS) --manifest-path src/rust/Cargo.toml --workspace --all-targets --target-dir $(FULLRANDOM_CARGO_TARGET_DIR) -- -D warnings
 
-# The pkgdown site (reference grouped by topic in _pkgdown.yml) into docs/.
+# The pkgdown site (reference grouped by topic in _pkgdown.yml) into docs/. Offline: pkgdown
+# would otherwise ask cloud.r-project.org whether the package is on CRAN (it is not yet) and
+# stop where that host cannot be reached.
 site: install
-	Rscript -e 'pkgdown::build_site(lazy = TRUE, preview = FALSE, install = FALSE)'
+	Rscript -e 'options(pkgdown.internet = FALSE); pkgdown::build_site(lazy = TRUE, preview = FALSE, install = FALSE)'
 
 # Regenerates R/extendr-wrappers.R from the Rust module's own wrapper generator.
 wrappers: install
@@ -62,10 +68,6 @@ wrappers: install
 
 document: install
 	Rscript -e 'roxygen2::roxygenise(load_code = "installed")'
-
-# The pkgdown site (reference grouped by topic in _pkgdown.yml) into docs/.
-site: install
-	Rscript -e 'pkgdown::build_site(lazy = TRUE, preview = FALSE, install = FALSE)'
 
 # Each script writes its section of bench/results.md and the same tables into README.md.
 bench: install

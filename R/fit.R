@@ -291,13 +291,19 @@
 #'   print(fit)
 #'   print(summary(fit))
 #'   ref <- lme4::lmer(Yield ~ 1 + (1 | Batch), data = lme4::Dyestuff)
+#'   # Variance components (Batch, then the residual) and the fixed effect, side by side.
 #'   print(cbind(fr_fit = as.data.frame(VarCorr(fit))$vcov,
 #'               lmer = as.data.frame(lme4::VarCorr(ref))$vcov))
+#'   print(cbind(fr_fit = fixef(fit), lmer = lme4::fixef(ref)))
 #'
 #'   # Two crossed random terms.
 #'   fit2 <- fr_fit(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
 #'   print(fit2)
-#'   print(ranef(fit2)$sample)
+#'   ref2 <- lme4::lmer(diameter ~ 1 + (1 | plate) + (1 | sample), data = lme4::Penicillin)
+#'   print(cbind(fr_fit = as.data.frame(VarCorr(fit2))$vcov,
+#'               lmer = as.data.frame(lme4::VarCorr(ref2))$vcov))
+#'   # The predicted effects of the six samples.
+#'   print(cbind(fr_fit = ranef(fit2)$sample[, 1], lmer = lme4::ranef(ref2)$sample[, 1]))
 #' }
 #' @importFrom stats gaussian
 #' @export

@@ -55,3 +55,16 @@ if ! command -v cargo >/dev/null 2>&1 && [ ! -x "${CARGO_HOME:-$HOME/.cargo}/bin
   echo "setup: cargo (Rust) is required but was not found; install Rust with rustup first" >&2
   exit 1
 fi
+
+# make lint checks the Rust code with cargo fmt and cargo clippy; rustup installs both as
+# components of the toolchain (Debian's rustfmt and rust-clippy are too old for the code).
+export PATH="$PATH:${CARGO_HOME:-$HOME/.cargo}/bin"
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  if command -v rustup >/dev/null 2>&1; then
+    echo "setup: installing the rustfmt and clippy components with rustup"
+    rustup component add rustfmt clippy
+  else
+    echo "setup: cargo fmt and cargo clippy (make lint) were not found; install them with rustup (rustup component add rustfmt clippy)" >&2
+    exit 1
+  fi
+fi

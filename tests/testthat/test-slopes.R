@@ -47,7 +47,8 @@ test_that("(0 + x | g), crossed slopes and (1 | g) in one slope model fit", {
   n <- 600
   d <- data.frame(user = factor(sample(40, n, TRUE)), item = factor(sample(15, n, TRUE)),
                   x = rnorm(n))
-  u <- MASS::mvrnorm(40, c(0, 0), matrix(c(1, 0.3, 0.3, 0.5), 2))
+  # Correlated (intercept, slope) effects per user: N(0, Sigma) through Sigma's Cholesky factor.
+  u <- matrix(rnorm(80), 40) %*% chol(matrix(c(1, 0.3, 0.3, 0.5), 2))
   d$y <- 1 + 0.5 * d$x + u[d$user, 1] + u[d$user, 2] * d$x +
     rnorm(15, sd = 0.7)[d$item] + rnorm(n)
   fit <- fr_fit(y ~ x + (x | user) + (1 | item), d)

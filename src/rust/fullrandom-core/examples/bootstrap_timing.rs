@@ -43,16 +43,18 @@ fn main() {
     let boot = Pigeonhole::new(&data, stats).unwrap();
     let (mut t_draw, mut t_stats, mut t_fit) = (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     // Inside the pool, as Pigeonhole::run fits replicates.
-    pool.install(|| for b in 0..replicates {
-        let t = Instant::now();
-        let w = boot.draw(1, b);
-        t_draw += t.elapsed();
-        let t = Instant::now();
-        let rs = boot.replicate(&w, false).unwrap();
-        t_stats += t.elapsed();
-        let t = Instant::now();
-        let _ = fit_replicate(&rs, &Estimator::Moments, &pool).unwrap();
-        t_fit += t.elapsed();
+    pool.install(|| {
+        for b in 0..replicates {
+            let t = Instant::now();
+            let w = boot.draw(1, b);
+            t_draw += t.elapsed();
+            let t = Instant::now();
+            let rs = boot.replicate(&w, false).unwrap();
+            t_stats += t.elapsed();
+            let t = Instant::now();
+            let _ = fit_replicate(&rs, &Estimator::Moments, &pool).unwrap();
+            t_fit += t.elapsed();
+        }
     });
     let per = |d: Duration| d / replicates as u32;
     println!("per replicate: draw {:?}, statistics {:?}, fit {:?}", per(t_draw), per(t_stats), per(t_fit));

@@ -34,7 +34,8 @@ fn main() {
     let x: Vec<f64> = (0..n).map(|_| next() - 0.5).collect();
     let a: Vec<f64> = (0..users).map(|_| next() - 0.5).collect();
     let b: Vec<f64> = (0..items).map(|_| 0.8 * (next() - 0.5)).collect();
-    let y: Vec<f64> = (0..n).map(|i| 3.5 + 0.2 * x[i] + a[user[i] as usize] + b[item[i] as usize] + 2.0 * next()).collect();
+    let y: Vec<f64> =
+        (0..n).map(|i| 3.5 + 0.2 * x[i] + a[user[i] as usize] + b[item[i] as usize] + 2.0 * next()).collect();
     let data = ModelData {
         y: &y,
         x: vec![FixedColumn::Ones, FixedColumn::Values(&x)],

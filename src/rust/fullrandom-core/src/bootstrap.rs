@@ -104,7 +104,8 @@ impl<'a> Pigeonhole<'a> {
                             .map(|i| {
                                 let (g, m) = (fk.level(i), fl.level(i) as u32);
                                 let row = cells.row_starts[g]..cells.row_starts[g + 1];
-                                let at = cells.cols[row.clone()].binary_search(&m).expect("every row's cell is counted");
+                                let at =
+                                    cells.cols[row.clone()].binary_search(&m).expect("every row's cell is counted");
                                 (row.start + at) as u32
                             })
                             .collect(),
@@ -144,7 +145,12 @@ impl<'a> Pigeonhole<'a> {
 
     /// The estimates of `estimator` on the replicate of these multiplicities: its
     /// statistics (expanded only for the estimator that needs them), then [`fit_replicate`].
-    pub fn fit(&self, multiplicities: &[Vec<u32>], estimator: &Estimator, pool: &rayon::ThreadPool) -> Result<Replicate, FitError> {
+    pub fn fit(
+        &self,
+        multiplicities: &[Vec<u32>],
+        estimator: &Estimator,
+        pool: &rayon::ThreadPool,
+    ) -> Result<Replicate, FitError> {
         let expand = matches!(estimator, Estimator::FullRandomness { .. });
         fit_replicate(&self.replicate(multiplicities, expand)?, estimator, pool)
     }
@@ -171,7 +177,8 @@ impl<'a> Pigeonhole<'a> {
             .iter()
             .map(|&g| LevelSums { counts: vec![0; g], sum_y: vec![0.0; g], sum_x: vec![0.0; g * p] })
             .collect();
-        let mut per_cell: Vec<Vec<u64>> = (0..self.row_cells.len()).map(|pair| vec![0; stats.cells[pair].cols.len()]).collect();
+        let mut per_cell: Vec<Vec<u64>> =
+            (0..self.row_cells.len()).map(|pair| vec![0; stats.cells[pair].cols.len()]).collect();
         let (mut n_obs, mut yty, mut sum_y) = (0u64, 0.0, 0.0);
         let (mut xtx, mut xty, mut sum_x) = (vec![0.0; p * p], vec![0.0; p], vec![0.0; p]);
         let mut x = vec![0.0; p];
@@ -243,7 +250,9 @@ impl<'a> Pigeonhole<'a> {
                 LevelSums {
                     counts: kept.iter().map(|&g| sums.counts[g as usize] * w[g as usize] as u64).collect(),
                     sum_y: kept.iter().map(|&g| sums.sum_y[g as usize] * total(g)).collect(),
-                    sum_x: (0..p).flat_map(|j| kept.iter().map(move |&g| sums.sum_x[j * g_all + g as usize] * total(g))).collect(),
+                    sum_x: (0..p)
+                        .flat_map(|j| kept.iter().map(move |&g| sums.sum_x[j * g_all + g as usize] * total(g)))
+                        .collect(),
                 }
             })
             .collect();
@@ -259,12 +268,14 @@ impl<'a> Pigeonhole<'a> {
                 for (at, &m) in kept[l].iter().enumerate() {
                     col_of[m as usize] = at as u32;
                 }
-                let mut out = CellCounts { row_starts: vec![0], cols: Vec::new(), counts: Vec::new(), n_cols: kept[l].len() };
+                let mut out =
+                    CellCounts { row_starts: vec![0], cols: Vec::new(), counts: Vec::new(), n_cols: kept[l].len() };
                 for &g in &kept[k] {
                     let (g, wg) = (g as usize, multiplicities[k][g as usize] as u64);
                     for at in original.row_starts[g]..original.row_starts[g + 1] {
                         let m = original.cols[at] as usize;
-                        let count = if self.row_cells.is_empty() { original.counts[at] as u64 } else { per_cell[pair][at] };
+                        let count =
+                            if self.row_cells.is_empty() { original.counts[at] as u64 } else { per_cell[pair][at] };
                         let total = count * wg * multiplicities[l][m] as u64;
                         if total > 0 {
                             out.cols.push(col_of[m]);
@@ -353,13 +364,13 @@ impl<'a> Pigeonhole<'a> {
                     row_counts.clear();
                     for at in original.row_starts[g]..original.row_starts[g + 1] {
                         let m = original.cols[at] as usize;
-                        let count = if self.row_cells.is_empty() { original.counts[at] as u64 } else { per_cell[pair][at] };
+                        let count =
+                            if self.row_cells.is_empty() { original.counts[at] as u64 } else { per_cell[pair][at] };
                         if count == 0 {
                             continue;
                         }
-                        let count = u32::try_from(count).map_err(|_| {
-                            FitError::InvalidInput("a resampled cell holds more than 2^32 rows".into())
-                        })?;
+                        let count = u32::try_from(count)
+                            .map_err(|_| FitError::InvalidInput("a resampled cell holds more than 2^32 rows".into()))?;
                         for d in 0..multiplicities[l][m] as usize {
                             row_cols.push((first[l][m] + d) as u32);
                             row_counts.push(count);
@@ -533,15 +544,18 @@ mod tests {
 
     /// The data written out copy by copy: row i once for every combination of the copies
     /// of its levels, copy c of level g of factor k coded first_k(g) + c.
-    fn expand(
-        y: &[f64],
-        x: &[f64],
-        codes: &[Vec<i32>],
-        w: &[Vec<u32>],
-    ) -> (Vec<f64>, Vec<f64>, Vec<Vec<i32>>) {
+    fn expand(y: &[f64], x: &[f64], codes: &[Vec<i32>], w: &[Vec<u32>]) -> (Vec<f64>, Vec<f64>, Vec<Vec<i32>>) {
         let first: Vec<Vec<i32>> = w
             .iter()
-            .map(|wk| wk.iter().scan(0i32, |at, &c| { let here = *at; *at += c as i32; Some(here) }).collect())
+            .map(|wk| {
+                wk.iter()
+                    .scan(0i32, |at, &c| {
+                        let here = *at;
+                        *at += c as i32;
+                        Some(here)
+                    })
+                    .collect()
+            })
             .collect();
         let (mut ey, mut ex) = (Vec::new(), Vec::new());
         let mut ecodes = vec![Vec::new(); codes.len()];
@@ -636,9 +650,12 @@ mod tests {
                 for (a, b) in expanded.coef.iter().zip(&summed.coef) {
                     assert!((a - b).abs() <= 1e-9 * (1.0 + a.abs()), "{a} != {b}");
                 }
-                for (a, b) in expanded.vcov.col_iter().flat_map(|c| c.iter().copied().collect::<Vec<_>>()).zip(
-                    summed.vcov.col_iter().flat_map(|c| c.iter().copied().collect::<Vec<_>>()),
-                ) {
+                for (a, b) in expanded
+                    .vcov
+                    .col_iter()
+                    .flat_map(|c| c.iter().copied().collect::<Vec<_>>())
+                    .zip(summed.vcov.col_iter().flat_map(|c| c.iter().copied().collect::<Vec<_>>()))
+                {
                     assert!((a - b).abs() <= 1e-9 * (1.0 + a.abs()), "{a} != {b}");
                 }
                 // Every copy of level g has the BLUP of level g; the expanded data number
@@ -668,7 +685,7 @@ mod tests {
         // One factor, levels of sizes 2 and 3: drawing level 1 twice gives two groups of
         // two rows, not one of four.
         let y = [1.0, 2.0, 4.0, 8.0, 16.0];
-        let codes = vec![vec![1, 1, 2, 2, 2]];
+        let codes = [vec![1, 1, 2, 2, 2]];
         let data = ModelData {
             y: &y,
             x: vec![FixedColumn::Ones],
@@ -676,7 +693,11 @@ mod tests {
             intercept: Some(0),
             factors: vec![FactorCodes { name: "g".into(), codes: &codes[0], offset: 1, n_levels: 2 }],
         };
-        let boot = Pigeonhole::new(&data, SufficientStats::compute_with_shift(&data, crate::Shift { y: 0.0, x: vec![0.0] }).unwrap()).unwrap();
+        let boot = Pigeonhole::new(
+            &data,
+            SufficientStats::compute_with_shift(&data, crate::Shift { y: 0.0, x: vec![0.0] }).unwrap(),
+        )
+        .unwrap();
         let s = boot.replicate_statistics(&[vec![2, 0]]).unwrap();
         assert_eq!(s.n_obs, 4);
         assert_eq!(s.levels[0].counts, vec![2, 2]);
@@ -693,7 +714,10 @@ mod tests {
         let one = boot.run(&Estimator::Moments, 5, 0..12, &Workers::new(1).unwrap());
         let two = boot.run(&Estimator::Moments, 5, 0..12, &Workers::new(2).unwrap());
         assert_eq!(one, two);
-        let in_parts: Vec<_> = [0..5, 5..12].into_iter().flat_map(|r| boot.run(&Estimator::Moments, 5, r, &Workers::new(3).unwrap())).collect();
+        let in_parts: Vec<_> = [0..5, 5..12]
+            .into_iter()
+            .flat_map(|r| boot.run(&Estimator::Moments, 5, r, &Workers::new(3).unwrap()))
+            .collect();
         assert_eq!(one, in_parts);
         let other_seed = boot.run(&Estimator::Moments, 6, 0..12, &Workers::new(2).unwrap());
         assert_ne!(one, other_seed);

@@ -49,7 +49,10 @@ pub enum DiagonalMethod {
     Auto,
     Exact,
     /// With the given number of probes.
-    Stochastic { probes: usize, seed: u64 },
+    Stochastic {
+        probes: usize,
+        seed: u64,
+    },
 }
 
 /// `diag(C^-1)` per term (zeros for terms at zero variance) and how it was computed.
@@ -194,7 +197,8 @@ fn exact(
         .filter(|(f, _)| *f != factor_a)
         .map(|(f, r)| {
             let (cells, transposed) = stats.cells_of(factor_a, *f);
-            let cells = if transposed { std::borrow::Cow::Owned(cells.transpose()) } else { std::borrow::Cow::Borrowed(cells) };
+            let cells =
+                if transposed { std::borrow::Cow::Owned(cells.transpose()) } else { std::borrow::Cow::Borrowed(cells) };
             (cells, r.start)
         })
         .collect();
@@ -255,10 +259,6 @@ fn stochastic(
     }
     let s = probes as f64;
     let mean: Vec<f64> = sum.iter().map(|a| a / s).collect();
-    let se = sum_sq
-        .iter()
-        .zip(&mean)
-        .map(|(q, mu)| ((q / s - mu * mu).max(0.0) * s / (s - 1.0) / s).sqrt())
-        .collect();
+    let se = sum_sq.iter().zip(&mean).map(|(q, mu)| ((q / s - mu * mu).max(0.0) * s / (s - 1.0) / s).sqrt()).collect();
     Ok((mean, se))
 }

@@ -102,9 +102,7 @@ impl ModelData<'_> {
             return bad("the data have no observations".into());
         }
         if u32::try_from(n).is_err() {
-            return bad(format!(
-                "{n} observations are more than one fit holds (2^32 - 1); split the data into chunks"
-            ));
+            return bad(format!("{n} observations are more than one fit holds (2^32 - 1); split the data into chunks"));
         }
         if self.x_names.len() != self.x.len() {
             return bad(format!("{} names given for {} fixed-effect columns", self.x_names.len(), self.x.len()));
@@ -146,11 +144,7 @@ impl ModelData<'_> {
         }
         for f in &self.factors {
             if f.codes.len() != n {
-                return bad(format!(
-                    "grouping factor '{}' has {} codes for {n} observations",
-                    f.name,
-                    f.codes.len()
-                ));
+                return bad(format!("grouping factor '{}' has {} codes for {n} observations", f.name, f.codes.len()));
             }
             if f.n_levels == 0 || u32::try_from(f.n_levels).is_err() {
                 return bad(format!("grouping factor '{}' has {} levels", f.name, f.n_levels));

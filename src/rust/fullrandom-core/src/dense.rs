@@ -45,9 +45,7 @@ pub fn spd_inverse(a: &Mat<f64>, what: &str) -> Result<Mat<f64>, FitError> {
     if a.nrows() == 0 {
         return Ok(Mat::zeros(0, 0));
     }
-    let llt = a
-        .llt(Side::Lower)
-        .map_err(|_| FitError::NotIdentifiable(format!("{what} is not positive definite")))?;
+    let llt = a.llt(Side::Lower).map_err(|_| FitError::NotIdentifiable(format!("{what} is not positive definite")))?;
     Ok(llt.inverse())
 }
 
@@ -100,9 +98,8 @@ pub fn scaled_rank_deficiency(a: &Mat<f64>) -> Result<(f64, Vec<f64>), FitError>
     }
     let row_scale: Vec<f64> = row_max.iter().map(|&m| if m > 0.0 { 1.0 / m } else { 0.0 }).collect();
     let scaled = Mat::from_fn(n, n, |i, j| a[(i, j)] * row_scale[i] / col_max[j]);
-    let svd = scaled
-        .svd()
-        .map_err(|_| FitError::Internal("the singular value decomposition did not converge".into()))?;
+    let svd =
+        scaled.svd().map_err(|_| FitError::Internal("the singular value decomposition did not converge".into()))?;
     let s = svd.S().column_vector();
     let (largest, smallest) = (s[0], s[n - 1]);
     let v = (0..n).map(|i| svd.V()[(i, n - 1)]).collect();

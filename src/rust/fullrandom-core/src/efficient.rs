@@ -147,9 +147,8 @@ pub fn efficient_equations(
     // BLUPs u), the unit vectors of the terms with exact traces and the first batch of
     // probes are solved together: one pass over the cells per iteration serves them all.
     let small_system = system.size() <= options.exact_unknowns;
-    let stochastic: Vec<usize> = (0..k_factors)
-        .filter(|&l| !small_system && stats.levels[l].n_levels() > options.exact_levels)
-        .collect();
+    let stochastic: Vec<usize> =
+        (0..k_factors).filter(|&l| !small_system && stats.levels[l].n_levels() > options.exact_levels).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
     let mut first: Vec<(usize, Vec<f64>)> = (0..k_factors)
         .filter(|l| !stochastic.contains(l))
@@ -222,7 +221,8 @@ pub fn efficient_equations(
         let equations = assemble(&estimate, &gamma, &forms, n_obs, n_fixed, stats);
         let done_with_probes = stochastic.is_empty()
             || (samples.len() >= options.min_probes && {
-                let accuracy = accuracy_of(&exact, &samples, &stochastic, &gamma, &forms, n_obs, n_fixed, stats, s2_prior);
+                let accuracy =
+                    accuracy_of(&exact, &samples, &stochastic, &gamma, &forms, n_obs, n_fixed, stats, s2_prior);
                 accuracy.probe_sd.iter().zip(&accuracy.model_sd).all(|(p, s)| *p <= options.noise_ratio * s)
             })
             || samples.len() >= options.max_probes;
@@ -249,7 +249,6 @@ pub fn efficient_equations(
     }
 }
 
-
 /// The number of columns solved for `n` vectors: zero columns pad it to a width whose
 /// cell sums are unrolled (a zero column costs a little and converges at once).
 fn unrolled_width(n: usize) -> usize {
@@ -265,11 +264,19 @@ fn unrolled_width(n: usize) -> usize {
 }
 
 /// `count` Rademacher probes for every stochastic term, probe by probe.
-fn probe_batch(rng: &mut ChaCha8Rng, stats: &SufficientStats, stochastic: &[usize], count: usize) -> Vec<(usize, Vec<f64>)> {
+fn probe_batch(
+    rng: &mut ChaCha8Rng,
+    stats: &SufficientStats,
+    stochastic: &[usize],
+    count: usize,
+) -> Vec<(usize, Vec<f64>)> {
     let mut out = Vec::with_capacity(count * stochastic.len());
     for _ in 0..count {
         for &l in stochastic {
-            out.push((l, (0..stats.levels[l].n_levels()).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect()));
+            out.push((
+                l,
+                (0..stats.levels[l].n_levels()).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect(),
+            ));
         }
     }
     out
@@ -283,7 +290,13 @@ fn unit_vector(n: usize, g: usize) -> Vec<f64> {
 
 /// Writes each `(term, w)` into column `first + j` of the row-major `rhs` (`width`
 /// values a level), on the unknowns of its term.
-fn place_vectors(rhs: &mut [f64], width: usize, first: usize, vectors: &[(usize, Vec<f64>)], terms: &[(usize, Range<usize>)]) {
+fn place_vectors(
+    rhs: &mut [f64],
+    width: usize,
+    first: usize,
+    vectors: &[(usize, Vec<f64>)],
+    terms: &[(usize, Range<usize>)],
+) {
     for (j, (l, w)) in vectors.iter().enumerate() {
         let range = terms.iter().find(|(f, _)| f == l).map(|(_, r)| r.clone()).expect("every term is active");
         for (g, i) in range.enumerate() {
@@ -339,7 +352,13 @@ struct Traces {
 
 impl Traces {
     /// Exact sums plus the means of the stochastic samples, leaving out probe `skip`.
-    fn from(exact: &TraceSums, samples: &[Vec<TraceSample>], stochastic: &[usize], skip: Option<usize>, k: usize) -> Traces {
+    fn from(
+        exact: &TraceSums,
+        samples: &[Vec<TraceSample>],
+        stochastic: &[usize],
+        skip: Option<usize>,
+        k: usize,
+    ) -> Traces {
         let mut by_column = exact.squares.clone();
         let mut own = exact.own.clone();
         let used = samples.len() - skip.map_or(0, |_| 1);
@@ -359,7 +378,14 @@ impl Traces {
 }
 
 /// The `(K + 1) x (K + 1)` equations in [`MomentEquations`]' layout.
-fn assemble(traces: &Traces, gamma: &[f64], forms: &[f64], n_obs: f64, n_fixed: f64, stats: &SufficientStats) -> MomentEquations {
+fn assemble(
+    traces: &Traces,
+    gamma: &[f64],
+    forms: &[f64],
+    n_obs: f64,
+    n_fixed: f64,
+    stats: &SufficientStats,
+) -> MomentEquations {
     let k_factors = gamma.len();
     let mut lhs = Mat::<f64>::zeros(k_factors + 1, k_factors + 1);
     // T_kl from the probes of l and of k are two estimates of one number.
@@ -412,7 +438,8 @@ fn accuracy_of(
     let m = samples.len();
     let leave_outs: Vec<Vec<f64>> = (0..m)
         .map(|j| {
-            let eq = assemble(&Traces::from(exact, samples, stochastic, Some(j), k), gamma, forms, n_obs, n_fixed, stats);
+            let eq =
+                assemble(&Traces::from(exact, samples, stochastic, Some(j), k), gamma, forms, n_obs, n_fixed, stats);
             crate::dense::solve(&eq.lhs, &eq.q)
         })
         .collect();
@@ -441,10 +468,17 @@ struct Probes<'a> {
 impl Probes<'_> {
     /// The samples of `vectors` (`(term l, w on the levels of l)`) from their solutions
     /// `v = C^-1 e_w` (row-major, `width` columns of which the first are the vectors').
-    fn samples_of(&self, v: &[f64], width: usize, vectors: &[(usize, Vec<f64>)], pool: &rayon::ThreadPool) -> Vec<TraceSample> {
+    fn samples_of(
+        &self,
+        v: &[f64],
+        width: usize,
+        vectors: &[(usize, Vec<f64>)],
+        pool: &rayon::ThreadPool,
+    ) -> Vec<TraceSample> {
         let n = vectors.len();
         let m = self.system.size();
-        let range_of = |l: usize| self.terms.iter().find(|(f, _)| *f == l).map(|(_, r)| r.clone()).expect("every term is active");
+        let range_of =
+            |l: usize| self.terms.iter().find(|(f, _)| *f == l).map(|(_, r)| r.clone()).expect("every term is active");
         let (q, r) = (self.q, self.q + 1);
         // S^-1 X'Z (e_w - v) for every probe (REML's projection; none for ML).
         let d: Vec<Vec<f64>> = pool.install(|| {
@@ -547,7 +581,8 @@ pub fn exact_own_traces(
             let mut trace = (levels - inverse_trace / g) / g;
             if let Some((ranges, solved, schur_inv, r)) = &projection {
                 let q = r - 1;
-                let range = ranges.iter().find(|(f, _)| *f == k).map(|(_, range)| range.clone()).expect("every term is active");
+                let range =
+                    ranges.iter().find(|(f, _)| *f == k).map(|(_, range)| range.clone()).expect("every term is active");
                 let mut cross = Mat::<f64>::zeros(q, q);
                 for i in range {
                     let a = &solved[i * r..i * r + q];

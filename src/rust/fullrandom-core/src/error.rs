@@ -53,10 +53,7 @@ pub fn try_filled<T: Clone>(len: usize, value: T, what: &str) -> Result<Vec<T>, 
 
 fn out_of_memory<T>(len: usize, what: &str) -> FitError {
     let bytes = (len as f64) * (std::mem::size_of::<T>() as f64);
-    FitError::InvalidInput(format!(
-        "not enough memory for {what}: {len} entries would need {}",
-        human_bytes(bytes)
-    ))
+    FitError::InvalidInput(format!("not enough memory for {what}: {len} entries would need {}", human_bytes(bytes)))
 }
 
 /// `1.5 GB`, `312 MB`, ...

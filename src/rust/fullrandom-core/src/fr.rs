@@ -511,7 +511,8 @@ fn gls_at(
     if rho <= 0.0 {
         return Ok(ols.coef.clone());
     }
-    let components = VarianceComponents { raw: vec![rho, 1.0 - rho], estimate: vec![rho, 1.0 - rho], at_boundary: vec![false] };
+    let components =
+        VarianceComponents { raw: vec![rho, 1.0 - rho], estimate: vec![rho, 1.0 - rho], at_boundary: vec![false] };
     Ok(solve_mixed_model(stats, ols, &components, pool, keep_going)?.coef)
 }
 

@@ -107,6 +107,14 @@ const STALLED_LOG_VARIANCE: f64 = -3.2;
 /// Rows per parallel task over rows (fixed, so sums are reduced in a fixed order).
 const ROWS: usize = 1 << 14;
 
+/// What the variance equations' solver returns: `(b, s2, iterations, Jacobian of the
+/// unscaled equations in (b, s2_active), active)`.
+type Solution = (Vec<f64>, Vec<f64>, usize, Mat<f64>, Vec<bool>);
+
+/// The covariances [`sandwich`] returns: of the reported fixed effects, their
+/// model-based covariance (weighted fits), and of the variances.
+type Covariances = (Mat<f64>, Option<Mat<f64>>, Mat<f64>);
+
 /// One chunk of rows: the response (successes or counts) with the fixed effects and the
 /// grouping codes (levels shared by all chunks), the binomial trials (1 when `None`) and
 /// the offsets on the linear-predictor scale (0 when `None`).
@@ -161,7 +169,12 @@ pub struct GlmmOptions {
 
 impl Default for GlmmOptions {
     fn default() -> Self {
-        GlmmOptions { weights: LevelWeights::Information, fixed: FixedWeights::Working, modes: true, max_iterations: 200 }
+        GlmmOptions {
+            weights: LevelWeights::Information,
+            fixed: FixedWeights::Working,
+            modes: true,
+            max_iterations: 200,
+        }
     }
 }
 
@@ -396,7 +409,11 @@ struct Working {
 }
 
 impl<'c, 'a> Layout<'c, 'a> {
-    fn new(chunks: &'c [GlmmChunk<'a>], family: GlmFamily, pool: &'c rayon::ThreadPool) -> Result<Layout<'c, 'a>, FitError> {
+    fn new(
+        chunks: &'c [GlmmChunk<'a>],
+        family: GlmFamily,
+        pool: &'c rayon::ThreadPool,
+    ) -> Result<Layout<'c, 'a>, FitError> {
         let first = chunks.first().ok_or_else(|| FitError::InvalidInput("no data to fit".into()))?;
         let p = first.data.n_fixed();
         let n_levels: Vec<usize> = first.data.factors.iter().map(|f| f.n_levels).collect();
@@ -422,8 +439,14 @@ impl<'c, 'a> Layout<'c, 'a> {
                 };
                 if !ok || !c.offset(i).is_finite() {
                     return Err(FitError::InvalidInput(match family.distribution {
-                        Distribution::Gaussian => "the gaussian family is fitted by the linear moment equations, not the GLMM code".into(),
-                        _ => format!("row {} has response {y} with {t} trials and offset {}, outside the family's range", i + 1, c.offset(i)),
+                        Distribution::Gaussian => {
+                            "the gaussian family is fitted by the linear moment equations, not the GLMM code".into()
+                        }
+                        _ => format!(
+                            "row {} has response {y} with {t} trials and offset {}, outside the family's range",
+                            i + 1,
+                            c.offset(i)
+                        ),
                     }));
                 }
             }
@@ -466,7 +489,11 @@ impl<'c, 'a> Layout<'c, 'a> {
             return Err(FitError::NotIdentifiable(format!(
                 "the variance of {} cannot be estimated: every level holds one row{}",
                 names.join(" and "),
-                if n_within > 1 { ", and at most one such term is identified (by the within-row moment)" } else { ", and 0/1 responses carry no within-row information" }
+                if n_within > 1 {
+                    ", and at most one such term is identified (by the within-row moment)"
+                } else {
+                    ", and 0/1 responses carry no within-row information"
+                }
             )));
         }
         let within_in_pairs = n_within == 0;
@@ -779,12 +806,9 @@ impl<'c, 'a> Layout<'c, 'a> {
         }
         for k in 0..k_terms {
             f[p + k] = match self.statistic[k] {
-                Statistic::Pairs => w[k]
-                    .iter()
-                    .zip(&self.pair_stats[k])
-                    .zip(&expected[k])
-                    .map(|((w, t), e)| w * (t - e))
-                    .sum(),
+                Statistic::Pairs => {
+                    w[k].iter().zip(&self.pair_stats[k]).zip(&expected[k]).map(|((w, t), e)| w * (t - e)).sum()
+                }
                 Statistic::WithinRow => self.within_row - self.within_row_expectation(&eta, s2_total),
             };
         }
@@ -810,8 +834,11 @@ impl<'c, 'a> Layout<'c, 'a> {
                             if n <= 1.0 {
                                 return 0.0;
                             }
-                            let m2: f64 =
-                                nodes.iter().zip(weights).map(|(z, w)| w * self.family.linkinv(eta[i] + s * z).powi(2)).sum();
+                            let m2: f64 = nodes
+                                .iter()
+                                .zip(weights)
+                                .map(|(z, w)| w * self.family.linkinv(eta[i] + s * z).powi(2))
+                                .sum();
                             n * (n - 1.0) * m2
                         }
                     })
@@ -964,7 +991,7 @@ impl<'c, 'a> Layout<'c, 'a> {
         wk: Option<&Working>,
         max_iterations: usize,
         keep_going: &mut dyn FnMut() -> bool,
-    ) -> Result<(Vec<f64>, Vec<f64>, usize, Mat<f64>, Vec<bool>), FitError> {
+    ) -> Result<Solution, FitError> {
         let p = self.p;
         let k_terms = self.k_terms();
         let scales = self.scales(w);
@@ -1087,7 +1114,15 @@ impl<'c, 'a> Layout<'c, 'a> {
 
     /// The Jacobian of the unscaled equations of `b` and the active variances in
     /// `(b, s2_active)`, by forward differences.
-    fn jacobian(&self, b: &[f64], theta: &[f64], idx: &[usize], w: &[Vec<f64>], wk: Option<&Working>, scales: &[f64]) -> Mat<f64> {
+    fn jacobian(
+        &self,
+        b: &[f64],
+        theta: &[f64],
+        idx: &[usize],
+        w: &[Vec<f64>],
+        wk: Option<&Working>,
+        scales: &[f64],
+    ) -> Mat<f64> {
         let p = self.p;
         let k_terms = self.k_terms();
         let eq: Vec<usize> = (0..p).chain(idx.iter().map(|k| p + k)).collect();
@@ -1202,11 +1237,16 @@ pub fn fit_glmm(
     let layout = pool.install(|| Layout::new(chunks, family, pool))?;
     let k_terms = layout.k_terms();
     let (n_y, sum_y, sum_n) = chunks.iter().fold((0usize, 0.0, 0.0), |acc, c| {
-        (acc.0 + c.n_obs(), acc.1 + c.data.y.iter().sum::<f64>(), acc.2 + (0..c.n_obs()).map(|i| c.trials(i)).sum::<f64>())
+        (
+            acc.0 + c.n_obs(),
+            acc.1 + c.data.y.iter().sum::<f64>(),
+            acc.2 + (0..c.n_obs()).map(|i| c.trials(i)).sum::<f64>(),
+        )
     });
     if n_y == 0 || sum_y == 0.0 || (family.distribution == Distribution::Binomial && sum_y == sum_n) {
         return Err(FitError::NotIdentifiable(
-            "the response is all 0 (or, for binomial data, all successes): it carries no information about the model".into(),
+            "the response is all 0 (or, for binomial data, all successes): it carries no information about the model"
+                .into(),
         ));
     }
     let start = layout.glm_start()?;
@@ -1260,11 +1300,8 @@ pub fn fit_glmm(
     let (vcov, vcov_model, vcov_variances) = pool.install(|| {
         sandwich(&layout, &b_first_moment, &s2, &w, &jac, &active, weighted.as_ref().map(|(wk, j)| (wk, &b[..], j)))
     })?;
-    let (ranef, pirls_iterations) = if options.modes {
-        conditional_modes(&layout, &b, &s2, keep_going)?
-    } else {
-        (vec![Vec::new(); k_terms], 0)
-    };
+    let (ranef, pirls_iterations) =
+        if options.modes { conditional_modes(&layout, &b, &s2, keep_going)? } else { (vec![Vec::new(); k_terms], 0) };
     Ok(GlmmFit {
         coef: b,
         variances: s2,
@@ -1301,7 +1338,7 @@ fn sandwich(
     jac: &Mat<f64>,
     active: &[bool],
     weighted: Option<(&Working, &[f64], &Mat<f64>)>,
-) -> Result<(Mat<f64>, Option<Mat<f64>>, Mat<f64>), FitError> {
+) -> Result<Covariances, FitError> {
     let p = layout.p;
     let k_terms = layout.k_terms();
     let idx: Vec<usize> = (0..k_terms).filter(|&k| active[k]).collect();

@@ -141,9 +141,9 @@ pub(crate) fn with_bucket<'a, T: Copy>(
 ) -> impl Iterator<Item = (u32, T)> + 'a {
     // The bucket holding position range.start; empty buckets are skipped by their empty ranges.
     let first = starts.partition_point(|&s| s <= range.start).saturating_sub(1);
-    (first..starts.len() - 1)
-        .take_while(move |&g| starts[g] < range.end)
-        .flat_map(move |g| (starts[g].max(range.start)..starts[g + 1].min(range.end)).map(move |i| (g as u32, values[i])))
+    (first..starts.len() - 1).take_while(move |&g| starts[g] < range.end).flat_map(move |g| {
+        (starts[g].max(range.start)..starts[g + 1].min(range.end)).map(move |i| (g as u32, values[i]))
+    })
 }
 
 /// Consecutive buckets grouped into blocks of about [`ITEMS_PER_BLOCK`] items (a
@@ -300,9 +300,10 @@ impl CellCounts {
                     }
                 };
                 out.cols.push(next.0 as u32);
-                out.counts.push(u32::try_from(next.1).map_err(|_| {
-                    FitError::Incompatible("a cell holds more than 2^32 - 1 observations".into())
-                })?);
+                out.counts.push(
+                    u32::try_from(next.1)
+                        .map_err(|_| FitError::Incompatible("a cell holds more than 2^32 - 1 observations".into()))?,
+                );
             }
             out.row_starts.push(out.cols.len());
         }
@@ -315,7 +316,13 @@ impl CellCounts {
     /// merged: row level `g` becomes `row_map[g]` of `n_rows`, column level `m` becomes
     /// `col_map[m]` of `n_cols`. The maps must be one-to-one. Each new row's cells are
     /// sorted by column again (already sorted when the maps keep the order).
-    pub fn relevelled(&self, row_map: &[usize], col_map: &[usize], n_rows: usize, n_cols: usize) -> Result<CellCounts, FitError> {
+    pub fn relevelled(
+        &self,
+        row_map: &[usize],
+        col_map: &[usize],
+        n_rows: usize,
+        n_cols: usize,
+    ) -> Result<CellCounts, FitError> {
         check_level_map(row_map, self.n_rows(), n_rows)?;
         check_level_map(col_map, self.n_cols, n_cols)?;
         let mut starts = vec![0usize; n_rows + 1];
@@ -329,7 +336,9 @@ impl CellCounts {
         for g in 0..self.n_rows() {
             let at = starts[row_map[g]];
             let r = self.row_starts[g]..self.row_starts[g + 1];
-            for (slot, (&m, &n)) in cells[at..at + r.len()].iter_mut().zip(self.cols[r.clone()].iter().zip(&self.counts[r])) {
+            for (slot, (&m, &n)) in
+                cells[at..at + r.len()].iter_mut().zip(self.cols[r.clone()].iter().zip(&self.counts[r]))
+            {
                 *slot = (col_map[m as usize] as u32, n);
             }
         }
@@ -414,9 +423,7 @@ mod tests {
     fn merged_cells_equal_cells_of_the_union() {
         let a_all = [0, 1, 1, 2, 0, 2, 1, 0];
         let b_all = [1, 0, 1, 1, 1, 0, 2, 2];
-        let count = |a_codes: &[i32], b_codes: &[i32]| {
-            CellCounts::count(&factor(a_codes, 3), &factor(b_codes, 3))
-        };
+        let count = |a_codes: &[i32], b_codes: &[i32]| CellCounts::count(&factor(a_codes, 3), &factor(b_codes, 3));
         let whole = count(&a_all, &b_all);
         let merged = count(&a_all[..3], &b_all[..3]).merge(&count(&a_all[3..], &b_all[3..])).unwrap();
         assert_eq!(merged, whole);

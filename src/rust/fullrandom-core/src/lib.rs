@@ -59,11 +59,12 @@ pub mod stats;
 pub use data::{FactorCodes, FixedColumn, ModelData};
 pub use efficient::{EfficientOptions, TraceAccuracy};
 pub use error::FitError;
-pub use likelihood::{Criterion, LikelihoodFit};
-pub use fr::{fit_full_randomness, fit_full_randomness_opts, fit_full_randomness_with, CrossedCounts, FrOptions, FullRandomnessFit, GroupSizes};
-pub use mixed::{
-    fitted_and_residuals, solve_mixed_model, solve_mixed_model_to, Accuracy, MixedModelSolution,
+pub use fr::{
+    fit_full_randomness, fit_full_randomness_opts, fit_full_randomness_with, CrossedCounts, FrOptions,
+    FullRandomnessFit, GroupSizes,
 };
+pub use likelihood::{Criterion, LikelihoodFit};
+pub use mixed::{fitted_and_residuals, solve_mixed_model, solve_mixed_model_to, Accuracy, MixedModelSolution};
 pub use moments::{fit_variance_components, MomentEquations, VarianceComponents};
 pub use ols::{ols_from_stats, OlsFit};
 pub use stats::{merge_statistics, Shift, SufficientStats};
@@ -223,8 +224,7 @@ pub fn fit_efficient_from_stats_with(
     let mut prior = moment_components.clone();
     let mut last = None;
     for _ in 0..steps.max(1) {
-        let (equations, accuracy) =
-            efficient::efficient_equations(stats, &ols, &prior, options, &pool, keep_going)?;
+        let (equations, accuracy) = efficient::efficient_equations(stats, &ols, &prior, options, &pool, keep_going)?;
         let components = fit_variance_components(&equations)?;
         prior = components.clone();
         last = Some((equations, components, accuracy));
@@ -244,10 +244,7 @@ pub fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, FitError> {
 }
 
 /// Runs `work` on a private rayon pool of `threads` threads (1 or more).
-pub fn run_with_threads<T: Send>(
-    threads: usize,
-    work: impl FnOnce() -> T + Send,
-) -> Result<T, FitError> {
+pub fn run_with_threads<T: Send>(threads: usize, work: impl FnOnce() -> T + Send) -> Result<T, FitError> {
     Ok(thread_pool(threads)?.install(work))
 }
 

@@ -180,11 +180,7 @@ fn log_likelihood(
     let gamma: Vec<Option<f64>> = theta[..k_factors].iter().map(|&v| (v > 0.0).then(|| v / s2)).collect();
     let log_det_c = log_det_henderson(stats, &gamma)?;
     let log_det_v0: f64 = log_det_c
-        + gamma
-            .iter()
-            .zip(&stats.levels)
-            .filter_map(|(g, lv)| g.map(|g| lv.n_levels() as f64 * g.ln()))
-            .sum::<f64>();
+        + gamma.iter().zip(&stats.levels).filter_map(|(g, lv)| g.map(|g| lv.n_levels() as f64 * g.ln())).sum::<f64>();
     let n = stats.n_obs as f64;
     let two_pi_s2 = (2.0 * std::f64::consts::PI * s2).ln();
     let minus_two = match criterion {
@@ -240,10 +236,13 @@ pub fn log_det_henderson(stats: &SufficientStats, gamma: &[Option<f64>]) -> Resu
         ));
     }
     let mut values = Vec::new();
-    values.try_reserve_exact(symbolic.len_val()).map_err(|_| "the Cholesky factor does not fit in memory".to_string())?;
+    values
+        .try_reserve_exact(symbolic.len_val())
+        .map_err(|_| "the Cholesky factor does not fit in memory".to_string())?;
     values.resize(symbolic.len_val(), 0.0);
     let scratch = symbolic.factorize_numeric_llt_scratch::<f64>(Par::Seq, Default::default());
-    let mut buffer = MemBuffer::try_new(scratch).map_err(|_| "the Cholesky workspace does not fit in memory".to_string())?;
+    let mut buffer =
+        MemBuffer::try_new(scratch).map_err(|_| "the Cholesky workspace does not fit in memory".to_string())?;
     symbolic
         .factorize_numeric_llt::<f64>(
             &mut values,

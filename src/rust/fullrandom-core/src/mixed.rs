@@ -160,10 +160,8 @@ impl<'a> RandomEffectsMatrix<'a> {
         let pairs: Vec<(usize, usize)> =
             (0..blocks.len()).flat_map(|a| (a + 1..blocks.len()).map(move |b| (a, b))).collect();
         // The transposes are built once, in parallel; rows by the second factor.
-        let transposed: Vec<CellCounts> = pairs
-            .par_iter()
-            .map(|&(a, b)| stats.cells_of(blocks[a].factor, blocks[b].factor).0.transpose())
-            .collect();
+        let transposed: Vec<CellCounts> =
+            pairs.par_iter().map(|&(a, b)| stats.cells_of(blocks[a].factor, blocks[b].factor).0.transpose()).collect();
         for (&(a, b), t) in pairs.iter().zip(transposed) {
             let (cells, stored_transposed) = stats.cells_of(blocks[a].factor, blocks[b].factor);
             debug_assert!(!stored_transposed);
@@ -217,7 +215,13 @@ impl<'a> RandomEffectsMatrix<'a> {
         let mut blocks: Vec<Block<'static>> = Vec::new();
         let mut diagonal = Vec::new();
         for (factor, d) in diagonals {
-            blocks.push(Block { factor, offset: diagonal.len(), n_levels: d.len(), neighbours: Vec::new(), tasks: Vec::new() });
+            blocks.push(Block {
+                factor,
+                offset: diagonal.len(),
+                n_levels: d.len(),
+                neighbours: Vec::new(),
+                tasks: Vec::new(),
+            });
             diagonal.extend(d);
         }
         for (a, b, counts, weights) in cells {
@@ -243,7 +247,6 @@ fn balance_tasks(blocks: &mut [Block<'_>]) {
 }
 
 impl<'a> RandomEffectsMatrix<'a> {
-
     /// Number of unknowns (levels of the active terms).
     pub fn size(&self) -> usize {
         self.diagonal.len()
@@ -338,14 +341,17 @@ impl<'a> RandomEffectsMatrix<'a> {
             let below = self.neighbour_sums(a, z, r, &|b| b < a);
             let block = &self.blocks[a];
             let rows = block.offset * r..(block.offset + block.n_levels) * r;
-            z[rows.clone()].par_chunks_mut(r).zip(res[rows].par_chunks(r)).zip(below.par_chunks(r)).enumerate().for_each(
-                |(g, ((zg, rg), sg))| {
+            z[rows.clone()]
+                .par_chunks_mut(r)
+                .zip(res[rows].par_chunks(r))
+                .zip(below.par_chunks(r))
+                .enumerate()
+                .for_each(|(g, ((zg, rg), sg))| {
                     let d = self.diagonal[block.offset + g];
                     for j in 0..r {
                         zg[j] = (rg[j] - sg[j]) / d;
                     }
-                },
-            );
+                });
         }
         for a in (0..n_blocks.saturating_sub(1)).rev() {
             let above = self.neighbour_sums(a, z, r, &|b| b > a);
@@ -412,9 +418,8 @@ impl<'a> RandomEffectsMatrix<'a> {
             pool.install(|| {
                 self.apply(&p, &mut q, r);
                 let pq = column_dots(&p, &q, r);
-                let alpha: Vec<f64> = (0..r)
-                    .map(|j| if active[j] && pq[j] > 0.0 { rz[j] / pq[j] } else { 0.0 })
-                    .collect();
+                let alpha: Vec<f64> =
+                    (0..r).map(|j| if active[j] && pq[j] > 0.0 { rz[j] / pq[j] } else { 0.0 }).collect();
                 x.par_chunks_mut(r).zip(res.par_chunks_mut(r)).zip(p.par_chunks(r).zip(q.par_chunks(r))).for_each(
                     |((xi, ri), (pi, qi))| {
                         for j in 0..r {
@@ -537,7 +542,7 @@ fn column_dots(a: &[f64], b: &[f64], r: usize) -> Vec<f64> {
 /// `sum_i A[i, ..]' B[i, ..]` for row-major `n x a` and `n x b` arrays (an `a x b`
 /// matrix), over fixed blocks of rows reduced in order.
 fn cross_product(left: &[f64], a: usize, right: &[f64], b: usize) -> Mat<f64> {
-    let n = if a == 0 { 0 } else { left.len() / a };
+    let n = left.len().checked_div(a).unwrap_or(0);
     let blocks = n.div_ceil(LEVEL_BLOCK);
     let partial: Vec<Mat<f64>> = (0..blocks)
         .into_par_iter()
@@ -793,4 +798,3 @@ pub fn fitted_and_residuals(
     });
     Ok(())
 }
-

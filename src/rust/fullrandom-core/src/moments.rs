@@ -320,15 +320,10 @@ pub fn fit_variance_components(eq: &MomentEquations) -> Result<VarianceComponent
     let mut active: Vec<usize> = (0..k_factors).collect();
     let mut estimate = raw.clone();
     loop {
-        let most_negative = active
-            .iter()
-            .copied()
-            .filter(|&l| estimate[l] < 0.0)
-            .min_by(|&a, &b| estimate[a].total_cmp(&estimate[b]));
+        let most_negative =
+            active.iter().copied().filter(|&l| estimate[l] < 0.0).min_by(|&a, &b| estimate[a].total_cmp(&estimate[b]));
         let finest_if_residual_negative = || {
-            (estimate[k_factors] <= 0.0)
-                .then(|| active.iter().copied().max_by_key(|&l| (eq.n_levels[l], l)))
-                .flatten()
+            (estimate[k_factors] <= 0.0).then(|| active.iter().copied().max_by_key(|&l| (eq.n_levels[l], l))).flatten()
         };
         let Some(dropped) = most_negative.or_else(finest_if_residual_negative) else { break };
         active.retain(|&l| l != dropped);
@@ -382,7 +377,6 @@ fn dot(a: &[f64], b: &[f64]) -> f64 {
 fn axpy(y: &mut [f64], a: f64, x: &[f64]) {
     y.iter_mut().zip(x).for_each(|(yi, xi)| *yi += a * xi);
 }
-
 
 fn add_outer(m: &mut Mat<f64>, a: &[f64], b: &[f64], scale: f64) {
     for j in 0..b.len() {

@@ -39,11 +39,7 @@ impl LevelSums {
         shift: f64,
     ) -> Result<LevelSums, FitError> {
         if values.len() != codes.len() {
-            return Err(FitError::InvalidInput(format!(
-                "{} values for {} level codes",
-                values.len(),
-                codes.len()
-            )));
+            return Err(FitError::InvalidInput(format!("{} values for {} level codes", values.len(), codes.len())));
         }
         if !shift.is_finite() {
             return Err(FitError::InvalidInput("the shift must be finite".into()));
@@ -52,12 +48,7 @@ impl LevelSums {
         for (i, (&x, &c)) in values.iter().zip(codes).enumerate() {
             let g = c as i64 - offset as i64;
             if g < 0 || g >= n_levels as i64 {
-                return Err(FitError::InvalidInput(format!(
-                    "row {}: level code {} outside 1..{}",
-                    i + 1,
-                    c,
-                    n_levels
-                )));
+                return Err(FitError::InvalidInput(format!("row {}: level code {} outside 1..{}", i + 1, c, n_levels)));
             }
             if !x.is_finite() {
                 return Err(FitError::InvalidInput(format!("row {}: the value is not finite", i + 1)));
@@ -77,14 +68,7 @@ impl LevelSums {
     /// No rows in any of `n_levels` levels.
     pub fn empty(n_levels: usize, shift: f64) -> LevelSums {
         let zeros = vec![0.0; n_levels];
-        LevelSums {
-            shift,
-            count: zeros.clone(),
-            s1: zeros.clone(),
-            s2: zeros.clone(),
-            s3: zeros.clone(),
-            s4: zeros,
-        }
+        LevelSums { shift, count: zeros.clone(), s1: zeros.clone(), s2: zeros.clone(), s3: zeros.clone(), s4: zeros }
     }
 
     pub fn n_levels(&self) -> usize {
@@ -114,11 +98,7 @@ impl LevelSums {
 
     /// The level means of the values (NaN for an empty level).
     pub fn means(&self) -> Vec<f64> {
-        self.s1
-            .iter()
-            .zip(&self.count)
-            .map(|(s, &n)| if n > 0.0 { self.shift + s / n } else { f64::NAN })
-            .collect()
+        self.s1.iter().zip(&self.count).map(|(s, &n)| if n > 0.0 { self.shift + s / n } else { f64::NAN }).collect()
     }
 }
 
@@ -253,11 +233,7 @@ impl Likelihood {
     }
 
     fn loglik_of(&self, f: &[f64]) -> f64 {
-        f.iter()
-            .zip(&self.count)
-            .zip(&self.log_scale)
-            .map(|((fb, c), ls)| c * (fb.max(1e-300).ln() + ls))
-            .sum()
+        f.iter().zip(&self.count).zip(&self.log_scale).map(|((fb, c), ls)| c * (fb.max(1e-300).ln() + ls)).sum()
     }
 
     /// `(1/N) sum_b c_b L_bj / f_b` for the columns `cols`, summed in a fixed order.
@@ -330,9 +306,7 @@ pub fn default_grid(bins: &Bins, grid_size: usize) -> Vec<f64> {
 pub fn npmle(d: &[f64], v: &[f64], opts: &NpmleOptions) -> Result<Npmle, FitError> {
     let bins = bin_levels(d, v, opts)?;
     if bins.d.is_empty() {
-        return Err(FitError::InvalidInput(
-            "no level has a finite mean and a positive noise variance".into(),
-        ));
+        return Err(FitError::InvalidInput("no level has a finite mean and a positive noise variance".into()));
     }
     let grid = default_grid(&bins, opts.grid_size);
     npmle_binned(&bins, grid, opts)
@@ -463,9 +437,7 @@ pub fn gmodel(
     let p = basis.len() / m;
     let bins = bin_levels(d, v, opts)?;
     if bins.d.is_empty() {
-        return Err(FitError::InvalidInput(
-            "no level has a finite mean and a positive noise variance".into(),
-        ));
+        return Err(FitError::InvalidInput("no level has a finite mean and a positive noise variance".into()));
     }
     let lik = Likelihood::new(&bins, &grid);
     let all: Vec<usize> = (0..m).collect();
@@ -682,14 +654,15 @@ pub fn posterior_means(g: &Npmle, d: &[f64], v: &[f64]) -> Result<Vec<f64>, FitE
 fn erfc(x: f64) -> f64 {
     let z = x.abs();
     let t = 1.0 / (1.0 + 0.5 * z);
-    let r = t * (-z * z - 1.26551223
-        + t * (1.00002368
-            + t * (0.37409196
-                + t * (0.09678418
-                    + t * (-0.18628806
-                        + t * (0.27886807
-                            + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
-        .exp();
+    let r = t
+        * (-z * z - 1.26551223
+            + t * (1.00002368
+                + t * (0.37409196
+                    + t * (0.09678418
+                        + t * (-0.18628806
+                            + t * (0.27886807
+                                + t * (-1.13520398 + t * (1.48851587 + t * (-0.82215223 + t * 0.17087277)))))))))
+            .exp();
     if x >= 0.0 {
         r
     } else {
@@ -741,9 +714,8 @@ pub fn predictive_quantiles(
     if sup.is_empty() {
         return Err(FitError::InvalidInput("the distribution has no positive weight".into()));
     }
-    let (lo_a, hi_a) = sup
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &j| (l.min(g.grid[j]), h.max(g.grid[j])));
+    let (lo_a, hi_a) =
+        sup.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), &j| (l.min(g.grid[j]), h.max(g.grid[j])));
     let np = probs.len();
     let mut out = vec![f64::NAN; n * np];
     let inv_sqrt_2pi = 1.0 / (2.0 * std::f64::consts::PI).sqrt();

@@ -33,9 +33,7 @@ pub fn ols_from_stats(stats: &SufficientStats) -> Result<OlsFit, FitError> {
     let kept = independent_columns(&stats.xtx, p, ALIAS_TOLERANCE);
     if let Some(j) = stats.intercept {
         if !kept.contains(&j) {
-            return Err(FitError::InvalidInput(
-                "the intercept is aliased with other fixed-effect columns".into(),
-            ));
+            return Err(FitError::InvalidInput("the intercept is aliased with other fixed-effect columns".into()));
         }
     }
     let xtx_inv = spd_inverse(&submatrix(&stats.xtx, p, &kept), "X'X")?;
@@ -44,11 +42,5 @@ pub fn ols_from_stats(stats: &SufficientStats) -> Result<OlsFit, FitError> {
     let coef_shifted: Vec<f64> = (0..q).map(|r| (0..q).map(|c| xtx_inv[(r, c)] * xty[c]).sum()).collect();
     let coef = stats.shift.unshift_coefficients(stats.intercept, &kept, &coef_shifted);
     let fitted_ss: f64 = coef_shifted.iter().zip(&xty).map(|(b, v)| b * v).sum();
-    Ok(OlsFit {
-        kept,
-        coef,
-        coef_shifted,
-        xtx_inv,
-        rss: stats.yty - fitted_ss,
-    })
+    Ok(OlsFit { kept, coef, coef_shifted, xtx_inv, rss: stats.yty - fitted_ss })
 }

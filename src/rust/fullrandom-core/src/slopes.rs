@@ -148,7 +148,9 @@ impl SlopeStats {
         check(data)?;
         let n = data.y.len();
         if u32::try_from(n).is_err() {
-            return Err(FitError::InvalidInput(format!("{n} rows: random slopes are fitted on at most 2^32 - 1 rows at once; use chunks")));
+            return Err(FitError::InvalidInput(format!(
+                "{n} rows: random slopes are fitted on at most 2^32 - 1 rows at once; use chunks"
+            )));
         }
         let p = data.x.len();
         let blocks: Vec<(Vec<f64>, Vec<f64>, f64)> = (0..n.div_ceil(ROWS))
@@ -210,7 +212,8 @@ impl SlopeStats {
             }
             let (tk, tl) = (&self.terms[c.k], &self.terms[c.l]);
             let sorted = c.rows.windows(2).zip(c.cols.windows(2)).all(|(r, h)| (r[0], h[0]) < (r[1], h[1]));
-            let in_range = c.rows.iter().all(|&g| (g as usize) < tk.n_levels) && c.cols.iter().all(|&h| (h as usize) < tl.n_levels);
+            let in_range = c.rows.iter().all(|&g| (g as usize) < tk.n_levels)
+                && c.cols.iter().all(|&h| (h as usize) < tl.n_levels);
             if !sorted || !in_range || c.sums.len() != c.rows.len() * tk.q * tl.q {
                 return bad(format!("the cells of terms {} and {}", c.k, c.l));
             }
@@ -222,7 +225,11 @@ impl SlopeStats {
     /// chunk merged into the others): sums add, and cells of the same pair of levels add.
     pub fn merge(&mut self, other: &SlopeStats) -> Result<(), FitError> {
         let shape = |s: &SlopeStats| {
-            (s.p, s.terms.iter().map(|t| (t.q, t.n_levels)).collect::<Vec<_>>(), s.pairs.iter().map(|c| (c.k, c.l)).collect::<Vec<_>>())
+            (
+                s.p,
+                s.terms.iter().map(|t| (t.q, t.n_levels)).collect::<Vec<_>>(),
+                s.pairs.iter().map(|c| (c.k, c.l)).collect::<Vec<_>>(),
+            )
         };
         if shape(self) != shape(other) {
             return Err(FitError::Incompatible(
@@ -457,7 +464,10 @@ pub fn symmetric_eigen(s: &[f64], q: usize) -> (Vec<f64>, Vec<f64>) {
         v[i * q + i] = 1.0;
     }
     for _ in 0..100 {
-        let off: f64 = (0..q).flat_map(|i| (0..q).filter(move |&j| j != i).map(move |j| (i, j))).map(|(i, j)| a[i * q + j].powi(2)).sum();
+        let off: f64 = (0..q)
+            .flat_map(|i| (0..q).filter(move |&j| j != i).map(move |j| (i, j)))
+            .map(|(i, j)| a[i * q + j].powi(2))
+            .sum();
         let total: f64 = a.iter().map(|x| x * x).sum();
         if off <= 1e-30 * total.max(1e-300) {
             break;
@@ -595,7 +605,8 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
             let (kgm, _) = inverse_cholesky(w, q);
             let gx = &t.zx[g * q * p..(g + 1) * q * p];
             // v_g = K (Z'y - G beta)
-            let zr: Vec<f64> = (0..q).map(|a| t.zy[g * q + a] - (0..p).map(|j| gx[a * p + j] * beta[j]).sum::<f64>()).collect();
+            let zr: Vec<f64> =
+                (0..q).map(|a| t.zy[g * q + a] - (0..p).map(|j| gx[a * p + j] * beta[j]).sum::<f64>()).collect();
             let v: Vec<f64> = (0..q).map(|a| (0..q).map(|b| kgm[a * q + b] * zr[b]).sum()).collect();
             for a in 0..q {
                 for b in 0..q {
@@ -622,7 +633,8 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
                     let (a, b, c, d) = (row, col, row, col);
                     for i in 0..p {
                         for j in 0..p {
-                            xbx[e][i * p + j] += 0.5 * (kgg[a * p + i] * kgg[b * p + j] + kgg[b * p + i] * kgg[a * p + j]);
+                            xbx[e][i * p + j] +=
+                                0.5 * (kgg[a * p + i] * kgg[b * p + j] + kgg[b * p + i] * kgg[a * p + j]);
                             let e_term = if c == d {
                                 gx[c * p + i] * gx[c * p + j]
                             } else {
@@ -647,7 +659,9 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
         kg_all.push(kg);
         kga_all.push(kga);
     }
-    let trace_ab = |x: &[f64], y: &[f64]| -> f64 { (0..p).flat_map(|i| (0..p).map(move |j| (i, j))).map(|(i, j)| x[i * p + j] * y[j * p + i]).sum() };
+    let trace_ab = |x: &[f64], y: &[f64]| -> f64 {
+        (0..p).flat_map(|i| (0..p).map(move |j| (i, j))).map(|(i, j)| x[i * p + j] * y[j * p + i]).sum()
+    };
     // tr(XBX A XVX A) and tr(A M)
     let mul = |x: &[f64], y: &[f64]| -> Vec<f64> {
         let mut o = vec![0.0; p * p];
@@ -702,12 +716,14 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
             let phg = transpose(pgh, qk, ql);
             // equations of k, parameters of l
             let r = matmul(&ks[k][g * qk * qk..(g + 1) * qk * qk], pgh, qk, qk, ql);
-            let u = matmul_bt(&kga_all[k][g * qk * p..(g + 1) * qk * p], &tl.zx[h * ql * p..(h + 1) * ql * p], qk, p, ql);
+            let u =
+                matmul_bt(&kga_all[k][g * qk * p..(g + 1) * qk * p], &tl.zx[h * ql * p..(h + 1) * ql * p], qk, p, ql);
             add_block(k, l, &r, &r, &mut lhs, 1.0);
             add_block(k, l, &u, &r, &mut lhs, -2.0);
             // equations of l, parameters of k
             let r = matmul(&ks[l][h * ql * ql..(h + 1) * ql * ql], &phg, ql, ql, qk);
-            let u = matmul_bt(&kga_all[l][h * ql * p..(h + 1) * ql * p], &tk.zx[g * qk * p..(g + 1) * qk * p], ql, p, qk);
+            let u =
+                matmul_bt(&kga_all[l][h * ql * p..(h + 1) * ql * p], &tk.zx[g * qk * p..(g + 1) * qk * p], ql, p, qk);
             add_block(l, k, &r, &r, &mut lhs, 1.0);
             add_block(l, k, &u, &r, &mut lhs, -2.0);
         }
@@ -818,7 +834,8 @@ pub fn solve_components(eq: &SlopeEquations, qs: &[usize]) -> Result<SlopeCompon
                 let mut clipped = vec![0.0; q * q];
                 for a in 0..q {
                     for b in 0..q {
-                        clipped[a * q + b] = (0..q).map(|j| vectors[a * q + j] * values[j].max(0.0) * vectors[b * q + j]).sum();
+                        clipped[a * q + b] =
+                            (0..q).map(|j| vectors[a * q + j] * values[j].max(0.0) * vectors[b * q + j]).sum();
                     }
                 }
                 for (v, pm) in estimate.iter_mut().zip(&eq.params) {
@@ -1143,7 +1160,9 @@ pub fn solve_slope_mixed(
     let pk = cols.len();
     let s2 = *theta.last().unwrap();
     if !(s2 > 0.0) {
-        return Err(FitError::NotIdentifiable("the residual variance is 0: the mixed-model equations are singular".into()));
+        return Err(FitError::NotIdentifiable(
+            "the residual variance is 0: the mixed-model equations are singular".into(),
+        ));
     }
     let lambda: Vec<Vec<f64>> =
         stats.terms.iter().enumerate().map(|(k, t)| sqrt_psd(&sigma_of(theta, &eq.params, k, t.q), t.q)).collect();
@@ -1165,14 +1184,26 @@ pub fn solve_slope_mixed(
             let mut blk = vec![0.0; q * q];
             for a in 0..q {
                 for c in 0..q {
-                    blk[a * q + c] = (0..q).map(|r| lam[r * q + a] * lw[r * q + c]).sum::<f64>() + if a == c { s2 } else { 0.0 };
+                    blk[a * q + c] =
+                        (0..q).map(|r| lam[r * q + a] * lw[r * q + c]).sum::<f64>() + if a == c { s2 } else { 0.0 };
                 }
             }
             level_inv.push(invert_spd(&blk, q)?);
         }
     }
     let pair_rows = stats.pairs.iter().map(|pc| row_starts(pc, stats.terms[pc.k].n_levels)).collect();
-    let h = Henderson { stats, cols: cols.clone(), lambda, offsets: offsets.clone(), s2, dim, x_block_inv, level_inv, pair_rows, pool };
+    let h = Henderson {
+        stats,
+        cols: cols.clone(),
+        lambda,
+        offsets: offsets.clone(),
+        s2,
+        dim,
+        x_block_inv,
+        level_inv,
+        pair_rows,
+        pool,
+    };
     let mut rhs = vec![0.0; dim];
     for (i, &ci) in cols.iter().enumerate() {
         rhs[i] = stats.xy[ci];
@@ -1229,7 +1260,11 @@ pub struct SlopeFit {
 /// Statistics, moment equations, their solution and Henderson's equations.
 /// The parallel work runs on `pool`; `keep_going` is asked between iterations, on the
 /// calling thread.
-pub fn fit_slopes(data: &SlopeData<'_>, pool: &rayon::ThreadPool, keep_going: &mut dyn FnMut() -> bool) -> Result<SlopeFit, FitError> {
+pub fn fit_slopes(
+    data: &SlopeData<'_>,
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<SlopeFit, FitError> {
     let stats = pool.install(|| SlopeStats::compute(data))?;
     fit_slope_statistics(&stats, pool, keep_going)
 }

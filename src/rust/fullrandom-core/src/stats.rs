@@ -139,12 +139,8 @@ impl SufficientStats {
             return Err(FitError::InvalidInput(format!("shift has {} columns, data {p}", shift.x.len())));
         }
         let k_factors = data.factors.len();
-        let (global, (levels, cells)) = rayon::join(
-            || global_sums(data, &shift),
-            || {
-                rayon::join(|| level_sums(data, &shift), || pair_cells(data))
-            },
-        );
+        let (global, (levels, cells)) =
+            rayon::join(|| global_sums(data, &shift), || rayon::join(|| level_sums(data, &shift), || pair_cells(data)));
         let levels = levels?;
         debug_assert_eq!(cells.len(), k_factors * k_factors.saturating_sub(1) / 2);
         Ok(SufficientStats {
@@ -211,12 +207,7 @@ impl SufficientStats {
                 sum_x: add(&a.sum_x, &b.sum_x),
             })
             .collect();
-        let cells = self
-            .cells
-            .iter()
-            .zip(&other.cells)
-            .map(|(a, b)| a.merge(b))
-            .collect::<Result<Vec<_>, _>>()?;
+        let cells = self.cells.iter().zip(&other.cells).map(|(a, b)| a.merge(b)).collect::<Result<Vec<_>, _>>()?;
         Ok(SufficientStats {
             n_obs: self.n_obs + other.n_obs,
             shift: self.shift.clone(),
@@ -295,7 +286,10 @@ impl SufficientStats {
     pub fn relevelled(&self, level_maps: &[Vec<usize>], n_levels: &[usize]) -> Result<SufficientStats, FitError> {
         let k_factors = self.n_factors();
         if level_maps.len() != k_factors || n_levels.len() != k_factors {
-            return Err(FitError::Incompatible(format!("level maps for {} factors, not {k_factors}", level_maps.len())));
+            return Err(FitError::Incompatible(format!(
+                "level maps for {} factors, not {k_factors}",
+                level_maps.len()
+            )));
         }
         let p = self.n_fixed();
         let mut levels = Vec::with_capacity(k_factors);
@@ -354,7 +348,8 @@ impl SufficientStats {
                     || c.counts.len() != c.cols.len()
                     || c.n_cols != self.levels[l].n_levels()
                     || c.cols.iter().any(|&m| m as usize >= c.n_cols)
-                    || (0..c.n_rows()).any(|g| c.cols[c.row_starts[g]..c.row_starts[g + 1]].windows(2).any(|w| w[0] >= w[1]))
+                    || (0..c.n_rows())
+                        .any(|g| c.cols[c.row_starts[g]..c.row_starts[g + 1]].windows(2).any(|w| w[0] >= w[1]))
                 {
                     return bad(format!(
                         "the cells of '{}' and '{}' do not match their levels",

@@ -4,10 +4,10 @@
 mod common;
 
 use common::*;
-use fullrandom_core::condvar::{inverse_diagonal, DiagonalMethod};
-use fullrandom_core::{thread_pool, SufficientStats};
 use faer::linalg::solvers::DenseSolveCore;
 use faer::{Mat, Side};
+use fullrandom_core::condvar::{inverse_diagonal, DiagonalMethod};
+use fullrandom_core::{thread_pool, SufficientStats};
 
 /// diag(C^-1) with every level of every term an unknown (lambda None: the term drops out).
 fn dense_diagonal(d: &Design, lambda: &[Option<f64>]) -> Vec<Vec<f64>> {
@@ -51,7 +51,9 @@ fn dense_diagonal(d: &Design, lambda: &[Option<f64>]) -> Vec<Vec<f64>> {
         .iter()
         .enumerate()
         .map(|(k, f)| {
-            (0..f.n_levels).map(|g| if lambda[k].is_some() { inv[(offsets[k] + g, offsets[k] + g)] } else { 0.0 }).collect()
+            (0..f.n_levels)
+                .map(|g| if lambda[k].is_some() { inv[(offsets[k] + g, offsets[k] + g)] } else { 0.0 })
+                .collect()
         })
         .collect()
 }
@@ -71,8 +73,9 @@ fn check(d: &Design, lambda: &[Option<f64>], what: &str) {
     }
     // Stochastic: within 5 of its stated standard errors (and the errors are honest: most
     // values within 2).
-    let got = inverse_diagonal(&stats, lambda, DiagonalMethod::Stochastic { probes: 256, seed: 7 }, &pool, &mut || true)
-        .unwrap();
+    let got =
+        inverse_diagonal(&stats, lambda, DiagonalMethod::Stochastic { probes: 256, seed: 7 }, &pool, &mut || true)
+            .unwrap();
     assert!(!got.exact);
     let (mut within, mut total) = (0, 0);
     for (k, ((g, s), w)) in got.diagonal.iter().zip(&got.std_error).zip(&want).enumerate() {

@@ -17,7 +17,11 @@ fn dense_minque(d: &Design, gamma: &[f64]) -> (Dense, Vec<f64>) {
     let n = d.n();
     let x = Dense::from_fn(n, d.p, |i, j| d.x_at(i, j));
     let y = Dense::column_vector(&d.y);
-    let zs: Vec<Dense> = d.factors.iter().map(|f| Dense::from_fn(n, f.n_levels, |i, g| if f.level(i) == g { 1.0 } else { 0.0 })).collect();
+    let zs: Vec<Dense> = d
+        .factors
+        .iter()
+        .map(|f| Dense::from_fn(n, f.n_levels, |i, g| if f.level(i) == g { 1.0 } else { 0.0 }))
+        .collect();
     let mut vs: Vec<Dense> = zs.iter().map(|z| z.mul(&z.t())).collect();
     vs.push(Dense::identity(n));
     let mut v0 = Dense::identity(n);
@@ -57,7 +61,8 @@ fn exact_traces_match_the_dense_definition() {
         let s2 = prior.estimate[k];
         let gamma: Vec<f64> = (0..k).map(|j| (prior.estimate[j] / s2).max(GAMMA_FLOOR)).collect();
         let pool = thread_pool(1).unwrap();
-        let (eq, accuracy) = efficient_equations(&stats, &ols, &prior, &EfficientOptions::default(), &pool, &mut || true).unwrap();
+        let (eq, accuracy) =
+            efficient_equations(&stats, &ols, &prior, &EfficientOptions::default(), &pool, &mut || true).unwrap();
         assert!(accuracy.probes.iter().all(|&p| p == 0), "small terms get exact traces");
         let (t, u) = reordered(&eq.lhs, &eq.q);
         let (want_t, want_u) = dense_minque(&d, &gamma);
@@ -76,14 +81,26 @@ fn probed_traces_are_close_and_report_their_error() {
     let prior = fit(&d.data(), 1).unwrap().components;
     let pool = thread_pool(1).unwrap();
     let exact = efficient_equations(&stats, &ols, &prior, &EfficientOptions::default(), &pool, &mut || true).unwrap().0;
-    let options = EfficientOptions { exact_levels: 0, exact_unknowns: 0, min_probes: 400, max_probes: 400, ..EfficientOptions::default() };
+    let options = EfficientOptions {
+        exact_levels: 0,
+        exact_unknowns: 0,
+        min_probes: 400,
+        max_probes: 400,
+        ..EfficientOptions::default()
+    };
     let (probed, accuracy) = efficient_equations(&stats, &ols, &prior, &options, &pool, &mut || true).unwrap();
     assert!(accuracy.probes.iter().all(|&p| p == 400));
     let solve = |eq: &fullrandom_core::MomentEquations| fullrandom_core::dense::solve(&eq.lhs, &eq.q);
     let (a, b) = (solve(&exact), solve(&probed));
     for c in 0..a.len() {
         let z = (b[c] - a[c]) / accuracy.probe_sd[c];
-        assert!(accuracy.probe_sd[c] > 0.0 && z.abs() < 4.0, "component {c}: exact {}, probed {}, probe sd {}", a[c], b[c], accuracy.probe_sd[c]);
+        assert!(
+            accuracy.probe_sd[c] > 0.0 && z.abs() < 4.0,
+            "component {c}: exact {}, probed {}, probe sd {}",
+            a[c],
+            b[c],
+            accuracy.probe_sd[c]
+        );
     }
     eprintln!("exact {a:?}\nprobed {b:?}\nprobe sd {:?}\nmodel sd {:?}", accuracy.probe_sd, accuracy.model_sd);
 }
@@ -101,6 +118,10 @@ fn efficient_fit_does_not_depend_on_threads() {
     let step = fits[0].efficient.as_ref().unwrap();
     eprintln!(
         "20k rows, 700 x 300 levels: moments {:?}, efficient {:?}, probes {:?}, probe sd {:?}, model sd {:?}",
-        step.moment_components.estimate, fits[0].components.estimate, step.accuracy.probes, step.accuracy.probe_sd, step.accuracy.model_sd
+        step.moment_components.estimate,
+        fits[0].components.estimate,
+        step.accuracy.probes,
+        step.accuracy.probe_sd,
+        step.accuracy.model_sd
     );
 }

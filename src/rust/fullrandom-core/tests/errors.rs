@@ -31,7 +31,8 @@ fn out_of_range_code_names_the_factor_and_row() {
 
     // A 1-based code of 0 (below the offset) is out of range too.
     let mut d = crossed_design(1, 60, 6, 4);
-    d.factors[0] = Factor { offset: 1, codes: d.factors[0].codes.iter().map(|c| c + 1).collect(), ..d.factors[0].clone() };
+    d.factors[0] =
+        Factor { offset: 1, codes: d.factors[0].codes.iter().map(|c| c + 1).collect(), ..d.factors[0].clone() };
     d.factors[0].codes[41] = 0;
     let m = invalid_input(&d);
     assert!(m.contains("'a'") && m.contains("row 42"), "{m}");

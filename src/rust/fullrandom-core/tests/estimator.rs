@@ -139,9 +139,8 @@ fn balanced_one_way_equals_classical_anova() {
     let mut worst = 0.0f64;
     let mut saw_boundary = false;
     let mut saw_interior = false;
-    for (case, &(g, n_per, sd_a)) in [(6usize, 5usize, 1.0f64), (4, 2, 0.3), (10, 7, 2.0), (3, 12, 0.0), (8, 3, 0.2)]
-        .iter()
-        .enumerate()
+    for (case, &(g, n_per, sd_a)) in
+        [(6usize, 5usize, 1.0f64), (4, 2, 0.3), (10, 7, 2.0), (3, 12, 0.0), (8, 3, 0.2)].iter().enumerate()
     {
         for seed in 0..6u64 {
             let mut r = rng(40 + 100 * case as u64 + seed);

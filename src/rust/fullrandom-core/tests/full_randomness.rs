@@ -157,11 +157,19 @@ fn one_term_only_and_sizes_must_vary() {
     d3.factors.push(Factor::new("c", &third, 3, 1));
     let stats = SufficientStats::compute(&d3.data()).unwrap();
     let err = fit_full_randomness(&stats, &[], &thread_pool(1).unwrap(), &mut || true).unwrap_err();
-    assert!(matches!(&err, FitError::InvalidInput(m) if m.contains("one random-intercept term") && m.contains("(1 | a)")), "{err}");
+    assert!(
+        matches!(&err, FitError::InvalidInput(m) if m.contains("one random-intercept term") && m.contains("(1 | a)")),
+        "{err}"
+    );
 
     // Every group of size 1: the two equations coincide.
     let levels: Vec<usize> = (0..30).collect();
-    let d = Design::new((0..30).map(|i| (i * 7 % 11) as f64).collect(), vec![("(Intercept)".into(), vec![1.0; 30])], Some(0), vec![Factor::new("g", &levels, 30, 1)]);
+    let d = Design::new(
+        (0..30).map(|i| (i * 7 % 11) as f64).collect(),
+        vec![("(Intercept)".into(), vec![1.0; 30])],
+        Some(0),
+        vec![Factor::new("g", &levels, 30, 1)],
+    );
     let stats = SufficientStats::compute(&d.data()).unwrap();
     let err = fit_full_randomness(&stats, &[], &thread_pool(1).unwrap(), &mut || true).unwrap_err();
     assert!(matches!(&err, FitError::NotIdentifiable(m) if m.contains("(1 | g)")), "{err}");

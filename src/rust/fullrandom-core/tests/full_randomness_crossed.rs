@@ -24,7 +24,8 @@ use std::collections::HashMap;
 /// size(item).
 fn ratings(seed: u64, n_users: usize, n_items: usize, distinct: bool) -> Design {
     let mut r = rng(seed);
-    let activity: Vec<usize> = (0..n_users).map(|_| 1 + (3.0 / (1.0 - r.random::<f64>() * 0.95).powf(1.3)) as usize).collect();
+    let activity: Vec<usize> =
+        (0..n_users).map(|_| 1 + (3.0 / (1.0 - r.random::<f64>() * 0.95).powf(1.3)) as usize).collect();
     let popularity: Vec<f64> = (0..n_items).map(|j| 1.0 / (1.0 + j as f64).powf(0.9)).collect();
     let ua: Vec<f64> = (0..n_users).map(|_| normal(&mut r, 0.9)).collect();
     let ub: Vec<f64> = (0..n_items).map(|_| normal(&mut r, 0.6)).collect();
@@ -64,7 +65,12 @@ fn ratings(seed: u64, n_users: usize, n_items: usize, distinct: bool) -> Design 
         ("size(user)".to_string(), users.iter().map(|&i| nu[i]).collect()),
         ("size(item)".to_string(), items.iter().map(|&j| mi[j]).collect()),
     ];
-    Design::new(y, columns, Some(0), vec![Factor::new("user", &users, n_users, 1), Factor::new("item", &items, n_items, 1)])
+    Design::new(
+        y,
+        columns,
+        Some(0),
+        vec![Factor::new("user", &users, n_users, 1), Factor::new("item", &items, n_items, 1)],
+    )
 }
 
 /// Keeps the columns `keep` (the intercept first) of a design.
@@ -93,7 +99,8 @@ fn direct(d: &Design, coef: &[f64], h_columns: &[usize], shared: bool) -> Vec<f6
     let n = d.n();
     let (fa, fb) = (&d.factors[0], &d.factors[1]);
     let in_h = |j: usize| j == 0 || h_columns.contains(&j);
-    let ystar: Vec<f64> = (0..n).map(|i| d.y[i] - (0..d.p).filter(|&j| !in_h(j)).map(|j| coef[j] * d.x_at(i, j)).sum::<f64>()).collect();
+    let ystar: Vec<f64> =
+        (0..n).map(|i| d.y[i] - (0..d.p).filter(|&j| !in_h(j)).map(|j| coef[j] * d.x_at(i, j)).sum::<f64>()).collect();
     let h: Vec<f64> = (0..n).map(|i| (0..d.p).filter(|&j| in_h(j)).map(|j| coef[j] * d.x_at(i, j)).sum()).collect();
     // Totals over the levels with observations.
     let totals = |f: &Factor, v: &[f64]| {
@@ -112,8 +119,18 @@ fn direct(d: &Design, coef: &[f64], h_columns: &[usize], shared: bool) -> Vec<f6
     // Shared columns of every pair of distinct rows, and rows of every pair of columns.
     let (mut t_rows, mut t_cols) = (0.0, 0.0);
     if shared {
-        let rows: Vec<usize> = { let mut v: Vec<usize> = cells.keys().map(|k| k.0).collect(); v.sort(); v.dedup(); v };
-        let cols: Vec<usize> = { let mut v: Vec<usize> = cells.keys().map(|k| k.1).collect(); v.sort(); v.dedup(); v };
+        let rows: Vec<usize> = {
+            let mut v: Vec<usize> = cells.keys().map(|k| k.0).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let cols: Vec<usize> = {
+            let mut v: Vec<usize> = cells.keys().map(|k| k.1).collect();
+            v.sort();
+            v.dedup();
+            v
+        };
         let cell = |i: usize, j: usize| cells.get(&(i, j)).copied().unwrap_or(0.0);
         for &k in &rows {
             for &m in &rows {
@@ -135,7 +152,8 @@ fn direct(d: &Design, coef: &[f64], h_columns: &[usize], shared: bool) -> Vec<f6
     let (nu1, nu2) = (n_rows.iter().sum::<f64>() / r, pvar(&n_rows));
     let (la1, la2) = (n_cols.iter().sum::<f64>() / c, pvar(&n_cols));
     let lhs = Dense::from_fn(3, 3, |i, j| {
-        [[1.0, 1.0, 1.0], [nu2 + nu1 * nu1, sum_sq / r - t_rows, nu1], [sum_sq / c - t_cols, la2 + la1 * la1, la1]][i][j]
+        [[1.0, 1.0, 1.0], [nu2 + nu1 * nu1, sum_sq / r - t_rows, nu1], [sum_sq / c - t_cols, la2 + la1 * la1, la1]][i]
+            [j]
     });
     let q = [
         pvar(&ystar) - pvar(&h),
@@ -165,7 +183,11 @@ fn model_seven_equals_the_derived_equations() {
                 let got = fit(&d, &[], shared);
                 let mean_y = d.y.iter().sum::<f64>() / d.n() as f64;
                 assert!(rel(got.coef_in_equations[0], mean_y) < 1e-13);
-                assert_close(&got.components.raw, &direct(&d, &[mean_y], &[], shared), &format!("seed {seed} distinct {distinct} shared {shared}"));
+                assert_close(
+                    &got.components.raw,
+                    &direct(&d, &[mean_y], &[], shared),
+                    &format!("seed {seed} distinct {distinct} shared {shared}"),
+                );
                 let counts = got.crossed.as_ref().unwrap();
                 if distinct {
                     assert!(rel(counts.row_repeats, counts.rows.mean) < 1e-14, "kappa_r = nu1 with distinct items");
@@ -180,7 +202,9 @@ fn model_seven_equals_the_derived_equations() {
 #[test]
 fn model_ten_regressors_are_removed_by_least_squares_first() {
     // User-level u, item-level v, row-level w; then with size(user) and size(item) in h.
-    for (seed, keep, h) in [(7, vec![0, 1, 2, 3], vec![]), (8, vec![0, 1, 2, 3, 4, 5], vec![4, 5]), (9, vec![0, 4], vec![1])] {
+    for (seed, keep, h) in
+        [(7, vec![0, 1, 2, 3], vec![]), (8, vec![0, 1, 2, 3, 4, 5], vec![4, 5]), (9, vec![0, 4], vec![1])]
+    {
         let d = with_columns(&ratings(seed, 90, 30, seed != 9), &keep);
         let coef = ols(&d);
         for shared in [false, true] {
@@ -207,7 +231,11 @@ fn centred_equations_are_those_of_the_least_squares_residuals() {
             let options = FrOptions { shared, centred: true };
             let got = fit_full_randomness_opts(&stats, &h, options, &thread_pool(1).unwrap(), &mut || true).unwrap();
             assert!(got.centred && got.shared == shared);
-            assert_close(&got.components.raw, &direct(&residuals, &[0.0], &[], shared), &format!("seed {seed} shared {shared}"));
+            assert_close(
+                &got.components.raw,
+                &direct(&residuals, &[0.0], &[], shared),
+                &format!("seed {seed} shared {shared}"),
+            );
         }
     }
 }
@@ -219,7 +247,10 @@ fn merged_statistics_give_the_same_fit() {
     let n = d.n();
     let rows: Vec<usize> = (0..n).collect();
     let (first, second) = rows.split_at(n / 3);
-    let parts = [SufficientStats::compute(&d.subset(first).data()).unwrap(), SufficientStats::compute(&d.subset(second).data()).unwrap()];
+    let parts = [
+        SufficientStats::compute(&d.subset(first).data()).unwrap(),
+        SufficientStats::compute(&d.subset(second).data()).unwrap(),
+    ];
     let merged = merge_statistics(&parts).unwrap();
     let got = fit_full_randomness_with(&merged, &[3], false, &thread_pool(2).unwrap(), &mut || true).unwrap();
     assert_close(&got.components.raw, &whole.components.raw, "merged");
@@ -232,7 +263,12 @@ fn nesting_and_three_terms_are_refused() {
     let users: Vec<usize> = (0..60).map(|i| i / 6).collect();
     let items: Vec<usize> = (0..60).map(|i| i / 2).collect();
     let y: Vec<f64> = (0..60).map(|i| ((i * 37) % 17) as f64 / 3.0).collect();
-    let d = Design::new(y.clone(), vec![("(Intercept)".into(), vec![1.0; 60])], Some(0), vec![Factor::new("user", &users, 10, 1), Factor::new("item", &items, 30, 1)]);
+    let d = Design::new(
+        y.clone(),
+        vec![("(Intercept)".into(), vec![1.0; 60])],
+        Some(0),
+        vec![Factor::new("user", &users, 10, 1), Factor::new("item", &items, 30, 1)],
+    );
     let stats = SufficientStats::compute(&d.data()).unwrap();
     let err = fit_full_randomness_with(&stats, &[], false, &thread_pool(1).unwrap(), &mut || true).unwrap_err();
     assert!(matches!(&err, FitError::InvalidInput(m) if m.contains("nested") && m.contains("(1 | item)")), "{err}");
@@ -258,7 +294,9 @@ fn shared_columns_mean_is_that_of_eq_27() {
     for k in 0..fa.n_levels {
         for m in 0..fa.n_levels {
             if k != m {
-                t += (0..fb.n_levels).map(|j| cell.get(&(k, j)).unwrap_or(&0.0) * cell.get(&(m, j)).unwrap_or(&0.0)).sum::<f64>();
+                t += (0..fb.n_levels)
+                    .map(|j| cell.get(&(k, j)).unwrap_or(&0.0) * cell.get(&(m, j)).unwrap_or(&0.0))
+                    .sum::<f64>();
             }
         }
     }

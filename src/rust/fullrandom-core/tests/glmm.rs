@@ -57,8 +57,16 @@ impl Rows {
 fn simulate(family: GlmFamily, n: usize, levels: &[usize], b: &[f64], s2: &[f64], trials: u64, seed: u64) -> Rows {
     let mut rng = StdRng::seed_from_u64(seed);
     let std = Normal::new(0.0, 1.0).unwrap();
-    let u: Vec<Vec<f64>> = levels.iter().zip(s2).map(|(&m, v)| (0..m).map(|_| v.sqrt() * std.sample(&mut rng)).collect()).collect();
-    let mut rows = Rows { y: vec![], trials: vec![], offset: vec![], x: vec![], codes: vec![vec![]; levels.len()], n_levels: levels.to_vec() };
+    let u: Vec<Vec<f64>> =
+        levels.iter().zip(s2).map(|(&m, v)| (0..m).map(|_| v.sqrt() * std.sample(&mut rng)).collect()).collect();
+    let mut rows = Rows {
+        y: vec![],
+        trials: vec![],
+        offset: vec![],
+        x: vec![],
+        codes: vec![vec![]; levels.len()],
+        n_levels: levels.to_vec(),
+    };
     for i in 0..n {
         let x: f64 = std.sample(&mut rng);
         let off = if family.is_poisson_log() { 0.3 * ((i % 3) as f64) } else { 0.0 };
@@ -176,10 +184,18 @@ fn monte_carlo_expectations(rows: &Rows, fam: &GlmFamily, b: &[f64], s2: &[f64],
     let mut sum = vec![0.0; k_terms];
     let mut sum2 = vec![0.0; k_terms];
     for _ in 0..draws {
-        let u: Vec<Vec<f64>> = rows.n_levels.iter().zip(s2).map(|(&m, v)| (0..m).map(|_| v.sqrt() * std.sample(&mut rng)).collect()).collect();
+        let u: Vec<Vec<f64>> = rows
+            .n_levels
+            .iter()
+            .zip(s2)
+            .map(|(&m, v)| (0..m).map(|_| v.sqrt() * std.sample(&mut rng)).collect())
+            .collect();
         let mu: Vec<f64> = (0..rows.n())
             .map(|i| {
-                let eta = b[0] + b[1] * rows.x[i] + rows.offset[i] + (0..k_terms).map(|k| u[k][rows.codes[k][i] as usize]).sum::<f64>();
+                let eta = b[0]
+                    + b[1] * rows.x[i]
+                    + rows.offset[i]
+                    + (0..k_terms).map(|k| u[k][rows.codes[k][i] as usize]).sum::<f64>();
                 rows.trials[i] * fam.linkinv(eta)
             })
             .collect();
@@ -296,7 +312,12 @@ fn estimates_recover_the_truth() {
         assert!((fit.coef[1] - 0.5).abs() < 0.05, "{:?}: slope {}", fam.distribution, fit.coef[1]);
         assert!((fit.coef[0] + 0.5).abs() < 0.2, "{:?}: intercept {}", fam.distribution, fit.coef[0]);
         for k in 0..2 {
-            assert!((fit.variances[k].sqrt() / s2[k].sqrt() - 1.0).abs() < 0.15, "{:?} trials {trials}: sd {k} {}", fam.distribution, fit.variances[k].sqrt());
+            assert!(
+                (fit.variances[k].sqrt() / s2[k].sqrt() - 1.0).abs() < 0.15,
+                "{:?} trials {trials}: sd {k} {}",
+                fam.distribution,
+                fit.variances[k].sqrt()
+            );
         }
         assert!(fit.vcov[(1, 1)] > 0.0 && fit.vcov[(1, 1)].sqrt() < 0.05);
     }
@@ -357,7 +378,11 @@ fn fixed_effects_solve_the_quasi_score() {
             for j in 0..2 {
                 let u: f64 = (0..n).map(|i| xs(i, j) * z[i]).sum();
                 let scale: f64 = (0..n).map(|i| (xs(i, j) * z[i]).abs()).sum();
-                assert!(u.abs() < 1e-6 * scale, "{:?} {fixed:?}: equation {j} is {u:e} (scale {scale:e})", fam.distribution);
+                assert!(
+                    u.abs() < 1e-6 * scale,
+                    "{:?} {fixed:?}: equation {j} is {u:e} (scale {scale:e})",
+                    fam.distribution
+                );
             }
             assert_eq!(fit.vcov_model.is_some(), fixed == FixedWeights::Working);
         }

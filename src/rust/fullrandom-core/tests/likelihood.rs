@@ -82,12 +82,19 @@ fn reml_and_ml_are_the_dense_optima_and_likelihoods() {
             let theta = &fit.fit.components.estimate;
             let dense = dense_likelihood(&d, theta, criterion);
             let got = fit.log_likelihood.clone().unwrap();
-            assert!((got - dense.log_likelihood).abs() < 1e-8 * dense.log_likelihood.abs(), "seed {seed} {criterion:?}: logLik {got} vs dense {}", dense.log_likelihood);
+            assert!(
+                (got - dense.log_likelihood).abs() < 1e-8 * dense.log_likelihood.abs(),
+                "seed {seed} {criterion:?}: logLik {got} vs dense {}",
+                dense.log_likelihood
+            );
             // The score vanishes at interior components and points outward at zero ones.
             let scale: f64 = dense.score.iter().map(|s| s.abs()).fold(0.0, f64::max).max(1.0);
             for (j, s) in dense.score.iter().enumerate() {
                 if theta[j] > 0.0 {
-                    assert!(s.abs() < 1e-5 * scale * d.n() as f64, "seed {seed} {criterion:?}: score[{j}] = {s} at {theta:?}");
+                    assert!(
+                        s.abs() < 1e-5 * scale * d.n() as f64,
+                        "seed {seed} {criterion:?}: score[{j}] = {s} at {theta:?}"
+                    );
                 } else {
                     assert!(*s <= 1e-6 * d.n() as f64, "seed {seed} {criterion:?}: positive score {s} at zero");
                 }

@@ -8,9 +8,7 @@
 mod common;
 
 use common::*;
-use fullrandom_core::{
-    fit, ols_from_stats, solve_mixed_model, thread_pool, SufficientStats, VarianceComponents,
-};
+use fullrandom_core::{fit, ols_from_stats, solve_mixed_model, thread_pool, SufficientStats, VarianceComponents};
 
 struct DenseMixed {
     coef: Vec<f64>,
@@ -46,7 +44,8 @@ fn dense_mixed(d: &Design, theta: &[f64]) -> DenseMixed {
     let coef = vcov.mul(&x.t().mul(&v_inv).mul(&y)).v;
     let resid = y.sub(&x.mul(&Dense::column_vector(&coef)));
     let v_inv_resid = v_inv.mul(&resid);
-    let ranef = zs.iter().enumerate().map(|(k, z)| z.t().mul(&v_inv_resid).v.iter().map(|u| theta[k] * u).collect()).collect();
+    let ranef =
+        zs.iter().enumerate().map(|(k, z)| z.t().mul(&v_inv_resid).v.iter().map(|u| theta[k] * u).collect()).collect();
     DenseMixed { coef, vcov, ranef }
 }
 
@@ -98,7 +97,11 @@ fn with_no_active_term_gls_is_ols() {
     let d = crossed_nested_design(3, true);
     let stats = SufficientStats::compute(&d.data()).unwrap();
     let ols = ols_from_stats(&stats).unwrap();
-    let components = VarianceComponents { raw: vec![0.0, 0.0, 0.0, 2.0], estimate: vec![0.0, 0.0, 0.0, 2.0], at_boundary: vec![true; 3] };
+    let components = VarianceComponents {
+        raw: vec![0.0, 0.0, 0.0, 2.0],
+        estimate: vec![0.0, 0.0, 0.0, 2.0],
+        at_boundary: vec![true; 3],
+    };
     let got = solve_mixed_model(&stats, &ols, &components, &thread_pool(1).unwrap(), &mut || true).unwrap();
     assert!(worst_rel(&got.coef, &ols.coef, 1e-9) < 1e-10);
     assert_eq!(got.iterations, 0);
@@ -109,7 +112,10 @@ fn large_crossed_solution_is_accurate_and_thread_free() {
     let d = crossed_design(11, 60_000, 2_000, 700);
     let fits: Vec<_> = [1usize, 2, 3].iter().map(|&t| fit(&d.data(), t).unwrap().mixed).collect();
     assert!(fits[0].relative_residual < 1e-10, "residual {}", fits[0].relative_residual);
-    eprintln!("60k rows, 2000 x 700 levels: {} iterations, residual {:e}", fits[0].iterations, fits[0].relative_residual);
+    eprintln!(
+        "60k rows, 2000 x 700 levels: {} iterations, residual {:e}",
+        fits[0].iterations, fits[0].relative_residual
+    );
     for f in &fits[1..] {
         assert_eq!(f.coef, fits[0].coef);
         assert_eq!(f.ranef, fits[0].ranef);
@@ -122,7 +128,8 @@ fn interrupt_stops_the_solver() {
     let d = crossed_design(5, 5_000, 300, 100);
     let stats = SufficientStats::compute(&d.data()).unwrap();
     let ols = ols_from_stats(&stats).unwrap();
-    let components = VarianceComponents { raw: vec![1.0, 0.6, 1.4], estimate: vec![1.0, 0.6, 1.4], at_boundary: vec![false; 2] };
+    let components =
+        VarianceComponents { raw: vec![1.0, 0.6, 1.4], estimate: vec![1.0, 0.6, 1.4], at_boundary: vec![false; 2] };
     let mut asked = 0;
     let result = solve_mixed_model(&stats, &ols, &components, &thread_pool(1).unwrap(), &mut || {
         asked += 1;
@@ -144,9 +151,11 @@ fn loose_solves_give_fixed_effects_of_second_order_accuracy() {
         let stats = SufficientStats::compute(&d.data()).unwrap();
         let ols = ols_from_stats(&stats).unwrap();
         let theta = fit(&d.data(), 1).unwrap().components.estimate;
-        let components = VarianceComponents { raw: theta.clone(), estimate: theta.clone(), at_boundary: vec![false; 3] };
+        let components =
+            VarianceComponents { raw: theta.clone(), estimate: theta.clone(), at_boundary: vec![false; 3] };
         let loose = Accuracy { cg: 1e-3, mme: 1.0 };
-        let got = solve_mixed_model_to(&stats, None, &ols, &components, loose, &thread_pool(1).unwrap(), &mut || true).unwrap();
+        let got = solve_mixed_model_to(&stats, None, &ols, &components, loose, &thread_pool(1).unwrap(), &mut || true)
+            .unwrap();
         let want = dense_mixed(&d, &theta);
         let coef_err = worst_rel(&got.coef, &want.coef, 1e-6);
         let ranef_err = got.ranef.iter().zip(&want.ranef).map(|(g, w)| worst_rel(g, w, 1e-6)).fold(0.0, f64::max);

@@ -4,7 +4,7 @@
 //! on how the rows were split into chunks.
 
 use fullrandom_core::npmle::{
-    bin_levels, npmle, posterior_means, predictive_quantiles, pnorm, LevelSums, NpmleOptions,
+    bin_levels, npmle, pnorm, posterior_means, predictive_quantiles, LevelSums, NpmleOptions,
 };
 use fullrandom_core::run_with_threads;
 use rand::rngs::StdRng;
@@ -20,7 +20,8 @@ fn bimodal(n_levels: usize, seed: u64) -> (Vec<i32>, Vec<f64>, Vec<f64>) {
     let mut values = Vec::new();
     let mut alpha = Vec::new();
     for g in 0..n_levels {
-        let a = if rng.random::<f64>() < 0.8 { -0.5 + 0.3 * z.sample(&mut rng) } else { 2.0 + 0.5 * z.sample(&mut rng) };
+        let a =
+            if rng.random::<f64>() < 0.8 { -0.5 + 0.3 * z.sample(&mut rng) } else { 2.0 + 0.5 * z.sample(&mut rng) };
         alpha.push(a);
         let n = (pois.sample(&mut rng) as usize).max(1);
         for _ in 0..n {
@@ -109,8 +110,7 @@ fn predictive_quantiles_of_a_point_mass_are_normal() {
         n_bins: 1,
         n_levels: 1,
     };
-    let q = predictive_quantiles(&g, &[f64::NAN, 3.0], &[1.0, 1.0], &[1.0, 0.0], &[4.0, 1.0], &[0.05, 0.95])
-        .unwrap();
+    let q = predictive_quantiles(&g, &[f64::NAN, 3.0], &[1.0, 1.0], &[1.0, 0.0], &[4.0, 1.0], &[0.05, 0.95]).unwrap();
     // 1 + 0.5 +/- 2 * 1.6448536
     assert!((q[0] - (1.5 - 2.0 * 1.6448536269514722)).abs() < 1e-6, "{q:?}");
     assert!((q[1] - (1.5 + 2.0 * 1.6448536269514722)).abs() < 1e-6);
@@ -138,7 +138,9 @@ fn posterior_means_on_an_equal_grid_match_their_definition() {
     let m = 300;
     let grid: Vec<f64> = (0..m).map(|j| -3.0 + 9.0 * j as f64 / (m - 1) as f64).collect();
     let mut rng = StdRng::seed_from_u64(7);
-    let mut w: Vec<f64> = (0..m).map(|j| if (j < 60 || j > 250) && rng.random::<f64>() < 0.5 { rng.random::<f64>() } else { 0.0 }).collect();
+    let mut w: Vec<f64> = (0..m)
+        .map(|j| if !(60..=250).contains(&j) && rng.random::<f64>() < 0.5 { rng.random::<f64>() } else { 0.0 })
+        .collect();
     let s: f64 = w.iter().sum();
     w.iter_mut().for_each(|x| *x /= s);
     let g = fullrandom_core::npmle::Npmle {
@@ -160,7 +162,14 @@ fn posterior_means_on_an_equal_grid_match_their_definition() {
     let walked = posterior_means(&g, &d, &v).unwrap();
     for i in 0..d.len() {
         let exact = direct_posterior_mean(&grid, &w, d[i], v[i]);
-        assert!((walked[i] - exact).abs() <= 1e-9 * (1.0 + exact.abs()), "d {} v {}: {} vs {}", d[i], v[i], walked[i], exact);
+        assert!(
+            (walked[i] - exact).abs() <= 1e-9 * (1.0 + exact.abs()),
+            "d {} v {}: {} vs {}",
+            d[i],
+            v[i],
+            walked[i],
+            exact
+        );
     }
     let mut uneven = g.clone();
     uneven.grid[100] += 1e-3;
@@ -188,9 +197,12 @@ fn predictive_quantiles_solve_the_mixture_distribution_function() {
     let q = predictive_quantiles(&g, &dq, &vq, &center, &noise, &probs).unwrap();
     for i in 0..dq.len() {
         // the posterior weights by their definition
-        let e: Vec<f64> = g.grid.iter().map(|a| if dq[i].is_nan() { 0.0 } else { -(dq[i] - a).powi(2) / (2.0 * vq[i]) }).collect();
-        let top = e.iter().zip(&g.weights).filter(|(_, w)| **w > 0.0).map(|(e, _)| *e).fold(f64::NEG_INFINITY, f64::max);
-        let post: Vec<f64> = e.iter().zip(&g.weights).map(|(x, w)| if *w > 0.0 { w * (x - top).exp() } else { 0.0 }).collect();
+        let e: Vec<f64> =
+            g.grid.iter().map(|a| if dq[i].is_nan() { 0.0 } else { -(dq[i] - a).powi(2) / (2.0 * vq[i]) }).collect();
+        let top =
+            e.iter().zip(&g.weights).filter(|(_, w)| **w > 0.0).map(|(e, _)| *e).fold(f64::NEG_INFINITY, f64::max);
+        let post: Vec<f64> =
+            e.iter().zip(&g.weights).map(|(x, w)| if *w > 0.0 { w * (x - top).exp() } else { 0.0 }).collect();
         let tot: f64 = post.iter().sum();
         let cdf = |y: f64| -> f64 {
             post.iter().zip(&g.grid).map(|(w, a)| w / tot * pnorm((y - center[i] - a) / noise[i].sqrt())).sum()

@@ -92,12 +92,18 @@ fn close(a: f64, b: f64, floor: f64, tol: f64) -> bool {
 /// The moment equations agree entry by entry, relative to the largest entry of each side.
 fn assert_same_equations(a: &MomentEquations, b: &MomentEquations, tol: f64) -> Result<(), TestCaseError> {
     let dim = b.q.len();
-    let lhs_scale = (0..dim).flat_map(|i| (0..dim).map(move |j| (i, j))).fold(0.0f64, |m, (i, j)| m.max(b.lhs[(i, j)].abs()));
+    let lhs_scale =
+        (0..dim).flat_map(|i| (0..dim).map(move |j| (i, j))).fold(0.0f64, |m, (i, j)| m.max(b.lhs[(i, j)].abs()));
     let q_scale = b.q.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     for i in 0..dim {
         prop_assert!(close(a.q[i], b.q[i], q_scale, tol), "q[{i}]: {} vs {}", a.q[i], b.q[i]);
         for j in 0..dim {
-            prop_assert!(close(a.lhs[(i, j)], b.lhs[(i, j)], lhs_scale, tol), "lhs[{i},{j}]: {} vs {}", a.lhs[(i, j)], b.lhs[(i, j)]);
+            prop_assert!(
+                close(a.lhs[(i, j)], b.lhs[(i, j)], lhs_scale, tol),
+                "lhs[{i},{j}]: {} vs {}",
+                a.lhs[(i, j)],
+                b.lhs[(i, j)]
+            );
         }
     }
     Ok(())

@@ -4,7 +4,8 @@
 
 use fullrandom_core::data::FixedColumn;
 use fullrandom_core::slopes::{
-    fit_slope_statistics, fit_slopes, inverse_cholesky, parameter_map, slope_equations, solve_dense, SlopeData, SlopeStats, SlopeTerm,
+    fit_slope_statistics, fit_slopes, inverse_cholesky, parameter_map, slope_equations, solve_dense, SlopeData,
+    SlopeStats, SlopeTerm,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -143,7 +144,13 @@ fn dense_equations(d: &Design) -> (Vec<f64>, Vec<f64>) {
     let params = parameter_map(&qs);
     let sym = |q: usize, a: usize, b: usize, half: bool| -> Dense {
         let mut s = zeros(q, q);
-        let w = if a == b { 1.0 } else if half { 0.5 } else { 1.0 };
+        let w = if a == b {
+            1.0
+        } else if half {
+            0.5
+        } else {
+            1.0
+        };
         s[a][b] += w;
         if a != b {
             s[b][a] += w;
@@ -340,7 +347,8 @@ fn intercept_only_terms_give_the_existing_moment_estimates() {
     let a: Vec<i32> = (0..n).map(|_| 1 + rng.random_range(0..20)).collect();
     let b: Vec<i32> = (0..n).map(|_| 1 + rng.random_range(0..9)).collect();
     let x: Vec<f64> = (0..n).map(|_| rng.random_range(0.0..1.0)).collect();
-    let y: Vec<f64> = (0..n).map(|i| x[i] + (a[i] % 5) as f64 + (b[i] % 3) as f64 + rng.random_range(-1.0..1.0)).collect();
+    let y: Vec<f64> =
+        (0..n).map(|i| x[i] + (a[i] % 5) as f64 + (b[i] % 3) as f64 + rng.random_range(-1.0..1.0)).collect();
     let md = ModelData {
         y: &y,
         x: vec![FixedColumn::Ones, FixedColumn::Values(&x)],
@@ -422,7 +430,9 @@ fn statistics_and_fit_do_not_depend_on_the_number_of_threads() {
     let g: Vec<usize> = (0..n).map(|_| rng.random_range(0..5000)).collect();
     let h: Vec<usize> = (0..n).map(|_| rng.random_range(0..300)).collect();
     let x: Vec<f64> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
-    let y: Vec<f64> = (0..n).map(|i| x[i] + (g[i] % 7) as f64 * 0.1 * (1.0 + x[i]) + (h[i] % 5) as f64 * 0.2 + rng.random_range(-1.0..1.0)).collect();
+    let y: Vec<f64> = (0..n)
+        .map(|i| x[i] + (g[i] % 7) as f64 * 0.1 * (1.0 + x[i]) + (h[i] % 5) as f64 * 0.2 + rng.random_range(-1.0..1.0))
+        .collect();
     let d = Design::new(
         y,
         vec![None, Some(x.clone())],

@@ -120,10 +120,8 @@ fn merged_chunk_statistics_give_the_whole_fit() {
     let mut worst_stats = 0.0f64;
     let mut worst_fit = 0.0f64;
     let mut chunk_lacked_a_level = false;
-    let designs: Vec<Design> = (0..4u64)
-        .map(|s| crossed_nested_design(500 + s, true))
-        .chain([crossed_design(8, 400, 20, 9)])
-        .collect();
+    let designs: Vec<Design> =
+        (0..4u64).map(|s| crossed_nested_design(500 + s, true)).chain([crossed_design(8, 400, 20, 9)]).collect();
     for (case, d) in designs.iter().enumerate() {
         let whole_data = d.data();
         let shift = Shift::pilot(&whole_data);
@@ -244,7 +242,11 @@ fn thread_count_does_not_change_a_bit() {
         assert_eq!(bits(&f.components.raw), bits(&fits[0].components.raw), "{what}: raw");
         assert_eq!(bits(&f.components.estimate), bits(&fits[0].components.estimate), "{what}: estimate");
         assert_eq!(bits(&f.equations.q), bits(&fits[0].equations.q), "{what}: q");
-        assert_eq!(bits(&lhs_rows(&f.equations.lhs).concat()), bits(&lhs_rows(&fits[0].equations.lhs).concat()), "{what}: lhs");
+        assert_eq!(
+            bits(&lhs_rows(&f.equations.lhs).concat()),
+            bits(&lhs_rows(&fits[0].equations.lhs).concat()),
+            "{what}: lhs"
+        );
         assert_eq!(bits(&f.ols.coef), bits(&fits[0].ols.coef), "{what}: coef");
         assert_eq!(f.ols.rss.to_bits(), fits[0].ols.rss.to_bits(), "{what}: rss");
     }
@@ -276,8 +278,11 @@ fn code_offsets_do_not_matter() {
 /// Estimates with every component compared relative to itself, or to a thousandth of
 /// the largest when near zero.
 fn components_change(got: &MomentFit, want: &MomentFit) -> f64 {
-    worst_rel(&got.components.raw, &want.components.raw, 1e-3)
-        .max(worst_rel(&got.components.estimate, &want.components.estimate, 1e-3))
+    worst_rel(&got.components.raw, &want.components.raw, 1e-3).max(worst_rel(
+        &got.components.estimate,
+        &want.components.estimate,
+        1e-3,
+    ))
 }
 
 fn slope_change(got: &MomentFit, want: &MomentFit, intercept: Option<usize>) -> f64 {
@@ -328,7 +333,10 @@ fn location_shifts_leave_the_estimates_unchanged() {
 
         // Any shift gives the same fit as the pilot one (the shift is a reparametrisation).
         let data = d.data();
-        let shift = Shift { y: -37.5, x: (0..d.p).map(|j| if Some(j) == d.intercept { 0.0 } else { 2.25 * j as f64 - 4.0 }).collect() };
+        let shift = Shift {
+            y: -37.5,
+            x: (0..d.p).map(|j| if Some(j) == d.intercept { 0.0 } else { 2.25 * j as f64 - 4.0 }).collect(),
+        };
         let f = fit_from_stats(&SufficientStats::compute_with_shift(&data, shift).unwrap(), 1).unwrap();
         let e = components_change(&f, &base);
         assert!(e < 1e-8, "design {case}: another shift changes the components by {e:.2e}");
@@ -377,7 +385,10 @@ fn reshifted_statistics_equal_a_pass_about_the_new_shift() {
     let d = crossed_nested_design(77, true);
     let data = d.data();
     let a = Shift::pilot(&data);
-    let b = Shift { y: a.y + 3.25, x: a.x.iter().enumerate().map(|(j, v)| if Some(j) == d.intercept { 0.0 } else { v - 1.5 }).collect() };
+    let b = Shift {
+        y: a.y + 3.25,
+        x: a.x.iter().enumerate().map(|(j, v)| if Some(j) == d.intercept { 0.0 } else { v - 1.5 }).collect(),
+    };
     let about_a = SufficientStats::compute_with_shift(&data, a).unwrap();
     let about_b = SufficientStats::compute_with_shift(&data, b.clone()).unwrap();
     let moved = about_a.reshifted(&b).unwrap();

@@ -3,6 +3,9 @@
 //! result into an R list. No R object is touched from a worker thread: the core only
 //! sees slices, and R objects are built after the parallel work has returned.
 
+// Each exported function takes its R function's arguments, one for one.
+#![allow(clippy::too_many_arguments)]
+
 use extendr_api::prelude::*;
 use extendr_api::AsTypedSlice;
 use extendr_api::Result;
@@ -87,8 +90,9 @@ pub(crate) fn element(list: &List, name: &str) -> Option<Robj> {
 /// `codes`, `n_levels`, `labels`; see fr_moment_fit()), as a [`ModelData`] (checked
 /// lengths, no copies of the data).
 fn model_data(model: &List) -> Result<ModelData<'static>> {
-    let field =
-        |name: &str| -> Result<Robj> { element(model, name).ok_or_else(|| Error::Other(format!("the model lacks '{name}'"))) };
+    let field = |name: &str| -> Result<Robj> {
+        element(model, name).ok_or_else(|| Error::Other(format!("the model lacks '{name}'")))
+    };
     // The slices borrow the vectors of the caller's list, which R keeps alive for the
     // whole call (the same unbounded borrow extendr's as_integer_slice gives).
     let y: &'static [f64] = AsTypedSlice::as_typed_slice(&field("y")?)
@@ -446,11 +450,10 @@ fn fr_merged_fit(
     let mut values = if components.is_null() {
         fit_statistics(&merged, method, &size_columns, threads)?.0
     } else {
-        let estimate = components
-            .as_real_slice()
-            .ok_or_else(|| Error::Other("the components must be a double vector".into()))?;
-        let (ols, mixed) = fullrandom_core::fit_at_components(&merged, estimate, threads, &mut no_user_interrupt)
-            .map_err(r_error)?;
+        let estimate =
+            components.as_real_slice().ok_or_else(|| Error::Other("the components must be a double vector".into()))?;
+        let (ols, mixed) =
+            fullrandom_core::fit_at_components(&merged, estimate, threads, &mut no_user_interrupt).map_err(r_error)?;
         vec![
             ("coef", ols.coef.clone().into()),
             ("kept", ols.kept.iter().map(|&j| j as i32 + 1).collect::<Vec<i32>>().into()),
@@ -470,9 +473,12 @@ fn fr_merged_fit(
 /// (exact below 2^53).
 fn statistics_to_r(stats: &SufficientStats) -> List {
     let as_f64 = |v: &[u64]| v.iter().map(|&c| c as f64).collect::<Vec<f64>>();
-    let levels = List::from_values(stats.levels.iter().map(|l| {
-        Robj::from(list!(counts = as_f64(&l.counts), sum_y = l.sum_y.clone(), sum_x = l.sum_x.clone()))
-    }));
+    let levels = List::from_values(
+        stats
+            .levels
+            .iter()
+            .map(|l| Robj::from(list!(counts = as_f64(&l.counts), sum_y = l.sum_y.clone(), sum_x = l.sum_x.clone()))),
+    );
     let cells = List::from_values(stats.cells.iter().map(|c| {
         Robj::from(list!(
             row_starts = c.row_starts.iter().map(|&v| v as f64).collect::<Vec<f64>>(),
@@ -524,9 +530,7 @@ fn statistics_from_r(x: &Robj) -> std::result::Result<SufficientStats, String> {
         Ok(get(name)?.as_list().ok_or_else(|| format!("'{name}' must be a list"))?.values().collect())
     };
     let field = |l: &Robj, name: &str| -> std::result::Result<Robj, String> {
-        l.as_list()
-            .and_then(|l| element(&l, name))
-            .ok_or_else(|| format!("a level or cell table lacks '{name}'"))
+        l.as_list().and_then(|l| element(&l, name)).ok_or_else(|| format!("a level or cell table lacks '{name}'"))
     };
     let levels = sublists("levels")?
         .iter()
@@ -545,7 +549,10 @@ fn statistics_from_r(x: &Robj) -> std::result::Result<SufficientStats, String> {
             let cols = cols.as_integer_slice().ok_or("'cols' must be an integer vector")?;
             let cell_counts = counts(reals(&field(c, "counts")?, "counts")?)?;
             Ok(fullrandom_core::grouping::CellCounts {
-                row_starts: counts(reals(&field(c, "row_starts")?, "row_starts")?)?.into_iter().map(|v| v as usize).collect(),
+                row_starts: counts(reals(&field(c, "row_starts")?, "row_starts")?)?
+                    .into_iter()
+                    .map(|v| v as usize)
+                    .collect(),
                 cols: cols.iter().map(|&m| m as u32).collect(),
                 counts: cell_counts.into_iter().map(|v| v as u32).collect(),
                 n_cols: reals(&field(c, "n_cols")?, "n_cols")?.first().copied().unwrap_or(0.0) as usize,
@@ -623,7 +630,7 @@ fn fr_bootstrap_fit(
     let data = model_data(&model)?;
     let threads = threads.max(1) as usize;
     let estimator = estimator_of(method, &size_columns)?;
-    if !(seed >= 0.0 && seed < 9007199254740992.0 && seed.fract() == 0.0) {
+    if !((0.0..9007199254740992.0).contains(&seed) && seed.fract() == 0.0) {
         return Err(Error::Other("the bootstrap seed must be a whole number in [0, 2^53)".into()));
     }
     let pool = fullrandom_core::thread_pool(threads).map_err(r_error)?;
@@ -698,7 +705,14 @@ fn fr_bootstrap_fit(
 ///   `probes` and `max_relative_error`.
 /// @noRd
 #[extendr]
-fn fr_inverse_diagonal(model: List, lambda: Vec<f64>, method: &str, probes: i32, seed: f64, threads: i32) -> Result<List> {
+fn fr_inverse_diagonal(
+    model: List,
+    lambda: Vec<f64>,
+    method: &str,
+    probes: i32,
+    seed: f64,
+    threads: i32,
+) -> Result<List> {
     use fullrandom_core::condvar::{inverse_diagonal, DiagonalMethod};
     let data = model_data(&model)?;
     let method = match method {
@@ -710,7 +724,8 @@ fn fr_inverse_diagonal(model: List, lambda: Vec<f64>, method: &str, probes: i32,
     if lambda.len() != data.factors.len() {
         return Err(Error::Other("one variance ratio per random term is needed".into()));
     }
-    let lambda: Vec<Option<f64>> = lambda.iter().map(|&l| if l.is_finite() && l > 0.0 { Some(l) } else { None }).collect();
+    let lambda: Vec<Option<f64>> =
+        lambda.iter().map(|&l| if l.is_finite() && l > 0.0 { Some(l) } else { None }).collect();
     let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
     let stats = pool.install(|| fullrandom_core::SufficientStats::compute(&data)).map_err(r_error)?;
     let out = inverse_diagonal(&stats, &lambda, method, &pool, &mut no_user_interrupt).map_err(r_error)?;
@@ -920,10 +935,15 @@ fn fr_glmm_fit(
         if x.is_null() {
             return Ok(None);
         }
-        let v: &'static [f64] = AsTypedSlice::as_typed_slice(x).ok_or_else(|| Error::Other(format!("the {what} must be a double vector")))?;
+        let v: &'static [f64] = AsTypedSlice::as_typed_slice(x)
+            .ok_or_else(|| Error::Other(format!("the {what} must be a double vector")))?;
         Ok(Some(v))
     };
-    let chunk = fullrandom_core::glmm::GlmmChunk { data, trials: optional(&trials, "trials")?, offset: optional(&offset, "offsets")? };
+    let chunk = fullrandom_core::glmm::GlmmChunk {
+        data,
+        trials: optional(&trials, "trials")?,
+        offset: optional(&offset, "offsets")?,
+    };
     let options = fullrandom_core::glmm::GlmmOptions {
         weights: if information_weights {
             fullrandom_core::glmm::LevelWeights::Information
@@ -938,8 +958,9 @@ fn fr_glmm_fit(
         ..Default::default()
     };
     let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
-    let fit = fullrandom_core::glmm::fit_glmm(std::slice::from_ref(&chunk), family, &options, &pool, &mut no_user_interrupt)
-        .map_err(r_error)?;
+    let fit =
+        fullrandom_core::glmm::fit_glmm(std::slice::from_ref(&chunk), family, &options, &pool, &mut no_user_interrupt)
+            .map_err(r_error)?;
     let statistic: Vec<String> = fit
         .statistic
         .iter()

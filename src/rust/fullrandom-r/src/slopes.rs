@@ -68,7 +68,9 @@ fn statistics_from_r(x: &Robj) -> Result<SlopeStats> {
     let bad = |what: &str| Error::Other(format!("slope statistics: {what}"));
     let list = x.as_list().ok_or_else(|| bad("not a list"))?;
     let get = |l: &List, name: &str| element(l, name).ok_or_else(|| bad(&format!("'{name}' missing")));
-    let doubles = |r: Robj, name: &str| -> Result<Vec<f64>> { r.as_real_vector().ok_or_else(|| bad(&format!("'{name}' not double"))) };
+    let doubles = |r: Robj, name: &str| -> Result<Vec<f64>> {
+        r.as_real_vector().ok_or_else(|| bad(&format!("'{name}' not double")))
+    };
     let index = |r: Robj, name: &str| -> Result<Vec<u32>> {
         let v = r.as_integer_slice().ok_or_else(|| bad(&format!("'{name}' not integer")))?;
         v.iter().map(|&g| u32::try_from(g).map_err(|_| bad(&format!("'{name}' negative")))).collect()
@@ -116,7 +118,8 @@ fn statistics_from_r(x: &Robj) -> Result<SlopeStats> {
 fn fit_values(fit: &SlopeFit, p: usize) -> List {
     let params = &fit.equations.params;
     // By columns, as R stores a matrix.
-    let vcov: Vec<f64> = (0..p).flat_map(|j| (0..p).map(move |i| (i, j))).map(|(i, j)| fit.mixed.vcov[i * p + j]).collect();
+    let vcov: Vec<f64> =
+        (0..p).flat_map(|j| (0..p).map(move |i| (i, j))).map(|(i, j)| fit.mixed.vcov[i * p + j]).collect();
     let ranef = List::from_values(fit.mixed.ranef.iter().map(|r| Robj::from(r.clone())));
     list!(
         term = params.iter().map(|pm| pm.term.map_or(-1, |k| k as i32)).collect::<Vec<i32>>(),

@@ -25,12 +25,7 @@ pub struct Factor {
 impl Factor {
     /// A factor from 0-based levels, stored with `offset` added to each code.
     pub fn new(name: &str, levels: &[usize], n_levels: usize, offset: i32) -> Factor {
-        Factor {
-            name: name.to_string(),
-            codes: levels.iter().map(|&g| g as i32 + offset).collect(),
-            offset,
-            n_levels,
-        }
+        Factor { name: name.to_string(), codes: levels.iter().map(|&g| g as i32 + offset).collect(), offset, n_levels }
     }
 
     pub fn level(&self, i: usize) -> usize {
@@ -51,7 +46,12 @@ pub struct Design {
 }
 
 impl Design {
-    pub fn new(y: Vec<f64>, columns: Vec<(String, Vec<f64>)>, intercept: Option<usize>, factors: Vec<Factor>) -> Design {
+    pub fn new(
+        y: Vec<f64>,
+        columns: Vec<(String, Vec<f64>)>,
+        intercept: Option<usize>,
+        factors: Vec<Factor>,
+    ) -> Design {
         let n = y.len();
         let p = columns.len();
         let mut x = Vec::with_capacity(n * p);
@@ -98,9 +98,8 @@ impl Design {
 
     /// The design restricted to `rows` (in that order); factors keep their level counts.
     pub fn subset(&self, rows: &[usize]) -> Design {
-        let columns = (0..self.p)
-            .map(|j| (self.x_names[j].clone(), rows.iter().map(|&i| self.x_at(i, j)).collect()))
-            .collect();
+        let columns =
+            (0..self.p).map(|j| (self.x_names[j].clone(), rows.iter().map(|&i| self.x_at(i, j)).collect())).collect();
         let factors = self
             .factors
             .iter()
@@ -116,10 +115,8 @@ impl Design {
     }
 
     pub fn without_column(&self, j: usize) -> Design {
-        let columns = (0..self.p)
-            .filter(|&c| c != j)
-            .map(|c| (self.x_names[c].clone(), self.column(c).to_vec()))
-            .collect();
+        let columns =
+            (0..self.p).filter(|&c| c != j).map(|c| (self.x_names[c].clone(), self.column(c).to_vec())).collect();
         let intercept = self.intercept.and_then(|i| match i.cmp(&j) {
             std::cmp::Ordering::Less => Some(i),
             std::cmp::Ordering::Equal => None,
