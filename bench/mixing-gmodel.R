@@ -7,21 +7,7 @@ source("bench/results.R")
 started <- Sys.time()
 args <- commandArgs(trailingOnly = TRUE)
 reps_small <- if (length(args)) as.integer(args[[1]]) else 50L
-draw_alpha <- function(G, law) {
-  a <- switch(law,
-    normal = rnorm(G),
-    gamma = rgamma(G, 2) / sqrt(2),
-    bimodal = ifelse(runif(G) < 0.8, rnorm(G, -0.5, 0.3), rnorm(G, 2, 0.5)),
-    t3 = rt(G, 3) / sqrt(3),
-    spike = ifelse(runif(G) < 0.6, 0, rnorm(G, 1, 1)))
-  a - mean(a)
-}
-draw_sizes <- function(G, sizes) {
-  switch(sizes,
-    poisson = pmax(rpois(G, 4), 1),
-    balanced = rep(4, G),
-    zipf = sample.int(500, G, replace = TRUE, prob = seq_len(500)^-2))
-}
+source("bench/mixing-designs.R")
 oracle_means <- function(center, d, v) {
   grid <- seq(min(center), max(center), length.out = 1000)
   w <- tabulate(findInterval(center, grid, all.inside = TRUE), 1000)

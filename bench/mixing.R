@@ -11,22 +11,7 @@ args <- commandArgs(trailingOnly = TRUE)
 reps_small <- if (length(args)) as.integer(args[[1]]) else 100L
 cores <- 2L
 
-draw_alpha <- function(G, law) {
-  a <- switch(law,
-    normal = rnorm(G),
-    gamma = rgamma(G, 2) / sqrt(2),
-    bimodal = ifelse(runif(G) < 0.8, rnorm(G, -0.5, 0.3), rnorm(G, 2, 0.5)),
-    t3 = rt(G, 3) / sqrt(3),
-    spike = ifelse(runif(G) < 0.6, 0, rnorm(G, 1, 1)))
-  a - mean(a)
-}
-draw_sizes <- function(G, sizes) {
-  switch(sizes,
-    poisson = pmax(rpois(G, 4), 1),
-    balanced = rep(4, G),
-    # Zipf: P(n = k) proportional to k^-2 on 1..500 (mean about 4, a long tail)
-    zipf = sample.int(500, G, replace = TRUE, prob = seq_len(500)^-2))
-}
+source("bench/mixing-designs.R")
 w1 <- function(x, wx, y) {  # Wasserstein-1 between a discrete law and a sample
   pts <- sort(unique(c(x, y)))
   Fx <- stats::approx(x = sort(x), y = cumsum(wx[order(x)]), xout = pts, method = "constant",

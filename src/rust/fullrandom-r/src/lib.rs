@@ -797,7 +797,12 @@ fn fr_npmle(
     let g = fullrandom_core::run_with_threads(threads.max(1) as usize, || fullrandom_core::npmle::npmle(d, v, &opts))
         .and_then(|r| r)
         .map_err(r_error)?;
-    Ok(list!(
+    Ok(distribution_values(g))
+}
+
+/// An estimated distribution of the effects (NPMLE or g-model) as an R list.
+fn distribution_values(g: fullrandom_core::npmle::Npmle) -> List {
+    list!(
         grid = g.grid,
         weights = g.weights,
         loglik = g.loglik,
@@ -806,7 +811,7 @@ fn fr_npmle(
         max_gradient = g.max_gradient,
         n_bins = g.n_bins as f64,
         n_levels = g.n_levels as f64
-    ))
+    )
 }
 
 /// Efron's log-spline g-model of the distribution of the effects on `grid` with the
@@ -839,16 +844,7 @@ fn fr_gmodel(
     })
     .and_then(|r| r)
     .map_err(r_error)?;
-    Ok(list!(
-        grid = g.grid,
-        weights = g.weights,
-        loglik = g.loglik,
-        iterations = g.iterations as i32,
-        converged = g.converged,
-        max_gradient = g.max_gradient,
-        n_bins = g.n_bins as f64,
-        n_levels = g.n_levels as f64
-    ))
+    Ok(distribution_values(g))
 }
 
 fn npmle_of(grid: &[f64], weights: &[f64]) -> Result<fullrandom_core::npmle::Npmle> {
