@@ -133,14 +133,15 @@ rows_by_chunk <- function(chunk_of, chunks) {
 
 # The rows `rows` of the model's vectors, in the form the core reads.
 chunk_vectors <- function(md, rows) {
-  columns <- md$fixed$columns
-  columns <- if (is.matrix(columns)) {
-    columns[rows, , drop = FALSE]
-  } else {
-    lapply(columns, function(v) if (is.null(v)) NULL else v[rows])
-  }
-  list(y = md$y[rows], columns = columns, intercept = md$fixed$intercept,
+  list(y = md$y[rows], columns = chunk_columns(md$fixed$columns, rows), intercept = md$fixed$intercept,
        codes = lapply(md$flist, function(f) .subset(f, rows)))  # no copy of the whole factor
+}
+
+# The rows `rows` of the fixed-effect columns (a matrix, or a list with NULL for the
+# intercept).
+chunk_columns <- function(columns, rows) {
+  if (is.matrix(columns)) return(columns[rows, , drop = FALSE])
+  lapply(columns, function(v) if (is.null(v)) NULL else v[rows])
 }
 
 chunk_vectors_worker <- function(piece, spec) {

@@ -164,13 +164,7 @@ fit_slope_chunks <- function(md, terms, parsed, chunking, threads) {
 
 # The rows `rows` of the response, the fixed columns and the terms' codes and columns.
 slope_chunk_vectors <- function(md, terms, rows) {
-  columns <- md$fixed$columns
-  columns <- if (is.matrix(columns)) {
-    columns[rows, , drop = FALSE]
-  } else {
-    lapply(columns, function(v) if (is.null(v)) NULL else v[rows])
-  }
-  list(y = md$y[rows], columns = columns, terms = lapply(terms, function(term) {
+  list(y = md$y[rows], columns = chunk_columns(md$fixed$columns, rows), terms = lapply(terms, function(term) {
     term$codes <- term$codes[rows]
     term$z <- lapply(term$z, function(v) if (is.null(v)) NULL else v[rows])
     term

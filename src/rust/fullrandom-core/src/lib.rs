@@ -67,6 +67,8 @@ pub use likelihood::{Criterion, LikelihoodFit};
 pub use mixed::{fitted_and_residuals, solve_mixed_model, solve_mixed_model_to, Accuracy, MixedModelSolution};
 pub use moments::{fit_variance_components, MomentEquations, VarianceComponents};
 pub use ols::{ols_from_stats, OlsFit};
+/// The pool [`thread_pool`] returns, for callers without a rayon dependency of their own.
+pub use rayon::ThreadPool;
 pub use stats::{merge_statistics, Shift, SufficientStats};
 
 /// Everything the moment fit produces, in the original (unshifted) parametrisation.

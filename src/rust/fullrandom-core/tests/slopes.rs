@@ -250,15 +250,19 @@ fn crossed_design(seed: u64, n: usize) -> Design {
     )
 }
 
+/// The closed-form equations of `d` against a dense evaluation of their definitions.
+fn equations_match_the_dense_definitions(d: &Design) {
+    let stats = SlopeStats::compute(&d.data()).unwrap();
+    let eq = slope_equations(&stats).unwrap();
+    let (lhs, qv) = dense_equations(d);
+    close(&eq.lhs, &lhs, 1e-9, "lhs");
+    close(&eq.q, &qv, 1e-9, "q");
+}
+
 #[test]
 fn closed_form_traces_equal_the_dense_definitions() {
     for (seed, n) in [(1u64, 40usize), (2, 57), (3, 33)] {
-        let d = crossed_design(seed, n);
-        let stats = SlopeStats::compute(&d.data()).unwrap();
-        let eq = slope_equations(&stats).unwrap();
-        let (lhs, qv) = dense_equations(&d);
-        close(&eq.lhs, &lhs, 1e-9, "lhs");
-        close(&eq.q, &qv, 1e-9, "q");
+        equations_match_the_dense_definitions(&crossed_design(seed, n));
     }
 }
 
@@ -279,11 +283,7 @@ fn two_slope_covariates_nested_terms_match_the_dense_definitions() {
             OwnedTerm { levels: outer, n_levels: 3, z: vec![None, Some(x)] },
         ],
     );
-    let stats = SlopeStats::compute(&d.data()).unwrap();
-    let eq = slope_equations(&stats).unwrap();
-    let (lhs, qv) = dense_equations(&d);
-    close(&eq.lhs, &lhs, 1e-9, "lhs");
-    close(&eq.q, &qv, 1e-9, "q");
+    equations_match_the_dense_definitions(&d);
 }
 
 #[test]

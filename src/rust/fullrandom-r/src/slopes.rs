@@ -40,6 +40,21 @@ fn slope_data(y: &Robj, x: Robj, x_names: &[String], terms: &List) -> Result<Slo
     Ok(SlopeData { y, x, terms: slope_terms })
 }
 
+/// The statistics of the rows R passes (see fr_slope_fit()), computed on a pool of
+/// `threads` workers, which is returned for the fit.
+fn statistics_of(
+    y: &Robj,
+    x: Robj,
+    x_names: &[String],
+    terms: &List,
+    threads: i32,
+) -> Result<(SlopeStats, fullrandom_core::ThreadPool)> {
+    let data = slope_data(y, x, x_names, terms)?;
+    let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
+    let stats = pool.install(|| SlopeStats::compute(&data)).map_err(r_error)?;
+    Ok((stats, pool))
+}
+
 fn statistics_to_r(stats: &SlopeStats) -> List {
     let terms = List::from_values(stats.terms.iter().map(|t| {
         list!(q = t.q as i32, n_levels = t.n_levels as i32, zz = t.zz.clone(), zx = t.zx.clone(), zy = t.zy.clone())
@@ -152,9 +167,7 @@ fn fit_values(fit: &SlopeFit, p: usize) -> List {
 /// @noRd
 #[extendr]
 fn fr_slope_fit(y: Robj, x: Robj, x_names: Vec<String>, terms: List, threads: i32) -> Result<List> {
-    let data = slope_data(&y, x, &x_names, &terms)?;
-    let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
-    let stats = pool.install(|| SlopeStats::compute(&data)).map_err(r_error)?;
+    let (stats, pool) = statistics_of(&y, x, &x_names, &terms, threads)?;
     let fit = fit_slope_statistics(&stats, &pool, &mut no_user_interrupt).map_err(r_error)?;
     Ok(fit_values(&fit, x_names.len()))
 }
@@ -164,9 +177,7 @@ fn fr_slope_fit(y: Robj, x: Robj, x_names: Vec<String>, terms: List, threads: i3
 /// @noRd
 #[extendr]
 fn fr_slope_statistics(y: Robj, x: Robj, x_names: Vec<String>, terms: List, threads: i32) -> Result<List> {
-    let data = slope_data(&y, x, &x_names, &terms)?;
-    let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
-    let stats = pool.install(|| SlopeStats::compute(&data)).map_err(r_error)?;
+    let (stats, _) = statistics_of(&y, x, &x_names, &terms, threads)?;
     Ok(statistics_to_r(&stats))
 }
 
