@@ -339,6 +339,10 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
   frame_call <- call[c(1L, match(c("data", "subset", "na.action"), names(call), 0L))]
   frame_call[[1L]] <- quote(stats::model.frame)
   if (glmm) {
+    if (has_slope_terms(parsed)) {
+      stop("random slopes are fitted for gaussian models only; a binomial or Poisson model ",
+           "takes random intercepts (1 | g)", call. = FALSE)
+    }
     if (method != "moments" || !is.null(chunks) || !is.null(chunk_by) || backend == "future") {
       stop("generalized linear mixed models are fitted by method = \"moments\" on a whole data ",
            "frame (no chunks or future backend yet)", call. = FALSE)

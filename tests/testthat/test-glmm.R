@@ -72,6 +72,8 @@ test_that("Poisson takes offsets in the formula or as an argument", {
 test_that("bad input is an error that says what is wrong", {
   d <- sim_binomial(n_id = 20, per = 4)
   d$bad <- d$prop * 2
+  # A slope term would otherwise be fitted as its intercept alone.
+  expect_error(fr_fit(cbind(s, n - s) ~ x + (x | id), d, family = binomial), "random slopes are fitted for gaussian")
   expect_error(fr_fit(bad ~ x + (1 | id), d, family = binomial, weights = n), "outside \\[0, 1\\]")
   d$z <- 0
   expect_error(fr_fit(cbind(z, n) ~ x + (1 | id), d, family = binomial), "all 0")
