@@ -98,6 +98,11 @@ fr_distribution <- function(fit, term = NULL, grid_size = 300L, data = NULL, tol
                             df = 3:12, ...) {
   refuse_unknown_arguments("fr_distribution()", ..., help = "fr_distribution")
   if (!inherits(fit, "fr_fit")) stop("`fit` must be an fr_fit object", call. = FALSE)
+  if (inherits(fit, "fr_glmm")) {
+    stop("fr_distribution() deconvolves the level means of a linear mixed model; for a ",
+         "binomial or Poisson fit it is not available (its levels' data are not a mean plus ",
+         "normal noise)", call. = FALSE)
+  }
   method <- match.arg(method)
   if (!(is.numeric(df) && length(df) >= 1L && all(df == round(df)) && all(df >= 1))) {
     stop("`df` must be whole numbers of at least 1 (the g-model's spline degrees of freedom)", call. = FALSE)

@@ -142,6 +142,14 @@ fr_npmle_posterior_means <- function(grid, weights, d, v, threads) .Call(wrap__f
 #' @noRd
 fr_npmle_quantiles <- function(grid, weights, d, v, center, noise, probs, threads) .Call(wrap__fr_npmle_quantiles, grid, weights, d, v, center, noise, probs, threads)
 
+#' Number of threads the Rust pool would use by default on this machine.
+#' @noRd
+fr_available_threads <- function() .Call(wrap__fr_available_threads)
+
+#' Panics on purpose, to test that a Rust panic reaches R as an error (internal).
+#' @noRd
+fr_test_panic <- function(message) .Call(wrap__fr_test_panic, message)
+
 #' Fits a binomial or Poisson GLMM by the method of moments (internal; use fr_fit() with
 #' `family`). Checks for user interrupts between Newton iterations.
 #'
@@ -162,13 +170,17 @@ fr_npmle_quantiles <- function(grid, weights, d, v, center, noise, probs, thread
 #' @noRd
 fr_glmm_fit <- function(model, family, link, trials, offset, information_weights, working_covariance, threads) .Call(wrap__fr_glmm_fit, model, family, link, trials, offset, information_weights, working_covariance, threads)
 
-#' Number of threads the Rust pool would use by default on this machine.
+#' The conditional variances of the modes of a GLMM fit, `diag((Z'WZ + G^-1)^-1)` with
+#' the Fisher weights at the modes (internal; ranef(fit, condVar = TRUE)).
+#'
+#' @param model,family,link,trials,offset as for fr_glmm_fit().
+#' @param coef,variances the fit's fixed effects and variances.
+#' @param modes list per term of the modes.
+#' @param threads number of worker threads.
+#' @return a list: `diagonal` and `std_error` (lists per term), `exact`, `probes`,
+#'   `max_relative_error`.
 #' @noRd
-fr_available_threads <- function() .Call(wrap__fr_available_threads)
-
-#' Panics on purpose, to test that a Rust panic reaches R as an error (internal).
-#' @noRd
-fr_test_panic <- function(message) .Call(wrap__fr_test_panic, message)
+fr_glmm_condvar <- function(model, family, link, trials, offset, coef, variances, modes, threads) .Call(wrap__fr_glmm_condvar, model, family, link, trials, offset, coef, variances, modes, threads)
 
 #' Fits a model with random-slope terms by the unbiased moment equations of
 #' `fullrandom_core::slopes`, then Henderson's equations (internal; fr_fit()).

@@ -96,10 +96,7 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
                    term_label(k)), call. = FALSE)
     }
   }
-  model <- list(y = response$y, x = X[, kept, drop = FALSE], x_names = colnames(X)[kept],
-                intercept = match("(Intercept)", colnames(X)[kept], nomatch = 0L) - 1L,
-                codes = lapply(flist, function(f) as.integer(unclass(f))),
-                n_levels = vapply(flist, nlevels, 1L), labels = names(flist))
+  model <- glmm_core_model(response$y, X[, kept, drop = FALSE], flist)
   # The information-weighted second step (Jiang and Zhang) is experimental: on VerbAgg it
   # sends the item variance to 0 and on grouseticks it does not converge, so the simple
   # weights 1 / max(n_g - 1, 1) are the default.
@@ -162,6 +159,32 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
   ))
   fit$residuals <- name_by_rows(fit$y - mu, frame)
   structure(fit, class = c("fr_glmm", "fr_fit"))
+}
+
+# The model as the core takes it: successes (or counts), the kept fixed-effect columns and
+# the grouping codes.
+glmm_core_model <- function(y, X, flist) {
+  list(y = y, x = X, x_names = colnames(X),
+       intercept = match("(Intercept)", colnames(X), nomatch = 0L) - 1L,
+       codes = lapply(flist, function(f) as.integer(unclass(f))),
+       n_levels = vapply(flist, nlevels, 1L), labels = names(flist))
+}
+
+# diag((Z'WZ + G^-1)^-1) per term at the modes of a GLMM fit (ranef(condVar = TRUE)),
+# with how it was computed, as conditional_variances() returns it for linear fits.
+glmm_conditional_variances <- function(fit) {
+  X <- stats::model.matrix(fit$terms, fit$frame, contrasts.arg = fit$contrasts)[, fit$kept, drop = FALSE]
+  storage.mode(X) <- "double"
+  trials <- if (fit$family$family == "binomial") as.double(fit$prior.weights)
+  y <- as.double(if (is.null(trials)) fit$y else fit$y * trials)
+  model <- glmm_core_model(y, X, fit$flist)
+  terms <- names(fit$flist)
+  out <- fr_glmm_condvar(model, fit$family$family, fit$family$link, trials, fit$offset,
+                         unname(fit$coefficients), unname(as.double(fit$theta[terms])),
+                         lapply(fit$ranef_values[terms], function(u) as.double(unname(u))),
+                         as.integer(if (is.null(fit$threads)) 1L else fit$threads))
+  list(variance = stats::setNames(out$diagonal, terms), std_error = stats::setNames(out$std_error, terms),
+       exact = out$exact, probes = out$probes, max_relative_error = out$max_relative_error)
 }
 
 # Successes (or counts) and trials from the response as glm's families take it.
@@ -287,6 +310,22 @@ as.data.frame.VarCorr.fr_glmm <- function(x, row.names = NULL, optional = FALSE,
 fitted.fr_glmm <- function(object, ...) {
   refuse_unknown_arguments("fitted()", ..., help = "predict.fr_fit")
   stats::naresid(object$na.action, object$fitted.values)
+}
+
+#' @importFrom stats weights
+#' @export
+weights.fr_glmm <- function(object, type = c("prior", "working"), ...) {
+  refuse_unknown_arguments("weights()", ..., help = "predict.fr_fit")
+  type <- match.arg(type)
+  # As glm: the trials of every row ("prior"), or the IRLS weights at the fitted
+  # conditional means ("working").
+  w <- if (type == "prior") {
+    object$prior.weights
+  } else {
+    eta <- object$linear.predictors
+    object$prior.weights * object$family$mu.eta(eta)^2 / object$family$variance(object$family$linkinv(eta))
+  }
+  stats::naresid(object$na.action, stats::setNames(as.double(w), names(object$linear.predictors)))
 }
 
 #' @export

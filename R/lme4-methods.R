@@ -78,7 +78,16 @@ logLik.fr_fit <- function(object, ...) {
   refuse_unknown_arguments("logLik()", ..., help = "likelihood.fr_fit")
   # A fit by a likelihood-based method would carry its log-likelihood.
   if (!is.null(object$loglik)) return(object$loglik)
-  stop(no_likelihood_message("logLik() (and so AIC() and BIC())", likelihood_hint), call. = FALSE)
+  stop(no_likelihood_message("logLik() (and so AIC() and BIC())", likelihood_hint_of(object)), call. = FALSE)
+}
+
+# What to use instead: a linear fit can be refitted by REML; a GLMM has only the moments.
+likelihood_hint_of <- function(object) {
+  if (inherits(object, "fr_glmm")) {
+    return(paste("use confint() for Wald intervals and Wald tests of the fixed effects from",
+                 "summary() or vcov() (binomial and Poisson fits have no likelihood-based method)"))
+  }
+  likelihood_hint
 }
 
 likelihood_hint <- paste(
@@ -99,7 +108,7 @@ deviance.fr_fit <- function(object, ...) {
     ), call. = FALSE)
   }
   if (!is.null(object$loglik)) return(-2 * as.numeric(object$loglik))
-  stop(no_likelihood_message("deviance()", likelihood_hint), call. = FALSE)
+  stop(no_likelihood_message("deviance()", likelihood_hint_of(object)), call. = FALSE)
 }
 
 #' @rdname likelihood.fr_fit

@@ -27,7 +27,11 @@
 #' probes solved by conjugate gradients; its standard errors are in the attribute
 #' `"condVar"` of the result (`exact`, `probes`, `max_relative_error`, the largest
 #' standard error of a conditional variance relative to the value). Terms estimated at
-#' zero have conditional variance 0. `lattice::dotplot()` then draws the caterpillar plot
+#' zero have conditional variance 0. For a binomial or Poisson fit (`family =`) the
+#' values are the conditional modes and their variances those glmer reports, the
+#' diagonal of `(Z'WZ + G^-1)^-1` with `W` the Fisher weights at the modes and
+#' `G = diag(s2_k)`: exact by conjugate-gradient solves for the unit vectors up to
+#' 4000 levels in all, the same stochastic estimate beyond. `lattice::dotplot()` then draws the caterpillar plot
 #' with each level's interval ([dotplot.ranef.fr_fit]); the result also carries lme4's
 #' class `"ranef.mer"` after its own. The fit's data are needed (not kept by fits from
 #' files or lists of data frames).
@@ -65,7 +69,7 @@ ranef.fr_fit <- function(object, condVar = FALSE, type = c("blup", "npmle"), ...
     data.frame("(Intercept)" = unname(u), row.names = names(u), check.names = FALSE)
   })
   if (condVar) {
-    cv <- conditional_variances(object)
+    cv <- if (inherits(object, "fr_glmm")) glmm_conditional_variances(object) else conditional_variances(object)
     for (k in names(out)) {
       attr(out[[k]], "postVar") <- array(cv$variance[[k]], c(1L, 1L, nrow(out[[k]])))
     }

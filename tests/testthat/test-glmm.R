@@ -206,3 +206,50 @@ test_that("standard errors in a crossed design follow the sampling spread", {
     expect_lt(ratio, 1.6)
   }
 })
+
+test_that("ranef(condVar = TRUE) gives glmer's conditional variances at glmer's estimates", {
+  skip_if_not_installed("lme4")
+  fit <- fr_fit(cbind(incidence, size - incidence) ~ period + (1 | herd), lme4::cbpp, family = binomial)
+  ref <- lme4::glmer(cbind(incidence, size - incidence) ~ period + (1 | herd), lme4::cbpp, family = binomial)
+  ref_ranef <- lme4::ranef(ref, condVar = TRUE)
+  at_ref <- fit
+  at_ref$coefficients[] <- lme4::fixef(ref)
+  at_ref$theta[] <- unlist(lme4::VarCorr(ref))
+  at_ref$ranef_values$herd[] <- ref_ranef$herd[, 1]
+  cv <- fullrandom:::glmm_conditional_variances(at_ref)
+  expect_true(cv$exact)
+  expect_lt(max(abs(cv$variance$herd / attr(ref_ranef$herd, "postVar")[1, 1, ] - 1)), 1e-3)
+  # At fr_fit's own estimates: the attribute lme4 uses, and condsd in the tidy frame.
+  re <- ranef(fit, condVar = TRUE)
+  post <- attr(re$herd, "postVar")
+  expect_equal(dim(post), c(1L, 1L, 15L))
+  expect_true(all(post > 0 & post < fit$theta[["herd"]]))
+  expect_equal(as.data.frame(re)$condsd, sqrt(post[1, 1, ]))
+})
+
+test_that("the crossed conditional variances match a dense inverse", {
+  set.seed(6)
+  d <- expand.grid(user = factor(1:12), item = factor(1:8))
+  d <- d[sample(nrow(d), 70), ]
+  d$y <- rpois(nrow(d), exp(0.5 + rnorm(12, 0, 0.8)[d$user] + rnorm(8, 0, 0.6)[d$item]))
+  fit <- fr_fit(y ~ 1 + (1 | user) + (1 | item), d, family = poisson)
+  expect_true(all(fit$theta > 0))
+  Z <- cbind(stats::model.matrix(~ 0 + user, d), stats::model.matrix(~ 0 + item, d))
+  eta <- fit$linear.predictors
+  C <- crossprod(Z * exp(eta), Z) + diag(rep(1 / fit$theta, c(12, 8)))
+  dense <- unname(diag(solve(C)))
+  re <- ranef(fit, condVar = TRUE)
+  expect_equal(c(attr(re$user, "postVar")), dense[1:12], tolerance = 1e-8)
+  expect_equal(c(attr(re$item, "postVar")), dense[13:20], tolerance = 1e-8)
+})
+
+test_that("GLMM fits refuse what needs a linear model, with a sentence", {
+  fit <- fr_fit(cbind(incidence, size - incidence) ~ period + (1 | herd), lme4::cbpp, family = binomial)
+  expect_error(fr_distribution(fit, "herd"), "linear mixed model")
+  expect_error(ranef(fit, type = "npmle"), "linear mixed model")
+  expect_error(logLik(fit), "binomial and Poisson fits have no likelihood-based method")
+  expect_equal(unname(weights(fit)), lme4::cbpp$size)
+  w <- weights(fit, type = "working")
+  mu <- fitted(fit)
+  expect_equal(unname(w), lme4::cbpp$size * unname(mu * (1 - mu)))
+})

@@ -111,6 +111,47 @@ pub fn inverse_diagonal(
     Ok(InverseDiagonal { diagonal, std_error, exact: errors.is_none(), probes, max_relative_error })
 }
 
+/// `diag(C^-1)` of an assembled matrix `C` over the levels of its terms (a GLMM's
+/// `Z'WZ + L` at the conditional modes, whose weights the sufficient statistics of
+/// [`inverse_diagonal`] do not carry): exact, by solving for the unit vectors in batches,
+/// when it has at most [`DENSE_LIMIT`] unknowns; by [`DEFAULT_PROBES`] probes otherwise.
+/// Levels of terms that `C` leaves out get 0.
+pub fn matrix_inverse_diagonal(
+    c: &RandomEffectsMatrix<'_>,
+    n_levels: &[usize],
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<InverseDiagonal, FitError> {
+    let m = c.size();
+    let (values, errors, probes) = if m <= DENSE_LIMIT {
+        let mut values = vec![0.0; m];
+        for start in (0..m).step_by(BATCH) {
+            let r = BATCH.min(m - start);
+            let mut unit = vec![0.0; m * r];
+            (0..r).for_each(|t| unit[(start + t) * r + t] = 1.0);
+            let solution = c.solve(&unit, r, 1e-12, pool, keep_going)?;
+            (0..r).for_each(|t| values[start + t] = solution.x[(start + t) * r + t]);
+        }
+        (values, None, 0)
+    } else {
+        let (v, e) = stochastic(c, DEFAULT_PROBES, 0x5eed, pool, keep_going)?;
+        (v, Some(e), DEFAULT_PROBES)
+    };
+    let mut diagonal: Vec<Vec<f64>> = n_levels.iter().map(|&n| vec![0.0; n]).collect();
+    let mut std_error = diagonal.clone();
+    let mut max_relative_error: f64 = 0.0;
+    for (factor, range) in c.term_ranges() {
+        diagonal[factor].copy_from_slice(&values[range.clone()]);
+        if let Some(e) = &errors {
+            std_error[factor].copy_from_slice(&e[range.clone()]);
+            for (s, v) in e[range.clone()].iter().zip(&values[range]) {
+                max_relative_error = max_relative_error.max(s / v.abs());
+            }
+        }
+    }
+    Ok(InverseDiagonal { diagonal, std_error, exact: errors.is_none(), probes, max_relative_error })
+}
+
 /// Multiply-adds the automatic method allows the exact one (a minute or so).
 const EXACT_COST_LIMIT: f64 = 2e10;
 

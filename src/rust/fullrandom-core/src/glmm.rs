@@ -83,6 +83,7 @@
 //! meat. The sandwich alone is noisy with few levels (1.3-1.8 times glmer's standard
 //! errors on cbpp's 15 herds).
 
+use crate::condvar::InverseDiagonal;
 use crate::data::ModelData;
 use crate::dense::solve;
 use crate::error::FitError;
@@ -1500,6 +1501,57 @@ fn sandwich(
         Mat::from_fn(p, p, |a, c| cov[(base + a, base + c)])
     });
     Ok((vcov, vcov_model, vcov_variances))
+}
+
+/// The conditional variances of the modes `u` at `(b, s2)`, `diag((Z'WZ + G^-1)^-1)` with
+/// `W` the Fisher weights at the modes (the curvature of the penalized likelihood that
+/// [`conditional_modes`] maximises; lme4's `condVar` for glmer). Terms at zero get 0.
+pub fn conditional_variances(
+    chunks: &[GlmmChunk<'_>],
+    family: GlmFamily,
+    b: &[f64],
+    s2: &[f64],
+    modes: &[Vec<f64>],
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<InverseDiagonal, FitError> {
+    let layout = pool.install(|| Layout::new(chunks, family, pool))?;
+    let k_terms = layout.k_terms();
+    if s2.len() != k_terms || modes.len() != k_terms || b.len() != layout.p {
+        return Err(FitError::InvalidInput("the estimates do not match the model's terms or columns".into()));
+    }
+    if (0..k_terms).any(|k| s2[k] > 0.0 && modes[k].len() != layout.n_levels[k]) {
+        return Err(FitError::InvalidInput("the modes do not match the levels of their terms".into()));
+    }
+    let active: Vec<usize> = (0..k_terms).filter(|&k| s2[k] > 0.0).collect();
+    if active.is_empty() {
+        return Ok(InverseDiagonal {
+            diagonal: layout.n_levels.iter().map(|&n| vec![0.0; n]).collect(),
+            std_error: layout.n_levels.iter().map(|&n| vec![0.0; n]).collect(),
+            exact: true,
+            probes: 0,
+            max_relative_error: 0.0,
+        });
+    }
+    let eta0 = pool.install(|| layout.linear_predictor(b));
+    let family = &layout.family;
+    let row_w: Vec<Vec<f64>> = layout
+        .chunks
+        .iter()
+        .enumerate()
+        .map(|(c, chunk)| {
+            (0..chunk.n_obs())
+                .map(|i| {
+                    let e = eta0[c][i] + active.iter().map(|&k| modes[k][chunk.data.factors[k].level(i)]).sum::<f64>();
+                    let d = family.mu_eta(e);
+                    chunk.trials(i) * d * d / family.variance(family.linkinv(e)).max(1e-300)
+                })
+                .collect()
+        })
+        .collect();
+    let penalty: Vec<f64> = s2.iter().map(|&v| if v > 0.0 { 1.0 / v } else { 0.0 }).collect();
+    let matrix = layout.weighted_matrix(&active, &penalty, &row_w);
+    crate::condvar::matrix_inverse_diagonal(&matrix, &layout.n_levels, pool, keep_going)
 }
 
 /// Conditional modes of the random effects at `(b, s2)` by penalized IRLS (Fisher

@@ -13,10 +13,11 @@ use extendr_ffi::SEXPTYPE;
 use fullrandom_core::bootstrap::Estimator;
 use fullrandom_core::{FactorCodes, FixedColumn, MixedModelSolution, ModelData, SufficientStats};
 
+mod glmm;
 mod slopes;
 
 /// The entries of a matrix in R's (column-major) order.
-fn column_major(m: &faer::Mat<f64>) -> Vec<f64> {
+pub(crate) fn column_major(m: &faer::Mat<f64>) -> Vec<f64> {
     (0..m.ncols()).flat_map(|j| (0..m.nrows()).map(move |i| m[(i, j)])).collect()
 }
 
@@ -89,7 +90,7 @@ pub(crate) fn element(list: &List, name: &str) -> Option<Robj> {
 /// Borrows the model as R passes it, a named list (`y`, `x`, `x_names`, `intercept`,
 /// `codes`, `n_levels`, `labels`; see fr_moment_fit()), as a [`ModelData`] (checked
 /// lengths, no copies of the data).
-fn model_data(model: &List) -> Result<ModelData<'static>> {
+pub(crate) fn model_data(model: &List) -> Result<ModelData<'static>> {
     let field = |name: &str| -> Result<Robj> {
         element(model, name).ok_or_else(|| Error::Other(format!("the model lacks '{name}'")))
     };
@@ -896,93 +897,6 @@ fn fr_npmle_quantiles(
     .map_err(r_error)
 }
 
-/// Fits a binomial or Poisson GLMM by the method of moments (internal; use fr_fit() with
-/// `family`). Checks for user interrupts between Newton iterations.
-///
-/// @param model the model as for fr_moment_fit() (`y` the successes or counts).
-/// @param family,link the family's and link's names, as in R's family objects.
-/// @param trials NULL (one trial a row) or the binomial trials of every row (double).
-/// @param offset NULL or the offsets on the linear-predictor scale (double).
-/// @param information_weights whether to take the information-weighted second step.
-/// @param working_covariance whether the fixed effects solve the quasi-score with the
-///   working covariance (`FALSE`: the independence first-moment equations).
-/// @param threads number of worker threads.
-/// @return a list: `coef`, `variances`, `at_boundary`, `vcov` (p x p, by column),
-///   `vcov_model` (the model-based covariance, NULL with the independence equations),
-///   `vcov_variances` (K x K), `ranef` (list per term), `first_coef`, `first_variances`,
-///   `statistic` ("pairs" or "within-row" per term), `second_step` (whether the
-///   information-weighted step converged), `iterations`, `working_iterations`,
-///   `pirls_iterations`.
-/// @noRd
-#[extendr]
-fn fr_glmm_fit(
-    model: List,
-    family: &str,
-    link: &str,
-    trials: Robj,
-    offset: Robj,
-    information_weights: bool,
-    working_covariance: bool,
-    threads: i32,
-) -> Result<List> {
-    let data = model_data(&model)?;
-    let family = fullrandom_core::family::GlmFamily::from_names(family, link).map_err(r_error)?;
-    let optional = |x: &Robj, what: &str| -> Result<Option<&'static [f64]>> {
-        if x.is_null() {
-            return Ok(None);
-        }
-        let v: &'static [f64] = AsTypedSlice::as_typed_slice(x)
-            .ok_or_else(|| Error::Other(format!("the {what} must be a double vector")))?;
-        Ok(Some(v))
-    };
-    let chunk = fullrandom_core::glmm::GlmmChunk {
-        data,
-        trials: optional(&trials, "trials")?,
-        offset: optional(&offset, "offsets")?,
-    };
-    let options = fullrandom_core::glmm::GlmmOptions {
-        weights: if information_weights {
-            fullrandom_core::glmm::LevelWeights::Information
-        } else {
-            fullrandom_core::glmm::LevelWeights::Simple
-        },
-        fixed: if working_covariance {
-            fullrandom_core::glmm::FixedWeights::Working
-        } else {
-            fullrandom_core::glmm::FixedWeights::Independence
-        },
-        ..Default::default()
-    };
-    let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
-    let fit =
-        fullrandom_core::glmm::fit_glmm(std::slice::from_ref(&chunk), family, &options, &pool, &mut no_user_interrupt)
-            .map_err(r_error)?;
-    let statistic: Vec<String> = fit
-        .statistic
-        .iter()
-        .map(|s| match s {
-            fullrandom_core::glmm::Statistic::Pairs => "pairs".to_string(),
-            fullrandom_core::glmm::Statistic::WithinRow => "within-row".to_string(),
-        })
-        .collect();
-    Ok(list!(
-        coef = fit.coef,
-        variances = fit.variances,
-        at_boundary = fit.at_boundary,
-        vcov = column_major(&fit.vcov),
-        vcov_model = fit.vcov_model.as_ref().map_or(Robj::from(()), |m| Robj::from(column_major(m))),
-        vcov_variances = column_major(&fit.vcov_variances),
-        ranef = List::from_values(fit.ranef.iter().map(|u| Robj::from(u.as_slice()))),
-        first_coef = fit.first_coef,
-        first_variances = fit.first_variances,
-        statistic = statistic,
-        second_step = fit.second_step,
-        iterations = fit.iterations as i32,
-        working_iterations = fit.working_iterations as i32,
-        pirls_iterations = fit.pirls_iterations as i32
-    ))
-}
-
 /// Number of threads the Rust pool would use by default on this machine.
 /// @noRd
 #[extendr]
@@ -1011,8 +925,8 @@ extendr_module! {
     fn fr_gmodel;
     fn fr_npmle_posterior_means;
     fn fr_npmle_quantiles;
-    fn fr_glmm_fit;
     fn fr_available_threads;
     fn fr_test_panic;
+    use glmm;
     use slopes;
 }

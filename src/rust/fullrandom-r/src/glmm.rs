@@ -1,0 +1,163 @@
+//! Generalized linear mixed models (`fullrandom_core::glmm`): the fit and the
+//! conditional variances of its modes.
+
+use crate::{column_major, model_data, no_user_interrupt, r_error};
+use extendr_api::prelude::*;
+use extendr_api::AsTypedSlice;
+use extendr_api::Result;
+use fullrandom_core::family::GlmFamily;
+use fullrandom_core::glmm::GlmmChunk;
+
+/// The rows as the core takes them, with the family: `trials` and `offset` NULL or
+/// double vectors (R keeps them alive for the whole call).
+fn glmm_chunk(
+    model: &List,
+    family: &str,
+    link: &str,
+    trials: &Robj,
+    offset: &Robj,
+) -> Result<(GlmmChunk<'static>, GlmFamily)> {
+    let data = model_data(model)?;
+    let family = GlmFamily::from_names(family, link).map_err(r_error)?;
+    let optional = |x: &Robj, what: &str| -> Result<Option<&'static [f64]>> {
+        if x.is_null() {
+            return Ok(None);
+        }
+        let v: &'static [f64] = AsTypedSlice::as_typed_slice(x)
+            .ok_or_else(|| Error::Other(format!("the {what} must be a double vector")))?;
+        Ok(Some(v))
+    };
+    let chunk = GlmmChunk { data, trials: optional(trials, "trials")?, offset: optional(offset, "offsets")? };
+    Ok((chunk, family))
+}
+
+/// Fits a binomial or Poisson GLMM by the method of moments (internal; use fr_fit() with
+/// `family`). Checks for user interrupts between Newton iterations.
+///
+/// @param model the model as for fr_moment_fit() (`y` the successes or counts).
+/// @param family,link the family's and link's names, as in R's family objects.
+/// @param trials NULL (one trial a row) or the binomial trials of every row (double).
+/// @param offset NULL or the offsets on the linear-predictor scale (double).
+/// @param information_weights whether to take the information-weighted second step.
+/// @param working_covariance whether the fixed effects solve the quasi-score with the
+///   working covariance (`FALSE`: the independence first-moment equations).
+/// @param threads number of worker threads.
+/// @return a list: `coef`, `variances`, `at_boundary`, `vcov` (p x p, by column),
+///   `vcov_model` (the model-based covariance, NULL with the independence equations),
+///   `vcov_variances` (K x K), `ranef` (list per term), `first_coef`, `first_variances`,
+///   `statistic` ("pairs" or "within-row" per term), `second_step` (whether the
+///   information-weighted step converged), `iterations`, `working_iterations`,
+///   `pirls_iterations`.
+/// @noRd
+#[extendr]
+fn fr_glmm_fit(
+    model: List,
+    family: &str,
+    link: &str,
+    trials: Robj,
+    offset: Robj,
+    information_weights: bool,
+    working_covariance: bool,
+    threads: i32,
+) -> Result<List> {
+    let (chunk, family) = glmm_chunk(&model, family, link, &trials, &offset)?;
+    let options = fullrandom_core::glmm::GlmmOptions {
+        weights: if information_weights {
+            fullrandom_core::glmm::LevelWeights::Information
+        } else {
+            fullrandom_core::glmm::LevelWeights::Simple
+        },
+        fixed: if working_covariance {
+            fullrandom_core::glmm::FixedWeights::Working
+        } else {
+            fullrandom_core::glmm::FixedWeights::Independence
+        },
+        ..Default::default()
+    };
+    let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
+    let fit =
+        fullrandom_core::glmm::fit_glmm(std::slice::from_ref(&chunk), family, &options, &pool, &mut no_user_interrupt)
+            .map_err(r_error)?;
+    let statistic: Vec<String> = fit
+        .statistic
+        .iter()
+        .map(|s| match s {
+            fullrandom_core::glmm::Statistic::Pairs => "pairs".to_string(),
+            fullrandom_core::glmm::Statistic::WithinRow => "within-row".to_string(),
+        })
+        .collect();
+    Ok(list!(
+        coef = fit.coef,
+        variances = fit.variances,
+        at_boundary = fit.at_boundary,
+        vcov = column_major(&fit.vcov),
+        vcov_model = fit.vcov_model.as_ref().map_or(Robj::from(()), |m| Robj::from(column_major(m))),
+        vcov_variances = column_major(&fit.vcov_variances),
+        ranef = List::from_values(fit.ranef.iter().map(|u| Robj::from(u.as_slice()))),
+        first_coef = fit.first_coef,
+        first_variances = fit.first_variances,
+        statistic = statistic,
+        second_step = fit.second_step,
+        iterations = fit.iterations as i32,
+        working_iterations = fit.working_iterations as i32,
+        pirls_iterations = fit.pirls_iterations as i32
+    ))
+}
+
+/// The conditional variances of the modes of a GLMM fit, `diag((Z'WZ + G^-1)^-1)` with
+/// the Fisher weights at the modes (internal; ranef(fit, condVar = TRUE)).
+///
+/// @param model,family,link,trials,offset as for fr_glmm_fit().
+/// @param coef,variances the fit's fixed effects and variances.
+/// @param modes list per term of the modes.
+/// @param threads number of worker threads.
+/// @return a list: `diagonal` and `std_error` (lists per term), `exact`, `probes`,
+///   `max_relative_error`.
+/// @noRd
+#[extendr]
+#[allow(clippy::too_many_arguments)]
+fn fr_glmm_condvar(
+    model: List,
+    family: &str,
+    link: &str,
+    trials: Robj,
+    offset: Robj,
+    coef: &[f64],
+    variances: &[f64],
+    modes: List,
+    threads: i32,
+) -> Result<List> {
+    let (chunk, family) = glmm_chunk(&model, family, link, &trials, &offset)?;
+    let modes: Vec<Vec<f64>> = modes
+        .values()
+        .map(|u| {
+            AsTypedSlice::<f64>::as_typed_slice(&u)
+                .map(|v| v.to_vec())
+                .ok_or_else(|| Error::Other("the modes must be double vectors".into()))
+        })
+        .collect::<Result<_>>()?;
+    let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
+    let out = fullrandom_core::glmm::conditional_variances(
+        std::slice::from_ref(&chunk),
+        family,
+        coef,
+        variances,
+        &modes,
+        &pool,
+        &mut no_user_interrupt,
+    )
+    .map_err(r_error)?;
+    Ok(list!(
+        diagonal = List::from_values(out.diagonal.iter().map(|d| Robj::from(d.as_slice()))),
+        std_error = List::from_values(out.std_error.iter().map(|d| Robj::from(d.as_slice()))),
+        exact = out.exact,
+        probes = out.probes as i32,
+        max_relative_error = out.max_relative_error
+    ))
+}
+
+extendr_module! {
+    mod glmm;
+    fn fr_glmm_fit;
+    fn fr_glmm_condvar;
+}
