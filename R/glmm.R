@@ -28,6 +28,10 @@
 #' effects) from the data; `x$vcov_sandwich` is the sandwich of the stacked estimating
 #' equations, cluster-robust over the levels of every term (each pair statistic counted
 #' by its projection on the rows in every term's clusters and whole in its own).
+#' `confint()` gives Wald intervals (the sds by the delta method on the sandwich of the
+#' variances) or, with `method = "boot"`, percentile intervals from the parametric
+#' bootstrap as lme4's `confint(method = "boot")`: `nsim` data sets simulated from the
+#' fitted model (new random effects, new responses) and refitted.
 #' The binomial response is a two-column matrix `cbind(successes, failures)`, a
 #' proportion with the trials as `weights`, a 0/1 vector, a logical or a factor (the first
 #' level a failure), as for glm; Poisson counts take offsets in the formula
@@ -373,25 +377,67 @@ residuals.fr_glmm <- function(object, type = c("deviance", "pearson", "response"
 }
 
 #' @export
-confint.fr_glmm <- function(object, parm, level = 0.95, method = c("Wald", "boot"), ...) {
+confint.fr_glmm <- function(object, parm, level = 0.95, method = c("Wald", "boot"), nsim = 200,
+                            seed = NULL, ...) {
+  refuse_unknown_arguments("confint()", ..., help = "confint.fr_fit")
   method <- match.arg(method)
-  if (method != "Wald") {
-    stop("for generalized linear mixed models confint() gives Wald intervals only (method = \"Wald\")",
-         call. = FALSE)
+  if (!is.numeric(level) || length(level) != 1L || is.na(level) || level <= 0 || level >= 1) {
+    stop("`level` must be a single number between 0 and 1", call. = FALSE)
   }
-  z <- stats::qnorm(1 - (1 - level) / 2)
+  probs <- c((1 - level) / 2, 1 - (1 - level) / 2)
   b <- object$coefficients
-  se <- sqrt(diag(object$vcov))
-  # The sds by the delta method on the sandwich of the variances.
   sd <- sqrt(object$theta)
-  sd_se <- sqrt(pmax(diag(object$vcov_theta), 0)) / (2 * pmax(sd, 1e-300))
   est <- c(stats::setNames(sd, paste0(".sig", sprintf("%02d", seq_along(sd)))), b)
-  ses <- c(sd_se, se)
-  out <- cbind(est - z * ses, est + z * ses)
-  out[seq_along(sd), 1L] <- pmax(out[seq_along(sd), 1L], 0)
-  pct <- paste(format(100 * c((1 - level) / 2, 1 - (1 - level) / 2), trim = TRUE, scientific = FALSE, digits = 3), "%")
-  dimnames(out) <- list(names(est), pct)
+  if (method == "Wald") {
+    z <- stats::qnorm(probs[2L])
+    # The sds by the delta method on the sandwich of the variances.
+    sd_se <- sqrt(pmax(diag(object$vcov_theta), 0)) / (2 * pmax(sd, 1e-300))
+    ses <- c(sd_se, sqrt(diag(object$vcov)))
+    out <- cbind(est - z * ses, est + z * ses)
+    out[seq_along(sd), 1L] <- pmax(out[seq_along(sd), 1L], 0)
+  } else {
+    nsim <- check_whole_number(nsim, "nsim", at_least = 1)
+    check_replicate_count(nsim, "bootstrap", level)
+    boot <- glmm_parametric_bootstrap(object, nsim, seed)
+    out <- t(apply(boot, 2L, stats::quantile, probs = probs, names = FALSE, na.rm = TRUE))
+  }
+  dimnames(out) <- list(names(est), paste(format(100 * probs, trim = TRUE, scientific = FALSE, digits = 3), "%"))
   if (!missing(parm)) out <- out[parm, , drop = FALSE]
+  out
+}
+
+# The parametric bootstrap of a GLMM fit, as lme4's confint(method = "boot") does it:
+# `nsim` responses simulated from the fitted model (new random effects and new
+# responses), each refitted; a matrix of the sds and fixed effects, one row per
+# replicate (NA where a refit failed, with a warning counting them).
+glmm_parametric_bootstrap <- function(object, nsim, seed) {
+  sims <- simulate(object, nsim = nsim, seed = seed)
+  X <- stats::model.matrix(object$terms, object$frame, contrasts.arg = object$contrasts)[, object$kept, drop = FALSE]
+  storage.mode(X) <- "double"
+  trials <- if (object$family$family == "binomial") as.double(object$prior.weights)
+  threads <- as.integer(if (is.null(object$threads)) 1L else object$threads)
+  working <- !isFALSE(getOption("fullrandom.glmm_working_covariance", TRUE))
+  failed <- 0L
+  out <- t(vapply(sims, function(y) {
+    y <- as.double(if (is.null(trials)) y else round(y * trials))
+    if (all(y == 0) || (!is.null(trials) && all(y == trials))) {
+      failed <<- failed + 1L
+      return(rep(NA_real_, length(object$theta) + length(object$coefficients)))
+    }
+    fit <- tryCatch(
+      fr_glmm_fit(glmm_core_model(y, X, object$flist), object$family$family, object$family$link,
+                  trials, object$offset, isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)),
+                  working, threads),
+      error = function(e) NULL
+    )
+    if (is.null(fit)) {
+      failed <<- failed + 1L
+      return(rep(NA_real_, length(object$theta) + length(object$coefficients)))
+    }
+    c(sqrt(fit$variances), fit$coef)
+  }, numeric(length(object$theta) + length(object$coefficients))))
+  if (failed > 0L) warning(sprintf("%d of %d bootstrap refits failed and are left out", failed, nsim), call. = FALSE)
+  colnames(out) <- c(paste0(".sig", sprintf("%02d", seq_along(object$theta))), names(object$coefficients))
   out
 }
 

@@ -253,3 +253,15 @@ test_that("GLMM fits refuse what needs a linear model, with a sentence", {
   mu <- fitted(fit)
   expect_equal(unname(w), lme4::cbpp$size * unname(mu * (1 - mu)))
 })
+
+test_that("confint(method = \"boot\") is the parametric bootstrap, reproducible by seed", {
+  fit <- fr_fit(cbind(incidence, size - incidence) ~ period + (1 | herd), lme4::cbpp, family = binomial)
+  ci <- confint(fit, method = "boot", nsim = 100, seed = 1)
+  expect_equal(dim(ci), c(5L, 2L))
+  expect_equal(rownames(ci), c(".sig01", names(fixef(fit))))
+  expect_true(all(ci[, 1] < ci[, 2]))
+  expect_true(all(ci[-1, 1] < fixef(fit) & fixef(fit) < ci[-1, 2]))
+  expect_identical(ci, confint(fit, method = "boot", nsim = 100, seed = 1))
+  expect_error(confint(fit, method = "boot", nsim = 10), "too few")
+  expect_error(confint(fit, nsim = 10, type = "perc"), "does not take `type`")
+})
