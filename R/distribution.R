@@ -48,7 +48,8 @@
 #' fit's moment variance (on the same kind of grid), whose posterior means are the
 #' BLUPs themselves (`ranef(type = "npmle")` then returns the BLUPs, and prediction
 #' intervals come from the normal). `alpha = 1` chooses the model with the larger
-#' cross-validated likelihood. The choice costs two NPMLE fits of half the levels.
+#' cross-validated likelihood. The choice costs one or two NPMLE fits of half the
+#' levels (one when the first ratio alone passes `2 / alpha`).
 #' `method = "npmle"`, `"gmodel"` or `"normal"` forces one estimate.
 #'
 #' **Noise variances and crossed designs.** `v_g = s2 / n_g` in a model with one random
@@ -109,6 +110,9 @@
 #'   `method` (the one chosen, for `"auto"`), for the g-model the chosen `df` and its
 #'   `aic`, and for `"auto"` the `selection`: the two halves' log likelihood ratios
 #'   (`log_ratio`), the log of their average (`log_e`), `alpha` and the `chosen` method.
+#'   When the first ratio alone is at least `2 / alpha` the average passes `1 / alpha`
+#'   whatever the second, which is then not computed (`NA`; `log_e` is the lower bound
+#'   `log_ratio[1] - log(2)`).
 #'   `summary()`: a data frame of cumulants, standard errors and tests (printed).
 #'   `quantile()`: the quantiles of the estimated distribution.
 #' @references Kiefer, J. and Wolfowitz, J. (1956). Consistency of the maximum likelihood
@@ -191,16 +195,24 @@ fr_distribution <- function(fit, term = NULL, grid_size = NULL, data = NULL, tol
 # maximum likelihood to the other, on the other half's marginal likelihood, and the two
 # ratios are averaged. Under normal effects the average has expectation at most 1, so it
 # exceeds 1 / alpha with probability at most alpha (Markov's inequality).
+# The second ratio is not computed when the first alone passes 2 / alpha (the average
+# passes 1 / alpha whatever the second, a positive number): the decision is the same,
+# and `log_e` is then the lower bound log(first / 2).
 split_likelihood_ratio <- function(d, v, fit_npmle, alpha, threads) {
   first <- seq_along(d) %% 2L == 1L
-  halves <- list(first, !first)
-  log_ratio <- if (length(d) < 2L) c(-Inf, -Inf) else vapply(halves, function(fitted) {
+  one_way <- function(fitted) {
     held <- !fitted
     g <- fit_npmle(d[fitted], v[fitted])
     fr_npmle_loglik(g$grid, g$weights, d[held], v[held], threads) - normal_max_loglik(d[held], v[held])
-  }, 0)
-  top <- max(log_ratio)
-  log_e <- if (is.finite(top)) top + log(mean(exp(log_ratio - top))) else -Inf
+  }
+  log_ratio <- c(-Inf, -Inf)
+  if (length(d) >= 2L) {
+    log_ratio[1L] <- one_way(first)
+    log_ratio[2L] <- if (log_ratio[1L] >= log(2 / alpha)) NA_real_ else one_way(!first)
+  }
+  known <- log_ratio[!is.na(log_ratio)]
+  top <- max(known)
+  log_e <- if (is.finite(top)) top + log(sum(exp(known - top)) / 2) else -Inf
   list(log_ratio = log_ratio, log_e = log_e, alpha = alpha,
        chosen = if (log_e >= log(1 / alpha)) "npmle" else "normal")
 }
@@ -216,16 +228,35 @@ default_grid_size <- function(d, v) {
 }
 
 # The largest marginal log-likelihood of d_g ~ N(mu, t2 + v_g): mu profiled out (the
-# weighted mean), t2 >= 0 by a one-dimensional search.
+# weighted mean), t2 >= 0 by Fisher scoring on the profile likelihood (step halving
+# keeps every step an ascent; 0 when the score there is negative).
 normal_max_loglik <- function(d, v) {
   profile <- function(t2) {
-    w <- 1 / (t2 + v)
+    s <- t2 + v
+    w <- 1 / s
     mu <- sum(w * d) / sum(w)
-    sum(stats::dnorm(d, mu, sqrt(t2 + v), log = TRUE))
+    r2 <- (d - mu)^2
+    list(ll = -0.5 * sum(log(2 * pi * s) + r2 * w), score = 0.5 * sum(r2 * w * w - w), info = 0.5 * sum(w * w))
   }
-  upper <- 4 * mean((d - mean(d))^2) + 1e-12
-  best <- stats::optimize(profile, c(0, upper), maximum = TRUE, tol = 1e-8 * upper)
-  max(best$objective, profile(0))
+  t2 <- max(mean((d - mean(d))^2) - mean(v), 0)
+  cur <- profile(t2)
+  for (i in seq_len(100L)) {
+    step <- cur$score / cur$info
+    if (t2 == 0 && step <= 0) break
+    next_t2 <- max(t2 + step, 0)
+    nxt <- profile(next_t2)
+    while (nxt$ll < cur$ll && abs(next_t2 - t2) > 1e-12 * (1 + t2)) {
+      next_t2 <- (t2 + next_t2) / 2
+      nxt <- profile(next_t2)
+    }
+    done <- abs(next_t2 - t2) <= 1e-10 * (1 + t2)
+    if (nxt$ll >= cur$ll) {
+      t2 <- next_t2
+      cur <- nxt
+    }
+    if (done) break
+  }
+  cur$ll
 }
 
 # The normal distribution of the fit (mean 0, the moment variance s2a) on an equally

@@ -173,6 +173,8 @@ test_that("method = 'auto' keeps the normal for normal effects: the BLUPs and th
   expect_identical(d$selection$chosen, "normal")
   expect_lt(d$selection$log_e, log(20))
   expect_length(d$selection$log_ratio, 2L)
+  expect_false(anyNA(d$selection$log_ratio)) # both ways round when the first does not decide
+  expect_equal(d$selection$log_e, log(mean(exp(d$selection$log_ratio))), tolerance = 1e-12)
   expect_equal(sum(d$weights), 1, tolerance = 1e-12)
   expect_equal(d$moments[["variance"]], d$variance, tolerance = 1e-3)
   expect_equal(d$moments[["mean"]], 0, tolerance = 1e-3)
@@ -204,6 +206,9 @@ test_that("method = 'auto' chooses the NPMLE for bimodal effects, and its test h
   d <- fr_distribution(fit)
   expect_identical(d$method, "npmle")
   expect_gt(d$selection$log_e, 20) # far beyond log(1 / 0.05)
+  # the first ratio alone decided: the second is not computed, log_e is its lower bound
+  expect_true(is.na(d$selection$log_ratio[2]))
+  expect_equal(d$selection$log_e, d$selection$log_ratio[1] - log(2))
   expect_output(print(d), ">= 1/alpha = 20")
   expect_identical(d$weights, fr_distribution(fit, method = "npmle")$weights)
   # with alpha = 1 the choice is by the cross-validated likelihood (a ratio of at least 1)
