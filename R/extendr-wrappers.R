@@ -137,6 +137,11 @@ fr_gmodel <- function(d, v, grid, basis, penalty, mean_bin, variance_bin, tol, m
 #' @noRd
 fr_npmle_posterior_means <- function(grid, weights, d, v, threads) .Call(wrap__fr_npmle_posterior_means, grid, weights, d, v, threads)
 
+#' The marginal log-likelihood of level means `d` with noise variances `v` under the
+#' distribution (`grid`, `weights`), level by level (internal; see fr_distribution()).
+#' @noRd
+fr_npmle_loglik <- function(grid, weights, d, v, threads) .Call(wrap__fr_npmle_loglik, grid, weights, d, v, threads)
+
 #' Quantiles `probs` of `center + a + N(0, noise)` with `a` from the level's posterior
 #' (NaN `d`: the distribution itself), row-major (internal).
 #' @noRd

@@ -39,9 +39,10 @@
 #' @param interval `"none"` or `"prediction"`: prediction intervals for the mean of `m`
 #'   new observations in each row's levels (needs `newdata` and all random terms). For a
 #'   known level of the term `term` the interval comes from the level's posterior under
-#'   the term's NPMLE (a mixture over its support points) and normal errors with the
-#'   residual variance; for a new level (with `allow.new.levels = TRUE`) from the NPMLE
-#'   itself. Other terms enter as normal: their prediction (BLUP or posterior mean) and
+#'   the term's estimated distribution ([fr_distribution()] with its defaults: the NPMLE,
+#'   a mixture over its support points, or the normal when the split likelihood ratio
+#'   does not reject normal effects) and normal errors with the residual variance; for a
+#'   new level (with `allow.new.levels = TRUE`) from the distribution itself. Other terms enter as normal: their prediction (BLUP or posterior mean) and
 #'   its one-way prediction error variance `s2_l s2 / (n_h s2_l + s2)` (`s2_l` for a new
 #'   level); the fixed effects' variance `x' vcov x` is added. The normal-theory interval
 #'   (BLUP +/- z sd, every term normal) is returned beside it, since the NPMLE's tails

@@ -41,9 +41,11 @@
 #' @param row.names,optional unused; for compatibility with [as.data.frame()].
 #' @param condVar `TRUE` to attach the conditional variances (see above).
 #' @param type `"blup"` (the default) or `"npmle"`: the empirical Bayes posterior means
-#'   `E[u_g | d_g]` under the Kiefer-Wolfowitz estimate of each term's distribution
-#'   ([fr_distribution()]) instead of the linear predictions; the same layout. They
-#'   differ from the BLUPs where the effects are not normal (skewed, multimodal).
+#'   `E[u_g | d_g]` under each term's estimated distribution ([fr_distribution()] with
+#'   its defaults: the Kiefer-Wolfowitz NPMLE when a split likelihood-ratio test rejects
+#'   normal effects, else the normal, whose posterior means are the BLUPs) instead of the
+#'   linear predictions; the same layout. They differ from the BLUPs where the effects
+#'   are not normal (skewed, multimodal).
 #' @param ... not used; any argument here is an error rather than silently ignored.
 #' @return `ranef()`: a list of class `ranef.fr_fit` of data frames; `coef()`: a named
 #'   list of data frames; `as.data.frame()`: a data frame.

@@ -20,7 +20,7 @@ one_run <- function(law, G, sizes) {
   dat <- data.frame(y = 1 + alpha[g] + rnorm(length(g)), g = factor(g, levels = seq_len(G)))
   fit <- fr_fit(y ~ 1 + (1 | g), data = dat, threads = 1)
   center <- alpha + 1 - fit$coefficients[[1]]
-  np <- fr_distribution(fit, threads = 1)
+  np <- fr_distribution(fit, threads = 1, method = "npmle")
   t0 <- proc.time()[["elapsed"]]
   gm <- fr_distribution(fit, threads = 1, method = "gmodel")
   t_gm <- proc.time()[["elapsed"]] - t0
@@ -61,7 +61,7 @@ lines <- c(
   "",
   sprintf(paste(
     "From `bench/mixing-gmodel.R %d`, the one-term designs of `bench/mixing.R`: the MSE of the posterior",
-    "means under the NPMLE (the default of `fr_distribution()`) and under Efron's log-spline g-model",
+    "means under the NPMLE (`method = \"npmle\"`) and under Efron's log-spline g-model",
     "(`method = \"gmodel\"`, natural spline df chosen by AIC among 3:12, penalty |b|), and of the oracle",
     "Bayes rule, each divided by the BLUPs' MSE (ratio of means over `reps` data sets, delta-method Monte",
     "Carlo se). Time: the g-model's fit (all 10 df), one thread, loaded machine. Run time %.0f s."),

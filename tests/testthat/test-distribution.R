@@ -129,7 +129,7 @@ test_that("the g-model: a smooth distribution by AIC, normal effects near the BL
   expect_lt(sqrt(mean((eb - fit$ranef_values$g)^2)), 0.03)
   expect_lt(max(abs(eb - fit$ranef_values$g)), 0.2)
   # its log-likelihood is at most the NPMLE's (the NPMLE maximises it over all laws)
-  expect_lte(d$loglik, fr_distribution(fit)$loglik + 1e-6)
+  expect_lte(d$loglik, fr_distribution(fit, method = "npmle")$loglik + 1e-6)
   expect_output(print(d), "g-model")
   # bimodal effects: the upper mode's mass
   b <- fr_distribution(fr_fit(y ~ 1 + (1 | g), data = bimodal_data()), method = "gmodel")
@@ -137,4 +137,110 @@ test_that("the g-model: a smooth distribution by AIC, normal effects near the BL
   expect_lt(abs(upper - 0.2), 0.05)
   expect_error(fr_distribution(fit, method = "gmodel", df = 0), "whole numbers")
   expect_error(fr_distribution(fit, method = "spline"), "should be one of")
+})
+
+test_that("the marginal log-likelihood of level means under a distribution equals the direct sum", {
+  set.seed(41)
+  grid <- seq(-2, 3, length.out = 7)
+  w <- c(0, 0.1, 0.3, 0, 0.2, 0.4, 0)
+  d <- c(rnorm(50), NA, 40)
+  v <- c(runif(50, 0.1, 1), 1, 0.2)
+  direct <- sum(log(vapply(seq_len(50), function(i) sum(w * dnorm(d[i], grid, sqrt(v[i]))), 0)))
+  # dnorm(40, grid, sqrt(0.2)) underflows: the reference for that level by log-sum-exp
+  lse <- function(x) max(x) + log(sum(exp(x - max(x))))
+  far <- lse(log(w[w > 0]) - (40 - grid[w > 0])^2 / 0.4) - 0.5 * log(2 * pi * 0.2)
+  expect_equal(fullrandom:::fr_npmle_loglik(grid, w, d[1:50], v[1:50], 1L), direct, tolerance = 1e-12)
+  # the missing level is skipped; a level far from the support is finite
+  expect_equal(fullrandom:::fr_npmle_loglik(grid, w, d, v, 2L), direct + far, tolerance = 1e-12)
+  # the normal's profile maximum is the maximum over (mu, t2)
+  nll <- function(p) -sum(dnorm(d[1:50], p[1], sqrt(exp(p[2]) + v[1:50]), log = TRUE))
+  best <- optim(c(0, 0), nll, control = list(reltol = 1e-14))
+  expect_equal(fullrandom:::normal_max_loglik(d[1:50], v[1:50]), -best$value, tolerance = 1e-7)
+  # no variance between levels: the maximum is on the boundary t2 = 0
+  z <- rep(c(-0.1, 0.1), 25)
+  expect_equal(fullrandom:::normal_max_loglik(z, rep(1, 50)), sum(dnorm(z, 0, 1, log = TRUE)), tolerance = 1e-10)
+})
+
+test_that("method = 'auto' keeps the normal for normal effects: the BLUPs and the normal intervals", {
+  set.seed(42)
+  G <- 1000
+  a <- rnorm(G)
+  g <- rep(seq_len(G), 4)
+  dat <- data.frame(y = 1 + a[g] + rnorm(4 * G), g = factor(g))
+  fit <- fr_fit(y ~ 1 + (1 | g), data = dat)
+  d <- fr_distribution(fit)
+  expect_identical(d$method, "normal")
+  expect_identical(d$selection$chosen, "normal")
+  expect_lt(d$selection$log_e, log(20))
+  expect_length(d$selection$log_ratio, 2L)
+  expect_false(anyNA(d$selection$log_ratio)) # both ways round when the first does not decide
+  expect_equal(d$selection$log_e, log(mean(exp(d$selection$log_ratio))), tolerance = 1e-12)
+  expect_equal(sum(d$weights), 1, tolerance = 1e-12)
+  expect_equal(d$moments[["variance"]], d$variance, tolerance = 1e-3)
+  expect_equal(d$moments[["mean"]], 0, tolerance = 1e-3)
+  expect_output(print(d), "normal \\(moment variance\\)")
+  expect_output(print(d), "split likelihood ratio")
+  # the posterior means are the BLUPs themselves
+  expect_identical(ranef(fit, type = "npmle")$g, ranef(fit)$g)
+  # the intervals from the normal's posterior on the grid are the normal-theory ones
+  nd <- data.frame(g = c("1", "2", "3", "new"))
+  p <- predict(fit, nd, interval = "prediction", level = 0.9, allow.new.levels = TRUE)
+  expect_equal(p[, "lwr"], p[, "lwr_normal"], tolerance = 2e-3)
+  expect_equal(p[, "upr"], p[, "upr_normal"], tolerance = 2e-3)
+  # forcing the NPMLE gives a discrete law with a higher likelihood on the same levels
+  n <- fr_distribution(fit, method = "npmle")
+  expect_identical(n$method, "npmle")
+  expect_null(n$selection)
+  expect_gt(n$loglik, d$loglik)
+  expect_identical(fr_distribution(fit, method = "normal")$weights, d$weights)
+  expect_error(fr_distribution(fit, alpha = 0), "alpha")
+  expect_error(fr_distribution(fit, alpha = c(0.1, 0.2)), "alpha")
+  # no variance between levels: a point mass at the grid point nearest 0
+  fit0 <- fr_fit(y ~ 1 + (1 | g), data = transform(dat, y = 1 + rnorm(4 * G)))
+  d0 <- fr_distribution(fit0, method = "normal")
+  if (fit0$theta[["g"]] == 0) expect_identical(sum(d0$weights > 0), 1L)
+})
+
+test_that("method = 'auto' chooses the NPMLE for bimodal effects, and its test holds its level", {
+  fit <- fr_fit(y ~ 1 + (1 | g), data = bimodal_data(G = 1000, seed = 5))
+  d <- fr_distribution(fit)
+  expect_identical(d$method, "npmle")
+  expect_gt(d$selection$log_e, 20) # far beyond log(1 / 0.05)
+  # the first ratio alone decided: the second is not computed, log_e is its lower bound
+  expect_true(is.na(d$selection$log_ratio[2]))
+  expect_equal(d$selection$log_e, d$selection$log_ratio[1] - log(2))
+  expect_output(print(d), ">= 1/alpha = 20")
+  expect_identical(d$weights, fr_distribution(fit, method = "npmle")$weights)
+  # with alpha = 1 the choice is by the cross-validated likelihood (a ratio of at least 1)
+  expect_identical(fr_distribution(fit, alpha = 1)$method, "npmle")
+  # Under normal effects the averaged split ratio exceeds 1 / alpha with probability at
+  # most alpha (Markov): 200 data sets of 200 levels with unequal noise variances.
+  fit_npmle <- function(d, v) fullrandom:::fr_npmle(d, v, 300L, 0.05, 0.05, 1e-3, 600L, 1L)
+  set.seed(43)
+  log_e <- replicate(200, {
+    v <- 1 / sample(1:8, 200, replace = TRUE)
+    d <- 0.3 + rnorm(200, 0, 0.7) + rnorm(200, 0, sqrt(v))
+    fullrandom:::split_likelihood_ratio(d, v, fit_npmle, 0.05, 1L)$log_e
+  })
+  expect_lte(mean(log_e >= log(1 / 0.2)), 0.2)
+  expect_lt(mean(exp(log_e)), 1.3) # an e-value: expectation at most 1
+  # and it finds bimodal effects of 200 levels
+  set.seed(44)
+  v <- 1 / sample(1:8, 200, replace = TRUE)
+  d <- ifelse(runif(200) < 0.8, rnorm(200, -0.5, 0.3), rnorm(200, 2, 0.5)) + rnorm(200, 0, sqrt(v))
+  expect_gte(fullrandom:::split_likelihood_ratio(d, v, fit_npmle, 0.05, 1L)$log_e, log(20))
+})
+
+test_that("the default grid's spacing is a fifth of the median noise sd, within 300 to 2000 points", {
+  v <- rep(c(0.25, 0.25, 1), 100)
+  expect_identical(fullrandom:::default_grid_size(seq(0, 100, length.out = 300), v), 1001L)
+  expect_identical(fullrandom:::default_grid_size(seq(-3, 3, length.out = 300), v), 300L)
+  expect_identical(fullrandom:::default_grid_size(seq(-1e4, 1e4, length.out = 300), v), 2000L)
+  dat <- bimodal_data(G = 300, seed = 6)
+  dat$y[dat$g == "1"] <- dat$y[dat$g == "1"] + 60  # one far level widens the range
+  d <- fr_distribution(fr_fit(y ~ 1 + (1 | g), data = dat), method = "npmle")
+  h <- diff(d$grid[1:2])
+  expect_gt(length(d$grid), 300L)
+  expect_lt(h, 1.05 * sqrt(median(d$v)) / 5)
+  expect_error(fr_distribution(fr_fit(y ~ 1 + (1 | g), data = dat), grid_size = 1), "grid_size")
 })

@@ -584,6 +584,13 @@ fn equal_spacing(grid: &[f64]) -> Option<f64> {
 /// walk stops where they fall below 1e-300. `None` when the posterior mass near `d` is
 /// too small for this to be accurate (the caller then uses [`posterior_weights`]).
 fn posterior_mean_walk(g: &Npmle, lo: usize, hi: usize, h: f64, d: f64, v: f64) -> Option<f64> {
+    walk_sums(g, lo, hi, h, d, v).map(|(s0, s1, _)| s1 / s0)
+}
+
+/// The sums of [`posterior_mean_walk`]: `s0 = sum_j w_j t_j`, `s1 = sum_j w_j t_j a_j`
+/// with `t_j = exp(((d - a_p)^2 - (d - a_j)^2) / (2 v))` the likelihoods relative to the
+/// grid point `p` nearest `d` (returned third).
+fn walk_sums(g: &Npmle, lo: usize, hi: usize, h: f64, d: f64, v: f64) -> Option<(f64, f64, usize)> {
     let (a, w) = (&g.grid, &g.weights);
     let c = (-h * h / v).exp();
     let p = ((d - a[0]) / h).round().clamp(lo as f64, hi as f64) as usize;
@@ -610,7 +617,7 @@ fn posterior_mean_walk(g: &Npmle, lo: usize, hi: usize, h: f64, d: f64, v: f64) 
         s1 += w[j] * t * a[j];
     }
     if s0 > 1e-200 && s0.is_finite() && s1.is_finite() {
-        Some(s1 / s0)
+        Some((s0, s1, p))
     } else {
         None
     }
@@ -647,6 +654,52 @@ pub fn posterior_means(g: &Npmle, d: &[f64], v: &[f64]) -> Result<Vec<f64>, FitE
         }
     });
     Ok(out)
+}
+
+/// The marginal log-likelihood `sum_g log sum_j w_j phi(d_g; a_j, v_g)` of level means
+/// `d` with noise variances `v` under the distribution `g`, level by level (no binning:
+/// the levels need not be those `g` was fitted to, as in the held-out half of the split
+/// likelihood ratio of `fr_distribution()`). Levels with a non-finite `d` or a
+/// non-positive `v` are skipped. The per-level terms are summed in level order, so the
+/// result does not depend on the number of threads.
+pub fn mixture_loglik(g: &Npmle, d: &[f64], v: &[f64]) -> Result<f64, FitError> {
+    if d.len() != v.len() {
+        return Err(FitError::InvalidInput(format!("{} level means for {} variances", d.len(), v.len())));
+    }
+    let sup = support(&g.weights);
+    if sup.is_empty() {
+        return Err(FitError::InvalidInput("the distribution has no positive weight".into()));
+    }
+    let total: f64 = g.weights.iter().sum();
+    let log_w: Vec<f64> = sup.iter().map(|&j| (g.weights[j] / total).ln()).collect();
+    let spacing = equal_spacing(&g.grid);
+    let (lo, hi) = (sup[0], sup[sup.len() - 1]);
+    let mut terms = vec![0.0; d.len()];
+    terms.par_chunks_mut(1024).enumerate().for_each(|(c, chunk)| {
+        let mut e = Vec::with_capacity(sup.len());
+        for (k, o) in chunk.iter_mut().enumerate() {
+            let i = c * 1024 + k;
+            if !(d[i].is_finite() && v[i].is_finite() && v[i] > 0.0) {
+                continue;
+            }
+            let log_norm = -0.5 * (2.0 * std::f64::consts::PI * v[i]).ln() - total.ln();
+            // On an equally spaced grid by the walk of the posterior means (no exp per point).
+            if let Some((s0, _, p)) = spacing.and_then(|h| walk_sums(g, lo, hi, h, d[i], v[i])) {
+                *o = s0.ln() - (d[i] - g.grid[p]) * (d[i] - g.grid[p]) / (2.0 * v[i]) + log_norm;
+                continue;
+            }
+            e.clear();
+            let mut best = f64::NEG_INFINITY;
+            for (&j, lw) in sup.iter().zip(&log_w) {
+                let x = lw - (d[i] - g.grid[j]) * (d[i] - g.grid[j]) / (2.0 * v[i]);
+                e.push(x);
+                best = best.max(x);
+            }
+            let s: f64 = e.iter().map(|x| (x - best).exp()).sum();
+            *o = best + s.ln() - 0.5 * (2.0 * std::f64::consts::PI * v[i]).ln();
+        }
+    });
+    Ok(terms.iter().sum())
 }
 
 /// The complementary error function (Numerical Recipes' Chebyshev fit, relative error

@@ -4,7 +4,7 @@
 //! on how the rows were split into chunks.
 
 use fullrandom_core::npmle::{
-    bin_levels, npmle, pnorm, posterior_means, predictive_quantiles, LevelSums, NpmleOptions,
+    bin_levels, mixture_loglik, npmle, pnorm, posterior_means, predictive_quantiles, LevelSums, NpmleOptions,
 };
 use fullrandom_core::run_with_threads;
 use rand::rngs::StdRng;
@@ -211,5 +211,51 @@ fn predictive_quantiles_solve_the_mixture_distribution_function() {
             let y = q[i * probs.len() + k];
             assert!((cdf(y) - p).abs() < 1e-7, "level {i} p {p}: F(q) = {}", cdf(y));
         }
+    }
+}
+
+#[test]
+fn mixture_loglik_matches_its_definition_on_any_grid_and_threads() {
+    // The marginal log-likelihood of held-out level means: on an equally spaced grid (the
+    // walk) and on the same points perturbed (one exp per support point), against the
+    // direct sum; levels inside, between and far outside the support; NaN skipped.
+    let m = 200;
+    let equal: Vec<f64> = (0..m).map(|j| -3.0 + 9.0 * j as f64 / (m - 1) as f64).collect();
+    let mut rng = StdRng::seed_from_u64(11);
+    let w: Vec<f64> =
+        (0..m).map(|j| if j % 7 == 0 || (60..90).contains(&j) { 0.0 } else { rng.random::<f64>() }).collect();
+    let perturbed: Vec<f64> = equal.iter().enumerate().map(|(j, a)| a + if j % 2 == 0 { 1e-4 } else { 0.0 }).collect();
+    let mut d: Vec<f64> = (0..500).map(|_| -5.0 + 13.0 * rng.random::<f64>()).collect();
+    let mut v: Vec<f64> = (0..500).map(|_| 0.01 + rng.random::<f64>()).collect();
+    d.extend([40.0, -60.0, f64::NAN]);
+    v.extend([0.2, 0.05, 1.0]);
+    let total: f64 = w.iter().sum();
+    for grid in [&equal, &perturbed] {
+        let g = fullrandom_core::npmle::Npmle {
+            grid: grid.clone(),
+            weights: w.clone(),
+            loglik: 0.0,
+            iterations: 0,
+            converged: true,
+            max_gradient: 1.0,
+            n_bins: 1,
+            n_levels: 1,
+        };
+        let mut direct = 0.0;
+        for (&di, &vi) in d.iter().zip(&v).filter(|(x, _)| x.is_finite()) {
+            let e: Vec<f64> = grid
+                .iter()
+                .zip(&w)
+                .filter(|(_, wj)| **wj > 0.0)
+                .map(|(a, wj)| (wj / total).ln() - (di - a) * (di - a) / (2.0 * vi))
+                .collect();
+            let top = e.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+            direct += top + e.iter().map(|x| (x - top).exp()).sum::<f64>().ln()
+                - 0.5 * (2.0 * std::f64::consts::PI * vi).ln();
+        }
+        let one = run_with_threads(1, || mixture_loglik(&g, &d, &v).unwrap()).unwrap();
+        let two = run_with_threads(2, || mixture_loglik(&g, &d, &v).unwrap()).unwrap();
+        assert_eq!(one.to_bits(), two.to_bits());
+        assert!((one - direct).abs() <= 1e-10 * direct.abs(), "{one} vs {direct}");
     }
 }

@@ -875,6 +875,17 @@ fn fr_npmle_posterior_means(grid: &[f64], weights: &[f64], d: &[f64], v: &[f64],
         .map_err(r_error)
 }
 
+/// The marginal log-likelihood of level means `d` with noise variances `v` under the
+/// distribution (`grid`, `weights`), level by level (internal; see fr_distribution()).
+/// @noRd
+#[extendr]
+fn fr_npmle_loglik(grid: &[f64], weights: &[f64], d: &[f64], v: &[f64], threads: i32) -> Result<f64> {
+    let g = npmle_of(grid, weights)?;
+    fullrandom_core::run_with_threads(threads.max(1) as usize, || fullrandom_core::npmle::mixture_loglik(&g, d, v))
+        .and_then(|r| r)
+        .map_err(r_error)
+}
+
 /// Quantiles `probs` of `center + a + N(0, noise)` with `a` from the level's posterior
 /// (NaN `d`: the distribution itself), row-major (internal).
 /// @noRd
@@ -924,6 +935,7 @@ extendr_module! {
     fn fr_npmle;
     fn fr_gmodel;
     fn fr_npmle_posterior_means;
+    fn fr_npmle_loglik;
     fn fr_npmle_quantiles;
     fn fr_available_threads;
     fn fr_test_panic;
