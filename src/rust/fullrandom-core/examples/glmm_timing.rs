@@ -63,12 +63,24 @@ fn main() {
     let pool = thread_pool(threads).unwrap();
     let options = GlmmOptions { weights: glmm::LevelWeights::Simple, ..Default::default() };
     let start = Instant::now();
-    let fit = fit_glmm(std::slice::from_ref(&chunk), GlmFamily::from_names("binomial", "logit").unwrap(), &options, &pool, &mut || true)
-        .unwrap();
+    let fit = fit_glmm(
+        std::slice::from_ref(&chunk),
+        GlmFamily::from_names("binomial", "logit").unwrap(),
+        &options,
+        &pool,
+        &mut || true,
+    )
+    .unwrap();
     let total = start.elapsed().as_secs_f64();
-    println!("rows {n} users {users} items {items} threads {threads}: {total:.3} s ({:.0} ns a row)", total / n as f64 * 1e9);
+    println!(
+        "rows {n} users {users} items {items} threads {threads}: {total:.3} s ({:.0} ns a row)",
+        total / n as f64 * 1e9
+    );
     println!("coef {:?} sd {:?}", fit.coef, fit.variances.iter().map(|v| v.sqrt()).collect::<Vec<_>>());
-    println!("iterations newton {} working {} pirls {}; passes {:?}", fit.iterations, fit.working_iterations, fit.pirls_iterations, fit.passes);
+    println!(
+        "iterations newton {} working {} pirls {}; passes {:?}",
+        fit.iterations, fit.working_iterations, fit.pirls_iterations, fit.passes
+    );
     for (stage, seconds) in &fit.timings {
         println!("  {stage:<28} {seconds:8.3} s");
     }

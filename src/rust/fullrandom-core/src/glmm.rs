@@ -563,7 +563,9 @@ impl<'c, 'a> Layout<'c, 'a> {
 
     /// `value(c, i)` of every row of every chunk, in row order (computed in parallel).
     fn row_values(&self, value: impl Fn(usize, usize) -> f64 + Sync) -> Vec<Vec<f64>> {
-        (0..self.chunks.len()).map(|c| (0..self.chunks[c].n_obs()).into_par_iter().map(|i| value(c, i)).collect()).collect()
+        (0..self.chunks.len())
+            .map(|c| (0..self.chunks[c].n_obs()).into_par_iter().map(|i| value(c, i)).collect())
+            .collect()
     }
 
     /// Per level of term `k`, the sum of `value(c, i)` over its rows, chunk by chunk in
@@ -1017,7 +1019,9 @@ impl<'c, 'a> Layout<'c, 'a> {
         }
         // The range of the linear predictor (min and max: the same on any number of threads).
         let eta_range = eta.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |acc, e| {
-            e.par_iter().fold(|| acc, |(lo, hi), &v| (lo.min(v), hi.max(v))).reduce(|| acc, |a, b| (a.0.min(b.0), a.1.max(b.1)))
+            e.par_iter()
+                .fold(|| acc, |(lo, hi), &v| (lo.min(v), hi.max(v)))
+                .reduce(|| acc, |a, b| (a.0.min(b.0), a.1.max(b.1)))
         });
         for k in 0..k_terms {
             if self.statistic[k] == Statistic::Pairs {
