@@ -81,11 +81,11 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
     }
     offset <- as.double(offset)
   }
-  X <- stats::model.matrix(fixed_terms, frame, contrasts.arg = parsed$contrasts)
-  storage.mode(X) <- "double"
-  if (any(!is.finite(X))) stop("the fixed-effect columns have non-finite values", call. = FALSE)
-  qx <- qr(X)
-  kept <- sort(qx$pivot[seq_len(qx$rank)])
+  # Plain numeric columns are passed as they are (no N x p model matrix, no column of
+  # ones): at 10^7 rows and more the copies are most of the memory of a fit.
+  fixed <- fixed_effect_columns(fixed_terms, frame, parsed$contrasts)
+  check_finite_columns(fixed)
+  kept <- fixed_columns_kept(fixed)
   # An observation-level term is allowed (no residual variance to confuse it with).
   flist <- grouping_factors(parsed$random, frame, check = FALSE)
   for (k in names(flist)) {
@@ -94,8 +94,9 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
                    term_label(k)), call. = FALSE)
     }
   }
-  model <- list(y = response$y, x = X[, kept, drop = FALSE], x_names = colnames(X)[kept],
-                intercept = match("(Intercept)", colnames(X)[kept], nomatch = 0L) - 1L,
+  x_kept <- if (is.list(fixed$columns)) fixed$columns[kept] else fixed$columns[, kept, drop = FALSE]
+  model <- list(y = response$y, x = x_kept, x_names = fixed$names[kept],
+                intercept = match("(Intercept)", fixed$names[kept], nomatch = 0L) - 1L,
                 codes = lapply(flist, function(f) as.integer(unclass(f))),
                 n_levels = vapply(flist, nlevels, 1L), labels = names(flist))
   # The information-weighted second step (Jiang and Zhang) is experimental: on VerbAgg it
@@ -104,13 +105,12 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
   out <- fr_glmm_fit(model, family$family, family$link, response$trials, offset,
                      isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)),
                      !isFALSE(getOption("fullrandom.glmm_working_covariance", TRUE)), threads)
-  x_names <- colnames(X)[kept]
+  x_names <- fixed$names[kept]
   b <- stats::setNames(out$coef, x_names)
   theta <- stats::setNames(out$variances, names(flist))
   boundary <- stats::setNames(out$at_boundary, names(flist))
   ranef_values <- name_ranef(out$ranef, flist)
-  eta <- drop(X[, kept, drop = FALSE] %*% b) + (if (is.null(offset)) 0 else offset) +
-    random_part(ranef_values, flist)
+  eta <- fixed_part(x_kept, b) + (if (is.null(offset)) 0 else offset) + random_part(ranef_values, flist)
   mu <- family$linkinv(eta)
   fit <- list(
     method = "moments",
@@ -118,7 +118,7 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
     theta = theta,
     boundary = boundary,
     coefficients = b,
-    coef_all = stats::setNames(replace(rep(NA_real_, ncol(X)), kept, out$coef), colnames(X)),
+    coef_all = stats::setNames(replace(rep(NA_real_, length(fixed$names)), kept, out$coef), fixed$names),
     kept = kept,
     # vcov(): the model-based covariance of the quasi-score (with the propagated
     # uncertainty of the variances); the cluster-robust sandwich is kept beside it.
@@ -131,6 +131,9 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
                       theta = stats::setNames(out$first_variances, names(flist))),
     statistic = stats::setNames(out$statistic, names(flist)),
     iterations = c(newton = out$iterations, working = out$working_iterations, pirls = out$pirls_iterations),
+    # Seconds in each stage of the core's fit, and its passes over the rows.
+    timings = stats::setNames(out$timings, out$stages),
+    passes = c(all = out$passes[[1L]], fixed = out$passes[[2L]]),
     second_step = out$second_step,
     ranef_values = ranef_values,
     y = if (is.null(response$trials)) response$y else response$y / response$trials,
@@ -139,11 +142,11 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
     linear.predictors = name_by_rows(eta, frame),
     fitted.values = name_by_rows(mu, frame)
   )
-  report_dropped_columns(colnames(X), kept)
+  report_dropped_columns(fixed$names, kept)
   if (any(boundary)) message(boundary_message(names(boundary)[boundary]))
   fit <- c(fit, list(
     sigma = 1,
-    contrasts = attr(X, "contrasts"),
+    contrasts = fixed$contrasts,
     xlevels = stats::.getXlevels(fixed_terms, frame),
     call = call,
     formula = formula,
@@ -199,7 +202,19 @@ glmm_response <- function(y, weights, family, name) {
     if (any(!is.finite(y)) || any(y < 0 | y > 1)) {
       stop(sprintf("the binomial response '%s' has values outside [0, 1]; give counts as cbind(successes, failures)", name), call. = FALSE)
     }
-    n <- if (is.null(weights)) rep(1, length(y)) else as.double(weights)
+    if (is.null(weights)) {
+      # One trial a row: the core takes no trials vector (at 10^7 rows and more, two
+      # vectors of N doubles fewer).
+      if (any(y != round(y))) {
+        stop(sprintf("the binomial response '%s' has values strictly between 0 and 1; give the trials as `weights` or counts as cbind(successes, failures)", name), call. = FALSE)
+      }
+      if (all(y == 0) || all(y == 1)) {
+        stop(sprintf("the response '%s' is all %s: it carries no information about the model",
+                     name, if (all(y == 0)) "0" else "successes"), call. = FALSE)
+      }
+      return(list(y = as.double(y), trials = NULL))
+    }
+    n <- as.double(weights)
     s <- y * n
   }
   if (any(n == 0)) {
@@ -389,5 +404,41 @@ simulate.fr_glmm <- function(object, nsim = 1, seed = NULL, re.form = NA, ...) {
   })
   out <- as.data.frame(sims)
   names(out) <- paste0("sim_", seq_len(nsim))
+  out
+}
+
+# The fixed-effect columns that are not linearly dependent on earlier ones, as qr() of
+# the model matrix keeps them; for a list of plain columns (NULL the intercept), from
+# the QR of their N x p matrix built a block of rows at a time (R' R = X'X).
+fixed_columns_kept <- function(fixed) {
+  if (!is.list(fixed$columns)) {
+    qx <- qr(fixed$columns)
+    return(sort(qx$pivot[seq_len(qx$rank)]))
+  }
+  p <- length(fixed$columns)
+  if (p == 0L) return(integer())
+  values <- Find(Negate(is.null), fixed$columns)
+  if (is.null(values)) return(seq_len(p))
+  n <- length(values)
+  block <- 1e6
+  r <- NULL
+  for (start in seq(1, n, by = block)) {
+    rows <- start:min(n, start + block - 1)
+    x <- vapply(fixed$columns, function(column) if (is.null(column)) rep(1, length(rows)) else column[rows],
+                numeric(length(rows)))
+    if (!is.matrix(x)) x <- matrix(x, nrow = length(rows))
+    q <- qr(rbind(r, x))
+    # In the columns' own order (qr() moves dependent columns to the end): X'X = R'R.
+    r <- qr.R(q)[, order(q$pivot), drop = FALSE]
+  }
+  qx <- qr(r)
+  sort(qx$pivot[seq_len(qx$rank)])
+}
+
+# X b for the model matrix or a list of columns (NULL the intercept).
+fixed_part <- function(x, b) {
+  if (!is.list(x)) return(drop(x %*% b))
+  out <- 0
+  for (j in seq_along(x)) out <- out + if (is.null(x[[j]])) b[[j]] else b[[j]] * x[[j]]
   out
 }

@@ -1289,21 +1289,28 @@ impl<'c, 'a> Layout<'c, 'a> {
             let mut stalled = 0;
             let (mut g, nb) = profiled(&theta, &b)?;
             b = nb;
+            let dim = idx.len();
+            // The Jacobian: by forward differences at the first step (and whenever an
+            // updated one fails to give a full step), otherwise by Broyden's update from
+            // the last step (each difference costs a pass over the data and its equations).
+            let mut jac = Mat::<f64>::zeros(dim, dim);
+            let mut fresh = false;
             for _ in 0..max_iterations {
                 if !keep_going() {
                     return Err(FitError::Interrupted);
                 }
                 iterations += 1;
-                let dim = idx.len();
-                let mut jac = Mat::<f64>::zeros(dim, dim);
-                for (c, &k) in idx.iter().enumerate() {
-                    let mut t1 = theta.clone();
-                    t1[k] += 1e-5;
-                    let (g1, _) = profiled(&t1, &b)?;
-                    for r in 0..dim {
-                        jac[(r, c)] = (g1[r] - g[r]) / 1e-5;
+                if !fresh {
+                    for (c, &k) in idx.iter().enumerate() {
+                        let mut t1 = theta.clone();
+                        t1[k] += 1e-5;
+                        let (g1, _) = profiled(&t1, &b)?;
+                        for r in 0..dim {
+                            jac[(r, c)] = (g1[r] - g[r]) / 1e-5;
+                        }
                     }
                 }
+                let differenced = !fresh;
                 let mut step = solve(&jac, &g.iter().map(|v| -v).collect::<Vec<f64>>());
 
                 if step.iter().any(|v| !v.is_finite()) {
@@ -1324,7 +1331,33 @@ impl<'c, 'a> Layout<'c, 'a> {
                     if norm(&ng) <= norm(&g) * (1.0 - 1e-4 * t) || t < 1e-4 {
                         break;
                     }
+                    if !differenced {
+                        break;
+                    }
                     t *= 0.5;
+                }
+                if !differenced && t == 1.0 && !(norm(&ng) <= norm(&g) * (1.0 - 1e-4)) {
+                    // The updated Jacobian's step does not shorten the equations: difference
+                    // again at the current point.
+                    fresh = false;
+                    iterations -= 1;
+                    continue;
+                }
+                // Broyden's update with the step taken.
+                let taken: Vec<f64> = idx.iter().map(|&k| nt[k] - theta[k]).collect();
+                let length: f64 = taken.iter().map(|v| v * v).sum();
+                if length > 0.0 {
+                    let predicted: Vec<f64> =
+                        (0..dim).map(|r| (0..dim).map(|c| jac[(r, c)] * taken[c]).sum()).collect();
+                    for r in 0..dim {
+                        let miss = ng[r] - g[r] - predicted[r];
+                        for c in 0..dim {
+                            jac[(r, c)] += miss * taken[c] / length;
+                        }
+                    }
+                    fresh = t == 1.0;
+                } else {
+                    fresh = false;
                 }
                 let change = step.iter().map(|v| (v * t).abs()).fold(0.0, f64::max);
                 theta = nt;
@@ -1562,6 +1595,9 @@ pub fn fit_glmm(
     if options.fixed == FixedWeights::Working {
         let mut wk = layout.working(&b, &s2, keep_going)?;
         for _ in 0..MAX_WORKING_UPDATES {
+            if !keep_going() {
+                return Err(FitError::Interrupted);
+            }
             let nb = layout.solve_b(&b, &s2, &w, Some(&wk))?;
             working_iterations += 1;
             let change = nb.iter().zip(&b).map(|(a, c)| (a - c).abs()).fold(0.0, f64::max);
@@ -1785,6 +1821,9 @@ fn conditional_modes(
     let penalty: Vec<f64> = s2.iter().map(|&v| if v > 0.0 { 1.0 / v } else { 0.0 }).collect();
     let mut current = objective(&u);
     for iteration in 1..=100 {
+        if !keep_going() {
+            return Err(FitError::Interrupted);
+        }
         // The score and the weight of a row at the current modes.
         let row = |c: usize, i: usize| -> (f64, f64) {
             let chunk = &layout.chunks[c];
