@@ -110,7 +110,7 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
   theta <- stats::setNames(out$variances, names(flist))
   boundary <- stats::setNames(out$at_boundary, names(flist))
   ranef_values <- name_ranef(out$ranef, flist)
-  eta <- fixed_part(x_kept, b) + (if (is.null(offset)) 0 else offset) + random_part(ranef_values, flist)
+  eta <- glmm_fixed_part(x_kept, b) + (if (is.null(offset)) 0 else offset) + random_part(ranef_values, flist)
   mu <- family$linkinv(eta)
   fit <- list(
     method = "moments",
@@ -436,7 +436,7 @@ fixed_columns_kept <- function(fixed) {
 }
 
 # X b for the model matrix or a list of columns (NULL the intercept).
-fixed_part <- function(x, b) {
+glmm_fixed_part <- function(x, b) {
   if (!is.list(x)) return(drop(x %*% b))
   out <- 0
   for (j in seq_along(x)) out <- out + if (is.null(x[[j]])) b[[j]] else b[[j]] * x[[j]]
