@@ -22,10 +22,12 @@
 #' fixed point; the equations are unbiased whatever `V` is, and efficient when the random
 #' effects are large (option `fullrandom.glmm_working_covariance = FALSE` keeps the
 #' unweighted first-moment estimates). The conditional modes (`ranef()`) maximise the
-#' penalized likelihood at the estimates. `vcov()` is model-based,
-#' `(X'D V^-1 D X)^-1` plus the uncertainty of the estimated variances propagated
-#' through the equations; `x$vcov_sandwich` is the sandwich of the stacked estimating
-#' equations, cluster-robust over the levels of every term.
+#' penalized likelihood at the estimates. `vcov()` is model-based: the stacked
+#' estimating equations linearized, with the quasi-score's variance `X'D V^-1 D X` from the
+#' model and the variance equations' part (how the estimated variances move the fixed
+#' effects) from the data; `x$vcov_sandwich` is the sandwich of the stacked estimating
+#' equations, cluster-robust over the levels of every term (each pair statistic counted
+#' by its projection on the rows in every term's clusters and whole in its own).
 #' The binomial response is a two-column matrix `cbind(successes, failures)`, a
 #' proportion with the trials as `weights`, a 0/1 vector, a logical or a factor (the first
 #' level a failure), as for glm; Poisson counts take offsets in the formula

@@ -20,6 +20,52 @@ child <- function(file, tool) {
   stats::setNames(as.numeric(vapply(pairs, `[`, "", 2)), vapply(pairs, `[`, "", 1))
 }
 load_average <- function() strsplit(readLines("/proc/loadavg"), " ")[[1]][1:3]
+write_section <- function(rows) {
+  all_names <- unique(unlist(lapply(rows, names)))
+  res <- as.data.frame(do.call(rbind, lapply(rows, function(r) r[all_names])))
+  names(res) <- all_names
+  big <- function(x) formatC(x, format = "d", big.mark = ",")
+  per_row <- res$time / res$n * 1e9
+  cpu_per_row <- res$cpu / res$n * 1e9
+  at5 <- which(res$n == 1e5)
+  lines <- c(
+    "## Scale of the binomial GLMM: ml-32m-shaped crossed Bernoulli data",
+    "",
+    sprintf(paste0(
+      "From `bench/glmm-scale.R`: `simulate_crossed()`'s design (power-law users and items, ",
+      "bench/scale.R's) with a Bernoulli response, logit P(y = 1) = -1 + 0.5 x + u + v, ",
+      "sd(u) = 1, sd(v) = 0.5; `fr_fit(y ~ x + (1 | user) + (1 | item), family = binomial)`, ",
+      "the full fit (variances, fixed effects, conditional modes, covariances), each size in a ",
+      "fresh R process on %d cores, %d threads. *time*: elapsed seconds (best of 3 up to 10^6 rows, ",
+      "one fit above); *cpu*: CPU seconds of the process over all threads; *load*: the 1-minute ",
+      "load average before the fit (the machine is shared: with a load above 2 the elapsed times ",
+      "are inflated, the CPU times less so); *peak*: VmHWM of the process, which holds the data frame (*data*)."),
+      parallel::detectCores(), threads),
+    "",
+    "| rows | users | items | load | time (s) | cpu (s) | ns per row (time) | ns per row (cpu) | data (MB) | peak (MB) | peak / data | slope | sd user | sd item |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    sprintf("| %s | %s | %s | %.1f | %.3g | %.3g | %.0f | %.0f | %.0f | %.0f | %.2f | %.3f | %.3f | %.3f |",
+            big(res$n), big(res$users), big(res$items), res$load, res$time, res$cpu, per_row,
+            cpu_per_row, res$data_mb, res$peak_mb, res$peak_mb / res$data_mb, res$slope,
+            res$sd_user, res$sd_item),
+    "",
+    if (length(at5)) sprintf(paste(
+      "glmer(nAGQ = 0) at 10^5 rows in the same run: %.3g s (slope %.3f, sd user %.3f, sd item",
+      "%.3f); fr_fit %.3g s: %.0fx faster (CPU seconds: glmer %.3g, fr_fit %.3g, %.0fx)."), res$glmer[at5],
+      res$glmer_slope[at5], res$glmer_sd_user[at5], res$glmer_sd_item[at5], res$time[at5],
+      res$glmer[at5] / res$time[at5], res$glmer_cpu[at5], res$cpu[at5], res$glmer_cpu[at5] / res$cpu[at5]),
+    if (nrow(res) > 1) sprintf("Time per row from %s to %s rows grows by %.2fx (elapsed), %.2fx (CPU).",
+                               big(min(res$n)), big(max(res$n)), per_row[which.max(res$n)] / per_row[which.min(res$n)],
+                               cpu_per_row[which.max(res$n)] / cpu_per_row[which.min(res$n)]),
+    "",
+    "Stages of the fit at the largest size (seconds, from the core's timings):",
+    "",
+    paste0("- ", sub("^stage_", "", grep("^stage_", names(res), value = TRUE)), ": ",
+           sprintf("%.2f", unlist(res[nrow(res), grep("^stage_", names(res))])))
+  )
+  write_results_section("glmm-scale", lines, readme = "")
+  cat(lines, sep = "\n")
+}
 rows <- list()
 for (n in sizes) {
   ml <- n == 32000204
@@ -40,6 +86,7 @@ for (n in sizes) {
   if (n == 1e5) {
     g <- child(file, "glmer")
     r[["glmer"]] <- g[["time"]]
+    r[["glmer_cpu"]] <- g[["cpu"]]
     r[["glmer_slope"]] <- g[["slope"]]
     r[["glmer_sd_user"]] <- g[["sd_user"]]
     r[["glmer_sd_item"]] <- g[["sd_item"]]
@@ -47,47 +94,6 @@ for (n in sizes) {
   unlink(file)
   rows[[length(rows) + 1]] <- r
   print(r)
+  # Written after every size, so that a long run leaves the sizes it finished.
+  write_section(rows)
 }
-all_names <- unique(unlist(lapply(rows, names)))
-res <- as.data.frame(do.call(rbind, lapply(rows, function(r) r[all_names])))
-names(res) <- all_names
-big <- function(x) formatC(x, format = "d", big.mark = ",")
-per_row <- res$time / res$n * 1e9
-cpu_per_row <- res$cpu / res$n * 1e9
-at5 <- which(res$n == 1e5)
-lines <- c(
-  "## Scale of the binomial GLMM: ml-32m-shaped crossed Bernoulli data",
-  "",
-  sprintf(paste0(
-    "From `bench/glmm-scale.R`: `simulate_crossed()`'s design (power-law users and items, ",
-    "bench/scale.R's) with a Bernoulli response, logit P(y = 1) = -1 + 0.5 x + u + v, ",
-    "sd(u) = 1, sd(v) = 0.5; `fr_fit(y ~ x + (1 | user) + (1 | item), family = binomial)`, ",
-    "the full fit (variances, fixed effects, conditional modes, covariances), each size in a ",
-    "fresh R process on %d cores, %d threads. *time*: elapsed seconds (best of 3 up to 10^6 rows, ",
-    "one fit above); *cpu*: CPU seconds of the process over all threads; *load*: the 1-minute ",
-    "load average before the fit (the machine is shared: with a load above 2 the elapsed times ",
-    "are inflated, the CPU times less so); *peak*: VmHWM of the process, which holds the data frame (*data*)."),
-    parallel::detectCores(), threads),
-  "",
-  "| rows | users | items | load | time (s) | cpu (s) | ns per row (time) | ns per row (cpu) | data (MB) | peak (MB) | peak / data | slope | sd user | sd item |",
-  "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-  sprintf("| %s | %s | %s | %.1f | %.3g | %.3g | %.0f | %.0f | %.0f | %.0f | %.2f | %.3f | %.3f | %.3f |",
-          big(res$n), big(res$users), big(res$items), res$load, res$time, res$cpu, per_row,
-          cpu_per_row, res$data_mb, res$peak_mb, res$peak_mb / res$data_mb, res$slope,
-          res$sd_user, res$sd_item),
-  "",
-  if (length(at5)) sprintf(paste(
-    "glmer(nAGQ = 0) at 10^5 rows in the same run: %.3g s (slope %.3f, sd user %.3f, sd item",
-    "%.3f); fr_fit %.3g s: %.0fx faster."), res$glmer[at5], res$glmer_slope[at5],
-    res$glmer_sd_user[at5], res$glmer_sd_item[at5], res$time[at5], res$glmer[at5] / res$time[at5]),
-  if (nrow(res) > 1) sprintf("Time per row from %s to %s rows grows by %.2fx (elapsed), %.2fx (CPU).",
-                             big(min(res$n)), big(max(res$n)), per_row[which.max(res$n)] / per_row[which.min(res$n)],
-                             cpu_per_row[which.max(res$n)] / cpu_per_row[which.min(res$n)]),
-  "",
-  "Stages of the fit at the largest size (seconds, from the core's timings):",
-  "",
-  paste0("- ", sub("^stage_", "", grep("^stage_", names(res), value = TRUE)), ": ",
-         sprintf("%.2f", unlist(res[nrow(res), grep("^stage_", names(res))])))
-)
-write_results_section("glmm-scale", lines, readme = "")
-cat(lines, sep = "\n")

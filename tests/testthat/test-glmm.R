@@ -182,3 +182,27 @@ test_that("the fixed effects come from the working covariance, with the unweight
   expect_lt(vcov(fit)[2, 2], vcov(unweighted)[2, 2])
   expect_output(print(summary(fit)), "model-based quasi-score")
 })
+
+test_that("standard errors in a crossed design follow the sampling spread", {
+  skip_on_cran()
+  # Before the pair statistics entered the sandwich by their row projections, the item
+  # variance's standard error was about 6 times its sampling sd on such a design and the
+  # slope's 1.4 times.
+  fits <- lapply(1:40, function(s) {
+    set.seed(s)
+    d <- expand.grid(user = factor(1:40), item = factor(1:20))
+    d$x <- rnorm(nrow(d))
+    d$y <- rbinom(nrow(d), 1, plogis(-0.5 + 0.5 * d$x + rnorm(40)[d$user] + rnorm(20, 0, 0.5)[d$item]))
+    fit <- suppressMessages(fr_fit(y ~ x + (1 | user) + (1 | item), d, family = binomial, threads = 1))
+    c(b = fixef(fit)[["x"]], se = sqrt(vcov(fit)[2, 2]), theta = fit$theta,
+      se_theta = sqrt(diag(fit$vcov_theta)))
+  })
+  r <- do.call(rbind, fits)
+  expect_gt(mean(r[, "se"]) / sd(r[, "b"]), 0.8)
+  expect_lt(mean(r[, "se"]) / sd(r[, "b"]), 1.3)
+  for (term in c("user", "item")) {
+    ratio <- mean(r[, paste0("se_theta.", term)]) / sd(r[, paste0("theta.", term)])
+    expect_gt(ratio, 0.6)
+    expect_lt(ratio, 1.6)
+  }
+})
