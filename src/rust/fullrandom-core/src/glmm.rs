@@ -34,12 +34,19 @@
 //! hold single rows (an observation-level term) has no pairs; it is identified instead by
 //! `D = sum_i y_i (y_i - 1)`, `E[y_i (y_i - 1)] = n_i (n_i - 1) E h(eta0_i + z)^2`, `z ~ N(0, s2_+)`.
 //!
-//! `m` is tabulated once per variance over a grid of `e` (step 0.02, Hermite cubic
-//! interpolation with the derivative, interpolation error below 1e-9) by 64-node
-//! Gauss-Hermite quadrature; the outer expectations over `z` use 32 nodes.
+//! `m` is tabulated once per variance over a grid of `e` (step at most 0.02, Hermite
+//! cubic interpolation with the derivative, interpolation error below 1e-9) by 64-node
+//! Gauss-Hermite quadrature; the outer expectations over `z` use an equally spaced
+//! (trapezoidal) rule whose nodes fall on the grid, so that a row's interpolation weights
+//! serve all its nodes (see `Layout::pair_expectation`). The rows are read group by
+//! group after a gather into group order; every sum over rows is taken in fixed blocks
+//! or group by group and added in order, so the fit does not depend on the number of
+//! threads.
 //!
 //! The equations are solved jointly for `b` and `log s2_k` by Newton's method with a
-//! finite-difference Jacobian and backtracking; a component driven to zero is set to zero
+//! finite-difference Jacobian at the first step, then Broyden's updates (differenced
+//! again when an updated step fails), and backtracking; `b` is profiled out by Newton's
+//! method with the analytic Jacobian of the first moments. A component driven to zero is set to zero
 //! (a boundary fit) and the rest re-solved. The level weights are first
 //! `w_g = 1 / max(n_g - 1, 1)`; the second step (Jiang and Zhang's) weights each level
 //! by its information at the first-step estimates, `w_g = 1 / (1 + I_g s2_k)^2`,
