@@ -87,11 +87,11 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
     }
     offset <- as.double(offset)
   }
-  X <- stats::model.matrix(fixed_terms, frame, contrasts.arg = parsed$contrasts)
-  storage.mode(X) <- "double"
-  if (any(!is.finite(X))) stop("the fixed-effect columns have non-finite values", call. = FALSE)
-  qx <- qr(X)
-  kept <- sort(qx$pivot[seq_len(qx$rank)])
+  # Plain numeric columns are passed as they are (no N x p model matrix, no column of
+  # ones): at 10^7 rows and more the copies are most of the memory of a fit.
+  fixed <- fixed_effect_columns(fixed_terms, frame, parsed$contrasts)
+  check_finite_columns(fixed)
+  kept <- fixed_columns_kept(fixed)
   # An observation-level term is allowed (no residual variance to confuse it with).
   flist <- grouping_factors(parsed$random, frame, check = FALSE)
   for (k in names(flist)) {
@@ -100,20 +100,20 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
                    term_label(k)), call. = FALSE)
     }
   }
-  model <- glmm_core_model(response$y, X[, kept, drop = FALSE], flist)
+  x_kept <- if (is.list(fixed$columns)) fixed$columns[kept] else fixed$columns[, kept, drop = FALSE]
+  model <- glmm_core_model(response$y, x_kept, fixed$names[kept], flist)
   # The information-weighted second step (Jiang and Zhang) is experimental: on VerbAgg it
   # sends the item variance to 0 and on grouseticks it does not converge, so the simple
   # weights 1 / max(n_g - 1, 1) are the default.
   out <- fr_glmm_fit(model, family$family, family$link, response$trials, offset,
                      isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)),
                      !isFALSE(getOption("fullrandom.glmm_working_covariance", TRUE)), threads)
-  x_names <- colnames(X)[kept]
+  x_names <- fixed$names[kept]
   b <- stats::setNames(out$coef, x_names)
   theta <- stats::setNames(out$variances, names(flist))
   boundary <- stats::setNames(out$at_boundary, names(flist))
   ranef_values <- name_ranef(out$ranef, flist)
-  eta <- drop(X[, kept, drop = FALSE] %*% b) + (if (is.null(offset)) 0 else offset) +
-    random_part(ranef_values, flist)
+  eta <- glmm_fixed_part(x_kept, b) + (if (is.null(offset)) 0 else offset) + random_part(ranef_values, flist)
   mu <- family$linkinv(eta)
   fit <- list(
     method = "moments",
@@ -121,7 +121,7 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
     theta = theta,
     boundary = boundary,
     coefficients = b,
-    coef_all = stats::setNames(replace(rep(NA_real_, ncol(X)), kept, out$coef), colnames(X)),
+    coef_all = stats::setNames(replace(rep(NA_real_, length(fixed$names)), kept, out$coef), fixed$names),
     kept = kept,
     # vcov(): the model-based covariance of the quasi-score (with the propagated
     # uncertainty of the variances); the cluster-robust sandwich is kept beside it.
@@ -134,6 +134,9 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
                       theta = stats::setNames(out$first_variances, names(flist))),
     statistic = stats::setNames(out$statistic, names(flist)),
     iterations = c(newton = out$iterations, working = out$working_iterations, pirls = out$pirls_iterations),
+    # Seconds in each stage of the core's fit, and its passes over the rows.
+    timings = stats::setNames(out$timings, out$stages),
+    passes = c(all = out$passes[[1L]], fixed = out$passes[[2L]]),
     second_step = out$second_step,
     ranef_values = ranef_values,
     y = if (is.null(response$trials)) response$y else response$y / response$trials,
@@ -142,11 +145,11 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
     linear.predictors = name_by_rows(eta, frame),
     fitted.values = name_by_rows(mu, frame)
   )
-  report_dropped_columns(colnames(X), kept)
+  report_dropped_columns(fixed$names, kept)
   if (any(boundary)) message(boundary_message(names(boundary)[boundary]))
   fit <- c(fit, list(
     sigma = 1,
-    contrasts = attr(X, "contrasts"),
+    contrasts = fixed$contrasts,
     xlevels = stats::.getXlevels(fixed_terms, frame),
     call = call,
     formula = formula,
@@ -165,11 +168,12 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
   structure(fit, class = c("fr_glmm", "fr_fit"))
 }
 
-# The model as the core takes it: successes (or counts), the kept fixed-effect columns and
-# the grouping codes.
-glmm_core_model <- function(y, X, flist) {
-  list(y = y, x = X, x_names = colnames(X),
-       intercept = match("(Intercept)", colnames(X), nomatch = 0L) - 1L,
+# The model as the core takes it: successes (or counts), the kept fixed-effect columns (a
+# matrix or a list of columns, NULL for the intercept) with their names, and the grouping
+# codes.
+glmm_core_model <- function(y, x, x_names, flist) {
+  list(y = y, x = x, x_names = x_names,
+       intercept = match("(Intercept)", x_names, nomatch = 0L) - 1L,
        codes = lapply(flist, function(f) as.integer(unclass(f))),
        n_levels = vapply(flist, nlevels, 1L), labels = names(flist))
 }
@@ -181,7 +185,7 @@ glmm_conditional_variances <- function(fit) {
   storage.mode(X) <- "double"
   trials <- if (fit$family$family == "binomial") as.double(fit$prior.weights)
   y <- as.double(if (is.null(trials)) fit$y else fit$y * trials)
-  model <- glmm_core_model(y, X, fit$flist)
+  model <- glmm_core_model(y, X, colnames(X), fit$flist)
   terms <- names(fit$flist)
   out <- fr_glmm_condvar(model, fit$family$family, fit$family$link, trials, fit$offset,
                          unname(fit$coefficients), unname(as.double(fit$theta[terms])),
@@ -228,7 +232,19 @@ glmm_response <- function(y, weights, family, name) {
     if (any(!is.finite(y)) || any(y < 0 | y > 1)) {
       stop(sprintf("the binomial response '%s' has values outside [0, 1]; give counts as cbind(successes, failures)", name), call. = FALSE)
     }
-    n <- if (is.null(weights)) rep(1, length(y)) else as.double(weights)
+    if (is.null(weights)) {
+      # One trial a row: the core takes no trials vector (at 10^7 rows and more, two
+      # vectors of N doubles fewer).
+      if (any(y != round(y))) {
+        stop(sprintf("the binomial response '%s' has values strictly between 0 and 1; give the trials as `weights` or counts as cbind(successes, failures)", name), call. = FALSE)
+      }
+      if (all(y == 0) || all(y == 1)) {
+        stop(sprintf("the response '%s' is all %s: it carries no information about the model",
+                     name, if (all(y == 0)) "0" else "successes"), call. = FALSE)
+      }
+      return(list(y = as.double(y), trials = NULL))
+    }
+    n <- as.double(weights)
     s <- y * n
   }
   if (any(n == 0)) {
@@ -425,7 +441,7 @@ glmm_parametric_bootstrap <- function(object, nsim, seed) {
       return(rep(NA_real_, length(object$theta) + length(object$coefficients)))
     }
     fit <- tryCatch(
-      fr_glmm_fit(glmm_core_model(y, X, object$flist), object$family$family, object$family$link,
+      fr_glmm_fit(glmm_core_model(y, X, colnames(X), object$flist), object$family$family, object$family$link,
                   trials, object$offset, isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)),
                   working, threads),
       error = function(e) NULL
@@ -476,5 +492,41 @@ simulate.fr_glmm <- function(object, nsim = 1, seed = NULL, re.form = NA, ...) {
   })
   out <- as.data.frame(sims)
   names(out) <- paste0("sim_", seq_len(nsim))
+  out
+}
+
+# The fixed-effect columns that are not linearly dependent on earlier ones, as qr() of
+# the model matrix keeps them; for a list of plain columns (NULL the intercept), from
+# the QR of their N x p matrix built a block of rows at a time (R' R = X'X).
+fixed_columns_kept <- function(fixed) {
+  if (!is.list(fixed$columns)) {
+    qx <- qr(fixed$columns)
+    return(sort(qx$pivot[seq_len(qx$rank)]))
+  }
+  p <- length(fixed$columns)
+  if (p == 0L) return(integer())
+  values <- Find(Negate(is.null), fixed$columns)
+  if (is.null(values)) return(seq_len(p))
+  n <- length(values)
+  block <- 1e6
+  r <- NULL
+  for (start in seq(1, n, by = block)) {
+    rows <- start:min(n, start + block - 1)
+    x <- vapply(fixed$columns, function(column) if (is.null(column)) rep(1, length(rows)) else column[rows],
+                numeric(length(rows)))
+    if (!is.matrix(x)) x <- matrix(x, nrow = length(rows))
+    q <- qr(rbind(r, x))
+    # In the columns' own order (qr() moves dependent columns to the end): X'X = R'R.
+    r <- qr.R(q)[, order(q$pivot), drop = FALSE]
+  }
+  qx <- qr(r)
+  sort(qx$pivot[seq_len(qx$rank)])
+}
+
+# X b for the model matrix or a list of columns (NULL the intercept).
+glmm_fixed_part <- function(x, b) {
+  if (!is.list(x)) return(drop(x %*% b))
+  out <- 0
+  for (j in seq_along(x)) out <- out + if (is.null(x[[j]])) b[[j]] else b[[j]] * x[[j]]
   out
 }

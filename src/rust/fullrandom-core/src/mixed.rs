@@ -208,11 +208,11 @@ impl<'a> RandomEffectsMatrix<'a> {
     /// every ordered pair `(a, b)` of positions in `diagonals` with `a != b` whose levels
     /// share rows, the cells of `a` x `b` and the sum of `W_i` over the rows of each cell.
     /// Unit weights give the matrix of [`Self::new`].
-    pub fn weighted(
+    pub fn weighted<'c>(
         diagonals: Vec<(usize, Vec<f64>)>,
-        cells: Vec<(usize, usize, CellCounts, Vec<f64>)>,
-    ) -> RandomEffectsMatrix<'static> {
-        let mut blocks: Vec<Block<'static>> = Vec::new();
+        cells: Vec<(usize, usize, Cow<'c, CellCounts>, Vec<f64>)>,
+    ) -> RandomEffectsMatrix<'c> {
+        let mut blocks: Vec<Block<'c>> = Vec::new();
         let mut diagonal = Vec::new();
         for (factor, d) in diagonals {
             blocks.push(Block {
@@ -226,7 +226,7 @@ impl<'a> RandomEffectsMatrix<'a> {
         }
         for (a, b, counts, weights) in cells {
             debug_assert_eq!(counts.cols.len(), weights.len());
-            blocks[a].neighbours.push((b, Cow::Owned(counts), Some(weights)));
+            blocks[a].neighbours.push((b, counts, Some(weights)));
         }
         balance_tasks(&mut blocks);
         // Z'Z's own diagonal is not known here: `apply_gram` is for `new`'s matrices.

@@ -303,6 +303,32 @@ fn fits_are_invariant_to_chunks() {
 }
 
 #[test]
+fn fits_do_not_depend_on_the_number_of_threads() {
+    // Every sum over rows is taken in fixed blocks or in group order and added in order:
+    // 1, 2 and 3 threads give the same bits (more rows than one block of the row passes).
+    for fam in [binomial(), poisson()] {
+        let rows = simulate(fam, 40_000, &[300, 200], &[-0.5, 0.5], &[0.6, 0.3], 1, 23);
+        let fits: Vec<_> = [1, 2, 3]
+            .iter()
+            .map(|&t| {
+                let pool = thread_pool(t).unwrap();
+                fit_glmm(&rows.chunks(1), fam, &GlmmOptions::default(), &pool, &mut || true).unwrap()
+            })
+            .collect();
+        for f in &fits[1..] {
+            assert_eq!(f.coef, fits[0].coef, "{:?}", fam.distribution);
+            assert_eq!(f.variances, fits[0].variances, "{:?}", fam.distribution);
+            assert_eq!(f.ranef, fits[0].ranef, "{:?}", fam.distribution);
+            for a in 0..2 {
+                for b in 0..2 {
+                    assert_eq!(f.vcov[(a, b)].to_bits(), fits[0].vcov[(a, b)].to_bits());
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn estimates_recover_the_truth() {
     let pool = thread_pool(2).unwrap();
     let cases = [(binomial(), 1u64, [1.0, 0.5]), (binomial(), 10, [0.5, 0.25]), (poisson(), 1, [0.5, 0.25])];

@@ -47,7 +47,8 @@ fn glmm_chunk(
 ///   `vcov_variances` (K x K), `ranef` (list per term), `first_coef`, `first_variances`,
 ///   `statistic` ("pairs" or "within-row" per term), `second_step` (whether the
 ///   information-weighted step converged), `iterations`, `working_iterations`,
-///   `pirls_iterations`.
+///   `pirls_iterations`, `timings` (seconds per stage, named by `stages`) and `passes`
+///   (over the rows: of all the equations, of the fixed-effect equations).
 /// @noRd
 #[extendr]
 fn fr_glmm_fit(
@@ -100,7 +101,10 @@ fn fr_glmm_fit(
         second_step = fit.second_step,
         iterations = fit.iterations as i32,
         working_iterations = fit.working_iterations as i32,
-        pirls_iterations = fit.pirls_iterations as i32
+        pirls_iterations = fit.pirls_iterations as i32,
+        timings = fit.timings.iter().map(|t| t.1).collect::<Vec<f64>>(),
+        stages = fit.timings.iter().map(|t| t.0.to_string()).collect::<Vec<String>>(),
+        passes = fit.passes.iter().map(|&p| p as i32).collect::<Vec<i32>>()
     ))
 }
 

@@ -1,0 +1,87 @@
+// Times a crossed Bernoulli GLMM fit (fit_glmm) on a design shaped like bench/scale.R's:
+// Zipf users and items, N/160 users, N/380 items, logit P(y = 1) = -1 + 0.5 x + u + v,
+// sd(u) = 1, sd(v) = 0.5. Prints the estimates and the fit's stage timings.
+// Development aid:
+//   cargo run --release --example glmm_timing -- <rows> <threads>
+use fullrandom_core::family::GlmFamily;
+use fullrandom_core::glmm::{fit_glmm, GlmmChunk, GlmmOptions};
+use fullrandom_core::*;
+use std::time::Instant;
+
+/// Draws `n` codes in `0..levels` with probability proportional to 1 / (code + 1).
+fn zipf_codes(n: usize, levels: usize, next: &mut impl FnMut() -> f64) -> Vec<i32> {
+    let mut cumulative = Vec::with_capacity(levels);
+    let mut total = 0.0;
+    for g in 0..levels {
+        total += 1.0 / (g + 1) as f64;
+        cumulative.push(total);
+    }
+    (0..n).map(|_| cumulative.partition_point(|&c| c < next() * total).min(levels - 1) as i32).collect()
+}
+
+fn main() {
+    let arg = |i: usize, default: usize| std::env::args().nth(i).map(|s| s.parse().unwrap()).unwrap_or(default);
+    let n = arg(1, 100_000);
+    let threads = arg(2, 2);
+    let (users, items) = ((n / 160).max(2), (n / 380).max(2));
+    let mut state = 0x9e3779b97f4a7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let normal = |next: &mut dyn FnMut() -> f64| {
+        let (a, b) = (next().max(1e-300), next());
+        (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()
+    };
+    let user = zipf_codes(n, users, &mut next);
+    let item = zipf_codes(n, items, &mut next);
+    let x: Vec<f64> = (0..n).map(|_| normal(&mut next)).collect();
+    let a: Vec<f64> = (0..users).map(|_| normal(&mut next)).collect();
+    let b: Vec<f64> = (0..items).map(|_| 0.5 * normal(&mut next)).collect();
+    let y: Vec<f64> = (0..n)
+        .map(|i| {
+            let eta = -1.0 + 0.5 * x[i] + a[user[i] as usize] + b[item[i] as usize];
+            f64::from(next() < 1.0 / (1.0 + (-eta).exp()))
+        })
+        .collect();
+    let chunk = GlmmChunk {
+        data: ModelData {
+            y: &y,
+            x: vec![FixedColumn::Ones, FixedColumn::Values(&x)],
+            x_names: vec!["(Intercept)".into(), "x".into()],
+            intercept: Some(0),
+            factors: vec![
+                FactorCodes { name: "user".into(), codes: &user, offset: 0, n_levels: users },
+                FactorCodes { name: "item".into(), codes: &item, offset: 0, n_levels: items },
+            ],
+        },
+        trials: None,
+        offset: None,
+    };
+    let pool = thread_pool(threads).unwrap();
+    let options = GlmmOptions { weights: glmm::LevelWeights::Simple, ..Default::default() };
+    let start = Instant::now();
+    let fit = fit_glmm(
+        std::slice::from_ref(&chunk),
+        GlmFamily::from_names("binomial", "logit").unwrap(),
+        &options,
+        &pool,
+        &mut || true,
+    )
+    .unwrap();
+    let total = start.elapsed().as_secs_f64();
+    println!(
+        "rows {n} users {users} items {items} threads {threads}: {total:.3} s ({:.0} ns a row)",
+        total / n as f64 * 1e9
+    );
+    println!("coef {:?} sd {:?}", fit.coef, fit.variances.iter().map(|v| v.sqrt()).collect::<Vec<_>>());
+    println!(
+        "iterations newton {} working {} pirls {}; passes {:?}",
+        fit.iterations, fit.working_iterations, fit.pirls_iterations, fit.passes
+    );
+    for (stage, seconds) in &fit.timings {
+        println!("  {stage:<28} {seconds:8.3} s");
+    }
+}
