@@ -294,6 +294,119 @@ simulate_crossed <- function(n_obs, n_users = max(2, round(n_obs / 160)),
   })
 }
 
+#' Simulate click-through data: clicks out of impressions per user and display
+#'
+#' Simulates the online-advertising experiment of the click-through study (the second
+#' half of "GLMMs with Cersei Lannister"): users see an ad display a random number of
+#' times ("impressions") and click on it some of those times. A coin flip puts each user
+#' in the treatment arm with probability `p_treated`; a treated user's impressions are
+#' split between the current display (`display = 0`) and the new one (`display = 1`),
+#' a control user sees only the current display. The clicks of user `j` on display `i`
+#' follow the logistic random-intercept model
+#'
+#' `clicks_ij ~ Binomial(impressions_ij, p_ij)`,
+#' `logit(p_ij) = intercept + display_effect * 1(i = 1) + a_j`, `a_j ~ N(0, sd_user^2)`,
+#'
+#' which `fr_fit(cbind(clicks, impressions - clicks) ~ display + (1 | user), data,
+#' family = binomial)` fits (as does [lme4::glmer()]).
+#'
+#' Every user's impressions come in two parts, each `1 + Poisson(mean_impressions / 2)`:
+#' a control user sees the current display `2 + Poisson(mean_impressions)` times (one
+#' row), a treated user sees the current display for the first part and the new display
+#' for the second (two rows). The defaults are the study's: 1,000 users, 20 impressions
+#' on average (22 with the two added ones), a baseline logit of -4.5 (a click-through
+#' rate near 1%), a display effect of 0.5 and a user sd of 5.
+#'
+#' Future data from the same users, to measure prediction error, are drawn by passing
+#' the user effects of a first simulation back as `user_effect`: the users keep their
+#' effects (and names), and get new arms, impressions and clicks.
+#'
+#' @param n_users number of users, a whole number of at least 2; by default the length
+#'   of `user_effect` when that is given, otherwise 1000.
+#' @param mean_impressions the Poisson mean of a user's impressions beyond the two every
+#'   user has (a non-negative number).
+#' @param intercept the logit of the click probability on the current display for a
+#'   user with effect 0.
+#' @param display_effect the effect of the new display on the logit scale.
+#' @param sd_user standard deviation of the user effects (non-negative); not used when
+#'   `user_effect` is given.
+#' @param p_treated probability that a user is in the treatment arm, in `[0, 1]`.
+#' @param user_effect `NULL` to draw the user effects, or a numeric vector of them (for
+#'   instance `attr(d, "truth")$user_effect` of an earlier simulation `d`), one per user;
+#'   its names, if any, are the users' names.
+#' @param seed `NULL` or a number, as for [simulate_archers()].
+#' @return a data frame with one row per user and display seen, grouped by user, and
+#'   columns `clicks` and `impressions` (integers, `0 <= clicks <= impressions`),
+#'   `display` (integer, 0 for the current display and 1 for the new one) and `user`
+#'   (factor, its levels all the users in order). Its attribute `"truth"` is a list with
+#'   `intercept`, `display_effect`, `sd_user`, `user_effect` (named by user) and `logit`,
+#'   the true logit of every row.
+#' @seealso [fr_fit()] with `family = binomial`; [simulate_crossed()] for Gaussian
+#'   crossed data.
+#' @references "GLMMs with Cersei Lannister" (blog post, 2016), the section "A
+#'   larger-scale example"; the vignette `vignette("click-through", package =
+#'   "fullrandom")`.
+#' @examples
+#' d <- simulate_clicks(n_users = 6, seed = 1)
+#' d
+#' # Future data from the same users: same effects, new arms, impressions and clicks.
+#' future <- simulate_clicks(user_effect = attr(d, "truth")$user_effect, seed = 2)
+#' future
+#' \donttest{
+#' d <- simulate_clicks(n_users = 2000, seed = 3)
+#' fr_fit(cbind(clicks, impressions - clicks) ~ display + (1 | user), d,
+#'        family = binomial)
+#' }
+#' @export
+simulate_clicks <- function(n_users = if (is.null(user_effect)) 1000 else length(user_effect),
+                            mean_impressions = 20, intercept = -4.5, display_effect = 0.5,
+                            sd_user = 5, p_treated = 0.5, user_effect = NULL, seed = NULL) {
+  if (!is.null(user_effect) && (!is.numeric(user_effect) || !is.null(dim(user_effect)) ||
+                                  any(!is.finite(user_effect)))) {
+    stop("`user_effect` must be NULL or a numeric vector of finite user effects", call. = FALSE)
+  }
+  n_users <- check_whole_number(n_users, "n_users", at_least = 2)
+  if (!is.null(user_effect) && length(user_effect) != n_users) {
+    stop(sprintf("`user_effect` has %d values but `n_users` is %d: give one effect per user",
+                 length(user_effect), n_users), call. = FALSE)
+  }
+  check_real_number(mean_impressions, "mean_impressions")
+  if (mean_impressions < 0) stop("`mean_impressions` must be a non-negative number", call. = FALSE)
+  check_real_number(intercept, "intercept")
+  check_real_number(display_effect, "display_effect")
+  check_real_number(sd_user, "sd_user", non_negative = TRUE)
+  check_real_number(p_treated, "p_treated")
+  if (p_treated < 0 || p_treated > 1) stop("`p_treated` must be a probability, in [0, 1]", call. = FALSE)
+  users <- if (!is.null(names(user_effect))) names(user_effect) else padded_names("user", n_users)
+  if (anyNA(users) || anyDuplicated(users)) {
+    stop("the names of `user_effect` must be unique and not missing", call. = FALSE)
+  }
+  check_seed(seed)
+
+  with_local_seed(seed, {
+    effect <- if (is.null(user_effect)) stats::rnorm(n_users, 0, sd_user) else as.double(user_effect)
+    names(effect) <- users
+    treated <- stats::runif(n_users) < p_treated
+    first <- 1L + stats::rpois(n_users, mean_impressions / 2)
+    second <- 1L + stats::rpois(n_users, mean_impressions / 2)
+    # A control user has one row (display 0, all impressions), a treated user two: the
+    # first part of the impressions on display 0, the second on display 1.
+    rows <- 1L + treated
+    user <- rep.int(seq_len(n_users), rows)
+    display <- sequence(rows) - 1L
+    impressions <- ifelse(display == 1L, second[user],
+                          ifelse(treated[user], first[user], first[user] + second[user]))
+    logit <- intercept + display_effect * display + unname(effect[user])
+    clicks <- stats::rbinom(length(user), impressions, stats::plogis(logit))
+    out <- data.frame(clicks = as.integer(clicks), impressions = as.integer(impressions),
+                      display = as.integer(display),
+                      user = structure(user, levels = users, class = "factor"))
+    attr(out, "truth") <- list(intercept = intercept, display_effect = display_effect,
+                               sd_user = sd_user, user_effect = effect, logit = logit)
+    out
+  })
+}
+
 # ---- internal helpers -------------------------------------------------------------
 
 # Sizes simulate_crossed() can honour, refused before minutes of drawing: each of the

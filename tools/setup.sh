@@ -26,6 +26,7 @@ packages=(
   # Suggests: the ecosystem methods are tested against these (tests/testthat/test-ecosystem.R)
   r-cran-insight r-cran-performance r-cran-parameters r-cran-ggeffects
   r-cran-emmeans r-cran-estimability r-cran-broom.mixed r-cran-lattice
+  r-cran-glmnet    # Suggests: LASSO and ridge in the click-through vignette (and bench/click-through.R)
   r-cran-pkgdown   # make site
   r-cran-lintr     # make lint
 )

@@ -296,3 +296,68 @@ test_that("simulate_crossed() refuses sizes it cannot honour at once, instead of
   expect_error(simulate_crossed(2e9, n_users = 10, n_items = 10),
                "needs at least 96.0 GB of memory, more than the")
 })
+
+test_that("simulate_clicks() draws the click-through design: arms, impressions and clicks", {
+  d <- simulate_clicks(n_users = 4000, seed = 3)
+  expect_identical(d, simulate_clicks(n_users = 4000, seed = 3))
+  expect_named(d, c("clicks", "impressions", "display", "user"))
+  expect_type(d$clicks, "integer")
+  expect_identical(nlevels(d$user), 4000L)
+  expect_false(is.unsorted(as.integer(d$user)))
+  # One row per control user (display 0), two per treated user (display 0, then 1).
+  rows <- tabulate(d$user, 4000L)
+  expect_true(all(rows %in% 1:2))
+  expect_identical(d$display, sequence(rows) - 1L)
+  treated <- rows == 2L
+  expect_equal(mean(treated), 0.5, tolerance = 5 * sqrt(0.25 / 4000) / 0.5)
+  expect_true(all(d$clicks >= 0L & d$clicks <= d$impressions & d$impressions >= 1L))
+  # Every user's impressions: 2 + Poisson(20), so mean 22 and variance 20.
+  per_user <- as.vector(tapply(d$impressions, d$user, sum))
+  expect_lt(abs(mean(per_user) - 22), 5 * sqrt(20 / 4000))
+  expect_lt(abs(var(per_user) - 20), 5 * sqrt(2 * 20^2 / 4000 + 20 / 4000))
+  # A treated user's two parts are each 1 + Poisson(10).
+  new_part <- d$impressions[d$display == 1L]
+  expect_lt(abs(mean(new_part) - 11), 5 * sqrt(10 / sum(treated)))
+
+  truth <- attr(d, "truth")
+  expect_identical(names(truth$user_effect), levels(d$user))
+  expect_equal(truth$logit, -4.5 + 0.5 * d$display + unname(truth$user_effect[as.integer(d$user)]))
+  expect_lt(abs(sd(truth$user_effect) - 5), 5 * se_sd(5, 4000))
+})
+
+test_that("simulate_clicks() clicks follow the logistic model with the display effect", {
+  # Without user effects the click rates are plogis(intercept) and plogis(intercept + effect).
+  d <- simulate_clicks(n_users = 20000, intercept = -1, display_effect = 0.5, sd_user = 0, seed = 4)
+  for (i in 0:1) {
+    rows <- d$display == i
+    p <- stats::plogis(-1 + 0.5 * i)
+    n <- sum(d$impressions[rows])
+    expect_lt(abs(sum(d$clicks[rows]) / n - p), 5 * sqrt(p * (1 - p) / n))
+  }
+})
+
+test_that("simulate_clicks() draws future data from the same users with user_effect", {
+  d <- simulate_clicks(n_users = 50, seed = 5)
+  effects <- attr(d, "truth")$user_effect
+  future <- simulate_clicks(user_effect = effects, seed = 6)
+  expect_identical(levels(future$user), levels(d$user))
+  expect_identical(attr(future, "truth")$user_effect, effects)
+  expect_false(identical(future$impressions, d$impressions[seq_len(nrow(future))]))
+  # The user effects, when given, are not drawn: the rest of the stream is the same.
+  unnamed <- simulate_clicks(user_effect = unname(effects), seed = 6)
+  expect_identical(levels(unnamed$user), levels(d$user)) # the default names
+  expect_identical(unnamed$clicks, future$clicks)
+  expect_identical(simulate_clicks(n_users = 50, user_effect = effects, seed = 6), future)
+})
+
+test_that("simulate_clicks() refuses bad arguments with errors naming them", {
+  expect_error(simulate_clicks(n_users = 1), "`n_users` must be a whole number of at least 2")
+  expect_error(simulate_clicks(n_users = 10, user_effect = rnorm(3)), "`user_effect` has 3 values but `n_users` is 10")
+  expect_error(simulate_clicks(user_effect = c(1, NA)), "`user_effect` must be NULL or a numeric vector")
+  expect_error(simulate_clicks(user_effect = c(a = 1, a = 2)), "names of `user_effect` must be unique")
+  expect_error(simulate_clicks(mean_impressions = -1), "`mean_impressions` must be a non-negative")
+  expect_error(simulate_clicks(p_treated = 1.5), "`p_treated` must be a probability")
+  expect_error(simulate_clicks(sd_user = -1), "`sd_user` must be a non-negative")
+  expect_error(simulate_clicks(display_effect = NA), "`display_effect` must be a single finite number")
+  expect_error(simulate_clicks(seed = 1.5), "`seed`")
+})
