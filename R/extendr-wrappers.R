@@ -171,7 +171,8 @@ fr_test_panic <- function(message) .Call(wrap__fr_test_panic, message)
 #'   `vcov_variances` (K x K), `ranef` (list per term), `first_coef`, `first_variances`,
 #'   `statistic` ("pairs" or "within-row" per term), `second_step` (whether the
 #'   information-weighted step converged), `iterations`, `working_iterations`,
-#'   `pirls_iterations`.
+#'   `pirls_iterations`, `timings` (seconds per stage, named by `stages`) and `passes`
+#'   (over the rows: of all the equations, of the fixed-effect equations).
 #' @noRd
 fr_glmm_fit <- function(model, family, link, trials, offset, information_weights, working_covariance, threads) .Call(wrap__fr_glmm_fit, model, family, link, trials, offset, information_weights, working_covariance, threads)
 
