@@ -286,6 +286,21 @@ struct PairLayout {
     multi_k: Vec<u32>,
     multi_l: Vec<u32>,
     multi_rows: Vec<Grouped>,
+    /// Whether every level of `k` lies in one level of `l` (k nested in l), and the reverse.
+    k_in_l: bool,
+    l_in_k: bool,
+}
+
+impl PairLayout {
+    /// Whether the pair statistic of `term` (`k` or `l`) leaves out the pairs of rows in one
+    /// cell: yes unless `term` is nested in the other (then those pairs are all it has).
+    fn excludes_cells_of(&self, term: usize) -> bool {
+        if term == self.k {
+            !self.k_in_l
+        } else {
+            !self.l_in_k
+        }
+    }
 }
 
 /// Tabulated `m(e; s2) = E h(e + z)`, `z ~ N(0, s2)`.
@@ -539,6 +554,35 @@ impl<'c, 'a> Layout<'c, 'a> {
         for k in 0..k_terms {
             for l in k + 1..k_terms {
                 pairs.push(PairLayout::new(chunks, k, l)?);
+            }
+        }
+        // Pairs of rows in one cell of two crossed terms leave both terms' statistics: they
+        // carry s2_k + s2_l (and, for popular users x popular items, quadratically many
+        // pairs tied to one draw of each effect), which made the estimates far noisier on
+        // power-law designs with repeated cells. A term nested in the other keeps them.
+        for pair in &pairs {
+            if pair.multi_k.is_empty() {
+                continue;
+            }
+            // Sums of y over a cell are complete only after every chunk: squared then.
+            let mut cell_sums = vec![0.0; pair.multi_k.len()];
+            let mut cell_squares = vec![0.0; pair.multi_k.len()];
+            for (c, chunk) in chunks.iter().enumerate() {
+                for cell in 0..pair.multi_k.len() {
+                    for &i in pair.multi_rows[c].group(cell) {
+                        let y = chunk.data.y[i as usize];
+                        cell_sums[cell] += y;
+                        cell_squares[cell] += y * y;
+                    }
+                }
+            }
+            let same_cell: Vec<f64> = cell_sums.iter().zip(&cell_squares).map(|(s, q)| s * s - q).collect();
+            for (term, levels) in [(pair.k, &pair.multi_k), (pair.l, &pair.multi_l)] {
+                if pair.excludes_cells_of(term) {
+                    for (cell, &g) in levels.iter().enumerate() {
+                        pair_stats[term][g as usize] -= same_cell[cell];
+                    }
+                }
             }
         }
         let x_scale = (0..p)
@@ -1051,14 +1095,20 @@ impl<'c, 'a> Layout<'c, 'a> {
             }
             let (k, l) = (pair.k, pair.l);
             let groups: Vec<&Grouped> = pair.multi_rows.iter().collect();
-            let both = self.pair_expectation(&eta, eta_range, &groups, n_cells, s2[k] + s2[l], s2_total);
+            let keeps = |term: usize| self.statistic[term] == Statistic::Pairs && !pair.excludes_cells_of(term);
+            let both = (keeps(k) || keeps(l))
+                .then(|| self.pair_expectation(&eta, eta_range, &groups, n_cells, s2[k] + s2[l], s2_total));
             for (term, levels) in [(k, &pair.multi_k), (l, &pair.multi_l)] {
                 if self.statistic[term] != Statistic::Pairs {
                     continue;
                 }
+                // The level's expectation counted the cell's pairs as sharing `term` alone:
+                // taken out (the statistic left them out), or replaced by the expectation
+                // of pairs sharing both terms.
                 let alone = self.pair_expectation(&eta, eta_range, &groups, n_cells, s2[term], s2_total);
                 for c in 0..n_cells {
-                    expected[term][levels[c] as usize] += both[c] - alone[c];
+                    let kept = if keeps(term) { both.as_ref().map_or(0.0, |b| b[c]) } else { 0.0 };
+                    expected[term][levels[c] as usize] += kept - alone[c];
                 }
             }
         }
@@ -1542,7 +1592,21 @@ impl PairLayout {
             }
         }
         let transposed = CellCounts { row_starts: starts, cols: t_cols, counts: t_counts, n_cols: n_rows };
-        Ok(PairLayout { k, l, cells, transposed, transposed_from: from, cell_of_row, multi_k, multi_l, multi_rows })
+        let at_most_one = |c: &CellCounts| c.row_starts.windows(2).all(|w| w[1] - w[0] <= 1);
+        let (k_in_l, l_in_k) = (at_most_one(&cells), at_most_one(&transposed));
+        Ok(PairLayout {
+            k,
+            l,
+            cells,
+            transposed,
+            transposed_from: from,
+            cell_of_row,
+            multi_k,
+            multi_l,
+            multi_rows,
+            k_in_l,
+            l_in_k,
+        })
     }
 }
 
