@@ -28,8 +28,9 @@
 
 use crate::data::{FactorCodes, FixedColumn};
 use crate::error::{try_filled, try_with_capacity, FitError};
-use crate::grouping::CellCounts;
+use crate::grouping::{balanced_blocks, CellCounts};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// One random-effects term: its grouping codes and its `q` design columns.
 #[derive(Debug, Clone)]
@@ -566,20 +567,6 @@ pub fn parameter_map(qs: &[usize]) -> Vec<Param> {
     out
 }
 
-/// `tr(S_ab X E_cd Y')` for q_k x q_l matrices `X`, `Y` (row-major), `S_ab` the symmetric
-/// part of `e_a e_b'` and `E_cd = e_c e_d' + e_d e_c'` (`e_c e_c'` when c = d).
-#[inline]
-fn pair_trace(x: &[f64], y: &[f64], ql: usize, a: usize, b: usize, c: usize, d: usize) -> f64 {
-    let xey = |i: usize, j: usize| -> f64 {
-        if c == d {
-            x[i * ql + c] * y[j * ql + c]
-        } else {
-            x[i * ql + c] * y[j * ql + d] + x[i * ql + d] * y[j * ql + c]
-        }
-    };
-    0.5 * (xey(a, b) + xey(b, a))
-}
-
 /// OLS and the moment equations of a slope model.
 #[derive(Debug, Clone)]
 pub struct SlopeEquations {
@@ -710,20 +697,42 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
     };
     let bxa: Vec<Vec<f64>> = xbx.iter().map(|b| mul(b, &a_inv)).collect();
     let vxa: Vec<Vec<f64>> = xvx.iter().map(|v| mul(v, &a_inv)).collect();
-    // Block (k, l): equations of term k, parameters of term l, from the cells.
-    let add_block = |k: usize, l: usize, x: &[f64], y: &[f64], lhs: &mut [f64], sign: f64| {
+    // Block (k, l): equations of term k, parameters of term l. Every cell adds
+    // `tr(S_ab X E_cd Y')` for q_k x q_l matrices X = R - 2U, Y = R (see below), which is
+    // linear in the products X_ic Y_jd: the cells add those into `t` (n x n, n = q_k q_l,
+    // `t[(i q_l + c) n + j q_l + d]`), and this maps the sum into the equations once.
+    let add_block = |k: usize, l: usize, t: &[f64], lhs: &mut [f64]| {
         let (qk, ql) = (qs[k], qs[l]);
+        let n = qk * ql;
+        let xy = |i: usize, c: usize, j: usize, d: usize| t[(i * ql + c) * n + j * ql + d];
         let mut e = first[k];
         for b in 0..qk {
             for a in b..qk {
                 let mut pm = first[l];
                 for d in 0..ql {
                     for c in d..ql {
-                        lhs[e * m + pm] += sign * pair_trace(x, y, ql, a, b, c, d);
+                        let xey = |i: usize, j: usize| {
+                            if c == d {
+                                xy(i, c, j, c)
+                            } else {
+                                xy(i, c, j, d) + xy(i, d, j, c)
+                            }
+                        };
+                        lhs[e * m + pm] += 0.5 * (xey(a, b) + xey(b, a));
                         pm += 1;
                     }
                 }
                 e += 1;
+            }
+        }
+    };
+    // t += (R - 2U) (x) R for q_k x q_l matrices R, U.
+    let add_outer = |t: &mut [f64], r: &[f64], u: &[f64]| {
+        let n = r.len();
+        for i in 0..n {
+            let x = r[i] - 2.0 * u[i];
+            for (tj, &rj) in t[i * n..(i + 1) * n].iter_mut().zip(r) {
+                *tj += x * rj;
             }
         }
     };
@@ -737,6 +746,7 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
             .map(|block| {
                 let mut table = vec![0.0; m * m];
                 let (mut r, mut u) = (vec![0.0; q * q], vec![0.0; q * q]);
+                let mut tensor = vec![0.0; q * q * q * q];
                 for g in block * CELL_BLOCK..((block + 1) * CELL_BLOCK).min(t.n_levels) {
                     let kgm = &ks[k][g * q * q..(g + 1) * q * q];
                     let w = &t.zz[g * q * q..(g + 1) * q * q];
@@ -744,9 +754,9 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
                     let kga = &kga_all[k][g * q * p..(g + 1) * q * p];
                     let gx = &t.zx[g * q * p..(g + 1) * q * p];
                     matmul_bt_into(kga, gx, q, p, q, &mut u);
-                    add_block(k, k, &r, &r, &mut table, 1.0);
-                    add_block(k, k, &u, &r, &mut table, -2.0);
+                    add_outer(&mut tensor, &r, &u);
                 }
+                add_block(k, k, &tensor, &mut table);
                 table
             })
             .collect();
@@ -764,6 +774,8 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
                 let mut table = vec![0.0; m * m];
                 let (mut phg, mut r1, mut u1) = (vec![0.0; qk * ql], vec![0.0; qk * ql], vec![0.0; qk * ql]);
                 let (mut r2, mut u2) = (vec![0.0; qk * ql], vec![0.0; qk * ql]);
+                let n = qk * ql;
+                let (mut t1, mut t2) = (vec![0.0; n * n], vec![0.0; n * n]);
                 for c in block * CELL_BLOCK..((block + 1) * CELL_BLOCK).min(n_cells) {
                     let (g, h) = (pc.rows[c] as usize, pc.cols[c] as usize);
                     let pgh = &pc.sums[c * qk * ql..(c + 1) * qk * ql];
@@ -782,8 +794,7 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
                         ql,
                         &mut u1,
                     );
-                    add_block(k, l, &r1, &r1, &mut table, 1.0);
-                    add_block(k, l, &u1, &r1, &mut table, -2.0);
+                    add_outer(&mut t1, &r1, &u1);
                     // equations of l, parameters of k
                     matmul_into(&ks[l][h * ql * ql..(h + 1) * ql * ql], &phg, ql, ql, qk, &mut r2);
                     matmul_bt_into(
@@ -794,9 +805,10 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
                         qk,
                         &mut u2,
                     );
-                    add_block(l, k, &r2, &r2, &mut table, 1.0);
-                    add_block(l, k, &u2, &r2, &mut table, -2.0);
+                    add_outer(&mut t2, &r2, &u2);
                 }
+                add_block(k, l, &t1, &mut table);
+                add_block(l, k, &t2, &mut table);
                 table
             })
             .collect();
@@ -1044,8 +1056,91 @@ struct Henderson<'s> {
     level_inv: Vec<Vec<f64>>,
     /// Per pair of terms, where the cells of each row level start.
     pair_rows: Vec<Vec<usize>>,
+    /// Per term, its levels in consecutive blocks with about equal numbers of cells as
+    /// row levels (the parallel tasks of [`Henderson::term_sums`]).
+    tasks: Vec<Vec<Range<usize>>>,
     /// The products run here; the iterations (and `keep_going`) on the caller's thread.
     pool: &'s rayon::ThreadPool,
+}
+
+/// `out += a v` for `a` (n x m, row-major) and `v` (m x r, by rows): the products of
+/// Henderson's matrix with `r` columns at once, written so the inner loop runs over
+/// contiguous rows without bounds checks.
+#[inline(always)]
+fn add_product(out: &mut [f64], a: &[f64], v: &[f64], n: usize, m: usize, r: usize) {
+    for (i, o) in out.chunks_exact_mut(r).take(n).enumerate() {
+        for (&aij, vj) in a[i * m..(i + 1) * m].iter().zip(v.chunks_exact(r)) {
+            for (x, &y) in o.iter_mut().zip(vj) {
+                *x += aij * y;
+            }
+        }
+    }
+}
+
+/// `out += a' v` for `a` (m x n, row-major) and `v` (m x r, by rows).
+#[inline(always)]
+fn add_product_t(out: &mut [f64], a: &[f64], v: &[f64], n: usize, m: usize, r: usize) {
+    for (row, vj) in a.chunks_exact(n).take(m).zip(v.chunks_exact(r)) {
+        for (&aji, o) in row.iter().zip(out.chunks_exact_mut(r)) {
+            for (x, &y) in o.iter_mut().zip(vj) {
+                *x += aji * y;
+            }
+        }
+    }
+}
+
+/// `acc (q x r) += sum_c P_c u_{h_c}` over the cells `c` in `cells` of a pair (`P_c`
+/// q x ql, `u_h` ql x r): the row side of Henderson's matrix for one level.
+#[inline(always)]
+fn row_side(acc: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, ql: usize, r: usize) {
+    for c in cells {
+        let h = pc.cols[c] as usize;
+        add_product(acc, &pc.sums[c * q * ql..(c + 1) * q * ql], &u[h * ql * r..(h + 1) * ql * r], q, ql, r);
+    }
+}
+
+/// `o_h (q x r) += P_c' u_{g_c}` over the cells `c` in `cells` of a pair (`P_c` qk x q,
+/// `u_g` qk x r): the column side of Henderson's matrix, scattered by column level.
+#[inline(always)]
+fn column_side(o: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, qk: usize, r: usize) {
+    for c in cells {
+        let (g, h) = (pc.rows[c] as usize, pc.cols[c] as usize);
+        let pgh = &pc.sums[c * qk * q..(c + 1) * qk * q];
+        add_product_t(&mut o[h * q * r..(h + 1) * q * r], pgh, &u[g * qk * r..(g + 1) * qk * r], q, qk, r);
+    }
+}
+
+/// [`row_side`] and [`column_side`] compiled for a fixed number of right-hand sides `R`
+/// (as mixed.rs's cell sums), so that the innermost loops are unrolled.
+fn row_side_of<const R: usize>(acc: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, ql: usize) {
+    row_side(acc, pc, cells, u, q, ql, R)
+}
+fn column_side_of<const R: usize>(o: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, qk: usize) {
+    column_side(o, pc, cells, u, q, qk, R)
+}
+
+fn row_side_any(acc: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, ql: usize, r: usize) {
+    match r {
+        1 => row_side_of::<1>(acc, pc, cells, u, q, ql),
+        2 => row_side_of::<2>(acc, pc, cells, u, q, ql),
+        3 => row_side_of::<3>(acc, pc, cells, u, q, ql),
+        4 => row_side_of::<4>(acc, pc, cells, u, q, ql),
+        5 => row_side_of::<5>(acc, pc, cells, u, q, ql),
+        6 => row_side_of::<6>(acc, pc, cells, u, q, ql),
+        _ => row_side(acc, pc, cells, u, q, ql, r),
+    }
+}
+
+fn column_side_any(o: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, qk: usize, r: usize) {
+    match r {
+        1 => column_side_of::<1>(o, pc, cells, u, q, qk),
+        2 => column_side_of::<2>(o, pc, cells, u, q, qk),
+        3 => column_side_of::<3>(o, pc, cells, u, q, qk),
+        4 => column_side_of::<4>(o, pc, cells, u, q, qk),
+        5 => column_side_of::<5>(o, pc, cells, u, q, qk),
+        6 => column_side_of::<6>(o, pc, cells, u, q, qk),
+        _ => column_side(o, pc, cells, u, q, qk, r),
+    }
 }
 
 /// Levels per parallel task of the sums over levels (fixed, so they are reduced in order).
@@ -1067,11 +1162,9 @@ impl Henderson<'_> {
         let (q, r) = (self.stats.terms[k].q, self.r);
         let lam = &self.lambda[k];
         let mut out = vec![0.0; w.len()];
-        out.par_chunks_mut(q * r).zip(w.par_chunks(q * r)).for_each(|(o, wg)| {
-            for a in 0..q {
-                for j in 0..r {
-                    o[a * r + j] = (0..q).map(|c| lam[a * q + c] * wg[c * r + j]).sum();
-                }
+        out.par_chunks_mut(LEVELS * q * r).zip(w.par_chunks(LEVELS * q * r)).for_each(|(o, w)| {
+            for (og, wg) in o.chunks_exact_mut(q * r).zip(w.chunks_exact(q * r)) {
+                add_product(og, lam, wg, q, q, r);
             }
         });
         out
@@ -1093,8 +1186,10 @@ impl Henderson<'_> {
                         let gx = &t.zx[g * q * p..(g + 1) * q * p];
                         let ug = &uk[g * q * r..(g + 1) * q * r];
                         for (i, &ci) in self.cols.iter().enumerate() {
-                            for j in 0..r {
-                                xs[i * r + j] += (0..q).map(|a| gx[a * p + ci] * ug[a * r + j]).sum::<f64>();
+                            let o = &mut xs[i * r..(i + 1) * r];
+                            for (a, ua) in ug.chunks_exact(r).enumerate() {
+                                let v = gx[a * p + ci];
+                                o.iter_mut().zip(ua).for_each(|(x, &y)| *x += v * y);
                             }
                         }
                     }
@@ -1128,17 +1223,8 @@ impl Henderson<'_> {
                 .into_par_iter()
                 .map(|part| {
                     let mut o = vec![0.0; t.n_levels * q * r];
-                    for c in part * n_cells / CELL_PARTS..(part + 1) * n_cells / CELL_PARTS {
-                        let (g, h) = (pc.rows[c] as usize, pc.cols[c] as usize);
-                        let pgh = &pc.sums[c * qk * q..(c + 1) * qk * q];
-                        let ug = &ul[g * qk * r..(g + 1) * qk * r];
-                        let oh = &mut o[h * q * r..(h + 1) * q * r];
-                        for d in 0..q {
-                            for j in 0..r {
-                                oh[d * r + j] += (0..qk).map(|a| pgh[a * q + d] * ug[a * r + j]).sum::<f64>();
-                            }
-                        }
-                    }
+                    let cells = part * n_cells / CELL_PARTS..(part + 1) * n_cells / CELL_PARTS;
+                    column_side_any(&mut o, pc, cells, ul, q, qk, r);
                     o
                 })
                 .collect();
@@ -1149,26 +1235,28 @@ impl Henderson<'_> {
         let lam = &self.lambda[k];
         let own_u = if own { u[k] } else { None };
         let mut out = vec![0.0; t.n_levels * q * r];
-        out.par_chunks_mut(LEVELS * q * r).enumerate().for_each(|(block, o)| {
+        // Blocks of levels with about equal numbers of cells (a few levels may hold most).
+        let mut blocks = Vec::with_capacity(self.tasks[k].len());
+        let mut rest = out.as_mut_slice();
+        for range in &self.tasks[k] {
+            let (mine, later) = rest.split_at_mut(range.len() * q * r);
+            blocks.push((range.start, mine));
+            rest = later;
+        }
+        blocks.into_par_iter().for_each(|(first, o)| {
             let mut acc = vec![0.0; q * r];
             for (at, og) in o.chunks_mut(q * r).enumerate() {
-                let g = block * LEVELS + at;
+                let g = first + at;
                 acc.copy_from_slice(&column[g * q * r..(g + 1) * q * r]);
                 if let Some(uk) = own_u {
-                    let w = &t.zz[g * q * q..(g + 1) * q * q];
-                    let ug = &uk[g * q * r..(g + 1) * q * r];
-                    for a in 0..q {
-                        for j in 0..r {
-                            acc[a * r + j] += (0..q).map(|c| w[a * q + c] * ug[c * r + j]).sum::<f64>();
-                        }
-                    }
+                    add_product(&mut acc, &t.zz[g * q * q..(g + 1) * q * q], &uk[g * q * r..(g + 1) * q * r], q, q, r);
                 }
                 if let Some(b) = b {
                     let gx = &t.zx[g * q * p..(g + 1) * q * p];
-                    for a in 0..q {
-                        for j in 0..r {
-                            acc[a * r + j] +=
-                                self.cols.iter().enumerate().map(|(i, &ci)| gx[a * p + ci] * b[i * r + j]).sum::<f64>();
+                    for (a, o) in acc.chunks_exact_mut(r).enumerate() {
+                        for (&ci, bi) in self.cols.iter().zip(b.chunks_exact(r)) {
+                            let v = gx[a * p + ci];
+                            o.iter_mut().zip(bi).for_each(|(x, &y)| *x += v * y);
                         }
                     }
                 }
@@ -1177,23 +1265,9 @@ impl Henderson<'_> {
                         continue;
                     }
                     let Some(ul) = u[pc.l] else { continue };
-                    let ql = st.terms[pc.l].q;
-                    for c in starts[g]..starts[g + 1] {
-                        let h = pc.cols[c] as usize;
-                        let pgh = &pc.sums[c * q * ql..(c + 1) * q * ql];
-                        let uh = &ul[h * ql * r..(h + 1) * ql * r];
-                        for a in 0..q {
-                            for j in 0..r {
-                                acc[a * r + j] += (0..ql).map(|d| pgh[a * ql + d] * uh[d * r + j]).sum::<f64>();
-                            }
-                        }
-                    }
+                    row_side_any(&mut acc, pc, starts[g]..starts[g + 1], ul, q, st.terms[pc.l].q, r);
                 }
-                for c in 0..q {
-                    for j in 0..r {
-                        og[c * r + j] = (0..q).map(|a| lam[a * q + c] * acc[a * r + j]).sum::<f64>();
-                    }
-                }
+                add_product_t(og, lam, &acc, q, q, r);
             }
         });
         out
@@ -1229,14 +1303,14 @@ impl Henderson<'_> {
     fn level_solve(&self, k: usize, s: &[f64], z: &mut [f64]) {
         let (q, r) = (self.stats.terms[k].q, self.r);
         let inv = &self.level_inv[k];
-        z.par_chunks_mut(q * r).zip(s.par_chunks(q * r)).enumerate().for_each(|(g, (zg, sg))| {
-            let ig = &inv[g * q * q..(g + 1) * q * q];
-            for a in 0..q {
-                for j in 0..r {
-                    zg[a * r + j] -= (0..q).map(|c| ig[a * q + c] * sg[c * r + j]).sum::<f64>();
-                }
+        let mut d = vec![0.0; z.len()];
+        d.par_chunks_mut(LEVELS * q * r).zip(s.par_chunks(LEVELS * q * r)).enumerate().for_each(|(block, (d, s))| {
+            for (at, (dg, sg)) in d.chunks_exact_mut(q * r).zip(s.chunks_exact(q * r)).enumerate() {
+                let g = block * LEVELS + at;
+                add_product(dg, &inv[g * q * q..(g + 1) * q * q], sg, q, q, r);
             }
         });
+        z.par_iter_mut().zip(&d).for_each(|(z, d)| *z -= d);
     }
 
     /// `z = M^-1 res` for the symmetric block Gauss-Seidel preconditioner
@@ -1406,7 +1480,22 @@ pub fn solve_slope_mixed(
         })?;
         level_inv.push(blocks.concat());
     }
-    let pair_rows = stats.pairs.iter().map(|pc| row_starts(pc, stats.terms[pc.k].n_levels)).collect();
+    let pair_rows: Vec<Vec<usize>> =
+        stats.pairs.iter().map(|pc| row_starts(pc, stats.terms[pc.k].n_levels)).collect();
+    let tasks = stats
+        .terms
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let mut cell_starts = vec![0usize; t.n_levels + 1];
+            for (pc, starts) in stats.pairs.iter().zip(&pair_rows) {
+                if pc.k == k {
+                    cell_starts.iter_mut().zip(starts).for_each(|(s, c)| *s += c);
+                }
+            }
+            balanced_blocks(&cell_starts)
+        })
+        .collect();
     let r = pk + 1;
     let h = Henderson {
         stats,
@@ -1419,6 +1508,7 @@ pub fn solve_slope_mixed(
         x_block_inv,
         level_inv,
         pair_rows,
+        tasks,
         pool,
     };
     // Column 0: (X'y, Lambda'Z'y); column 1 + j: the unit vector of kept column j.
