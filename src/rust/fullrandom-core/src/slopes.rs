@@ -135,14 +135,6 @@ fn check(data: &SlopeData<'_>) -> Result<(), FitError> {
 /// fixed order whatever the number of threads).
 const ROWS: usize = 1 << 14;
 
-/// `z` of row `i` into `out`.
-#[inline]
-fn row_values(columns: &[FixedColumn<'_>], i: usize, out: &mut [f64]) {
-    for (o, c) in out.iter_mut().zip(columns) {
-        *o = c.value(i, 0.0);
-    }
-}
-
 impl SlopeStats {
     /// The statistics of the rows of `data`: `X'X`, `X'y`, `y'y` over fixed blocks of rows,
     /// the level sums of every term and the cells of every pair of terms over the levels'
@@ -158,25 +150,24 @@ impl SlopeStats {
             )));
         }
         let p = data.x.len();
+        let xs: Vec<Option<&[f64]>> = data.x.iter().map(column_slice).collect();
         let blocks: Vec<(Vec<f64>, Vec<f64>, f64)> = (0..n.div_ceil(ROWS))
             .into_par_iter()
             .map(|b| {
+                let rows = b * ROWS..((b + 1) * ROWS).min(n);
+                // Dot products of the block's columns (contiguous, so they vectorise).
+                let ones = vec![1.0; rows.len()];
+                let cols: Vec<&[f64]> = xs.iter().map(|c| c.map_or(&ones[..], |v| &v[rows.clone()])).collect();
+                let y = &data.y[rows.clone()];
+                let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(u, v)| u * v).sum::<f64>();
                 let mut xx = vec![0.0; p * p];
-                let mut xy = vec![0.0; p];
-                let mut yy = 0.0;
-                let mut xi = vec![0.0; p];
-                for i in b * ROWS..((b + 1) * ROWS).min(n) {
-                    row_values(&data.x, i, &mut xi);
-                    let y = data.y[i];
-                    yy += y * y;
-                    for a in 0..p {
-                        xy[a] += xi[a] * y;
-                        for c in 0..p {
-                            xx[a * p + c] += xi[a] * xi[c];
-                        }
+                for a in 0..p {
+                    for c in 0..=a {
+                        xx[a * p + c] = dot(cols[a], cols[c]);
+                        xx[c * p + a] = xx[a * p + c];
                     }
                 }
-                (xx, xy, yy)
+                (xx, cols.iter().map(|c| dot(c, y)).collect(), dot(y, y))
             })
             .collect();
         let mut xx = vec![0.0; p * p];
@@ -187,13 +178,20 @@ impl SlopeStats {
             xy.iter_mut().zip(&bxy).for_each(|(a, b)| *a += b);
             yy += byy;
         }
-        let terms = data.terms.iter().map(|t| term_sums(data, t)).collect::<Result<_, _>>()?;
-        let mut pairs = Vec::new();
-        for k in 0..data.terms.len() {
-            for l in k + 1..data.terms.len() {
-                pairs.push(pair_cells(&data.terms[k], &data.terms[l], k, l)?);
-            }
-        }
+        // The level sums of the terms alongside the cells of the pairs.
+        let (terms, pairs) = rayon::join(
+            || data.terms.par_iter().map(|t| term_sums(data, t)).collect::<Result<Vec<_>, _>>(),
+            || -> Result<Vec<PairCells>, FitError> {
+                let mut pairs = Vec::new();
+                for k in 0..data.terms.len() {
+                    for l in k + 1..data.terms.len() {
+                        pairs.push(pair_cells(&data.terms[k], &data.terms[l], k, l)?);
+                    }
+                }
+                Ok(pairs)
+            },
+        );
+        let (terms, pairs) = (terms?, pairs?);
         Ok(SlopeStats { n_obs: n, p, xx, xy, yy, terms, pairs })
     }
 
@@ -1376,7 +1374,8 @@ impl Henderson<'_> {
     }
 
     /// Preconditioned conjugate gradients for the `r` right-hand sides together; a column
-    /// stops when its residual falls below 1e-13 of its right-hand side.
+    /// stops when its residual falls below [`crate::mixed::CG_TOLERANCE`] of its right-hand
+    /// side (the intercept solver's tolerance).
     fn cg(&self, rhs: &[f64], keep_going: &mut dyn FnMut() -> bool) -> Result<(Vec<f64>, usize), FitError> {
         let (n, r) = (self.dim * self.r, self.r);
         let mut x = vec![0.0; n];
@@ -1389,7 +1388,7 @@ impl Henderson<'_> {
         let mut ad = vec![0.0; n];
         for it in 0..(10 * self.dim + 100).min(20000) {
             let rn = self.dots(&res, &res);
-            let active: Vec<bool> = rn.iter().zip(&norm0).map(|(v, n0)| v.sqrt() > 1e-13 * n0).collect();
+            let active: Vec<bool> = rn.iter().zip(&norm0).map(|(v, n0)| v.sqrt() > crate::mixed::CG_TOLERANCE * n0).collect();
             if !active.iter().any(|&a| a) {
                 return Ok((x, it));
             }
