@@ -1276,12 +1276,18 @@ impl Henderson<'_> {
         self.pool.install(|| {
             let (p, pk, r) = (self.stats.p, self.pk(), self.r);
             let b = &v[..pk * r];
-            let us: Vec<Vec<f64>> = (0..self.stats.terms.len()).map(|k| self.lambda_times(k, self.part(k, v))).collect();
+            let us: Vec<Vec<f64>> =
+                (0..self.stats.terms.len()).map(|k| self.lambda_times(k, self.part(k, v))).collect();
             let u: Vec<Option<&[f64]>> = us.iter().map(|x| Some(x.as_slice())).collect();
             let xs = self.x_sums(&u);
             for (i, &ci) in self.cols.iter().enumerate() {
                 for j in 0..r {
-                    out[i * r + j] = self.cols.iter().enumerate().map(|(l, &cl)| self.stats.xx[ci * p + cl] * b[l * r + j]).sum::<f64>()
+                    out[i * r + j] = self
+                        .cols
+                        .iter()
+                        .enumerate()
+                        .map(|(l, &cl)| self.stats.xx[ci * p + cl] * b[l * r + j])
+                        .sum::<f64>()
                         + xs[i * r + j];
                 }
             }
@@ -1388,7 +1394,8 @@ impl Henderson<'_> {
         let mut ad = vec![0.0; n];
         for it in 0..(10 * self.dim + 100).min(20000) {
             let rn = self.dots(&res, &res);
-            let active: Vec<bool> = rn.iter().zip(&norm0).map(|(v, n0)| v.sqrt() > crate::mixed::CG_TOLERANCE * n0).collect();
+            let active: Vec<bool> =
+                rn.iter().zip(&norm0).map(|(v, n0)| v.sqrt() > crate::mixed::CG_TOLERANCE * n0).collect();
             if !active.iter().any(|&a| a) {
                 return Ok((x, it));
             }
@@ -1479,8 +1486,7 @@ pub fn solve_slope_mixed(
         })?;
         level_inv.push(blocks.concat());
     }
-    let pair_rows: Vec<Vec<usize>> =
-        stats.pairs.iter().map(|pc| row_starts(pc, stats.terms[pc.k].n_levels)).collect();
+    let pair_rows: Vec<Vec<usize>> = stats.pairs.iter().map(|pc| row_starts(pc, stats.terms[pc.k].n_levels)).collect();
     let tasks = stats
         .terms
         .iter()
