@@ -1141,6 +1141,13 @@ fn column_side_any(o: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64]
     }
 }
 
+/// The passes over levels of every iteration split into parallel tasks only past these
+/// sizes (blocks of [`LEVELS`] levels, values): waking the threads costs more than small
+/// passes (and much more on a loaded machine, where a descheduled thread stalls every
+/// parallel step). The split never changes the results.
+const SERIAL_TASKS: usize = 16;
+const SERIAL_VALUES: usize = 1 << 16;
+
 /// Levels per parallel task of the sums over levels (fixed, so they are reduced in order).
 const LEVELS: usize = 1 << 10;
 
@@ -1160,11 +1167,13 @@ impl Henderson<'_> {
         let (q, r) = (self.stats.terms[k].q, self.r);
         let lam = &self.lambda[k];
         let mut out = vec![0.0; w.len()];
-        out.par_chunks_mut(LEVELS * q * r).zip(w.par_chunks(LEVELS * q * r)).for_each(|(o, w)| {
-            for (og, wg) in o.chunks_exact_mut(q * r).zip(w.chunks_exact(q * r)) {
-                add_product(og, lam, wg, q, q, r);
-            }
-        });
+        out.par_chunks_mut(LEVELS * q * r).zip(w.par_chunks(LEVELS * q * r)).with_min_len(SERIAL_TASKS).for_each(
+            |(o, w)| {
+                for (og, wg) in o.chunks_exact_mut(q * r).zip(w.chunks_exact(q * r)) {
+                    add_product(og, lam, wg, q, q, r);
+                }
+            },
+        );
         out
     }
 
@@ -1178,6 +1187,7 @@ impl Henderson<'_> {
             let q = t.q;
             let parts: Vec<Vec<f64>> = (0..t.n_levels.div_ceil(LEVELS))
                 .into_par_iter()
+                .with_min_len(SERIAL_TASKS)
                 .map(|block| {
                     let mut xs = vec![0.0; pk * r];
                     for g in block * LEVELS..((block + 1) * LEVELS).min(t.n_levels) {
@@ -1217,8 +1227,10 @@ impl Henderson<'_> {
             let Some(ul) = u[pc.k] else { continue };
             let qk = st.terms[pc.k].q;
             let n_cells = pc.rows.len();
+            // In parallel only when the parts are large enough to pay for waking threads.
             let parts: Vec<Vec<f64>> = (0..CELL_PARTS)
                 .into_par_iter()
+                .with_min_len(if n_cells >= 1 << 20 { 1 } else { CELL_PARTS })
                 .map(|part| {
                     let mut o = vec![0.0; t.n_levels * q * r];
                     let cells = part * n_cells / CELL_PARTS..(part + 1) * n_cells / CELL_PARTS;
@@ -1241,7 +1253,7 @@ impl Henderson<'_> {
             blocks.push((range.start, mine));
             rest = later;
         }
-        blocks.into_par_iter().for_each(|(first, o)| {
+        blocks.into_par_iter().with_min_len(2).for_each(|(first, o)| {
             let mut acc = vec![0.0; q * r];
             for (at, og) in o.chunks_mut(q * r).enumerate() {
                 let g = first + at;
@@ -1296,6 +1308,7 @@ impl Henderson<'_> {
                 let at = self.offsets[k] * r;
                 out[at..at + sums.len()]
                     .par_iter_mut()
+                    .with_min_len(SERIAL_VALUES)
                     .zip(&sums)
                     .zip(&v[at..at + sums.len()])
                     .for_each(|((o, s), w)| *o = s + self.s2 * w);
@@ -1308,13 +1321,17 @@ impl Henderson<'_> {
         let (q, r) = (self.stats.terms[k].q, self.r);
         let inv = &self.level_inv[k];
         let mut d = vec![0.0; z.len()];
-        d.par_chunks_mut(LEVELS * q * r).zip(s.par_chunks(LEVELS * q * r)).enumerate().for_each(|(block, (d, s))| {
-            for (at, (dg, sg)) in d.chunks_exact_mut(q * r).zip(s.chunks_exact(q * r)).enumerate() {
-                let g = block * LEVELS + at;
-                add_product(dg, &inv[g * q * q..(g + 1) * q * q], sg, q, q, r);
-            }
-        });
-        z.par_iter_mut().zip(&d).for_each(|(z, d)| *z -= d);
+        d.par_chunks_mut(LEVELS * q * r)
+            .zip(s.par_chunks(LEVELS * q * r))
+            .with_min_len(SERIAL_TASKS)
+            .enumerate()
+            .for_each(|(block, (d, s))| {
+                for (at, (dg, sg)) in d.chunks_exact_mut(q * r).zip(s.chunks_exact(q * r)).enumerate() {
+                    let g = block * LEVELS + at;
+                    add_product(dg, &inv[g * q * q..(g + 1) * q * q], sg, q, q, r);
+                }
+            });
+        z.par_iter_mut().with_min_len(SERIAL_VALUES).zip(&d).for_each(|(z, d)| *z -= d);
     }
 
     /// `z = M^-1 res` for the symmetric block Gauss-Seidel preconditioner
