@@ -34,12 +34,27 @@ has_slope_terms <- function(parsed) {
   any(vapply(parsed$random, function(term) !is.null(term$lhs), logical(1)))
 }
 
-# The design columns of one slope term on `frame`: a double matrix with lme4's column names.
+# The design columns of one slope term on `frame`, with lme4's column names: a list of
+# double vectors, NULL for the intercept. A term whose columns are plain numeric variables
+# (`1 + x + z`) takes them from the frame as they are, which is what model.matrix() gives
+# (without an n x q matrix and its copies); anything else (factors, interactions, calls)
+# goes through model.matrix().
 slope_design <- function(term, frame) {
-  z <- stats::model.matrix(stats::as.formula(call("~", term$lhs)), frame)
-  if (ncol(z) == 0L) stop("the random-effects term ", term$term, " has no columns", call. = FALSE)
-  storage.mode(z) <- "double"
-  z
+  tt <- stats::terms(stats::as.formula(call("~", term$lhs)))
+  labels <- attr(tt, "term.labels")
+  plain <- all(labels %in% names(frame)) &&
+    all(vapply(labels, function(v) is.numeric(frame[[v]]) && is.null(dim(frame[[v]])), logical(1)))
+  if (plain) {
+    columns <- c(if (attr(tt, "intercept") == 1L) list(NULL), lapply(labels, function(v) as.double(frame[[v]])))
+    names <- c(if (attr(tt, "intercept") == 1L) "(Intercept)", labels)
+  } else {
+    z <- stats::model.matrix(tt, frame)
+    storage.mode(z) <- "double"
+    names <- colnames(z)
+    columns <- lapply(seq_len(ncol(z)), function(j) if (names[j] == "(Intercept)") NULL else unname(z[, j]))
+  }
+  if (length(names) == 0L) stop("the random-effects term ", term$term, " has no columns", call. = FALSE)
+  list(names = names, columns = columns)
 }
 
 fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, threads,
@@ -61,15 +76,15 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
   }
   md <- fr_model_data(parsed, frame_call, data, env, threads)
   labels <- vapply(parsed$random, `[[`, "", "label")
+  # Each term's columns as vectors (NULL for the intercept); the model matrices are not
+  # kept, only their column names.
   designs <- lapply(parsed$random, slope_design, frame = md$frame)
+  design_names <- lapply(designs, `[[`, "names")
   terms <- lapply(seq_along(parsed$random), function(k) {
-    z <- designs[[k]]
     f <- md$flist[[labels[k]]]
-    list(label = labels[k], codes = as.integer(unclass(f)), n_levels = nlevels(f),
-         z = lapply(seq_len(ncol(z)), function(j) {
-           if (colnames(z)[j] == "(Intercept)") NULL else unname(z[, j])
-         }))
+    list(label = labels[k], codes = as.integer(unclass(f)), n_levels = nlevels(f), z = designs[[k]]$columns)
   })
+  rm(designs)
   res <- if (chunked) {
     fit_slope_chunks(md, terms, parsed, chunking, threads)
   } else {
@@ -83,7 +98,7 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
   groups <- make.unique(labels)
   sigma_of <- function(theta) {
     out <- lapply(seq_along(terms), function(k) {
-      cn <- colnames(designs[[k]])
+      cn <- design_names[[k]]
       q <- length(cn)
       s <- matrix(0, q, q, dimnames = list(cn, cn))
       at <- which(res$term == k - 1L)
@@ -96,7 +111,7 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
     stats::setNames(out, groups)
   }
   ranef <- lapply(seq_along(terms), function(k) {
-    cn <- colnames(designs[[k]])
+    cn <- design_names[[k]]
     f <- md$flist[[labels[k]]]
     u <- matrix(res$ranef[[k]], ncol = length(cn), byrow = TRUE,
                 dimnames = list(levels(f), cn))
@@ -104,12 +119,12 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
   })
   names(ranef) <- groups
   fitted <- fixed_part(md$fixed, coef[kept], kept, length(md$y)) +
-    slope_random_part(ranef, designs, md$flist[labels])
+    slope_random_part(ranef, terms)
   theta_names <- ifelse(res$term < 0L, "Residual", paste0(
     groups[pmax(res$term, 0L) + 1L], ".",
     vapply(seq_along(res$term), function(i) {
       if (res$term[i] < 0L) return("")
-      cn <- colnames(designs[[res$term[i] + 1L]])
+      cn <- design_names[[res$term[i] + 1L]]
       if (res$row[i] == res$col[i]) cn[res$row[i] + 1L]
       else paste(cn[res$row[i] + 1L], cn[res$col[i] + 1L], sep = ".")
     }, "")))
@@ -187,15 +202,20 @@ fixed_part <- function(fixed, coef, kept, n) {
   out
 }
 
-# sum over terms of z_i' u_{g(i)}; levels not in the fit (NA codes) contribute 0.
-slope_random_part <- function(ranef, designs, factors) {
+# sum over terms of z_i' u_{g(i)}, one column of each term at a time (no n x q
+# matrices); levels not in the fit (NA codes) contribute 0. The rows of ranef[[k]] are the
+# levels of the term's factor in order, so its codes index them.
+slope_random_part <- function(ranef, terms) {
   out <- 0
   for (k in seq_along(ranef)) {
-    u <- as.matrix(ranef[[k]])
-    codes <- match(as.character(factors[[k]]), rownames(u))
-    uk <- u[codes, , drop = FALSE]
-    uk[is.na(uk)] <- 0
-    out <- out + rowSums(designs[[k]] * uk)
+    u <- unname(as.matrix(ranef[[k]]))
+    codes <- terms[[k]]$codes
+    for (j in seq_len(ncol(u))) {
+      uj <- u[, j][codes]
+      uj[is.na(uj)] <- 0
+      z <- terms[[k]]$z[[j]]
+      out <- out + if (is.null(z)) uj else z * uj
+    }
   }
   out
 }
@@ -385,10 +405,10 @@ predict.fr_slope_fit <- function(object, newdata = NULL, re.form = NULL,
       stop(sprintf("new levels of '%s' in newdata (e.g. '%s'); use allow.new.levels = TRUE",
                    term$label, g[!is.na(g) & is.na(codes)][1L]), call. = FALSE)
     }
-    z <- slope_design(term, newdata)
+    z <- slope_design(term, newdata)$columns
     uk <- u[codes, , drop = FALSE]
     uk[is.na(uk)] <- 0
-    out <- out + rowSums(z * uk)
+    for (j in seq_along(z)) out <- out + if (is.null(z[[j]])) uk[, j] else z[[j]] * uk[, j]
   }
   stats::setNames(out, rownames(newdata))
 }
@@ -425,4 +445,74 @@ tidy.fr_slope_fit <- function(x, effects = c("ran_pars", "fixed"), ...) {
   }))
   rownames(out) <- NULL
   out
+}
+
+# The lower Cholesky factor of a positive semidefinite matrix, taken in column order; a
+# column that depends linearly on the earlier ones gets a zero pivot (and column), as a
+# singular covariance has in lme4's theta.
+psd_cholesky <- function(s) {
+  q <- nrow(s)
+  l <- matrix(0, q, q)
+  scale <- max(abs(diag(s)), .Machine$double.xmin)
+  for (j in seq_len(q)) {
+    before <- seq_len(j - 1L)
+    d <- s[j, j] - sum(l[j, before]^2)
+    if (d > 1e-12 * scale) {
+      l[j, j] <- sqrt(d)
+      for (i in seq_len(q - j) + j) l[i, j] <- (s[i, j] - sum(l[i, before] * l[j, before])) / l[j, j]
+    }
+  }
+  l
+}
+
+#' @rdname getME.fr_fit
+#' @details For a fit with random slopes ([fr_fit()] with `(x | g)` terms), `"theta"` is
+#'   lme4's: per term, the lower triangle (by columns) of the Cholesky factor of
+#'   `Sigma_k / sigma^2`, named as lme4 names it (`"Subject.(Intercept)"`,
+#'   `"Subject.Days.(Intercept)"`, `"Subject.Days"`), and `"lower"` is 0 on the diagonal
+#'   and `-Inf` below it, so `isSingular()` is `TRUE` for a fit whose covariance was
+#'   projected onto the boundary (a zero pivot).
+#' @export
+getME.fr_slope_fit <- function(object, name, ...) {
+  refuse_unknown_arguments("getME()", ..., help = "getME.fr_fit")
+  parts <- c("theta", "lower", "beta", "fixef", "sigma", "flist", "cnms", "n", "p", "n_rtrms")
+  if (missing(name) || !is.character(name) || length(name) == 0L || anyNA(name)) {
+    stop("`name` must name parts of the fit: ", paste(parts, collapse = ", "), call. = FALSE)
+  }
+  if (length(name) > 1L) {
+    return(sapply(name, function(one) getME.fr_slope_fit(object, one), simplify = FALSE))
+  }
+  triangle <- function(k) {
+    cn <- colnames(object$Sigma[[k]])
+    at <- which(lower.tri(object$Sigma[[k]], diag = TRUE), arr.ind = TRUE)
+    at <- at[order(at[, "col"], at[, "row"]), , drop = FALSE]
+    list(at = at, names = paste0(object$groups[k], ".", ifelse(at[, "row"] == at[, "col"], cn[at[, "row"]],
+                                                                paste(cn[at[, "row"]], cn[at[, "col"]], sep = "."))))
+  }
+  switch(name,
+    theta = unlist(lapply(seq_along(object$Sigma), function(k) {
+      l <- psd_cholesky(object$Sigma[[k]] / object$sigma^2)
+      tri <- triangle(k)
+      stats::setNames(l[tri$at], tri$names)
+    })),
+    lower = unlist(lapply(seq_along(object$Sigma), function(k) {
+      tri <- triangle(k)
+      stats::setNames(ifelse(tri$at[, "row"] == tri$at[, "col"], 0, -Inf), tri$names)
+    })),
+    beta = unname(object$coefficients),
+    fixef = object$coefficients,
+    sigma = object$sigma,
+    flist = object$flist,
+    cnms = stats::setNames(lapply(object$Sigma, colnames), object$groups),
+    n = object$nobs,
+    p = length(object$coefficients),
+    n_rtrms = length(object$Sigma),
+    devcomp = , devfun = , REML = , is_REML = , L = , Lambda = , Lambdat = , Lind = ,
+    RX = , RZX = , ALL = stop(no_likelihood_message(
+      sprintf("getME(fit, \"%s\")", name),
+      paste("its parts are", paste(parts, collapse = ", "))
+    ), call. = FALSE),
+    stop(sprintf("getME(fit, \"%s\") is not a part of a moment fit; its parts are %s", name,
+                 paste(parts, collapse = ", ")), call. = FALSE)
+  )
 }

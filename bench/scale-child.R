@@ -60,8 +60,10 @@ if (tool == "lmer") {
 } else if (tool == "fr_fit") {
   out$users <- nlevels(d$user)
   out$items <- nlevels(d$item)
-  # The floor: one cheapest pass over the same columns (of the crossed data).
-  if (all(c("user", "item", "x") %in% names(d))) {
+  # The floor: one cheapest pass over the same columns (of the crossed data); the
+  # components alone exist for random intercepts only.
+  slopes <- fullrandom:::has_slope_terms(fullrandom:::parse_fr_formula(form))
+  if (!slopes && all(c("user", "item", "x") %in% names(d))) {
     out$floor <- best_of(function() {
       tabulate(unclass(d$user), nlevels(d$user))
       tabulate(unclass(d$item), nlevels(d$item))

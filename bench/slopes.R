@@ -1,11 +1,19 @@
 # Random slopes (issue 20): bias and RMSE of the unbiased moment estimator beside lmer's
-# REML over simulated unbalanced designs, and time at 10^5 / 10^6 rows.
-# Run from the package root: Rscript bench/slopes.R  (a few minutes).
+# REML over simulated unbalanced designs, and time and peak memory from 10^5 rows to the
+# shape of MovieLens ml-32m beside the intercept-only fit of the same data.
+# Run from the package root: Rscript bench/slopes.R  (the simulations take a few minutes,
+# the sizes up to 32 million rows about ten more).
+#   FR_SLOPES_REPS: data sets per simulated design (300); 0 skips the simulations and
+#     keeps their tables from bench/results.md.
+#   FR_SLOPES_SIZES: rows of the timed fits (1e5,1e6,1e7,32000204).
+#   FR_SLOPES_LMER_MAX: lmer is timed up to this many rows (0: not run; it took 10 minutes
+#     at 10^5 rows on a loaded machine).
 suppressPackageStartupMessages({ library(fullrandom); library(lme4) })
 source("bench/results.R")
 set.seed(2026)
 reps <- as.integer(Sys.getenv("FR_SLOPES_REPS", "300"))
-timing_sizes <- as.numeric(strsplit(Sys.getenv("FR_SLOPES_SIZES", "1e5,1e6"), ",")[[1]])
+timing_sizes <- as.numeric(strsplit(Sys.getenv("FR_SLOPES_SIZES", "1e5,1e6,1e7,32000204"), ",")[[1]])
+lmer_max <- as.numeric(Sys.getenv("FR_SLOPES_LMER_MAX", "0"))
 
 summarise <- function(est, truth) {
   data.frame(parameter = names(truth), truth = truth,
@@ -16,32 +24,34 @@ lmer_theta <- function(m) {
   vc <- as.data.frame(VarCorr(m))
   vc$vcov
 }
-# 1. sleepstudy-like: 18 subjects x 10 days, 60% of rows kept.
-S <- matrix(c(612, 9.6, 9.6, 35), 2); s2 <- 655
-truth1 <- c(`sd(Int)^2` = 612, `cov` = 9.6, `sd(Days)^2` = 35, s2 = 655)
-sim1 <- replicate(reps, {
-  d <- expand.grid(Days = 0:9, Subject = factor(1:18))
-  d <- d[sort(sample(nrow(d), round(0.6 * nrow(d)))), ]
-  u <- matrix(rnorm(36), 18) %*% chol(S)
-  d$y <- 251 + 10.5 * d$Days + u[d$Subject, 1] + u[d$Subject, 2] * d$Days + rnorm(nrow(d), sd = sqrt(s2))
-  f <- suppressMessages(fr_fit(y ~ Days + (Days | Subject), d, threads = 1))
-  m <- suppressMessages(lmer(y ~ Days + (Days | Subject), d))
-  c(f$theta_raw, f$theta, lmer_theta(m)[c(1, 3, 2, 4)])
-})
-# 2. crossed y ~ x + (x | user) + (1 | item), unbalanced.
-S2 <- matrix(c(1, 0.3, 0.3, 0.5), 2)
-truth2 <- c(`user var(Int)` = 1, `user cov` = 0.3, `user var(x)` = 0.5, `item var` = 0.7, s2 = 1)
-sim2 <- replicate(reps, {
-  n <- 1500
-  d <- data.frame(user = factor(sample(100, n, TRUE, prob = rexp(100))),
-                  item = factor(sample(40, n, TRUE, prob = rexp(40))), x = rnorm(n))
-  u <- matrix(rnorm(200), 100) %*% chol(S2)
-  d$y <- 1 + 0.5 * d$x + u[d$user, 1] + u[d$user, 2] * d$x + rnorm(40, sd = sqrt(0.7))[d$item] + rnorm(n)
-  f <- suppressMessages(fr_fit(y ~ x + (x | user) + (1 | item), d, threads = 1))
-  m <- suppressMessages(lmer(y ~ x + (x | user) + (1 | item), d))
-  vc <- lmer_theta(m) # user var(Int), var(x), cov, item, residual
-  c(f$theta_raw, f$theta, vc[c(1, 3, 2, 4, 5)])
-})
+if (reps > 0) {
+  # 1. sleepstudy-like: 18 subjects x 10 days, 60% of rows kept.
+  S <- matrix(c(612, 9.6, 9.6, 35), 2); s2 <- 655
+  truth1 <- c(`sd(Int)^2` = 612, `cov` = 9.6, `sd(Days)^2` = 35, s2 = 655)
+  sim1 <- replicate(reps, {
+    d <- expand.grid(Days = 0:9, Subject = factor(1:18))
+    d <- d[sort(sample(nrow(d), round(0.6 * nrow(d)))), ]
+    u <- matrix(rnorm(36), 18) %*% chol(S)
+    d$y <- 251 + 10.5 * d$Days + u[d$Subject, 1] + u[d$Subject, 2] * d$Days + rnorm(nrow(d), sd = sqrt(s2))
+    f <- suppressMessages(fr_fit(y ~ Days + (Days | Subject), d, threads = 1))
+    m <- suppressMessages(lmer(y ~ Days + (Days | Subject), d))
+    c(f$theta_raw, f$theta, lmer_theta(m)[c(1, 3, 2, 4)])
+  })
+  # 2. crossed y ~ x + (x | user) + (1 | item), unbalanced.
+  S2 <- matrix(c(1, 0.3, 0.3, 0.5), 2)
+  truth2 <- c(`user var(Int)` = 1, `user cov` = 0.3, `user var(x)` = 0.5, `item var` = 0.7, s2 = 1)
+  sim2 <- replicate(reps, {
+    n <- 1500
+    d <- data.frame(user = factor(sample(100, n, TRUE, prob = rexp(100))),
+                    item = factor(sample(40, n, TRUE, prob = rexp(40))), x = rnorm(n))
+    u <- matrix(rnorm(200), 100) %*% chol(S2)
+    d$y <- 1 + 0.5 * d$x + u[d$user, 1] + u[d$user, 2] * d$x + rnorm(40, sd = sqrt(0.7))[d$item] + rnorm(n)
+    f <- suppressMessages(fr_fit(y ~ x + (x | user) + (1 | item), d, threads = 1))
+    m <- suppressMessages(lmer(y ~ x + (x | user) + (1 | item), d))
+    vc <- lmer_theta(m) # user var(Int), var(x), cov, item, residual
+    c(f$theta_raw, f$theta, vc[c(1, 3, 2, 4, 5)])
+  })
+}
 table_of <- function(sim, truth) {
   k <- length(truth)
   raw <- summarise(t(sim[1:k, ]), truth)
@@ -52,23 +62,59 @@ table_of <- function(sim, truth) {
 }
 header <- c("| parameter | truth | bias raw (MC se) | RMSE raw | RMSE projected | lmer bias | lmer RMSE |",
             "|---|---|---|---|---|---|---|")
-# 3. time at 10^5 and 10^6 rows, crossed slopes.
+# 3. time and peak memory: simulate_crossed() data shaped as bench/scale.R's (ml-32m at
+# 32,000,204 rows) with a random slope of x per user, each fit in a fresh R process
+# (bench/scale-child.R: the best of 3 calls, or of 5 timed batches below 1 s).
+child <- function(file, form, tool = "fr_fit") {
+  line <- system2(file.path(R.home("bin"), "Rscript"), c("bench/scale-child.R", file, 2, tool, shQuote(form)),
+                  stdout = TRUE)
+  pairs <- strsplit(strsplit(trimws(line[length(line)]), " ")[[1]], "=")
+  stats::setNames(as.numeric(vapply(pairs, `[`, "", 2)), vapply(pairs, `[`, "", 1))
+}
 timing <- lapply(timing_sizes[!is.na(timing_sizes)], function(n) {
-  d <- data.frame(user = factor(sample(n / 20, n, TRUE)), item = factor(sample(2000, n, TRUE)),
-                  x = rnorm(n))
-  d$y <- 1 + d$x + rnorm(n / 20)[d$user] * (1 + d$x) + rnorm(2000)[d$item] + rnorm(n)
-  t_fr <- system.time(fr_fit(y ~ x + (x | user) + (1 | item), d, threads = 2))[["elapsed"]]
-  t_int <- system.time(fr_fit(y ~ x + (1 | user) + (1 | item), d, threads = 2))[["elapsed"]]
-  t_lmer <- if (n <= 1e5) system.time(suppressMessages(lmer(y ~ x + (x | user) + (1 | item), d)))[["elapsed"]] else NA
-  sprintf("| %s | %.2f | %.2f | %s |", format(n, big.mark = ",", scientific = FALSE), t_fr, t_int,
-          if (is.na(t_lmer)) "not run" else sprintf("%.1f", t_lmer))
+  ml <- n == 32000204
+  d <- simulate_crossed(n, n_users = if (ml) 200948 else max(2, round(n / 160)),
+                        n_items = if (ml) 84432 else max(2, round(n / 380)), seed = 20261130)
+  d$y <- d$y + rnorm(nlevels(d$user), sd = 0.3)[d$user] * d$x
+  file <- tempfile(fileext = ".rds")
+  saveRDS(d, file, compress = FALSE)
+  rm(d)
+  on.exit(unlink(file))
+  int <- child(file, "y ~ x + (1 | user) + (1 | item)")
+  slo <- child(file, "y ~ x + (1 + x | user) + (1 | item)")
+  lm4 <- if (n <= lmer_max) child(file, "y ~ x + (1 + x | user) + (1 | item)", "lmer")[["time"]] else NA
+  cat(n, "rows:", slo[["full"]], "s slopes,", int[["full"]], "s intercepts\n")
+  c(n = n, users = slo[["users"]], items = slo[["items"]], slopes = slo[["full"]], intercepts = int[["full"]],
+    data = slo[["data_mb"]], peak_slopes = slo[["peak_mb"]], peak_intercepts = int[["peak_mb"]], lmer = lm4)
 })
-lines <- c(
-  sprintf("Random slopes, method = \"moments\" (%d replicates per design).", reps), "",
-  "sleepstudy-like, 60% of rows kept, `y ~ Days + (Days | Subject)`:", "", header, table_of(sim1, truth1), "",
-  "Crossed, unbalanced, `y ~ x + (x | user) + (1 | item)` (1500 rows, 100 users, 40 items):", "",
-  header, table_of(sim2, truth2), "",
-  "Time (seconds, 2 threads), `y ~ x + (x | user) + (1 | item)` beside the intercept-only fit and lmer:", "",
-  "| rows | slopes | intercepts only | lmer |", "|---|---|---|---|", unlist(timing))
+timing <- as.data.frame(do.call(rbind, timing))
+load_now <- strsplit(readLines("/proc/loadavg"), " ")[[1]][1:3]
+timing_lines <- c(
+  sprintf(paste("Time (seconds, 2 threads, each fit in a fresh R process) of `y ~ x + (1 + x | user) + (1 | item)`",
+                "beside the intercept-only fit `y ~ x + (1 | user) + (1 | item)` of the same `simulate_crossed()`",
+                "data (power-law users and items, shaped as ml-32m at 32,000,204 rows) with a random slope of x per",
+                "user (sd 0.3); *peak*: the process's peak resident memory (VmHWM), which holds the data frame",
+                "(*data*). Load average at the end: %s."), paste(load_now, collapse = " ")), "",
+  "| rows | users | items | slopes | intercepts only | slopes / intercepts | ns per row (slopes) | data (MB) | peak slopes (MB) | peak / data | peak intercepts (MB) | lmer |",
+  "|---|---|---|---|---|---|---|---|---|---|---|---|",
+  sprintf("| %s | %s | %s | %.3g | %.3g | %.1fx | %.0f | %.0f | %.0f | %.2f | %.0f | %s |",
+          format(timing$n, big.mark = ",", scientific = FALSE), format(timing$users, big.mark = ","),
+          format(timing$items, big.mark = ","), timing$slopes, timing$intercepts, timing$slopes / timing$intercepts,
+          timing$slopes / timing$n * 1e9, timing$data, timing$peak_slopes, timing$peak_slopes / timing$data,
+          timing$peak_intercepts, ifelse(is.na(timing$lmer), "not run", sprintf("%.1f", timing$lmer))))
+simulation_lines <- if (reps > 0) {
+  c(sprintf("Random slopes, method = \"moments\" (%d replicates per design).", reps), "",
+    "sleepstudy-like, 60% of rows kept, `y ~ Days + (Days | Subject)`:", "", header, table_of(sim1, truth1), "",
+    "Crossed, unbalanced, `y ~ x + (x | user) + (1 | item)` (1500 rows, 100 users, 40 items):", "",
+    header, table_of(sim2, truth2), "")
+} else {
+  # The simulation tables (and their notes) as the last full run wrote them.
+  old <- readLines("bench/results.md")
+  from <- match("<!-- bench:slopes -->", old) + 1L
+  to <- grep("^Time \\(seconds", old)
+  to <- to[to > from][1] - 1L
+  old[from:to]
+}
+lines <- c(simulation_lines, timing_lines)
 write_results_section("slopes", lines)
 cat(lines, sep = "\n")

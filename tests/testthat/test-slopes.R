@@ -26,6 +26,12 @@ test_that("sleepstudy (Days | Subject) equals lmer's REML on the balanced design
   expect_setequal(td$term[td$effect == "ran_pars"],
                   c("sd__(Intercept)", "sd__Days", "cor__(Intercept).Days", "sd__Observation"))
   expect_output(print(VarCorr(fit)), "Corr")
+  # lme4's theta (Cholesky factor of Sigma / sigma^2 by columns), names and bounds.
+  expect_equal(getME(fit, "theta"), lme4::getME(m, "theta"), tolerance = 1e-4)
+  expect_equal(getME(fit, "lower"), lme4::getME(m, "lower"))
+  expect_equal(getME(fit, "cnms"), lme4::getME(m, "cnms"))
+  expect_false(lme4::isSingular(fit))
+  expect_error(getME(fit, "L"), "L")
 })
 
 test_that("(Days || Subject) has lme4's terms and a diagonal covariance", {
@@ -99,6 +105,9 @@ test_that("a slope covariance clipped at the boundary leaves the residual varian
   }
   fit <- suppressMessages(fr_fit(y ~ Days + (Days | Subject), d))
   expect_true(fit$boundary[["Subject"]])
+  # The projected Sigma is singular: a zero pivot in lme4's theta, as lmer reports it.
+  expect_true(lme4::isSingular(fit))
+  expect_equal(unname(getME(fit, "theta")[3]), 0)
   expect_gt(sigma(fit), 0)
   # s2 from the within-subject residual sum of squares: near the true 655 (lmer: 590).
   expect_gt(sigma(fit)^2, 300)

@@ -20,16 +20,29 @@
 //!
 //! Then Henderson's equations with q x q blocks, in the parametrisation `u = Lambda w`
 //! (`Sigma_k = Lambda_k Lambda_k'`, which also covers a singular `Sigma_k`), solved by
-//! conjugate gradients with a block-diagonal preconditioner, give the GLS fixed effects,
-//! their covariance and the BLUPs.
+//! conjugate gradients for the right-hand side and the fixed-effect unit vectors at once,
+//! preconditioned by symmetric block Gauss-Seidel over (fixed effects, terms), give the
+//! GLS fixed effects, their covariance and the BLUPs.
+//!
+//! This solver is still a twin of [`crate::mixed`]'s `RandomEffectsMatrix` (the q = 1
+//! case). Sharing one would take: per-level `q x q` diagonal blocks and their inverses in
+//! place of the scalar diagonal; per-cell `q_k x q_l` blocks in place of the cell counts
+//! (the GLMM's per-cell weights are the q = 1 case of them), stored both ways as the
+//! intercept path stores the transposed cells, with `Lambda_k' P Lambda_l` folded in at
+//! set-up; `add_cell_sums` multiplying a block instead of a count; `level_sums` giving
+//! `q` rows a level; and the fixed effects eliminated by the Schur complement as for
+//! intercepts (7 iterations there against 9 here). The statistics would then be
+//! [`SlopeStats`] for every model ([`crate::stats`]'s counts and sums are its q = 1 case,
+//! plus the pilot shift).
 //!
 //! The statistics are sums over rows: the statistics of chunks of rows merge
 //! ([`SlopeStats::merge`]) into those of all the rows, so a fit in chunks is exact.
 
-use crate::data::FixedColumn;
-use crate::error::FitError;
-use crate::grouping::{balanced_blocks, bucket_sort, with_bucket};
+use crate::data::{FactorCodes, FixedColumn};
+use crate::error::{try_filled, try_with_capacity, FitError};
+use crate::grouping::{balanced_blocks, CellCounts};
 use rayon::prelude::*;
+use std::ops::Range;
 
 /// One random-effects term: its grouping codes and its `q` design columns.
 #[derive(Debug, Clone)]
@@ -50,6 +63,10 @@ impl SlopeTerm<'_> {
     #[inline]
     fn level(&self, i: usize) -> usize {
         (self.codes[i] - self.offset) as usize
+    }
+    /// The term's grouping factor, as the intercept path's statistics take it.
+    fn factor(&self) -> FactorCodes<'_> {
+        FactorCodes { name: self.name.clone(), codes: self.codes, offset: self.offset, n_levels: self.n_levels }
     }
 }
 
@@ -130,14 +147,6 @@ fn check(data: &SlopeData<'_>) -> Result<(), FitError> {
 /// fixed order whatever the number of threads).
 const ROWS: usize = 1 << 14;
 
-/// `z` of row `i` into `out`.
-#[inline]
-fn row_values(columns: &[FixedColumn<'_>], i: usize, out: &mut [f64]) {
-    for (o, c) in out.iter_mut().zip(columns) {
-        *o = c.value(i, 0.0);
-    }
-}
-
 impl SlopeStats {
     /// The statistics of the rows of `data`: `X'X`, `X'y`, `y'y` over fixed blocks of rows,
     /// the level sums of every term and the cells of every pair of terms over the levels'
@@ -153,25 +162,24 @@ impl SlopeStats {
             )));
         }
         let p = data.x.len();
+        let xs: Vec<Option<&[f64]>> = data.x.iter().map(column_slice).collect();
         let blocks: Vec<(Vec<f64>, Vec<f64>, f64)> = (0..n.div_ceil(ROWS))
             .into_par_iter()
             .map(|b| {
+                let rows = b * ROWS..((b + 1) * ROWS).min(n);
+                // Dot products of the block's columns (contiguous, so they vectorise).
+                let ones = vec![1.0; rows.len()];
+                let cols: Vec<&[f64]> = xs.iter().map(|c| c.map_or(&ones[..], |v| &v[rows.clone()])).collect();
+                let y = &data.y[rows.clone()];
+                let dot = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(u, v)| u * v).sum::<f64>();
                 let mut xx = vec![0.0; p * p];
-                let mut xy = vec![0.0; p];
-                let mut yy = 0.0;
-                let mut xi = vec![0.0; p];
-                for i in b * ROWS..((b + 1) * ROWS).min(n) {
-                    row_values(&data.x, i, &mut xi);
-                    let y = data.y[i];
-                    yy += y * y;
-                    for a in 0..p {
-                        xy[a] += xi[a] * y;
-                        for c in 0..p {
-                            xx[a * p + c] += xi[a] * xi[c];
-                        }
+                for a in 0..p {
+                    for c in 0..=a {
+                        xx[a * p + c] = dot(cols[a], cols[c]);
+                        xx[c * p + a] = xx[a * p + c];
                     }
                 }
-                (xx, xy, yy)
+                (xx, cols.iter().map(|c| dot(c, y)).collect(), dot(y, y))
             })
             .collect();
         let mut xx = vec![0.0; p * p];
@@ -182,13 +190,20 @@ impl SlopeStats {
             xy.iter_mut().zip(&bxy).for_each(|(a, b)| *a += b);
             yy += byy;
         }
-        let terms = data.terms.iter().map(|t| term_sums(data, t)).collect();
-        let mut pairs = Vec::new();
-        for k in 0..data.terms.len() {
-            for l in k + 1..data.terms.len() {
-                pairs.push(pair_cells(&data.terms[k], &data.terms[l], k, l));
-            }
-        }
+        // The level sums of the terms alongside the cells of the pairs.
+        let (terms, pairs) = rayon::join(
+            || data.terms.par_iter().map(|t| term_sums(data, t)).collect::<Result<Vec<_>, _>>(),
+            || -> Result<Vec<PairCells>, FitError> {
+                let mut pairs = Vec::new();
+                for k in 0..data.terms.len() {
+                    for l in k + 1..data.terms.len() {
+                        pairs.push(pair_cells(&data.terms[k], &data.terms[l], k, l)?);
+                    }
+                }
+                Ok(pairs)
+            },
+        );
+        let (terms, pairs) = (terms?, pairs?);
         Ok(SlopeStats { n_obs: n, p, xx, xy, yy, terms, pairs })
     }
 
@@ -253,95 +268,127 @@ impl SlopeStats {
     }
 }
 
-/// The level sums of one term, each level's rows added in row order.
-fn term_sums(data: &SlopeData<'_>, t: &SlopeTerm<'_>) -> TermSums {
-    let n = data.y.len();
-    let (q, p) = (t.q(), data.x.len());
-    let by_level = bucket_sort(n, t.n_levels, |range| range.map(|i| (t.level(i), i as u32)));
-    let pieces: Vec<(Vec<f64>, Vec<f64>, Vec<f64>)> = balanced_blocks(&by_level.starts)
-        .into_par_iter()
-        .map(|levels| {
-            let mut zz = vec![0.0; levels.len() * q * q];
-            let mut zx = vec![0.0; levels.len() * q * p];
-            let mut zy = vec![0.0; levels.len() * q];
-            let mut zi = vec![0.0; q];
-            let mut xi = vec![0.0; p];
-            for (at, g) in levels.enumerate() {
-                for &i in &by_level.values[by_level.starts[g]..by_level.starts[g + 1]] {
-                    let i = i as usize;
-                    row_values(&t.z, i, &mut zi);
-                    row_values(&data.x, i, &mut xi);
-                    let y = data.y[i];
-                    for a in 0..q {
-                        zy[at * q + a] += zi[a] * y;
-                        for b in 0..q {
-                            zz[at * q * q + a * q + b] += zi[a] * zi[b];
-                        }
-                        for b in 0..p {
-                            zx[at * q * p + a * p + b] += zi[a] * xi[b];
-                        }
-                    }
-                }
-            }
-            (zz, zx, zy)
-        })
-        .collect();
-    let mut out = TermSums { q, n_levels: t.n_levels, zz: Vec::new(), zx: Vec::new(), zy: Vec::new() };
-    for (zz, zx, zy) in pieces {
-        out.zz.extend(zz);
-        out.zx.extend(zx);
-        out.zy.extend(zy);
+/// A column as a slice (`None` for a column of ones), so the passes below read it
+/// without matching on [`FixedColumn`] per value.
+fn column_slice<'a>(c: &FixedColumn<'a>) -> Option<&'a [f64]> {
+    match c {
+        FixedColumn::Ones => None,
+        FixedColumn::Values(v) => Some(v),
     }
-    out
 }
 
-/// The cells of terms `a` (rows) and `b` (columns), by level of `a` and then of `b`, as
-/// [`crate::grouping::CellCounts::count`] finds them: the rows sorted by `b`'s level, that
-/// list sorted by `a`'s, so every level of `a` lists its rows by level of `b` (and in row
-/// order within a cell); runs of equal levels are the cells.
-fn pair_cells(a: &SlopeTerm<'_>, b: &SlopeTerm<'_>, k: usize, l: usize) -> PairCells {
+#[inline(always)]
+fn at(c: Option<&[f64]>, i: usize) -> f64 {
+    match c {
+        None => 1.0,
+        Some(v) => v[i],
+    }
+}
+
+/// The level sums of one term: one sequential scatter over the rows per column `a` of
+/// the term (the tasks run in parallel), adding `z_a (z, x, y)` of each row into its
+/// level's sums, so every level's rows are added in row order whatever the number of
+/// threads.
+fn term_sums(data: &SlopeData<'_>, t: &SlopeTerm<'_>) -> Result<TermSums, FitError> {
+    let n = data.y.len();
+    let (q, p) = (t.q(), data.x.len());
+    let width = q + p + 1;
+    let zs: Vec<Option<&[f64]>> = t.z.iter().map(column_slice).collect();
+    let xs: Vec<Option<&[f64]>> = data.x.iter().map(column_slice).collect();
+    let size = t.n_levels.saturating_mul(width);
+    let parts: Vec<Vec<f64>> = (0..q)
+        .into_par_iter()
+        .map(|a| -> Result<Vec<f64>, FitError> {
+            let mut s = try_filled(size, 0.0, &format!("the level sums of '{}'", t.name))?;
+            let za = zs[a];
+            for i in 0..n {
+                let v = at(za, i);
+                let row = &mut s[t.level(i) * width..(t.level(i) + 1) * width];
+                for (o, &zb) in row[..q].iter_mut().zip(&zs) {
+                    *o += v * at(zb, i);
+                }
+                for (o, &xb) in row[q..q + p].iter_mut().zip(&xs) {
+                    *o += v * at(xb, i);
+                }
+                row[q + p] += v * data.y[i];
+            }
+            Ok(s)
+        })
+        .collect::<Result<_, _>>()?;
+    let what = format!("the level sums of '{}'", t.name);
+    let mut out = TermSums {
+        q,
+        n_levels: t.n_levels,
+        zz: try_filled(t.n_levels.saturating_mul(q * q), 0.0, &what)?,
+        zx: try_filled(t.n_levels.saturating_mul(q * p), 0.0, &what)?,
+        zy: try_filled(t.n_levels.saturating_mul(q), 0.0, &what)?,
+    };
+    for (a, s) in parts.iter().enumerate() {
+        for g in 0..t.n_levels {
+            let row = &s[g * width..(g + 1) * width];
+            out.zz[g * q * q + a * q..g * q * q + (a + 1) * q].copy_from_slice(&row[..q]);
+            out.zx[g * q * p + a * p..g * q * p + (a + 1) * p].copy_from_slice(&row[q..q + p]);
+            out.zy[g * q + a] = row[q + p];
+        }
+    }
+    Ok(out)
+}
+
+/// The cells of terms `a` (rows) and `b` (columns), sorted by level of `a` and then of
+/// `b`: [`CellCounts::count`] finds them (the intercept path's cells), a parallel pass
+/// gives every row its cell, and one sequential scatter over the rows per entry of the
+/// cells' `q_a x q_b` sums adds each row into its cell, in row order (entries of two
+/// intercepts are the counts).
+fn pair_cells(a: &SlopeTerm<'_>, b: &SlopeTerm<'_>, k: usize, l: usize) -> Result<PairCells, FitError> {
     let n = a.codes.len();
     let (qa, qb) = (a.q(), b.q());
-    let by_b = bucket_sort(n, b.n_levels, |range| range.map(|i| (b.level(i), (a.level(i) as u32, i as u32))));
-    let by_a = bucket_sort(n, a.n_levels, |range| {
-        with_bucket(&by_b.starts, &by_b.values, range).map(|(h, (g, i))| (g as usize, (h, i)))
+    let cells = CellCounts::count(&a.factor(), &b.factor());
+    let n_cells = cells.cols.len();
+    let what = format!("the cells of '{}' and '{}'", a.name, b.name);
+    let mut cell_of = try_filled(n, 0u32, &what)?;
+    cell_of.par_chunks_mut(ROWS).enumerate().for_each(|(block, out)| {
+        for (j, o) in out.iter_mut().enumerate() {
+            let i = block * ROWS + j;
+            let (g, h) = (a.level(i), b.level(i) as u32);
+            let row = &cells.cols[cells.row_starts[g]..cells.row_starts[g + 1]];
+            // Every row's pair of levels is a cell.
+            *o = (cells.row_starts[g] + row.partition_point(|&c| c < h)) as u32;
+        }
     });
-    drop(by_b);
-    let pieces: Vec<PairCells> = balanced_blocks(&by_a.starts)
-        .into_par_iter()
-        .map(|levels| {
-            let mut out = PairCells { k, l, rows: Vec::new(), cols: Vec::new(), sums: Vec::new() };
-            let mut za = vec![0.0; qa];
-            let mut zb = vec![0.0; qb];
-            for g in levels {
-                let mut last = None;
-                for &(h, i) in &by_a.values[by_a.starts[g]..by_a.starts[g + 1]] {
-                    if last != Some(h) {
-                        out.rows.push(g as u32);
-                        out.cols.push(h);
-                        out.sums.extend(std::iter::repeat_n(0.0, qa * qb));
-                        last = Some(h);
-                    }
-                    row_values(&a.z, i as usize, &mut za);
-                    row_values(&b.z, i as usize, &mut zb);
-                    let at = out.sums.len() - qa * qb;
-                    for r in 0..qa {
-                        for s in 0..qb {
-                            out.sums[at + r * qb + s] += za[r] * zb[s];
-                        }
-                    }
-                }
+    let za: Vec<Option<&[f64]>> = a.z.iter().map(column_slice).collect();
+    let zb: Vec<Option<&[f64]>> = b.z.iter().map(column_slice).collect();
+    let entries: Vec<(usize, usize)> = (0..qa).flat_map(|r| (0..qb).map(move |s| (r, s))).collect();
+    let sums: Vec<Vec<f64>> = entries
+        .par_iter()
+        .map(|&(r, s)| -> Result<Vec<f64>, FitError> {
+            if za[r].is_none() && zb[s].is_none() {
+                return Ok(cells.counts.iter().map(|&c| c as f64).collect());
             }
-            out
+            let mut out = try_filled(n_cells, 0.0, &what)?;
+            for (i, &c) in cell_of.iter().enumerate() {
+                out[c as usize] += at(za[r], i) * at(zb[s], i);
+            }
+            Ok(out)
         })
-        .collect();
-    let mut out = PairCells { k, l, rows: Vec::new(), cols: Vec::new(), sums: Vec::new() };
-    for piece in pieces {
-        out.rows.extend(piece.rows);
-        out.cols.extend(piece.cols);
-        out.sums.extend(piece.sums);
+        .collect::<Result<_, _>>()?;
+    drop(cell_of);
+    let size = qa * qb;
+    let mut out = PairCells {
+        k,
+        l,
+        rows: try_with_capacity(n_cells, &what)?,
+        cols: cells.cols.clone(),
+        sums: try_filled(n_cells.saturating_mul(size), 0.0, &what)?,
+    };
+    for g in 0..cells.n_rows() {
+        out.rows.extend(std::iter::repeat_n(g as u32, cells.row_starts[g + 1] - cells.row_starts[g]));
     }
-    out
+    for (e, values) in sums.iter().enumerate() {
+        for (c, &v) in values.iter().enumerate() {
+            out.sums[c * size + e] = v;
+        }
+    }
+    Ok(out)
 }
 
 impl PairCells {
@@ -530,20 +577,6 @@ pub fn parameter_map(qs: &[usize]) -> Vec<Param> {
     out
 }
 
-/// `tr(S_ab X E_cd Y')` for q_k x q_l matrices `X`, `Y` (row-major), `S_ab` the symmetric
-/// part of `e_a e_b'` and `E_cd = e_c e_d' + e_d e_c'` (`e_c e_c'` when c = d).
-#[inline]
-fn pair_trace(x: &[f64], y: &[f64], ql: usize, a: usize, b: usize, c: usize, d: usize) -> f64 {
-    let xey = |i: usize, j: usize| -> f64 {
-        if c == d {
-            x[i * ql + c] * y[j * ql + c]
-        } else {
-            x[i * ql + c] * y[j * ql + d] + x[i * ql + d] * y[j * ql + c]
-        }
-    };
-    0.5 * (xey(a, b) + xey(b, a))
-}
-
 /// OLS and the moment equations of a slope model.
 #[derive(Debug, Clone)]
 pub struct SlopeEquations {
@@ -674,16 +707,28 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
     };
     let bxa: Vec<Vec<f64>> = xbx.iter().map(|b| mul(b, &a_inv)).collect();
     let vxa: Vec<Vec<f64>> = xvx.iter().map(|v| mul(v, &a_inv)).collect();
-    // Block (k, l): equations of term k, parameters of term l, from the cells.
-    let add_block = |k: usize, l: usize, x: &[f64], y: &[f64], lhs: &mut [f64], sign: f64| {
+    // Block (k, l): equations of term k, parameters of term l. Every cell adds
+    // `tr(S_ab X E_cd Y')` for q_k x q_l matrices X = R - 2U, Y = R (see below), which is
+    // linear in the products X_ic Y_jd: the cells add those into `t` (n x n, n = q_k q_l,
+    // `t[(i q_l + c) n + j q_l + d]`), and this maps the sum into the equations once.
+    let add_block = |k: usize, l: usize, t: &[f64], lhs: &mut [f64]| {
         let (qk, ql) = (qs[k], qs[l]);
+        let n = qk * ql;
+        let xy = |i: usize, c: usize, j: usize, d: usize| t[(i * ql + c) * n + j * ql + d];
         let mut e = first[k];
         for b in 0..qk {
             for a in b..qk {
                 let mut pm = first[l];
                 for d in 0..ql {
                     for c in d..ql {
-                        lhs[e * m + pm] += sign * pair_trace(x, y, ql, a, b, c, d);
+                        let xey = |i: usize, j: usize| {
+                            if c == d {
+                                xy(i, c, j, c)
+                            } else {
+                                xy(i, c, j, d) + xy(i, d, j, c)
+                            }
+                        };
+                        lhs[e * m + pm] += 0.5 * (xey(a, b) + xey(b, a));
                         pm += 1;
                     }
                 }
@@ -691,42 +736,96 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
             }
         }
     };
-    // Same term: cells are the levels, P = W_g.
+    // t += (R - 2U) (x) R for q_k x q_l matrices R, U.
+    let add_outer = |t: &mut [f64], r: &[f64], u: &[f64]| {
+        let n = r.len();
+        for i in 0..n {
+            let x = r[i] - 2.0 * u[i];
+            for (tj, &rj) in t[i * n..(i + 1) * n].iter_mut().zip(r) {
+                *tj += x * rj;
+            }
+        }
+    };
+    // Same term: cells are the levels, P = W_g. Fixed blocks of levels run in parallel,
+    // each into a table of its own; the tables are added in block order.
+    let mut tables: Vec<Vec<f64>> = Vec::new();
     for (k, t) in stats.terms.iter().enumerate() {
         let q = t.q;
-        for g in 0..t.n_levels {
-            let kgm = &ks[k][g * q * q..(g + 1) * q * q];
-            let w = &t.zz[g * q * q..(g + 1) * q * q];
-            let r = matmul(kgm, w, q, q, q);
-            let kga = &kga_all[k][g * q * p..(g + 1) * q * p];
-            let gx = &t.zx[g * q * p..(g + 1) * q * p];
-            let u = matmul_bt(kga, gx, q, p, q);
-            add_block(k, k, &r, &r, &mut lhs, 1.0);
-            add_block(k, k, &u, &r, &mut lhs, -2.0);
-        }
+        let part: Vec<Vec<f64>> = (0..t.n_levels.div_ceil(CELL_BLOCK))
+            .into_par_iter()
+            .map(|block| {
+                let mut table = vec![0.0; m * m];
+                let (mut r, mut u) = (vec![0.0; q * q], vec![0.0; q * q]);
+                let mut tensor = vec![0.0; q * q * q * q];
+                for g in block * CELL_BLOCK..((block + 1) * CELL_BLOCK).min(t.n_levels) {
+                    let kgm = &ks[k][g * q * q..(g + 1) * q * q];
+                    let w = &t.zz[g * q * q..(g + 1) * q * q];
+                    matmul_into(kgm, w, q, q, q, &mut r);
+                    let kga = &kga_all[k][g * q * p..(g + 1) * q * p];
+                    let gx = &t.zx[g * q * p..(g + 1) * q * p];
+                    matmul_bt_into(kga, gx, q, p, q, &mut u);
+                    add_outer(&mut tensor, &r, &u);
+                }
+                add_block(k, k, &tensor, &mut table);
+                table
+            })
+            .collect();
+        tables.extend(part);
     }
-    // Different terms: every cell of the pair, both ways.
+    // Different terms: every cell of the pair, both ways, by fixed blocks of cells.
     for pc in &stats.pairs {
         let (k, l) = (pc.k, pc.l);
         let (qk, ql) = (qs[k], qs[l]);
         let (tk, tl) = (&stats.terms[k], &stats.terms[l]);
-        for (c, (&g, &h)) in pc.rows.iter().zip(&pc.cols).enumerate() {
-            let (g, h) = (g as usize, h as usize);
-            let pgh = &pc.sums[c * qk * ql..(c + 1) * qk * ql];
-            let phg = transpose(pgh, qk, ql);
-            // equations of k, parameters of l
-            let r = matmul(&ks[k][g * qk * qk..(g + 1) * qk * qk], pgh, qk, qk, ql);
-            let u =
-                matmul_bt(&kga_all[k][g * qk * p..(g + 1) * qk * p], &tl.zx[h * ql * p..(h + 1) * ql * p], qk, p, ql);
-            add_block(k, l, &r, &r, &mut lhs, 1.0);
-            add_block(k, l, &u, &r, &mut lhs, -2.0);
-            // equations of l, parameters of k
-            let r = matmul(&ks[l][h * ql * ql..(h + 1) * ql * ql], &phg, ql, ql, qk);
-            let u =
-                matmul_bt(&kga_all[l][h * ql * p..(h + 1) * ql * p], &tk.zx[g * qk * p..(g + 1) * qk * p], ql, p, qk);
-            add_block(l, k, &r, &r, &mut lhs, 1.0);
-            add_block(l, k, &u, &r, &mut lhs, -2.0);
-        }
+        let n_cells = pc.rows.len();
+        let part: Vec<Vec<f64>> = (0..n_cells.div_ceil(CELL_BLOCK))
+            .into_par_iter()
+            .map(|block| {
+                let mut table = vec![0.0; m * m];
+                let (mut phg, mut r1, mut u1) = (vec![0.0; qk * ql], vec![0.0; qk * ql], vec![0.0; qk * ql]);
+                let (mut r2, mut u2) = (vec![0.0; qk * ql], vec![0.0; qk * ql]);
+                let n = qk * ql;
+                let (mut t1, mut t2) = (vec![0.0; n * n], vec![0.0; n * n]);
+                for c in block * CELL_BLOCK..((block + 1) * CELL_BLOCK).min(n_cells) {
+                    let (g, h) = (pc.rows[c] as usize, pc.cols[c] as usize);
+                    let pgh = &pc.sums[c * qk * ql..(c + 1) * qk * ql];
+                    for i in 0..qk {
+                        for j in 0..ql {
+                            phg[j * qk + i] = pgh[i * ql + j];
+                        }
+                    }
+                    // equations of k, parameters of l
+                    matmul_into(&ks[k][g * qk * qk..(g + 1) * qk * qk], pgh, qk, qk, ql, &mut r1);
+                    matmul_bt_into(
+                        &kga_all[k][g * qk * p..(g + 1) * qk * p],
+                        &tl.zx[h * ql * p..(h + 1) * ql * p],
+                        qk,
+                        p,
+                        ql,
+                        &mut u1,
+                    );
+                    add_outer(&mut t1, &r1, &u1);
+                    // equations of l, parameters of k
+                    matmul_into(&ks[l][h * ql * ql..(h + 1) * ql * ql], &phg, ql, ql, qk, &mut r2);
+                    matmul_bt_into(
+                        &kga_all[l][h * ql * p..(h + 1) * ql * p],
+                        &tk.zx[g * qk * p..(g + 1) * qk * p],
+                        ql,
+                        p,
+                        qk,
+                        &mut u2,
+                    );
+                    add_outer(&mut t2, &r2, &u2);
+                }
+                add_block(k, l, &t1, &mut table);
+                add_block(l, k, &t2, &mut table);
+                table
+            })
+            .collect();
+        tables.extend(part);
+    }
+    for table in tables {
+        lhs.iter_mut().zip(&table).for_each(|(a, b)| *a += b);
     }
     for e in 0..m - 1 {
         for pm in 0..m - 1 {
@@ -757,32 +856,33 @@ pub fn slope_equations(stats: &SlopeStats) -> Result<SlopeEquations, FitError> {
     Ok(SlopeEquations { params, lhs, q: qv, coef_ols: beta, kept, xx_inverse: a_inv, k: ks })
 }
 
-fn matmul(a: &[f64], b: &[f64], n: usize, r: usize, m: usize) -> Vec<f64> {
-    let mut o = vec![0.0; n * m];
+/// Levels or cells per parallel task of the moment equations (fixed, so that their
+/// tables are added in a fixed order whatever the number of threads).
+const CELL_BLOCK: usize = 1 << 12;
+
+/// `o = a b` with `a` n x r and `b` r x m.
+fn matmul_into(a: &[f64], b: &[f64], n: usize, r: usize, m: usize, o: &mut [f64]) {
     for i in 0..n {
         for j in 0..m {
             o[i * m + j] = (0..r).map(|s| a[i * r + s] * b[s * m + j]).sum();
         }
     }
-    o
 }
 
-/// `a b'` with `a` n x r and `b` m x r.
-fn matmul_bt(a: &[f64], b: &[f64], n: usize, r: usize, m: usize) -> Vec<f64> {
-    let mut o = vec![0.0; n * m];
+/// `o = a b'` with `a` n x r and `b` m x r.
+fn matmul_bt_into(a: &[f64], b: &[f64], n: usize, r: usize, m: usize, o: &mut [f64]) {
     for i in 0..n {
         for j in 0..m {
             o[i * m + j] = (0..r).map(|s| a[i * r + s] * b[j * r + s]).sum();
         }
     }
-    o
 }
 
-fn transpose(a: &[f64], n: usize, m: usize) -> Vec<f64> {
+fn matmul(a: &[f64], b: &[f64], n: usize, r: usize, m: usize) -> Vec<f64> {
     let mut o = vec![0.0; n * m];
     for i in 0..n {
         for j in 0..m {
-            o[j * n + i] = a[i * m + j];
+            o[i * m + j] = (0..r).map(|s| a[i * r + s] * b[s * m + j]).sum();
         }
     }
     o
@@ -939,195 +1039,411 @@ fn row_starts(pc: &PairCells, n_rows: usize) -> Vec<usize> {
 /// the result does not depend on the number of threads.
 const CELL_PARTS: usize = 8;
 
+/// Henderson's equations in `(b, w)`, `u_k = Lambda_k w_k`, applied without forming them:
+///
+/// ```text
+/// [ X'X          X'Z Lambda               ] [b]   [X'y        ]
+/// [ Lambda'Z'X   Lambda'Z'Z Lambda + s2 I ] [w] = [Lambda'Z'y ]
+/// ```
+///
+/// with `r` right-hand sides at once (stored by unknown: `v[i * r + j]`), so that every
+/// pass over the cells serves all of them. The blocks are the fixed effects, then one
+/// per term; within a term, every level's `q x q` diagonal block is
+/// `Lambda_k' W_g Lambda_k + s2 I`.
 struct Henderson<'s> {
     stats: &'s SlopeStats,
     cols: Vec<usize>,
     lambda: Vec<Vec<f64>>,
+    /// First unknown of every term.
     offsets: Vec<usize>,
     s2: f64,
     dim: usize,
-    /// Inverses of the diagonal blocks (X part first, then every level).
+    /// Right-hand sides solved together.
+    r: usize,
+    /// Inverse of the fixed-effect block `X'X` (kept columns).
     x_block_inv: Vec<f64>,
+    /// Per term, the inverses of the level blocks (q x q each, level after level).
     level_inv: Vec<Vec<f64>>,
     /// Per pair of terms, where the cells of each row level start.
     pair_rows: Vec<Vec<usize>>,
+    /// Per term, its levels in consecutive blocks with about equal numbers of cells as
+    /// row levels (the parallel tasks of [`Henderson::term_sums`]).
+    tasks: Vec<Vec<Range<usize>>>,
     /// The products run here; the iterations (and `keep_going`) on the caller's thread.
     pool: &'s rayon::ThreadPool,
 }
 
-/// Levels per parallel task of the products with Henderson's matrix.
+/// `out += a v` for `a` (n x m, row-major) and `v` (m x r, by rows): the products of
+/// Henderson's matrix with `r` columns at once, written so the inner loop runs over
+/// contiguous rows without bounds checks.
+#[inline(always)]
+fn add_product(out: &mut [f64], a: &[f64], v: &[f64], n: usize, m: usize, r: usize) {
+    for (i, o) in out.chunks_exact_mut(r).take(n).enumerate() {
+        for (&aij, vj) in a[i * m..(i + 1) * m].iter().zip(v.chunks_exact(r)) {
+            for (x, &y) in o.iter_mut().zip(vj) {
+                *x += aij * y;
+            }
+        }
+    }
+}
+
+/// `out += a' v` for `a` (m x n, row-major) and `v` (m x r, by rows).
+#[inline(always)]
+fn add_product_t(out: &mut [f64], a: &[f64], v: &[f64], n: usize, m: usize, r: usize) {
+    for (row, vj) in a.chunks_exact(n).take(m).zip(v.chunks_exact(r)) {
+        for (&aji, o) in row.iter().zip(out.chunks_exact_mut(r)) {
+            for (x, &y) in o.iter_mut().zip(vj) {
+                *x += aji * y;
+            }
+        }
+    }
+}
+
+/// `acc (q x r) += sum_c P_c u_{h_c}` over the cells `c` in `cells` of a pair (`P_c`
+/// q x ql, `u_h` ql x r): the row side of Henderson's matrix for one level.
+#[inline(always)]
+fn row_side(acc: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, ql: usize, r: usize) {
+    for c in cells {
+        let h = pc.cols[c] as usize;
+        add_product(acc, &pc.sums[c * q * ql..(c + 1) * q * ql], &u[h * ql * r..(h + 1) * ql * r], q, ql, r);
+    }
+}
+
+/// `o_h (q x r) += P_c' u_{g_c}` over the cells `c` in `cells` of a pair (`P_c` qk x q,
+/// `u_g` qk x r): the column side of Henderson's matrix, scattered by column level.
+#[inline(always)]
+fn column_side(o: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, qk: usize, r: usize) {
+    for c in cells {
+        let (g, h) = (pc.rows[c] as usize, pc.cols[c] as usize);
+        let pgh = &pc.sums[c * qk * q..(c + 1) * qk * q];
+        add_product_t(&mut o[h * q * r..(h + 1) * q * r], pgh, &u[g * qk * r..(g + 1) * qk * r], q, qk, r);
+    }
+}
+
+/// [`row_side`] and [`column_side`] compiled for a fixed number of right-hand sides `R`
+/// (as mixed.rs's cell sums), so that the innermost loops are unrolled.
+fn row_side_of<const R: usize>(acc: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, ql: usize) {
+    row_side(acc, pc, cells, u, q, ql, R)
+}
+fn column_side_of<const R: usize>(o: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, qk: usize) {
+    column_side(o, pc, cells, u, q, qk, R)
+}
+
+fn row_side_any(acc: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, ql: usize, r: usize) {
+    match r {
+        1 => row_side_of::<1>(acc, pc, cells, u, q, ql),
+        2 => row_side_of::<2>(acc, pc, cells, u, q, ql),
+        3 => row_side_of::<3>(acc, pc, cells, u, q, ql),
+        4 => row_side_of::<4>(acc, pc, cells, u, q, ql),
+        5 => row_side_of::<5>(acc, pc, cells, u, q, ql),
+        6 => row_side_of::<6>(acc, pc, cells, u, q, ql),
+        _ => row_side(acc, pc, cells, u, q, ql, r),
+    }
+}
+
+fn column_side_any(o: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, qk: usize, r: usize) {
+    match r {
+        1 => column_side_of::<1>(o, pc, cells, u, q, qk),
+        2 => column_side_of::<2>(o, pc, cells, u, q, qk),
+        3 => column_side_of::<3>(o, pc, cells, u, q, qk),
+        4 => column_side_of::<4>(o, pc, cells, u, q, qk),
+        5 => column_side_of::<5>(o, pc, cells, u, q, qk),
+        6 => column_side_of::<6>(o, pc, cells, u, q, qk),
+        _ => column_side(o, pc, cells, u, q, qk, r),
+    }
+}
+
+/// The passes over levels of every iteration split into parallel tasks only past these
+/// sizes (blocks of [`LEVELS`] levels, values): waking the threads costs more than small
+/// passes (and much more on a loaded machine, where a descheduled thread stalls every
+/// parallel step). The split never changes the results.
+const SERIAL_TASKS: usize = 16;
+const SERIAL_VALUES: usize = 1 << 16;
+
+/// Levels per parallel task of the sums over levels (fixed, so they are reduced in order).
 const LEVELS: usize = 1 << 10;
 
 impl Henderson<'_> {
     fn pk(&self) -> usize {
         self.cols.len()
     }
-    /// `out = H v`, every level's block on its own (in parallel), the fixed-effect block
-    /// summed over fixed blocks of levels in order.
-    fn apply(&self, v: &[f64], out: &mut [f64]) {
-        self.pool.install(|| self.apply_here(v, out))
+
+    /// The unknowns of term `k` in `v`.
+    fn part<'v>(&self, k: usize, v: &'v [f64]) -> &'v [f64] {
+        let len = self.stats.terms[k].n_levels * self.stats.terms[k].q * self.r;
+        &v[self.offsets[k] * self.r..self.offsets[k] * self.r + len]
     }
-    fn apply_here(&self, v: &[f64], out: &mut [f64]) {
-        let st = self.stats;
-        let (p, pk) = (st.p, self.pk());
-        let b = &v[..pk];
-        // u = Lambda w per term and level.
-        let lw: Vec<Vec<f64>> = st
-            .terms
-            .iter()
-            .enumerate()
-            .map(|(k, t)| {
-                let q = t.q;
-                let lam = &self.lambda[k];
-                let w = &v[self.offsets[k]..self.offsets[k] + t.n_levels * q];
-                let mut o = vec![0.0; t.n_levels * q];
-                o.par_chunks_mut(q).zip(w.par_chunks(q)).for_each(|(og, wg)| {
-                    for a in 0..q {
-                        og[a] = (0..q).map(|c| lam[a * q + c] * wg[c]).sum();
-                    }
-                });
-                o
-            })
-            .collect();
-        // Column side of every pair: P_gh' (Lambda w)_g added into level h of term l, by
-        // fixed parts of the cells (a gather by column level would read the cells at
-        // random).
-        let column_sums: Vec<Vec<f64>> = st
-            .pairs
-            .iter()
-            .map(|pc| {
-                let (qk, ql) = (st.terms[pc.k].q, st.terms[pc.l].q);
-                let n_cells = pc.rows.len();
-                let parts: Vec<Vec<f64>> = (0..CELL_PARTS)
-                    .into_par_iter()
-                    .map(|part| {
-                        let mut o = vec![0.0; st.terms[pc.l].n_levels * ql];
-                        for c in part * n_cells / CELL_PARTS..(part + 1) * n_cells / CELL_PARTS {
-                            let (g, h) = (pc.rows[c] as usize, pc.cols[c] as usize);
-                            let pgh = &pc.sums[c * qk * ql..(c + 1) * qk * ql];
-                            for d in 0..ql {
-                                o[h * ql + d] += (0..qk).map(|a| pgh[a * ql + d] * lw[pc.k][g * qk + a]).sum::<f64>();
-                            }
-                        }
-                        o
-                    })
-                    .collect();
-                let mut total = vec![0.0; st.terms[pc.l].n_levels * ql];
-                for part in parts {
-                    total.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
+
+    /// `Lambda_k w_g` for every level of term `k` (`w` is the term's part of a vector).
+    fn lambda_times(&self, k: usize, w: &[f64]) -> Vec<f64> {
+        let (q, r) = (self.stats.terms[k].q, self.r);
+        let lam = &self.lambda[k];
+        let mut out = vec![0.0; w.len()];
+        out.par_chunks_mut(LEVELS * q * r).zip(w.par_chunks(LEVELS * q * r)).with_min_len(SERIAL_TASKS).for_each(
+            |(o, w)| {
+                for (og, wg) in o.chunks_exact_mut(q * r).zip(w.chunks_exact(q * r)) {
+                    add_product(og, lam, wg, q, q, r);
                 }
-                total
-            })
-            .collect();
-        let (x_out, mut rest) = out.split_at_mut(pk);
-        // X side: X'X b + sum_k sum_g G_g' u_g.
-        for (i, &ci) in self.cols.iter().enumerate() {
-            x_out[i] = self.cols.iter().enumerate().map(|(j, &cj)| st.xx[ci * p + cj] * b[j]).sum();
-        }
-        for (k, t) in st.terms.iter().enumerate() {
+            },
+        );
+        out
+    }
+
+    /// `sum_k sum_g G_g' u_g` (pk x r) over the terms whose `u` is given, by fixed blocks
+    /// of levels added in order.
+    fn x_sums(&self, u: &[Option<&[f64]>]) -> Vec<f64> {
+        let (p, pk, r) = (self.stats.p, self.pk(), self.r);
+        let mut out = vec![0.0; pk * r];
+        for (k, t) in self.stats.terms.iter().enumerate() {
+            let Some(uk) = u[k] else { continue };
             let q = t.q;
-            let (mine, later) = rest.split_at_mut(t.n_levels * q);
-            rest = later;
-            let lam = &self.lambda[k];
-            let partial: Vec<Vec<f64>> = mine
-                .par_chunks_mut(LEVELS * q)
-                .enumerate()
-                .map(|(block, o)| {
-                    let mut xs = vec![0.0; pk];
-                    let mut acc = vec![0.0; q];
-                    for (at, og) in o.chunks_mut(q).enumerate() {
-                        let g = block * LEVELS + at;
+            let parts: Vec<Vec<f64>> = (0..t.n_levels.div_ceil(LEVELS))
+                .into_par_iter()
+                .with_min_len(SERIAL_TASKS)
+                .map(|block| {
+                    let mut xs = vec![0.0; pk * r];
+                    for g in block * LEVELS..((block + 1) * LEVELS).min(t.n_levels) {
                         let gx = &t.zx[g * q * p..(g + 1) * q * p];
-                        let w = &t.zz[g * q * q..(g + 1) * q * q];
-                        let u = &lw[k][g * q..(g + 1) * q];
-                        for a in 0..q {
-                            acc[a] = self.cols.iter().enumerate().map(|(j, &cj)| gx[a * p + cj] * b[j]).sum::<f64>()
-                                + (0..q).map(|c| w[a * q + c] * u[c]).sum::<f64>();
-                        }
+                        let ug = &uk[g * q * r..(g + 1) * q * r];
                         for (i, &ci) in self.cols.iter().enumerate() {
-                            xs[i] += (0..q).map(|a| gx[a * p + ci] * u[a]).sum::<f64>();
-                        }
-                        for ((pc, starts), column) in st.pairs.iter().zip(&self.pair_rows).zip(&column_sums) {
-                            let (qk, ql) = (st.terms[pc.k].q, st.terms[pc.l].q);
-                            if pc.k == k {
-                                for c in starts[g]..starts[g + 1] {
-                                    let h = pc.cols[c] as usize;
-                                    let pgh = &pc.sums[c * qk * ql..(c + 1) * qk * ql];
-                                    for a in 0..qk {
-                                        acc[a] += (0..ql).map(|d| pgh[a * ql + d] * lw[pc.l][h * ql + d]).sum::<f64>();
-                                    }
-                                }
-                            } else if pc.l == k {
-                                acc.iter_mut().zip(&column[g * ql..(g + 1) * ql]).for_each(|(a, v)| *a += v);
+                            let o = &mut xs[i * r..(i + 1) * r];
+                            for (a, ua) in ug.chunks_exact(r).enumerate() {
+                                let v = gx[a * p + ci];
+                                o.iter_mut().zip(ua).for_each(|(x, &y)| *x += v * y);
                             }
-                        }
-                        let vg = &v[self.offsets[k] + g * q..self.offsets[k] + (g + 1) * q];
-                        for c in 0..q {
-                            og[c] = (0..q).map(|a| lam[a * q + c] * acc[a]).sum::<f64>() + self.s2 * vg[c];
                         }
                     }
                     xs
                 })
                 .collect();
-            for xs in partial {
-                x_out.iter_mut().zip(&xs).for_each(|(o, x)| *o += x);
+            for xs in parts {
+                out.iter_mut().zip(&xs).for_each(|(o, v)| *o += v);
             }
         }
+        out
     }
-    fn precondition(&self, r: &[f64], z: &mut [f64]) {
-        let pk = self.pk();
-        for i in 0..pk {
-            z[i] = (0..pk).map(|j| self.x_block_inv[i * pk + j] * r[j]).sum();
+
+    /// For every level `g` of term `k`: `Lambda_k' (W_g u_g [own] + G_g b [b given] +
+    /// sum_l sum_h P_gh u_h [terms l whose u is given])`, the rows of term `k` of
+    /// Henderson's matrix without `s2 I`, applied to the parts given.
+    fn term_sums(&self, k: usize, b: Option<&[f64]>, u: &[Option<&[f64]>], own: bool) -> Vec<f64> {
+        let st = self.stats;
+        let (p, r) = (st.p, self.r);
+        let t = &st.terms[k];
+        let q = t.q;
+        // Column sides of the pairs (l, k): P_gh' u_g added into level h of term k, by
+        // fixed parts of the cells added in order (a gather by column level would read
+        // the cells at random).
+        let mut column = vec![0.0; t.n_levels * q * r];
+        for pc in st.pairs.iter().filter(|pc| pc.l == k) {
+            let Some(ul) = u[pc.k] else { continue };
+            let qk = st.terms[pc.k].q;
+            let n_cells = pc.rows.len();
+            // In parallel only when the parts are large enough to pay for waking threads.
+            let parts: Vec<Vec<f64>> = (0..CELL_PARTS)
+                .into_par_iter()
+                .with_min_len(if n_cells >= 1 << 20 { 1 } else { CELL_PARTS })
+                .map(|part| {
+                    let mut o = vec![0.0; t.n_levels * q * r];
+                    let cells = part * n_cells / CELL_PARTS..(part + 1) * n_cells / CELL_PARTS;
+                    column_side_any(&mut o, pc, cells, ul, q, qk, r);
+                    o
+                })
+                .collect();
+            for part in parts {
+                column.iter_mut().zip(&part).for_each(|(o, v)| *o += v);
+            }
         }
-        let mut at = pk;
-        for (k, t) in self.stats.terms.iter().enumerate() {
-            let q = t.q;
-            for g in 0..t.n_levels {
-                let inv = &self.level_inv[self.level_index(k, g)];
-                for a in 0..q {
-                    z[at + a] = (0..q).map(|c| inv[a * q + c] * r[at + c]).sum();
+        let lam = &self.lambda[k];
+        let own_u = if own { u[k] } else { None };
+        let mut out = vec![0.0; t.n_levels * q * r];
+        // Blocks of levels with about equal numbers of cells (a few levels may hold most).
+        let mut blocks = Vec::with_capacity(self.tasks[k].len());
+        let mut rest = out.as_mut_slice();
+        for range in &self.tasks[k] {
+            let (mine, later) = rest.split_at_mut(range.len() * q * r);
+            blocks.push((range.start, mine));
+            rest = later;
+        }
+        blocks.into_par_iter().with_min_len(2).for_each(|(first, o)| {
+            let mut acc = vec![0.0; q * r];
+            for (at, og) in o.chunks_mut(q * r).enumerate() {
+                let g = first + at;
+                acc.copy_from_slice(&column[g * q * r..(g + 1) * q * r]);
+                if let Some(uk) = own_u {
+                    add_product(&mut acc, &t.zz[g * q * q..(g + 1) * q * q], &uk[g * q * r..(g + 1) * q * r], q, q, r);
                 }
-                at += q;
+                if let Some(b) = b {
+                    let gx = &t.zx[g * q * p..(g + 1) * q * p];
+                    for (a, o) in acc.chunks_exact_mut(r).enumerate() {
+                        for (&ci, bi) in self.cols.iter().zip(b.chunks_exact(r)) {
+                            let v = gx[a * p + ci];
+                            o.iter_mut().zip(bi).for_each(|(x, &y)| *x += v * y);
+                        }
+                    }
+                }
+                for (pc, starts) in st.pairs.iter().zip(&self.pair_rows) {
+                    if pc.k != k {
+                        continue;
+                    }
+                    let Some(ul) = u[pc.l] else { continue };
+                    row_side_any(&mut acc, pc, starts[g]..starts[g + 1], ul, q, st.terms[pc.l].q, r);
+                }
+                add_product_t(og, lam, &acc, q, q, r);
+            }
+        });
+        out
+    }
+
+    /// `out = H v`.
+    fn apply(&self, v: &[f64], out: &mut [f64]) {
+        self.pool.install(|| {
+            let (p, pk, r) = (self.stats.p, self.pk(), self.r);
+            let b = &v[..pk * r];
+            let us: Vec<Vec<f64>> =
+                (0..self.stats.terms.len()).map(|k| self.lambda_times(k, self.part(k, v))).collect();
+            let u: Vec<Option<&[f64]>> = us.iter().map(|x| Some(x.as_slice())).collect();
+            let xs = self.x_sums(&u);
+            for (i, &ci) in self.cols.iter().enumerate() {
+                for j in 0..r {
+                    out[i * r + j] = self
+                        .cols
+                        .iter()
+                        .enumerate()
+                        .map(|(l, &cl)| self.stats.xx[ci * p + cl] * b[l * r + j])
+                        .sum::<f64>()
+                        + xs[i * r + j];
+                }
+            }
+            for k in 0..self.stats.terms.len() {
+                let sums = self.term_sums(k, Some(b), &u, true);
+                let at = self.offsets[k] * r;
+                out[at..at + sums.len()]
+                    .par_iter_mut()
+                    .with_min_len(SERIAL_VALUES)
+                    .zip(&sums)
+                    .zip(&v[at..at + sums.len()])
+                    .for_each(|((o, s), w)| *o = s + self.s2 * w);
+            }
+        })
+    }
+
+    /// `z_a -= D_a^-1 s_a` for every level of term `a` (`z` the term's part).
+    fn level_solve(&self, k: usize, s: &[f64], z: &mut [f64]) {
+        let (q, r) = (self.stats.terms[k].q, self.r);
+        let inv = &self.level_inv[k];
+        let mut d = vec![0.0; z.len()];
+        d.par_chunks_mut(LEVELS * q * r)
+            .zip(s.par_chunks(LEVELS * q * r))
+            .with_min_len(SERIAL_TASKS)
+            .enumerate()
+            .for_each(|(block, (d, s))| {
+                for (at, (dg, sg)) in d.chunks_exact_mut(q * r).zip(s.chunks_exact(q * r)).enumerate() {
+                    let g = block * LEVELS + at;
+                    add_product(dg, &inv[g * q * q..(g + 1) * q * q], sg, q, q, r);
+                }
+            });
+        z.par_iter_mut().with_min_len(SERIAL_VALUES).zip(&d).for_each(|(z, d)| *z -= d);
+    }
+
+    /// `z = M^-1 res` for the symmetric block Gauss-Seidel preconditioner
+    /// `M = (D + L) D^-1 (D + U)` over the blocks (fixed effects, then the terms), whose
+    /// diagonal `D` is inverted exactly (X'X, and every level's q x q block): a forward
+    /// sweep, then a backward one, as mixed.rs's intercept solver does over its terms.
+    /// Within a block every level is updated on its own, so the result does not depend
+    /// on the number of threads.
+    fn precondition(&self, res: &[f64], z: &mut [f64]) {
+        self.pool.install(|| {
+            let (pk, r) = (self.pk(), self.r);
+            let n_terms = self.stats.terms.len();
+            let mul_x = |v: &[f64]| -> Vec<f64> {
+                let mut o = vec![0.0; pk * r];
+                for i in 0..pk {
+                    for j in 0..r {
+                        o[i * r + j] = (0..pk).map(|l| self.x_block_inv[i * pk + l] * v[l * r + j]).sum();
+                    }
+                }
+                o
+            };
+            let zx = mul_x(&res[..pk * r]);
+            z[..pk * r].copy_from_slice(&zx);
+            let mut us: Vec<Option<Vec<f64>>> = vec![None; n_terms];
+            // Forward: (D + L) y = res.
+            for a in 0..n_terms {
+                let u: Vec<Option<&[f64]>> = us.iter().map(|x| x.as_deref()).collect();
+                let s = self.term_sums(a, Some(&zx), &u, false);
+                let at = self.offsets[a] * r;
+                let len = s.len();
+                // z_a = D^-1 (res_a - s_a): from 0, less D^-1 (s_a - res_a).
+                let diff: Vec<f64> = s.iter().zip(&res[at..at + len]).map(|(s, v)| s - v).collect();
+                z[at..at + len].iter_mut().for_each(|v| *v = 0.0);
+                self.level_solve(a, &diff, &mut z[at..at + len]);
+                us[a] = Some(self.lambda_times(a, &z[at..at + len]));
+            }
+            // Backward: (D + U) z = D y.
+            for a in (0..n_terms.saturating_sub(1)).rev() {
+                let u: Vec<Option<&[f64]>> =
+                    us.iter().enumerate().map(|(b, x)| if b > a { x.as_deref() } else { None }).collect();
+                let s = self.term_sums(a, None, &u, false);
+                let at = self.offsets[a] * r;
+                let len = s.len();
+                self.level_solve(a, &s, &mut z[at..at + len]);
+                us[a] = Some(self.lambda_times(a, &z[at..at + len]));
+            }
+            let u: Vec<Option<&[f64]>> = us.iter().map(|x| x.as_deref()).collect();
+            let back = mul_x(&self.x_sums(&u));
+            z[..pk * r].iter_mut().zip(&back).for_each(|(v, d)| *v -= d);
+        })
+    }
+
+    /// Per column `j`, `sum_i a[i, j] b[i, j]`.
+    fn dots(&self, a: &[f64], b: &[f64]) -> Vec<f64> {
+        let r = self.r;
+        let mut out = vec![0.0; r];
+        for (x, y) in a.chunks(r).zip(b.chunks(r)) {
+            for j in 0..r {
+                out[j] += x[j] * y[j];
             }
         }
+        out
     }
-    fn level_index(&self, k: usize, g: usize) -> usize {
-        self.stats.terms[..k].iter().map(|t| t.n_levels).sum::<usize>() + g
-    }
+
+    /// Preconditioned conjugate gradients for the `r` right-hand sides together; a column
+    /// stops when its residual falls below [`crate::mixed::CG_TOLERANCE`] of its right-hand
+    /// side (the intercept solver's tolerance).
     fn cg(&self, rhs: &[f64], keep_going: &mut dyn FnMut() -> bool) -> Result<(Vec<f64>, usize), FitError> {
-        let n = self.dim;
+        let (n, r) = (self.dim * self.r, self.r);
         let mut x = vec![0.0; n];
-        let mut r = rhs.to_vec();
+        let mut res = rhs.to_vec();
         let mut z = vec![0.0; n];
-        self.precondition(&r, &mut z);
+        self.precondition(&res, &mut z);
         let mut d = z.clone();
-        let mut rz: f64 = r.iter().zip(&z).map(|(a, b)| a * b).sum();
-        let norm0 = rhs.iter().map(|v| v * v).sum::<f64>().sqrt();
-        if norm0 == 0.0 {
-            return Ok((x, 0));
-        }
+        let mut rz = self.dots(&res, &z);
+        let norm0: Vec<f64> = self.dots(rhs, rhs).iter().map(|v| v.sqrt()).collect();
         let mut ad = vec![0.0; n];
-        for it in 0..(10 * n + 100).min(20000) {
-            let rn = r.iter().map(|v| v * v).sum::<f64>().sqrt();
-            if rn <= 1e-13 * norm0 {
+        for it in 0..(10 * self.dim + 100).min(20000) {
+            let rn = self.dots(&res, &res);
+            let active: Vec<bool> =
+                rn.iter().zip(&norm0).map(|(v, n0)| v.sqrt() > crate::mixed::CG_TOLERANCE * n0).collect();
+            if !active.iter().any(|&a| a) {
                 return Ok((x, it));
             }
             if it % 20 == 0 && !keep_going() {
                 return Err(FitError::Interrupted);
             }
             self.apply(&d, &mut ad);
-            let dad: f64 = d.iter().zip(&ad).map(|(a, b)| a * b).sum();
-            let alpha = rz / dad;
+            let dad = self.dots(&d, &ad);
+            let alpha: Vec<f64> = (0..r).map(|j| if active[j] { rz[j] / dad[j] } else { 0.0 }).collect();
             for i in 0..n {
-                x[i] += alpha * d[i];
-                r[i] -= alpha * ad[i];
+                x[i] += alpha[i % r] * d[i];
+                res[i] -= alpha[i % r] * ad[i];
             }
-            self.precondition(&r, &mut z);
-            let rz_new: f64 = r.iter().zip(&z).map(|(a, b)| a * b).sum();
-            let beta = rz_new / rz;
+            self.precondition(&res, &mut z);
+            let rz_new = self.dots(&res, &z);
+            let beta: Vec<f64> = (0..r).map(|j| if active[j] { rz_new[j] / rz[j] } else { 0.0 }).collect();
             rz = rz_new;
             for i in 0..n {
-                d[i] = z[i] + beta * d[i];
+                d[i] = z[i] + beta[i % r] * d[i];
             }
         }
         Err(FitError::NotConverged("the conjugate gradients for the mixed-model equations did not converge".into()))
@@ -1147,7 +1463,9 @@ fn invert_spd(a: &[f64], n: usize) -> Result<Vec<f64>, FitError> {
     Ok(out)
 }
 
-/// Henderson's equations at the components `theta` (parameters as [`parameter_map`]).
+/// Henderson's equations at the components `theta` (parameters as [`parameter_map`]):
+/// the right-hand side and the unit vectors of the kept fixed-effect columns (for the
+/// covariance of the fixed effects) solved together.
 pub fn solve_slope_mixed(
     stats: &SlopeStats,
     eq: &SlopeEquations,
@@ -1178,20 +1496,41 @@ pub fn solve_slope_mixed(
     for (k, t) in stats.terms.iter().enumerate() {
         let q = t.q;
         let lam = &lambda[k];
-        for g in 0..t.n_levels {
-            let w = &t.zz[g * q * q..(g + 1) * q * q];
-            let lw = matmul(w, lam, q, q, q);
-            let mut blk = vec![0.0; q * q];
-            for a in 0..q {
-                for c in 0..q {
-                    blk[a * q + c] =
-                        (0..q).map(|r| lam[r * q + a] * lw[r * q + c]).sum::<f64>() + if a == c { s2 } else { 0.0 };
+        let blocks: Vec<Vec<f64>> = pool.install(|| {
+            (0..t.n_levels)
+                .into_par_iter()
+                .map(|g| {
+                    let w = &t.zz[g * q * q..(g + 1) * q * q];
+                    let lw = matmul(w, lam, q, q, q);
+                    let mut blk = vec![0.0; q * q];
+                    for a in 0..q {
+                        for c in 0..q {
+                            blk[a * q + c] = (0..q).map(|r| lam[r * q + a] * lw[r * q + c]).sum::<f64>()
+                                + if a == c { s2 } else { 0.0 };
+                        }
+                    }
+                    invert_spd(&blk, q)
+                })
+                .collect::<Result<_, _>>()
+        })?;
+        level_inv.push(blocks.concat());
+    }
+    let pair_rows: Vec<Vec<usize>> = stats.pairs.iter().map(|pc| row_starts(pc, stats.terms[pc.k].n_levels)).collect();
+    let tasks = stats
+        .terms
+        .iter()
+        .enumerate()
+        .map(|(k, t)| {
+            let mut cell_starts = vec![0usize; t.n_levels + 1];
+            for (pc, starts) in stats.pairs.iter().zip(&pair_rows) {
+                if pc.k == k {
+                    cell_starts.iter_mut().zip(starts).for_each(|(s, c)| *s += c);
                 }
             }
-            level_inv.push(invert_spd(&blk, q)?);
-        }
-    }
-    let pair_rows = stats.pairs.iter().map(|pc| row_starts(pc, stats.terms[pc.k].n_levels)).collect();
+            balanced_blocks(&cell_starts)
+        })
+        .collect();
+    let r = pk + 1;
     let h = Henderson {
         stats,
         cols: cols.clone(),
@@ -1199,27 +1538,31 @@ pub fn solve_slope_mixed(
         offsets: offsets.clone(),
         s2,
         dim,
+        r,
         x_block_inv,
         level_inv,
         pair_rows,
+        tasks,
         pool,
     };
-    let mut rhs = vec![0.0; dim];
+    // Column 0: (X'y, Lambda'Z'y); column 1 + j: the unit vector of kept column j.
+    let mut rhs = vec![0.0; dim * r];
     for (i, &ci) in cols.iter().enumerate() {
-        rhs[i] = stats.xy[ci];
+        rhs[i * r] = stats.xy[ci];
+        rhs[i * r + 1 + i] = 1.0;
     }
     for (k, t) in stats.terms.iter().enumerate() {
         let q = t.q;
         for g in 0..t.n_levels {
             for c in 0..q {
-                rhs[offsets[k] + g * q + c] = (0..q).map(|a| h.lambda[k][a * q + c] * t.zy[g * q + a]).sum();
+                rhs[(offsets[k] + g * q + c) * r] = (0..q).map(|a| h.lambda[k][a * q + c] * t.zy[g * q + a]).sum();
             }
         }
     }
-    let (sol, mut iterations) = h.cg(&rhs, keep_going)?;
+    let (sol, iterations) = h.cg(&rhs, keep_going)?;
     let mut coef = vec![f64::NAN; p];
     for (i, &ci) in cols.iter().enumerate() {
-        coef[ci] = sol[i];
+        coef[ci] = sol[i * r];
     }
     let ranef: Vec<Vec<f64>> = stats
         .terms
@@ -1230,7 +1573,7 @@ pub fn solve_slope_mixed(
             let mut o = vec![0.0; t.n_levels * q];
             for g in 0..t.n_levels {
                 for a in 0..q {
-                    o[g * q + a] = (0..q).map(|c| h.lambda[k][a * q + c] * sol[offsets[k] + g * q + c]).sum();
+                    o[g * q + a] = (0..q).map(|c| h.lambda[k][a * q + c] * sol[(offsets[k] + g * q + c) * r]).sum();
                 }
             }
             o
@@ -1238,12 +1581,8 @@ pub fn solve_slope_mixed(
         .collect();
     let mut vcov = vec![f64::NAN; p * p];
     for (j, &cj) in cols.iter().enumerate() {
-        let mut e = vec![0.0; dim];
-        e[j] = 1.0;
-        let (col, its) = h.cg(&e, keep_going)?;
-        iterations += its;
         for (i, &ci) in cols.iter().enumerate() {
-            vcov[ci * p + cj] = s2 * col[i];
+            vcov[ci * p + cj] = s2 * sol[i * r + 1 + j];
         }
     }
     Ok(SlopeMixed { coef, vcov, ranef, iterations })
