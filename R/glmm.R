@@ -9,7 +9,8 @@
 #' `u_k ~ N(0, s2_k I)`, by Jiang's method of moments (Jiang 1998, JASA 93; Jiang and
 #' Zhang 2001, Biometrika 88): the first moments `sum_i x_i (y_i - n_i E h(eta_i + z))`
 #' and, per term, the within-level cross-products `sum_g w_g sum_{s != t in g} y_s y_t`
-#' are equated to their expectations under the model, computed by Gauss-Hermite
+#' (leaving out pairs of rows that also share a level of a crossed term; a term nested in
+#' another keeps them) are equated to their expectations under the model, computed by Gauss-Hermite
 #' quadrature (closed forms for Poisson-log). The level weights are
 #' `1 / max(n_g - 1, 1)` (option `fullrandom.glmm_information_weights = TRUE` adds a
 #' second, experimental step weighting each level by its information at these estimates).

@@ -26,9 +26,12 @@
 //! so `E[S_g^2 - Q_g]` for the pairs sharing only term `k` is `E_z[a_g(z)^2 - b_g(z)]` with
 //! `a_g(z) = sum_i n_i m(eta0_i + z; s2_+ - s2_k)` and `b_g` the sum of squares: per level
 //! and Gauss-Hermite node, sums over rows that add across chunks and are squared after the
-//! merge. Pairs that also share a level of a second term `l` (rows in the same cell of a
-//! nested or partially crossed pair of terms) are corrected cell by cell with `A = {k, l}`;
-//! the expectations are exact when no pair of rows shares the levels of three terms. For
+//! merge. Pairs that also share a level of a second term `l` (rows in the same cell) are
+//! left out of `T_k` when `k` is not nested in `l` (crossed terms with repeated cells:
+//! their pairs carry `s2_k + s2_l`, many of them tied to one draw of each effect), their
+//! observed sums subtracted and the level's expectation corrected cell by cell; a term
+//! nested in `l` keeps them, with `A = {k, l}`. The expectations are exact when no pair of
+//! rows shares the levels of three terms. For
 //! Poisson-log everything is closed form: `m = exp(e + s2/2)` and
 //! `E[y_s y_t] = mu_s mu_t exp(s2_A)`, `mu_i = exp(eta0_i + s2_+/2)`. A term whose levels
 //! hold single rows (an observation-level term) has no pairs; it is identified instead by
