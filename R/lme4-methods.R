@@ -258,13 +258,20 @@ getME.fr_fit <- function(object, name, ...) {
     p = length(object$coefficients),
     n_rtrms = length(terms),
     devcomp = , devfun = , REML = , is_REML = , L = , Lambda = , Lambdat = , Lind = ,
-    RX = , RZX = , ALL = stop(no_likelihood_message(
-      sprintf("getME(fit, \"%s\")", name),
-      paste("its parts are", paste(parts, collapse = ", "))
-    ), call. = FALSE),
-    stop(sprintf("getME(fit, \"%s\") is not a part of a moment fit; its parts are %s", name,
-                 paste(parts, collapse = ", ")), call. = FALSE)
+    RX = , RZX = , ALL = refuse_getme_part(name, parts, likelihood = TRUE),
+    refuse_getme_part(name, parts, likelihood = FALSE)
   )
+}
+
+# The error of getME() for a part a moment fit does not have: a likelihood's part (lme4's
+# deviance function, Cholesky factor, ...) or a name lme4 does not know either.
+refuse_getme_part <- function(name, parts, likelihood) {
+  if (likelihood) {
+    stop(no_likelihood_message(sprintf("getME(fit, \"%s\")", name),
+                               paste("its parts are", paste(parts, collapse = ", "))), call. = FALSE)
+  }
+  stop(sprintf("getME(fit, \"%s\") is not a part of a moment fit; its parts are %s", name,
+               paste(parts, collapse = ", ")), call. = FALSE)
 }
 
 #' Simulate responses from a moment fit

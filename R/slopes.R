@@ -508,11 +508,7 @@ getME.fr_slope_fit <- function(object, name, ...) {
     p = length(object$coefficients),
     n_rtrms = length(object$Sigma),
     devcomp = , devfun = , REML = , is_REML = , L = , Lambda = , Lambdat = , Lind = ,
-    RX = , RZX = , ALL = stop(no_likelihood_message(
-      sprintf("getME(fit, \"%s\")", name),
-      paste("its parts are", paste(parts, collapse = ", "))
-    ), call. = FALSE),
-    stop(sprintf("getME(fit, \"%s\") is not a part of a moment fit; its parts are %s", name,
-                 paste(parts, collapse = ", ")), call. = FALSE)
+    RX = , RZX = , ALL = refuse_getme_part(name, parts, likelihood = TRUE),
+    refuse_getme_part(name, parts, likelihood = FALSE)
   )
 }

@@ -8,29 +8,15 @@ use fullrandom_core::glmm::{fit_glmm, GlmmChunk, GlmmOptions};
 use fullrandom_core::*;
 use std::time::Instant;
 
-/// Draws `n` codes in `0..levels` with probability proportional to 1 / (code + 1).
-fn zipf_codes(n: usize, levels: usize, next: &mut impl FnMut() -> f64) -> Vec<i32> {
-    let mut cumulative = Vec::with_capacity(levels);
-    let mut total = 0.0;
-    for g in 0..levels {
-        total += 1.0 / (g + 1) as f64;
-        cumulative.push(total);
-    }
-    (0..n).map(|_| cumulative.partition_point(|&c| c < next() * total).min(levels - 1) as i32).collect()
-}
+mod common;
+use common::{uniforms, zipf_codes};
 
 fn main() {
     let arg = |i: usize, default: usize| std::env::args().nth(i).map(|s| s.parse().unwrap()).unwrap_or(default);
     let n = arg(1, 100_000);
     let threads = arg(2, 2);
     let (users, items) = ((n / 160).max(2), (n / 380).max(2));
-    let mut state = 0x9e3779b97f4a7c15u64;
-    let mut next = move || {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        (state >> 11) as f64 / (1u64 << 53) as f64
-    };
+    let mut next = uniforms();
     let normal = |next: &mut dyn FnMut() -> f64| {
         let (a, b) = (next().max(1e-300), next());
         (-2.0 * a.ln()).sqrt() * (2.0 * std::f64::consts::PI * b).cos()
