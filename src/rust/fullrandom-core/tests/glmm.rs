@@ -199,6 +199,16 @@ fn monte_carlo_expectations(rows: &Rows, fam: &GlmFamily, b: &[f64], s2: &[f64],
                 rows.trials[i] * fam.linkinv(eta)
             })
             .collect();
+        // Pairs of distinct rows in one cell of the two (crossed) terms are left out of both
+        // statistics: per cell, the sum of mu and of mu^2.
+        let mut cells: std::collections::HashMap<(i32, i32), (f64, f64)> = std::collections::HashMap::new();
+        if k_terms == 2 {
+            for i in 0..rows.n() {
+                let cell = cells.entry((rows.codes[0][i], rows.codes[1][i])).or_insert((0.0, 0.0));
+                cell.0 += mu[i];
+                cell.1 += mu[i] * mu[i];
+            }
+        }
         for k in 0..k_terms {
             let mut a = vec![0.0; rows.n_levels[k]];
             let mut q = vec![0.0; rows.n_levels[k]];
@@ -209,6 +219,10 @@ fn monte_carlo_expectations(rows: &Rows, fam: &GlmFamily, b: &[f64], s2: &[f64],
                 // is n (n - 1) h^2 (binomial) or mu^2 (Poisson).
                 let within = if fam.is_poisson_log() { 1.0 } else { (rows.trials[i] - 1.0) / rows.trials[i] };
                 q[g] += mu[i] * mu[i] * (1.0 - within);
+            }
+            for (&(g0, g1), &(sum, squares)) in &cells {
+                let g = if k == 0 { g0 } else { g1 } as usize;
+                q[g] += sum * sum - squares;
             }
             let t: f64 = (0..rows.n_levels[k]).map(|g| (a[g] * a[g] - q[g]) / (counts[k][g] - 1.0).max(1.0)).sum();
             sum[k] += t;
