@@ -3,13 +3,7 @@
 # threads. Run from the package root: Rscript bench/mixing-time.R
 suppressMessages(library(fullrandom))
 source("bench/mixing-designs.R")
-set.seed(7)
-G <- 2e5
-n <- pmax(rpois(G, 4), 1)
-alpha <- draw_alpha(G, "bimodal")
-g <- rep(seq_len(G), n)
-big <- data.frame(y = 1 + alpha[g] + rnorm(length(g)), g = factor(g))
-fit <- fr_fit(y ~ 1 + (1 | g), data = big, threads = 2)
+fit <- timing_fit()
 for (m in c("auto", "npmle")) {
   load1 <- strsplit(readLines("/proc/loadavg"), " ")[[1]][1]
   times <- t(replicate(5, {

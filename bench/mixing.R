@@ -89,13 +89,7 @@ designs <- rbind(
              crossed = FALSE, reps = 5L, n_pred = 20000)
 )
 # Time for 2e5 levels on 2 threads: the distribution and the posterior means (fit excluded).
-set.seed(7)
-G <- 2e5
-n <- pmax(rpois(G, 4), 1)
-alpha <- draw_alpha(G, "bimodal")
-g <- rep(seq_len(G), n)
-big <- data.frame(y = 1 + alpha[g] + rnorm(length(g)), g = factor(g))
-fit <- fr_fit(y ~ 1 + (1 | g), data = big, threads = 2)
+fit <- timing_fit()
 load_before <- readLines("/proc/loadavg")
 times <- t(replicate(5, {
   tm <- system.time({
