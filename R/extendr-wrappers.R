@@ -188,6 +188,35 @@ fr_glmm_fit <- function(model, family, link, trials, offset, information_weights
 #' @noRd
 fr_glmm_condvar <- function(model, family, link, trials, offset, coef, variances, modes, threads) .Call(wrap__fr_glmm_condvar, model, family, link, trials, offset, coef, variances, modes, threads)
 
+#' Fits a binomial or Poisson GLMM to the rows of several chunks (internal; use fr_fit()
+#' with `family` and `chunks` or files). Every pass of the estimator runs over all the
+#' chunks, so the result equals fr_glmm_fit() on the rows stacked (up to rounding).
+#' Checks for user interrupts between passes and calls `progress`.
+#'
+#' @param models list of models as for fr_glmm_fit(), one per chunk, with the same
+#'   columns and numbers of levels (the codes of the whole data's levels).
+#' @param family,link the family's and link's names.
+#' @param trials,offsets lists (one element per chunk) of NULL or double vectors.
+#' @param information_weights,working_covariance as for fr_glmm_fit().
+#' @param modes whether to compute the conditional modes.
+#' @param threads number of worker threads.
+#' @param progress NULL, or a function of the number of solver steps so far.
+#' @return a list as fr_glmm_fit() returns it.
+#' @noRd
+fr_glmm_fit_chunks <- function(models, family, link, trials, offsets, information_weights, working_covariance, modes, threads, progress) .Call(wrap__fr_glmm_fit_chunks, models, family, link, trials, offsets, information_weights, working_covariance, modes, threads, progress)
+
+#' The conditional modes of a GLMM at given fixed effects and variances over the rows of
+#' several chunks (internal; fr_fit(combine = "average") with a binomial or Poisson
+#' family). Checks for user interrupts and calls `progress` between iterations.
+#'
+#' @param models,family,link,trials,offsets as for fr_glmm_fit_chunks().
+#' @param coef,variances the estimates.
+#' @param threads number of worker threads.
+#' @param progress NULL, or a function of the number of solver steps so far.
+#' @return a list: `ranef` (list per term) and `pirls_iterations`.
+#' @noRd
+fr_glmm_modes <- function(models, family, link, trials, offsets, coef, variances, threads, progress) .Call(wrap__fr_glmm_modes, models, family, link, trials, offsets, coef, variances, threads, progress)
+
 #' Fits a model with random-slope terms by the unbiased moment equations of
 #' `fullrandom_core::slopes`, then Henderson's equations (internal; fr_fit()).
 #'

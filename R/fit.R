@@ -343,12 +343,16 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
       stop("random slopes are fitted for gaussian models only; a binomial or Poisson model ",
            "takes random intercepts (1 | g)", call. = FALSE)
     }
-    if (method != "moments" || !is.null(chunks) || !is.null(chunk_by) || backend == "future") {
-      stop("generalized linear mixed models are fitted by method = \"moments\" on a whole data ",
-           "frame (no chunks or future backend yet)", call. = FALSE)
+    if (method != "moments") {
+      stop("generalized linear mixed models are fitted by method = \"moments\"", call. = FALSE)
+    }
+    chunking <- if (!is.null(chunks) || !is.null(chunk_by) || backend == "future" ||
+                    (!is.null(data) && !is.data.frame(data))) {
+      list(chunks = chunks, combine = combine, chunk_by = check_chunk_by(chunk_by, parsed), seed = seed,
+           backend = backend)
     }
     return(fr_glmm(call, formula, parsed, data, frame_call, parent.frame(), family, threads,
-                   call$weights, call$offset))
+                   call$weights, call$offset, chunking))
   }
   # The groupings whose size() columns Matloff's models (3) and (10) use.
   size_grouping <- if (is_fr(method)) fr_size_groupings(parsed$random)

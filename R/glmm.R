@@ -64,11 +64,14 @@ resolve_family <- function(family, env) {
 
 # The GLMM branch of fr_fit(): frame, response, core fit and the fr_glmm object.
 fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, threads,
-                    weights_expr, offset_expr) {
+                    weights_expr, offset_expr, chunking = NULL) {
   check_data_type(data)
   if (!is.null(data) && !is.data.frame(data)) {
-    stop("fits of generalized linear mixed models take a data frame (chunks and files are ",
-         "not supported for them yet)", call. = FALSE)
+    # A list of data frames or files: stacked here, one chunk each (R/glmm-chunks.R).
+    sources <- glmm_stack_sources(data, parsed, frame_call, weights_expr, offset_expr, chunking, env)
+    data <- sources$data
+    frame_call$data <- data
+    chunking <- sources$chunking
   }
   check_columns_exist(parsed$frame_formula, data)
   frame_call$formula <- parsed$frame_formula
@@ -106,9 +109,7 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
   # The information-weighted second step (Jiang and Zhang) is experimental: on VerbAgg it
   # sends the item variance to 0 and on grouseticks it does not converge, so the simple
   # weights 1 / max(n_g - 1, 1) are the default.
-  out <- fr_glmm_fit(model, family$family, family$link, response$trials, offset,
-                     isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)),
-                     !isFALSE(getOption("fullrandom.glmm_working_covariance", TRUE)), threads)
+  out <- glmm_fit_core(model, family, response$trials, offset, threads, chunking, frame)
   x_names <- fixed$names[kept]
   b <- stats::setNames(out$coef, x_names)
   theta <- stats::setNames(out$variances, names(flist))
@@ -144,7 +145,9 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
     prior.weights = if (is.null(response$trials)) rep(1, length(response$y)) else response$trials,
     offset = offset,
     linear.predictors = name_by_rows(eta, frame),
-    fitted.values = name_by_rows(mu, frame)
+    fitted.values = name_by_rows(mu, frame),
+    chunks = out$chunks,
+    alchemy = out$alchemy
   )
   report_dropped_columns(fixed$names, kept)
   if (any(boundary)) message(boundary_message(names(boundary)[boundary]))
@@ -277,6 +280,7 @@ print_glmm_header <- function(x) {
   cat(sprintf(" Family: %s  ( %s )\n", x$family$family, x$family$link))
   cat("Formula:", deparse1(x$formula), "\n")
   if (!is.null(x$data_name)) cat("   Data:", x$data_name, "\n")
+  print_glmm_chunks(if (inherits(x, "summary.fr_glmm")) x$object else x)
 }
 
 #' @export

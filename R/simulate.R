@@ -248,27 +248,62 @@ simulate_ratings <- function(n_users = 500, mean_ratings = 20, intercept = 3.5,
 #' The factors are built from integer codes directly, so 32 million rows take seconds
 #' and about 0.8 GB.
 #'
+#' With `family = binomial` or `poisson` (as [glm()] takes them: links logit and probit,
+#' and log) the same design and effects give a generalized linear mixed model instead:
+#' `eta = intercept + slope * x + a_user + b_item`, and `y ~ Binomial(size, h(eta))`
+#' (successes out of `size` trials; `size = 1`, the default, gives 0/1 responses such as
+#' clicks or ratings above a threshold) or `y ~ Poisson(exp(eta))`, `h` the inverse link.
+#' `fr_fit(y ~ x + (1 | user) + (1 | item), data, family = binomial)` (with `size > 1`,
+#' `cbind(y, size - y) ~ ...`) or `family = poisson` fits them.
+#'
 #' @param n_obs number of ratings.
 #' @param n_users,n_items numbers of users and items to draw from.
 #' @param user_exponent,item_exponent exponents of the Zipf laws (0 is uniform).
-#' @param intercept,slope the fixed effects.
+#' @param intercept,slope the fixed effects (on the scale of the linear predictor for
+#'   binomial and Poisson responses). By default `intercept` is 3.5 for `gaussian` and 0
+#'   otherwise (success probability 1/2, Poisson mean 1 at zero effects).
 #' @param sd_user,sd_item,sd_residual standard deviations of the user and item effects
-#'   and of the errors.
+#'   and of the errors (`sd_residual` only for `gaussian`: binomial and Poisson
+#'   responses have no residual term, and giving it with them is an error).
 #' @param seed `NULL` or a number, as for [simulate_archers()].
-#' @return a data frame with columns `y` (double), `x` (double), `user` and `item`
-#'   (factors with levels `"u1"`, `"u2"`, ... and `"i1"`, ... in order of activity),
-#'   with attribute `"truth"`: a list of the parameters.
+#' @param family `gaussian` (the default), `binomial` or `poisson`, as [glm()] takes a
+#'   family (`binomial`, `binomial()`, `"binomial"`, `poisson(link = "log")`).
+#' @param size for `family = binomial`, the number of trials of every row, a whole number
+#'   of at least 1 (1: Bernoulli responses).
+#' @return a data frame with columns `y` (double; for binomial the successes and for
+#'   Poisson the counts, as integers), `x` (double), `user` and `item` (factors with
+#'   levels `"u1"`, `"u2"`, ... and `"i1"`, ... in order of activity) and, for binomial
+#'   data with `size > 1`, `size` (integer, the trials), with attribute `"truth"`: a list
+#'   of the parameters (with `family` and `link`, and `size` for binomial data).
 #' @seealso [simulate_ratings()] for Matloff's one-way model with `size()`.
 #' @examples
 #' d <- simulate_crossed(1e4, seed = 1)
 #' c(users = nlevels(d$user), items = nlevels(d$item))
 #' head(sort(table(d$user), decreasing = TRUE))
 #' fr_fit(y ~ x + (1 | user) + (1 | item), data = d)
+#' # Bernoulli responses (clicks) on the same design, and counts.
+#' clicks <- simulate_crossed(2e4, intercept = -1, family = binomial, seed = 1)
+#' mean(clicks$y)
+#' fr_fit(y ~ x + (1 | user) + (1 | item), data = clicks, family = binomial)
+#' counts <- simulate_crossed(2e4, family = poisson, seed = 1)
+#' table(counts$y)[1:5]
 #' @export
 simulate_crossed <- function(n_obs, n_users = max(2, round(n_obs / 160)),
                              n_items = max(2, round(n_obs / 380)), user_exponent = 1,
-                             item_exponent = 1, intercept = 3.5, slope = 0.2,
-                             sd_user = 0.5, sd_item = 0.4, sd_residual = 1, seed = NULL) {
+                             item_exponent = 1, intercept = NULL, slope = 0.2,
+                             sd_user = 0.5, sd_item = 0.4, sd_residual = 1, seed = NULL,
+                             family = gaussian, size = 1) {
+  family <- resolve_family(family, parent.frame())
+  gaussian_family <- family$family == "gaussian"
+  if (!gaussian_family && !missing(sd_residual)) {
+    stop(sprintf("`sd_residual` applies to gaussian responses; a %s response has no residual term",
+                 family$family), call. = FALSE)
+  }
+  if (family$family != "binomial" && !missing(size)) {
+    stop(sprintf("`size` (the trials) applies to family = binomial, not %s", family$family), call. = FALSE)
+  }
+  size <- check_whole_number(size, "size", at_least = 1)
+  if (is.null(intercept)) intercept <- if (gaussian_family) 3.5 else 0
   n_obs <- check_whole_number(n_obs, "n_obs", at_least = 2)
   n_users <- check_whole_number(n_users, "n_users", at_least = 2)
   n_items <- check_whole_number(n_items, "n_items", at_least = 2)
@@ -285,13 +320,37 @@ simulate_crossed <- function(n_obs, n_users = max(2, round(n_obs / 160)),
     a <- stats::rnorm(n_users, 0, sd_user)
     b <- stats::rnorm(n_items, 0, sd_item)
     x <- stats::rnorm(n_obs)
-    y <- intercept + slope * x + a[user] + b[item] + stats::rnorm(n_obs, 0, sd_residual)
+    if (gaussian_family) {
+      y <- intercept + slope * x + a[user] + b[item] + stats::rnorm(n_obs, 0, sd_residual)
+      truth <- list(intercept = intercept, slope = slope, sd_user = sd_user,
+                    sd_item = sd_item, sd_residual = sd_residual)
+    } else {
+      y <- crossed_glmm_response(intercept + slope * x + a[user] + b[item], family, size)
+      truth <- c(list(intercept = intercept, slope = slope, sd_user = sd_user, sd_item = sd_item,
+                      family = family$family, link = family$link),
+                 if (family$family == "binomial") list(size = size))
+    }
     out <- data.frame(y = y, x = x, user = codes_as_factor(user, "u"),
                       item = codes_as_factor(item, "i"))
-    attr(out, "truth") <- list(intercept = intercept, slope = slope, sd_user = sd_user,
-                               sd_item = sd_item, sd_residual = sd_residual)
+    if (family$family == "binomial" && size > 1) out$size <- rep.int(as.integer(size), n_obs)
+    attr(out, "truth") <- truth
     out
   })
+}
+
+# Binomial successes out of `size` trials (integers) or Poisson counts, given the linear
+# predictor. Counts beyond the integer range are an error, not NA.
+crossed_glmm_response <- function(eta, family, size) {
+  mu <- family$linkinv(eta)
+  rm(eta)
+  if (family$family == "binomial") return(stats::rbinom(length(mu), size, mu))
+  if (any(mu > 1e9)) {
+    stop(sprintf(paste(
+      "the Poisson means reach %.3g (exp of the linear predictor): counts that large do not fit",
+      "in integers; lower the intercept or the sds"
+    ), max(mu)), call. = FALSE)
+  }
+  stats::rpois(length(mu), mu)
 }
 
 #' Simulate click-through data: clicks out of impressions per user and display

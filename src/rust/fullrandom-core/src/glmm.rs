@@ -2066,3 +2066,21 @@ pub fn moment_statistics(
     }
     Ok((t, e))
 }
+
+/// The conditional modes at given `(b, s2)` over the rows of `chunks` (for fits that take
+/// their estimates from elsewhere, such as the average of chunk fits), with the number of
+/// penalized IRLS iterations.
+pub fn modes_at(
+    chunks: &[GlmmChunk<'_>],
+    family: GlmFamily,
+    b: &[f64],
+    s2: &[f64],
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<(Vec<Vec<f64>>, usize), FitError> {
+    let layout = pool.install(|| Layout::new(chunks, family, pool))?;
+    if s2.len() != layout.k_terms() || b.len() != layout.p || s2.iter().any(|v| !v.is_finite() || *v < 0.0) {
+        return Err(FitError::InvalidInput("the estimates do not match the model's terms or columns".into()));
+    }
+    conditional_modes(&layout, b, s2, keep_going)
+}

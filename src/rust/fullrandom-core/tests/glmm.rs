@@ -3,7 +3,7 @@
 //! against a dense solve, and recovery of known parameters.
 
 use fullrandom_core::family::{gauss_hermite, Family, GlmFamily};
-use fullrandom_core::glmm::{fit_glmm, marginal_mean, moment_statistics, GlmmChunk, GlmmOptions};
+use fullrandom_core::glmm::{fit_glmm, marginal_mean, modes_at, moment_statistics, GlmmChunk, GlmmOptions};
 use fullrandom_core::{thread_pool, FactorCodes, FixedColumn, ModelData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -427,4 +427,38 @@ fn fixed_effects_solve_the_quasi_score() {
             assert_eq!(fit.vcov_model.is_some(), fixed == FixedWeights::Working);
         }
     }
+}
+
+#[test]
+fn modes_at_the_estimates_are_the_fits_modes_over_any_chunks() {
+    let pool = thread_pool(2).unwrap();
+    for fam in [binomial(), poisson()] {
+        let rows = simulate(fam, 3000, &[60, 40], &[-0.5, 0.5], &[0.5, 0.3], 4, 12);
+        let fit = fit_glmm(&rows.chunks(1), fam, &GlmmOptions::default(), &pool, &mut || true).unwrap();
+        for pieces in [1, 7] {
+            let (modes, iterations) =
+                modes_at(&rows.chunks(pieces), fam, &fit.coef, &fit.variances, &pool, &mut || true).unwrap();
+            assert!(iterations > 0);
+            for (u, v) in modes.iter().zip(&fit.ranef) {
+                for (a, b) in u.iter().zip(v) {
+                    assert!((a - b).abs() < 1e-8, "mode {a} vs {b}");
+                }
+            }
+        }
+        let bad = modes_at(&rows.chunks(1), fam, &fit.coef, &[0.5], &pool, &mut || true);
+        assert!(bad.is_err());
+    }
+}
+
+#[test]
+fn a_fit_stops_when_asked_between_passes() {
+    let pool = thread_pool(2).unwrap();
+    let rows = simulate(binomial(), 3000, &[60, 40], &[-0.5, 0.5], &[0.5, 0.3], 1, 13);
+    let mut calls = 0;
+    let out = fit_glmm(&rows.chunks(3), binomial(), &GlmmOptions::default(), &pool, &mut || {
+        calls += 1;
+        calls < 3
+    });
+    assert!(matches!(out, Err(fullrandom_core::FitError::Interrupted)), "{:?}", out.err());
+    assert_eq!(calls, 3);
 }

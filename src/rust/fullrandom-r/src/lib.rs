@@ -14,6 +14,7 @@ use fullrandom_core::bootstrap::Estimator;
 use fullrandom_core::{FactorCodes, FixedColumn, MixedModelSolution, ModelData, SufficientStats};
 
 mod glmm;
+mod glmm_chunks;
 mod slopes;
 
 /// The entries of a matrix in R's (column-major) order.
@@ -940,5 +941,6 @@ extendr_module! {
     fn fr_available_threads;
     fn fr_test_panic;
     use glmm;
+    use glmm_chunks;
     use slopes;
 }

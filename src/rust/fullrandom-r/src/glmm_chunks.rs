@@ -1,0 +1,167 @@
+//! GLMM fits over several chunks of rows held in this process (`fr_fit(family =,
+//! chunks =)`): the core's passes run over every chunk and merge their per-level sums,
+//! so the fit equals the unchunked one. Also the conditional modes at given estimates
+//! (for `combine = "average"`), and the progress reports of long fits.
+
+use crate::{column_major, model_data, no_user_interrupt, r_error};
+use extendr_api::prelude::*;
+use extendr_api::AsTypedSlice;
+use extendr_api::Result;
+use fullrandom_core::family::GlmFamily;
+use fullrandom_core::glmm::{FixedWeights, GlmmChunk, GlmmOptions, LevelWeights, Statistic};
+
+/// Seconds between two calls of the progress function.
+const PROGRESS_EVERY: f64 = 0.2;
+
+/// The chunks as the core takes them: `models` a list of models (as for fr_glmm_fit(),
+/// sharing the numbers of levels), `trials` and `offsets` lists of NULL or double vectors.
+fn glmm_chunks(models: &List, trials: &List, offsets: &List) -> Result<Vec<GlmmChunk<'static>>> {
+    if trials.len() != models.len() || offsets.len() != models.len() {
+        return Err(Error::Other("models, trials and offsets differ in length".into()));
+    }
+    let optional = |x: Robj, what: &str| -> Result<Option<&'static [f64]>> {
+        if x.is_null() {
+            return Ok(None);
+        }
+        let v: &'static [f64] = AsTypedSlice::as_typed_slice(&x)
+            .ok_or_else(|| Error::Other(format!("the {what} must be a double vector")))?;
+        Ok(Some(v))
+    };
+    models
+        .values()
+        .zip(trials.values())
+        .zip(offsets.values())
+        .map(|((model, t), o)| {
+            let model = model.as_list().ok_or_else(|| Error::Other("every model must be a list".into()))?;
+            Ok(GlmmChunk { data: model_data(&model)?, trials: optional(t, "trials")?, offset: optional(o, "offsets")? })
+        })
+        .collect()
+}
+
+/// The core's check between passes: a user interrupt stops the fit; `progress` (an R
+/// function of the number of steps so far, or NULL) is called at most every
+/// `PROGRESS_EVERY` seconds. Runs on R's thread only.
+fn reporter(progress: &Robj) -> impl FnMut() -> bool + '_ {
+    let function = if progress.is_null() { None } else { progress.as_function() };
+    let mut steps: i32 = 0;
+    let mut last = std::time::Instant::now();
+    move || {
+        steps = steps.saturating_add(1);
+        if let Some(f) = &function {
+            if last.elapsed().as_secs_f64() >= PROGRESS_EVERY {
+                last = std::time::Instant::now();
+                // A failing progress bar does not stop the fit.
+                let _ = f.call(pairlist!(steps));
+            }
+        }
+        no_user_interrupt()
+    }
+}
+
+/// Fits a binomial or Poisson GLMM to the rows of several chunks (internal; use fr_fit()
+/// with `family` and `chunks` or files). Every pass of the estimator runs over all the
+/// chunks, so the result equals fr_glmm_fit() on the rows stacked (up to rounding).
+/// Checks for user interrupts between passes and calls `progress`.
+///
+/// @param models list of models as for fr_glmm_fit(), one per chunk, with the same
+///   columns and numbers of levels (the codes of the whole data's levels).
+/// @param family,link the family's and link's names.
+/// @param trials,offsets lists (one element per chunk) of NULL or double vectors.
+/// @param information_weights,working_covariance as for fr_glmm_fit().
+/// @param modes whether to compute the conditional modes.
+/// @param threads number of worker threads.
+/// @param progress NULL, or a function of the number of solver steps so far.
+/// @return a list as fr_glmm_fit() returns it.
+/// @noRd
+#[extendr]
+fn fr_glmm_fit_chunks(
+    models: List,
+    family: &str,
+    link: &str,
+    trials: List,
+    offsets: List,
+    information_weights: bool,
+    working_covariance: bool,
+    modes: bool,
+    threads: i32,
+    progress: Robj,
+) -> Result<List> {
+    let chunks = glmm_chunks(&models, &trials, &offsets)?;
+    let family = GlmFamily::from_names(family, link).map_err(r_error)?;
+    let options = GlmmOptions {
+        weights: if information_weights { LevelWeights::Information } else { LevelWeights::Simple },
+        fixed: if working_covariance { FixedWeights::Working } else { FixedWeights::Independence },
+        modes,
+        ..Default::default()
+    };
+    let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
+    let mut keep_going = reporter(&progress);
+    let fit = fullrandom_core::glmm::fit_glmm(&chunks, family, &options, &pool, &mut keep_going).map_err(r_error)?;
+    let statistic: Vec<String> = fit
+        .statistic
+        .iter()
+        .map(|s| match s {
+            Statistic::Pairs => "pairs".to_string(),
+            Statistic::WithinRow => "within-row".to_string(),
+        })
+        .collect();
+    Ok(list!(
+        coef = fit.coef,
+        variances = fit.variances,
+        at_boundary = fit.at_boundary,
+        vcov = column_major(&fit.vcov),
+        vcov_model = fit.vcov_model.as_ref().map_or(Robj::from(()), |m| Robj::from(column_major(m))),
+        vcov_variances = column_major(&fit.vcov_variances),
+        ranef = List::from_values(fit.ranef.iter().map(|u| Robj::from(u.as_slice()))),
+        first_coef = fit.first_coef,
+        first_variances = fit.first_variances,
+        statistic = statistic,
+        second_step = fit.second_step,
+        iterations = fit.iterations as i32,
+        working_iterations = fit.working_iterations as i32,
+        pirls_iterations = fit.pirls_iterations as i32,
+        timings = fit.timings.iter().map(|t| t.1).collect::<Vec<f64>>(),
+        stages = fit.timings.iter().map(|t| t.0.to_string()).collect::<Vec<String>>(),
+        passes = fit.passes.iter().map(|&p| p as i32).collect::<Vec<i32>>()
+    ))
+}
+
+/// The conditional modes of a GLMM at given fixed effects and variances over the rows of
+/// several chunks (internal; fr_fit(combine = "average") with a binomial or Poisson
+/// family). Checks for user interrupts and calls `progress` between iterations.
+///
+/// @param models,family,link,trials,offsets as for fr_glmm_fit_chunks().
+/// @param coef,variances the estimates.
+/// @param threads number of worker threads.
+/// @param progress NULL, or a function of the number of solver steps so far.
+/// @return a list: `ranef` (list per term) and `pirls_iterations`.
+/// @noRd
+#[extendr]
+fn fr_glmm_modes(
+    models: List,
+    family: &str,
+    link: &str,
+    trials: List,
+    offsets: List,
+    coef: &[f64],
+    variances: &[f64],
+    threads: i32,
+    progress: Robj,
+) -> Result<List> {
+    let chunks = glmm_chunks(&models, &trials, &offsets)?;
+    let family = GlmFamily::from_names(family, link).map_err(r_error)?;
+    let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
+    let mut keep_going = reporter(&progress);
+    let (ranef, iterations) =
+        fullrandom_core::glmm::modes_at(&chunks, family, coef, variances, &pool, &mut keep_going).map_err(r_error)?;
+    Ok(list!(
+        ranef = List::from_values(ranef.iter().map(|u| Robj::from(u.as_slice()))),
+        pirls_iterations = iterations as i32
+    ))
+}
+
+extendr_module! {
+    mod glmm_chunks;
+    fn fr_glmm_fit_chunks;
+    fn fr_glmm_modes;
+}
