@@ -71,7 +71,7 @@ check_chunk_by <- function(chunk_by, parsed) {
 
 warn_row_chunks <- function() {
   warning(paste(
-    "chunks of rows at random share the levels of every random term, so they are not",
+    "chunks of rows (at random or in their order) share the levels of every random term, so they are not",
     "independent: the Software Alchemy standard errors miss the variance the random",
     "effects share across chunks (those of the intercept and of the variance components",
     "can be several times too small). Use",

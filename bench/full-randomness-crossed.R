@@ -10,9 +10,10 @@
 # Monte Carlo spread. Writes its section of bench/results.md (and README.md).
 # Usage: Rscript bench/full-randomness-crossed.R [data sets at 10^4,10^5,10^6 for s = 0.3]
 #   [the same for s = 1] [lmer data sets at 10^5] [bootstrapped data sets at 10^4 and 10^5]
-#   [bootstrap replicates] [cores]
-# Each cell's rows are kept in a directory beside tempdir() (settings in the file name), so
-# an interrupted run resumes where it stopped.
+#   [bootstrap replicates] [cores] [lmer data sets at 10^6]
+# Each data set's row is kept in a directory beside tempdir() (one file per data set and
+# cell), so an interrupted run resumes where it stopped and a larger count, or lmer or the
+# bootstrap on more data sets, adds to the rows already there.
 suppressPackageStartupMessages(library(fullrandom))
 source("bench/results.R")
 
@@ -25,6 +26,7 @@ lmer_at_1e5 <- arg(3L, 10L)
 boot_sets <- arg(4L, 25L)
 boot_nsim <- arg(5L, 100L)
 cores <- arg(6L, 2L)
+lmer_at_1e6 <- arg(7L, 0L)
 cache <- file.path(dirname(tempdir()), "fullrandom-bench-fr-crossed")
 dir.create(cache, showWarnings = FALSE)
 truth <- c(user = 0.5^2, item = 0.4^2, Residual = 1)
@@ -40,15 +42,48 @@ fit_or_null <- function(...) tryCatch(quiet(fr_fit(..., threads = 1)), error = f
 # chunk standard errors, the seconds each step took and, for the first `boot_sets` data
 # sets, the pigeonhole bootstrap's standard errors of the whole-data FR fit.
 one_data_set <- function(i, n, chunks, exponent, lmer_n, boot_n) {
-  seconds <- numeric()
+  file <- file.path(cache, sprintf("s%g-n%g-%04d.rds", exponent, n, i))
+  out <- if (file.exists(file)) readRDS(file) else list(seconds = numeric())
+  seconds <- out$seconds
   timed <- function(name, expr) {
     t0 <- proc.time()[["elapsed"]]
     value <- expr
     seconds[[name]] <<- proc.time()[["elapsed"]] - t0
     value
   }
+  wants_lmer <- has_lme4 && i <= lmer_n && is.null(out$lmer)
+  wants_boot <- i <= boot_n && (is.null(out$boot_var_se) || !identical(out$boot_nsim, boot_nsim))
+  if (!is.null(out$fr) && !wants_lmer && !wants_boot) return(out)
   d <- timed("simulate", simulate_crossed(n, user_exponent = exponent, item_exponent = exponent,
                                           seed = round(1000 * log10(n)) + i + round(100 * exponent) * 10000L))
+  if (is.null(out$fr)) {
+    fits <- fits_of(d, n, chunks, timed)
+    out[names(fits)] <- fits
+  }
+  if (wants_lmer) {
+    m <- timed("lmer", tryCatch(quiet(lme4::lmer(form, d, REML = TRUE)), error = function(e) NULL))
+    if (!is.null(m)) {
+      vc <- as.data.frame(lme4::VarCorr(m))
+      out$lmer <- vc$vcov[match(c("user", "item", "Residual"), vc$grp)]
+    }
+  }
+  if (wants_boot) {
+    fr <- fit_or_null(form, d, method = "fr")
+    boot <- timed("bootstrap", tryCatch(quiet(fr_bootstrap(fr, nsim = boot_nsim, seed = i, threads = 1)),
+                                        error = function(e) NULL))
+    # The replicates are standard deviations (lme4's names for confint); the table compares
+    # variances.
+    out$boot_var_se <- if (is.null(boot)) rep(NA_real_, 3) else unname(apply(as.matrix(boot[, 1:3])^2, 2, stats::sd))
+    out$boot_nsim <- boot_nsim
+  }
+  out$seconds <- seconds
+  saveRDS(out, file)
+  out
+}
+
+# Every method but lmer on one data set, and the Software Alchemy average with its chunk
+# standard errors; `timed(name, expr)` records the seconds of each.
+fits_of <- function(d, n, chunks, timed) {
   # FR applied to the least-squares residuals (eq. 19 with the intercept among the
   # regressors, as the paper's eq. 4 folds mu into x): its mean part is zero, so the
   # equations lose the mu^2 nu2 term. Invariant to a shift of y.
@@ -64,23 +99,10 @@ one_data_set <- function(i, n, chunks, exponent, lmer_n, boot_n) {
     moments = theta_of(timed("moments", fit_or_null(form, d))),
     efficient = theta_of(timed("efficient", fit_or_null(form, d, method = "efficient")))
   )
-  if (has_lme4 && i <= lmer_n) {
-    m <- timed("lmer", tryCatch(quiet(lme4::lmer(form, d, REML = TRUE)), error = function(e) NULL))
-    if (!is.null(m)) {
-      vc <- as.data.frame(lme4::VarCorr(m))
-      out$lmer <- vc$vcov[match(c("user", "item", "Residual"), vc$grp)]
-    }
-  }
   avg <- timed("alchemy", fit_or_null(form, d, method = "fr", chunks = chunks, chunk_by = ".order",
                                       combine = "average"))
   out$alchemy <- theta_of(avg)
   out$alchemy_se <- if (is.null(avg)) rep(NA_real_, 3) else unname(sqrt(diag(avg$alchemy$vcov))[1:3])
-  if (i <= boot_n && !is.null(fr)) {
-    boot <- timed("bootstrap", tryCatch(quiet(fr_bootstrap(fr, nsim = boot_nsim, seed = i, threads = 1)),
-                                        error = function(e) NULL))
-    out$boot_se <- if (is.null(boot)) rep(NA_real_, 3) else unname(apply(as.matrix(boot[, 1:3]), 2, stats::sd))
-  }
-  out$seconds <- seconds
   out
 }
 
@@ -108,7 +130,7 @@ summarise <- function(rows, n, exponent) {
 alchemy_lines <- function(rows, n, chunks, exponent) {
   est <- do.call(rbind, lapply(rows, `[[`, "alchemy"))
   se <- do.call(rbind, lapply(rows, `[[`, "alchemy_se"))
-  boot <- do.call(rbind, lapply(rows, `[[`, "boot_se"))
+  boot <- do.call(rbind, lapply(rows, `[[`, "boot_var_se"))
   fr <- do.call(rbind, lapply(rows, `[[`, "fr"))
   mc <- apply(est, 2, stats::sd, na.rm = TRUE)
   mc_fr <- apply(fr, 2, stats::sd, na.rm = TRUE)
@@ -131,19 +153,13 @@ timing <- list()
 for (k in seq_along(sizes)) for (exponent in c(0.3, 1)) {
   t0 <- Sys.time()
   n_sets <- reps[[as.character(exponent)]][[k]]
-  lmer_n <- c(n_sets, lmer_at_1e5, 0L)[[k]]
+  lmer_n <- c(n_sets, lmer_at_1e5, lmer_at_1e6)[[k]]
   boot_n <- c(boot_sets, boot_sets, 0L)[[k]]
-  file <- file.path(cache, sprintf("s%g-n%g-%d-%d-%d-%d.rds", exponent, sizes[[k]], n_sets, lmer_n, boot_n, boot_nsim))
-  if (file.exists(file)) {
-    rows <- readRDS(file)
-  } else {
-    rows <- parallel::mclapply(seq_len(n_sets), one_data_set, n = sizes[[k]], chunks = chunks[[k]],
-                               exponent = exponent, lmer_n = lmer_n, boot_n = boot_n, mc.cores = cores,
-                               mc.preschedule = FALSE)
-    failed <- vapply(rows, inherits, logical(1), "try-error")
-    if (any(failed)) stop(sprintf("%d data sets failed: %s", sum(failed), rows[failed][[1]]))
-    saveRDS(rows, file)
-  }
+  rows <- parallel::mclapply(seq_len(n_sets), one_data_set, n = sizes[[k]], chunks = chunks[[k]],
+                             exponent = exponent, lmer_n = lmer_n, boot_n = boot_n, mc.cores = cores,
+                             mc.preschedule = FALSE)
+  failed <- vapply(rows, inherits, logical(1), "try-error")
+  if (any(failed)) stop(sprintf("%d data sets failed: %s", sum(failed), rows[failed][[1]]))
   busy <- busy + sum(unlist(lapply(rows, `[[`, "seconds")), na.rm = TRUE)
   table[[sprintf("%g-%d", exponent, k)]] <- summarise(rows, sizes[[k]], exponent)
   alchemy[[sprintf("%g-%d", exponent, k)]] <- alchemy_lines(rows, sizes[[k]], chunks[[k]], exponent)
@@ -166,18 +182,18 @@ lines <- c(
   "## Full Randomness for crossed data: model (7) in simulation",
   "",
   sprintf(paste(
-    "`Rscript bench/full-randomness-crossed.R %s %s %d %d %d %d`: `simulate_crossed(n, user_exponent = s,",
+    "`Rscript bench/full-randomness-crossed.R %s %s %d %d %d %d %d`: `simulate_crossed(n, user_exponent = s,",
     "item_exponent = s)` (every rating's user and item drawn with probability proportional to",
     "rank^-s, s = 0.3 and 1 (Zipf); n/160 users and n/380 items; true variances user 0.25, item 0.16, residual 1,",
-    "intercept 3.5), %s data sets at 10^4, 10^5 and 10^6 rows for s = 0.3 and %s for s = 1 (fewer at 10^6",
-    "to keep the run bounded on a shared machine), one thread per",
+    "intercept 3.5), %s data sets at 10^4, 10^5 and 10^6 rows for s = 0.3 and %s for s = 1, one thread per",
     "fit, %d data sets at a time on a 2-core machine shared with other jobs (load average %s at the end);",
-    "the data sets took %.0f s in all, summed over data sets (%.0f s of wall time in the last run; cells read from its cache take none).",
+    "the data sets took %.0f s in all, summed over data sets (%.0f s of wall time in the last run; data sets read from its cache take none).",
     "Each cell: bias (its Monte Carlo standard error) / RMSE. lmer (REML) runs on all data sets at 10^4,",
-    "the first %d at 10^5 (30-40 s a fit there on the loaded machine) and none at 10^6."
+    "the first %d at 10^5 and the first %d at 10^6."
   ), paste(reps[["0.3"]], collapse = ","), paste(reps[["1"]], collapse = ","), lmer_at_1e5, boot_sets,
-  boot_nsim, cores, paste(reps[["0.3"]], collapse = "/"), paste(reps[["1"]], collapse = "/"), cores,
-  paste(strsplit(readLines("/proc/loadavg"), " ")[[1]][1:3], collapse = ", "), busy, elapsed, lmer_at_1e5),
+  boot_nsim, cores, lmer_at_1e6, paste(reps[["0.3"]], collapse = "/"), paste(reps[["1"]], collapse = "/"), cores,
+  paste(strsplit(readLines("/proc/loadavg"), " ")[[1]][1:3], collapse = ", "), busy, elapsed, lmer_at_1e5,
+  lmer_at_1e6),
   "",
   "| s | rows | method | data sets | user | item | Residual |",
   "|---:|---:|---|---:|---|---|---|",
@@ -194,7 +210,7 @@ lines <- c(
   sprintf(paste(
     "Software Alchemy over submission-order chunks: mean chunk standard error / mean pigeonhole",
     "bootstrap standard error of the whole-data `fr` fit (`fr_bootstrap(nsim = %d)`, on the first",
-    "data sets at 10^4 and 10^5, count in the last column; too slow at 10^6) / Monte Carlo sd of the",
+    "data sets at 10^4 and 10^5, count in the last column; not run at 10^6) / Monte Carlo sd of the",
     "averaged estimate / Monte Carlo sd of the whole-data `fr` estimate."
   ), boot_nsim),
   "",
@@ -209,7 +225,7 @@ lines <- c(
   "chunks are added and dominates for the user and item variances. The pigeonhole bootstrap",
   "resamples users and items, so its replicates vary the realised effects too.",
   "",
-  "Median seconds per data set (one thread, two data sets at a time on a shared 2-core machine):",
+  sprintf("Median seconds per data set (one thread, %d data sets at a time on a shared 2-core machine):", cores),
   "",
   "| s | rows | simulate | fr | efficient | moments | lmer | alchemy | bootstrap |",
   "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
