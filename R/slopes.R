@@ -182,7 +182,9 @@ fit_slope_chunks <- function(md, terms, parsed, chunking, threads) {
 # The rows `rows` of the response, the fixed columns and the terms' codes and columns.
 slope_chunk_vectors <- function(md, terms, rows) {
   list(y = md$y[rows], columns = chunk_columns(md$fixed$columns, rows), terms = lapply(terms, function(term) {
-    term$codes <- term$codes[rows]
+    # Plain integer codes (.subset drops the factor's levels, which a future worker
+    # would otherwise be sent with every chunk).
+    term$codes <- .subset(term$codes, rows)
     term$z <- lapply(term$z, function(v) if (is.null(v)) NULL else v[rows])
     term
   }))
