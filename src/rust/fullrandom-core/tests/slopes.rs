@@ -4,8 +4,8 @@
 
 use fullrandom_core::data::FixedColumn;
 use fullrandom_core::slopes::{
-    fit_slope_statistics, fit_slopes, inverse_cholesky, parameter_map, slope_equations, solve_dense, SlopeData,
-    SlopeStats, SlopeTerm,
+    fit_slope_statistics, fit_slopes, inverse_cholesky, parameter_map, slope_equations, slope_fitted_and_residuals,
+    solve_dense, SlopeData, SlopeStats, SlopeTerm,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -449,4 +449,29 @@ fn statistics_and_fit_do_not_depend_on_the_number_of_threads() {
     assert_eq!(one.components.raw, two.components.raw);
     assert_eq!(one.mixed.coef, two.mixed.coef);
     assert_eq!(one.mixed.ranef, two.mixed.ranef);
+    // Fitted values and residuals: X b + sum_k z_k' u_k[level], the same on any number of
+    // threads, and y less them.
+    let fitted_on = |threads: usize| {
+        let (mut f, mut r) = (vec![0.0; d.n()], vec![0.0; d.n()]);
+        let pool = fullrandom_core::thread_pool(threads).unwrap();
+        pool.install(|| slope_fitted_and_residuals(&d.data(), &one.mixed.coef, &one.mixed.ranef, &mut f, &mut r))
+            .unwrap();
+        (f, r)
+    };
+    let ((f1, r1), (f2, r2)) = (fitted_on(1), fitted_on(2));
+    assert_eq!(f1, f2);
+    assert_eq!(r1, r2);
+    for i in (0..d.n()).step_by(997) {
+        let mut want: f64 = d.x.iter().zip(&one.mixed.coef).map(|(c, b)| Design::value(c, i) * b).sum();
+        for (k, t) in d.terms.iter().enumerate() {
+            let q = t.z.len();
+            want += (0..q).map(|a| Design::value(&t.z[a], i) * one.mixed.ranef[k][t.levels[i] * q + a]).sum::<f64>();
+        }
+        assert!((f1[i] - want).abs() <= 1e-12 * (1.0 + want.abs()), "row {i}: {} against {want}", f1[i]);
+        assert_eq!(r1[i], d.y[i] - f1[i]);
+    }
+    // Outputs of the wrong length are refused.
+    let mut short = vec![0.0; 3];
+    let mut other = vec![0.0; d.n()];
+    assert!(slope_fitted_and_residuals(&d.data(), &one.mixed.coef, &one.mixed.ranef, &mut short, &mut other).is_err());
 }
