@@ -150,12 +150,13 @@ pub fn efficient_equations(
     let stochastic: Vec<usize> =
         (0..k_factors).filter(|&l| !small_system && stats.levels[l].n_levels() > options.exact_levels).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let n_levels_of: Vec<usize> = stats.levels.iter().map(|lv| lv.n_levels()).collect();
     let mut first: Vec<(usize, Vec<f64>)> = (0..k_factors)
         .filter(|l| !stochastic.contains(l))
         .flat_map(|l| (0..stats.levels[l].n_levels()).map(move |g| (l, unit_vector(stats.levels[l].n_levels(), g))))
         .collect();
     let n_exact = first.len();
-    first.extend(probe_batch(&mut rng, stats, &stochastic, options.min_probes.max(2)));
+    first.extend(probe_batch(&mut rng, &n_levels_of, &stochastic, options.min_probes.max(2)));
     let zt = system.level_sums(stats, kept);
     let m = system.size();
     let henderson = system.solve(&zt, r, crate::mixed::CG_TOLERANCE, pool, keep_going)?;
@@ -228,7 +229,7 @@ pub fn efficient_equations(
         s2_prior,
     };
     let mut more = |count: usize| -> Result<Vec<Vec<TraceSample>>, FitError> {
-        let vectors = probe_batch(&mut rng, stats, &stochastic, count);
+        let vectors = probe_batch(&mut rng, &n_levels_of, &stochastic, count);
         let width = unrolled_width(vectors.len());
         let rhs = gram_of_vectors(&system, &vectors, width, &terms, pool)?;
         let v = system.solve(&rhs, width, options.tolerance, pool, keep_going)?.x;
@@ -314,9 +315,9 @@ fn unrolled_width(n: usize) -> usize {
 }
 
 /// `count` Rademacher probes for every stochastic term, probe by probe.
-fn probe_batch(
+pub(crate) fn probe_batch(
     rng: &mut ChaCha8Rng,
-    stats: &SufficientStats,
+    n_levels: &[usize],
     stochastic: &[usize],
     count: usize,
 ) -> Vec<(usize, Vec<f64>)> {
@@ -325,14 +326,14 @@ fn probe_batch(
         for &l in stochastic {
             out.push((
                 l,
-                (0..stats.levels[l].n_levels()).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect(),
+                (0..n_levels[l]).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect(),
             ));
         }
     }
     out
 }
 
-fn unit_vector(n: usize, g: usize) -> Vec<f64> {
+pub(crate) fn unit_vector(n: usize, g: usize) -> Vec<f64> {
     let mut w = vec![0.0; n];
     w[g] = 1.0;
     w
