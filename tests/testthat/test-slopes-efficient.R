@@ -147,3 +147,19 @@ test_that("the R methods work on an efficient slope fit", {
   # The REML-iterating method stays intercept-only, with a clear error.
   expect_error(fr_fit(Reaction ~ Days + (Days | Subject), sub, method = "reml"), "\"efficient\"")
 })
+
+test_that("intercept terms through the slope path give the intercept path's efficient step (q = 1)", {
+  set.seed(4)
+  n <- 300
+  d <- data.frame(user = factor(sample(40, n, TRUE, prob = rexp(40))), item = factor(sample(12, n, TRUE)),
+                  x = rnorm(n))
+  d$y <- 1 + d$x + rnorm(40)[d$user] + rnorm(12, sd = 0.5)[d$item] + rnorm(n)
+  intercepts <- fr_fit(y ~ x + (1 | user) + (1 | item), d, method = "efficient")
+  terms <- lapply(c("user", "item"), function(g) {
+    list(label = g, codes = as.integer(d[[g]]), n_levels = nlevels(d[[g]]), z = list(NULL))
+  })
+  slopes <- fullrandom:::fr_slope_fit(d$y, list(NULL, d$x), c("(Intercept)", "x"), terms, 1L, 1L)
+  expect_equal(slopes$efficient$moment_raw, unname(intercepts$efficient$moment_theta_raw), tolerance = 1e-10)
+  expect_equal(slopes$raw, unname(intercepts$theta_raw), tolerance = 1e-8)
+  expect_equal(slopes$efficient$model_sd, unname(intercepts$efficient$model_sd), tolerance = 1e-8)
+})

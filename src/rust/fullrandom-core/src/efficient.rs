@@ -324,10 +324,7 @@ pub(crate) fn probe_batch(
     let mut out = Vec::with_capacity(count * stochastic.len());
     for _ in 0..count {
         for &l in stochastic {
-            out.push((
-                l,
-                (0..n_levels[l]).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect(),
-            ));
+            out.push((l, (0..n_levels[l]).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect()));
         }
     }
     out
@@ -423,7 +420,10 @@ impl Traces {
                     if Some(p) == skip {
                         continue;
                     }
-                    by_column[c].iter_mut().zip(&probe[i].squares[j * m..(j + 1) * m]).for_each(|(a, b)| *a += b / used);
+                    by_column[c]
+                        .iter_mut()
+                        .zip(&probe[i].squares[j * m..(j + 1) * m])
+                        .for_each(|(a, b)| *a += b / used);
                     own[c] += probe[i].own[j] / used;
                 }
             }

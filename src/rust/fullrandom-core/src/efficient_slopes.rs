@@ -85,7 +85,8 @@ fn prior_gammas(stats: &SlopeStats, prior: &[f64], s2: f64) -> Vec<Vec<f64>> {
             (0..q * q)
                 .map(|i| {
                     let (a, b) = (i / q, i % q);
-                    let v: f64 = (0..q).map(|j| vectors[a * q + j] * values[j].max(GAMMA_FLOOR) * vectors[b * q + j]).sum();
+                    let v: f64 =
+                        (0..q).map(|j| vectors[a * q + j] * values[j].max(GAMMA_FLOOR) * vectors[b * q + j]).sum();
                     v / (d[a] * d[b])
                 })
                 .collect()
@@ -184,8 +185,7 @@ impl Prior<'_> {
                 .zip(&starts)
                 .map(|((l, w), &j0)| {
                     let ql = terms[*l].q;
-                    let own_params: Vec<(usize, usize)> =
-                        (0..ql).flat_map(|d| (d..ql).map(move |c| (c, d))).collect();
+                    let own_params: Vec<(usize, usize)> = (0..ql).flat_map(|d| (d..ql).map(move |c| (c, d))).collect();
                     let mut squares = vec![0.0; own_params.len() * m];
                     let mut own = vec![0.0; own_params.len()];
                     for (k, t) in terms.iter().enumerate() {
@@ -291,8 +291,11 @@ pub fn efficient_slope_equations(
     let cols: Vec<usize> = (0..stats.p).filter(|&j| moments.kept[j]).collect();
     let pk = cols.len();
     let lambda: Vec<Vec<f64>> = stats.terms.iter().zip(&gammas).map(|(t, g)| sqrt_psd(g, t.q)).collect();
-    let identity: Vec<Vec<f64>> =
-        stats.terms.iter().map(|t| (0..t.q * t.q).map(|i| if i / t.q == i % t.q { 1.0 } else { 0.0 }).collect()).collect();
+    let identity: Vec<Vec<f64>> = stats
+        .terms
+        .iter()
+        .map(|t| (0..t.q * t.q).map(|i| if i / t.q == i % t.q { 1.0 } else { 0.0 }).collect())
+        .collect();
     let mut offsets = Vec::new();
     let mut dim = pk;
     for t in &stats.terms {
@@ -388,7 +391,8 @@ pub fn efficient_slope_equations(
         Ok(to_probes(at.samples(&vectors, &groups, m, keep_going)?))
     };
     let (lhs, accuracy) = probe_until_precise(&design, &exact, samples, options, &mut more)?;
-    let lhs: Vec<f64> = (0..n_params).flat_map(|i| (0..n_params).map(move |j| (i, j))).map(|(i, j)| lhs[(i, j)]).collect();
+    let lhs: Vec<f64> =
+        (0..n_params).flat_map(|i| (0..n_params).map(move |j| (i, j))).map(|(i, j)| lhs[(i, j)]).collect();
     Ok((SlopeEquations { lhs, q: forms, ..moments.clone() }, accuracy))
 }
 

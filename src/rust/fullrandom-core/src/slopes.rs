@@ -1223,7 +1223,8 @@ impl<'s> Henderson<'s> {
             })?;
             level_inv.push(blocks.concat());
         }
-        let pair_rows: Vec<Vec<usize>> = stats.pairs.iter().map(|pc| row_starts(pc, stats.terms[pc.k].n_levels)).collect();
+        let pair_rows: Vec<Vec<usize>> =
+            stats.pairs.iter().map(|pc| row_starts(pc, stats.terms[pc.k].n_levels)).collect();
         let tasks = stats
             .terms
             .iter()
@@ -1238,20 +1239,7 @@ impl<'s> Henderson<'s> {
                 balanced_blocks(&cell_starts)
             })
             .collect();
-        Ok(Henderson {
-            stats,
-            cols,
-            lambda,
-            offsets,
-            s2,
-            dim,
-            r,
-            x_block_inv,
-            level_inv,
-            pair_rows,
-            tasks,
-            pool,
-        })
+        Ok(Henderson { stats, cols, lambda, offsets, s2, dim, r, x_block_inv, level_inv, pair_rows, tasks, pool })
     }
 }
 
