@@ -45,6 +45,11 @@
 //! is REML's information at `theta_0`); probes are added in batches until the first is at
 //! most [`EfficientOptions::noise_ratio`] of the second. The probes come from a fixed
 //! ChaCha8 stream, so results do not depend on the threads.
+//!
+//! That part ([`probe_until_precise`]: the traces' sums, the residual's row and column,
+//! the jackknife and the batches) works on groups of parameters whose probes give their
+//! columns of `T`: here every term is a group of one parameter, and
+//! [`crate::efficient_slopes`] makes a term with `q` columns a group of `q(q + 1)/2`.
 
 use crate::error::{try_filled, FitError};
 use crate::mixed::{gls_from_solution, RandomEffectsMatrix};
