@@ -27,12 +27,15 @@ lmer_theta <- function(m) {
   vc$vcov
 }
 # The efficient fit's raw and projected components (NA if it fails: counted below).
-efficient_theta <- function(form, d) {
+# With `probes`, also the probes of the first term and the largest ratio of the probes' sd
+# to the sampling sd.
+efficient_theta <- function(form, d, probes = FALSE) {
   f <- tryCatch(suppressMessages(fr_fit(form, d, method = "efficient", threads = 1)), error = function(e) NULL)
   # One parameter per variable of these formulas: Sigma's three entries (one term with
   # (1 + x)) plus s2, and the item's variance in the crossed design.
-  if (is.null(f)) return(rep(NA_real_, 2L * (length(all.vars(form)) + 1L)))
-  c(f$theta_raw, f$theta)
+  if (is.null(f)) return(rep(NA_real_, 2L * (length(all.vars(form)) + 1L) + 2L * probes))
+  c(f$theta_raw, f$theta,
+    if (probes) c(f$efficient$probes[[1]], max(f$efficient$probe_sd / f$efficient$model_sd)))
 }
 if (reps > 0) {
   # 1. sleepstudy-like: 18 subjects x 10 days, 60% of rows kept.
@@ -63,6 +66,24 @@ if (reps > 0) {
     vc <- lmer_theta(m) # user var(Int), var(x), cov, item, residual
     c(f$theta_raw, f$theta, vc[c(1, 3, 2, 4, 5)], e)
   })
+  # 3. the same model on a larger crossed design (6000 rows, 400 users, 150 items): more
+  # than 500 random effects, so the efficient step estimates its traces by probes.
+  sim3 <- replicate(reps, {
+    n <- 6000
+    d <- data.frame(user = factor(sample(400, n, TRUE, prob = rexp(400))),
+                    item = factor(sample(150, n, TRUE, prob = rexp(150))), x = rnorm(n))
+    u <- matrix(rnorm(800), 400) %*% chol(S2)
+    d$y <- 1 + 0.5 * d$x + u[d$user, 1] + u[d$user, 2] * d$x + rnorm(150, sd = sqrt(0.7))[d$item] + rnorm(n)
+    t0 <- proc.time()[[3]]
+    f <- suppressMessages(fr_fit(y ~ x + (x | user) + (1 | item), d, threads = 1))
+    t1 <- proc.time()[[3]]
+    e <- efficient_theta(y ~ x + (x | user) + (1 | item), d, probes = TRUE)
+    t2 <- proc.time()[[3]]
+    m <- suppressMessages(lmer(y ~ x + (x | user) + (1 | item), d))
+    t3 <- proc.time()[[3]]
+    vc <- lmer_theta(m)
+    c(f$theta_raw, f$theta, vc[c(1, 3, 2, 4, 5)], e, t1 - t0, t2 - t1, t3 - t2)
+  })
 }
 # The data sets where every method gave estimates (the efficient fit may fail).
 complete_sets <- function(sim) sim[, colSums(is.na(sim)) == 0, drop = FALSE]
@@ -82,6 +103,14 @@ header <- c(paste("| parameter | truth | moments bias raw (MC se) | moments RMSE
                   "efficient bias raw (MC se) | efficient RMSE raw | efficient RMSE projected | lmer bias | lmer RMSE |",
                   "moments / lmer RMSE | efficient / lmer RMSE |"),
             "|---|---|---|---|---|---|---|---|---|---|---|---|")
+# The probes of the efficient fits and the seconds per fit (design 3).
+probe_line <- function(sim) {
+  sim <- complete_sets(sim)
+  sprintf(paste("Probes per term of the efficient fits: %s (median %g); the probes' sd at most %.3f of the sampling",
+                "sd. Seconds per fit (1 thread, mean): moments %.3f, efficient %.3f, lmer %.2f."),
+          paste(range(sim[26, ]), collapse = "-"), stats::median(sim[26, ]), max(sim[27, ]),
+          mean(sim[28, ]), mean(sim[29, ]), mean(sim[30, ]))
+}
 # Data sets used and the efficient fits that failed.
 failures <- function(sim) sprintf("%d data sets; efficient fits that failed: %d.", ncol(sim), sum(is.na(sim[nrow(sim), ])))
 # 3. time and peak memory: simulate_crossed() data shaped as bench/scale.R's (ml-32m at
@@ -151,7 +180,10 @@ simulation_lines <- if (reps > 0) {
     "sleepstudy-like, 60% of rows kept, `y ~ Days + (Days | Subject)`:", "", header, table_of(sim1, truth1), "",
     failures(sim1), "",
     "Crossed, unbalanced, `y ~ x + (x | user) + (1 | item)` (1500 rows, 100 users, 40 items):", "",
-    header, table_of(sim2, truth2), "", failures(sim2), "")
+    header, table_of(sim2, truth2), "", failures(sim2), "",
+    "Crossed, unbalanced, the same model with 6000 rows, 400 users, 150 items (950 random effects: traces by probes):", "",
+    header, table_of(sim3[1:25, ], truth2), "", failures(sim3[1:25, ]),
+    probe_line(sim3), "")
 } else {
   # The simulation tables (and their notes) as the last full run wrote them.
   o <- old_section()
