@@ -94,20 +94,27 @@ fn prior_gammas(stats: &SlopeStats, prior: &[f64], s2: f64) -> Vec<Vec<f64>> {
         .collect()
 }
 
-/// The system at the prior: Henderson's matrix, the Gram matrix and what the probes need.
+/// The system at the prior. The unknowns are the random effects only (`dim` of them, term
+/// after term, `q` a level): Henderson's matrix in `w` is `C = Lambda'Z'Z Lambda + I` and the
+/// fixed effects are eliminated here through `S = X'V_0^-1 X`, as [`crate::efficient`]
+/// does, so the only solver this needs is one of `C` ([`Henderson`] without fixed effects).
 struct Prior<'s> {
     stats: &'s SlopeStats,
+    /// The kept fixed-effect columns.
     cols: Vec<usize>,
     lambda: Vec<Vec<f64>>,
     identity: Vec<Vec<f64>>,
     offsets: Vec<usize>,
     dim: usize,
     pool: &'s rayon::ThreadPool,
+    /// `Z'V_0^-1 X = Z'X - Z'Z Lambda A` (dim x pk, `A = C^-1 Lambda'Z'X`) and `S^-1` (pk x pk).
+    zvx: Vec<f64>,
+    s_inv: Vec<f64>,
 }
 
 impl Prior<'_> {
-    /// `Lambda_k' v` (transpose: `tr = true`) or `Lambda_k v` on every level block of the
-    /// terms' unknowns of `v` (`width` columns), in place.
+    /// `Lambda_k' v` (transpose: `tr = true`) or `Lambda_k v` on every level block of `v`
+    /// (`width` columns), in place.
     fn lambda_apply(&self, v: &mut [f64], width: usize, tr: bool) {
         for (k, t) in self.stats.terms.iter().enumerate() {
             let (q, lam) = (t.q, &self.lambda[k]);
@@ -127,22 +134,96 @@ impl Prior<'_> {
         }
     }
 
-    /// `Z'P_0 Z E` for the unknown-space vectors `E` (`width` columns; fixed-effect rows 0):
-    /// returns the whole vectors, whose terms' rows are the result.
+    /// `Z'Z v` (`width` columns).
+    fn gram(&self, v: &[f64], width: usize) -> Result<Vec<f64>, FitError> {
+        let gram = Henderson::new(self.stats, Vec::new(), self.identity.clone(), 0.0, width, self.pool)?;
+        let mut out = try_filled(self.dim * width, 0.0, "the efficient estimator's probes")?;
+        gram.apply(v, &mut out);
+        Ok(out)
+    }
+
+    /// `C^-1 v` (`width` columns).
+    fn solve(&self, v: &[f64], width: usize, keep_going: &mut dyn FnMut() -> bool) -> Result<Vec<f64>, FitError> {
+        let system = Henderson::new(self.stats, Vec::new(), self.lambda.clone(), 1.0, width, self.pool)?;
+        Ok(system.cg(v, keep_going)?.0)
+    }
+
+    /// `X'Z v` (pk x width) over the kept columns.
+    fn xt_z(&self, v: &[f64], width: usize) -> Vec<f64> {
+        let (p, pk) = (self.stats.p, self.cols.len());
+        let mut out = vec![0.0; pk * width];
+        for (k, t) in self.stats.terms.iter().enumerate() {
+            let q = t.q;
+            for g in 0..t.n_levels {
+                let gx = &t.zx[g * q * p..(g + 1) * q * p];
+                for a in 0..q {
+                    let row = &v[(self.offsets[k] + g * q + a) * width..(self.offsets[k] + g * q + a + 1) * width];
+                    for (i, &c) in self.cols.iter().enumerate() {
+                        let x = gx[a * p + c];
+                        out[i * width..(i + 1) * width].iter_mut().zip(row).for_each(|(o, r)| *o += x * r);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `Z'X b` (dim x width) for `b` pk x width over the kept columns.
+    fn z_x(&self, b: &[f64], width: usize) -> Vec<f64> {
+        let p = self.stats.p;
+        let mut out = vec![0.0; self.dim * width];
+        for (k, t) in self.stats.terms.iter().enumerate() {
+            let q = t.q;
+            for g in 0..t.n_levels {
+                let gx = &t.zx[g * q * p..(g + 1) * q * p];
+                for a in 0..q {
+                    let row =
+                        &mut out[(self.offsets[k] + g * q + a) * width..(self.offsets[k] + g * q + a + 1) * width];
+                    for (i, &c) in self.cols.iter().enumerate() {
+                        let x = gx[a * p + c];
+                        row.iter_mut().zip(&b[i * width..(i + 1) * width]).for_each(|(o, v)| *o += x * v);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// `Z'P_0 Z E` for vectors `E` on the random effects (`width` columns):
+    /// `Z'V_0^-1 Z E - Z'V_0^-1 X S^-1 X'V_0^-1 Z E`, with `Z'V_0^-1 Z E = Z'Z E - Z'Z Lambda s`
+    /// and `X'V_0^-1 Z E = X'Z (E - Lambda s)`, `s = C^-1 Lambda'Z'Z E`.
     fn projected(&self, e: &[f64], width: usize, keep_going: &mut dyn FnMut() -> bool) -> Result<Vec<f64>, FitError> {
-        let size = self.dim * width;
-        let gram = Henderson::new(self.stats, self.cols.clone(), self.identity.clone(), 0.0, width, self.pool)?;
-        let mut zze = try_filled(size, 0.0, "the efficient estimator's probes")?;
-        gram.apply(e, &mut zze);
+        let mut zze = self.gram(e, width)?;
         let mut rhs = zze.clone();
         self.lambda_apply(&mut rhs, width, true);
-        let system = Henderson::new(self.stats, self.cols.clone(), self.lambda.clone(), 1.0, width, self.pool)?;
-        let (mut s, _) = system.cg(&rhs, keep_going)?;
+        let mut s = self.solve(&rhs, width, keep_going)?;
         drop(rhs);
         self.lambda_apply(&mut s, width, false);
-        let mut back = try_filled(size, 0.0, "the efficient estimator's probes")?;
-        gram.apply(&s, &mut back);
+        let back = self.gram(&s, width)?;
         zze.iter_mut().zip(&back).for_each(|(a, b)| *a -= b);
+        drop(back);
+        s.iter_mut().zip(e).for_each(|(s, e)| *s = e - *s);
+        let xvz = self.xt_z(&s, width);
+        drop(s);
+        let pk = self.cols.len();
+        // d = S^-1 X'V_0^-1 Z E (pk x width), then less Z'V_0^-1 X d.
+        let mut d = vec![0.0; pk * width];
+        for i in 0..pk {
+            for l in 0..pk {
+                let f = self.s_inv[i * pk + l];
+                d[i * width..(i + 1) * width]
+                    .iter_mut()
+                    .zip(&xvz[l * width..(l + 1) * width])
+                    .for_each(|(o, v)| *o += f * v);
+            }
+        }
+        self.pool.install(|| {
+            zze.par_chunks_mut(width).zip(self.zvx.par_chunks(pk.max(1))).for_each(|(row, zv)| {
+                for (i, &zvi) in zv.iter().enumerate().take(pk) {
+                    row.iter_mut().zip(&d[i * width..(i + 1) * width]).for_each(|(o, v)| *o -= zvi * v);
+                }
+            });
+        });
         Ok(zze)
     }
 
@@ -289,7 +370,7 @@ pub fn efficient_slope_equations(
         first += n;
     }
     let cols: Vec<usize> = (0..stats.p).filter(|&j| moments.kept[j]).collect();
-    let pk = cols.len();
+    let (p, pk) = (stats.p, cols.len());
     let lambda: Vec<Vec<f64>> = stats.terms.iter().zip(&gammas).map(|(t, g)| sqrt_psd(g, t.q)).collect();
     let identity: Vec<Vec<f64>> = stats
         .terms
@@ -297,41 +378,90 @@ pub fn efficient_slope_equations(
         .map(|t| (0..t.q * t.q).map(|i| if i / t.q == i % t.q { 1.0 } else { 0.0 }).collect())
         .collect();
     let mut offsets = Vec::new();
-    let mut dim = pk;
+    let mut dim = 0;
     for t in &stats.terms {
         offsets.push(dim);
         dim += t.q * t.n_levels;
     }
-    let at = Prior { stats, cols: cols.clone(), lambda, identity, offsets, dim, pool };
+    let mut at = Prior { stats, cols, lambda, identity, offsets, dim, pool, zvx: Vec::new(), s_inv: Vec::new() };
 
-    // Henderson's solution at the prior, and the forms.
-    let system = Henderson::new(stats, cols.clone(), at.lambda.clone(), 1.0, 1, pool)?;
-    let mut rhs = try_filled(dim, 0.0, "the efficient estimator")?;
-    for (i, &c) in cols.iter().enumerate() {
-        rhs[i] = stats.xy[c];
-    }
-    for (k, t) in stats.terms.iter().enumerate() {
-        rhs[at.offsets[k]..at.offsets[k] + t.n_levels * t.q].copy_from_slice(&t.zy);
-    }
-    at.lambda_apply(&mut rhs, 1, true);
-    let (mut solution, _) = system.cg(&rhs, keep_going)?;
-    let mut e_e = stats.yy;
+    // Henderson's equations at the prior with the fixed effects eliminated: A = C^-1 Lambda'Z'X
+    // and a = C^-1 Lambda'Z'y solved together (r = pk + 1 columns), S = X'X - X'Z Lambda A,
+    // GLS b = S^-1 (X'y - X'Z Lambda a), w = a - A b, u = Lambda w.
+    let r = pk + 1;
+    let mut identity_x = vec![0.0; pk * r];
     for i in 0..pk {
-        e_e -= solution[i] * rhs[i];
+        identity_x[i * r + i] = 1.0;
     }
-    for i in pk..dim {
-        e_e -= solution[i] * rhs[i] + solution[i] * solution[i];
+    let mut zx_zy = at.z_x(&identity_x, r);
+    for (k, t) in stats.terms.iter().enumerate() {
+        for (i, &v) in t.zy.iter().enumerate() {
+            zx_zy[(at.offsets[k] + i) * r + pk] = v;
+        }
+    }
+    let mut rhs = zx_zy.clone();
+    at.lambda_apply(&mut rhs, r, true);
+    let solved = at.solve(&rhs, r, keep_going)?;
+    // X'Z Lambda [A a] = B'[A a] with B = Lambda'Z'[X y] (pk + 1 rows: the last is y's).
+    let mut cross = vec![0.0; r * r];
+    for (bi, xi) in rhs.chunks_exact(r).zip(solved.chunks_exact(r)) {
+        for a in 0..r {
+            for c in 0..r {
+                cross[a * r + c] += bi[a] * xi[c];
+            }
+        }
+    }
+    let mut schur = vec![0.0; pk * pk];
+    for (i, &ci) in at.cols.iter().enumerate() {
+        for (j, &cj) in at.cols.iter().enumerate() {
+            schur[i * pk + j] = stats.xx[ci * p + cj] - 0.5 * (cross[i * r + j] + cross[j * r + i]);
+        }
+    }
+    let xvy: Vec<f64> = at.cols.iter().enumerate().map(|(i, &ci)| stats.xy[ci] - cross[i * r + pk]).collect();
+    let s_inv: Vec<f64> = if pk == 0 {
+        Vec::new()
+    } else {
+        let s_inv = crate::dense::spd_inverse(&faer::Mat::from_fn(pk, pk, |i, j| schur[i * pk + j]), "X'V^-1 X")
+            .map_err(|_| {
+                FitError::NotIdentifiable(
+                    "the fixed effects are not identifiable given the random effects (X'V^-1 X is singular)".into(),
+                )
+            })?;
+        (0..pk * pk).map(|i| s_inv[(i / pk, i % pk)]).collect()
+    };
+    let b: Vec<f64> = (0..pk).map(|i| (0..pk).map(|j| s_inv[i * pk + j] * xvy[j]).sum()).collect();
+    // w = a - A b, and e'e = y'y - b'X'y - w'Lambda'Z'y - w'w (Henderson's equations).
+    let mut w: Vec<f64> =
+        solved.chunks_exact(r).map(|row| row[pk] - (0..pk).map(|j| row[j] * b[j]).sum::<f64>()).collect();
+    let mut e_e = stats.yy - at.cols.iter().zip(&b).map(|(&c, bc)| stats.xy[c] * bc).sum::<f64>();
+    for (wi, bi) in w.iter().zip(rhs.chunks_exact(r)) {
+        e_e -= wi * bi[pk] + wi * wi;
     }
     drop(rhs);
-    at.lambda_apply(&mut solution, 1, false);
-    let gram = Henderson::new(stats, cols.clone(), at.identity.clone(), 0.0, 1, pool)?;
-    let mut fitted = try_filled(dim, 0.0, "the efficient estimator")?;
-    gram.apply(&solution, &mut fitted);
+    // Z'V_0^-1 X = Z'X - Z'Z Lambda A.
+    let mut lambda_a: Vec<f64> = solved.chunks_exact(r).flat_map(|row| row[..pk].to_vec()).collect();
+    drop(solved);
+    at.lambda_apply(&mut lambda_a, pk, false);
+    let mut zvx: Vec<f64> = zx_zy.chunks_exact(r).flat_map(|row| row[..pk].to_vec()).collect();
+    if pk > 0 {
+        let zz_a = at.gram(&lambda_a, pk)?;
+        zvx.iter_mut().zip(&zz_a).for_each(|(a, b)| *a -= b);
+    }
+    drop(lambda_a);
+    // z = Z'e = Z'y - Z'X b - Z'Z u per level.
+    at.lambda_apply(&mut w, 1, false);
+    let zz_u = at.gram(&w, 1)?;
+    let zx_b = at.z_x(&b, 1);
     let mut forms = vec![0.0; n_params];
     for (k, t) in stats.terms.iter().enumerate() {
         let q = t.q;
         for g in 0..t.n_levels {
-            let z: Vec<f64> = (0..q).map(|a| t.zy[g * q + a] - fitted[at.offsets[k] + g * q + a]).collect();
+            let z: Vec<f64> = (0..q)
+                .map(|a| {
+                    let i = at.offsets[k] + g * q + a;
+                    zx_zy[i * r + pk] - zx_b[i] - zz_u[i]
+                })
+                .collect();
             for (i, col) in groups[k].clone().enumerate() {
                 let (a, b) = pair_of(i, q);
                 forms[col] += z[a] * z[b] * if a == b { 1.0 } else { 2.0 };
@@ -339,11 +469,15 @@ pub fn efficient_slope_equations(
         }
     }
     forms[m] = e_e;
+    drop(zx_zy);
+    at.zvx = zvx;
+    at.s_inv = s_inv;
+    let at = at;
 
     // The traces, from probes: every unit vector of the terms with exact traces (few
     // levels, or every term when the system is small), Rademacher probes for the others.
     let n_levels: Vec<usize> = stats.terms.iter().map(|t| t.n_levels).collect();
-    let small_system = dim - pk <= options.exact_unknowns;
+    let small_system = dim <= options.exact_unknowns;
     let stochastic: Vec<usize> =
         (0..n_levels.len()).filter(|&l| !small_system && n_levels[l] > options.exact_levels).collect();
     let exact_vectors: Vec<(usize, Vec<f64>)> = (0..n_levels.len())
