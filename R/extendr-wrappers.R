@@ -216,6 +216,14 @@ fr_slope_statistics <- function(y, x, x_names, terms, threads) .Call(wrap__fr_sl
 #' @noRd
 fr_slope_merged_fit <- function(statistics, threads, steps) .Call(wrap__fr_slope_merged_fit, statistics, threads, steps)
 
+#' Fitted values and residuals of a random-slope fit on the rows R passes (internal;
+#' fr_fit()), computed in parallel into two new double vectors (no other full-length
+#' copies). Arguments as fr_slope_fit(), with `coef` (all columns, NaN where aliased)
+#' and `ranef` (per term, level after level, q values each) as it returns them.
+#' @return a list of `fitted` and `residuals`.
+#' @noRd
+fr_slope_fitted <- function(y, x, x_names, terms, coef, ranef, threads) .Call(wrap__fr_slope_fitted, y, x, x_names, terms, coef, ranef, threads)
+
 
 
 # nolint end

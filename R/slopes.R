@@ -83,9 +83,11 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
   # kept, only their column names.
   designs <- lapply(parsed$random, slope_design, frame = md$frame)
   design_names <- lapply(designs, `[[`, "names")
+  # The factors themselves are the codes (the core reads a factor's integer codes), so
+  # no full-length copy is made of them.
   terms <- lapply(seq_along(parsed$random), function(k) {
     f <- md$flist[[labels[k]]]
-    list(label = labels[k], codes = as.integer(unclass(f)), n_levels = nlevels(f), z = designs[[k]]$columns)
+    list(label = labels[k], codes = f, n_levels = nlevels(f), z = designs[[k]]$columns)
   })
   rm(designs)
   res <- if (chunked) {
@@ -121,8 +123,8 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
     as.data.frame(u, check.names = FALSE)
   })
   names(ranef) <- groups
-  fitted <- fixed_part(md$fixed, coef[kept], kept, length(md$y)) +
-    slope_random_part(ranef, terms)
+  # Computed by the core in parallel, straight into the two vectors the fit keeps.
+  fitted <- fr_slope_fitted(md$y, md$fixed$columns, md$fixed$names, terms, as.double(res$coef), res$ranef, threads)
   theta_names <- ifelse(res$term < 0L, "Residual", paste0(
     groups[pmax(res$term, 0L) + 1L], ".",
     vapply(seq_along(res$term), function(i) {
@@ -148,8 +150,8 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
     boundary = boundary, ranef = ranef,
     equations = list(lhs = matrix(res$lhs, length(res$q), byrow = TRUE), q = res$q),
     efficient = efficient,
-    fitted.values = name_by_rows(fitted, md$frame),
-    residuals = name_by_rows(md$y - fitted, md$frame),
+    fitted.values = name_by_rows(fitted$fitted, md$frame),
+    residuals = name_by_rows(fitted$residuals, md$frame),
     call = call, formula = formula, random = parsed$random, groups = groups,
     flist = md$flist, frame = md$frame, terms = md$terms, fixed_names = md$fixed$names,
     contrasts = md$fixed$contrasts, xlevels = stats::.getXlevels(md$terms, md$frame),
@@ -213,35 +215,6 @@ slope_chunk_vectors <- function(md, terms, rows) {
 slope_chunk_worker <- function(piece, spec) {
   d <- if (is.null(piece$data)) slope_chunk_vectors(spec$md, spec$terms, piece$rows) else piece$data
   fr_slope_statistics(d$y, d$columns, spec$x_names, d$terms, spec$threads)
-}
-
-# X b from the columns the core read (a matrix, or a list with NULL for the intercept).
-fixed_part <- function(fixed, coef, kept, n) {
-  out <- numeric(n)
-  cols <- fixed$columns
-  for (j in seq_along(kept)) {
-    column <- if (is.list(cols)) cols[[kept[j]]] else cols[, kept[j]]
-    out <- out + coef[j] * (if (is.null(column)) 1 else column)
-  }
-  out
-}
-
-# sum over terms of z_i' u_{g(i)}, one column of each term at a time (no n x q
-# matrices); levels not in the fit (NA codes) contribute 0. The rows of ranef[[k]] are the
-# levels of the term's factor in order, so its codes index them.
-slope_random_part <- function(ranef, terms) {
-  out <- 0
-  for (k in seq_along(ranef)) {
-    u <- unname(as.matrix(ranef[[k]]))
-    codes <- terms[[k]]$codes
-    for (j in seq_len(ncol(u))) {
-      uj <- u[, j][codes]
-      uj[is.na(uj)] <- 0
-      z <- terms[[k]]$z[[j]]
-      out <- out + if (is.null(z)) uj else z * uj
-    }
-  }
-  out
 }
 
 #' @export

@@ -136,7 +136,7 @@ impl Prior<'_> {
 
     /// `Z'Z v` (`width` columns).
     fn gram(&self, v: &[f64], width: usize) -> Result<Vec<f64>, FitError> {
-        let gram = Henderson::new(self.stats, Vec::new(), self.identity.clone(), 0.0, width, self.pool)?;
+        let gram = Henderson::new(self.stats, self.identity.clone(), 0.0, width, self.pool)?;
         let mut out = try_filled(self.dim * width, 0.0, "the efficient estimator's probes")?;
         gram.apply(v, &mut out);
         Ok(out)
@@ -144,7 +144,7 @@ impl Prior<'_> {
 
     /// `C^-1 v` (`width` columns).
     fn solve(&self, v: &[f64], width: usize, keep_going: &mut dyn FnMut() -> bool) -> Result<Vec<f64>, FitError> {
-        let system = Henderson::new(self.stats, Vec::new(), self.lambda.clone(), 1.0, width, self.pool)?;
+        let system = Henderson::new(self.stats, self.lambda.clone(), 1.0, width, self.pool)?;
         Ok(system.cg(v, keep_going)?.0)
     }
 

@@ -19,28 +19,31 @@
 //! clipped at 0), held, and the other equations re-solved; the raw solution is kept.
 //!
 //! Then Henderson's equations with q x q blocks, in the parametrisation `u = Lambda w`
-//! (`Sigma_k = Lambda_k Lambda_k'`, which also covers a singular `Sigma_k`), solved by
-//! conjugate gradients for the right-hand side and the fixed-effect unit vectors at once,
-//! preconditioned by symmetric block Gauss-Seidel over (fixed effects, terms), give the
-//! GLS fixed effects, their covariance and the BLUPs.
+//! (`Sigma_k = Lambda_k Lambda_k'`, which also covers a singular `Sigma_k`), with the
+//! fixed effects eliminated by the Schur complement as [`crate::mixed`] does for
+//! intercepts: `C = Lambda'Z'Z Lambda + s2 I` is solved for `[Lambda'Z'X | Lambda'Z'y]`
+//! by conjugate gradients preconditioned by symmetric block Gauss-Seidel over the terms
+//! (7 iterations on the ml-32m-shaped design, as for intercepts, against 9 with the
+//! fixed effects in the system), giving the GLS fixed effects, their covariance and the
+//! BLUPs. The passes over the cells run kernels compiled for the usual sizes (terms of
+//! up to 3 columns, up to 6 right-hand sides).
 //!
 //! This solver is still a twin of [`crate::mixed`]'s `RandomEffectsMatrix` (the q = 1
 //! case). Sharing one would take: per-level `q x q` diagonal blocks and their inverses in
 //! place of the scalar diagonal; per-cell `q_k x q_l` blocks in place of the cell counts
 //! (the GLMM's per-cell weights are the q = 1 case of them), stored both ways as the
-//! intercept path stores the transposed cells, with `Lambda_k' P Lambda_l` folded in at
-//! set-up; `add_cell_sums` multiplying a block instead of a count; `level_sums` giving
-//! `q` rows a level; and the fixed effects eliminated by the Schur complement as for
-//! intercepts (7 iterations there against 9 here). The statistics would then be
-//! [`SlopeStats`] for every model ([`crate::stats`]'s counts and sums are its q = 1 case,
-//! plus the pilot shift).
+//! intercept path stores the transposed cells (here the column side of a pair scatters
+//! into 8 parts instead of gathering), with `Lambda_k' P Lambda_l` folded in at set-up;
+//! `add_cell_sums` multiplying a block instead of a count; `level_sums` giving `q` rows a
+//! level. The statistics would then be [`SlopeStats`] for every model
+//! ([`crate::stats`]'s counts and sums are its q = 1 case, plus the pilot shift).
 //!
 //! The statistics are sums over rows: the statistics of chunks of rows merge
 //! ([`SlopeStats::merge`]) into those of all the rows, so a fit in chunks is exact.
 
-use crate::data::{FactorCodes, FixedColumn};
+use crate::data::FixedColumn;
 use crate::error::{try_filled, try_with_capacity, FitError};
-use crate::grouping::{balanced_blocks, CellCounts};
+use crate::grouping::{balanced_blocks, bucket_sort, with_bucket};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -63,10 +66,6 @@ impl SlopeTerm<'_> {
     #[inline]
     fn level(&self, i: usize) -> usize {
         (self.codes[i] - self.offset) as usize
-    }
-    /// The term's grouping factor, as the intercept path's statistics take it.
-    fn factor(&self) -> FactorCodes<'_> {
-        FactorCodes { name: self.name.clone(), codes: self.codes, offset: self.offset, n_levels: self.n_levels }
     }
 }
 
@@ -334,39 +333,91 @@ fn term_sums(data: &SlopeData<'_>, t: &SlopeTerm<'_>) -> Result<TermSums, FitErr
     Ok(out)
 }
 
+/// A pointer through which parallel tasks write disjoint places of one buffer.
+struct Places(*mut u32);
+// SAFETY: the tasks of `pair_cells` write disjoint places (every row belongs to one level
+// of `a`, and each task owns its levels' rows).
+unsafe impl Sync for Places {}
+
 /// The cells of terms `a` (rows) and `b` (columns), sorted by level of `a` and then of
-/// `b`: [`CellCounts::count`] finds them (the intercept path's cells), a parallel pass
-/// gives every row its cell, and one sequential scatter over the rows per entry of the
+/// `b`, with their sums. Two stable counting sorts ([`crate::grouping`]'s parallel
+/// `bucket_sort`, as [`crate::grouping::CellCounts::count`] sorts the codes), first of
+/// `(level of a, row)` by level of `b`, then of `(level of b, row)` by level of `a`
+/// (both read their input in order), list every level of `a`'s rows by level of `b`:
+/// each cell is a run. Balanced blocks of levels of `a` find their cells in parallel and
+/// give every row its cell; then one sequential scatter over the rows per entry of the
 /// cells' `q_a x q_b` sums adds each row into its cell, in row order (entries of two
-/// intercepts are the counts).
+/// intercepts are the counts). Memory: 8 bytes a row for each sort, then 4.
 fn pair_cells(a: &SlopeTerm<'_>, b: &SlopeTerm<'_>, k: usize, l: usize) -> Result<PairCells, FitError> {
     let n = a.codes.len();
     let (qa, qb) = (a.q(), b.q());
-    let cells = CellCounts::count(&a.factor(), &b.factor());
-    let n_cells = cells.cols.len();
     let what = format!("the cells of '{}' and '{}'", a.name, b.name);
+    let by_col = bucket_sort(n, b.n_levels, |range| range.map(|i| (b.level(i), (a.level(i) as u32, i as u32))));
+    let by_row = bucket_sort(n, a.n_levels, |range| {
+        with_bucket(&by_col.starts, &by_col.values, range).map(|(h, (g, i))| (g as usize, (h, i)))
+    });
+    drop(by_col);
+    let starts = &by_row.starts;
+    let blocks = balanced_blocks(starts);
+    // The cells of every block: per level, how many, and their levels of b.
+    let pieces: Vec<(Vec<usize>, Vec<u32>)> = blocks
+        .par_iter()
+        .map(|block| {
+            let mut lens = Vec::with_capacity(block.len());
+            let mut cols: Vec<u32> = Vec::new();
+            for g in block.clone() {
+                let before = cols.len();
+                for &(h, _) in &by_row.values[starts[g]..starts[g + 1]] {
+                    if cols.len() == before || *cols.last().unwrap() != h {
+                        cols.push(h);
+                    }
+                }
+                lens.push(cols.len() - before);
+            }
+            (lens, cols)
+        })
+        .collect();
+    let mut first_cell = Vec::with_capacity(pieces.len());
+    let mut n_cells = 0usize;
+    for (_, cols) in &pieces {
+        first_cell.push(n_cells);
+        n_cells += cols.len();
+    }
     let mut cell_of = try_filled(n, 0u32, &what)?;
-    cell_of.par_chunks_mut(ROWS).enumerate().for_each(|(block, out)| {
-        for (j, o) in out.iter_mut().enumerate() {
-            let i = block * ROWS + j;
-            let (g, h) = (a.level(i), b.level(i) as u32);
-            let row = &cells.cols[cells.row_starts[g]..cells.row_starts[g + 1]];
-            // Every row's pair of levels is a cell.
-            *o = (cells.row_starts[g] + row.partition_point(|&c| c < h)) as u32;
+    let places = Places(cell_of.as_mut_ptr());
+    blocks.par_iter().zip(&first_cell).for_each(|(block, &first)| {
+        let places = &places;
+        // The cell of the current run (first - 1 before the first run of the block).
+        let mut cell = first.wrapping_sub(1);
+        for g in block.clone() {
+            let mut last = None;
+            for &(h, i) in &by_row.values[starts[g]..starts[g + 1]] {
+                if last != Some(h) {
+                    cell = cell.wrapping_add(1);
+                    last = Some(h);
+                }
+                // SAFETY: `i < n`, and row `i` is in the bucket of its own level of `a`
+                // only, which this task alone reads.
+                unsafe { places.0.add(i as usize).write(cell as u32) };
+            }
         }
     });
+    drop(by_row);
     let za: Vec<Option<&[f64]>> = a.z.iter().map(column_slice).collect();
     let zb: Vec<Option<&[f64]>> = b.z.iter().map(column_slice).collect();
     let entries: Vec<(usize, usize)> = (0..qa).flat_map(|r| (0..qb).map(move |s| (r, s))).collect();
     let sums: Vec<Vec<f64>> = entries
         .par_iter()
         .map(|&(r, s)| -> Result<Vec<f64>, FitError> {
-            if za[r].is_none() && zb[s].is_none() {
-                return Ok(cells.counts.iter().map(|&c| c as f64).collect());
-            }
             let mut out = try_filled(n_cells, 0.0, &what)?;
-            for (i, &c) in cell_of.iter().enumerate() {
-                out[c as usize] += at(za[r], i) * at(zb[s], i);
+            if za[r].is_none() && zb[s].is_none() {
+                for &c in &cell_of {
+                    out[c as usize] += 1.0;
+                }
+            } else {
+                for (i, &c) in cell_of.iter().enumerate() {
+                    out[c as usize] += at(za[r], i) * at(zb[s], i);
+                }
             }
             Ok(out)
         })
@@ -377,11 +428,16 @@ fn pair_cells(a: &SlopeTerm<'_>, b: &SlopeTerm<'_>, k: usize, l: usize) -> Resul
         k,
         l,
         rows: try_with_capacity(n_cells, &what)?,
-        cols: cells.cols.clone(),
+        cols: try_with_capacity(n_cells, &what)?,
         sums: try_filled(n_cells.saturating_mul(size), 0.0, &what)?,
     };
-    for g in 0..cells.n_rows() {
-        out.rows.extend(std::iter::repeat_n(g as u32, cells.row_starts[g + 1] - cells.row_starts[g]));
+    let mut g = 0u32;
+    for (lens, cols) in pieces {
+        for len in lens {
+            out.rows.extend(std::iter::repeat_n(g, len));
+            g += 1;
+        }
+        out.cols.extend_from_slice(&cols);
     }
     for (e, values) in sums.iter().enumerate() {
         for (c, &v) in values.iter().enumerate() {
@@ -1050,20 +1106,20 @@ fn row_starts(pc: &PairCells, n_rows: usize) -> Vec<usize> {
 /// the result does not depend on the number of threads.
 const CELL_PARTS: usize = 8;
 
-/// Henderson's equations in `(b, w)`, `u_k = Lambda_k w_k`, applied without forming them:
+/// Henderson's equations in `(b, w)`, `u_k = Lambda_k w_k`,
 ///
 /// ```text
 /// [ X'X          X'Z Lambda               ] [b]   [X'y        ]
-/// [ Lambda'Z'X   Lambda'Z'Z Lambda + s2 I ] [w] = [Lambda'Z'y ]
+/// [ Lambda'Z'X   Lambda'Z'Z Lambda + s2 I ] [w] = [Lambda'Z'y ],
 /// ```
 ///
-/// with `r` right-hand sides at once (stored by unknown: `v[i * r + j]`), so that every
-/// pass over the cells serves all of them. The blocks are the fixed effects, then one
-/// per term; within a term, every level's `q x q` diagonal block is
-/// `Lambda_k' W_g Lambda_k + s2 I`.
+/// are solved with the fixed effects eliminated (as [`crate::mixed`] does for
+/// intercepts): `C = Lambda'Z'Z Lambda + s2 I` is applied without forming it, to `r`
+/// right-hand sides at once (stored by unknown: `v[i * r + j]`), so that every pass over
+/// the cells serves all of them. The blocks are the terms; within a term, every level's
+/// `q x q` diagonal block is `Lambda_k' W_g Lambda_k + s2 I`.
 pub(crate) struct Henderson<'s> {
     stats: &'s SlopeStats,
-    cols: Vec<usize>,
     lambda: Vec<Vec<f64>>,
     /// First unknown of every term.
     pub(crate) offsets: Vec<usize>,
@@ -1071,8 +1127,6 @@ pub(crate) struct Henderson<'s> {
     pub(crate) dim: usize,
     /// Right-hand sides solved together.
     r: usize,
-    /// Inverse of the fixed-effect block `X'X` (kept columns).
-    x_block_inv: Vec<f64>,
     /// Per term, the inverses of the level blocks (q x q each, level after level).
     level_inv: Vec<Vec<f64>>,
     /// Per pair of terms, where the cells of each row level start.
@@ -1131,37 +1185,86 @@ fn column_side(o: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q:
     }
 }
 
-/// [`row_side`] and [`column_side`] compiled for a fixed number of right-hand sides `R`
-/// (as mixed.rs's cell sums), so that the innermost loops are unrolled.
-fn row_side_of<const R: usize>(acc: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, ql: usize) {
-    row_side(acc, pc, cells, u, q, ql, R)
+/// [`row_side`] compiled for fixed sizes (`Q` x `QL` cells, `R` right-hand sides), so
+/// that the loops over a cell are unrolled and free of bounds checks: these passes over
+/// the cells are most of an iteration. The sums are added in [`row_side`]'s order.
+fn row_side_of<const Q: usize, const QL: usize, const R: usize>(
+    acc: &mut [f64],
+    pc: &PairCells,
+    cells: Range<usize>,
+    u: &[f64],
+) {
+    let mut a = [[0.0f64; R]; Q];
+    for (i, ai) in a.iter_mut().enumerate() {
+        ai.copy_from_slice(&acc[i * R..(i + 1) * R]);
+    }
+    let sums = &pc.sums[cells.start * Q * QL..cells.end * Q * QL];
+    for (&h, p) in pc.cols[cells].iter().zip(sums.chunks_exact(Q * QL)) {
+        let uh = &u[h as usize * QL * R..(h as usize + 1) * QL * R];
+        for (i, ai) in a.iter_mut().enumerate() {
+            for s in 0..QL {
+                let v = p[i * QL + s];
+                for j in 0..R {
+                    ai[j] += v * uh[s * R + j];
+                }
+            }
+        }
+    }
+    for (i, ai) in a.iter().enumerate() {
+        acc[i * R..(i + 1) * R].copy_from_slice(ai);
+    }
 }
-fn column_side_of<const R: usize>(o: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, qk: usize) {
-    column_side(o, pc, cells, u, q, qk, R)
+
+/// [`column_side`] compiled for fixed sizes (`QK` x `Q` cells, `R` right-hand sides);
+/// the sums are added in [`column_side`]'s order.
+fn column_side_of<const Q: usize, const QK: usize, const R: usize>(
+    o: &mut [f64],
+    pc: &PairCells,
+    cells: Range<usize>,
+    u: &[f64],
+) {
+    let sums = &pc.sums[cells.start * QK * Q..cells.end * QK * Q];
+    let (rows, cols) = (&pc.rows[cells.clone()], &pc.cols[cells]);
+    for ((&g, &h), p) in rows.iter().zip(cols).zip(sums.chunks_exact(QK * Q)) {
+        let ug = &u[g as usize * QK * R..(g as usize + 1) * QK * R];
+        let oh = &mut o[h as usize * Q * R..(h as usize + 1) * Q * R];
+        for s in 0..QK {
+            for i in 0..Q {
+                let v = p[s * Q + i];
+                for j in 0..R {
+                    oh[i * R + j] += v * ug[s * R + j];
+                }
+            }
+        }
+    }
+}
+
+/// Dispatches to the kernel compiled for `(q, q_other, r)` when there is one (terms of
+/// up to 3 columns, up to 6 right-hand sides), else runs the general loop.
+macro_rules! dispatch_sizes {
+    ($kernel:ident, $general:ident, $out:expr, $pc:expr, $cells:expr, $u:expr, $q:expr, $q2:expr, $r:expr) => {
+        dispatch_sizes!(@arms $kernel, $general, $out, $pc, $cells, $u, ($q, $q2, $r);
+            (1 1 1) (1 1 2) (1 1 3) (1 1 4) (1 1 5) (1 1 6) (1 2 1) (1 2 2) (1 2 3) (1 2 4) (1 2 5) (1 2 6)
+            (1 3 1) (1 3 2) (1 3 3) (1 3 4) (1 3 5) (1 3 6) (2 1 1) (2 1 2) (2 1 3) (2 1 4) (2 1 5) (2 1 6)
+            (2 2 1) (2 2 2) (2 2 3) (2 2 4) (2 2 5) (2 2 6) (2 3 1) (2 3 2) (2 3 3) (2 3 4) (2 3 5) (2 3 6)
+            (3 1 1) (3 1 2) (3 1 3) (3 1 4) (3 1 5) (3 1 6) (3 2 1) (3 2 2) (3 2 3) (3 2 4) (3 2 5) (3 2 6)
+            (3 3 1) (3 3 2) (3 3 3) (3 3 4) (3 3 5) (3 3 6))
+    };
+    (@arms $kernel:ident, $general:ident, $out:expr, $pc:expr, $cells:expr, $u:expr, $key:expr;
+        $(($a:literal $b:literal $c:literal))*) => {
+        match $key {
+            $(($a, $b, $c) => $kernel::<$a, $b, $c>($out, $pc, $cells, $u),)*
+            (q, q2, r) => $general($out, $pc, $cells, $u, q, q2, r),
+        }
+    };
 }
 
 fn row_side_any(acc: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, ql: usize, r: usize) {
-    match r {
-        1 => row_side_of::<1>(acc, pc, cells, u, q, ql),
-        2 => row_side_of::<2>(acc, pc, cells, u, q, ql),
-        3 => row_side_of::<3>(acc, pc, cells, u, q, ql),
-        4 => row_side_of::<4>(acc, pc, cells, u, q, ql),
-        5 => row_side_of::<5>(acc, pc, cells, u, q, ql),
-        6 => row_side_of::<6>(acc, pc, cells, u, q, ql),
-        _ => row_side(acc, pc, cells, u, q, ql, r),
-    }
+    dispatch_sizes!(row_side_of, row_side, acc, pc, cells, u, q, ql, r)
 }
 
 fn column_side_any(o: &mut [f64], pc: &PairCells, cells: Range<usize>, u: &[f64], q: usize, qk: usize, r: usize) {
-    match r {
-        1 => column_side_of::<1>(o, pc, cells, u, q, qk),
-        2 => column_side_of::<2>(o, pc, cells, u, q, qk),
-        3 => column_side_of::<3>(o, pc, cells, u, q, qk),
-        4 => column_side_of::<4>(o, pc, cells, u, q, qk),
-        5 => column_side_of::<5>(o, pc, cells, u, q, qk),
-        6 => column_side_of::<6>(o, pc, cells, u, q, qk),
-        _ => column_side(o, pc, cells, u, q, qk, r),
-    }
+    dispatch_sizes!(column_side_of, column_side, o, pc, cells, u, q, qk, r)
 }
 
 /// The passes over levels of every iteration split into parallel tasks only past these
@@ -1175,28 +1278,22 @@ const SERIAL_VALUES: usize = 1 << 16;
 const LEVELS: usize = 1 << 10;
 
 impl<'s> Henderson<'s> {
-    /// Henderson's matrix at `Lambda_k` (per term, q x q row-major) and `s2` for `r`
-    /// right-hand sides, on the kept fixed-effect columns `cols`. With `s2 = 0` it is the
-    /// Gram matrix `[X Z Lambda]'[X Z Lambda]`, which is applied but not solved (no
-    /// preconditioner: its level blocks may be singular).
+    /// `C = Lambda'Z'Z Lambda + s2 I` at `Lambda_k` (per term, q x q row-major) for `r`
+    /// right-hand sides. With `s2 = 0` and `Lambda = I` it is the Gram matrix `Z'Z`, which
+    /// is applied but not solved (no preconditioner: its level blocks may be singular).
     pub(crate) fn new(
         stats: &'s SlopeStats,
-        cols: Vec<usize>,
         lambda: Vec<Vec<f64>>,
         s2: f64,
         r: usize,
         pool: &'s rayon::ThreadPool,
     ) -> Result<Henderson<'s>, FitError> {
-        let p = stats.p;
-        let pk = cols.len();
         let mut offsets = Vec::new();
-        let mut dim = pk;
+        let mut dim = 0;
         for t in &stats.terms {
             offsets.push(dim);
             dim += t.q * t.n_levels;
         }
-        let xsub: Vec<f64> = cols.iter().flat_map(|&i| cols.iter().map(move |&j| stats.xx[i * p + j])).collect();
-        let x_block_inv = invert_spd(&xsub, pk)?;
         let mut level_inv = Vec::new();
         for (k, t) in stats.terms.iter().enumerate() {
             if s2 == 0.0 {
@@ -1239,15 +1336,11 @@ impl<'s> Henderson<'s> {
                 balanced_blocks(&cell_starts)
             })
             .collect();
-        Ok(Henderson { stats, cols, lambda, offsets, s2, dim, r, x_block_inv, level_inv, pair_rows, tasks, pool })
+        Ok(Henderson { stats, lambda, offsets, s2, dim, r, level_inv, pair_rows, tasks, pool })
     }
 }
 
 impl Henderson<'_> {
-    fn pk(&self) -> usize {
-        self.cols.len()
-    }
-
     /// The unknowns of term `k` in `v`.
     fn part<'v>(&self, k: usize, v: &'v [f64]) -> &'v [f64] {
         let len = self.stats.terms[k].n_levels * self.stats.terms[k].q * self.r;
@@ -1269,46 +1362,12 @@ impl Henderson<'_> {
         out
     }
 
-    /// `sum_k sum_g G_g' u_g` (pk x r) over the terms whose `u` is given, by fixed blocks
-    /// of levels added in order.
-    fn x_sums(&self, u: &[Option<&[f64]>]) -> Vec<f64> {
-        let (p, pk, r) = (self.stats.p, self.pk(), self.r);
-        let mut out = vec![0.0; pk * r];
-        for (k, t) in self.stats.terms.iter().enumerate() {
-            let Some(uk) = u[k] else { continue };
-            let q = t.q;
-            let parts: Vec<Vec<f64>> = (0..t.n_levels.div_ceil(LEVELS))
-                .into_par_iter()
-                .with_min_len(SERIAL_TASKS)
-                .map(|block| {
-                    let mut xs = vec![0.0; pk * r];
-                    for g in block * LEVELS..((block + 1) * LEVELS).min(t.n_levels) {
-                        let gx = &t.zx[g * q * p..(g + 1) * q * p];
-                        let ug = &uk[g * q * r..(g + 1) * q * r];
-                        for (i, &ci) in self.cols.iter().enumerate() {
-                            let o = &mut xs[i * r..(i + 1) * r];
-                            for (a, ua) in ug.chunks_exact(r).enumerate() {
-                                let v = gx[a * p + ci];
-                                o.iter_mut().zip(ua).for_each(|(x, &y)| *x += v * y);
-                            }
-                        }
-                    }
-                    xs
-                })
-                .collect();
-            for xs in parts {
-                out.iter_mut().zip(&xs).for_each(|(o, v)| *o += v);
-            }
-        }
-        out
-    }
-
-    /// For every level `g` of term `k`: `Lambda_k' (W_g u_g [own] + G_g b [b given] +
-    /// sum_l sum_h P_gh u_h [terms l whose u is given])`, the rows of term `k` of
-    /// Henderson's matrix without `s2 I`, applied to the parts given.
-    fn term_sums(&self, k: usize, b: Option<&[f64]>, u: &[Option<&[f64]>], own: bool) -> Vec<f64> {
+    /// For every level `g` of term `k`: `Lambda_k' (W_g u_g [own] + sum_l sum_h P_gh u_h
+    /// [terms l whose u is given])`, the rows of term `k` of `C` without `s2 I`, applied
+    /// to the parts given.
+    fn term_sums(&self, k: usize, u: &[Option<&[f64]>], own: bool) -> Vec<f64> {
         let st = self.stats;
-        let (p, r) = (st.p, self.r);
+        let r = self.r;
         let t = &st.terms[k];
         let q = t.q;
         // Column sides of the pairs (l, k): P_gh' u_g added into level h of term k, by
@@ -1353,15 +1412,6 @@ impl Henderson<'_> {
                 if let Some(uk) = own_u {
                     add_product(&mut acc, &t.zz[g * q * q..(g + 1) * q * q], &uk[g * q * r..(g + 1) * q * r], q, q, r);
                 }
-                if let Some(b) = b {
-                    let gx = &t.zx[g * q * p..(g + 1) * q * p];
-                    for (a, o) in acc.chunks_exact_mut(r).enumerate() {
-                        for (&ci, bi) in self.cols.iter().zip(b.chunks_exact(r)) {
-                            let v = gx[a * p + ci];
-                            o.iter_mut().zip(bi).for_each(|(x, &y)| *x += v * y);
-                        }
-                    }
-                }
                 for (pc, starts) in st.pairs.iter().zip(&self.pair_rows) {
                     if pc.k != k {
                         continue;
@@ -1375,28 +1425,15 @@ impl Henderson<'_> {
         out
     }
 
-    /// `out = H v`.
+    /// `out = C v`.
     pub(crate) fn apply(&self, v: &[f64], out: &mut [f64]) {
         self.pool.install(|| {
-            let (p, pk, r) = (self.stats.p, self.pk(), self.r);
-            let b = &v[..pk * r];
+            let r = self.r;
             let us: Vec<Vec<f64>> =
                 (0..self.stats.terms.len()).map(|k| self.lambda_times(k, self.part(k, v))).collect();
             let u: Vec<Option<&[f64]>> = us.iter().map(|x| Some(x.as_slice())).collect();
-            let xs = self.x_sums(&u);
-            for (i, &ci) in self.cols.iter().enumerate() {
-                for j in 0..r {
-                    out[i * r + j] = self
-                        .cols
-                        .iter()
-                        .enumerate()
-                        .map(|(l, &cl)| self.stats.xx[ci * p + cl] * b[l * r + j])
-                        .sum::<f64>()
-                        + xs[i * r + j];
-                }
-            }
             for k in 0..self.stats.terms.len() {
-                let sums = self.term_sums(k, Some(b), &u, true);
+                let sums = self.term_sums(k, &u, true);
                 let at = self.offsets[k] * r;
                 out[at..at + sums.len()]
                     .par_iter_mut()
@@ -1427,52 +1464,48 @@ impl Henderson<'_> {
     }
 
     /// `z = M^-1 res` for the symmetric block Gauss-Seidel preconditioner
-    /// `M = (D + L) D^-1 (D + U)` over the blocks (fixed effects, then the terms), whose
-    /// diagonal `D` is inverted exactly (X'X, and every level's q x q block): a forward
-    /// sweep, then a backward one, as mixed.rs's intercept solver does over its terms.
-    /// Within a block every level is updated on its own, so the result does not depend
-    /// on the number of threads.
+    /// `M = (D + L) D^-1 (D + U)` over the terms, whose diagonal `D` is inverted exactly
+    /// (every level's q x q block): a forward sweep, then a backward one, as mixed.rs's
+    /// intercept solver does over its terms. Within a term every level is updated on its
+    /// own, so the result does not depend on the number of threads.
     fn precondition(&self, res: &[f64], z: &mut [f64]) {
         self.pool.install(|| {
-            let (pk, r) = (self.pk(), self.r);
+            let r = self.r;
             let n_terms = self.stats.terms.len();
-            let mul_x = |v: &[f64]| -> Vec<f64> {
-                let mut o = vec![0.0; pk * r];
-                for i in 0..pk {
-                    for j in 0..r {
-                        o[i * r + j] = (0..pk).map(|l| self.x_block_inv[i * pk + l] * v[l * r + j]).sum();
-                    }
-                }
-                o
-            };
-            let zx = mul_x(&res[..pk * r]);
-            z[..pk * r].copy_from_slice(&zx);
             let mut us: Vec<Option<Vec<f64>>> = vec![None; n_terms];
             // Forward: (D + L) y = res.
             for a in 0..n_terms {
-                let u: Vec<Option<&[f64]>> = us.iter().map(|x| x.as_deref()).collect();
-                let s = self.term_sums(a, Some(&zx), &u, false);
                 let at = self.offsets[a] * r;
-                let len = s.len();
-                // z_a = D^-1 (res_a - s_a): from 0, less D^-1 (s_a - res_a).
-                let diff: Vec<f64> = s.iter().zip(&res[at..at + len]).map(|(s, v)| s - v).collect();
+                let len = self.stats.terms[a].n_levels * self.stats.terms[a].q * r;
                 z[at..at + len].iter_mut().for_each(|v| *v = 0.0);
-                self.level_solve(a, &diff, &mut z[at..at + len]);
-                us[a] = Some(self.lambda_times(a, &z[at..at + len]));
+                if a == 0 {
+                    // Nothing below: z_a = D^-1 res_a.
+                    let minus: Vec<f64> = res[at..at + len].iter().map(|v| -v).collect();
+                    self.level_solve(a, &minus, &mut z[at..at + len]);
+                } else {
+                    let u: Vec<Option<&[f64]>> = us.iter().map(|x| x.as_deref()).collect();
+                    let s = self.term_sums(a, &u, false);
+                    // z_a = D^-1 (res_a - s_a): from 0, less D^-1 (s_a - res_a).
+                    let diff: Vec<f64> = s.iter().zip(&res[at..at + len]).map(|(s, v)| s - v).collect();
+                    self.level_solve(a, &diff, &mut z[at..at + len]);
+                }
+                // Needed below (later terms) or in the backward sweep (the last term).
+                if n_terms > 1 {
+                    us[a] = Some(self.lambda_times(a, &z[at..at + len]));
+                }
             }
             // Backward: (D + U) z = D y.
             for a in (0..n_terms.saturating_sub(1)).rev() {
                 let u: Vec<Option<&[f64]>> =
                     us.iter().enumerate().map(|(b, x)| if b > a { x.as_deref() } else { None }).collect();
-                let s = self.term_sums(a, None, &u, false);
+                let s = self.term_sums(a, &u, false);
                 let at = self.offsets[a] * r;
                 let len = s.len();
                 self.level_solve(a, &s, &mut z[at..at + len]);
-                us[a] = Some(self.lambda_times(a, &z[at..at + len]));
+                if a > 0 {
+                    us[a] = Some(self.lambda_times(a, &z[at..at + len]));
+                }
             }
-            let u: Vec<Option<&[f64]>> = us.iter().map(|x| x.as_deref()).collect();
-            let back = mul_x(&self.x_sums(&u));
-            z[..pk * r].iter_mut().zip(&back).for_each(|(v, d)| *v -= d);
         })
     }
 
@@ -1565,38 +1598,71 @@ pub fn solve_slope_mixed(
     let lambda: Vec<Vec<f64>> =
         stats.terms.iter().enumerate().map(|(k, t)| sqrt_psd(&sigma_of(theta, &eq.params, k, t.q), t.q)).collect();
     let r = pk + 1;
-    let h = Henderson::new(stats, cols.clone(), lambda, s2, r, pool)?;
+    let h = Henderson::new(stats, lambda, s2, r, pool)?;
     let offsets = h.offsets.clone();
     let dim = h.dim;
-    // Column 0: (X'y, Lambda'Z'y); column 1 + j: the unit vector of kept column j.
+    // B = [Lambda'Z'X | Lambda'Z'y] over the kept columns, r values per unknown.
     let mut rhs = vec![0.0; dim * r];
-    for (i, &ci) in cols.iter().enumerate() {
-        rhs[i * r] = stats.xy[ci];
-        rhs[i * r + 1 + i] = 1.0;
-    }
     for (k, t) in stats.terms.iter().enumerate() {
         let q = t.q;
+        let lam = &h.lambda[k];
         for g in 0..t.n_levels {
+            let gx = &t.zx[g * q * p..(g + 1) * q * p];
             for c in 0..q {
-                rhs[(offsets[k] + g * q + c) * r] = (0..q).map(|a| h.lambda[k][a * q + c] * t.zy[g * q + a]).sum();
+                let row = &mut rhs[(offsets[k] + g * q + c) * r..(offsets[k] + g * q + c + 1) * r];
+                for (j, &cj) in cols.iter().enumerate() {
+                    row[j] = (0..q).map(|a| lam[a * q + c] * gx[a * p + cj]).sum();
+                }
+                row[pk] = (0..q).map(|a| lam[a * q + c] * t.zy[g * q + a]).sum();
             }
         }
     }
     let (sol, iterations) = h.cg(&rhs, keep_going)?;
+    // With X ~ C^-1 B, B'C^-1 B ~ B'X + X'B - X'C X, whose error is of second order in
+    // X's (as crate::mixed's gls_from_solution).
+    let mut c_sol = vec![0.0; dim * r];
+    h.apply(&sol, &mut c_sol);
+    let mut cross = vec![0.0; r * r];
+    for ((bi, xi), ci) in rhs.chunks_exact(r).zip(sol.chunks_exact(r)).zip(c_sol.chunks_exact(r)) {
+        for a in 0..r {
+            for c in 0..r {
+                cross[a * r + c] += bi[a] * xi[c] + xi[a] * bi[c] - 0.5 * (xi[a] * ci[c] + ci[a] * xi[c]);
+            }
+        }
+    }
+    // S = X'X - X'Z Lambda C^-1 Lambda'Z'X, the GLS matrix X'V^-1 X times s2.
+    let mut schur = vec![0.0; pk * pk];
+    for (i, &ci) in cols.iter().enumerate() {
+        for (j, &cj) in cols.iter().enumerate() {
+            schur[i * pk + j] = stats.xx[ci * p + cj] - cross[i * r + j];
+        }
+    }
+    let schur_y: Vec<f64> = cols.iter().enumerate().map(|(i, &ci)| stats.xy[ci] - cross[i * r + pk]).collect();
+    let schur_inv = invert_spd(&schur, pk).map_err(|_| {
+        FitError::NotIdentifiable(
+            "the fixed effects are not identifiable given the random effects (X'V^-1 X is singular)".into(),
+        )
+    })?;
+    let b: Vec<f64> = (0..pk).map(|i| (0..pk).map(|j| schur_inv[i * pk + j] * schur_y[j]).sum()).collect();
     let mut coef = vec![f64::NAN; p];
     for (i, &ci) in cols.iter().enumerate() {
-        coef[ci] = sol[i * r];
+        coef[ci] = b[i];
     }
+    // w = C^-1 (Lambda'Z'y - Lambda'Z'X b), u = Lambda w.
     let ranef: Vec<Vec<f64>> = stats
         .terms
         .iter()
         .enumerate()
         .map(|(k, t)| {
             let q = t.q;
+            let w = |g: usize, c: usize| {
+                let row = &sol[(offsets[k] + g * q + c) * r..(offsets[k] + g * q + c + 1) * r];
+                row[pk] - (0..pk).map(|j| row[j] * b[j]).sum::<f64>()
+            };
             let mut o = vec![0.0; t.n_levels * q];
             for g in 0..t.n_levels {
                 for a in 0..q {
-                    o[g * q + a] = (0..q).map(|c| h.lambda[k][a * q + c] * sol[(offsets[k] + g * q + c) * r]).sum();
+                    o[g * q + a] = (0..q).map(|c| h.lambda[k][a * q + c] * w(g, c)).sum();
                 }
             }
             o
@@ -1605,10 +1671,61 @@ pub fn solve_slope_mixed(
     let mut vcov = vec![f64::NAN; p * p];
     for (j, &cj) in cols.iter().enumerate() {
         for (i, &ci) in cols.iter().enumerate() {
-            vcov[ci * p + cj] = s2 * sol[i * r + 1 + j];
+            vcov[ci * p + cj] = s2 * schur_inv[i * pk + j];
         }
     }
     Ok(SlopeMixed { coef, vcov, ranef, iterations })
+}
+
+/// Fitted values and residuals of a slope fit, in parallel over fixed blocks of rows:
+///
+/// ```text
+/// fitted_i = sum_j x_ij b_j + sum_k z_ki' u_k[level_k(i)],    residual_i = y_i - fitted_i,
+/// ```
+///
+/// over the kept columns (`coef` is NaN for the others) and every term (`ranef[k]`
+/// level after level, `q_k` values each). Each row is computed on its own, so the values
+/// do not depend on the number of threads. The outputs are the caller's (e.g. R's)
+/// memory, so no other full-length vector is made.
+pub fn slope_fitted_and_residuals(
+    data: &SlopeData<'_>,
+    coef: &[f64],
+    ranef: &[Vec<f64>],
+    fitted: &mut [f64],
+    residuals: &mut [f64],
+) -> Result<(), FitError> {
+    check(data)?;
+    let n = data.y.len();
+    let shapes_ok =
+        ranef.len() == data.terms.len() && data.terms.iter().zip(ranef).all(|(t, u)| u.len() == t.n_levels * t.q());
+    if fitted.len() != n || residuals.len() != n || coef.len() != data.x.len() || !shapes_ok {
+        return Err(FitError::InvalidInput(
+            "fitted values: the outputs, coefficients or BLUPs do not match the data".into(),
+        ));
+    }
+    let kept: Vec<(Option<&[f64]>, f64)> =
+        data.x.iter().zip(coef).filter(|(_, b)| !b.is_nan()).map(|(c, &b)| (column_slice(c), b)).collect();
+    let zs: Vec<Vec<Option<&[f64]>>> = data.terms.iter().map(|t| t.z.iter().map(column_slice).collect()).collect();
+    fitted.par_chunks_mut(ROWS).zip(residuals.par_chunks_mut(ROWS)).enumerate().for_each(|(c, (fit, res))| {
+        let first = c * ROWS;
+        for (j, (f, r)) in fit.iter_mut().zip(res.iter_mut()).enumerate() {
+            let i = first + j;
+            let mut v = 0.0;
+            for &(x, b) in &kept {
+                v += at(x, i) * b;
+            }
+            for ((t, z), u) in data.terms.iter().zip(&zs).zip(ranef) {
+                let q = z.len();
+                let ug = &u[t.level(i) * q..(t.level(i) + 1) * q];
+                for (&za, &ua) in z.iter().zip(ug) {
+                    v += at(za, i) * ua;
+                }
+            }
+            *f = v;
+            *r = data.y[i] - v;
+        }
+    });
+    Ok(())
 }
 
 /// Everything a slope fit produces.

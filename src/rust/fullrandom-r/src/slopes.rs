@@ -5,8 +5,11 @@ use crate::{element, fixed_columns, no_user_interrupt, r_error};
 use extendr_api::prelude::*;
 use extendr_api::AsTypedSlice;
 use extendr_api::Result;
+use extendr_ffi::SEXPTYPE;
 use fullrandom_core::efficient_slopes::{fit_slope_statistics_efficient, SlopeEfficientStep};
-use fullrandom_core::slopes::{fit_slope_statistics, PairCells, SlopeData, SlopeFit, SlopeStats, SlopeTerm, TermSums};
+use fullrandom_core::slopes::{
+    fit_slope_statistics, slope_fitted_and_residuals, PairCells, SlopeData, SlopeFit, SlopeStats, SlopeTerm, TermSums,
+};
 use fullrandom_core::FixedColumn;
 
 /// Borrows the response, fixed-effect columns and terms as R passes them (see
@@ -230,9 +233,44 @@ fn fr_slope_merged_fit(statistics: List, threads: i32, steps: i32) -> Result<Lis
     fit_of(&stats, &pool, steps)
 }
 
+/// Fitted values and residuals of a random-slope fit on the rows R passes (internal;
+/// fr_fit()), computed in parallel into two new double vectors (no other full-length
+/// copies). Arguments as fr_slope_fit(), with `coef` (all columns, NaN where aliased)
+/// and `ranef` (per term, level after level, q values each) as it returns them.
+/// @return a list of `fitted` and `residuals`.
+/// @noRd
+#[extendr]
+fn fr_slope_fitted(
+    y: Robj,
+    x: Robj,
+    x_names: Vec<String>,
+    terms: List,
+    coef: Vec<f64>,
+    ranef: List,
+    threads: i32,
+) -> Result<List> {
+    let data = slope_data(&y, x, &x_names, &terms)?;
+    let ranef: Vec<Vec<f64>> = ranef
+        .values()
+        .map(|u| u.as_real_slice().map(|v| v.to_vec()).ok_or_else(|| Error::Other("BLUPs must be doubles".into())))
+        .collect::<Result<_>>()?;
+    let n = data.y.len();
+    let mut fitted = Robj::alloc_vector(SEXPTYPE::REALSXP, n);
+    let mut residuals = Robj::alloc_vector(SEXPTYPE::REALSXP, n);
+    {
+        let fitted_values = fitted.as_real_slice_mut().expect("a double vector");
+        let residual_values = residuals.as_real_slice_mut().expect("a double vector");
+        let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
+        pool.install(|| slope_fitted_and_residuals(&data, &coef, &ranef, fitted_values, residual_values))
+            .map_err(r_error)?;
+    }
+    Ok(list!(fitted = fitted, residuals = residuals))
+}
+
 extendr_module! {
     mod slopes;
     fn fr_slope_fit;
     fn fr_slope_statistics;
     fn fr_slope_merged_fit;
+    fn fr_slope_fitted;
 }
