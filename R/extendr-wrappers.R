@@ -223,12 +223,16 @@ fr_glmm_modes <- function(models, family, link, trials, offsets, coef, variances
 #' @param y the response; @param x the fixed-effect columns (as fr_moment_fit());
 #' @param x_names their names; @param terms a list with one entry per term: `codes`
 #'   (1-based integer level codes), `n_levels`, `z` (a list of double columns, NULL for
-#'   an intercept) and `label`; @param threads worker threads.
+#'   an intercept) and `label`; @param threads worker threads; @param steps 0 for the
+#'   moment equations, else the number of MINQUE steps from them (1: the efficient
+#'   estimator, `fullrandom_core::efficient_slopes`).
 #' @return the parameter map (`term`, `row`, `col`, 0-based; term -1 for the residual),
 #'   the equations (`lhs` by rows, `q`), `raw`, `estimate`, `boundary` (per term), `coef`,
-#'   `vcov` (by columns) and `ranef` (per term, level after level, q values each).
+#'   `vcov` (by columns), `ranef` (per term, level after level, q values each) and, for
+#'   MINQUE steps, `efficient` (the moment equations and estimates, the probes per term,
+#'   their sd and the model sd per parameter, the steps).
 #' @noRd
-fr_slope_fit <- function(y, x, x_names, terms, threads) .Call(wrap__fr_slope_fit, y, x, x_names, terms, threads)
+fr_slope_fit <- function(y, x, x_names, terms, threads, steps) .Call(wrap__fr_slope_fit, y, x, x_names, terms, threads, steps)
 
 #' The statistics of a chunk of rows of a random-slope model, as an R list to be merged
 #' by fr_slope_merged_fit() (internal). Arguments as fr_slope_fit().
@@ -237,9 +241,9 @@ fr_slope_statistics <- function(y, x, x_names, terms, threads) .Call(wrap__fr_sl
 
 #' The fit of the merged statistics of chunks (a list of fr_slope_statistics() values
 #' over the same terms and levels), the same as the fit of all their rows at once
-#' (internal). Returns what fr_slope_fit() returns.
+#' (internal). `steps` and the value as fr_slope_fit()'s.
 #' @noRd
-fr_slope_merged_fit <- function(statistics, threads) .Call(wrap__fr_slope_merged_fit, statistics, threads)
+fr_slope_merged_fit <- function(statistics, threads, steps) .Call(wrap__fr_slope_merged_fit, statistics, threads, steps)
 
 #' Fitted values and residuals of a random-slope fit on the rows R passes (internal;
 #' fr_fit()), computed in parallel into two new double vectors (no other full-length

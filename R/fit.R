@@ -42,6 +42,15 @@
 #' it started from, the probes used, the probes' sd (`probe_sd`) and the sampling sd of
 #' the estimates under normality (`model_sd`, from REML's information).
 #'
+#' Random slopes take the same step: the parameters are the entries of every term's
+#' covariance matrix `Sigma_k` (`V_{k,ab} = Z_k (E_ab + E_ba) Z_k'` per level, halved on the
+#' diagonal) and the residual variance; the forms come from `Z_k'P_0 y` at the BLUPs, the
+#' traces from probes of every column of a term through the q x q Henderson's equations.
+#' The step starts from the moment estimate projected onto the positive semidefinite
+#' matrices (with a tiny floor on its eigenvalues), and its solution is projected the
+#' same way. In simulation (bench/slopes.R) its RMSEs equal lmer's REML where the moment
+#' equations' were 1.2-1.9 times them.
+#'
 #' `method = "reml"` iterates the same step to its fixed point, where the REML
 #' equations hold (with ML's traces, `REML = FALSE`, the ML equations): Fisher scoring,
 #' with the same probes at every step, so the optimum is exact up to the probes' stated
@@ -213,7 +222,7 @@
 #' @param method `"moments"` (the default): the unbiased moment equations above, for
 #'   any number of random terms; `"efficient"`: one MINQUE step from the moment
 #'   estimates, as precise as REML on unbalanced data at moment cost (see the section
-#'   below); `"reml"`: restricted maximum likelihood (or maximum likelihood with `REML =
+#'   below), for random intercepts and random slopes; `"reml"`: restricted maximum likelihood (or maximum likelihood with `REML =
 #'   FALSE`), with the log-likelihood that `logLik()`, `AIC()`, `BIC()` and `anova()`
 #'   need; `"fr"`: Matloff's Full Randomness estimator (below), for one random
 #'   intercept, with [size()] covariates solved by the paper's iteration, or two

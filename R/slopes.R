@@ -1,6 +1,7 @@
 # Random slopes: (1 + x | g), (x | g), (0 + x | g), (x || g), several terms crossed or
 # nested, fitted by the unbiased moment equations of the core's `slopes` module
-# (method = "moments" only), then Henderson's equations with q x q blocks.
+# (method = "moments") or one MINQUE step from them (method = "efficient", the core's
+# `efficient_slopes`), then Henderson's equations with q x q blocks.
 #
 # A fit is an object of class "fr_slope_fit" with its own methods (print, summary,
 # VarCorr, ranef, coef, fixef, vcov, sigma, fitted, residuals, predict, tidy, nobs,
@@ -59,12 +60,14 @@ slope_design <- function(term, frame) {
 
 fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, threads,
                           chunking) {
-  if (method != "moments") {
+  if (!method %in% c("moments", "efficient")) {
     stop(sprintf(paste(
-      "random slopes are fitted by method = \"moments\" only; method = \"%s\" handles",
-      "random intercepts only (the efficient and REML steps use per-level scalars)"),
+      "random slopes are fitted by method = \"moments\" or \"efficient\"; method = \"%s\"",
+      "handles random intercepts only"),
       method), call. = FALSE)
   }
+  # MINQUE steps from the moment estimates: 0 for the moments, 1 for the efficient estimator.
+  steps <- if (method == "efficient") 1L else 0L
   chunked <- !is.null(chunking$chunks) || !is.null(chunking$chunk_by) || chunking$backend == "future"
   if (!is.data.frame(data) && !is.null(data)) {
     stop("random slopes are fitted from a data frame in memory (in chunks of it too); ",
@@ -88,9 +91,9 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
   })
   rm(designs)
   res <- if (chunked) {
-    fit_slope_chunks(md, terms, parsed, chunking, threads)
+    fit_slope_chunks(md, terms, parsed, chunking, threads, steps)
   } else {
-    fr_slope_fit(md$y, md$fixed$columns, md$fixed$names, terms, threads)
+    fr_slope_fit(md$y, md$fixed$columns, md$fixed$names, terms, threads, steps)
   }
   p <- length(md$fixed$names)
   coef <- stats::setNames(res$coef, md$fixed$names)
@@ -137,14 +140,16 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
             " is estimated singular (projected onto the positive semidefinite matrices); ",
             "see ?fr_fit, or try uncorrelated terms (x || g)")
   }
+  efficient <- if (!is.null(res$efficient)) slope_efficient_info(res$efficient, theta_names, groups, sigma_of)
   structure(list(
-    method = "moments", coefficients = coef, vcov = vcov,
+    method = method, coefficients = coef, vcov = vcov,
     theta = stats::setNames(res$estimate, theta_names),
     theta_raw = stats::setNames(res$raw, theta_names),
     Sigma = sigma_of(res$estimate), Sigma_raw = sigma_of(res$raw),
     sigma = sqrt(res$estimate[length(res$estimate)]),
     boundary = boundary, ranef = ranef,
     equations = list(lhs = matrix(res$lhs, length(res$q), byrow = TRUE), q = res$q),
+    efficient = efficient,
     fitted.values = name_by_rows(fitted$fitted, md$frame),
     residuals = name_by_rows(fitted$residuals, md$frame),
     call = call, formula = formula, random = parsed$random, groups = groups,
@@ -155,9 +160,28 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
   ), class = "fr_slope_fit")
 }
 
+# What an efficient slope fit keeps of its moment fit and its probes (as fit$efficient of
+# an intercept-only efficient fit): the moment equations and estimates, the probes per
+# term (0: exact traces), the probes' sd and the sampling sd under normality per parameter.
+slope_efficient_info <- function(eff, theta_names, groups, sigma_of) {
+  m <- length(theta_names)
+  list(
+    moment_equations = list(lhs = matrix(eff$moment_lhs, m, byrow = TRUE, dimnames = list(theta_names, theta_names)),
+                            q = stats::setNames(eff$moment_q, theta_names)),
+    moment_theta_raw = stats::setNames(eff$moment_raw, theta_names),
+    moment_theta = stats::setNames(eff$moment_estimate, theta_names),
+    moment_Sigma = sigma_of(eff$moment_estimate),
+    moment_boundary = stats::setNames(eff$moment_boundary, groups),
+    probes = stats::setNames(eff$probes, groups),
+    probe_sd = stats::setNames(eff$probe_sd, theta_names),
+    model_sd = stats::setNames(eff$model_sd, theta_names),
+    steps = eff$steps
+  )
+}
+
 # Exact fits in chunks of the rows: each chunk's statistics (on threads here or on the
 # workers of a future plan), merged; the levels are the whole frame's, so they match.
-fit_slope_chunks <- function(md, terms, parsed, chunking, threads) {
+fit_slope_chunks <- function(md, terms, parsed, chunking, threads, steps = 0L) {
   n_chunks <- check_whole_number(if (is.null(chunking$chunks)) 1L else chunking$chunks, "chunks", at_least = 1)
   chunk_by <- check_chunk_by(chunking$chunk_by, parsed)
   chunk_of <- with_seed(chunking$seed, assign_chunks(
@@ -176,7 +200,7 @@ fit_slope_chunks <- function(md, terms, parsed, chunking, threads) {
     lapply(seq_along(rows), function(i) list(index = i, rows = rows[[i]]))
   }
   results <- run_chunks(pieces, slope_chunk_worker, spec, chunking$backend)
-  fr_slope_merged_fit(results, threads)
+  fr_slope_merged_fit(results, threads, steps)
 }
 
 # The rows `rows` of the response, the fixed columns and the terms' codes and columns.
@@ -197,7 +221,11 @@ slope_chunk_worker <- function(piece, spec) {
 
 #' @export
 print.fr_slope_fit <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
-  cat("Linear mixed model fit by the method of moments (fullrandom, random slopes)\n")
+  cat(if (identical(x$method, "efficient")) {
+    "Linear mixed model fit by the efficient estimator (one MINQUE step; fullrandom, random slopes)\n"
+  } else {
+    "Linear mixed model fit by the method of moments (fullrandom, random slopes)\n"
+  })
   cat("Formula:", deparse1(x$formula), "\n")
   cat("Random effects:\n")
   print(VarCorr(x), digits = digits)

@@ -23,7 +23,7 @@ test_that("terms are ordered by decreasing number of levels, as lme4 orders them
 test_that("formula errors reach the user", {
   d <- data.frame(y = rnorm(20), x = rnorm(20), g = rep(1:4, 5))
   expect_error(fr_fit(y ~ x, data = d), "use lm\\(\\)")
-  expect_error(fr_fit(y ~ x + (x | g), data = d, method = "efficient"), "method = \"moments\" only")
+  expect_error(fr_fit(y ~ x + (x | g), data = d, method = "reml"), "method = \"moments\" or \"efficient\"")
 })
 
 test_that("threads must be a positive whole number", {

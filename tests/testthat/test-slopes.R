@@ -62,7 +62,7 @@ test_that("(0 + x | g), crossed slopes and (1 | g) in one slope model fit", {
   expect_equal(dim(ranef(fit)$user), c(40L, 2L))
   fit0 <- fr_fit(y ~ x + (0 + x | user) + (1 | item), d)
   expect_equal(colnames(ranef(fit0)$user), "x")
-  expect_error(fr_fit(y ~ x + (x | user), d, method = "reml"), "method = \"moments\" only")
+  expect_error(fr_fit(y ~ x + (x | user), d, method = "reml"), "method = \"moments\" or \"efficient\"")
   expect_error(fr_fit(y ~ x + (x | user), d, chunks = 2, combine = "average"), "combined exactly")
   expect_error(fr_fit(y ~ x + (x | user), list(d, d)), "lists of data frames and files are not supported")
 })

@@ -45,6 +45,11 @@
 //! is REML's information at `theta_0`); probes are added in batches until the first is at
 //! most [`EfficientOptions::noise_ratio`] of the second. The probes come from a fixed
 //! ChaCha8 stream, so results do not depend on the threads.
+//!
+//! That part ([`probe_until_precise`]: the traces' sums, the residual's row and column,
+//! the jackknife and the batches) works on groups of parameters whose probes give their
+//! columns of `T`: here every term is a group of one parameter, and
+//! [`crate::efficient_slopes`] makes a term with `q` columns a group of `q(q + 1)/2`.
 
 use crate::error::{try_filled, FitError};
 use crate::mixed::{gls_from_solution, RandomEffectsMatrix};
@@ -150,12 +155,13 @@ pub fn efficient_equations(
     let stochastic: Vec<usize> =
         (0..k_factors).filter(|&l| !small_system && stats.levels[l].n_levels() > options.exact_levels).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(options.seed);
+    let n_levels_of: Vec<usize> = stats.levels.iter().map(|lv| lv.n_levels()).collect();
     let mut first: Vec<(usize, Vec<f64>)> = (0..k_factors)
         .filter(|l| !stochastic.contains(l))
         .flat_map(|l| (0..stats.levels[l].n_levels()).map(move |g| (l, unit_vector(stats.levels[l].n_levels(), g))))
         .collect();
     let n_exact = first.len();
-    first.extend(probe_batch(&mut rng, stats, &stochastic, options.min_probes.max(2)));
+    first.extend(probe_batch(&mut rng, &n_levels_of, &stochastic, options.min_probes.max(2)));
     let zt = system.level_sums(stats, kept);
     let m = system.size();
     let henderson = system.solve(&zt, r, crate::mixed::CG_TOLERANCE, pool, keep_going)?;
@@ -202,9 +208,10 @@ pub fn efficient_equations(
         q,
     };
     let first_samples = probes.samples_of(&first_v, width, &first, pool);
+    let groups: Vec<Range<usize>> = (0..k_factors).map(|k| k..k + 1).collect();
     let mut exact = TraceSums::zeros(k_factors);
     for ((l, _), sample) in first.iter().zip(&first_samples).take(n_exact) {
-        exact.add(*l, sample);
+        exact.add(groups[*l].clone(), sample);
     }
     // samples[j][i]: probe j of the i-th stochastic term.
     let mut samples: Vec<Vec<TraceSample>> = Vec::new();
@@ -213,39 +220,88 @@ pub fn efficient_equations(
             samples.push(per_probe.to_vec());
         }
     }
-    let n_obs = stats.n_obs as f64;
-    // tr(P_0 V_0) = N - rank(X); tr(V_0^-1 V_0) = N.
-    let n_fixed = if options.restricted { q as f64 } else { 0.0 };
-    loop {
-        let estimate = Traces::from(&exact, &samples, &stochastic, None, k_factors);
-        let equations = assemble(&estimate, &gamma, &forms, n_obs, n_fixed, stats);
-        let done_with_probes = stochastic.is_empty()
-            || (samples.len() >= options.min_probes && {
-                let accuracy =
-                    accuracy_of(&exact, &samples, &stochastic, &gamma, &forms, n_obs, n_fixed, stats, s2_prior);
-                accuracy.probe_sd.iter().zip(&accuracy.model_sd).all(|(p, s)| *p <= options.noise_ratio * s)
-            })
-            || samples.len() >= options.max_probes;
-        if done_with_probes {
-            let mut accuracy = if stochastic.is_empty() {
-                let model_sd = model_sd(&equations.lhs, s2_prior);
-                TraceAccuracy { probes: vec![0; k_factors], probe_sd: vec![0.0; k_factors + 1], model_sd }
-            } else {
-                accuracy_of(&exact, &samples, &stochastic, &gamma, &forms, n_obs, n_fixed, stats, s2_prior)
-            };
-            for &l in &stochastic {
-                accuracy.probes[l] = samples.len();
-            }
-            return Ok((equations, accuracy));
-        }
-        let vectors = probe_batch(&mut rng, stats, &stochastic, options.batch.max(1));
+    // The generic equations take the forms in the unknowns' order (terms, then e).
+    let mut generic_forms = forms[1..].to_vec();
+    generic_forms.push(forms[0]);
+    let design = ProbeDesign {
+        groups: &groups,
+        stochastic: &stochastic,
+        theta0: &gamma,
+        forms: &generic_forms,
+        n_obs: stats.n_obs as f64,
+        // tr(P_0 V_0) = N - rank(X); tr(V_0^-1 V_0) = N.
+        n_fixed: if options.restricted { q as f64 } else { 0.0 },
+        s2_prior,
+    };
+    let mut more = |count: usize| -> Result<Vec<Vec<TraceSample>>, FitError> {
+        let vectors = probe_batch(&mut rng, &n_levels_of, &stochastic, count);
         let width = unrolled_width(vectors.len());
         let rhs = gram_of_vectors(&system, &vectors, width, &terms, pool)?;
         let v = system.solve(&rhs, width, options.tolerance, pool, keep_going)?.x;
         let batch = probes.samples_of(&v, width, &vectors, pool);
-        for per_probe in batch.chunks(stochastic.len()) {
-            samples.push(per_probe.to_vec());
+        Ok(batch.chunks(stochastic.len()).map(|c| c.to_vec()).collect())
+    };
+    let (lhs, accuracy) = probe_until_precise(&design, &exact, samples, options, &mut more)?;
+    // MomentEquations' layout: row 0 is the residual's equation, row k + 1 term k's.
+    let dim = k_factors + 1;
+    let lhs = Mat::from_fn(dim, dim, |i, j| lhs[((i + dim - 1) % dim, j)]);
+    let n_levels = stats.levels.iter().map(|lv| lv.counts.iter().filter(|&&c| c > 0).count()).collect();
+    let equations = MomentEquations { factor_names: stats.factor_names.clone(), n_levels, lhs, q: forms };
+    Ok((equations, accuracy))
+}
+
+/// What [`probe_until_precise`] needs besides the samples: the parameters (every
+/// variance parameter of the terms, not the residual) that each group's probes give the
+/// columns of `T` and the traces of, which groups are probed stochastically, the prior
+/// `theta_0` (scaled so that `s2_0 = 1`, one value per parameter: `V_0 = I + sum_m
+/// theta_0m V_m`), the forms `U` (the parameters', then `U_e`), `N`, `rank(X)` (0 for
+/// ML's traces) and `s2_0`.
+pub(crate) struct ProbeDesign<'a> {
+    pub(crate) groups: &'a [Range<usize>],
+    pub(crate) stochastic: &'a [usize],
+    pub(crate) theta0: &'a [f64],
+    pub(crate) forms: &'a [f64],
+    pub(crate) n_obs: f64,
+    pub(crate) n_fixed: f64,
+    pub(crate) s2_prior: f64,
+}
+
+/// The MINQUE equations from the exact trace sums and the probes' samples (`samples[j][i]`:
+/// probe `j` of the `i`-th stochastic group), asking `more(count)` for batches of `count`
+/// probes of every stochastic group until the probes' jackknife sd of every component is
+/// at most [`EfficientOptions::noise_ratio`] of its sampling sd (or `max_probes`).
+/// Returns `T` ((m + 1) x (m + 1): the parameters, then the residual, for rows and
+/// columns alike) and the accuracy. An intercept term is a group of one parameter; a
+/// term with q columns ([`crate::efficient_slopes`]) one of q(q + 1) / 2.
+pub(crate) fn probe_until_precise(
+    design: &ProbeDesign<'_>,
+    exact: &TraceSums,
+    mut samples: Vec<Vec<TraceSample>>,
+    options: &EfficientOptions,
+    more: &mut dyn FnMut(usize) -> Result<Vec<Vec<TraceSample>>, FitError>,
+) -> Result<(Mat<f64>, TraceAccuracy), FitError> {
+    let n_groups = design.groups.len();
+    loop {
+        let done_with_probes = design.stochastic.is_empty()
+            || (samples.len() >= options.min_probes && {
+                let accuracy = accuracy_of(design, exact, &samples);
+                accuracy.probe_sd.iter().zip(&accuracy.model_sd).all(|(p, s)| *p <= options.noise_ratio * s)
+            })
+            || samples.len() >= options.max_probes;
+        if done_with_probes {
+            let lhs = assemble(design, &Traces::from(design, exact, &samples, None));
+            let mut accuracy = if design.stochastic.is_empty() {
+                let model_sd = model_sd(&lhs, design.s2_prior);
+                TraceAccuracy { probes: vec![0; n_groups], probe_sd: vec![0.0; lhs.nrows()], model_sd }
+            } else {
+                accuracy_of(design, exact, &samples)
+            };
+            for &l in design.stochastic {
+                accuracy.probes[l] = samples.len();
+            }
+            return Ok((lhs, accuracy));
         }
+        samples.extend(more(options.batch.max(1))?);
     }
 }
 
@@ -264,25 +320,22 @@ fn unrolled_width(n: usize) -> usize {
 }
 
 /// `count` Rademacher probes for every stochastic term, probe by probe.
-fn probe_batch(
+pub(crate) fn probe_batch(
     rng: &mut ChaCha8Rng,
-    stats: &SufficientStats,
+    n_levels: &[usize],
     stochastic: &[usize],
     count: usize,
 ) -> Vec<(usize, Vec<f64>)> {
     let mut out = Vec::with_capacity(count * stochastic.len());
     for _ in 0..count {
         for &l in stochastic {
-            out.push((
-                l,
-                (0..stats.levels[l].n_levels()).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect(),
-            ));
+            out.push((l, (0..n_levels[l]).map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }).collect()));
         }
     }
     out
 }
 
-fn unit_vector(n: usize, g: usize) -> Vec<f64> {
+pub(crate) fn unit_vector(n: usize, g: usize) -> Vec<f64> {
     let mut w = vec![0.0; n];
     w[g] = 1.0;
     w
@@ -321,26 +374,33 @@ fn gram_of_vectors(
     Ok(rhs)
 }
 
-/// One probe's contributions: `||h_k||^2 / gamma_k^2` for every term `k`, and `w'h_l / gamma_l`.
+/// One probe's contributions for a group of parameters (`own.len()` of them): column `j`
+/// of `T` (the group's `j`-th parameter) in `squares[j * m..(j + 1) * m]`, the trace of
+/// that parameter in `own[j]`. For an intercept term: `||h_k||^2 / gamma_k^2` for every
+/// term `k`, and `w'h_l / gamma_l`.
 #[derive(Debug, Clone)]
-struct TraceSample {
-    squares: Vec<f64>,
-    own: f64,
+pub(crate) struct TraceSample {
+    pub(crate) squares: Vec<f64>,
+    pub(crate) own: Vec<f64>,
 }
 
-/// Sums of exact (unit-vector) samples per probed term: `T_kl` summed over the levels of `l`.
-struct TraceSums {
+/// Sums of exact (unit-vector) samples: `T` by column and the traces `t`.
+pub(crate) struct TraceSums {
     squares: Vec<Vec<f64>>,
     own: Vec<f64>,
 }
 
 impl TraceSums {
-    fn zeros(k: usize) -> TraceSums {
-        TraceSums { squares: vec![vec![0.0; k]; k], own: vec![0.0; k] }
+    pub(crate) fn zeros(m: usize) -> TraceSums {
+        TraceSums { squares: vec![vec![0.0; m]; m], own: vec![0.0; m] }
     }
-    fn add(&mut self, l: usize, s: &TraceSample) {
-        self.squares[l].iter_mut().zip(&s.squares).for_each(|(a, b)| *a += b);
-        self.own[l] += s.own;
+    /// Adds a sample of the group whose parameters are `columns`.
+    pub(crate) fn add(&mut self, columns: Range<usize>, s: &TraceSample) {
+        let m = self.own.len();
+        for (j, c) in columns.enumerate() {
+            self.squares[c].iter_mut().zip(&s.squares[j * m..(j + 1) * m]).for_each(|(a, b)| *a += b);
+            self.own[c] += s.own[j];
+        }
     }
 }
 
@@ -352,66 +412,58 @@ struct Traces {
 
 impl Traces {
     /// Exact sums plus the means of the stochastic samples, leaving out probe `skip`.
-    fn from(
-        exact: &TraceSums,
-        samples: &[Vec<TraceSample>],
-        stochastic: &[usize],
-        skip: Option<usize>,
-        k: usize,
-    ) -> Traces {
+    fn from(design: &ProbeDesign<'_>, exact: &TraceSums, samples: &[Vec<TraceSample>], skip: Option<usize>) -> Traces {
         let mut by_column = exact.squares.clone();
         let mut own = exact.own.clone();
-        let used = samples.len() - skip.map_or(0, |_| 1);
-        for (i, &l) in stochastic.iter().enumerate() {
-            by_column[l] = vec![0.0; k];
-            own[l] = 0.0;
-            for (j, probe) in samples.iter().enumerate() {
-                if Some(j) == skip {
-                    continue;
+        let m = own.len();
+        let used = (samples.len() - skip.map_or(0, |_| 1)) as f64;
+        for (i, &l) in design.stochastic.iter().enumerate() {
+            for (j, c) in design.groups[l].clone().enumerate() {
+                by_column[c] = vec![0.0; m];
+                own[c] = 0.0;
+                for (p, probe) in samples.iter().enumerate() {
+                    if Some(p) == skip {
+                        continue;
+                    }
+                    by_column[c]
+                        .iter_mut()
+                        .zip(&probe[i].squares[j * m..(j + 1) * m])
+                        .for_each(|(a, b)| *a += b / used);
+                    own[c] += probe[i].own[j] / used;
                 }
-                by_column[l].iter_mut().zip(&probe[i].squares).for_each(|(a, b)| *a += b / used as f64);
-                own[l] += probe[i].own / used as f64;
             }
         }
         Traces { by_column, own }
     }
 }
 
-/// The `(K + 1) x (K + 1)` equations in [`MomentEquations`]' layout.
-fn assemble(
-    traces: &Traces,
-    gamma: &[f64],
-    forms: &[f64],
-    n_obs: f64,
-    n_fixed: f64,
-    stats: &SufficientStats,
-) -> MomentEquations {
-    let k_factors = gamma.len();
-    let mut lhs = Mat::<f64>::zeros(k_factors + 1, k_factors + 1);
+/// The `(m + 1) x (m + 1)` matrix `T`: parameters, then the residual (rows and columns).
+/// The residual's row and column follow from `P_0 V_0 P_0 = P_0` (module documentation).
+fn assemble(design: &ProbeDesign<'_>, traces: &Traces) -> Mat<f64> {
+    let m = traces.own.len();
+    let theta0 = design.theta0;
+    let mut lhs = Mat::<f64>::zeros(m + 1, m + 1);
     // T_kl from the probes of l and of k are two estimates of one number.
-    for k in 0..k_factors {
-        for l in 0..k_factors {
-            lhs[(k + 1, l)] = 0.5 * (traces.by_column[l][k] + traces.by_column[k][l]);
+    for k in 0..m {
+        for l in 0..m {
+            lhs[(k, l)] = 0.5 * (traces.by_column[l][k] + traces.by_column[k][l]);
         }
     }
-    let mut trace_p = n_obs - n_fixed;
-    for k in 0..k_factors {
-        let t_ke = traces.own[k] - (0..k_factors).map(|l| gamma[l] * lhs[(k + 1, l)]).sum::<f64>();
-        lhs[(k + 1, k_factors)] = t_ke;
-        lhs[(0, k)] = t_ke;
-        trace_p -= gamma[k] * traces.own[k];
+    let mut trace_p = design.n_obs - design.n_fixed;
+    for k in 0..m {
+        let t_ke = traces.own[k] - (0..m).map(|l| theta0[l] * lhs[(k, l)]).sum::<f64>();
+        lhs[(k, m)] = t_ke;
+        lhs[(m, k)] = t_ke;
+        trace_p -= theta0[k] * traces.own[k];
     }
-    lhs[(0, k_factors)] = trace_p - (0..k_factors).map(|l| gamma[l] * lhs[(0, l)]).sum::<f64>();
-    let n_levels = stats.levels.iter().map(|lv| lv.counts.iter().filter(|&&c| c > 0).count()).collect();
-    MomentEquations { factor_names: stats.factor_names.clone(), n_levels, lhs, q: forms.to_vec() }
+    lhs[(m, m)] = trace_p - (0..m).map(|l| theta0[l] * lhs[(m, l)]).sum::<f64>();
+    lhs
 }
 
-/// `sqrt(2 s2_0^2 diag(T^-1))` in the order of the unknowns.
+/// `sqrt(2 s2_0^2 diag(T^-1))` in the order of the unknowns (`T` as [`assemble`]'s).
 fn model_sd(lhs: &Mat<f64>, s2_prior: f64) -> Vec<f64> {
     let dim = lhs.nrows();
-    // Rows are (e, terms), columns (terms, e): put the rows in the columns' order.
-    let t = Mat::from_fn(dim, dim, |i, j| lhs[((i + 1) % dim, j)]);
-    let inverse = crate::dense::spd_inverse(&t, "the efficient equations");
+    let inverse = crate::dense::spd_inverse(lhs, "the efficient equations");
     (0..dim)
         .map(|i| match &inverse {
             Ok(inv) => (2.0 * inv[(i, i)]).max(0.0).sqrt() * s2_prior,
@@ -421,36 +473,20 @@ fn model_sd(lhs: &Mat<f64>, s2_prior: f64) -> Vec<f64> {
 }
 
 /// The probes' jackknife sd of the raw components, and the model sd.
-#[allow(clippy::too_many_arguments)]
-fn accuracy_of(
-    exact: &TraceSums,
-    samples: &[Vec<TraceSample>],
-    stochastic: &[usize],
-    gamma: &[f64],
-    forms: &[f64],
-    n_obs: f64,
-    n_fixed: f64,
-    stats: &SufficientStats,
-    s2_prior: f64,
-) -> TraceAccuracy {
-    let k = gamma.len();
-    let full = assemble(&Traces::from(exact, samples, stochastic, None, k), gamma, forms, n_obs, n_fixed, stats);
+fn accuracy_of(design: &ProbeDesign<'_>, exact: &TraceSums, samples: &[Vec<TraceSample>]) -> TraceAccuracy {
+    let full = assemble(design, &Traces::from(design, exact, samples, None));
     let m = samples.len();
     let leave_outs: Vec<Vec<f64>> = (0..m)
-        .map(|j| {
-            let eq =
-                assemble(&Traces::from(exact, samples, stochastic, Some(j), k), gamma, forms, n_obs, n_fixed, stats);
-            crate::dense::solve(&eq.lhs, &eq.q)
-        })
+        .map(|j| crate::dense::solve(&assemble(design, &Traces::from(design, exact, samples, Some(j))), design.forms))
         .collect();
-    let probe_sd = (0..=k)
+    let probe_sd = (0..full.nrows())
         .map(|c| {
             let mean = leave_outs.iter().map(|v| v[c]).sum::<f64>() / m as f64;
             let ss: f64 = leave_outs.iter().map(|v| (v[c] - mean).powi(2)).sum();
             ((m as f64 - 1.0) / m as f64 * ss).sqrt()
         })
         .collect();
-    TraceAccuracy { probes: vec![0; k], probe_sd, model_sd: model_sd(&full.lhs, s2_prior) }
+    TraceAccuracy { probes: vec![0; design.groups.len()], probe_sd, model_sd: model_sd(&full, design.s2_prior) }
 }
 
 /// What a probe needs: the system at the prior and the pieces of its GLS solution.
@@ -522,7 +558,7 @@ impl Probes<'_> {
                         }
                         squares[*k] = ss / (self.gamma[*k] * self.gamma[*k]);
                     }
-                    TraceSample { squares, own: own / self.gamma[*l] }
+                    TraceSample { squares, own: vec![own / self.gamma[*l]] }
                 })
                 .collect()
         })

@@ -43,6 +43,7 @@ pub mod condvar;
 pub mod data;
 pub mod dense;
 pub mod efficient;
+pub mod efficient_slopes;
 pub mod error;
 pub mod family;
 pub mod fr;

@@ -970,6 +970,17 @@ pub fn sigma_of(theta: &[f64], params: &[Param], k: usize, q: usize) -> Vec<f64>
 /// Solves the equations; a `Sigma_k` with a negative eigenvalue is clipped to the cone,
 /// held, and the equations of the other terms re-solved, until every `Sigma_k` is PSD.
 pub fn solve_components(eq: &SlopeEquations, qs: &[usize]) -> Result<SlopeComponents, FitError> {
+    solve_components_with(eq, qs, true)
+}
+
+/// [`solve_components`] for moment equations (`moment_rule`: the equation of `s2` is
+/// `r'r` and gets the adjustment below) or for others, such as the MINQUE equations of
+/// [`crate::efficient_slopes`], whose held parameters are simply moved to the right.
+pub fn solve_components_with(
+    eq: &SlopeEquations,
+    qs: &[usize],
+    moment_rule: bool,
+) -> Result<SlopeComponents, FitError> {
     let m = eq.params.len();
     let raw = solve_dense(&eq.lhs, &eq.q, m)?;
     let mut held = vec![false; qs.len()];
@@ -1020,7 +1031,7 @@ pub fn solve_components(eq: &SlopeEquations, qs: &[usize]) -> Result<SlopeCompon
         let equation = |e: usize| -> (Vec<f64>, f64) {
             let mut row = eq.lhs[e * m..(e + 1) * m].to_vec();
             let mut rhs = eq.q[e];
-            if e == m - 1 {
+            if moment_rule && e == m - 1 {
                 for (d, pm) in eq.params.iter().enumerate() {
                     if pm.term.is_some_and(|k| partial[k]) && pm.row == pm.col {
                         row.iter_mut().zip(&eq.lhs[d * m..(d + 1) * m]).for_each(|(r, v)| *r -= v);
@@ -1067,7 +1078,7 @@ pub struct SlopeMixed {
 }
 
 /// A symmetric PSD square root `Lambda` (q x q) with `Lambda Lambda' = Sigma`.
-fn sqrt_psd(s: &[f64], q: usize) -> Vec<f64> {
+pub(crate) fn sqrt_psd(s: &[f64], q: usize) -> Vec<f64> {
     let (values, vectors) = symmetric_eigen(s, q);
     let mut out = vec![0.0; q * q];
     for a in 0..q {
@@ -1107,13 +1118,13 @@ const CELL_PARTS: usize = 8;
 /// right-hand sides at once (stored by unknown: `v[i * r + j]`), so that every pass over
 /// the cells serves all of them. The blocks are the terms; within a term, every level's
 /// `q x q` diagonal block is `Lambda_k' W_g Lambda_k + s2 I`.
-struct Henderson<'s> {
+pub(crate) struct Henderson<'s> {
     stats: &'s SlopeStats,
     lambda: Vec<Vec<f64>>,
     /// First unknown of every term.
-    offsets: Vec<usize>,
+    pub(crate) offsets: Vec<usize>,
     s2: f64,
-    dim: usize,
+    pub(crate) dim: usize,
     /// Right-hand sides solved together.
     r: usize,
     /// Per term, the inverses of the level blocks (q x q each, level after level).
@@ -1266,6 +1277,69 @@ const SERIAL_VALUES: usize = 1 << 16;
 /// Levels per parallel task of the sums over levels (fixed, so they are reduced in order).
 const LEVELS: usize = 1 << 10;
 
+impl<'s> Henderson<'s> {
+    /// `C = Lambda'Z'Z Lambda + s2 I` at `Lambda_k` (per term, q x q row-major) for `r`
+    /// right-hand sides. With `s2 = 0` and `Lambda = I` it is the Gram matrix `Z'Z`, which
+    /// is applied but not solved (no preconditioner: its level blocks may be singular).
+    pub(crate) fn new(
+        stats: &'s SlopeStats,
+        lambda: Vec<Vec<f64>>,
+        s2: f64,
+        r: usize,
+        pool: &'s rayon::ThreadPool,
+    ) -> Result<Henderson<'s>, FitError> {
+        let mut offsets = Vec::new();
+        let mut dim = 0;
+        for t in &stats.terms {
+            offsets.push(dim);
+            dim += t.q * t.n_levels;
+        }
+        let mut level_inv = Vec::new();
+        for (k, t) in stats.terms.iter().enumerate() {
+            if s2 == 0.0 {
+                continue;
+            }
+            let q = t.q;
+            let lam = &lambda[k];
+            let blocks: Vec<Vec<f64>> = pool.install(|| {
+                (0..t.n_levels)
+                    .into_par_iter()
+                    .map(|g| {
+                        let w = &t.zz[g * q * q..(g + 1) * q * q];
+                        let lw = matmul(w, lam, q, q, q);
+                        let mut blk = vec![0.0; q * q];
+                        for a in 0..q {
+                            for c in 0..q {
+                                blk[a * q + c] = (0..q).map(|r| lam[r * q + a] * lw[r * q + c]).sum::<f64>()
+                                    + if a == c { s2 } else { 0.0 };
+                            }
+                        }
+                        invert_spd(&blk, q)
+                    })
+                    .collect::<Result<_, _>>()
+            })?;
+            level_inv.push(blocks.concat());
+        }
+        let pair_rows: Vec<Vec<usize>> =
+            stats.pairs.iter().map(|pc| row_starts(pc, stats.terms[pc.k].n_levels)).collect();
+        let tasks = stats
+            .terms
+            .iter()
+            .enumerate()
+            .map(|(k, t)| {
+                let mut cell_starts = vec![0usize; t.n_levels + 1];
+                for (pc, starts) in stats.pairs.iter().zip(&pair_rows) {
+                    if pc.k == k {
+                        cell_starts.iter_mut().zip(starts).for_each(|(s, c)| *s += c);
+                    }
+                }
+                balanced_blocks(&cell_starts)
+            })
+            .collect();
+        Ok(Henderson { stats, lambda, offsets, s2, dim, r, level_inv, pair_rows, tasks, pool })
+    }
+}
+
 impl Henderson<'_> {
     /// The unknowns of term `k` in `v`.
     fn part<'v>(&self, k: usize, v: &'v [f64]) -> &'v [f64] {
@@ -1352,7 +1426,7 @@ impl Henderson<'_> {
     }
 
     /// `out = C v`.
-    fn apply(&self, v: &[f64], out: &mut [f64]) {
+    pub(crate) fn apply(&self, v: &[f64], out: &mut [f64]) {
         self.pool.install(|| {
             let r = self.r;
             let us: Vec<Vec<f64>> =
@@ -1450,7 +1524,7 @@ impl Henderson<'_> {
     /// Preconditioned conjugate gradients for the `r` right-hand sides together; a column
     /// stops when its residual falls below [`crate::mixed::CG_TOLERANCE`] of its right-hand
     /// side (the intercept solver's tolerance).
-    fn cg(&self, rhs: &[f64], keep_going: &mut dyn FnMut() -> bool) -> Result<(Vec<f64>, usize), FitError> {
+    pub(crate) fn cg(&self, rhs: &[f64], keep_going: &mut dyn FnMut() -> bool) -> Result<(Vec<f64>, usize), FitError> {
         let (n, r) = (self.dim * self.r, self.r);
         let mut x = vec![0.0; n];
         let mut res = rhs.to_vec();
@@ -1523,52 +1597,10 @@ pub fn solve_slope_mixed(
     }
     let lambda: Vec<Vec<f64>> =
         stats.terms.iter().enumerate().map(|(k, t)| sqrt_psd(&sigma_of(theta, &eq.params, k, t.q), t.q)).collect();
-    let mut offsets = Vec::new();
-    let mut dim = 0;
-    for t in &stats.terms {
-        offsets.push(dim);
-        dim += t.q * t.n_levels;
-    }
-    let mut level_inv = Vec::new();
-    for (k, t) in stats.terms.iter().enumerate() {
-        let q = t.q;
-        let lam = &lambda[k];
-        let blocks: Vec<Vec<f64>> = pool.install(|| {
-            (0..t.n_levels)
-                .into_par_iter()
-                .map(|g| {
-                    let w = &t.zz[g * q * q..(g + 1) * q * q];
-                    let lw = matmul(w, lam, q, q, q);
-                    let mut blk = vec![0.0; q * q];
-                    for a in 0..q {
-                        for c in 0..q {
-                            blk[a * q + c] = (0..q).map(|r| lam[r * q + a] * lw[r * q + c]).sum::<f64>()
-                                + if a == c { s2 } else { 0.0 };
-                        }
-                    }
-                    invert_spd(&blk, q)
-                })
-                .collect::<Result<_, _>>()
-        })?;
-        level_inv.push(blocks.concat());
-    }
-    let pair_rows: Vec<Vec<usize>> = stats.pairs.iter().map(|pc| row_starts(pc, stats.terms[pc.k].n_levels)).collect();
-    let tasks = stats
-        .terms
-        .iter()
-        .enumerate()
-        .map(|(k, t)| {
-            let mut cell_starts = vec![0usize; t.n_levels + 1];
-            for (pc, starts) in stats.pairs.iter().zip(&pair_rows) {
-                if pc.k == k {
-                    cell_starts.iter_mut().zip(starts).for_each(|(s, c)| *s += c);
-                }
-            }
-            balanced_blocks(&cell_starts)
-        })
-        .collect();
     let r = pk + 1;
-    let h = Henderson { stats, lambda, offsets: offsets.clone(), s2, dim, r, level_inv, pair_rows, tasks, pool };
+    let h = Henderson::new(stats, lambda, s2, r, pool)?;
+    let offsets = h.offsets.clone();
+    let dim = h.dim;
     // B = [Lambda'Z'X | Lambda'Z'y] over the kept columns, r values per unknown.
     let mut rhs = vec![0.0; dim * r];
     for (k, t) in stats.terms.iter().enumerate() {

@@ -6,6 +6,7 @@ use extendr_api::prelude::*;
 use extendr_api::AsTypedSlice;
 use extendr_api::Result;
 use extendr_ffi::SEXPTYPE;
+use fullrandom_core::efficient_slopes::{fit_slope_statistics_efficient, SlopeEfficientStep};
 use fullrandom_core::slopes::{
     fit_slope_statistics, slope_fitted_and_residuals, PairCells, SlopeData, SlopeFit, SlopeStats, SlopeTerm, TermSums,
 };
@@ -133,7 +134,7 @@ fn statistics_from_r(x: &Robj) -> Result<SlopeStats> {
     Ok(stats)
 }
 
-fn fit_values(fit: &SlopeFit, p: usize) -> List {
+fn fit_values(fit: &SlopeFit, step: Option<&SlopeEfficientStep>, p: usize) -> List {
     let params = &fit.equations.params;
     // By columns, as R stores a matrix.
     let vcov: Vec<f64> =
@@ -153,8 +154,37 @@ fn fit_values(fit: &SlopeFit, p: usize) -> List {
         coef = fit.mixed.coef.clone(),
         vcov = vcov,
         ranef = ranef,
-        iterations = fit.mixed.iterations as i32
+        iterations = fit.mixed.iterations as i32,
+        efficient = step.map_or(Robj::from(()), |e| {
+            list!(
+                moment_lhs = e.moment_equations.lhs.clone(),
+                moment_q = e.moment_equations.q.clone(),
+                moment_raw = e.moment_components.raw.clone(),
+                moment_estimate = e.moment_components.estimate.clone(),
+                moment_boundary = e.moment_components.at_boundary.clone(),
+                probes = e.accuracy.probes.iter().map(|&v| v as i32).collect::<Vec<i32>>(),
+                probe_sd = e.accuracy.probe_sd.clone(),
+                model_sd = e.accuracy.model_sd.clone(),
+                steps = e.steps as i32
+            )
+            .into()
+        })
     )
+}
+
+/// The moment fit (`steps` 0) or the efficient one (`steps` MINQUE steps) of `stats`.
+fn fit_of(stats: &SlopeStats, pool: &fullrandom_core::ThreadPool, steps: i32) -> Result<List> {
+    if steps < 0 {
+        return Err(Error::Other(format!("`steps` must be 0 (moments) or positive, not {steps}")));
+    }
+    if steps == 0 {
+        let fit = fit_slope_statistics(stats, pool, &mut no_user_interrupt).map_err(r_error)?;
+        return Ok(fit_values(&fit, None, stats.p));
+    }
+    let options = fullrandom_core::EfficientOptions::default();
+    let (fit, step) = fit_slope_statistics_efficient(stats, &options, steps as usize, pool, &mut no_user_interrupt)
+        .map_err(r_error)?;
+    Ok(fit_values(&fit, Some(&step), stats.p))
 }
 
 /// Fits a model with random-slope terms by the unbiased moment equations of
@@ -163,16 +193,19 @@ fn fit_values(fit: &SlopeFit, p: usize) -> List {
 /// @param y the response; @param x the fixed-effect columns (as fr_moment_fit());
 /// @param x_names their names; @param terms a list with one entry per term: `codes`
 ///   (1-based integer level codes), `n_levels`, `z` (a list of double columns, NULL for
-///   an intercept) and `label`; @param threads worker threads.
+///   an intercept) and `label`; @param threads worker threads; @param steps 0 for the
+///   moment equations, else the number of MINQUE steps from them (1: the efficient
+///   estimator, `fullrandom_core::efficient_slopes`).
 /// @return the parameter map (`term`, `row`, `col`, 0-based; term -1 for the residual),
 ///   the equations (`lhs` by rows, `q`), `raw`, `estimate`, `boundary` (per term), `coef`,
-///   `vcov` (by columns) and `ranef` (per term, level after level, q values each).
+///   `vcov` (by columns), `ranef` (per term, level after level, q values each) and, for
+///   MINQUE steps, `efficient` (the moment equations and estimates, the probes per term,
+///   their sd and the model sd per parameter, the steps).
 /// @noRd
 #[extendr]
-fn fr_slope_fit(y: Robj, x: Robj, x_names: Vec<String>, terms: List, threads: i32) -> Result<List> {
+fn fr_slope_fit(y: Robj, x: Robj, x_names: Vec<String>, terms: List, threads: i32, steps: i32) -> Result<List> {
     let (stats, pool) = statistics_of(&y, x, &x_names, &terms, threads)?;
-    let fit = fit_slope_statistics(&stats, &pool, &mut no_user_interrupt).map_err(r_error)?;
-    Ok(fit_values(&fit, x_names.len()))
+    fit_of(&stats, &pool, steps)
 }
 
 /// The statistics of a chunk of rows of a random-slope model, as an R list to be merged
@@ -186,10 +219,10 @@ fn fr_slope_statistics(y: Robj, x: Robj, x_names: Vec<String>, terms: List, thre
 
 /// The fit of the merged statistics of chunks (a list of fr_slope_statistics() values
 /// over the same terms and levels), the same as the fit of all their rows at once
-/// (internal). Returns what fr_slope_fit() returns.
+/// (internal). `steps` and the value as fr_slope_fit()'s.
 /// @noRd
 #[extendr]
-fn fr_slope_merged_fit(statistics: List, threads: i32) -> Result<List> {
+fn fr_slope_merged_fit(statistics: List, threads: i32, steps: i32) -> Result<List> {
     let mut parts = statistics.values();
     let first = parts.next().ok_or_else(|| Error::Other("no chunk statistics to merge".into()))?;
     let mut stats = statistics_from_r(&first)?;
@@ -197,8 +230,7 @@ fn fr_slope_merged_fit(statistics: List, threads: i32) -> Result<List> {
         stats.merge(&statistics_from_r(&part)?).map_err(r_error)?;
     }
     let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
-    let fit = fit_slope_statistics(&stats, &pool, &mut no_user_interrupt).map_err(r_error)?;
-    Ok(fit_values(&fit, stats.p))
+    fit_of(&stats, &pool, steps)
 }
 
 /// Fitted values and residuals of a random-slope fit on the rows R passes (internal;
