@@ -76,10 +76,13 @@ test_that("the slope MINQUE step equals the dense definition (exact traces)", {
 })
 
 test_that("a slope prior at the boundary is floored, and one-term and (1 | g) terms match the dense step", {
-  d <- slope_efficient_design(5)
+  d <- slope_efficient_design(4)
   # (x || user) splits into q = 1 terms; an intercept-only term beside a slope term.
   fit <- suppressMessages(fr_fit(y ~ x + (x || user) + (1 | item), d, method = "efficient"))
   theta0 <- unname(fit$efficient$moment_theta)
+  # The user intercepts' variance is estimated at 0 here: the prior takes the floor.
+  expect_true(fit$efficient$moment_boundary[[1]])
+  expect_equal(theta0[1], 0)
   n_levels <- c(nlevels(d$user), nlevels(d$item))
   zs <- list(matrix(1, nrow(d)), matrix(d$x), matrix(1, nrow(d)))
   s2 <- theta0[4]
