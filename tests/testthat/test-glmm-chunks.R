@@ -67,7 +67,7 @@ test_that("combine = \"average\" averages the chunk fits, with vcov from their c
   d <- glmm_chunk_data(n = 9000)
   form <- click ~ x + (1 | user) + (1 | item)
   expect_warning(avg <- fr_fit(form, d, family = binomial, chunks = 3, chunk_by = ".order", combine = "average"),
-                 "chunks of rows at random share the levels")
+                 "chunks of rows \\(at random or in their order\\) share the levels")
   # Consecutive blocks: each is fitted on its own by fr_fit() as well.
   blocks <- split(seq_len(nrow(d)), rep(1:3, each = 3000))
   fits <- lapply(blocks, function(rows) fr_fit(form, d[rows, ], family = binomial))
