@@ -165,6 +165,9 @@ fr_test_panic <- function(message) .Call(wrap__fr_test_panic, message)
 #' @param information_weights whether to take the information-weighted second step.
 #' @param working_covariance whether the fixed effects solve the quasi-score with the
 #'   working covariance (`FALSE`: the independence first-moment equations).
+#' @param method `"moments"` (Jiang's moment equations) or `"efficient"` (the per-level
+#'   marginal likelihoods of `fullrandom_core::composite`, started at the moment
+#'   estimates: `first_coef` and `first_variances` are then the moment estimates).
 #' @param threads number of worker threads.
 #' @return a list: `coef`, `variances`, `at_boundary`, `vcov` (p x p, by column),
 #'   `vcov_model` (the model-based covariance, NULL with the independence equations),
@@ -174,7 +177,7 @@ fr_test_panic <- function(message) .Call(wrap__fr_test_panic, message)
 #'   `pirls_iterations`, `timings` (seconds per stage, named by `stages`) and `passes`
 #'   (over the rows: of all the equations, of the fixed-effect equations).
 #' @noRd
-fr_glmm_fit <- function(model, family, link, trials, offset, information_weights, working_covariance, threads) .Call(wrap__fr_glmm_fit, model, family, link, trials, offset, information_weights, working_covariance, threads)
+fr_glmm_fit <- function(model, family, link, trials, offset, information_weights, working_covariance, method, threads) .Call(wrap__fr_glmm_fit, model, family, link, trials, offset, information_weights, working_covariance, method, threads)
 
 #' The conditional variances of the modes of a GLMM fit, `diag((Z'WZ + G^-1)^-1)` with
 #' the Fisher weights at the modes (internal; ranef(fit, condVar = TRUE)).

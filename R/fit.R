@@ -316,6 +316,7 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
                    offset = NULL, ...) {
   refuse_unknown_arguments("fr_fit()", ..., hints = lme4_arguments_not_taken, help = "fr_fit")
   call <- match.call()
+  method_given <- !missing(method)
   family <- resolve_family(family, parent.frame())
   glmm <- family$family != "gaussian"
   for (arg in c("weights", "offset")) {
@@ -343,12 +344,13 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
       stop("random slopes are fitted for gaussian models only; a binomial or Poisson model ",
            "takes random intercepts (1 | g)", call. = FALSE)
     }
-    if (method != "moments" || !is.null(chunks) || !is.null(chunk_by) || backend == "future") {
-      stop("generalized linear mixed models are fitted by method = \"moments\" on a whole data ",
+    if (!method_given) method <- "efficient"
+    if (!method %in% c("moments", "efficient") || !is.null(chunks) || !is.null(chunk_by) || backend == "future") {
+      stop("generalized linear mixed models are fitted by method = \"efficient\" or \"moments\" on a whole data ",
            "frame (no chunks or future backend yet)", call. = FALSE)
     }
     return(fr_glmm(call, formula, parsed, data, frame_call, parent.frame(), family, threads,
-                   call$weights, call$offset))
+                   call$weights, call$offset, method))
   }
   # The groupings whose size() columns Matloff's models (3) and (10) use.
   size_grouping <- if (is_fr(method)) fr_size_groupings(parsed$random)

@@ -64,7 +64,7 @@ resolve_family <- function(family, env) {
 
 # The GLMM branch of fr_fit(): frame, response, core fit and the fr_glmm object.
 fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, threads,
-                    weights_expr, offset_expr) {
+                    weights_expr, offset_expr, method = "efficient") {
   check_data_type(data)
   if (!is.null(data) && !is.data.frame(data)) {
     stop("fits of generalized linear mixed models take a data frame (chunks and files are ",
@@ -108,7 +108,7 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
   # weights 1 / max(n_g - 1, 1) are the default.
   out <- fr_glmm_fit(model, family$family, family$link, response$trials, offset,
                      isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)),
-                     !isFALSE(getOption("fullrandom.glmm_working_covariance", TRUE)), threads)
+                     !isFALSE(getOption("fullrandom.glmm_working_covariance", TRUE)), method, threads)
   x_names <- fixed$names[kept]
   b <- stats::setNames(out$coef, x_names)
   theta <- stats::setNames(out$variances, names(flist))
@@ -117,7 +117,7 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
   eta <- glmm_fixed_part(x_kept, b) + (if (is.null(offset)) 0 else offset) + random_part(ranef_values, flist)
   mu <- family$linkinv(eta)
   fit <- list(
-    method = "moments",
+    method = method,
     family = family,
     theta = theta,
     boundary = boundary,
@@ -444,7 +444,7 @@ glmm_parametric_bootstrap <- function(object, nsim, seed) {
     fit <- tryCatch(
       fr_glmm_fit(glmm_core_model(y, X, colnames(X), object$flist), object$family$family, object$family$link,
                   trials, object$offset, isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)),
-                  working, threads),
+                  working, object$method, threads),
       error = function(e) NULL
     )
     if (is.null(fit)) {

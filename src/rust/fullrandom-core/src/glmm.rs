@@ -153,7 +153,7 @@ impl GlmmChunk<'_> {
     fn offset(&self, i: usize) -> f64 {
         self.offset.map_or(0.0, |o| o[i])
     }
-    fn n_obs(&self) -> usize {
+    pub(crate) fn n_obs(&self) -> usize {
         self.data.n_obs()
     }
 }
@@ -2065,4 +2065,19 @@ pub fn moment_statistics(
         e.push(stat - at.f[p + k]);
     }
     Ok((t, e))
+}
+
+/// The conditional modes (penalized IRLS) at given fixed effects and variances, with the
+/// iterations taken: for fits whose estimates come from elsewhere (the likelihood fit of
+/// [`crate::composite`]).
+pub fn modes_at(
+    chunks: &[GlmmChunk<'_>],
+    family: GlmFamily,
+    b: &[f64],
+    s2: &[f64],
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<(Vec<Vec<f64>>, usize), FitError> {
+    let layout = pool.install(|| Layout::new(chunks, family, pool))?;
+    conditional_modes(&layout, b, s2, keep_going)
 }

@@ -41,6 +41,9 @@ fn glmm_chunk(
 /// @param information_weights whether to take the information-weighted second step.
 /// @param working_covariance whether the fixed effects solve the quasi-score with the
 ///   working covariance (`FALSE`: the independence first-moment equations).
+/// @param method `"moments"` (Jiang's moment equations) or `"efficient"` (the per-level
+///   marginal likelihoods of `fullrandom_core::composite`, started at the moment
+///   estimates: `first_coef` and `first_variances` are then the moment estimates).
 /// @param threads number of worker threads.
 /// @return a list: `coef`, `variances`, `at_boundary`, `vcov` (p x p, by column),
 ///   `vcov_model` (the model-based covariance, NULL with the independence equations),
@@ -59,9 +62,16 @@ fn fr_glmm_fit(
     offset: Robj,
     information_weights: bool,
     working_covariance: bool,
+    method: &str,
     threads: i32,
 ) -> Result<List> {
     let (chunk, family) = glmm_chunk(&model, family, link, &trials, &offset)?;
+    if method == "efficient" {
+        return efficient_fit(&chunk, family, threads);
+    }
+    if method != "moments" {
+        return Err(Error::Other(format!("unknown GLMM method \"{method}\": use \"moments\" or \"efficient\"")));
+    }
     let options = fullrandom_core::glmm::GlmmOptions {
         weights: if information_weights {
             fullrandom_core::glmm::LevelWeights::Information
@@ -105,6 +115,86 @@ fn fr_glmm_fit(
         timings = fit.timings.iter().map(|t| t.1).collect::<Vec<f64>>(),
         stages = fit.timings.iter().map(|t| t.0.to_string()).collect::<Vec<String>>(),
         passes = fit.passes.iter().map(|&p| p as i32).collect::<Vec<i32>>()
+    ))
+}
+
+/// The likelihood fit of `fr_glmm_fit(method = "efficient")`: the moment estimates (the
+/// independence equations, no modes) as the start, then the per-level marginal
+/// likelihoods, then the modes at the estimates. `vcov_model` is the inverse observed
+/// information with one term (the marginal likelihood) and the sandwich otherwise (a
+/// composite likelihood); `vcov` is always the sandwich.
+fn efficient_fit(chunk: &GlmmChunk<'static>, family: GlmFamily, threads: i32) -> Result<List> {
+    use fullrandom_core::glmm;
+    let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
+    let chunks = std::slice::from_ref(chunk);
+    let clock = std::time::Instant::now();
+    let options = glmm::GlmmOptions {
+        weights: glmm::LevelWeights::Simple,
+        fixed: glmm::FixedWeights::Independence,
+        modes: false,
+        ..Default::default()
+    };
+    let p = chunk.data.n_fixed();
+    let k_terms = chunk.data.factors.len();
+    let (b0, s0, statistic) = match glmm::fit_glmm(chunks, family, &options, &pool, &mut no_user_interrupt) {
+        Ok(fit) => (fit.coef, fit.variances, fit.statistic),
+        Err(fullrandom_core::FitError::NotConverged(_)) => {
+            (vec![0.0; p], vec![0.5; k_terms], vec![glmm::Statistic::Pairs; k_terms])
+        }
+        Err(e) => return Err(r_error(e)),
+    };
+    let t_moments = clock.elapsed().as_secs_f64();
+    let fit = fullrandom_core::composite::fit_composite(
+        chunks,
+        family,
+        &b0,
+        &s0,
+        &Default::default(),
+        &pool,
+        &mut no_user_interrupt,
+    )
+    .map_err(r_error)?;
+    let t_fit = clock.elapsed().as_secs_f64() - t_moments;
+    let (ranef, pirls) =
+        glmm::modes_at(chunks, family, &fit.coef, &fit.variances, &pool, &mut no_user_interrupt).map_err(r_error)?;
+    let t_modes = clock.elapsed().as_secs_f64() - t_moments - t_fit;
+    let block = |m: &faer::Mat<f64>, from: usize, d: usize| -> Vec<f64> {
+        let mut out = Vec::with_capacity(d * d);
+        for c in 0..d {
+            for r in 0..d {
+                out.push(m[(from + r, from + c)]);
+            }
+        }
+        out
+    };
+    let default = if fit.exact { &fit.vcov_model } else { &fit.vcov_sandwich };
+    let statistic: Vec<String> = statistic
+        .iter()
+        .map(|s| match s {
+            glmm::Statistic::Pairs => "pairs".to_string(),
+            glmm::Statistic::WithinRow => "within-row".to_string(),
+        })
+        .collect();
+    Ok(list!(
+        coef = fit.coef,
+        variances = fit.variances,
+        at_boundary = fit.at_boundary,
+        vcov = block(&fit.vcov_sandwich, 0, p),
+        vcov_model = block(default, 0, p),
+        vcov_variances = block(default, p, k_terms),
+        ranef = List::from_values(ranef.iter().map(|u| Robj::from(u.as_slice()))),
+        first_coef = b0,
+        first_variances = s0,
+        statistic = statistic,
+        second_step = false,
+        iterations = fit.iterations as i32,
+        working_iterations = 0i32,
+        pirls_iterations = pirls as i32,
+        timings = vec![t_moments, t_fit, t_modes],
+        stages = vec!["moments".to_string(), "likelihood".to_string(), "modes".to_string()],
+        passes = vec![0i32, 0i32],
+        loglik = fit.loglik,
+        exact = fit.exact
     ))
 }
 
