@@ -86,8 +86,26 @@ struct Layout<'c, 'a> {
     levels: Vec<Levels>,
     /// Per term and level, the bit set of the terms whose level is constant on it (with the term itself).
     shared: Vec<Vec<u64>>,
+    /// Per term, the term nested in it whose levels group its rows (integrated level by
+    /// level inside its levels); the rows of a level are sorted by that term's level.
+    sub: Vec<Option<usize>>,
+    /// Per term, whether its component is left out (the term is nested in another, whose
+    /// component integrates it).
+    omitted: Vec<bool>,
     outer: (Vec<f64>, Vec<f64>),
     inner: (Vec<f64>, Vec<f64>),
+}
+
+/// A group of rows sharing one level of a sub-term, integrated over that level's effect
+/// at an offset `a`: the log-likelihood, its first two derivatives in `a`, the
+/// derivative in the sub-term's variance, and per row the posterior means of `r1` and
+/// `r2 / 2` (the row's parts of the gradient in `b` and in the row-integrated variances).
+struct GroupEval {
+    value: f64,
+    d1: f64,
+    d2: f64,
+    grad_sub: f64,
+    rows: Vec<(f64, f64)>,
 }
 
 /// `(l, l', l'')` of the log-likelihood of a row in `eta`.
@@ -225,6 +243,48 @@ impl<'c, 'a> Layout<'c, 'a> {
             levels.push(lv);
             shared.push(sh);
         }
+        // nested[a][c]: every level of term a lies in one level of term c.
+        let mut nested = vec![vec![false; k_terms]; k_terms];
+        for a in 0..k_terms {
+            for c in 0..k_terms {
+                if a == c {
+                    continue;
+                }
+                let mut map = vec![u32::MAX; n_levels[a]];
+                let mut ok = true;
+                'rows: for chunk in chunks {
+                    for i in 0..chunk.n_obs() {
+                        let (la, lc) = (chunk.data.factors[a].level(i), chunk.data.factors[c].level(i) as u32);
+                        if map[la] == u32::MAX {
+                            map[la] = lc;
+                        } else if map[la] != lc {
+                            ok = false;
+                            break 'rows;
+                        }
+                    }
+                }
+                nested[a][c] = ok;
+            }
+        }
+        let omitted: Vec<bool> =
+            (0..k_terms).map(|k| (0..k_terms).any(|l| l != k && nested[k][l] && (!nested[l][k] || l < k))).collect();
+        let sub: Vec<Option<usize>> = (0..k_terms)
+            .map(|k| {
+                (0..k_terms)
+                    .filter(|&l| l != k && nested[l][k] && !nested[k][l])
+                    .filter(|&l| levels[l].starts.windows(2).any(|w| w[1] - w[0] > 1))
+                    .min_by_key(|&l| (n_levels[l], l))
+            })
+            .collect();
+        for k in 0..k_terms {
+            if let Some(l) = sub[k] {
+                let lv = &mut levels[k];
+                for g in 0..n_levels[k] {
+                    lv.rows[lv.starts[g]..lv.starts[g + 1]]
+                        .sort_by_key(|&(c, i)| chunks[c as usize].data.factors[l].level(i as usize));
+                }
+            }
+        }
         Ok(Layout {
             chunks,
             family,
@@ -232,8 +292,27 @@ impl<'c, 'a> Layout<'c, 'a> {
             k_terms,
             levels,
             shared,
+            sub,
+            omitted,
             outer: gauss_hermite(options.nodes),
             inner: gauss_hermite(options.inner_nodes),
+        })
+    }
+
+    /// Whether the criterion is the marginal likelihood: one component left, integrating
+    /// every other term exactly (constant on its levels, its sub-term, or one row a level
+    /// of the terms nested in its sub-term or in it).
+    fn exact(&self) -> bool {
+        let kept: Vec<usize> = (0..self.k_terms).filter(|&k| !self.omitted[k]).collect();
+        if kept.len() != 1 {
+            return false;
+        }
+        let k = kept[0];
+        (0..self.k_terms).all(|l| {
+            l == k
+                || Some(l) == self.sub[k]
+                || self.levels[l].starts.windows(2).all(|w| w[1] - w[0] <= 1)
+                || self.shared[k].iter().all(|bits| bits >> l & 1 == 1)
         })
     }
 
@@ -251,16 +330,89 @@ impl<'c, 'a> Layout<'c, 'a> {
         e
     }
 
-    /// The component of level `g` of term `k` at `(b, s2)`; with `rows`, the per-row parts
-    /// of its gradient.
+    /// One group of rows (`data`: `(y, n, eta0)`) at offset `a`, integrated over an effect
+    /// of variance `s2_sub` (none when 0) with the other variances `tau` integrated row by row.
+    fn group(&self, data: &[(f64, f64, f64)], a: f64, s2_sub: f64, tau: f64) -> GroupEval {
+        let fam = &self.family;
+        let rows_at = |c: f64| -> (f64, f64, f64, Vec<(f64, f64)>) {
+            let mut v = 0.0;
+            let mut d1 = 0.0;
+            let mut d2 = 0.0;
+            let r = data
+                .iter()
+                .map(|&(y, n, e)| {
+                    let (l, r1, r2) = row_marginal(fam, y, n, e + a + c, tau, &self.inner);
+                    v += l;
+                    d1 += r1;
+                    d2 += r2 - r1 * r1;
+                    (r1, 0.5 * r2)
+                })
+                .collect();
+            (v, d1, d2, r)
+        };
+        if s2_sub <= 0.0 {
+            let (value, d1, d2, rows) = rows_at(0.0);
+            return GroupEval { value, d1, d2, grad_sub: 0.5 * (d2 + d1 * d1), rows };
+        }
+        let (c, sd) = self.mode(|c| {
+            let (_, d1, d2, _) = rows_at(c);
+            (d1, d2)
+        }, s2_sub);
+        let mut evals = Vec::with_capacity(self.outer.0.len());
+        for (z, w) in self.outer.0.iter().zip(&self.outer.1) {
+            let cq = c + sd * z;
+            let (v, d1, d2, r) = rows_at(cq);
+            evals.push((cq, w.ln() + v - 0.5 * cq * cq / s2_sub + 0.5 * z * z, d1, d2, r));
+        }
+        let top = evals.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+        let total: f64 = evals.iter().map(|x| (x.1 - top).exp()).sum();
+        let value = top + total.ln() + sd.ln() - 0.5 * s2_sub.ln();
+        let mut out = GroupEval { value, d1: 0.0, d2: 0.0, grad_sub: 0.0, rows: vec![(0.0, 0.0); data.len()] };
+        let mut second = 0.0;
+        for (cq, l, d1, d2, r) in &evals {
+            let pq = (l - top).exp() / total;
+            out.d1 += pq * d1;
+            second += pq * (d2 + d1 * d1);
+            out.grad_sub += pq * (0.5 * cq * cq / (s2_sub * s2_sub) - 0.5 / s2_sub);
+            for (o, x) in out.rows.iter_mut().zip(r) {
+                o.0 += pq * x.0;
+                o.1 += pq * x.1;
+            }
+        }
+        out.d2 = second - out.d1 * out.d1;
+        out
+    }
+
+    /// The mode of `h(a) - a^2 / (2 s2)` by Newton's method from 0 (`derivatives(a)`:
+    /// `h'` and `h''`, `h` concave) and the sd of the Gaussian approximation there.
+    fn mode(&self, derivatives: impl Fn(f64) -> (f64, f64), s2: f64) -> (f64, f64) {
+        let mut a = 0.0;
+        let cap = 3.0 * s2.sqrt() + 1.0;
+        let mut curv = 1.0 / s2;
+        for _ in 0..100 {
+            let (d1, d2) = derivatives(a);
+            curv = (1.0 / s2 - d2).max(1e-12);
+            let step = ((d1 - a / s2) / curv).clamp(-cap, cap);
+            a += step;
+            if step.abs() < 1e-10 * (1.0 + a.abs()) {
+                break;
+            }
+        }
+        (a, 1.0 / curv.sqrt())
+    }
+
+    /// The component of level `g` of term `k` at `(b, s2)`; with `keep_rows`, the per-row
+    /// parts of its gradient.
     fn component(&self, k: usize, g: usize, b: &[f64], s2: &[f64], keep_rows: bool) -> Component {
         let p = self.p;
         let kk = self.k_terms;
         let lv = &self.levels[k];
         let rows = &lv.rows[lv.starts[g]..lv.starts[g + 1]];
         let bits = self.shared[k][g];
+        let sub = self.sub[k].filter(|&l| bits >> l & 1 == 0);
         let s_shared: f64 = (0..kk).filter(|&l| bits >> l & 1 == 1).map(|l| s2[l]).sum();
-        let tau: f64 = (0..kk).filter(|&l| bits >> l & 1 == 0).map(|l| s2[l]).sum();
+        let tau: f64 = (0..kk).filter(|&l| bits >> l & 1 == 0 && Some(l) != sub).map(|l| s2[l]).sum();
+        let s2_sub = sub.map_or(0.0, |l| s2[l]);
         let data: Vec<(f64, f64, f64)> = rows
             .iter()
             .map(|&(c, i)| {
@@ -269,75 +421,60 @@ impl<'c, 'a> Layout<'c, 'a> {
                 (chunk.data.y[i], chunk.trials.map_or(1.0, |t| t[i]), self.eta0(c as usize, i, b))
             })
             .collect();
-        let fam = &self.family;
-        let at = |a: f64| -> (f64, f64, f64) {
-            let mut v = 0.0;
-            let mut d1 = 0.0;
-            let mut d2 = 0.0;
-            for &(y, n, e) in &data {
-                let (l, r1, r2) = row_marginal(fam, y, n, e + a, tau, &self.inner);
-                v += l;
-                d1 += r1;
-                d2 += r2 - r1 * r1;
+        // The groups: runs of rows with one level of the sub-term (or the single rows).
+        let mut bounds = vec![0usize];
+        if let Some(l) = sub {
+            let level = |r: usize| {
+                let (c, i) = rows[r];
+                self.chunks[c as usize].data.factors[l].level(i as usize)
+            };
+            for r in 1..rows.len() {
+                if level(r) != level(r - 1) {
+                    bounds.push(r);
+                }
             }
-            (v, d1, d2)
+        } else {
+            bounds.extend(1..rows.len());
+        }
+        bounds.push(rows.len());
+        let s2_group = if sub.is_some() { s2_sub } else { 0.0 };
+        let groups_at = |a: f64| -> Vec<GroupEval> {
+            bounds.windows(2).map(|w| self.group(&data[w[0]..w[1]], a, s2_group, tau)).collect()
         };
-        // Posterior nodes and weights over `a` (a single node at 0 when S = 0).
-        let mut nodes: Vec<(f64, f64)> = Vec::new();
-        // Per node, every row's (r1, r2).
-        let mut per_node: Vec<Vec<(f64, f64)>> = Vec::new();
-        let row_values = |a: f64| -> (f64, Vec<(f64, f64)>) {
-            let mut v = 0.0;
-            let r = data
-                .iter()
-                .map(|&(y, n, e)| {
-                    let (l, r1, r2) = row_marginal(fam, y, n, e + a, tau, &self.inner);
-                    v += l;
-                    (r1, r2)
-                })
-                .collect();
-            (v, r)
-        };
+        // Posterior nodes over `a` with the groups there (a single node at 0 when S = 0).
+        let mut nodes: Vec<(f64, f64, Vec<GroupEval>)> = Vec::new();
         let mut value;
         let mut grad_s = 0.0;
         if s_shared <= 0.0 {
-            let (v, r) = row_values(0.0);
-            let d1: f64 = r.iter().map(|x| x.0).sum();
-            let d2: f64 = r.iter().map(|x| x.1 - x.0 * x.0).sum();
-            per_node.push(r);
-            value = v;
+            let gs = groups_at(0.0);
+            value = gs.iter().map(|x| x.value).sum();
+            let d1: f64 = gs.iter().map(|x| x.d1).sum();
+            let d2: f64 = gs.iter().map(|x| x.d2).sum();
             // d/dS log E F(a) at S = 0 is F''(0) / (2 F(0)).
             grad_s = 0.5 * (d2 + d1 * d1);
-            nodes.push((0.0, 1.0));
+            nodes.push((0.0, 1.0, gs));
         } else {
-            let mut a = 0.0;
-            for _ in 0..100 {
-                let (_, d1, d2) = at(a);
-                let grad = d1 - a / s_shared;
-                let curv = 1.0 / s_shared - d2;
-                let cap = 3.0 * s_shared.sqrt() + 1.0;
-                let step = (grad / curv).clamp(-cap, cap);
-                a += step;
-                if step.abs() < 1e-11 * (1.0 + a.abs()) {
-                    break;
-                }
-            }
-            let (_, _, d2) = at(a);
-            let sd = 1.0 / (1.0 / s_shared - d2).max(1e-12).sqrt();
+            let (a, sd) = self.mode(
+                |a| {
+                    let gs = groups_at(a);
+                    (gs.iter().map(|x| x.d1).sum(), gs.iter().map(|x| x.d2).sum())
+                },
+                s_shared,
+            );
             let mut logs = Vec::with_capacity(self.outer.0.len());
             for (z, w) in self.outer.0.iter().zip(&self.outer.1) {
                 let aq = a + sd * z;
-                let (v, r) = row_values(aq);
-                per_node.push(r);
-                logs.push((aq, w.ln() + v - 0.5 * aq * aq / s_shared + 0.5 * z * z));
+                let gs = groups_at(aq);
+                let v: f64 = gs.iter().map(|x| x.value).sum();
+                logs.push((aq, w.ln() + v - 0.5 * aq * aq / s_shared + 0.5 * z * z, gs));
             }
             let top = logs.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
             let total: f64 = logs.iter().map(|x| (x.1 - top).exp()).sum();
             value = top + total.ln() + sd.ln() - 0.5 * s_shared.ln();
-            for (aq, l) in logs {
+            for (aq, l, gs) in logs {
                 let pq = (l - top).exp() / total;
-                nodes.push((aq, pq));
                 grad_s += pq * (0.5 * aq * aq / (s_shared * s_shared) - 0.5 / s_shared);
+                nodes.push((aq, pq, gs));
             }
         }
         if !value.is_finite() {
@@ -345,14 +482,20 @@ impl<'c, 'a> Layout<'c, 'a> {
         }
         let mut grad = vec![0.0; p + kk];
         let mut row_parts = if keep_rows { vec![vec![0.0; p + kk]; rows.len()] } else { Vec::new() };
-        for (r, &(c, i)) in rows.iter().enumerate() {
-            let mut g1 = 0.0;
-            let mut gt = 0.0;
-            for (q, &(_, pq)) in nodes.iter().enumerate() {
-                let (r1, r2) = per_node[q][r];
-                g1 += pq * r1;
-                gt += pq * 0.5 * r2;
+        let mut grad_sub = 0.0;
+        let mut post = vec![(0.0, 0.0); rows.len()];
+        for (_, pq, gs) in &nodes {
+            for (h, ge) in gs.iter().enumerate() {
+                grad_sub += pq * ge.grad_sub;
+                for (r, x) in ge.rows.iter().enumerate() {
+                    let o = &mut post[bounds[h] + r];
+                    o.0 += pq * x.0;
+                    o.1 += pq * x.1;
+                }
             }
+        }
+        for (r, &(c, i)) in rows.iter().enumerate() {
+            let (g1, gt) = post[r];
             let chunk = &self.chunks[c as usize];
             for j in 0..p {
                 let x = chunk.data.x[j].value(i as usize, 0.0);
@@ -362,7 +505,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                 }
             }
             for l in 0..kk {
-                if bits >> l & 1 == 0 {
+                if bits >> l & 1 == 0 && Some(l) != sub {
                     grad[p + l] += gt;
                     if keep_rows {
                         row_parts[r][p + l] = gt;
@@ -375,6 +518,9 @@ impl<'c, 'a> Layout<'c, 'a> {
                 grad[p + l] += grad_s;
             }
         }
+        if let Some(l) = sub {
+            grad[p + l] += grad_sub;
+        }
         Component { value, grad, rows: row_parts }
     }
 
@@ -383,7 +529,7 @@ impl<'c, 'a> Layout<'c, 'a> {
         let dim = self.p + self.k_terms;
         let mut value = 0.0;
         let mut grad = vec![0.0; dim];
-        for k in 0..self.k_terms {
+        for k in (0..self.k_terms).filter(|&k| !self.omitted[k]) {
             let parts: Vec<(f64, Vec<f64>)> = pool.install(|| {
                 (0..self.n_levels(k))
                     .into_par_iter()
@@ -410,6 +556,10 @@ impl<'c, 'a> Layout<'c, 'a> {
         let mut row_score: Vec<Vec<Vec<f64>>> = self.chunks.iter().map(|c| vec![vec![0.0; dim]; c.n_obs()]).collect();
         let mut level_part: Vec<Vec<Vec<f64>>> = Vec::with_capacity(kk);
         for k in 0..kk {
+            if self.omitted[k] {
+                level_part.push(Vec::new());
+                continue;
+            }
             let comps: Vec<Component> =
                 pool.install(|| (0..self.n_levels(k)).into_par_iter().map(|g| self.component(k, g, b, s2, true)).collect());
             let lv = &self.levels[k];
@@ -445,10 +595,11 @@ impl<'c, 'a> Layout<'c, 'a> {
                 add(&mut v, &s, 1.0);
             }
         }
-        if kk > 1 {
+        let used = self.omitted.iter().filter(|o| !**o).count();
+        if used > 1 {
             for rows in &row_score {
                 for s in rows {
-                    add(&mut v, s, -((kk - 1) as f64));
+                    add(&mut v, s, -((used - 1) as f64));
                 }
             }
         }
@@ -692,7 +843,7 @@ pub fn fit_composite(
         loglik,
         vcov_model: expand(&inv),
         vcov_sandwich: expand(&sand),
-        exact: kk == 1,
+        exact: layout.exact(),
         iterations,
     })
 }
