@@ -216,7 +216,9 @@
 #'   FALSE`), with the log-likelihood that `logLik()`, `AIC()`, `BIC()` and `anova()`
 #'   need; `"fr"`: Matloff's Full Randomness estimator (below), for one random
 #'   intercept, with [size()] covariates solved by the paper's iteration, or two
-#'   crossed ones.
+#'   crossed ones. With `family =` binomial or Poisson the default is `"efficient"`
+#'   (per-level marginal likelihoods by adaptive quadrature) and `"moments"` is Jiang's
+#'   moment equations (see the GLMM section).
 #' @param REML for `method = "reml"`: `TRUE` (the default) maximises the restricted
 #'   likelihood, `FALSE` the likelihood, as `lmer()`'s `REML`. The moment methods have
 #'   no such switch, and giving it to them is an error.

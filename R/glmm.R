@@ -6,7 +6,22 @@
 #' With `family = binomial` or `poisson` (as [glm()] takes it: `binomial`, `binomial()`,
 #' `"binomial"`, `poisson(link = "log")`; links logit and probit for binomial, log for
 #' Poisson), `fr_fit()` fits `g(E[y | u]) = X b + offset + sum_k Z_k u_k`,
-#' `u_k ~ N(0, s2_k I)`, by Jiang's method of moments (Jiang 1998, JASA 93; Jiang and
+#' `u_k ~ N(0, s2_k I)`. The default, `method = "efficient"`, maximises per-level
+#' marginal likelihoods: for every term and level, the likelihood of the level's rows
+#' integrated over the level's effect by adaptive Gauss-Hermite quadrature (centred at the
+#' level's mode, scaled by its curvature, as `glmer(nAGQ > 1)`), the effects of the
+#' other terms integrated row by row, and the levels of a term nested in it integrated
+#' inside each level. With one term, or nested terms (with observation-level terms), this
+#' is the marginal likelihood itself (it equals `glmer(nAGQ = 25)` on one term); with
+#' crossed terms the sum over terms is a composite likelihood (consistent; exact per
+#' component when every pair of levels holds at most one row). The fixed effects and
+#' variances are solved jointly, started at the moment estimates below; a variance whose
+#' score at 0 is not positive is set to 0. `vcov()` is the inverse observed information
+#' (one term or nested terms) or the sandwich `H^-1 V H^-1` with `V` multi-way
+#' cluster-robust from the level scores (crossed terms). It costs a quadrature per level
+#' and row at every evaluation: seconds for 10^4 rows with crossed Bernoulli terms, so at
+#' 10^5 rows and more `method = "moments"` is the scalable choice.
+#' `method = "moments"` fits by Jiang's method of moments (Jiang 1998, JASA 93; Jiang and
 #' Zhang 2001, Biometrika 88): the first moments `sum_i x_i (y_i - n_i E h(eta_i + z))`
 #' and, per term, the within-level cross-products `sum_g w_g sum_{s != t in g} y_s y_t`
 #' (leaving out pairs of rows that also share a level of a crossed term; a term nested in
@@ -139,6 +154,8 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
     timings = stats::setNames(out$timings, out$stages),
     passes = c(all = out$passes[[1L]], fixed = out$passes[[2L]]),
     second_step = out$second_step,
+    # method = "efficient": whether the criterion is the marginal likelihood itself.
+    exact = isTRUE(out$exact),
     ranef_values = ranef_values,
     y = if (is.null(response$trials)) response$y else response$y / response$trials,
     prior.weights = if (is.null(response$trials)) rep(1, length(response$y)) else response$trials,
@@ -273,7 +290,12 @@ print.fr_glmm <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
 }
 
 print_glmm_header <- function(x) {
-  cat("Generalized linear mixed model fit by the method of moments ['fr_fit']\n")
+  how <- if (identical(x$method, "efficient") || identical(x$object$method, "efficient")) {
+    "per-level marginal likelihoods (adaptive Gauss-Hermite)"
+  } else {
+    "the method of moments"
+  }
+  cat(sprintf("Generalized linear mixed model fit by %s ['fr_fit']\n", how))
   cat(sprintf(" Family: %s  ( %s )\n", x$family$family, x$family$link))
   cat("Formula:", deparse1(x$formula), "\n")
   if (!is.null(x$data_name)) cat("   Data:", x$data_name, "\n")
@@ -304,7 +326,13 @@ print.summary.fr_glmm <- function(x, digits = max(3L, getOption("digits") - 3L),
   print(zapsmall(q, digits + 1L), digits = digits)
   cat("\n")
   print_random_effects(x, digits)
-  se_kind <- if (is.null(x$object$vcov_sandwich) || identical(x$vcov, x$object$vcov_sandwich)) "sandwich of the moment equations" else "model-based quasi-score"
+  se_kind <- if (identical(x$object$method, "efficient")) {
+    if (isTRUE(x$object$exact)) "inverse observed information" else "sandwich of the composite likelihood"
+  } else if (is.null(x$object$vcov_sandwich) || identical(x$vcov, x$object$vcov_sandwich)) {
+    "sandwich of the moment equations"
+  } else {
+    "model-based quasi-score"
+  }
   cat(sprintf("\nFixed effects (standard errors: %s):\n", se_kind))
   stats::printCoefmat(x$coefficients, digits = digits, signif.legend = FALSE)
   print_boundary(x)

@@ -4,14 +4,15 @@
 # per-level marginal likelihoods by adaptive quadrature) and method = "moments" (Jiang's
 # moment equations, fixed effects from the quasi-score with the working covariance). Writes the
 # "glmm-truth" section of bench/results.md. Run from the package root:
-#   Rscript bench/glmm-truth.R        (FULLRANDOM_GLMM_SIMS data sets per design, default 150)
+#   Rscript bench/glmm-truth.R        (FULLRANDOM_GLMM_SIMS data sets per design, default 150;
+#                                      a comma list gives one count per design, in order)
 suppressMessages({
   library(fullrandom)
   library(lme4)
 })
 source("bench/results.R")
 options(fullrandom.threads = 1L)
-n_sims <- as.integer(Sys.getenv("FULLRANDOM_GLMM_SIMS", "150"))
+n_sims <- as.integer(strsplit(Sys.getenv("FULLRANDOM_GLMM_SIMS", "150"), ",")[[1]])
 
 designs <- list(
   crossed_bernoulli = list(
@@ -93,22 +94,24 @@ summarise <- function(design, runs) {
 
 load <- tryCatch(trimws(sub(".*load average:", "", system("uptime", intern = TRUE))), error = function(e) "?")
 started <- Sys.time()
-results <- lapply(designs, function(design) {
-  runs <- lapply(seq_len(n_sims), function(s) one(design, 1000L + s))
-  summarise(design, runs)
+n_sims <- stats::setNames(rep_len(n_sims, length(designs)), names(designs))
+results <- lapply(names(designs), function(name) {
+  runs <- lapply(seq_len(n_sims[[name]]), function(s) one(designs[[name]], 1000L + s))
+  summarise(designs[[name]], runs)
 })
+names(results) <- names(designs)
 minutes <- as.numeric(difftime(Sys.time(), started, units = "mins"))
 
 fmt <- function(x, d = 3) ifelse(is.na(x), "", formatC(x, digits = d, format = "f"))
 lines <- c("## GLMM fixed effects against the truth (bench/glmm-truth.R)", "",
-           sprintf(paste("%d simulated data sets per design (%.1f minutes, one thread, load %s). Methods: `efficient`,",
+           sprintf(paste("%s simulated data sets (%.1f minutes, one thread, load %s). Methods: `efficient`,",
                          "fr_fit's default (per-level marginal likelihoods by adaptive Gauss-Hermite quadrature: the",
                          "likelihood with one term, a composite likelihood with several); `moments`, Jiang's moment",
                          "equations with the fixed effects from the quasi-score (the working covariance);",
                          "`glmer`, Laplace (bobyqa). Coverage: 95%% Wald intervals with vcov() (the inverse observed",
                          "information for `efficient` with one term, the sandwich with several; model-based for",
                          "`moments`) and with the cluster-robust sandwich. sd / glmer: sampling sd over glmer's."),
-                   n_sims, minutes, load), "")
+                   paste(sprintf("%d (%s)", n_sims, names(n_sims)), collapse = " and "), minutes, load), "")
 for (name in names(designs)) {
   r <- results[[name]]
   lines <- c(lines, sprintf("### %s", designs[[name]]$label), "",
