@@ -132,7 +132,11 @@ fn row_derivatives(family: &GlmFamily, y: f64, n: f64, e: f64) -> (f64, f64, f64
         _ => {
             let d = family.mu_eta(e);
             let mu = family.linkinv(e);
-            (family.loglik(y, n, e), (y - n * mu) * d / family.variance(mu).max(1e-300), -n * d * d / family.variance(mu).max(1e-300))
+            (
+                family.loglik(y, n, e),
+                (y - n * mu) * d / family.variance(mu).max(1e-300),
+                -n * d * d / family.variance(mu).max(1e-300),
+            )
         }
     }
 }
@@ -354,10 +358,13 @@ impl<'c, 'a> Layout<'c, 'a> {
             let (value, d1, d2, rows) = rows_at(0.0);
             return GroupEval { value, d1, d2, grad_sub: 0.5 * (d2 + d1 * d1), rows };
         }
-        let (c, sd) = self.mode(|c| {
-            let (_, d1, d2, _) = rows_at(c);
-            (d1, d2)
-        }, s2_sub);
+        let (c, sd) = self.mode(
+            |c| {
+                let (_, d1, d2, _) = rows_at(c);
+                (d1, d2)
+            },
+            s2_sub,
+        );
         let mut evals = Vec::with_capacity(self.outer.0.len());
         for (z, w) in self.outer.0.iter().zip(&self.outer.1) {
             let cq = c + sd * z;
@@ -560,8 +567,8 @@ impl<'c, 'a> Layout<'c, 'a> {
                 level_part.push(Vec::new());
                 continue;
             }
-            let comps: Vec<Component> =
-                pool.install(|| (0..self.n_levels(k)).into_par_iter().map(|g| self.component(k, g, b, s2, true)).collect());
+            let comps: Vec<Component> = pool
+                .install(|| (0..self.n_levels(k)).into_par_iter().map(|g| self.component(k, g, b, s2, true)).collect());
             let lv = &self.levels[k];
             let mut parts = Vec::with_capacity(comps.len());
             for (g, comp) in comps.into_iter().enumerate() {

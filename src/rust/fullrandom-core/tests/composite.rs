@@ -217,7 +217,8 @@ fn fit_does_not_depend_on_chunks_or_threads() {
     let fam = GlmFamily::from_names("binomial", "logit").unwrap();
     let options = CompositeOptions::default();
     let fit = |pieces: usize, threads: usize| {
-        let chunks: Vec<GlmmChunk<'_>> = (0..pieces).map(|c| rows.chunk(c * n / pieces..(c + 1) * n / pieces)).collect();
+        let chunks: Vec<GlmmChunk<'_>> =
+            (0..pieces).map(|c| rows.chunk(c * n / pieces..(c + 1) * n / pieces)).collect();
         let pool = thread_pool(threads).unwrap();
         fit_composite(&chunks, fam, &[0.0, 0.0], &[0.5, 0.5], &options, &pool, &mut || true).unwrap()
     };
