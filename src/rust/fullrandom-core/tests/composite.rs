@@ -146,9 +146,9 @@ fn nested_dense(rows: &Rows, b: &[f64], s2: &[f64]) -> f64 {
     let pois = |y: f64, e: f64| (y * e - e.exp()).exp();
     let dense = |s2: f64, f: &dyn Fn(f64) -> f64| dense_with(80, s2, f);
     let mut total = 0.0;
-    for g in 0..3 {
+    for g in 0..3usize {
         let like = dense(s2[0], &|a| {
-            (0..2)
+            (0..2usize)
                 .map(|h| {
                     let members: Vec<usize> = (0..12).filter(|&i| rows.codes[1][i] == (2 * g + h) as i32).collect();
                     dense(s2[1], &|c| {
