@@ -165,7 +165,9 @@ fr_test_panic <- function(message) .Call(wrap__fr_test_panic, message)
 #' @param information_weights whether to take the information-weighted second step.
 #' @param working_covariance whether the fixed effects solve the quasi-score with the
 #'   working covariance (`FALSE`: the independence first-moment equations).
-#' @param method `"moments"` (Jiang's moment equations) or `"efficient"` (the per-level
+#' @param method `"moments"` (Jiang's moment equations), `"auto"` (`"efficient"` where the
+#'   per-level likelihoods are the marginal likelihood, `"moments"` otherwise; the method
+#'   used is returned as `method`) or `"efficient"` (the per-level
 #'   marginal likelihoods of `fullrandom_core::composite`, started at the moment
 #'   estimates: `first_coef` and `first_variances` are then the moment estimates).
 #' @param threads number of worker threads.

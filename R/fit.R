@@ -216,9 +216,10 @@
 #'   FALSE`), with the log-likelihood that `logLik()`, `AIC()`, `BIC()` and `anova()`
 #'   need; `"fr"`: Matloff's Full Randomness estimator (below), for one random
 #'   intercept, with [size()] covariates solved by the paper's iteration, or two
-#'   crossed ones. With `family =` binomial or Poisson the default is `"efficient"`
-#'   (per-level marginal likelihoods by adaptive quadrature) and `"moments"` is Jiang's
-#'   moment equations (see the GLMM section).
+#'   crossed ones. With `family =` binomial or Poisson, `"efficient"` fits per-level
+#'   marginal likelihoods by adaptive quadrature and `"moments"` Jiang's moment
+#'   equations; the default takes `"efficient"` for one term or nested terms and
+#'   `"moments"` for crossed terms (see the GLMM section).
 #' @param REML for `method = "reml"`: `TRUE` (the default) maximises the restricted
 #'   likelihood, `FALSE` the likelihood, as `lmer()`'s `REML`. The moment methods have
 #'   no such switch, and giving it to them is an error.
@@ -346,8 +347,8 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
       stop("random slopes are fitted for gaussian models only; a binomial or Poisson model ",
            "takes random intercepts (1 | g)", call. = FALSE)
     }
-    if (!method_given) method <- "efficient"
-    if (!method %in% c("moments", "efficient") || !is.null(chunks) || !is.null(chunk_by) || backend == "future") {
+    if (!method_given) method <- "auto"
+    if (!method %in% c("auto", "moments", "efficient") || !is.null(chunks) || !is.null(chunk_by) || backend == "future") {
       stop("generalized linear mixed models are fitted by method = \"efficient\" or \"moments\" on a whole data ",
            "frame (no chunks or future backend yet)", call. = FALSE)
     }

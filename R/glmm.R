@@ -6,7 +6,8 @@
 #' With `family = binomial` or `poisson` (as [glm()] takes it: `binomial`, `binomial()`,
 #' `"binomial"`, `poisson(link = "log")`; links logit and probit for binomial, log for
 #' Poisson), `fr_fit()` fits `g(E[y | u]) = X b + offset + sum_k Z_k u_k`,
-#' `u_k ~ N(0, s2_k I)`. The default, `method = "efficient"`, maximises per-level
+#' `u_k ~ N(0, s2_k I)`. `method = "efficient"` (the default for one term or nested
+#' terms; crossed terms default to `"moments"`) maximises per-level
 #' marginal likelihoods: for every term and level, the likelihood of the level's rows
 #' integrated over the level's effect by adaptive Gauss-Hermite quadrature (centred at the
 #' level's mode, scaled by its curvature, as `glmer(nAGQ > 1)`), the effects of the
@@ -79,7 +80,7 @@ resolve_family <- function(family, env) {
 
 # The GLMM branch of fr_fit(): frame, response, core fit and the fr_glmm object.
 fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, threads,
-                    weights_expr, offset_expr, method = "efficient") {
+                    weights_expr, offset_expr, method = "auto") {
   check_data_type(data)
   if (!is.null(data) && !is.data.frame(data)) {
     stop("fits of generalized linear mixed models take a data frame (chunks and files are ",
@@ -132,7 +133,7 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
   eta <- glmm_fixed_part(x_kept, b) + (if (is.null(offset)) 0 else offset) + random_part(ranef_values, flist)
   mu <- family$linkinv(eta)
   fit <- list(
-    method = method,
+    method = out$method,
     family = family,
     theta = theta,
     boundary = boundary,

@@ -1,4 +1,4 @@
-# Generalized linear mixed models (fr_fit's default, method = "efficient") against glmer (Laplace, bobyqa) on cbpp,
+# Generalized linear mixed models by method = "efficient" against glmer (Laplace, bobyqa) on cbpp,
 # VerbAgg, grouseticks and mlmRev's Contraception (with glmer's profile intervals of the
 # sds), and the time of a crossed Bernoulli fit by method = "moments" at 10^5 and 10^6 rows
 # against glmer(nAGQ = 0) at 10^5. Writes the "glmm" section of bench/results.md.
@@ -12,7 +12,7 @@ threads <- as.integer(Sys.getenv("FULLRANDOM_BENCH_THREADS", "2"))
 options(fullrandom.threads = threads)
 
 compare <- function(name, formula, data, family) {
-  t_fr <- system.time(f <- fr_fit(formula, data, family = family))[["elapsed"]]
+  t_fr <- system.time(f <- fr_fit(formula, data, family = family, method = "efficient"))[["elapsed"]]
   t_g <- system.time(g <- glmer(formula, data, family = family,
                                 control = glmerControl(optimizer = "bobyqa")))[["elapsed"]]
   b <- fixef(g)[names(fixef(f))]
@@ -86,7 +86,7 @@ scale <- do.call(rbind, scale)
 
 fmt <- function(x, d = 3) formatC(x, digits = d, format = "f")
 lines <- c("## Generalized linear mixed models (bench/glmm.R)", "",
-           sprintf(paste("Threads: %d. fr_fit(family = ) with its default method = \"efficient\" (per-level marginal",
+           sprintf(paste("Threads: %d. fr_fit(family = , method = \"efficient\") (the default for one term or nested terms; per-level marginal",
                          "likelihoods by adaptive Gauss-Hermite quadrature: the marginal likelihood itself for cbpp, grouseticks",
                          "(nested terms) and Contraception, a composite likelihood for VerbAgg's crossed terms) against glmer",
                          "(Laplace, bobyqa). SE ratio (vcov): fr_fit's vcov() (the inverse observed information, or the",

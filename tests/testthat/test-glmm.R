@@ -158,6 +158,10 @@ test_that("method = \"efficient\" (the default) is the marginal likelihood: glme
   expect_equal(unname(fixef(fit)), unname(lme4::fixef(g)), tolerance = 1e-4)
   expect_equal(sqrt(fit$theta[["id"]]), as.data.frame(lme4::VarCorr(g))$sdcor, tolerance = 1e-4)
   expect_error(fr_fit(y ~ x + (1 | id), d, family = poisson, method = "reml"), "\"efficient\" or \"moments\"")
+  # Crossed terms default to the moments (the composite likelihood is the option).
+  b <- sim_binomial(n_id = 30, per = 6)
+  b$item <- factor(rep_len(1:6, nrow(b)))
+  expect_identical(fr_fit(cbind(s, f) ~ x + (1 | id) + (1 | item), b, family = binomial)$method, "moments")
 })
 
 test_that("cbpp agrees with glmer", {

@@ -614,6 +614,12 @@ impl<'c, 'a> Layout<'c, 'a> {
     }
 }
 
+/// Whether the per-level likelihoods of these data are the marginal likelihood itself
+/// (one term, or nested terms with observation-level ones), not a composite likelihood.
+pub fn is_marginal_likelihood(chunks: &[GlmmChunk<'_>], family: GlmFamily) -> Result<bool, FitError> {
+    Ok(Layout::new(chunks, family, &CompositeOptions::default())?.exact())
+}
+
 /// The composite (per-level marginal) log-likelihood and its gradient in `(b, s2)` at a
 /// parameter value (for tests and diagnostics).
 pub fn composite_loglik(

@@ -41,7 +41,9 @@ fn glmm_chunk(
 /// @param information_weights whether to take the information-weighted second step.
 /// @param working_covariance whether the fixed effects solve the quasi-score with the
 ///   working covariance (`FALSE`: the independence first-moment equations).
-/// @param method `"moments"` (Jiang's moment equations) or `"efficient"` (the per-level
+/// @param method `"moments"` (Jiang's moment equations), `"auto"` (`"efficient"` where the
+///   per-level likelihoods are the marginal likelihood, `"moments"` otherwise; the method
+///   used is returned as `method`) or `"efficient"` (the per-level
 ///   marginal likelihoods of `fullrandom_core::composite`, started at the moment
 ///   estimates: `first_coef` and `first_variances` are then the moment estimates).
 /// @param threads number of worker threads.
@@ -66,6 +68,18 @@ fn fr_glmm_fit(
     threads: i32,
 ) -> Result<List> {
     let (chunk, family) = glmm_chunk(&model, family, link, &trials, &offset)?;
+    // "auto": the likelihood fit where it is the marginal likelihood (one term, nested
+    // terms), the moments otherwise (crossed terms: the composite likelihood costs a
+    // quadrature per row and its sandwich overstates the intercept's standard error).
+    let method = if method == "auto" {
+        if fullrandom_core::composite::is_marginal_likelihood(std::slice::from_ref(&chunk), family).map_err(r_error)? {
+            "efficient"
+        } else {
+            "moments"
+        }
+    } else {
+        method
+    };
     if method == "efficient" {
         return efficient_fit(&chunk, family, threads);
     }
@@ -114,7 +128,8 @@ fn fr_glmm_fit(
         pirls_iterations = fit.pirls_iterations as i32,
         timings = fit.timings.iter().map(|t| t.1).collect::<Vec<f64>>(),
         stages = fit.timings.iter().map(|t| t.0.to_string()).collect::<Vec<String>>(),
-        passes = fit.passes.iter().map(|&p| p as i32).collect::<Vec<i32>>()
+        passes = fit.passes.iter().map(|&p| p as i32).collect::<Vec<i32>>(),
+        method = "moments"
     ))
 }
 
@@ -194,7 +209,8 @@ fn efficient_fit(chunk: &GlmmChunk<'static>, family: GlmFamily, threads: i32) ->
         stages = vec!["moments".to_string(), "likelihood".to_string(), "modes".to_string()],
         passes = vec![0i32, 0i32],
         loglik = fit.loglik,
-        exact = fit.exact
+        exact = fit.exact,
+        method = "efficient"
     ))
 }
 
