@@ -155,8 +155,8 @@ fr_available_threads <- function() .Call(wrap__fr_available_threads)
 #' @noRd
 fr_test_panic <- function(message) .Call(wrap__fr_test_panic, message)
 
-#' Fits a binomial or Poisson GLMM by the method of moments (internal; use fr_fit() with
-#' `family`). Checks for user interrupts between Newton iterations.
+#' Fits a binomial or Poisson GLMM (internal; use fr_fit() with `family`). Checks for
+#' user interrupts between Newton iterations.
 #'
 #' @param model the model as for fr_moment_fit() (`y` the successes or counts).
 #' @param family,link the family's and link's names, as in R's family objects.
@@ -165,16 +165,22 @@ fr_test_panic <- function(message) .Call(wrap__fr_test_panic, message)
 #' @param information_weights whether to take the information-weighted second step.
 #' @param working_covariance whether the fixed effects solve the quasi-score with the
 #'   working covariance (`FALSE`: the independence first-moment equations).
+#' @param method `"moments"` (Jiang's moment equations), `"auto"` (`"efficient"` where the
+#'   per-level likelihoods are the marginal likelihood, `"moments"` otherwise; the method
+#'   used is returned as `method`) or `"efficient"` (the per-level
+#'   marginal likelihoods of `fullrandom_core::composite`, started at the moment
+#'   estimates: `first_coef` and `first_variances` are then the moment estimates).
 #' @param threads number of worker threads.
 #' @return a list: `coef`, `variances`, `at_boundary`, `vcov` (p x p, by column),
 #'   `vcov_model` (the model-based covariance, NULL with the independence equations),
 #'   `vcov_variances` (K x K), `ranef` (list per term), `first_coef`, `first_variances`,
 #'   `statistic` ("pairs" or "within-row" per term), `second_step` (whether the
 #'   information-weighted step converged), `iterations`, `working_iterations`,
-#'   `pirls_iterations`, `timings` (seconds per stage, named by `stages`) and `passes`
-#'   (over the rows: of all the equations, of the fixed-effect equations).
+#'   `pirls_iterations`, `timings` (seconds per stage, named by `stages`), `passes`
+#'   (over the rows: of all the equations, of the fixed-effect equations) and `method`;
+#'   the likelihood fit adds `loglik` and `exact`.
 #' @noRd
-fr_glmm_fit <- function(model, family, link, trials, offset, information_weights, working_covariance, threads) .Call(wrap__fr_glmm_fit, model, family, link, trials, offset, information_weights, working_covariance, threads)
+fr_glmm_fit <- function(model, family, link, trials, offset, information_weights, working_covariance, method, threads) .Call(wrap__fr_glmm_fit, model, family, link, trials, offset, information_weights, working_covariance, method, threads)
 
 #' The conditional variances of the modes of a GLMM fit, `diag((Z'WZ + G^-1)^-1)` with
 #' the Fisher weights at the modes (internal; ranef(fit, condVar = TRUE)).
@@ -197,13 +203,13 @@ fr_glmm_condvar <- function(model, family, link, trials, offset, coef, variances
 #'   columns and numbers of levels (the codes of the whole data's levels).
 #' @param family,link the family's and link's names.
 #' @param trials,offsets lists (one element per chunk) of NULL or double vectors.
-#' @param information_weights,working_covariance as for fr_glmm_fit().
+#' @param information_weights,working_covariance,method as for fr_glmm_fit().
 #' @param modes whether to compute the conditional modes.
 #' @param threads number of worker threads.
 #' @param progress NULL, or a function of the number of solver steps so far.
 #' @return a list as fr_glmm_fit() returns it.
 #' @noRd
-fr_glmm_fit_chunks <- function(models, family, link, trials, offsets, information_weights, working_covariance, modes, threads, progress) .Call(wrap__fr_glmm_fit_chunks, models, family, link, trials, offsets, information_weights, working_covariance, modes, threads, progress)
+fr_glmm_fit_chunks <- function(models, family, link, trials, offsets, information_weights, working_covariance, method, modes, threads, progress) .Call(wrap__fr_glmm_fit_chunks, models, family, link, trials, offsets, information_weights, working_covariance, method, modes, threads, progress)
 
 #' The conditional modes of a GLMM at given fixed effects and variances over the rows of
 #' several chunks (internal; fr_fit(combine = "average") with a binomial or Poisson

@@ -226,7 +226,10 @@
 #'   FALSE`), with the log-likelihood that `logLik()`, `AIC()`, `BIC()` and `anova()`
 #'   need; `"fr"`: Matloff's Full Randomness estimator (below), for one random
 #'   intercept, with [size()] covariates solved by the paper's iteration, or two
-#'   crossed ones.
+#'   crossed ones. With `family =` binomial or Poisson, `"efficient"` fits per-level
+#'   marginal likelihoods by adaptive quadrature and `"moments"` Jiang's moment
+#'   equations; the default takes `"efficient"` for one term or nested terms and
+#'   `"moments"` for crossed terms (see the GLMM section).
 #' @param REML for `method = "reml"`: `TRUE` (the default) maximises the restricted
 #'   likelihood, `FALSE` the likelihood, as `lmer()`'s `REML`. The moment methods have
 #'   no such switch, and giving it to them is an error.
@@ -326,6 +329,7 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
                    offset = NULL, ...) {
   refuse_unknown_arguments("fr_fit()", ..., hints = lme4_arguments_not_taken, help = "fr_fit")
   call <- match.call()
+  method_given <- !missing(method)
   family <- resolve_family(family, parent.frame())
   glmm <- family$family != "gaussian"
   for (arg in c("weights", "offset")) {
@@ -353,8 +357,10 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
       stop("random slopes are fitted for gaussian models only; a binomial or Poisson model ",
            "takes random intercepts (1 | g)", call. = FALSE)
     }
-    if (method != "moments") {
-      stop("generalized linear mixed models are fitted by method = \"moments\"", call. = FALSE)
+    if (!method_given) method <- "auto"
+    if (!method %in% c("auto", "moments", "efficient")) {
+      stop("generalized linear mixed models are fitted by method = \"efficient\" or \"moments\"",
+           call. = FALSE)
     }
     chunking <- if (!is.null(chunks) || !is.null(chunk_by) || backend == "future" ||
                     (!is.null(data) && !is.data.frame(data))) {
@@ -362,7 +368,7 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
            backend = backend)
     }
     return(fr_glmm(call, formula, parsed, data, frame_call, parent.frame(), family, threads,
-                   call$weights, call$offset, chunking))
+                   call$weights, call$offset, chunking, method))
   }
   # The groupings whose size() columns Matloff's models (3) and (10) use.
   size_grouping <- if (is_fr(method)) fr_size_groupings(parsed$random)

@@ -42,8 +42,9 @@ NULL
 # The core fit of a GLMM over the rows of one model (the whole data) or, with `chunking`,
 # over chunks of its rows; returns what fr_glmm_fit() returns, with `chunks` and, for
 # combine = "average", `alchemy`.
-glmm_fit_core <- function(model, family, trials, offset, threads, chunking = NULL, frame = NULL) {
-  spec <- glmm_core_spec(family, threads)
+glmm_fit_core <- function(model, family, trials, offset, threads, chunking = NULL, frame = NULL,
+                          method = "auto") {
+  spec <- glmm_core_spec(family, threads, method)
   if (is.null(chunking)) {
     return(glmm_core_call(list(model), list(trials), list(offset), spec, modes = TRUE))
   }
@@ -74,9 +75,10 @@ glmm_fit_core <- function(model, family, trials, offset, threads, chunking = NUL
   out
 }
 
-# What every core call of a fit shares: the family's names, the fit's options and threads.
-glmm_core_spec <- function(family, threads) {
-  list(family = family$family, link = family$link,
+# What every core call of a fit shares: the family's names, the fit's options, the
+# estimator and threads.
+glmm_core_spec <- function(family, threads, method = "auto") {
+  list(family = family$family, link = family$link, method = method,
        information = isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)),
        working = !isFALSE(getOption("fullrandom.glmm_working_covariance", TRUE)),
        threads = as.integer(threads))
@@ -84,7 +86,7 @@ glmm_core_spec <- function(family, threads) {
 
 glmm_core_call <- function(models, trials, offsets, spec, modes, progress = glmm_progress_reporter()) {
   fr_glmm_fit_chunks(models, spec$family, spec$link, trials, offsets, spec$information, spec$working,
-                     modes, spec$threads, progress)
+                     spec$method, modes, spec$threads, progress)
 }
 
 # The rows `rows` of a core model, its trials and offsets.
@@ -125,8 +127,14 @@ glmm_average_chunks <- function(model, trials, offset, rows, spec, backend, thre
   modes <- fr_glmm_modes(list(model), spec$family, spec$link, list(trials), list(offset), coef, variances,
                          spec$threads, glmm_progress_reporter())
   sum_of <- function(field) Reduce(`+`, lapply(fits, `[[`, field))
+  # method = "auto" chooses per chunk (by its design): the chunks must agree.
+  methods <- unique(vapply(fits, `[[`, "", "method"))
+  if (length(methods) > 1L) {
+    stop(sprintf("method = \"auto\" fitted the chunks by different methods (%s): give method = explicitly",
+                 paste(methods, collapse = ", ")), call. = FALSE)
+  }
   list(
-    coef = coef, variances = variances, at_boundary = variances == 0,
+    coef = coef, variances = variances, at_boundary = variances == 0, method = methods,
     vcov = as.vector(pooled("vcov", p)),
     vcov_model = if (!is.null(fits[[1L]]$vcov_model)) as.vector(pooled("vcov_model", p)),
     vcov_variances = as.vector(pooled("vcov_variances", k)),
@@ -144,7 +152,7 @@ glmm_average_chunks <- function(model, trials, offset, rows, spec, backend, thre
 glmm_chunk_worker <- function(piece, spec) {
   d <- if (is.null(piece$rows)) piece else glmm_chunk_piece(spec$whole$model, spec$whole$trials, spec$whole$offset, piece$rows)
   fr_glmm_fit_chunks(list(d$model), spec$family, spec$link, list(d$trials), list(d$offset), spec$information,
-                     spec$working, FALSE, spec$threads, NULL)
+                     spec$working, spec$method, FALSE, spec$threads, NULL)
 }
 
 # Whether long fits show a progress bar: option fullrandom.progress, by default in

@@ -1,17 +1,18 @@
-# Fixed effects of fr_fit(family = ) against the truth and against glmer (Laplace) by
+# Estimates of fr_fit(family = ) against the truth and against glmer (Laplace) by
 # simulation: bias, sampling sd, the ratio of sampling sds to glmer's, and Wald coverage
-# of the model-based and sandwich standard errors, for the fixed effects from the
-# quasi-score with the working covariance (the default) and from the unweighted
-# first-moment equations (option fullrandom.glmm_working_covariance = FALSE). Writes the
+# of the default and sandwich standard errors, for method = "efficient" (the default:
+# per-level marginal likelihoods by adaptive quadrature) and method = "moments" (Jiang's
+# moment equations, fixed effects from the quasi-score with the working covariance). Writes the
 # "glmm-truth" section of bench/results.md. Run from the package root:
-#   Rscript bench/glmm-truth.R        (FULLRANDOM_GLMM_SIMS data sets per design, default 150)
+#   Rscript bench/glmm-truth.R        (FULLRANDOM_GLMM_SIMS data sets per design, default 150;
+#                                      a comma list gives one count per design, in order)
 suppressMessages({
   library(fullrandom)
   library(lme4)
 })
 source("bench/results.R")
 options(fullrandom.threads = 1L)
-n_sims <- as.integer(Sys.getenv("FULLRANDOM_GLMM_SIMS", "150"))
+n_sims <- as.integer(strsplit(Sys.getenv("FULLRANDOM_GLMM_SIMS", "150"), ",")[[1]])
 
 designs <- list(
   crossed_bernoulli = list(
@@ -43,12 +44,12 @@ designs <- list(
 one <- function(design, seed) {
   set.seed(seed)
   d <- design$make(design$beta, design$sds)
-  fit_fr <- function(working) {
-    old <- options(fullrandom.glmm_working_covariance = working)
-    on.exit(options(old))
-    f <- tryCatch(suppressMessages(fr_fit(design$formula, d, family = design$family)), error = function(e) NULL)
+  fit_fr <- function(method) {
+    f <- tryCatch(suppressMessages(fr_fit(design$formula, d, family = design$family, method = method)),
+                  error = function(e) NULL)
     if (is.null(f)) return(NULL)
-    list(b = fixef(f), se = sqrt(diag(vcov(f))), se_sandwich = sqrt(diag(f$vcov_sandwich)), sd = sqrt(f$theta))
+    list(b = fixef(f), se = sqrt(diag(vcov(f))), se_sandwich = sqrt(diag(f$vcov_sandwich)), sd = sqrt(f$theta),
+         seconds = sum(f$timings))
   }
   g <- tryCatch(suppressMessages(suppressWarnings(glmer(design$formula, d, family = design$family,
                                                         control = glmerControl(optimizer = "bobyqa")))),
@@ -58,13 +59,13 @@ one <- function(design, seed) {
     list(b = fixef(g), se = sqrt(diag(as.matrix(vcov(g)))), se_sandwich = NA,
          sd = stats::setNames(vg$sdcor, vg$grp)[names(design$sds)])
   }
-  list(working = fit_fr(TRUE), independence = fit_fr(FALSE), glmer = glmer_fit)
+  list(efficient = fit_fr("efficient"), moments = fit_fr("moments"), glmer = glmer_fit)
 }
 
 summarise <- function(design, runs) {
   truth <- design$beta
   rows <- list()
-  for (method in c("working", "independence", "glmer")) {
+  for (method in c("efficient", "moments", "glmer")) {
     ok <- Filter(Negate(is.null), lapply(runs, `[[`, method))
     b <- do.call(rbind, lapply(ok, `[[`, "b"))[, names(truth), drop = FALSE]
     se <- do.call(rbind, lapply(ok, `[[`, "se"))[, names(truth), drop = FALSE]
@@ -91,20 +92,26 @@ summarise <- function(design, runs) {
   out
 }
 
+load <- tryCatch(trimws(sub(".*load average:", "", system("uptime", intern = TRUE))), error = function(e) "?")
 started <- Sys.time()
-results <- lapply(designs, function(design) {
-  runs <- lapply(seq_len(n_sims), function(s) one(design, 1000L + s))
-  summarise(design, runs)
+n_sims <- stats::setNames(rep_len(n_sims, length(designs)), names(designs))
+results <- lapply(names(designs), function(name) {
+  runs <- lapply(seq_len(n_sims[[name]]), function(s) one(designs[[name]], 1000L + s))
+  summarise(designs[[name]], runs)
 })
+names(results) <- names(designs)
 minutes <- as.numeric(difftime(Sys.time(), started, units = "mins"))
 
 fmt <- function(x, d = 3) ifelse(is.na(x), "", formatC(x, digits = d, format = "f"))
 lines <- c("## GLMM fixed effects against the truth (bench/glmm-truth.R)", "",
-           sprintf(paste("%d simulated data sets per design (%.1f minutes, one thread). Methods: `working`, fr_fit's",
-                         "default (quasi-score with the working covariance at the moment estimates of the variances);",
-                         "`independence`, the unweighted first-moment equations; `glmer`, Laplace (bobyqa). Coverage:",
-                         "95%% Wald intervals with vcov() (model-based for `working`, sandwich for `independence`) and",
-                         "with the cluster-robust sandwich. sd / glmer: sampling sd over glmer's."), n_sims, minutes), "")
+           sprintf(paste("%s simulated data sets (%.1f minutes, one thread, load %s). Methods: `efficient`,",
+                         "fr_fit's default (per-level marginal likelihoods by adaptive Gauss-Hermite quadrature: the",
+                         "likelihood with one term, a composite likelihood with several); `moments`, Jiang's moment",
+                         "equations with the fixed effects from the quasi-score (the working covariance);",
+                         "`glmer`, Laplace (bobyqa). Coverage: 95%% Wald intervals with vcov() (the inverse observed",
+                         "information for `efficient` with one term, the sandwich with several; model-based for",
+                         "`moments`) and with the cluster-robust sandwich. sd / glmer: sampling sd over glmer's."),
+                   paste(sprintf("%d (%s)", n_sims, names(n_sims)), collapse = " and "), minutes, load), "")
 for (name in names(designs)) {
   r <- results[[name]]
   lines <- c(lines, sprintf("### %s", designs[[name]]$label), "",

@@ -1,6 +1,6 @@
-# Generalized linear mixed models by moments against glmer (Laplace, bobyqa) on cbpp,
+# Generalized linear mixed models by method = "efficient" against glmer (Laplace, bobyqa) on cbpp,
 # VerbAgg, grouseticks and mlmRev's Contraception (with glmer's profile intervals of the
-# sds), and the time of a crossed Bernoulli fit at 10^5 and 10^6 rows
+# sds), and the time of a crossed Bernoulli fit by method = "moments" at 10^5 and 10^6 rows
 # against glmer(nAGQ = 0) at 10^5. Writes the "glmm" section of bench/results.md.
 # Run from the package root: Rscript bench/glmm.R
 suppressMessages({
@@ -12,7 +12,7 @@ threads <- as.integer(Sys.getenv("FULLRANDOM_BENCH_THREADS", "2"))
 options(fullrandom.threads = threads)
 
 compare <- function(name, formula, data, family) {
-  t_fr <- system.time(f <- fr_fit(formula, data, family = family))[["elapsed"]]
+  t_fr <- system.time(f <- fr_fit(formula, data, family = family, method = "efficient"))[["elapsed"]]
   t_g <- system.time(g <- glmer(formula, data, family = family,
                                 control = glmerControl(optimizer = "bobyqa")))[["elapsed"]]
   b <- fixef(g)[names(fixef(f))]
@@ -43,6 +43,7 @@ compare <- function(name, formula, data, family) {
                         ratio = sqrt(f$theta) / sd_g, lower = lower, upper = upper, mode_cor = modes))
 }
 
+load <- tryCatch(trimws(sub(".*load average:", "", system("uptime", intern = TRUE))), error = function(e) "?")
 data(grouseticks, package = "lme4")
 data(Contraception, package = "mlmRev")
 cases <- list(
@@ -68,7 +69,8 @@ run_scale <- Sys.getenv("FULLRANDOM_GLMM_SCALE", "1") != "0"
 scale_rows <- if (run_scale) c(1e5, 1e6) else numeric(0)
 scale <- lapply(scale_rows, function(n) {
   d <- crossed(n, n / 40, n / 95, 1)
-  t_fr <- system.time(f <- fr_fit(y ~ x + (1 | user) + (1 | item), d, family = binomial))[["elapsed"]]
+  t_fr <- system.time(f <- fr_fit(y ~ x + (1 | user) + (1 | item), d, family = binomial,
+                                  method = "moments"))[["elapsed"]]
   t_g <- NA_real_
   slope_g <- NA_real_
   if (n <= 1e5) {
@@ -84,8 +86,12 @@ scale <- do.call(rbind, scale)
 
 fmt <- function(x, d = 3) formatC(x, digits = d, format = "f")
 lines <- c("## Generalized linear mixed models (bench/glmm.R)", "",
-           sprintf(paste("Threads: %d. fr_fit(family = ) against glmer (Laplace, bobyqa). SE ratio (vcov): fr_fit's vcov()",
-                         "(model-based quasi-score) over glmer's; (sandwich): the cluster-robust sandwich over glmer's."), threads), "")
+           sprintf(paste("Threads: %d. fr_fit(family = , method = \"efficient\") (the default for one term or nested terms; per-level marginal",
+                         "likelihoods by adaptive Gauss-Hermite quadrature: the marginal likelihood itself for cbpp, grouseticks",
+                         "(nested terms) and Contraception, a composite likelihood for VerbAgg's crossed terms) against glmer",
+                         "(Laplace, bobyqa). SE ratio (vcov): fr_fit's vcov() (the inverse observed information, or the",
+                         "composite-likelihood sandwich for crossed terms) over glmer's; (sandwich): the cluster-robust sandwich",
+                         "over glmer's. Load average at the start: %s."), threads, load), "")
 for (case in cases) {
   lines <- c(lines, sprintf("### %s (fr_fit %s s, glmer %s s)", case$name, fmt(case$t_fr, 2), fmt(case$t_g, 2)), "",
              "| fixed effect | fr_fit | glmer | difference / glmer SE | SE ratio (vcov) | SE ratio (sandwich) |",
@@ -102,7 +108,7 @@ if (!run_scale) {
   to <- grep("^<!-- /bench:glmm -->", previous)
   lines <- c(lines, paste(previous[from], "(not rerun: the table of the previous run)"), previous[(from + 1L):(to - 1L)])
 } else {
-  lines <- c(lines, "### Crossed Bernoulli data (truth: slope 0.5, sd user 1, sd item 0.5)", "",
+  lines <- c(lines, "### Crossed Bernoulli data by method = \"moments\" (truth: slope 0.5, sd user 1, sd item 0.5)", "",
              "| rows | users | items | fr_fit s | glmer nAGQ=0 s | fr slope | glmer slope | fr sd user | fr sd item |",
              "|---|---|---|---|---|---|---|---|---|",
              sprintf("| %s | %d | %d | %s | %s | %s | %s | %s | %s |", format(scale$rows, big.mark = ",", scientific = FALSE),

@@ -63,6 +63,22 @@ test_that("exact GLMM chunks equal the whole fit for 2 and 7 chunks, at random a
                "`chunk_by` must be \".order\" or name the grouping variable of a random term")
 })
 
+test_that("the likelihood fit (method = \"efficient\", the default for one term) is exact over chunks", {
+  d <- glmm_chunk_data(n = 1500)
+  whole <- fr_fit(click ~ x + (1 | user), d, family = binomial)
+  expect_identical(whole$method, "efficient")
+  for (g in c(2, 7)) {
+    chunked <- fr_fit(click ~ x + (1 | user), d, family = binomial, chunks = g, seed = 1)
+    expect_identical(chunked$method, "efficient")
+    expect_lt(glmm_fit_difference(chunked, whole), 1e-8)
+    expect_equal(unname(fitted(chunked)), unname(fitted(whole)), tolerance = 1e-8)
+  }
+  # The average of chunk fits by user: each chunk fitted by the likelihood too.
+  avg <- fr_fit(click ~ x + (1 | user), d, family = binomial, chunks = 3, chunk_by = "user", combine = "average")
+  expect_identical(avg$method, "efficient")
+  expect_equal(unname(avg$theta), unname(colMeans(avg$alchemy$estimates[, "user", drop = FALSE])), tolerance = 1e-12)
+})
+
 test_that("combine = \"average\" averages the chunk fits, with vcov from their covariances", {
   d <- glmm_chunk_data(n = 9000)
   form <- click ~ x + (1 | user) + (1 | item)
@@ -162,8 +178,8 @@ test_that("long GLMM fits report progress to R and stop on a user interrupt", {
     Sys.sleep(0.25)
     NULL
   }
-  out <- fr_glmm_fit_chunks(list(model), "binomial", "logit", list(NULL), list(NULL), FALSE, TRUE, TRUE, 1L, slow)
-  plain <- fr_glmm_fit_chunks(list(model), "binomial", "logit", list(NULL), list(NULL), FALSE, TRUE, TRUE, 1L, NULL)
+  out <- fr_glmm_fit_chunks(list(model), "binomial", "logit", list(NULL), list(NULL), FALSE, TRUE, "moments", TRUE, 1L, slow)
+  plain <- fr_glmm_fit_chunks(list(model), "binomial", "logit", list(NULL), list(NULL), FALSE, TRUE, "moments", TRUE, 1L, NULL)
   expect_gt(length(steps), 2)
   expect_true(all(diff(steps) > 0))
   expect_identical(out$coef, plain$coef)
@@ -187,7 +203,7 @@ test_that("long GLMM fits report progress to R and stop on a user interrupt", {
     "  list(user = d$user, item = d$item))",
     "calls <- 0",
     "r <- tryCatch(fullrandom:::fr_glmm_fit_chunks(list(model), 'binomial', 'logit', list(NULL), list(NULL),",
-    "  FALSE, TRUE, TRUE, 1L, function(s) { calls <<- calls + 1; tools::pskill(Sys.getpid(), tools::SIGINT); NULL }),",
+    "  FALSE, TRUE, 'moments', TRUE, 1L, function(s) { calls <<- calls + 1; tools::pskill(Sys.getpid(), tools::SIGINT); NULL }),",
     "  error = function(e) paste('ERROR:', conditionMessage(e)))",
     "cat(r, 'after', calls, 'call\\n')"
   ), timeout = 120)

@@ -138,6 +138,32 @@ test_that("methods follow glmer's layout", {
   }
 })
 
+test_that("method = \"efficient\" (the default) is the marginal likelihood: glmer(nAGQ = 25) on one term", {
+  skip_if_not_installed("lme4")
+  cbpp <- lme4::cbpp
+  form <- cbind(incidence, size - incidence) ~ period + (1 | herd)
+  fit <- fr_fit(form, cbpp, family = binomial)
+  expect_identical(fit$method, "efficient")
+  expect_true(fit$exact)
+  g <- lme4::glmer(form, cbpp, family = binomial, nAGQ = 25)
+  expect_equal(unname(fixef(fit)), unname(lme4::fixef(g)), tolerance = 1e-4)
+  expect_equal(sqrt(fit$theta[["herd"]]), as.data.frame(lme4::VarCorr(g))$sdcor, tolerance = 1e-4)
+  expect_equal(unname(sqrt(diag(vcov(fit)))), unname(sqrt(diag(as.matrix(vcov(g))))), tolerance = 1e-3)
+  expect_output(print(summary(fit)), "inverse observed information")
+  expect_output(print(fit), "marginal likelihoods")
+  # Poisson counts with a large sd, where the moment equations are biased.
+  d <- sim_poisson(n_id = 40, per = 6, sd = 1.2, seed = 3)
+  fit <- fr_fit(y ~ x + offset(log(t)) + (1 | id), d, family = poisson)
+  g <- lme4::glmer(y ~ x + offset(log(t)) + (1 | id), d, family = poisson, nAGQ = 25)
+  expect_equal(unname(fixef(fit)), unname(lme4::fixef(g)), tolerance = 1e-4)
+  expect_equal(sqrt(fit$theta[["id"]]), as.data.frame(lme4::VarCorr(g))$sdcor, tolerance = 1e-4)
+  expect_error(fr_fit(y ~ x + (1 | id), d, family = poisson, method = "reml"), "\"efficient\" or \"moments\"")
+  # Crossed terms default to the moments (the composite likelihood is the option).
+  b <- sim_binomial(n_id = 30, per = 6)
+  b$item <- factor(rep_len(1:6, nrow(b)))
+  expect_identical(fr_fit(cbind(s, f) ~ x + (1 | id) + (1 | item), b, family = binomial)$method, "moments")
+})
+
 test_that("cbpp agrees with glmer", {
   skip_if_not_installed("lme4")
   cbpp <- lme4::cbpp
@@ -164,10 +190,10 @@ test_that("an observation-level term is identified for Poisson counts", {
 
 test_that("the fixed effects come from the working covariance, with the unweighted equations as an option", {
   d <- sim_poisson(n_id = 60, per = 8, sd = 1.2, seed = 5)
-  fit <- fr_fit(y ~ x + offset(log(t)) + (1 | id), d, family = poisson)
+  fit <- fr_fit(y ~ x + offset(log(t)) + (1 | id), d, family = poisson, method = "moments")
   old <- options(fullrandom.glmm_working_covariance = FALSE)
   on.exit(options(old))
-  unweighted <- fr_fit(y ~ x + offset(log(t)) + (1 | id), d, family = poisson)
+  unweighted <- fr_fit(y ~ x + offset(log(t)) + (1 | id), d, family = poisson, method = "moments")
   # The variances are the same moment estimates; the fixed effects differ.
   expect_equal(fit$theta, unweighted$theta, tolerance = 1e-8)
   expect_false(isTRUE(all.equal(fixef(fit), fixef(unweighted), tolerance = 1e-4)))

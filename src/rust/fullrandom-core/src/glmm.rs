@@ -153,7 +153,7 @@ impl GlmmChunk<'_> {
     fn offset(&self, i: usize) -> f64 {
         self.offset.map_or(0.0, |o| o[i])
     }
-    fn n_obs(&self) -> usize {
+    pub(crate) fn n_obs(&self) -> usize {
         self.data.n_obs()
     }
 }
@@ -2067,9 +2067,9 @@ pub fn moment_statistics(
     Ok((t, e))
 }
 
-/// The conditional modes at given `(b, s2)` over the rows of `chunks` (for fits that take
-/// their estimates from elsewhere, such as the average of chunk fits), with the number of
-/// penalized IRLS iterations.
+/// The conditional modes (penalized IRLS) at given `(b, s2)` over the rows of `chunks`,
+/// with the number of iterations taken: for fits whose estimates come from elsewhere (the
+/// average of chunk fits, the likelihood fit of [`crate::composite`]).
 pub fn modes_at(
     chunks: &[GlmmChunk<'_>],
     family: GlmFamily,

@@ -39,6 +39,7 @@
 //! No R types appear here; the R package converts at its boundary.
 
 pub mod bootstrap;
+pub mod composite;
 pub mod condvar;
 pub mod data;
 pub mod dense;

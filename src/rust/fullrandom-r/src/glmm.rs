@@ -6,7 +6,7 @@ use extendr_api::prelude::*;
 use extendr_api::AsTypedSlice;
 use extendr_api::Result;
 use fullrandom_core::family::GlmFamily;
-use fullrandom_core::glmm::GlmmChunk;
+use fullrandom_core::glmm::{self, FixedWeights, GlmmChunk, GlmmOptions, LevelWeights, Statistic};
 
 /// The rows as the core takes them, with the family: `trials` and `offset` NULL or
 /// double vectors (R keeps them alive for the whole call).
@@ -31,8 +31,8 @@ fn glmm_chunk(
     Ok((chunk, family))
 }
 
-/// Fits a binomial or Poisson GLMM by the method of moments (internal; use fr_fit() with
-/// `family`). Checks for user interrupts between Newton iterations.
+/// Fits a binomial or Poisson GLMM (internal; use fr_fit() with `family`). Checks for
+/// user interrupts between Newton iterations.
 ///
 /// @param model the model as for fr_moment_fit() (`y` the successes or counts).
 /// @param family,link the family's and link's names, as in R's family objects.
@@ -41,16 +41,23 @@ fn glmm_chunk(
 /// @param information_weights whether to take the information-weighted second step.
 /// @param working_covariance whether the fixed effects solve the quasi-score with the
 ///   working covariance (`FALSE`: the independence first-moment equations).
+/// @param method `"moments"` (Jiang's moment equations), `"auto"` (`"efficient"` where the
+///   per-level likelihoods are the marginal likelihood, `"moments"` otherwise; the method
+///   used is returned as `method`) or `"efficient"` (the per-level
+///   marginal likelihoods of `fullrandom_core::composite`, started at the moment
+///   estimates: `first_coef` and `first_variances` are then the moment estimates).
 /// @param threads number of worker threads.
 /// @return a list: `coef`, `variances`, `at_boundary`, `vcov` (p x p, by column),
 ///   `vcov_model` (the model-based covariance, NULL with the independence equations),
 ///   `vcov_variances` (K x K), `ranef` (list per term), `first_coef`, `first_variances`,
 ///   `statistic` ("pairs" or "within-row" per term), `second_step` (whether the
 ///   information-weighted step converged), `iterations`, `working_iterations`,
-///   `pirls_iterations`, `timings` (seconds per stage, named by `stages`) and `passes`
-///   (over the rows: of all the equations, of the fixed-effect equations).
+///   `pirls_iterations`, `timings` (seconds per stage, named by `stages`), `passes`
+///   (over the rows: of all the equations, of the fixed-effect equations) and `method`;
+///   the likelihood fit adds `loglik` and `exact`.
 /// @noRd
 #[extendr]
+#[allow(clippy::too_many_arguments)]
 fn fr_glmm_fit(
     model: List,
     family: &str,
@@ -59,52 +66,157 @@ fn fr_glmm_fit(
     offset: Robj,
     information_weights: bool,
     working_covariance: bool,
+    method: &str,
     threads: i32,
 ) -> Result<List> {
     let (chunk, family) = glmm_chunk(&model, family, link, &trials, &offset)?;
-    let options = fullrandom_core::glmm::GlmmOptions {
-        weights: if information_weights {
-            fullrandom_core::glmm::LevelWeights::Information
-        } else {
-            fullrandom_core::glmm::LevelWeights::Simple
-        },
-        fixed: if working_covariance {
-            fullrandom_core::glmm::FixedWeights::Working
-        } else {
-            fullrandom_core::glmm::FixedWeights::Independence
-        },
-        ..Default::default()
-    };
+    let options = glmm_options(information_weights, working_covariance, true);
     let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
-    let fit =
-        fullrandom_core::glmm::fit_glmm(std::slice::from_ref(&chunk), family, &options, &pool, &mut no_user_interrupt)
-            .map_err(r_error)?;
-    let statistic: Vec<String> = fit
-        .statistic
+    glmm_fit_list(std::slice::from_ref(&chunk), family, &options, method, &pool, &mut no_user_interrupt)
+}
+
+/// The core's options for the moment fit.
+pub(crate) fn glmm_options(information_weights: bool, working_covariance: bool, modes: bool) -> GlmmOptions {
+    GlmmOptions {
+        weights: if information_weights { LevelWeights::Information } else { LevelWeights::Simple },
+        fixed: if working_covariance { FixedWeights::Working } else { FixedWeights::Independence },
+        modes,
+        ..Default::default()
+    }
+}
+
+/// The fit of the rows of `chunks` by `method` (`"auto"`, `"moments"` or `"efficient"`),
+/// as R receives it; `keep_going` is called between passes.
+pub(crate) fn glmm_fit_list(
+    chunks: &[GlmmChunk<'static>],
+    family: GlmFamily,
+    options: &GlmmOptions,
+    method: &str,
+    pool: &fullrandom_core::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<List> {
+    // "auto": the likelihood fit where it is the marginal likelihood (one term, nested
+    // terms), the moments otherwise (crossed terms: the composite likelihood costs a
+    // quadrature per row and its sandwich overstates the intercept's standard error).
+    let method = if method == "auto" {
+        if fullrandom_core::composite::is_marginal_likelihood(chunks, family).map_err(r_error)? {
+            "efficient"
+        } else {
+            "moments"
+        }
+    } else {
+        method
+    };
+    match method {
+        "efficient" => efficient_fit(chunks, family, options.modes, pool, keep_going),
+        "moments" => {
+            let fit = glmm::fit_glmm(chunks, family, options, pool, keep_going).map_err(r_error)?;
+            Ok(list!(
+                coef = fit.coef,
+                variances = fit.variances,
+                at_boundary = fit.at_boundary,
+                vcov = column_major(&fit.vcov),
+                vcov_model = fit.vcov_model.as_ref().map_or(Robj::from(()), |m| Robj::from(column_major(m))),
+                vcov_variances = column_major(&fit.vcov_variances),
+                ranef = List::from_values(fit.ranef.iter().map(|u| Robj::from(u.as_slice()))),
+                first_coef = fit.first_coef,
+                first_variances = fit.first_variances,
+                statistic = statistic_names(&fit.statistic),
+                second_step = fit.second_step,
+                iterations = fit.iterations as i32,
+                working_iterations = fit.working_iterations as i32,
+                pirls_iterations = fit.pirls_iterations as i32,
+                timings = fit.timings.iter().map(|t| t.1).collect::<Vec<f64>>(),
+                stages = fit.timings.iter().map(|t| t.0.to_string()).collect::<Vec<String>>(),
+                passes = fit.passes.iter().map(|&p| p as i32).collect::<Vec<i32>>(),
+                method = "moments"
+            ))
+        }
+        _ => Err(Error::Other(format!("unknown GLMM method \"{method}\": use \"moments\" or \"efficient\""))),
+    }
+}
+
+fn statistic_names(statistic: &[Statistic]) -> Vec<String> {
+    statistic
         .iter()
         .map(|s| match s {
-            fullrandom_core::glmm::Statistic::Pairs => "pairs".to_string(),
-            fullrandom_core::glmm::Statistic::WithinRow => "within-row".to_string(),
+            Statistic::Pairs => "pairs".to_string(),
+            Statistic::WithinRow => "within-row".to_string(),
         })
-        .collect();
+        .collect()
+}
+
+/// The likelihood fit of `fr_glmm_fit(method = "efficient")`: the moment estimates (the
+/// independence equations, no modes) as the start, then the per-level marginal
+/// likelihoods, then (if `modes`) the modes at the estimates. `vcov_model` is the inverse
+/// observed information with one term (the marginal likelihood) and the sandwich
+/// otherwise (a composite likelihood); `vcov` is always the sandwich.
+fn efficient_fit(
+    chunks: &[GlmmChunk<'static>],
+    family: GlmFamily,
+    modes: bool,
+    pool: &fullrandom_core::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<List> {
+    let clock = std::time::Instant::now();
+    let options = GlmmOptions {
+        weights: LevelWeights::Simple,
+        fixed: FixedWeights::Independence,
+        modes: false,
+        ..Default::default()
+    };
+    let first = chunks.first().ok_or_else(|| Error::Other("no data to fit".into()))?;
+    let p = first.data.n_fixed();
+    let k_terms = first.data.factors.len();
+    let (b0, s0, statistic) = match glmm::fit_glmm(chunks, family, &options, pool, keep_going) {
+        Ok(fit) => (fit.coef, fit.variances, fit.statistic),
+        Err(fullrandom_core::FitError::NotConverged(_)) => {
+            (vec![0.0; p], vec![0.5; k_terms], vec![Statistic::Pairs; k_terms])
+        }
+        Err(e) => return Err(r_error(e)),
+    };
+    let t_moments = clock.elapsed().as_secs_f64();
+    let fit =
+        fullrandom_core::composite::fit_composite(chunks, family, &b0, &s0, &Default::default(), pool, keep_going)
+            .map_err(r_error)?;
+    let t_fit = clock.elapsed().as_secs_f64() - t_moments;
+    let (ranef, pirls) = if modes {
+        glmm::modes_at(chunks, family, &fit.coef, &fit.variances, pool, keep_going).map_err(r_error)?
+    } else {
+        (Vec::new(), 0)
+    };
+    let t_modes = clock.elapsed().as_secs_f64() - t_moments - t_fit;
+    let block = |m: &faer::Mat<f64>, from: usize, d: usize| -> Vec<f64> {
+        let mut out = Vec::with_capacity(d * d);
+        for c in 0..d {
+            for r in 0..d {
+                out.push(m[(from + r, from + c)]);
+            }
+        }
+        out
+    };
+    let default = if fit.exact { &fit.vcov_model } else { &fit.vcov_sandwich };
     Ok(list!(
         coef = fit.coef,
         variances = fit.variances,
         at_boundary = fit.at_boundary,
-        vcov = column_major(&fit.vcov),
-        vcov_model = fit.vcov_model.as_ref().map_or(Robj::from(()), |m| Robj::from(column_major(m))),
-        vcov_variances = column_major(&fit.vcov_variances),
-        ranef = List::from_values(fit.ranef.iter().map(|u| Robj::from(u.as_slice()))),
-        first_coef = fit.first_coef,
-        first_variances = fit.first_variances,
-        statistic = statistic,
-        second_step = fit.second_step,
+        vcov = block(&fit.vcov_sandwich, 0, p),
+        vcov_model = block(default, 0, p),
+        vcov_variances = block(default, p, k_terms),
+        ranef = List::from_values(ranef.iter().map(|u| Robj::from(u.as_slice()))),
+        first_coef = b0,
+        first_variances = s0,
+        statistic = statistic_names(&statistic),
+        second_step = false,
         iterations = fit.iterations as i32,
-        working_iterations = fit.working_iterations as i32,
-        pirls_iterations = fit.pirls_iterations as i32,
-        timings = fit.timings.iter().map(|t| t.1).collect::<Vec<f64>>(),
-        stages = fit.timings.iter().map(|t| t.0.to_string()).collect::<Vec<String>>(),
-        passes = fit.passes.iter().map(|&p| p as i32).collect::<Vec<i32>>()
+        working_iterations = 0i32,
+        pirls_iterations = pirls as i32,
+        timings = vec![t_moments, t_fit, t_modes],
+        stages = vec!["moments".to_string(), "likelihood".to_string(), "modes".to_string()],
+        passes = vec![0i32, 0i32],
+        loglik = fit.loglik,
+        exact = fit.exact,
+        method = "efficient"
     ))
 }
 

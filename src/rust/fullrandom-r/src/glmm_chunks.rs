@@ -3,12 +3,13 @@
 //! so the fit equals the unchunked one. Also the conditional modes at given estimates
 //! (for `combine = "average"`), and the progress reports of long fits.
 
-use crate::{column_major, model_data, no_user_interrupt, r_error};
+use crate::glmm::{glmm_fit_list, glmm_options};
+use crate::{model_data, no_user_interrupt, r_error};
 use extendr_api::prelude::*;
 use extendr_api::AsTypedSlice;
 use extendr_api::Result;
 use fullrandom_core::family::GlmFamily;
-use fullrandom_core::glmm::{FixedWeights, GlmmChunk, GlmmOptions, LevelWeights, Statistic};
+use fullrandom_core::glmm::GlmmChunk;
 
 /// Seconds between two calls of the progress function.
 const PROGRESS_EVERY: f64 = 0.2;
@@ -67,13 +68,14 @@ fn reporter(progress: &Robj) -> impl FnMut() -> bool + '_ {
 ///   columns and numbers of levels (the codes of the whole data's levels).
 /// @param family,link the family's and link's names.
 /// @param trials,offsets lists (one element per chunk) of NULL or double vectors.
-/// @param information_weights,working_covariance as for fr_glmm_fit().
+/// @param information_weights,working_covariance,method as for fr_glmm_fit().
 /// @param modes whether to compute the conditional modes.
 /// @param threads number of worker threads.
 /// @param progress NULL, or a function of the number of solver steps so far.
 /// @return a list as fr_glmm_fit() returns it.
 /// @noRd
 #[extendr]
+#[allow(clippy::too_many_arguments)]
 fn fr_glmm_fit_chunks(
     models: List,
     family: &str,
@@ -82,48 +84,16 @@ fn fr_glmm_fit_chunks(
     offsets: List,
     information_weights: bool,
     working_covariance: bool,
+    method: &str,
     modes: bool,
     threads: i32,
     progress: Robj,
 ) -> Result<List> {
     let chunks = glmm_chunks(&models, &trials, &offsets)?;
     let family = GlmFamily::from_names(family, link).map_err(r_error)?;
-    let options = GlmmOptions {
-        weights: if information_weights { LevelWeights::Information } else { LevelWeights::Simple },
-        fixed: if working_covariance { FixedWeights::Working } else { FixedWeights::Independence },
-        modes,
-        ..Default::default()
-    };
+    let options = glmm_options(information_weights, working_covariance, modes);
     let pool = fullrandom_core::thread_pool(threads.max(1) as usize).map_err(r_error)?;
-    let mut keep_going = reporter(&progress);
-    let fit = fullrandom_core::glmm::fit_glmm(&chunks, family, &options, &pool, &mut keep_going).map_err(r_error)?;
-    let statistic: Vec<String> = fit
-        .statistic
-        .iter()
-        .map(|s| match s {
-            Statistic::Pairs => "pairs".to_string(),
-            Statistic::WithinRow => "within-row".to_string(),
-        })
-        .collect();
-    Ok(list!(
-        coef = fit.coef,
-        variances = fit.variances,
-        at_boundary = fit.at_boundary,
-        vcov = column_major(&fit.vcov),
-        vcov_model = fit.vcov_model.as_ref().map_or(Robj::from(()), |m| Robj::from(column_major(m))),
-        vcov_variances = column_major(&fit.vcov_variances),
-        ranef = List::from_values(fit.ranef.iter().map(|u| Robj::from(u.as_slice()))),
-        first_coef = fit.first_coef,
-        first_variances = fit.first_variances,
-        statistic = statistic,
-        second_step = fit.second_step,
-        iterations = fit.iterations as i32,
-        working_iterations = fit.working_iterations as i32,
-        pirls_iterations = fit.pirls_iterations as i32,
-        timings = fit.timings.iter().map(|t| t.1).collect::<Vec<f64>>(),
-        stages = fit.timings.iter().map(|t| t.0.to_string()).collect::<Vec<String>>(),
-        passes = fit.passes.iter().map(|&p| p as i32).collect::<Vec<i32>>()
-    ))
+    glmm_fit_list(&chunks, family, &options, method, &pool, &mut reporter(&progress))
 }
 
 /// The conditional modes of a GLMM at given fixed effects and variances over the rows of
