@@ -5,10 +5,10 @@
 #
 # A fit is an object of class "fr_slope_fit" with its own methods (print, summary,
 # VarCorr, ranef, coef, fixef, vcov, sigma, fitted, residuals, predict, tidy, nobs,
-# ngrps, formula); chunks of a data frame are merged exactly. It deliberately does not
-# inherit from "fr_fit": methods that do not handle slopes yet (confint, the bootstrap,
-# anova, simulate, fr_distribution)
-# then fail with "no applicable method" instead of giving wrong numbers.
+# ngrps, formula, confint and fr_bootstrap, in R/slope-intervals.R); chunks of a data
+# frame are merged exactly. It deliberately does not inherit from "fr_fit": methods that
+# do not handle slopes yet (anova, simulate, fr_distribution) then fail with "no
+# applicable method" instead of giving wrong numbers.
 
 # The left-hand sides of the terms a slope bar expands into: `(lhs | g)` keeps its
 # left-hand side; `(lhs || g)` gives one term per column of lhs, `1` and `0 + x` ...,
@@ -101,20 +101,7 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
   report_dropped_columns(md$fixed$names, kept)
   vcov <- matrix(res$vcov, p, p, dimnames = list(md$fixed$names, md$fixed$names))
   groups <- make.unique(labels)
-  sigma_of <- function(theta) {
-    out <- lapply(seq_along(terms), function(k) {
-      cn <- design_names[[k]]
-      q <- length(cn)
-      s <- matrix(0, q, q, dimnames = list(cn, cn))
-      at <- which(res$term == k - 1L)
-      for (i in at) {
-        s[res$row[i] + 1L, res$col[i] + 1L] <- theta[i]
-        s[res$col[i] + 1L, res$row[i] + 1L] <- theta[i]
-      }
-      s
-    })
-    stats::setNames(out, groups)
-  }
+  sigma_of <- function(theta) slope_sigma_list(theta, res, design_names, groups)
   ranef <- lapply(seq_along(terms), function(k) {
     cn <- design_names[[k]]
     f <- md$flist[[labels[k]]]
@@ -152,12 +139,30 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
     efficient = efficient,
     fitted.values = name_by_rows(fitted$fitted, md$frame),
     residuals = name_by_rows(fitted$residuals, md$frame),
-    call = call, formula = formula, random = parsed$random, groups = groups,
+    call = call, formula = formula, random = parsed$random, groups = groups, threads = threads,
     flist = md$flist, frame = md$frame, terms = md$terms, fixed_names = md$fixed$names,
     contrasts = md$fixed$contrasts, xlevels = stats::.getXlevels(md$terms, md$frame),
     nobs = length(md$y), n_dropped = md$n_dropped, na.action = md$na_action,
     data_name = if (is.null(call$data)) NULL else deparse1(call$data)
   ), class = "fr_slope_fit")
+}
+
+# The covariance matrix of every term from the core's parameter vector `theta`, whose
+# entry i is row res$row[i], column res$col[i] (0-based) of term res$term[i] (-1: the
+# residual), as the core's fit `res` lays them out.
+slope_sigma_list <- function(theta, res, design_names, groups) {
+  out <- lapply(seq_along(design_names), function(k) {
+    cn <- design_names[[k]]
+    q <- length(cn)
+    s <- matrix(0, q, q, dimnames = list(cn, cn))
+    at <- which(res$term == k - 1L)
+    for (i in at) {
+      s[res$row[i] + 1L, res$col[i] + 1L] <- theta[i]
+      s[res$col[i] + 1L, res$row[i] + 1L] <- theta[i]
+    }
+    s
+  })
+  stats::setNames(out, groups)
 }
 
 # What an efficient slope fit keeps of its moment fit and its probes (as fit$efficient of
