@@ -102,7 +102,10 @@ slope_replicate <- function(data) {
 # core (on `threads` threads each, whose number does not change the results).
 slope_bootstrap <- function(fit, nsim, seed, threads, progress) {
   if (is.null(fit$frame)) {
-    stop("the bootstrap resamples the data of the fit, which this fit does not keep", call. = FALSE)
+    stop(paste(
+      "the bootstrap resamples the data of the fit, which fits from a list of data frames or",
+      "from files do not keep; fit a data frame (chunks of it are fine) to bootstrap"
+    ), call. = FALSE)
   }
   data <- slope_bootstrap_data(fit)
   check_bootstrap_memory(nsim, length(fit$theta), length(fit$coefficients))

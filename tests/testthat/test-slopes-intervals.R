@@ -137,3 +137,42 @@ test_that("bootstrap percentile intervals of the slope variance cover in a small
   expect_gt(coverage[["slope"]], 0.7)
   expect_gt(coverage[["days"]], 0.7)
 })
+
+test_that("slope fits from a list of data frames or files equal the data-frame fit", {
+  d <- lme4::sleepstudy
+  set.seed(1)
+  d <- d[sample(nrow(d), 150), ]
+  d$item <- factor(sample(sprintf("i%02d", 1:9), nrow(d), TRUE))
+  d$x2 <- rnorm(nrow(d))
+  d$Subject <- as.character(d$Subject)
+  f <- Reaction ~ Days + x2 + (Days | Subject) + (1 | item)
+  whole <- suppressMessages(fr_fit(f, data = d))
+  parts <- unname(split(d, rep(1:3, length.out = nrow(d))))
+  paths <- c(tempfile(fileext = ".csv"), tempfile(fileext = ".rds"), tempfile(fileext = ".csv"))
+  on.exit(unlink(paths))
+  utils::write.csv(parts[[1]], paths[1], row.names = FALSE)
+  saveRDS(parts[[2]], paths[2])
+  utils::write.csv(parts[[3]], paths[3], row.names = FALSE)
+  for (method in c("moments", "efficient")) {
+    whole <- suppressMessages(fr_fit(f, data = d, method = method))
+    fits <- list(list = suppressMessages(fr_fit(f, data = parts, method = method)))
+    if (requireNamespace("data.table", quietly = TRUE)) fits$files <- suppressMessages(fr_fit(f, data = paths, method = method))
+    for (fit in fits) {
+      expect_equal(fit$theta, whole$theta, tolerance = 1e-10)
+      expect_equal(fit$theta_raw, whole$theta_raw, tolerance = 1e-10)
+      expect_equal(fixef(fit), fixef(whole), tolerance = 1e-10)
+      expect_equal(vcov(fit), vcov(whole), tolerance = 1e-10)
+      for (g in names(whole$ranef)) {
+        expect_equal(fit$ranef[[g]][rownames(whole$ranef[[g]]), , drop = FALSE], whole$ranef[[g]], tolerance = 1e-10)
+      }
+      expect_identical(nobs(fit), nobs(whole))
+      expect_identical(ngrps(fit), ngrps(whole))
+      expect_equal(predict(fit, newdata = d), predict(whole), tolerance = 1e-10)
+      expect_error(predict(fit), "keeps no data")
+      expect_error(fr_bootstrap(fit, nsim = 5), "do not keep")
+      expect_null(fitted(fit))
+    }
+  }
+  expect_error(fr_fit(f, data = parts, combine = "average"), "combined exactly")
+  expect_error(fr_fit(f, data = parts, chunks = 2), "set by the data")
+})
