@@ -57,7 +57,7 @@
 #' head(boot)
 #' @export
 fr_bootstrap <- function(fit, nsim = 200, seed = NULL, threads = fit$threads, progress = interactive()) {
-  if (!inherits(fit, c("fr_fit", "fr_slope_fit"))) stop("`fit` must be a fit from fr_fit()", call. = FALSE)
+  if (!inherits(fit, c("fr_fit", "fr_slope_fit"))) stop("`fit` must be an fr_fit object (a fit from fr_fit(), with or without random slopes)", call. = FALSE)
   nsim <- check_whole_number(nsim, "nsim", at_least = 1)
   threads <- check_threads(if (is.null(threads)) 1L else threads)
   if (inherits(fit, "fr_slope_fit")) return(slope_bootstrap(fit, nsim, seed, threads, progress))
