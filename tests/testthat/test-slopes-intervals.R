@@ -176,3 +176,21 @@ test_that("slope fits from a list of data frames or files equal the data-frame f
   expect_error(fr_fit(f, data = parts, combine = "average"), "combined exactly")
   expect_error(fr_fit(f, data = parts, chunks = 2), "set by the data")
 })
+
+test_that("the slope bootstrap runs on crossed terms and refuses replicates beyond memory", {
+  set.seed(8)
+  d <- data.frame(user = factor(sample(30, 600, TRUE)), item = factor(sample(20, 600, TRUE)), x = rnorm(600))
+  d$y <- 1 + 0.5 * d$x + rnorm(30)[d$user] + rnorm(30, sd = 0.3)[d$user] * d$x + rnorm(20)[d$item] + rnorm(600)
+  fit <- suppressMessages(fr_fit(y ~ x + (x | user) + (1 | item), data = d))
+  boot <- suppressMessages(fr_bootstrap(fit, nsim = 20, seed = 1))
+  expect_identical(colnames(boot), c("sd_(Intercept)|user", "cor_x.(Intercept)|user", "sd_x|user",
+                                     "sd_(Intercept)|item", "sigma", "(Intercept)", "x"))
+  expect_equal(nrow(boot), 20L)
+  expect_true(all(is.finite(as.matrix(boot)[, c("sd_x|user", "sigma", "x")])))
+  # A replicate of 10^15 rows would not fit in the memory of this machine.
+  skip_if(is.na(fullrandom:::available_memory()), "available memory unknown")
+  data <- fullrandom:::slope_bootstrap_data(fit)
+  expect_error(fullrandom:::check_slope_replicate_memory(data, 1e15, "a replicate drawn"),
+               "a replicate drawn, 1000000000000000 rows\\) would need about .* of memory")
+  expect_silent(fullrandom:::check_slope_replicate_memory(data, 600, "the size of the data"))
+})
