@@ -174,6 +174,15 @@ test_that("slope fits from a list of data frames or files equal the data-frame f
     }
   }
   expect_error(fr_fit(f, data = parts, combine = "average"), "combined exactly")
+  # Files read on the workers of a future plan.
+  skip_if_not_installed("future.apply")
+  skip_if_not_installed("data.table")
+  old <- future::plan(future::multisession, workers = 2)
+  on.exit(future::plan(old), add = TRUE)
+  whole <- suppressMessages(fr_fit(f, data = d))
+  fit <- suppressMessages(fr_fit(f, data = paths, backend = "future"))
+  expect_equal(fit$theta, whole$theta, tolerance = 1e-10)
+  expect_equal(fixef(fit), fixef(whole), tolerance = 1e-10)
   expect_error(fr_fit(f, data = parts, chunks = 2), "set by the data")
 })
 
