@@ -184,8 +184,9 @@ slope_bootstrap <- function(fit, nsim, seed, threads, progress) {
 #' @param nsim number of bootstrap replicates.
 #' @param seed the bootstrap's seed, as for [fr_bootstrap()].
 #' @param boot replicates from [fr_bootstrap()] of this fit to use instead of drawing new ones.
-#' @param ... `threads` and `progress`, passed to [fr_bootstrap()]; any other argument is an
-#'   error rather than silently ignored.
+#' @param ... for `"bootstrap"`, `threads` and `progress`, passed to [fr_bootstrap()]; any
+#'   other argument (and any with `"Wald"`, as are `nsim`, `seed` and `boot`) is an error
+#'   rather than silently ignored.
 #' @return a matrix with one row per parameter and the lower and upper limits as columns
 #'   (`"2.5 %"`, `"97.5 %"`), with the attribute `"method"`: the method of every row.
 #' @examples
@@ -197,7 +198,12 @@ confint.fr_slope_fit <- function(object, parm, level = 0.95, method = c("Wald", 
                                  nsim = 200, seed = NULL, boot = NULL, ...) {
   if (missing(method) && (!is.null(boot) || !missing(nsim) || !is.null(seed))) method <- "bootstrap"
   method <- match.arg(method)
-  refuse_unknown_arguments("confint()", ..., allowed = c("threads", "progress"), help = "confint.fr_slope_fit")
+  refuse_unknown_arguments("confint()", ..., allowed = if (method == "bootstrap") c("threads", "progress"),
+                           help = "confint.fr_slope_fit")
+  if (method == "Wald" && (!is.null(boot) || !missing(nsim) || !is.null(seed))) {
+    stop("Wald intervals of a slope fit draw no bootstrap replicates: `nsim`, `seed` and `boot` ",
+         "apply to method = \"bootstrap\"", call. = FALSE)
+  }
   if (!is.numeric(level) || length(level) != 1L || is.na(level) || level <= 0 || level >= 1) {
     stop("`level` must be a single number between 0 and 1", call. = FALSE)
   }

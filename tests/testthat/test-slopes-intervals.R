@@ -35,6 +35,8 @@ test_that("Wald intervals of a slope fit are fixef +/- z se, NA for the covarian
   expect_error(confint(fit, parm = "sd_Days"), "unknown parameter")
   expect_error(confint(fit, nsim2 = 3), "does not take `nsim2`")
   expect_error(confint(fit, level = 2), "between 0 and 1")
+  expect_error(confint(fit, method = "Wald", nsim = 100), "draw no bootstrap replicates")
+  expect_error(confint(fit, method = "Wald", threads = 2), "does not take `threads`")
 })
 
 test_that("the pigeonhole replicate repeats rows by the product of their levels' draws", {
