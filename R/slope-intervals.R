@@ -25,6 +25,7 @@ slope_parameter_values <- function(sigma_list, sigma, coefficients, labels) {
     sd <- sqrt(pmax(diag(s), 0))
     diagonal <- at[, "row"] == at[, "col"]
     value <- ifelse(diagonal, sd[at[, "row"]], s[at] / (sd[at[, "row"]] * sd[at[, "col"]]))
+    value[!diagonal] <- pmin(pmax(value[!diagonal], -1), 1)
     value[!diagonal & !is.finite(value)] <- NaN
     stats::setNames(value, paste0(ifelse(diagonal, paste0("sd_", cn[at[, "row"]]),
                                          paste0("cor_", cn[at[, "row"]], ".", cn[at[, "col"]])),
@@ -155,6 +156,28 @@ slope_bootstrap <- function(fit, nsim, seed, threads, progress) {
             seed = stream, failed = errors[failed])
 }
 
+# Percentile limits of a slope fit's parameters. The covariance parameters' replicates
+# (the raw solutions, before the boundary rule) are first centred on the fit's reported
+# estimate entry by entry on the variance scale, theta* - mean(theta*) + theta, as for
+# intercept-only fits (see percentile_intervals()): in crossed data the pigeonhole
+# replicates' variances are shifted (a resampled row's copies share its residual). The
+# centred covariance matrices give standard deviations (variances cut at zero) and
+# correlations (cut to [-1, 1]); the fixed effects are the replicates' own percentiles.
+slope_percentile_intervals <- function(fit, boot, probs) {
+  quantiles <- function(x) stats::quantile(x, probs = probs, names = FALSE, na.rm = TRUE)
+  raw <- attr(boot, "raw")
+  centred <- sweep(raw, 2L, colMeans(raw) - unname(fit$theta))
+  labels <- slope_term_labels(fit)
+  design_names <- lapply(fit$Sigma, colnames)
+  values <- t(apply(centred, 1L, function(theta) {
+    sigma_list <- slope_sigma_list(theta, fit$theta_layout, design_names, fit$groups)
+    slope_parameter_values(sigma_list, sqrt(max(theta[[length(theta)]], 0)), NULL, labels)
+  }))
+  n_random <- ncol(values)
+  rbind(t(apply(values, 2L, quantiles)),
+        t(apply(as.matrix(boot)[, -seq_len(n_random), drop = FALSE], 2L, quantiles)))
+}
+
 #' Confidence intervals for a fit with random slopes
 #'
 #' Intervals for the standard deviations and correlations of the random terms, the
@@ -169,10 +192,15 @@ slope_bootstrap <- function(fit, nsim, seed, threads, progress) {
 #'   Wald intervals (the package has no standard errors for them with random slopes yet).
 #' * `"bootstrap"`: percentile intervals of every row from [fr_bootstrap()], the pigeonhole
 #'   bootstrap (with one grouping factor, the cluster bootstrap), each replicate refitted by
-#'   the fit's method. The percentiles are those of the replicates as the estimator gives
-#'   them, not centred: with crossed grouping factors a resampled observation and its
+#'   the fit's method. With crossed grouping factors a resampled observation and its
 #'   copies share one residual, which shifts the replicates' residual variance down and
-#'   the terms' variances up, so there the intervals are conservative and shifted.
+#'   the terms' variances up (on 20,000 crossed ratings by 2.3 bootstrap sds for the slope
+#'   sd and for `sigma`). So, as for intercept-only fits ([confint.fr_fit()]), the
+#'   covariance parameters' replicates (the unbiased solutions, before the boundary rule)
+#'   are centred on the reported estimate entry by entry on the variance scale,
+#'   `theta* - mean(theta*) + theta`, and the limits are the percentiles of the standard
+#'   deviations (variances cut at zero) and correlations (cut to \[-1, 1\]) of the centred
+#'   matrices. The fixed effects' limits are their replicates' percentiles.
 #'   Percentile intervals need at least one replicate beyond each limit (40 at the 95%
 #'   level; fewer is an error) and warn below two and a half (100 at 95%).
 #'
@@ -221,8 +249,8 @@ confint.fr_slope_fit <- function(object, parm, level = 0.95, method = c("Wald", 
       stop("`boot` holds the replicates of another model", call. = FALSE)
     }
     check_replicate_count(nrow(boot), method, level)
-    out <- t(apply(as.matrix(boot), 2L, stats::quantile, probs = probs, names = FALSE, na.rm = TRUE))
-    row_methods <- rep("bootstrap percentile", length(names_all))
+    out <- slope_percentile_intervals(object, boot, probs)
+    row_methods <- c(rep("bootstrap percentile (centred on the estimate)", n_random), rep("bootstrap percentile", n_fixed))
   } else {
     se <- sqrt(diag(object$vcov))[names(object$coefficients)]
     fixed <- outer(unname(object$coefficients), rep(1, 2L)) + outer(unname(se), stats::qnorm(probs))

@@ -140,6 +140,8 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
     method = method, coefficients = coef, vcov = vcov,
     theta = stats::setNames(res$estimate, theta_names),
     theta_raw = stats::setNames(res$raw, theta_names),
+    # Where each entry of theta sits: term (0-based, -1 the residual), row and column.
+    theta_layout = list(term = res$term, row = res$row, col = res$col),
     Sigma = sigma_of(res$estimate), Sigma_raw = sigma_of(res$raw),
     sigma = sqrt(res$estimate[length(res$estimate)]),
     boundary = boundary, ranef = ranef,

@@ -107,7 +107,7 @@ test_that("the slope bootstrap's se of a fixed effect is near lmer's, and percen
   expect_gt(ratio, 0.75)
   expect_lt(ratio, 1.25)
   ci <- confint(fit, boot = boot)
-  expect_identical(unname(attr(ci, "method")[1]), "bootstrap percentile")
+  expect_identical(unname(attr(ci, "method")[c(1, 6)]), c("bootstrap percentile (centred on the estimate)", "bootstrap percentile"))
   est <- attr(boot, "estimate")
   expect_true(all(ci[, 1] <= est & est <= ci[, 2]))
   expect_equal(unname(ci["Days", ]), unname(quantile(boot$Days, c(0.025, 0.975))))
@@ -198,6 +198,12 @@ test_that("the slope bootstrap runs on crossed terms and refuses replicates beyo
                                      "sd_(Intercept)|item", "sigma", "(Intercept)", "x"))
   expect_equal(nrow(boot), 20L)
   expect_true(all(is.finite(as.matrix(boot)[, c("sd_x|user", "sigma", "x")])))
+  # Crossed: the replicates' residual variance is shifted down and the slope variance up
+  # (their copies share a residual); the intervals, centred on the estimate, hold it.
+  expect_lt(mean(boot$sigma), fit$sigma)
+  ci <- confint(fit, boot = boot, level = 0.5)
+  est <- attr(boot, "estimate")
+  expect_true(all(ci[, 1] <= est & est <= ci[, 2]))
   # A replicate of 10^15 rows would not fit in the memory of this machine.
   skip_if(is.na(fullrandom:::available_memory()), "available memory unknown")
   data <- fullrandom:::slope_bootstrap_data(fit)
