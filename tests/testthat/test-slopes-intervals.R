@@ -107,7 +107,9 @@ test_that("the slope bootstrap's se of a fixed effect is near lmer's, and percen
   expect_gt(ratio, 0.75)
   expect_lt(ratio, 1.25)
   ci <- confint(fit, boot = boot)
-  expect_identical(unname(attr(ci, "method")[c(1, 6)]), c("bootstrap percentile (centred on the estimate)", "bootstrap percentile"))
+  # One grouping factor: the replicates' own percentiles.
+  expect_identical(unname(attr(ci, "method")[c(1, 6)]), c("bootstrap percentile", "bootstrap percentile"))
+  expect_equal(unname(ci["sd_Days|Subject", ]), unname(quantile(boot$`sd_Days|Subject`, c(0.025, 0.975))))
   est <- attr(boot, "estimate")
   expect_true(all(ci[, 1] <= est & est <= ci[, 2]))
   expect_equal(unname(ci["Days", ]), unname(quantile(boot$Days, c(0.025, 0.975))))
@@ -202,6 +204,7 @@ test_that("the slope bootstrap runs on crossed terms and refuses replicates beyo
   # (their copies share a residual); the intervals, centred on the estimate, hold it.
   expect_lt(mean(boot$sigma), fit$sigma)
   ci <- confint(fit, boot = boot, level = 0.5)
+  expect_identical(unname(attr(ci, "method")[1]), "bootstrap percentile (centred on the estimate)")
   est <- attr(boot, "estimate")
   expect_true(all(ci[, 1] <= est & est <= ci[, 2]))
   # A replicate of 10^15 rows would not fit in the memory of this machine.
