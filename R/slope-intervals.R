@@ -15,7 +15,7 @@ slope_term_labels <- function(fit) vapply(fit$random, `[[`, "", "label")
 
 # The values of those parameters from the terms' covariance matrices `sigma_list`, the
 # residual sd and the fixed effects: standard deviations and correlations (NaN when a
-# standard deviation is zero).
+# standard deviation is zero; cut to [-1, 1] when the matrix is not positive semidefinite).
 slope_parameter_values <- function(sigma_list, sigma, coefficients, labels) {
   pieces <- lapply(seq_along(sigma_list), function(k) {
     s <- sigma_list[[k]]
