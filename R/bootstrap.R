@@ -27,8 +27,10 @@
 #' (`"moments"` or `"efficient"`). The columns are those of [confint.fr_slope_fit()]:
 #' standard deviations and correlations (`sd_Days|Subject`, `cor_Days.(Intercept)|Subject`),
 #' `sigma` and the fixed effects; the attributes `variances` and `raw` hold the replicates'
-#' covariance parameters (`fit$theta`, `fit$theta_raw`). A replicate as large as half the
-#' memory available is refused.
+#' covariance parameters (`fit$theta`, `fit$theta_raw`), and `interval_values` the
+#' replicates whose percentiles [confint.fr_slope_fit()] takes (with more than one grouping
+#' factor, the covariance replicates centred on the estimate). A replicate as large as half
+#' the memory available is refused.
 #'
 #' @param fit an `fr_fit` made from a data frame (fits from files keep no data to resample),
 #'   with or without random slopes.

@@ -149,11 +149,14 @@ slope_bootstrap <- function(fit, nsim, seed, threads, progress) {
   colnames(variances) <- colnames(raw) <- names(fit$theta)
   frame <- as.data.frame(values[!failed, , drop = FALSE], optional = TRUE)
   rownames(frame) <- NULL
-  structure(frame, class = c("fr_bootstrap", "data.frame"),
-            variances = variances[!failed, , drop = FALSE],
-            raw = raw[!failed, , drop = FALSE],
-            estimate = slope_parameter_values(fit$Sigma, fit$sigma, fit$coefficients, labels),
-            seed = stream, failed = errors[failed])
+  frame <- structure(frame, class = c("fr_bootstrap", "data.frame"),
+                     variances = variances[!failed, , drop = FALSE],
+                     raw = raw[!failed, , drop = FALSE],
+                     estimate = slope_parameter_values(fit$Sigma, fit$sigma, fit$coefficients, labels),
+                     seed = stream, failed = errors[failed])
+  # For plot(): the replicates confint() takes the percentiles of.
+  attr(frame, "interval_values") <- slope_interval_values(fit, frame)
+  frame
 }
 
 # Percentile limits of a slope fit's parameters. The covariance parameters' replicates
@@ -165,18 +168,23 @@ slope_bootstrap <- function(fit, nsim, seed, threads, progress) {
 # correlations (cut to [-1, 1]); the fixed effects are the replicates' own percentiles.
 slope_percentile_intervals <- function(fit, boot, probs) {
   quantiles <- function(x) stats::quantile(x, probs = probs, names = FALSE, na.rm = TRUE)
-  if (!slope_bootstrap_centred(fit)) return(t(apply(as.matrix(boot), 2L, quantiles)))
+  t(apply(slope_interval_values(fit, boot), 2L, quantiles))
+}
+
+# The replicates whose percentiles are the limits (a matrix with the columns of `boot`).
+slope_interval_values <- function(fit, boot) {
+  values <- as.matrix(boot)
+  if (!slope_bootstrap_centred(fit)) return(values)
   raw <- attr(boot, "raw")
   centred <- sweep(raw, 2L, colMeans(raw) - unname(fit$theta))
   labels <- slope_term_labels(fit)
   design_names <- lapply(fit$Sigma, colnames)
-  values <- t(apply(centred, 1L, function(theta) {
+  random <- t(apply(centred, 1L, function(theta) {
     sigma_list <- slope_sigma_list(theta, fit$theta_layout, design_names, fit$groups)
     slope_parameter_values(sigma_list, sqrt(max(theta[[length(theta)]], 0)), NULL, labels)
   }))
-  n_random <- ncol(values)
-  rbind(t(apply(values, 2L, quantiles)),
-        t(apply(as.matrix(boot)[, -seq_len(n_random), drop = FALSE], 2L, quantiles)))
+  values[, seq_len(ncol(random))] <- random
+  values
 }
 
 # Whether the percentile intervals centre the covariance replicates: with more than one

@@ -205,6 +205,10 @@ test_that("the slope bootstrap runs on crossed terms and refuses replicates beyo
   expect_lt(mean(boot$sigma), fit$sigma)
   ci <- confint(fit, boot = boot, level = 0.5)
   expect_identical(unname(attr(ci, "method")[1]), "bootstrap percentile (centred on the estimate)")
+  expect_equal(unname(ci[, 1]), unname(apply(attr(boot, "interval_values"), 2L, quantile, 0.25)))
+  pdf(NULL)
+  on.exit(grDevices::dev.off(), add = TRUE)
+  expect_identical(plot(boot), boot)
   est <- attr(boot, "estimate")
   expect_true(all(ci[, 1] <= est & est <= ci[, 2]))
   # A replicate of 10^15 rows would not fit in the memory of this machine.
