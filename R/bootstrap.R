@@ -20,7 +20,20 @@
 #' components on the estimate (see `vignette("intervals", package = "fullrandom")`); the
 #' replicates returned here are as the estimator gives them.
 #'
-#' @param fit an `fr_fit` made from a data frame (fits from files keep no data to resample).
+#' A fit with random slopes (`(x | g)` terms) is bootstrapped the same way: every grouping
+#' factor draws its levels with replacement (terms on the same factor share the draw), each
+#' replicate's data is built (row `i` repeated as many times as the product of its levels'
+#' multiplicities, each copy in levels of its own) and refitted by the fit's method
+#' (`"moments"` or `"efficient"`). The columns are those of [confint.fr_slope_fit()]:
+#' standard deviations and correlations (`sd_Days|Subject`, `cor_Days.(Intercept)|Subject`),
+#' `sigma` and the fixed effects; the attributes `variances` and `raw` hold the replicates'
+#' covariance parameters (`fit$theta`, `fit$theta_raw`), and `interval_values` the
+#' replicates whose percentiles [confint.fr_slope_fit()] takes (with more than one grouping
+#' factor, the covariance replicates centred on the estimate). A replicate as large as half
+#' the memory available is refused.
+#'
+#' @param fit an `fr_fit` made from a data frame (fits from files keep no data to resample),
+#'   with or without random slopes.
 #' @param nsim number of replicates.
 #' @param seed `NULL` to draw the replicates' seed from R's random stream (so
 #'   [set.seed()] makes them reproducible), or a number: the same number gives the same
@@ -46,9 +59,10 @@
 #' head(boot)
 #' @export
 fr_bootstrap <- function(fit, nsim = 200, seed = NULL, threads = fit$threads, progress = interactive()) {
-  if (!inherits(fit, "fr_fit")) stop("`fit` must be an fr_fit object", call. = FALSE)
+  if (!inherits(fit, c("fr_fit", "fr_slope_fit"))) stop("`fit` must be an fr_fit object (a fit from fr_fit(), with or without random slopes)", call. = FALSE)
   nsim <- check_whole_number(nsim, "nsim", at_least = 1)
   threads <- check_threads(if (is.null(threads)) 1L else threads)
+  if (inherits(fit, "fr_slope_fit")) return(slope_bootstrap(fit, nsim, seed, threads, progress))
   check_bootstrap_memory(nsim, length(fit$flist) + 1L, length(fit$coef_all))
   model <- bootstrap_model(fit)
   stream <- with_seed(seed, stream_seed())
@@ -174,6 +188,7 @@ bootstrap_frame <- function(fit, out, nsim, stream) {
 # lme4's names of the parameters (confint(oldNames = FALSE)): sd_(Intercept)|<term> for
 # every term, sigma, then the fixed effects.
 parameter_names <- function(fit) {
+  if (inherits(fit, "fr_slope_fit")) return(slope_parameter_names(fit))
   c(paste0("sd_(Intercept)|", names(fit$flist)), "sigma", names(fit$coefficients))
 }
 
@@ -445,7 +460,8 @@ percentile_intervals <- function(fit, boot, probs) {
 # The indices of the parameters `parm` names (lme4's conventions), all when NULL.
 select_parameters <- function(fit, parm) {
   names_all <- parameter_names(fit)
-  n_sd <- length(fit$flist) + 1L
+  # The standard deviations (and a slope fit's correlations) and sigma come first.
+  n_sd <- length(names_all) - length(fit$coefficients)
   if (is.null(parm)) return(seq_along(names_all))
   if (is.numeric(parm)) {
     if (anyNA(parm) || any(parm < 1 | parm > length(names_all) | parm != round(parm))) {

@@ -362,17 +362,7 @@ source_chunk_worker <- function(piece, spec) {
   spec$size_columns <- size_columns
   out <- fit_chunk_vectors(md$y, md$fixed$columns, md$fixed$intercept, md$flist,
                            vapply(md$flist, nlevels, 1L), spec)
-  terms_by_label <- stats::setNames(spec$parsed$random, vapply(spec$parsed$random, `[[`, "", "label"))
-  out$levels <- lapply(stats::setNames(names(md$flist), names(md$flist)), function(label) {
-    factors <- terms_by_label[[label]]$factors
-    column <- if (length(factors) == 1L) md$frame[[deparse1(factors[[1L]])]]
-    # factor() orders a non-factor variable by its sorted values; the whole data's order
-    # comes from sorting the values of all chunks.
-    values <- if (!is.null(column) && !is.factor(column)) unique(column)
-    order <- if (length(factors) == 1L) md$source_levels[[deparse1(factors[[1L]])]]
-    list(labels = levels(md$flist[[label]]), values = values, order = order,
-         components = attr(md$flist[[label]], "components"))
-  })
+  out$levels <- chunk_level_sets(md, spec$parsed)
   out$fixed_levels <- if (is.null(spec$xlev)) fixed_factor_levels(md)
   out$x_names <- md$fixed$names
   out$size_columns <- size_columns
@@ -389,6 +379,23 @@ source_chunk_worker <- function(piece, spec) {
 # Returns `labels`, `maps` (per chunk, the global level of each of its levels) and, for an
 # interaction, `components`: its levels are matched by the tuple of their components'
 # labels, not by the joined label, which two distinct tuples can share.
+# The levels of every grouping factor of a chunk's frame, in the form global_levels()
+# merges: the labels, and how the whole data orders them.
+chunk_level_sets <- function(md, parsed) {
+  terms_by_label <- stats::setNames(parsed$random, vapply(parsed$random, `[[`, "", "label"))
+  labels <- unique(names(md$flist))
+  lapply(stats::setNames(labels, labels), function(label) {
+    factors <- terms_by_label[[label]]$factors
+    column <- if (length(factors) == 1L) md$frame[[deparse1(factors[[1L]])]]
+    # factor() orders a non-factor variable by its sorted values; the whole data's order
+    # comes from sorting the values of all chunks.
+    values <- if (!is.null(column) && !is.factor(column)) unique(column)
+    order <- if (length(factors) == 1L) md$source_levels[[deparse1(factors[[1L]])]]
+    list(labels = levels(md$flist[[label]]), values = values, order = order,
+         components = attr(md$flist[[label]], "components"))
+  })
+}
+
 global_levels <- function(parts) {
   if (!is.null(parts[[1L]]$components)) return(global_interaction_levels(parts))
   values <- lapply(parts, `[[`, "values")

@@ -208,6 +208,12 @@
 #' effects or `size()` terms read the chunks twice: once for the levels and the group
 #' sizes of the whole data, once for the statistics.
 #'
+#' Random slopes are combined exactly only (in chunks of a data frame, from lists of data
+#' frames and from files; these read every chunk twice, once for the levels and once for
+#' the statistics); `combine = "average"` is refused for them, because the core has no
+#' entry point yet for Henderson's equations of a slope model at given (averaged)
+#' components, which the averaged fit's BLUPs and `vcov()` need.
+#'
 #' @param formula a two-sided formula in lme4 syntax with at least one random
 #'   intercept, e.g. `y ~ service + (1 | s) + (1 | d) + (1 | dept)`. Grouping
 #'   variables of any type are treated as factors.

@@ -125,10 +125,15 @@ plot.fr_bootstrap <- function(x, level = 0.95, ...) {
   estimate <- attr(x, "estimate")
   raw <- attr(x, "raw")
   values <- as.matrix(x)
-  n_sd <- ncol(raw)
-  # As confint's percentile intervals: variances centred on the estimate, then sd.
-  centred <- sweep(raw, 2L, colMeans(raw) - estimate[seq_len(n_sd)]^2)
-  values[, seq_len(n_sd)] <- sqrt(pmax(centred, 0))
+  if (!is.null(attr(x, "interval_values"))) {
+    # A random-slope fit's replicates, as its confint() uses them.
+    values <- attr(x, "interval_values")
+  } else {
+    n_sd <- ncol(raw)
+    # As confint's percentile intervals: variances centred on the estimate, then sd.
+    centred <- sweep(raw, 2L, colMeans(raw) - estimate[seq_len(n_sd)]^2)
+    values[, seq_len(n_sd)] <- sqrt(pmax(centred, 0))
+  }
   probs <- c((1 - level) / 2, (1 + level) / 2)
   with_panels(ncol(values), function(j) {
     v <- values[, j]

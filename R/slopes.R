@@ -5,10 +5,10 @@
 #
 # A fit is an object of class "fr_slope_fit" with its own methods (print, summary,
 # VarCorr, ranef, coef, fixef, vcov, sigma, fitted, residuals, predict, tidy, nobs,
-# ngrps, formula); chunks of a data frame are merged exactly. It deliberately does not
-# inherit from "fr_fit": methods that do not handle slopes yet (confint, the bootstrap,
-# anova, simulate, fr_distribution)
-# then fail with "no applicable method" instead of giving wrong numbers.
+# ngrps, formula, confint and fr_bootstrap, in R/slope-intervals.R); chunks of a data
+# frame are merged exactly. It deliberately does not inherit from "fr_fit": methods that
+# do not handle slopes yet (anova, simulate, fr_distribution) then fail with "no
+# applicable method" instead of giving wrong numbers.
 
 # The left-hand sides of the terms a slope bar expands into: `(lhs | g)` keeps its
 # left-hand side; `(lhs || g)` gives one term per column of lhs, `1` and `0 + x` ...,
@@ -69,31 +69,37 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
   # MINQUE steps from the moment estimates: 0 for the moments, 1 for the efficient estimator.
   steps <- if (method == "efficient") 1L else 0L
   chunked <- !is.null(chunking$chunks) || !is.null(chunking$chunk_by) || chunking$backend == "future"
-  if (!is.data.frame(data) && !is.null(data)) {
-    stop("random slopes are fitted from a data frame in memory (in chunks of it too); ",
-         "lists of data frames and files are not supported yet", call. = FALSE)
-  }
-  if (chunked && chunking$combine != "exact") {
+  if ((chunked || !is.data.frame(data) && !is.null(data)) && chunking$combine != "exact") {
     stop("random slopes in chunks are combined exactly (combine = \"exact\"); ",
          "Software Alchemy averaging is not supported yet for them", call. = FALSE)
   }
-  md <- fr_model_data(parsed, frame_call, data, env, threads)
   labels <- vapply(parsed$random, `[[`, "", "label")
-  # Each term's columns as vectors (NULL for the intercept); the model matrices are not
-  # kept, only their column names.
-  designs <- lapply(parsed$random, slope_design, frame = md$frame)
-  design_names <- lapply(designs, `[[`, "names")
-  # The factors themselves are the codes (the core reads a factor's integer codes), so
-  # no full-length copy is made of them.
-  terms <- lapply(seq_along(parsed$random), function(k) {
-    f <- md$flist[[labels[k]]]
-    list(label = labels[k], codes = f, n_levels = nlevels(f), z = designs[[k]]$columns)
-  })
-  rm(designs)
-  res <- if (chunked) {
-    fit_slope_chunks(md, terms, parsed, chunking, threads, steps)
+  if (!is.data.frame(data) && !is.null(data)) {
+    # A list of data frames or files: statistics of every source merged exactly; no
+    # frame is kept, so the fit has no fitted values or residuals.
+    sources <- fit_slope_sources(parsed, data, frame_call, env, chunking, threads, steps)
+    md <- sources$md
+    res <- sources$res
+    design_names <- sources$design_names
   } else {
-    fr_slope_fit(md$y, md$fixed$columns, md$fixed$names, terms, threads, steps)
+    md <- fr_model_data(parsed, frame_call, data, env, threads)
+    md$n <- length(md$y)
+    # Each term's columns as vectors (NULL for the intercept); the model matrices are not
+    # kept, only their column names.
+    designs <- lapply(parsed$random, slope_design, frame = md$frame)
+    design_names <- lapply(designs, `[[`, "names")
+    # The factors themselves are the codes (the core reads a factor's integer codes), so
+    # no full-length copy is made of them.
+    terms <- lapply(seq_along(parsed$random), function(k) {
+      f <- md$flist[[labels[k]]]
+      list(label = labels[k], codes = f, n_levels = nlevels(f), z = designs[[k]]$columns)
+    })
+    rm(designs)
+    res <- if (chunked) {
+      fit_slope_chunks(md, terms, parsed, chunking, threads, steps)
+    } else {
+      fr_slope_fit(md$y, md$fixed$columns, md$fixed$names, terms, threads, steps)
+    }
   }
   p <- length(md$fixed$names)
   coef <- stats::setNames(res$coef, md$fixed$names)
@@ -101,21 +107,8 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
   report_dropped_columns(md$fixed$names, kept)
   vcov <- matrix(res$vcov, p, p, dimnames = list(md$fixed$names, md$fixed$names))
   groups <- make.unique(labels)
-  sigma_of <- function(theta) {
-    out <- lapply(seq_along(terms), function(k) {
-      cn <- design_names[[k]]
-      q <- length(cn)
-      s <- matrix(0, q, q, dimnames = list(cn, cn))
-      at <- which(res$term == k - 1L)
-      for (i in at) {
-        s[res$row[i] + 1L, res$col[i] + 1L] <- theta[i]
-        s[res$col[i] + 1L, res$row[i] + 1L] <- theta[i]
-      }
-      s
-    })
-    stats::setNames(out, groups)
-  }
-  ranef <- lapply(seq_along(terms), function(k) {
+  sigma_of <- function(theta) slope_sigma_list(theta, res, design_names, groups)
+  ranef <- lapply(seq_along(parsed$random), function(k) {
     cn <- design_names[[k]]
     f <- md$flist[[labels[k]]]
     u <- matrix(res$ranef[[k]], ncol = length(cn), byrow = TRUE,
@@ -124,7 +117,9 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
   })
   names(ranef) <- groups
   # Computed by the core in parallel, straight into the two vectors the fit keeps.
-  fitted <- fr_slope_fitted(md$y, md$fixed$columns, md$fixed$names, terms, as.double(res$coef), res$ranef, threads)
+  fitted <- if (!is.null(md$frame)) {
+    fr_slope_fitted(md$y, md$fixed$columns, md$fixed$names, terms, as.double(res$coef), res$ranef, threads)
+  }
   theta_names <- ifelse(res$term < 0L, "Residual", paste0(
     groups[pmax(res$term, 0L) + 1L], ".",
     vapply(seq_along(res$term), function(i) {
@@ -145,19 +140,41 @@ fr_fit_slopes <- function(call, formula, parsed, data, frame_call, env, method, 
     method = method, coefficients = coef, vcov = vcov,
     theta = stats::setNames(res$estimate, theta_names),
     theta_raw = stats::setNames(res$raw, theta_names),
+    # Where each entry of theta sits: term (0-based, -1 the residual), row and column.
+    theta_layout = list(term = res$term, row = res$row, col = res$col),
     Sigma = sigma_of(res$estimate), Sigma_raw = sigma_of(res$raw),
     sigma = sqrt(res$estimate[length(res$estimate)]),
     boundary = boundary, ranef = ranef,
     equations = list(lhs = matrix(res$lhs, length(res$q), byrow = TRUE), q = res$q),
     efficient = efficient,
-    fitted.values = name_by_rows(fitted$fitted, md$frame),
-    residuals = name_by_rows(fitted$residuals, md$frame),
-    call = call, formula = formula, random = parsed$random, groups = groups,
+    fitted.values = if (!is.null(fitted)) name_by_rows(fitted$fitted, md$frame),
+    residuals = if (!is.null(fitted)) name_by_rows(fitted$residuals, md$frame),
+    call = call, formula = formula, random = parsed$random, groups = groups, threads = threads,
     flist = md$flist, frame = md$frame, terms = md$terms, fixed_names = md$fixed$names,
-    contrasts = md$fixed$contrasts, xlevels = stats::.getXlevels(md$terms, md$frame),
-    nobs = length(md$y), n_dropped = md$n_dropped, na.action = md$na_action,
+    contrasts = md$fixed$contrasts,
+    xlevels = if (!is.null(md$frame)) stats::.getXlevels(md$terms, md$frame) else md$xlevels,
+    nobs = md$n, n_dropped = md$n_dropped, na.action = md$na_action,
+    chunks = if (!is.data.frame(data) && !is.null(data)) list(chunks = length(data), combine = "exact", backend = chunking$backend),
     data_name = if (is.null(call$data)) NULL else deparse1(call$data)
   ), class = "fr_slope_fit")
+}
+
+# The covariance matrix of every term from the core's parameter vector `theta`, whose
+# entry i is row res$row[i], column res$col[i] (0-based) of term res$term[i] (-1: the
+# residual), as the core's fit `res` lays them out.
+slope_sigma_list <- function(theta, res, design_names, groups) {
+  out <- lapply(seq_along(design_names), function(k) {
+    cn <- design_names[[k]]
+    q <- length(cn)
+    s <- matrix(0, q, q, dimnames = list(cn, cn))
+    at <- which(res$term == k - 1L)
+    for (i in at) {
+      s[res$row[i] + 1L, res$col[i] + 1L] <- theta[i]
+      s[res$col[i] + 1L, res$row[i] + 1L] <- theta[i]
+    }
+    s
+  })
+  stats::setNames(out, groups)
 }
 
 # What an efficient slope fit keeps of its moment fit and its probes (as fit$efficient of
@@ -201,6 +218,68 @@ fit_slope_chunks <- function(md, terms, parsed, chunking, threads, steps = 0L) {
   }
   results <- run_chunks(pieces, slope_chunk_worker, spec, chunking$backend)
   fr_slope_merged_fit(results, threads, steps)
+}
+
+# A list of data frames or files (one chunk each): every source is read and framed on
+# its worker twice, first for the levels of its grouping factors (and fixed-effect
+# factors), then, with the whole data's levels, for its statistics, its codes mapped to
+# the whole data's levels; the statistics are merged exactly. Returns the core's fit
+# `res`, the terms' column names and the model data without a frame.
+fit_slope_sources <- function(parsed, data, frame_call, env, chunking, threads, steps) {
+  if (length(parsed$size_calls) > 0L) {
+    stop("size() terms are not supported with random slopes fitted from lists of data frames or files",
+         call. = FALSE)
+  }
+  sources <- chunk_sources(data, chunking$chunks, chunking$chunk_by)
+  spec <- list(parsed = parsed, frame_call = frame_call, env = env, xlev = NULL, size_counts = NULL,
+               threads = worker_threads(chunking$backend, threads))
+  scans <- run_chunks(sources, slope_scan_worker, spec, chunking$backend)
+  fixed_levels <- lapply(scans, `[[`, "fixed_levels")
+  if (any(lengths(fixed_levels) > 0L)) spec$xlev <- merge_fixed_levels(fixed_levels)
+  labels <- names(scans[[1L]]$levels)
+  global <- lapply(stats::setNames(labels, labels), function(label) {
+    global_levels(lapply(scans, function(s) s$levels[[label]]))
+  })
+  spec$n_levels <- vapply(global, function(g) length(g$labels), 1L)
+  for (i in seq_along(sources)) sources[[i]]$maps <- lapply(global, function(g) g$maps[[i]])
+  results <- run_chunks(sources, slope_source_worker, spec, chunking$backend)
+  first <- results[[1L]]
+  for (r in results[-1L]) {
+    if (!identical(r$x_names, first$x_names) || !identical(r$design_names, first$design_names)) {
+      stop(sprintf(paste(
+        "the sources give different model columns (source %d: %s; source 1: %s); factor",
+        "slope variables must have the same levels in every source"
+      ), r$index, paste(c(r$x_names, unlist(r$design_names)), collapse = ", "),
+      paste(c(first$x_names, unlist(first$design_names)), collapse = ", ")), call. = FALSE)
+    }
+  }
+  n <- sum(vapply(results, `[[`, 1L, "n"))
+  check_grouping_sizes(spec$n_levels, n, labels)
+  res <- fr_slope_merged_fit(lapply(results, `[[`, "statistics"), threads, steps)
+  flist <- lapply(global, function(g) structure(factor(character(), levels = g$labels), components = g$components))
+  md <- list(fixed = list(names = first$x_names, contrasts = first$contrasts), terms = first$terms,
+             frame = NULL, y = NULL, flist = flist, n = n, xlevels = first$xlevels, na_action = NULL,
+             n_dropped = sum(vapply(results, `[[`, 1L, "n_dropped")))
+  list(res = res, md = md, design_names = first$design_names)
+}
+
+slope_scan_worker <- function(piece, spec) {
+  md <- chunk_model_data(piece, spec)
+  list(levels = chunk_level_sets(md, spec$parsed), fixed_levels = fixed_factor_levels(md))
+}
+
+slope_source_worker <- function(piece, spec) {
+  md <- chunk_model_data(piece, spec)
+  designs <- lapply(spec$parsed$random, slope_design, frame = md$frame)
+  terms <- lapply(seq_along(spec$parsed$random), function(k) {
+    label <- spec$parsed$random[[k]]$label
+    list(label = label, codes = piece$maps[[label]][as.integer(md$flist[[label]])],
+         n_levels = spec$n_levels[[label]], z = designs[[k]]$columns)
+  })
+  list(index = piece$index, n = length(md$y), n_dropped = md$n_dropped,
+       statistics = fr_slope_statistics(md$y, md$fixed$columns, md$fixed$names, terms, spec$threads),
+       x_names = md$fixed$names, design_names = lapply(designs, `[[`, "names"), terms = md$terms,
+       contrasts = md$fixed$contrasts, xlevels = stats::.getXlevels(md$terms, md$frame))
 }
 
 # The rows `rows` of the response, the fixed columns and the terms' codes and columns.
@@ -388,6 +467,9 @@ predict.fr_slope_fit <- function(object, newdata = NULL, re.form = NULL,
          call. = FALSE)
   }
   if (is.null(newdata)) {
+    if (is.null(object$frame)) {
+      stop("a fit from a list of data frames or from files keeps no data: give `newdata`", call. = FALSE)
+    }
     if (include_random) return(object$fitted.values)
     newdata <- object$frame
   }

@@ -64,7 +64,9 @@ test_that("(0 + x | g), crossed slopes and (1 | g) in one slope model fit", {
   expect_equal(colnames(ranef(fit0)$user), "x")
   expect_error(fr_fit(y ~ x + (x | user), d, method = "reml"), "method = \"moments\" or \"efficient\"")
   expect_error(fr_fit(y ~ x + (x | user), d, chunks = 2, combine = "average"), "combined exactly")
-  expect_error(fr_fit(y ~ x + (x | user), list(d, d)), "lists of data frames and files are not supported")
+  # A list of data frames is one data set (test-slopes-intervals.R checks the fits).
+  expect_equal(fr_fit(y ~ x + (x | user), list(d, d))$theta, fr_fit(y ~ x + (x | user), rbind(d, d))$theta,
+               tolerance = 1e-10)
 })
 
 test_that("slope fits in chunks (threads and the future backend) equal the whole fit", {
