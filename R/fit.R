@@ -363,7 +363,7 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
       stop("random slopes are fitted for gaussian models only; a binomial or Poisson model ",
            "takes random intercepts (1 | g)", call. = FALSE)
     }
-    if (!method_given) method <- "auto"
+    if (!method_given) method <- "moments"
     if (!method %in% c("auto", "moments", "efficient")) {
       stop("generalized linear mixed models are fitted by method = \"efficient\" or \"moments\"",
            call. = FALSE)

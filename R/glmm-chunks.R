@@ -43,7 +43,7 @@ NULL
 # over chunks of its rows; returns what fr_glmm_fit() returns, with `chunks` and, for
 # combine = "average", `alchemy`.
 glmm_fit_core <- function(model, family, trials, offset, threads, chunking = NULL, frame = NULL,
-                          method = "auto") {
+                          method = "moments") {
   spec <- glmm_core_spec(family, threads, method)
   if (is.null(chunking)) {
     return(glmm_core_call(list(model), list(trials), list(offset), spec, modes = TRUE))
@@ -77,7 +77,7 @@ glmm_fit_core <- function(model, family, trials, offset, threads, chunking = NUL
 
 # What every core call of a fit shares: the family's names, the fit's options, the
 # estimator and threads.
-glmm_core_spec <- function(family, threads, method = "auto") {
+glmm_core_spec <- function(family, threads, method = "moments") {
   list(family = family$family, link = family$link, method = method,
        information = isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)),
        working = !isFALSE(getOption("fullrandom.glmm_working_covariance", TRUE)),
@@ -127,14 +127,8 @@ glmm_average_chunks <- function(model, trials, offset, rows, spec, backend, thre
   modes <- fr_glmm_modes(list(model), spec$family, spec$link, list(trials), list(offset), coef, variances,
                          spec$threads, glmm_progress_reporter())
   sum_of <- function(field) Reduce(`+`, lapply(fits, `[[`, field))
-  # method = "auto" chooses per chunk (by its design): the chunks must agree.
-  methods <- unique(vapply(fits, `[[`, "", "method"))
-  if (length(methods) > 1L) {
-    stop(sprintf("method = \"auto\" fitted the chunks by different methods (%s): give method = explicitly",
-                 paste(methods, collapse = ", ")), call. = FALSE)
-  }
   list(
-    coef = coef, variances = variances, at_boundary = variances == 0, method = methods,
+    coef = coef, variances = variances, at_boundary = variances == 0, method = spec$method,
     vcov = as.vector(pooled("vcov", p)),
     vcov_model = if (!is.null(fits[[1L]]$vcov_model)) as.vector(pooled("vcov_model", p)),
     vcov_variances = as.vector(pooled("vcov_variances", k)),

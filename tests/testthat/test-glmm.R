@@ -138,11 +138,12 @@ test_that("methods follow glmer's layout", {
   }
 })
 
-test_that("method = \"efficient\" (the default) is the marginal likelihood: glmer(nAGQ = 25) on one term", {
+test_that("method = \"efficient\" is the marginal likelihood: glmer(nAGQ = 25) on one term", {
   skip_if_not_installed("lme4")
   cbpp <- lme4::cbpp
   form <- cbind(incidence, size - incidence) ~ period + (1 | herd)
-  fit <- fr_fit(form, cbpp, family = binomial)
+  expect_identical(fr_fit(form, cbpp, family = binomial)$method, "moments")
+  fit <- fr_fit(form, cbpp, family = binomial, method = "efficient")
   expect_identical(fit$method, "efficient")
   expect_true(fit$exact)
   g <- lme4::glmer(form, cbpp, family = binomial, nAGQ = 25)
@@ -153,15 +154,20 @@ test_that("method = \"efficient\" (the default) is the marginal likelihood: glme
   expect_output(print(fit), "marginal likelihoods")
   # Poisson counts with a large sd, where the moment equations are biased.
   d <- sim_poisson(n_id = 40, per = 6, sd = 1.2, seed = 3)
-  fit <- fr_fit(y ~ x + offset(log(t)) + (1 | id), d, family = poisson)
+  fit <- fr_fit(y ~ x + offset(log(t)) + (1 | id), d, family = poisson, method = "efficient")
   g <- lme4::glmer(y ~ x + offset(log(t)) + (1 | id), d, family = poisson, nAGQ = 25)
   expect_equal(unname(fixef(fit)), unname(lme4::fixef(g)), tolerance = 1e-4)
   expect_equal(sqrt(fit$theta[["id"]]), as.data.frame(lme4::VarCorr(g))$sdcor, tolerance = 1e-4)
   expect_error(fr_fit(y ~ x + (1 | id), d, family = poisson, method = "reml"), "\"efficient\" or \"moments\"")
-  # Crossed terms default to the moments (the composite likelihood is the option).
+  # The moments are the default, for crossed terms too.
   b <- sim_binomial(n_id = 30, per = 6)
   b$item <- factor(rep_len(1:6, nrow(b)))
   expect_identical(fr_fit(cbind(s, f) ~ x + (1 | id) + (1 | item), b, family = binomial)$method, "moments")
+  # A stalled likelihood fit is an error, never an estimate (the click-through design).
+  clicks <- simulate_clicks(n_users = 1000, seed = 1)
+  expect_error(fr_fit(cbind(clicks, impressions - clicks) ~ display + (1 | user), clicks, family = binomial,
+                      method = "efficient"),
+               "did not converge: use method = \"moments\"|stalled before its optimum")
 })
 
 test_that("cbpp agrees with glmer", {

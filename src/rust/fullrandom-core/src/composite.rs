@@ -737,6 +737,13 @@ pub fn fit_composite(
                 }
                 lambda = if lambda == 0.0 { 1e-4 } else { lambda * 10.0 };
             }
+            // Converged when Newton's predicted gain (the decrement) is at rounding level:
+            // a small step alone is not enough (a noisy Hessian can make it small anywhere).
+            let decrement: f64 = step.iter().zip(&grad).map(|(s, g)| s * g).sum();
+            if decrement <= 1e-10 * (1.0 + value.abs()) {
+                converged = true;
+                break;
+            }
             // Steps in log s2 at most 2 (a factor e^2 on a variance).
             let biggest = step[p..].iter().fold(0.0f64, |m, s| m.max(s.abs()));
             if biggest > 2.0 {
@@ -770,9 +777,13 @@ pub fn fit_composite(
             if dropped.is_some() {
                 break;
             }
-            if !moved || size < 1e-9 {
-                converged = true;
-                break;
+            if !moved || size < 1e-12 {
+                // No better point along Newton's direction although it predicts a gain: a
+                // stall, reported, never returned as an estimate.
+                return Err(FitError::NotConverged(format!(
+                    "the likelihood fit stalled before its optimum (no better point along Newton's step; \
+                     predicted gain {decrement:.3e}): use method = \"moments\""
+                )));
             }
         }
         let (nb, ns) = unpack(&t, &active);
@@ -799,7 +810,9 @@ pub fn fit_composite(
         }
     }
     if !converged {
-        return Err(FitError::NotConverged("the likelihood fit did not converge".into()));
+        return Err(FitError::NotConverged(
+            "the likelihood fit (method = \"efficient\") did not converge: use method = \"moments\"".into(),
+        ));
     }
     let (loglik, _) = layout.evaluate(&b, &s2, pool);
     // Covariances over (b, s2_active), by the Hessian in s2 (not log s2).
