@@ -302,13 +302,11 @@ confint.fr_fit <- function(object, parm, level = 0.95, method = c("analytic", "b
   method <- match.arg(method)
   refuse_unknown_arguments("confint()", ..., allowed = c("threads", "progress"),
                            help = "confint.fr_fit")
-  if (!is.numeric(level) || length(level) != 1L || is.na(level) || level <= 0 || level >= 1) {
-    stop("`level` must be a single number between 0 and 1", call. = FALSE)
-  }
   names_all <- parameter_names(object)
   wanted <- select_parameters(object, if (missing(parm)) NULL else parm)
-  probs <- c((1 - level) / 2, 1 - (1 - level) / 2)
-  columns <- paste(format(100 * probs, trim = TRUE, scientific = FALSE, digits = 3L), "%")
+  limits <- interval_limits(level)
+  probs <- limits$probs
+  columns <- limits$columns
   n_sd <- length(object$flist) + 1L
   needs_boot <- method == "bootstrap" || (method == "Wald" && any(wanted <= n_sd))
   if (needs_boot && is.null(boot)) {
@@ -546,4 +544,14 @@ check_alchemy <- function(fit) {
     }
   }
   invisible()
+}
+
+# The tail probabilities of two-sided intervals at `level` and the names confint() gives
+# their columns ("2.5 %", "97.5 %").
+interval_limits <- function(level) {
+  if (!is.numeric(level) || length(level) != 1L || is.na(level) || level <= 0 || level >= 1) {
+    stop("`level` must be a single number between 0 and 1", call. = FALSE)
+  }
+  probs <- c((1 - level) / 2, 1 - (1 - level) / 2)
+  list(probs = probs, columns = paste(format(100 * probs, trim = TRUE, scientific = FALSE, digits = 3L), "%"))
 }

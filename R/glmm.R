@@ -435,10 +435,8 @@ confint.fr_glmm <- function(object, parm, level = 0.95, method = c("Wald", "boot
                             seed = NULL, ...) {
   refuse_unknown_arguments("confint()", ..., help = "confint.fr_fit")
   method <- match.arg(method)
-  if (!is.numeric(level) || length(level) != 1L || is.na(level) || level <= 0 || level >= 1) {
-    stop("`level` must be a single number between 0 and 1", call. = FALSE)
-  }
-  probs <- c((1 - level) / 2, 1 - (1 - level) / 2)
+  limits <- interval_limits(level)
+  probs <- limits$probs
   b <- object$coefficients
   sd <- sqrt(object$theta)
   est <- c(stats::setNames(sd, paste0(".sig", sprintf("%02d", seq_along(sd)))), b)
@@ -455,7 +453,7 @@ confint.fr_glmm <- function(object, parm, level = 0.95, method = c("Wald", "boot
     boot <- glmm_parametric_bootstrap(object, nsim, seed)
     out <- t(apply(boot, 2L, stats::quantile, probs = probs, names = FALSE, na.rm = TRUE))
   }
-  dimnames(out) <- list(names(est), paste(format(100 * probs, trim = TRUE, scientific = FALSE, digits = 3), "%"))
+  dimnames(out) <- list(names(est), limits$columns)
   if (!missing(parm)) out <- out[parm, , drop = FALSE]
   out
 }

@@ -251,13 +251,11 @@ confint.fr_slope_fit <- function(object, parm, level = 0.95, method = c("Wald", 
     stop("Wald intervals of a slope fit draw no bootstrap replicates: `nsim`, `seed` and `boot` ",
          "apply to method = \"bootstrap\"", call. = FALSE)
   }
-  if (!is.numeric(level) || length(level) != 1L || is.na(level) || level <= 0 || level >= 1) {
-    stop("`level` must be a single number between 0 and 1", call. = FALSE)
-  }
   names_all <- slope_parameter_names(object)
   wanted <- select_parameters(object, if (missing(parm)) NULL else parm)
-  probs <- c((1 - level) / 2, 1 - (1 - level) / 2)
-  columns <- paste(format(100 * probs, trim = TRUE, scientific = FALSE, digits = 3L), "%")
+  limits <- interval_limits(level)
+  probs <- limits$probs
+  columns <- limits$columns
   n_fixed <- length(object$coefficients)
   n_random <- length(names_all) - n_fixed
   if (method == "bootstrap") {
