@@ -34,6 +34,29 @@ test_that("sleepstudy (Days | Subject) equals lmer's REML on the balanced design
   expect_error(getME(fit, "L"), "L")
 })
 
+test_that("a balanced design with two slope covariates equals lmer's REML", {
+  skip_if_not_installed("lme4")
+  # Every level has the same rows of x and z, so the moment equations are REML's when the
+  # estimate is positive definite (it is for these seeds).
+  x <- rep(0:3, 3)
+  z <- rep(c(-1, 0, 1), each = 4)
+  S <- matrix(c(1, 0.3, -0.2, 0.3, 0.8, 0.1, -0.2, 0.1, 0.7), 3)
+  for (seed in 1:2) {
+    set.seed(seed)
+    d <- data.frame(g = factor(rep(1:60, each = length(x))), x = rep(x, 60), z = rep(z, 60))
+    u <- matrix(rnorm(180), 60) %*% chol(S)
+    d$y <- 2 + 0.5 * d$x - 0.3 * d$z + u[d$g, 1] + u[d$g, 2] * d$x + u[d$g, 3] * d$z + rnorm(nrow(d))
+    fit <- fr_fit(y ~ x + z + (1 + x + z | g), d)
+    m <- lme4::lmer(y ~ x + z + (1 + x + z | g), d,
+                    control = lme4::lmerControl(optimizer = "bobyqa",
+                                                optCtrl = list(rhobeg = 1e-3, rhoend = 1e-12, maxfun = 1e5)))
+    expect_false(lme4::isSingular(m))
+    expect_false(any(fit$boundary))
+    expect_equal(as.data.frame(VarCorr(fit))$vcov, as.data.frame(lme4::VarCorr(m))$vcov, tolerance = 1e-4)
+    expect_equal(fixef(fit), lme4::fixef(m), tolerance = 1e-8)
+  }
+})
+
 test_that("(Days || Subject) has lme4's terms and a diagonal covariance", {
   skip_if_not_installed("lme4")
   data(sleepstudy, package = "lme4")
