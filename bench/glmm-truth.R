@@ -105,7 +105,7 @@ minutes <- as.numeric(difftime(Sys.time(), started, units = "mins"))
 fmt <- function(x, d = 3) ifelse(is.na(x), "", formatC(x, digits = d, format = "f"))
 lines <- c("## GLMM fixed effects against the truth (bench/glmm-truth.R)", "",
            sprintf(paste("%s simulated data sets (%.1f minutes, one thread, load %s). Methods: `efficient`,",
-                         "fr_fit's default (per-level marginal likelihoods by adaptive Gauss-Hermite quadrature: the",
+                         "opt-in, method = \"efficient\" (per-level marginal likelihoods by adaptive Gauss-Hermite quadrature: the",
                          "likelihood with one term, a composite likelihood with several); `moments`, Jiang's moment",
                          "equations with the fixed effects from the quasi-score (the working covariance);",
                          "`glmer`, Laplace (bobyqa). Coverage: 95%% Wald intervals with vcov() (the inverse observed",
