@@ -441,18 +441,22 @@ qqmath.ranef.fr_fit <- function(x, data, main = names(x), ...) {
 
 #' The family of a moment fit
 #'
-#' A linear mixed model: `gaussian()` with the identity link, as `family()` of an lmer fit.
+#' A linear mixed model: `gaussian()` with the identity link, as `family()` of an lmer fit;
+#' a generalized one (`fr_fit(family = )`): its family and link, as `family()` of a glmer fit.
 #'
 #' @param object an `fr_fit` object.
 #' @param ... not used.
-#' @return `stats::gaussian()`.
+#' @return A `family` object: `stats::gaussian()`, or the binomial or Poisson family the
+#'   model was fitted with.
 #' @examples
 #' family(fr_fit(distance ~ bow + (1 | archer), data = simulate_archers(seed = 1)))
+#' family(fr_fit(cbind(incidence, size - incidence) ~ period + (1 | herd),
+#'               data = lme4::cbpp, family = binomial))
 #' @importFrom stats family
 #' @export
 family.fr_fit <- function(object, ...) {
   refuse_unknown_arguments("family()", ..., help = "family.fr_fit")
-  stats::gaussian()
+  if (inherits(object, "fr_glmm")) object$family else stats::gaussian()
 }
 
 # Marginal Wald F tests of the fixed-effect terms, from vcov(): for the columns of each

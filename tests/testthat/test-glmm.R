@@ -56,6 +56,15 @@ test_that("probit is fitted", {
   expect_true(all(is.finite(fixef(fit))))
 })
 
+test_that("family() returns the family and link a GLMM was fitted with, as glmer's does", {
+  d <- sim_binomial()
+  probit <- family(fr_fit(cbind(s, f) ~ x + (1 | id), d, family = binomial(link = "probit")))
+  expect_s3_class(probit, "family")
+  expect_identical(c(probit$family, probit$link), c("binomial", "probit"))
+  counts <- family(fr_fit(y ~ x + offset(log(t)) + (1 | id), sim_poisson(), family = poisson))
+  expect_identical(c(counts$family, counts$link), c("poisson", "log"))
+})
+
 test_that("Poisson takes offsets in the formula or as an argument", {
   d <- sim_poisson()
   a <- fr_fit(y ~ x + offset(log(t)) + (1 | id), d, family = poisson)
