@@ -1,7 +1,8 @@
-# Generalized linear mixed models by method = "efficient" against glmer (Laplace, bobyqa) on cbpp,
-# VerbAgg, grouseticks and mlmRev's Contraception (with glmer's profile intervals of the
-# sds), and the time of a crossed Bernoulli fit by method = "moments" at 10^5 and 10^6 rows
-# against glmer(nAGQ = 0) at 10^5. Writes the "glmm" section of bench/results.md.
+# Generalized linear mixed models by fr_fit's default method (FULLRANDOM_GLMM_METHOD names
+# another) against glmer (Laplace, bobyqa) on cbpp, VerbAgg, grouseticks and mlmRev's
+# Contraception (with glmer's profile intervals of the sds), with issue 19's acceptance
+# checks, and the time of a crossed Bernoulli fit by method = "moments" at 10^5 and 10^6
+# rows against glmer(nAGQ = 0) at 10^5. Writes the "glmm" section of bench/results.md.
 # Run from the package root: Rscript bench/glmm.R
 suppressMessages({
   library(fullrandom)
@@ -10,9 +11,13 @@ suppressMessages({
 source("bench/results.R")
 threads <- as.integer(Sys.getenv("FULLRANDOM_BENCH_THREADS", "2"))
 options(fullrandom.threads = threads)
+method <- Sys.getenv("FULLRANDOM_GLMM_METHOD", "")
+fit_fr <- function(formula, data, family) {
+  if (nzchar(method)) fr_fit(formula, data, family = family, method = method) else fr_fit(formula, data, family = family)
+}
 
 compare <- function(name, formula, data, family) {
-  t_fr <- system.time(f <- fr_fit(formula, data, family = family, method = "efficient"))[["elapsed"]]
+  t_fr <- system.time(f <- fit_fr(formula, data, family))[["elapsed"]]
   t_g <- system.time(g <- glmer(formula, data, family = family,
                                 control = glmerControl(optimizer = "bobyqa")))[["elapsed"]]
   b <- fixef(g)[names(fixef(f))]
@@ -34,7 +39,7 @@ compare <- function(name, formula, data, family) {
     lower[] <- profile[rows, 1]
     upper[] <- profile[rows, 2]
   }
-  list(name = name, t_fr = t_fr, t_g = t_g,
+  list(name = name, t_fr = t_fr, t_g = t_g, method = f$method,
        fixed = data.frame(term = names(b), fr = fixef(f), glmer = b,
                           diff_in_glmer_se = (fixef(f) - b) / se,
                           se_ratio = sqrt(diag(vcov(f))) / se,
@@ -86,14 +91,20 @@ scale <- do.call(rbind, scale)
 
 fmt <- function(x, d = 3) formatC(x, digits = d, format = "f")
 lines <- c("## Generalized linear mixed models (bench/glmm.R)", "",
-           sprintf(paste("Threads: %d. fr_fit(family = , method = \"efficient\") (opt-in; per-level marginal",
-                         "likelihoods by adaptive Gauss-Hermite quadrature: the marginal likelihood itself for cbpp, grouseticks",
-                         "(nested terms) and Contraception, a composite likelihood for VerbAgg's crossed terms) against glmer",
-                         "(Laplace, bobyqa). SE ratio (vcov): fr_fit's vcov() (the inverse observed information, or the",
-                         "composite-likelihood sandwich for crossed terms) over glmer's; (sandwich): the cluster-robust sandwich",
-                         "over glmer's. Load average at the start: %s."), threads, load), "")
+           sprintf(paste("Threads: %d. fr_fit(family = %s) against glmer (Laplace, bobyqa); each heading names the",
+                         "method fr_fit used (\"efficient\": per-level marginal likelihoods by adaptive Gauss-Hermite quadrature;",
+                         "\"moments\": Jiang's moment equations with the quasi-score fixed effects).",
+                         "SE ratio (vcov): fr_fit's vcov() over glmer's; (sandwich): the cluster-robust sandwich",
+                         "over glmer's. Issue 19's acceptance: every fixed effect within 1.5 glmer SEs, every sd within 15%% of",
+                         "glmer's or inside its profile interval, SE ratios (vcov) in [0.8, 1.3], correlation of the modes at",
+                         "least 0.98; *checks* counts the items that hold. Load average at the start: %s."), threads,
+                   if (nzchar(method)) sprintf("method = \"%s\"", method) else "the default method", load), "")
 for (case in cases) {
-  lines <- c(lines, sprintf("### %s (fr_fit %s s, glmer %s s)", case$name, fmt(case$t_fr, 2), fmt(case$t_g, 2)), "",
+  sd_ok <- abs(case$sds$ratio - 1) <= 0.15 | (!is.na(case$sds$lower) & case$sds$fr >= case$sds$lower & case$sds$fr <= case$sds$upper)
+  checks <- c(abs(case$fixed$diff_in_glmer_se) <= 1.5, sd_ok, case$fixed$se_ratio >= 0.8 & case$fixed$se_ratio <= 1.3,
+              is.na(case$sds$mode_cor) | case$sds$mode_cor >= 0.98)
+  lines <- c(lines, sprintf("### %s (method = \"%s\"; fr_fit %s s, glmer %s s; checks: %d of %d hold)", case$name, case$method,
+                            fmt(case$t_fr, 2), fmt(case$t_g, 2), sum(checks), length(checks)), "",
              "| fixed effect | fr_fit | glmer | difference / glmer SE | SE ratio (vcov) | SE ratio (sandwich) |",
              "|---|---|---|---|---|---|",
              sprintf("| %s | %s | %s | %s | %s | %s |", case$fixed$term, fmt(case$fixed$fr), fmt(case$fixed$glmer),
