@@ -2110,8 +2110,10 @@ fn conditional_modes(
     Err(FitError::NotConverged("the conditional modes did not converge in 100 penalized IRLS iterations".into()))
 }
 
-/// The statistics of every term (`T_k` with the simple level weights, or `D`) and their
-/// expectations at `(b, s2)`: for tests of the expectations and for diagnostics.
+/// The statistics of the moment equations and their expectations at `(b, s2)`: first the
+/// `p` first moments `sum_i x_ij y_i` (expectation `sum_i x_ij n_i m(eta0_i; s2_+)`), then
+/// those of every term (`T_k` with the simple level weights, or `D`). For tests of the
+/// expectations and for diagnostics.
 pub fn moment_statistics(
     chunks: &[GlmmChunk<'_>],
     family: GlmFamily,
@@ -2123,8 +2125,15 @@ pub fn moment_statistics(
     let w = layout.simple_weights();
     let at = layout.evaluate(b, s2, &w, None);
     let p = layout.p;
-    let mut t = Vec::new();
-    let mut e = Vec::new();
+    let mut t = vec![0.0; p];
+    for chunk in chunks {
+        for i in 0..chunk.n_obs() {
+            for (j, t) in t.iter_mut().enumerate() {
+                *t += chunk.data.x[j].value(i, 0.0) * chunk.data.y[i];
+            }
+        }
+    }
+    let mut e: Vec<f64> = t.iter().zip(&at.f).map(|(t, f)| t - f).collect();
     for k in 0..layout.k_terms() {
         let stat = match layout.statistic[k] {
             Statistic::Pairs => w[k].iter().zip(&layout.pair_stats[k]).map(|(w, t)| w * t).sum(),

@@ -6,37 +6,10 @@
 use fullrandom_core::composite::{composite_loglik, fit_composite, CompositeOptions};
 use fullrandom_core::family::{Family, GlmFamily};
 use fullrandom_core::glmm::GlmmChunk;
-use fullrandom_core::{thread_pool, FactorCodes, FixedColumn, ModelData};
+use fullrandom_core::thread_pool;
 
-struct Rows {
-    y: Vec<f64>,
-    x: Vec<f64>,
-    codes: Vec<Vec<i32>>,
-    n_levels: Vec<usize>,
-}
-
-impl Rows {
-    fn chunk(&self, range: std::ops::Range<usize>) -> GlmmChunk<'_> {
-        let factors = self
-            .codes
-            .iter()
-            .zip(&self.n_levels)
-            .enumerate()
-            .map(|(k, (c, &n))| FactorCodes { name: format!("g{k}"), codes: &c[range.clone()], offset: 0, n_levels: n })
-            .collect();
-        GlmmChunk {
-            data: ModelData {
-                y: &self.y[range.clone()],
-                x: vec![FixedColumn::Ones, FixedColumn::Values(&self.x[range])],
-                x_names: vec!["(Intercept)".into(), "x".into()],
-                intercept: Some(0),
-                factors,
-            },
-            trials: None,
-            offset: None,
-        }
-    }
-}
+mod common;
+use common::GlmmRows;
 
 /// `int f(a) phi(a; s2) da` by the trapezoidal rule with `m` steps over +-10 sd (dense,
 /// non-adaptive; exponentially accurate for smooth integrands).
@@ -57,9 +30,9 @@ fn dense(s2: f64, f: impl Fn(f64) -> f64) -> f64 {
 }
 
 /// Users x items, every pair once: Bernoulli responses (fixed, not random).
-fn crossed() -> Rows {
+fn crossed() -> GlmmRows {
     let (nu, ni) = (4usize, 3usize);
-    let mut rows = Rows { y: vec![], x: vec![], codes: vec![vec![], vec![]], n_levels: vec![nu, ni] };
+    let mut rows = GlmmRows::empty(&[nu, ni]);
     for u in 0..nu {
         for i in 0..ni {
             rows.codes[0].push(u as i32);
@@ -74,7 +47,7 @@ fn crossed() -> Rows {
 /// The crossed composite log-likelihood by dense integration: per user, the rows'
 /// probabilities integrated over the item effects row by row, then over the user effect;
 /// the same per item.
-fn crossed_dense(rows: &Rows, b: &[f64], s2: &[f64]) -> f64 {
+fn crossed_dense(rows: &GlmmRows, b: &[f64], s2: &[f64]) -> f64 {
     let fam = GlmFamily::from_names("binomial", "logit").unwrap();
     let mut total = 0.0;
     for k in 0..2 {
@@ -127,8 +100,8 @@ fn crossed_composite_likelihood_and_score_match_dense_integration() {
 
 /// Poisson rows in 3 groups of 2 subgroups of 2 rows, the subgroups nested in the groups,
 /// with an observation-level term.
-fn nested() -> Rows {
-    let mut rows = Rows { y: vec![], x: vec![], codes: vec![vec![], vec![], vec![]], n_levels: vec![3, 6, 12] };
+fn nested() -> GlmmRows {
+    let mut rows = GlmmRows::empty(&[3, 6, 12]);
     let counts = [3.0, 0.0, 5.0, 2.0, 1.0, 1.0, 9.0, 4.0, 0.0, 2.0, 7.0, 3.0];
     for (i, &c) in counts.iter().enumerate() {
         rows.codes[0].push((i / 4) as i32);
@@ -142,7 +115,7 @@ fn nested() -> Rows {
 
 /// The marginal log-likelihood of the nested Poisson model by dense integration (the
 /// observation-level effect integrated row by row, then the subgroup, then the group).
-fn nested_dense(rows: &Rows, b: &[f64], s2: &[f64]) -> f64 {
+fn nested_dense(rows: &GlmmRows, b: &[f64], s2: &[f64]) -> f64 {
     let pois = |y: f64, e: f64| (y * e - e.exp()).exp();
     let dense = |s2: f64, f: &dyn Fn(f64) -> f64| dense_with(80, s2, f);
     let mut total = 0.0;
@@ -195,7 +168,7 @@ fn nested_likelihood_matches_dense_integration() {
 fn fit_does_not_depend_on_chunks_or_threads() {
     // 40 users x 12 items, every pair once, Bernoulli from a fixed pseudo-random rule.
     let (nu, ni) = (40usize, 12usize);
-    let mut rows = Rows { y: vec![], x: vec![], codes: vec![vec![], vec![]], n_levels: vec![nu, ni] };
+    let mut rows = GlmmRows::empty(&[nu, ni]);
     let mut state = 12345u64;
     let mut unif = || {
         state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -213,12 +186,10 @@ fn fit_does_not_depend_on_chunks_or_threads() {
             rows.y.push((unif() < p) as u8 as f64);
         }
     }
-    let n = rows.y.len();
     let fam = GlmFamily::from_names("binomial", "logit").unwrap();
     let options = CompositeOptions::default();
     let fit = |pieces: usize, threads: usize| {
-        let chunks: Vec<GlmmChunk<'_>> =
-            (0..pieces).map(|c| rows.chunk(c * n / pieces..(c + 1) * n / pieces)).collect();
+        let chunks: Vec<GlmmChunk<'_>> = rows.chunks(pieces);
         let pool = thread_pool(threads).unwrap();
         fit_composite(&chunks, fam, &[0.0, 0.0], &[0.5, 0.5], &options, &pool, &mut || true).unwrap()
     };

@@ -1,10 +1,12 @@
 //! Shared helpers of the integration tests: an owned design that lends itself as
 //! `ModelData`, random design generators, a small dense matrix type written for the
-//! tests (independent of the crate's faer code), and the dense reference computation
-//! of the moment equations straight from their definitions.
+//! tests (independent of the crate's faer code), the dense reference computation
+//! of the moment equations straight from their definitions, and owned GLMM rows that
+//! lend themselves as chunks.
 
 #![allow(dead_code)]
 
+use fullrandom_core::glmm::GlmmChunk;
 use fullrandom_core::{FactorCodes, FixedColumn, ModelData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -470,4 +472,75 @@ pub fn worst_rel(a: &[f64], b: &[f64], floor: f64) -> f64 {
 
 pub fn lhs_rows(lhs: &faer::Mat<f64>) -> Vec<Vec<f64>> {
     (0..lhs.nrows()).map(|i| (0..lhs.ncols()).map(|j| lhs[(i, j)]).collect()).collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// GLMM rows
+// ---------------------------------------------------------------------------------------
+
+/// Owned rows of a GLMM with an intercept and one covariate `x`: the response, the
+/// binomial trials and offsets (`None`: 1 and 0, passed to the fit as absent), and the
+/// 0-based codes of each term.
+#[derive(Debug, Clone, Default)]
+pub struct GlmmRows {
+    pub y: Vec<f64>,
+    pub trials: Option<Vec<f64>>,
+    pub offset: Option<Vec<f64>>,
+    pub x: Vec<f64>,
+    pub codes: Vec<Vec<i32>>,
+    pub n_levels: Vec<usize>,
+}
+
+impl GlmmRows {
+    /// No rows yet, with the given terms.
+    pub fn empty(n_levels: &[usize]) -> GlmmRows {
+        GlmmRows { codes: vec![Vec::new(); n_levels.len()], n_levels: n_levels.to_vec(), ..GlmmRows::default() }
+    }
+
+    pub fn n(&self) -> usize {
+        self.y.len()
+    }
+
+    /// The trials of row `i` (1 without trials).
+    pub fn trials_at(&self, i: usize) -> f64 {
+        self.trials.as_ref().map_or(1.0, |t| t[i])
+    }
+
+    /// The offset of row `i` (0 without offsets).
+    pub fn offset_at(&self, i: usize) -> f64 {
+        self.offset.as_ref().map_or(0.0, |o| o[i])
+    }
+
+    /// The level of row `i` in term `k`.
+    pub fn level(&self, k: usize, i: usize) -> usize {
+        self.codes[k][i] as usize
+    }
+
+    /// The rows in `range` as a chunk (intercept and `x`; terms named g0, g1, ...).
+    pub fn chunk(&self, range: std::ops::Range<usize>) -> GlmmChunk<'_> {
+        let factors = self
+            .codes
+            .iter()
+            .zip(&self.n_levels)
+            .enumerate()
+            .map(|(k, (c, &n))| FactorCodes { name: format!("g{k}"), codes: &c[range.clone()], offset: 0, n_levels: n })
+            .collect();
+        GlmmChunk {
+            data: ModelData {
+                y: &self.y[range.clone()],
+                x: vec![FixedColumn::Ones, FixedColumn::Values(&self.x[range.clone()])],
+                x_names: vec!["(Intercept)".into(), "x".into()],
+                intercept: Some(0),
+                factors,
+            },
+            trials: self.trials.as_ref().map(|t| &t[range.clone()]),
+            offset: self.offset.as_ref().map(|o| &o[range]),
+        }
+    }
+
+    /// The rows in `pieces` consecutive chunks of (nearly) equal size.
+    pub fn chunks(&self, pieces: usize) -> Vec<GlmmChunk<'_>> {
+        let n = self.n();
+        (0..pieces).map(|c| self.chunk(c * n / pieces..(c + 1) * n / pieces)).collect()
+    }
 }
