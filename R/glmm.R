@@ -30,10 +30,14 @@
 #' Zhang 2001, Biometrika 88): the first moments `sum_i x_i (y_i - n_i E h(eta_i + z))`
 #' and, per term, the within-level cross-products `sum_g w_g sum_{s != t in g} y_s y_t`
 #' (leaving out pairs of rows that also share a level of a crossed term; a term nested in
-#' another keeps them) are equated to their expectations under the model, computed by Gauss-Hermite
+#' another keeps them), centred by the marginal means (`y_s y_t` less its projection
+#' `(y_s - mu_s) mu_t + mu_s (y_t - mu_t)`, which has expectation 0), are equated to their
+#' expectations under the model, computed by Gauss-Hermite
 #' quadrature (closed forms for Poisson-log). The level weights are
 #' `1 / max(n_g - 1, 1)` (option `fullrandom.glmm_information_weights = TRUE` adds a
-#' second, experimental step weighting each level by its information at these estimates).
+#' second, experimental step weighting each level by its information at these estimates:
+#' on power-law crossed Bernoulli data it brings the sampling sd of the user sd from 3.0
+#' to 1.8 times glmer's, but not the item sd's (3.4 times) and it makes the slope's worse).
 #' A term whose levels each hold one row (an observation-level effect) is identified by
 #' `sum y (y - 1)` instead (Poisson, or binomial with trials). The fixed effects reported
 #' then solve the quasi-score `X'D V^-1 (y - mu) = 0` at the estimated variances, with
@@ -43,12 +47,12 @@
 #' fixed point; the equations are unbiased whatever `V` is, and efficient when the random
 #' effects are large (option `fullrandom.glmm_working_covariance = FALSE` keeps the
 #' unweighted first-moment estimates). The conditional modes (`ranef()`) maximise the
-#' penalized likelihood at the estimates. `vcov()` is model-based: the stacked
-#' estimating equations linearized, with the quasi-score's variance `X'D V^-1 D X` from the
-#' model and the variance equations' part (how the estimated variances move the fixed
-#' effects) from the data; `x$vcov_sandwich` is the sandwich of the stacked estimating
-#' equations, cluster-robust over the levels of every term (each pair statistic counted
-#' by its projection on the rows in every term's clusters and whole in its own).
+#' penalized likelihood at the estimates. `vcov()` is model-based:
+#' `J^-1 (X'D V^-1 D X + J_s V_s J_s') J^-T`, the quasi-score's variance from the model plus
+#' the uncertainty of the estimated variances (`V_s`, their sandwich) carried to the fixed
+#' effects through the Jacobian `J_s`; `x$vcov_sandwich` is the sandwich of the stacked estimating
+#' equations, cluster-robust over the levels of every term (each centred pair statistic
+#' counted in its own term's clusters).
 #' `confint()` gives Wald intervals (the sds by the delta method on the sandwich of the
 #' variances) or, with `method = "boot"`, percentile intervals from the parametric
 #' bootstrap as lme4's `confint(method = "boot")`: `nsim` data sets simulated from the
@@ -126,9 +130,9 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
   }
   x_kept <- if (is.list(fixed$columns)) fixed$columns[kept] else fixed$columns[, kept, drop = FALSE]
   model <- glmm_core_model(response$y, x_kept, fixed$names[kept], flist)
-  # The information-weighted second step (Jiang and Zhang) is experimental: on VerbAgg it
-  # sends the item variance to 0 and on grouseticks it does not converge, so the simple
-  # weights 1 / max(n_g - 1, 1) are the default.
+  # The information-weighted second step (Jiang and Zhang) is experimental: it improves
+  # one term's precision on power-law crossed data but not the other's, and worsens the
+  # slope's, so the simple weights 1 / max(n_g - 1, 1) are the default.
   out <- glmm_fit_core(model, family, response$trials, offset, threads, chunking, frame, method)
   x_names <- fixed$names[kept]
   b <- stats::setNames(out$coef, x_names)
