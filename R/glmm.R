@@ -468,7 +468,7 @@ glmm_parametric_bootstrap <- function(object, nsim, seed) {
   storage.mode(X) <- "double"
   trials <- if (object$family$family == "binomial") as.double(object$prior.weights)
   threads <- as.integer(if (is.null(object$threads)) 1L else object$threads)
-  working <- !isFALSE(getOption("fullrandom.glmm_working_covariance", TRUE))
+  moment_options <- glmm_moment_options(object$method)
   failed <- 0L
   out <- t(vapply(sims, function(y) {
     y <- as.double(if (is.null(trials)) y else round(y * trials))
@@ -478,8 +478,7 @@ glmm_parametric_bootstrap <- function(object, nsim, seed) {
     }
     fit <- tryCatch(
       fr_glmm_fit(glmm_core_model(y, X, colnames(X), object$flist), object$family$family, object$family$link,
-                  trials, object$offset, isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)),
-                  working, object$method, threads),
+                  trials, object$offset, moment_options$information, moment_options$working, object$method, threads),
       error = function(e) NULL
     )
     if (is.null(fit)) {
