@@ -139,8 +139,6 @@ fn row_derivatives(family: &GlmFamily, y: f64, n: f64, e: f64) -> (f64, f64, f64
     }
 }
 
-/// `log f(y | e; tau)` with `r1 = f'/f` and `r2 = f''/f` (derivatives in `e`) by adaptive
-
 /// Indices of a component's derivatives after the `p` fixed effects: the variance shared
 /// by the level's rows (`S`), the sub-term's variance (`u`) and the variance integrated
 /// row by row (`tau`).
@@ -876,6 +874,7 @@ impl<'c, 'a> Layout<'c, 'a> {
         let mut vectors: Vec<f64> = Vec::new();
         let mut logs: Vec<f64> = Vec::new();
         let (mut lo_seen, mut hi_seen) = (0i32, 0i32);
+        let mut vec_q = vec![0.0; d];
         let (mut left_open, mut right_open) = (true, true);
         let mut index = 0usize;
         loop {
@@ -916,7 +915,7 @@ impl<'c, 'a> Layout<'c, 'a> {
             };
             scratch.iter_mut().for_each(|v| *v = 0.0);
             let o = self.groups_at(&data, &x, &bounds, a, &var, has_sub, hess, &mut node_rows, &mut scratch);
-            let mut vec_q = vec![0.0; d];
+            vec_q.iter_mut().for_each(|v| *v = 0.0);
             for (r, rd) in node_rows.iter().enumerate() {
                 for (t, xv) in x[r * p..(r + 1) * p].iter().enumerate() {
                     vec_q[t] += rd.le * xv;
@@ -1360,6 +1359,8 @@ pub fn fit_composite(
     };
     let mut converged = false;
     let mut last_decrement = f64::NAN;
+    // The evaluation (with the Hessian) at the point where the iteration converged.
+    let mut last_eval: Option<Evaluation> = None;
     'outer: for _round in 0..(kk + 2) {
         let mut t: Vec<f64> = b.clone();
         t.extend((0..kk).filter(|&k| active[k]).map(|k| s2[k].ln()));
@@ -1386,6 +1387,7 @@ pub fn fit_composite(
             let tolerance = 1e-11 * (1.0 + ev.value.abs());
             if newton && decrement <= tolerance {
                 converged = true;
+                last_eval = Some(ev);
                 break;
             }
             // Steps in log s2 at most 2 (a factor e^2 on a variance).
@@ -1415,6 +1417,7 @@ pub fn fit_composite(
                 if newton && decrement <= 1e-8 * (1.0 + ev.value.abs()) {
                     // Newton's predicted gain is below what the log-likelihood resolves.
                     converged = true;
+                    last_eval = Some(ev);
                     break;
                 }
                 return Err(FitError::NotConverged(format!(
@@ -1448,20 +1451,21 @@ pub fn fit_composite(
             break;
         }
         // Boundary terms whose score at 0 is positive come back.
-        let here = Point { b: &b, s2: &s2 };
-        let ev = layout.evaluate(here, here, &mut plan, true, false, pool);
         let mut revived = false;
-        for k in 0..kk {
-            if !active[k] && ev.grad[p + k] > 1e-8 {
-                active[k] = true;
-                s2[k] = 0.01;
-                revived = true;
+        if let Some(ev) = last_eval.as_ref().filter(|_| active.iter().any(|a| !a)) {
+            for k in 0..kk {
+                if !active[k] && ev.grad[p + k] > 1e-8 {
+                    active[k] = true;
+                    s2[k] = 0.01;
+                    revived = true;
+                }
             }
         }
         if !revived {
             break 'outer;
         }
         converged = false;
+        last_eval = None;
     }
     if !converged {
         return Err(FitError::NotConverged(format!(
@@ -1471,7 +1475,10 @@ pub fn fit_composite(
     }
     // Covariances over (b, s2_active), by the analytic Hessian in s2 (not log s2).
     let here = Point { b: &b, s2: &s2 };
-    let ev = layout.evaluate(here, here, &mut plan, true, true, pool);
+    let ev = match last_eval {
+        Some(ev) => ev,
+        None => layout.evaluate(here, here, &mut plan, true, true, pool),
+    };
     let loglik = ev.value;
     let idx: Vec<usize> = (0..p).chain((0..kk).filter(|&k| active[k]).map(|k| p + k)).collect();
     let d = idx.len();
