@@ -86,8 +86,8 @@ scale <- do.call(rbind, scale)
 
 fmt <- function(x, d = 3) formatC(x, digits = d, format = "f")
 lines <- c("## Generalized linear mixed models (bench/glmm.R)", "",
-           sprintf(paste("Threads: %d. fr_fit(family = , method = \"efficient\") (opt-in; per-level marginal",
-                         "likelihoods by adaptive Gauss-Hermite quadrature: the marginal likelihood itself for cbpp, grouseticks",
+           sprintf(paste("Threads: %d. fr_fit(family = , method = \"efficient\") (the default for one term or nested",
+                         "terms; per-level marginal likelihoods by quadrature: the marginal likelihood itself for cbpp, grouseticks",
                          "(nested terms) and Contraception, a composite likelihood for VerbAgg's crossed terms) against glmer",
                          "(Laplace, bobyqa). SE ratio (vcov): fr_fit's vcov() (the inverse observed information, or the",
                          "composite-likelihood sandwich for crossed terms) over glmer's; (sandwich): the cluster-robust sandwich",
