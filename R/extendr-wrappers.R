@@ -211,6 +211,15 @@ fr_glmm_condvar <- function(model, family, link, trials, offset, coef, variances
 #' @noRd
 fr_glmm_fit_chunks <- function(models, family, link, trials, offsets, information_weights, working_covariance, method, modes, threads, progress) .Call(wrap__fr_glmm_fit_chunks, models, family, link, trials, offsets, information_weights, working_covariance, method, modes, threads, progress)
 
+#' The estimator that `method = "auto"` takes for these rows (internal; fr_fit() with
+#' `family`): `"efficient"` where the per-level likelihoods are the marginal likelihood
+#' (one term, or nested terms), `"moments"` otherwise (crossed terms).
+#'
+#' @param models,family,link,trials,offsets as for fr_glmm_fit_chunks().
+#' @return `"efficient"` or `"moments"`.
+#' @noRd
+fr_glmm_auto_method <- function(models, family, link, trials, offsets) .Call(wrap__fr_glmm_auto_method, models, family, link, trials, offsets)
+
 #' The conditional modes of a GLMM at given fixed effects and variances over the rows of
 #' several chunks (internal; fr_fit(combine = "average") with a binomial or Poisson
 #' family). Checks for user interrupts and calls `progress` between iterations.

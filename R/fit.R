@@ -225,17 +225,18 @@
 #' @param na.action what to do with rows holding `NA`; by default
 #'   `getOption("na.action")`, normally [na.omit()]. The number of dropped rows is
 #'   printed with the fit.
-#' @param method `"moments"` (the default): the unbiased moment equations above, for
-#'   any number of random terms; `"efficient"`: one MINQUE step from the moment
+#' @param method `"moments"` (the default for linear mixed models): the unbiased moment
+#'   equations above, for any number of random terms; `"efficient"`: one MINQUE step from the moment
 #'   estimates, as precise as REML on unbalanced data at moment cost (see the section
 #'   below), for random intercepts and random slopes; `"reml"`: restricted maximum likelihood (or maximum likelihood with `REML =
 #'   FALSE`), with the log-likelihood that `logLik()`, `AIC()`, `BIC()` and `anova()`
 #'   need; `"fr"`: Matloff's Full Randomness estimator (below), for one random
 #'   intercept, with [size()] covariates solved by the paper's iteration, or two
-#'   crossed ones. With `family =` binomial or Poisson, `"efficient"` fits per-level
-#'   marginal likelihoods by adaptive quadrature and `"moments"` Jiang's moment
-#'   equations; the default takes `"efficient"` for one term or nested terms and
-#'   `"moments"` for crossed terms (see the GLMM section).
+#'   crossed ones. With `family =` binomial or Poisson, `"efficient"` maximises per-level
+#'   marginal likelihoods by quadrature and `"moments"` solves Jiang's moment
+#'   equations; the default there, `"auto"`, takes `"efficient"` where that is the
+#'   marginal likelihood (one term, or nested terms) and `"moments"` for crossed terms
+#'   (see the GLMM section); `fit$method` and `print(fit)` say which was used.
 #' @param REML for `method = "reml"`: `TRUE` (the default) maximises the restricted
 #'   likelihood, `FALSE` the likelihood, as `lmer()`'s `REML`. The moment methods have
 #'   no such switch, and giving it to them is an error.
@@ -327,7 +328,7 @@
 #' @importFrom stats gaussian
 #' @export
 fr_fit <- function(formula, data = NULL, subset, na.action,
-                   method = c("moments", "efficient", "reml", "fr"), REML = TRUE,
+                   method = c("moments", "efficient", "reml", "fr", "auto"), REML = TRUE,
                    threads = default_threads(),
                    chunks = NULL, combine = c("exact", "average"), chunk_by = NULL, seed = NULL,
                    backend = getOption("fullrandom.backend", "threads"), contrasts = NULL,
@@ -347,6 +348,10 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
   check_data_type(data)
   formula <- expand_dot(formula, data)
   method <- likelihood_method(match.arg(method), REML, missing(REML))
+  if (method == "auto" && !glmm) {
+    stop("method = \"auto\" chooses between the GLMM estimators (family = binomial or poisson); a linear ",
+         "mixed model is fitted by method = \"moments\", \"efficient\", \"reml\" or \"fr\"", call. = FALSE)
+  }
   combine <- match.arg(combine)
   backend <- check_backend(backend)
   threads <- check_threads(threads)
@@ -363,9 +368,11 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
       stop("random slopes are fitted for gaussian models only; a binomial or Poisson model ",
            "takes random intercepts (1 | g)", call. = FALSE)
     }
-    if (!method_given) method <- "moments"
+    # The likelihood where it is the marginal likelihood (one term, nested terms), the
+    # moments for crossed terms (R/glmm-chunks.R resolves it).
+    if (!method_given) method <- "auto"
     if (!method %in% c("auto", "moments", "efficient")) {
-      stop("generalized linear mixed models are fitted by method = \"efficient\" or \"moments\"",
+      stop("generalized linear mixed models are fitted by method = \"auto\", \"efficient\" or \"moments\"",
            call. = FALSE)
     }
     chunking <- if (!is.null(chunks) || !is.null(chunk_by) || backend == "future" ||

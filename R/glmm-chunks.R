@@ -43,7 +43,12 @@ NULL
 # over chunks of its rows; returns what fr_glmm_fit() returns, with `chunks` and, for
 # combine = "average", `alchemy`.
 glmm_fit_core <- function(model, family, trials, offset, threads, chunking = NULL, frame = NULL,
-                          method = "moments") {
+                          method = "auto") {
+  if (method == "auto") {
+    # The likelihood fit where it is the marginal likelihood (one term, nested terms),
+    # the moments for crossed terms.
+    method <- fr_glmm_auto_method(list(model), family$family, family$link, list(trials), list(offset))
+  }
   spec <- glmm_core_spec(family, threads, method)
   if (is.null(chunking)) {
     return(glmm_core_call(list(model), list(trials), list(offset), spec, modes = TRUE))
@@ -76,15 +81,44 @@ glmm_fit_core <- function(model, family, trials, offset, threads, chunking = NUL
 }
 
 # What every core call of a fit shares: the family's names, the fit's options, the
-# estimator and threads.
-glmm_core_spec <- function(family, threads, method = "moments") {
+# estimator ("moments" or "efficient") and threads.
+glmm_core_spec <- function(family, threads, method) {
+  options <- glmm_moment_options(method)
   list(family = family$family, link = family$link, method = method,
-       information = isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)),
-       working = !isFALSE(getOption("fullrandom.glmm_working_covariance", TRUE)),
-       threads = as.integer(threads))
+       information = options$information, working = options$working, threads = as.integer(threads))
 }
 
-glmm_core_call <- function(models, trials, offsets, spec, modes, progress = glmm_progress_reporter()) {
+# The options that steer the moment estimator, checked; the likelihood fit (method =
+# "efficient") has no use for them, so setting one is an error there rather than ignored.
+glmm_moment_options <- function(method) {
+  read <- function(name, default) {
+    value <- getOption(name, default)
+    if (!is.logical(value) || length(value) != 1L || is.na(value)) {
+      stop(sprintf("option `%s` must be TRUE or FALSE", name), call. = FALSE)
+    }
+    value
+  }
+  information <- read("fullrandom.glmm_information_weights", FALSE)
+  working <- read("fullrandom.glmm_working_covariance", TRUE)
+  if (method == "efficient") {
+    set <- c(fullrandom.glmm_information_weights = information, fullrandom.glmm_working_covariance = !working)
+    if (any(set)) {
+      stop(sprintf(paste(
+        "option %s steers the moment estimator (method = \"moments\"), but this GLMM is fitted by",
+        "its likelihood (method = \"efficient\"); unset it, or fit with method = \"moments\""
+      ), paste0("`", names(set)[set], "`", collapse = " and ")), call. = FALSE)
+    }
+  }
+  list(information = information, working = working)
+}
+
+# The name of a GLMM estimator in progress bars and messages.
+glmm_method_label <- function(method) {
+  if (identical(method, "efficient")) "GLMM fit by likelihood (adaptive quadrature)" else "GLMM fit by moments"
+}
+
+glmm_core_call <- function(models, trials, offsets, spec, modes,
+                           progress = glmm_progress_reporter(glmm_method_label(spec$method))) {
   fr_glmm_fit_chunks(models, spec$family, spec$link, trials, offsets, spec$information, spec$working,
                      spec$method, modes, spec$threads, progress)
 }
@@ -125,7 +159,7 @@ glmm_average_chunks <- function(model, trials, offset, rows, spec, backend, thre
   colnames(estimates) <- c(model$labels, model$x_names)
   rownames(estimates) <- paste("chunk", seq_len(g))
   modes <- fr_glmm_modes(list(model), spec$family, spec$link, list(trials), list(offset), coef, variances,
-                         spec$threads, glmm_progress_reporter())
+                         spec$threads, glmm_progress_reporter("GLMM conditional modes"))
   sum_of <- function(field) Reduce(`+`, lapply(fits, `[[`, field))
   list(
     coef = coef, variances = variances, at_boundary = variances == 0, method = spec$method,
@@ -163,7 +197,7 @@ progress_enabled <- function() {
 # or NULL when progress is off. The bar is created at the first call and shown by cli
 # only once the fit has run for `cli.progress_show_after` seconds (2 by default); it
 # closes when the calling function returns.
-glmm_progress_reporter <- function(what = "GLMM fit by moments", env = parent.frame()) {
+glmm_progress_reporter <- function(what, env = parent.frame()) {
   if (!progress_enabled()) return(NULL)
   id <- NULL
   function(steps) {

@@ -6,26 +6,30 @@
 #' With `family = binomial` or `poisson` (as [glm()] takes it: `binomial`, `binomial()`,
 #' `"binomial"`, `poisson(link = "log")`; links logit and probit for binomial, log for
 #' Poisson), `fr_fit()` fits `g(E[y | u]) = X b + offset + sum_k Z_k u_k`,
-#' `u_k ~ N(0, s2_k I)`. The default is `method = "moments"` (below).
-#' `method = "efficient"` (opt-in) maximises per-level
+#' `u_k ~ N(0, s2_k I)`. The default, `method = "auto"`, maximises the likelihood
+#' (`"efficient"`, below) where the per-level likelihoods are the marginal likelihood
+#' (one term, or nested terms, with observation-level terms) and uses the moments
+#' (`"moments"`, below) for crossed terms; `fit$method`, `print()` and `summary()` say which.
+#' `method = "efficient"` maximises per-level
 #' marginal likelihoods: for every term and level, the likelihood of the level's rows
-#' integrated over the level's effect by adaptive Gauss-Hermite quadrature (centred at the
-#' level's mode, scaled by its curvature, as `glmer(nAGQ > 1)`), the effects of the
-#' other terms integrated row by row, and the levels of a term nested in it integrated
-#' inside each level. With one term, or nested terms (with observation-level terms), this
-#' is the marginal likelihood itself (it equals `glmer(nAGQ = 25)` on one term); with
-#' crossed terms the sum over terms is a composite likelihood (consistent; exact per
-#' component when every pair of levels holds at most one row). The fixed effects and
-#' variances are solved jointly, started at the moment estimates below; a variance whose
-#' score at 0 is not positive is set to 0. `vcov()` is the inverse observed information
-#' (one term or nested terms) or the sandwich `H^-1 V H^-1` with `V` multi-way
+#' integrated over the level's effect (the trapezoidal rule after the change of variable
+#' `a = m + s sinh(t)`, `m` the level's mode and `s` the sd of the Gaussian approximation
+#' there, with nodes out to where the integrand is negligible: about 1e-6 of each level's
+#' log-likelihood, where Gauss-Hermite at the mode with 25 nodes, as `glmer(nAGQ = 25)`,
+#' errs by 1e-3 on levels with no successes and a large variance), the effects of the
+#' other terms integrated row by row and the levels of a term nested in it inside each
+#' level (adaptive Gauss-Hermite). With one term, or nested terms, this is the marginal
+#' likelihood itself (it equals `glmer(nAGQ = 25)` to 2e-5 on cbpp and mlmRev's
+#' Contraception); with crossed terms the sum over terms is a composite likelihood
+#' (consistent; exact per component when every pair of levels holds at most one row).
+#' The fixed effects and variances are solved jointly by Newton's method on the
+#' analytic Hessian with a line search, started at the moment estimates below, to
+#' Newton's decrement `1e-11 (1 + |log-likelihood|)` (typically 4 to 6 steps); a
+#' variance whose score at 0 is not positive is set to 0. `vcov()` is the inverse observed
+#' information (one term or nested terms) or the sandwich `H^-1 V H^-1` with `V` multi-way
 #' cluster-robust from the level scores (crossed terms). It costs a quadrature per level
-#' and row at every evaluation: seconds for 10^4 rows with crossed Bernoulli terms, so at
-#' 10^5 rows and more `method = "moments"` is the scalable choice. Its Newton iteration is
-#' not yet robust: on the click-through design of `simulate_clicks()` (user sd 5) with
-#' 1000 users it does not reach the optimum, and says so with an error (it used to
-#' report the point where it stopped); with 10^4 users it runs for minutes. It is
-#' therefore not the default.
+#' and, with crossed terms, per row at every evaluation: the crossed case takes seconds
+#' at 10^4 rows, so there `method = "moments"` (the default) is the scalable choice.
 #' `method = "moments"` fits by Jiang's method of moments (Jiang 1998, JASA 93; Jiang and
 #' Zhang 2001, Biometrika 88): the first moments `sum_i x_i (y_i - n_i E h(eta_i + z))`
 #' and, per term, the within-level cross-products `sum_g w_g sum_{s != t in g} y_s y_t`
@@ -37,7 +41,9 @@
 #' `1 / max(n_g - 1, 1)` (option `fullrandom.glmm_information_weights = TRUE` adds a
 #' second, experimental step weighting each level by its information at these estimates:
 #' on power-law crossed Bernoulli data it brings the sampling sd of the user sd from 3.0
-#' to 1.8 times glmer's, but not the item sd's (3.4 times) and it makes the slope's worse).
+#' to 1.8 times glmer's, but not the item sd's (3.4 times) and it makes the slope's worse;
+#' this option and `fullrandom.glmm_working_covariance` below steer the moments only, and
+#' setting either for a fit by `"efficient"` is an error).
 #' A term whose levels each hold one row (an observation-level effect) is identified by
 #' `sum y (y - 1)` instead (Poisson, or binomial with trials). The fixed effects reported
 #' then solve the quasi-score `X'D V^-1 (y - mu) = 0` at the estimated variances, with
@@ -301,11 +307,14 @@ print.fr_glmm <- function(x, digits = max(3L, getOption("digits") - 3L), ...) {
   invisible(x)
 }
 
+# The header of print() and summary(): which estimator fitted the model.
 print_glmm_header <- function(x) {
-  how <- if (identical(x$method, "efficient") || identical(x$object$method, "efficient")) {
-    "per-level marginal likelihoods (adaptive Gauss-Hermite)"
+  fit <- if (inherits(x, "summary.fr_glmm")) x$object else x
+  how <- if (identical(fit$method, "efficient")) {
+    sprintf("%s (per-level marginal likelihoods by quadrature, method = \"efficient\")",
+            if (isTRUE(fit$exact)) "maximum likelihood" else "composite likelihood")
   } else {
-    "the method of moments"
+    "the method of moments (method = \"moments\")"
   }
   cat(sprintf("Generalized linear mixed model fit by %s ['fr_fit']\n", how))
   cat(sprintf(" Family: %s  ( %s )\n", x$family$family, x$family$link))
@@ -472,7 +481,7 @@ glmm_parametric_bootstrap <- function(object, nsim, seed) {
   storage.mode(X) <- "double"
   trials <- if (object$family$family == "binomial") as.double(object$prior.weights)
   threads <- as.integer(if (is.null(object$threads)) 1L else object$threads)
-  working <- !isFALSE(getOption("fullrandom.glmm_working_covariance", TRUE))
+  moment_options <- glmm_moment_options(object$method)
   failed <- 0L
   out <- t(vapply(sims, function(y) {
     y <- as.double(if (is.null(trials)) y else round(y * trials))
@@ -482,8 +491,7 @@ glmm_parametric_bootstrap <- function(object, nsim, seed) {
     }
     fit <- tryCatch(
       fr_glmm_fit(glmm_core_model(y, X, colnames(X), object$flist), object$family$family, object$family$link,
-                  trials, object$offset, isTRUE(getOption("fullrandom.glmm_information_weights", FALSE)),
-                  working, object$method, threads),
+                  trials, object$offset, moment_options$information, moment_options$working, object$method, threads),
       error = function(e) NULL
     )
     if (is.null(fit)) {

@@ -187,10 +187,13 @@ test_that("long GLMM fits report progress to R and stop on a user interrupt", {
   expect_identical(out$coef, plain$coef)
   # The progress bar: off by option, on with cli when asked; a bad option is an error.
   withr::local_options(fullrandom.progress = FALSE)
-  expect_null(glmm_progress_reporter())
+  expect_null(glmm_progress_reporter("GLMM fit by moments"))
   withr::local_options(fullrandom.progress = TRUE)
   skip_if_not_installed("cli")
-  expect_true(is.function(glmm_progress_reporter()))
+  expect_true(is.function(glmm_progress_reporter("GLMM fit by moments")))
+  # The bar names the estimator.
+  expect_identical(glmm_method_label("moments"), "GLMM fit by moments")
+  expect_identical(glmm_method_label("efficient"), "GLMM fit by likelihood (adaptive quadrature)")
   fit <- fr_fit(click ~ x + (1 | user) + (1 | item), d, family = binomial)
   expect_identical(unname(fixef(fit)), plain$coef)
   withr::local_options(fullrandom.progress = "yes")

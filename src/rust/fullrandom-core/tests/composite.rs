@@ -1,9 +1,10 @@
 //! The per-level marginal likelihoods of `composite`: the crossed composite
 //! log-likelihood and its score against dense (trapezoidal) integration on a tiny design,
-//! a nested design against the dense two-level integral, and invariance of the fit to
-//! chunks and threads.
+//! a nested design against the dense two-level integral, the analytic Hessian against
+//! differences of the score (and exactly, with the quadratures held at an anchor, of the
+//! quadrature's own value and gradient), and invariance of the fit to chunks and threads.
 
-use fullrandom_core::composite::{composite_loglik, fit_composite, CompositeOptions};
+use fullrandom_core::composite::{composite_derivatives, composite_loglik, fit_composite, CompositeOptions};
 use fullrandom_core::family::{Family, GlmFamily};
 use fullrandom_core::glmm::GlmmChunk;
 use fullrandom_core::thread_pool;
@@ -199,6 +200,113 @@ fn fit_does_not_depend_on_chunks_or_threads() {
         let other = fit(pieces, threads);
         for (a, b) in one.coef.iter().chain(&one.variances).zip(other.coef.iter().chain(&other.variances)) {
             assert!((a - b).abs() < 1e-10, "{pieces} chunks, {threads} threads: {a} against {b}");
+        }
+    }
+}
+
+/// One term with a few rows per level, Bernoulli (a design like the click-through one:
+/// large effects, many levels whose rows are all 0).
+fn one_term() -> Rows {
+    let n_levels = 12usize;
+    let mut rows = Rows { y: vec![], x: vec![], codes: vec![vec![]], n_levels: vec![n_levels] };
+    for g in 0..n_levels {
+        for r in 0..(1 + g % 3) {
+            rows.codes[0].push(g as i32);
+            rows.x.push(((g * 5 + r * 3) % 4) as f64 / 2.0 - 0.5);
+            rows.y.push(((g % 4 == 0) || (g + r) % 5 == 0) as u8 as f64);
+        }
+    }
+    rows
+}
+
+/// With every quadrature held at an anchor, the value, gradient and Hessian are those of one
+/// smooth function: the gradient equals central differences of the value and the Hessian
+/// those of the gradient, to the accuracy of the differences (the nodes do not move).
+#[test]
+fn held_quadrature_gives_exact_derivatives() {
+    let pool = thread_pool(1).unwrap();
+    let designs: Vec<(Rows, GlmFamily, Vec<f64>, Vec<f64>)> = vec![
+        (one_term(), GlmFamily::from_names("binomial", "logit").unwrap(), vec![-1.0, 0.7], vec![4.0]),
+        (crossed(), GlmFamily::from_names("binomial", "logit").unwrap(), vec![-0.3, 0.4], vec![0.8, 0.35]),
+        (nested(), GlmFamily::from_names("poisson", "log").unwrap(), vec![0.8, 0.3], vec![0.5, 0.3, 0.2]),
+    ];
+    for (design, (rows, fam, b, s2)) in designs.iter().enumerate() {
+        let chunk = rows.chunk(0..rows.y.len());
+        let chunks = std::slice::from_ref(&chunk);
+        let options = CompositeOptions { nodes: 9, inner_nodes: 7, ..Default::default() };
+        let theta: Vec<f64> = b.iter().chain(s2).cloned().collect();
+        let p = b.len();
+        let dim = theta.len();
+        // The point evaluated is away from the anchor.
+        let at: Vec<f64> = theta.iter().enumerate().map(|(j, v)| v * (1.0 + 0.05 * (j as f64 + 1.0))).collect();
+        let eval =
+            |t: &[f64]| composite_derivatives(chunks, *fam, &t[..p], &t[p..], Some((b, s2)), &options, &pool).unwrap();
+        let (_, grad, hess) = eval(&at);
+        for j in 0..dim {
+            let h = 1e-5 * (1.0 + at[j].abs());
+            let (mut up, mut down) = (at.clone(), at.clone());
+            up[j] += h;
+            down[j] -= h;
+            let (vu, gu, _) = eval(&up);
+            let (vd, gd, _) = eval(&down);
+            let fd = (vu - vd) / (2.0 * h);
+            assert!(
+                (grad[j] - fd).abs() < 1e-6 * (1.0 + fd.abs()),
+                "design {design}, gradient {j}: {} against {fd}",
+                grad[j]
+            );
+            for a in 0..dim {
+                let fd = (gu[a] - gd[a]) / (2.0 * h);
+                let an = hess[a * dim + j];
+                assert!(
+                    (an - fd).abs() < 1e-5 * (1.0 + fd.abs()),
+                    "design {design}, Hessian ({a}, {j}): {an} against {fd}"
+                );
+            }
+        }
+        // Symmetric.
+        for a in 0..dim {
+            for c in 0..a {
+                assert!((hess[a * dim + c] - hess[c * dim + a]).abs() < 1e-9 * (1.0 + hess[a * dim + c].abs()));
+            }
+        }
+    }
+}
+
+/// The Hessian with the quadratures placed at the point itself against central differences
+/// of the score (each difference re-placing them), on designs where the quadrature is exact
+/// to rounding: one term, crossed and nested terms.
+#[test]
+fn hessian_matches_differences_of_the_score() {
+    let pool = thread_pool(1).unwrap();
+    let designs: Vec<(Rows, GlmFamily, Vec<f64>, Vec<f64>)> = vec![
+        (one_term(), GlmFamily::from_names("binomial", "logit").unwrap(), vec![-1.0, 0.7], vec![2.0]),
+        (crossed(), GlmFamily::from_names("binomial", "logit").unwrap(), vec![-0.3, 0.4], vec![0.8, 0.35]),
+        (nested(), GlmFamily::from_names("poisson", "log").unwrap(), vec![0.8, 0.3], vec![0.5, 0.3, 0.2]),
+    ];
+    for (design, (rows, fam, b, s2)) in designs.iter().enumerate() {
+        let chunk = rows.chunk(0..rows.y.len());
+        let chunks = std::slice::from_ref(&chunk);
+        let options = CompositeOptions { nodes: 25, inner_nodes: 25, ..Default::default() };
+        let theta: Vec<f64> = b.iter().chain(s2).cloned().collect();
+        let p = b.len();
+        let dim = theta.len();
+        let (_, _, hess) = composite_derivatives(chunks, *fam, b, s2, None, &options, &pool).unwrap();
+        for j in 0..dim {
+            let h = 1e-4;
+            let (mut up, mut down) = (theta.clone(), theta.clone());
+            up[j] += h;
+            down[j] -= h;
+            let gu = composite_loglik(chunks, *fam, &up[..p], &up[p..], &options, &pool).unwrap().1;
+            let gd = composite_loglik(chunks, *fam, &down[..p], &down[p..], &options, &pool).unwrap().1;
+            for a in 0..dim {
+                let fd = (gu[a] - gd[a]) / (2.0 * h);
+                let an = hess[a * dim + j];
+                assert!(
+                    (an - fd).abs() < 1e-5 * (1.0 + fd.abs()),
+                    "design {design}, Hessian ({a}, {j}): {an} against {fd}"
+                );
+            }
         }
     }
 }

@@ -95,18 +95,7 @@ pub(crate) fn glmm_fit_list(
     pool: &fullrandom_core::ThreadPool,
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<List> {
-    // "auto": the likelihood fit where it is the marginal likelihood (one term, nested
-    // terms), the moments otherwise (crossed terms: the composite likelihood costs a
-    // quadrature per row and its sandwich overstates the intercept's standard error).
-    let method = if method == "auto" {
-        if fullrandom_core::composite::is_marginal_likelihood(chunks, family).map_err(r_error)? {
-            "efficient"
-        } else {
-            "moments"
-        }
-    } else {
-        method
-    };
+    let method = if method == "auto" { auto_method(chunks, family)? } else { method };
     match method {
         "efficient" => efficient_fit(chunks, family, options.modes, pool, keep_going),
         "moments" => {
@@ -134,6 +123,18 @@ pub(crate) fn glmm_fit_list(
         }
         _ => Err(Error::Other(format!("unknown GLMM method \"{method}\": use \"moments\" or \"efficient\""))),
     }
+}
+
+/// The estimator `method = "auto"` takes: the likelihood fit (`"efficient"`) where the
+/// per-level likelihoods are the marginal likelihood (one term, nested terms), the moments
+/// otherwise (crossed terms: the composite likelihood costs a quadrature per row and its
+/// sandwich overstates the intercept's standard error).
+pub(crate) fn auto_method(chunks: &[GlmmChunk<'static>], family: GlmFamily) -> Result<&'static str> {
+    Ok(if fullrandom_core::composite::is_marginal_likelihood(chunks, family).map_err(r_error)? {
+        "efficient"
+    } else {
+        "moments"
+    })
 }
 
 fn statistic_names(statistic: &[Statistic]) -> Vec<String> {

@@ -3,7 +3,7 @@
 //! so the fit equals the unchunked one. Also the conditional modes at given estimates
 //! (for `combine = "average"`), and the progress reports of long fits.
 
-use crate::glmm::{glmm_fit_list, glmm_options};
+use crate::glmm::{auto_method, glmm_fit_list, glmm_options};
 use crate::{model_data, no_user_interrupt, r_error};
 use extendr_api::prelude::*;
 use extendr_api::AsTypedSlice;
@@ -96,6 +96,20 @@ fn fr_glmm_fit_chunks(
     glmm_fit_list(&chunks, family, &options, method, &pool, &mut reporter(&progress))
 }
 
+/// The estimator that `method = "auto"` takes for these rows (internal; fr_fit() with
+/// `family`): `"efficient"` where the per-level likelihoods are the marginal likelihood
+/// (one term, or nested terms), `"moments"` otherwise (crossed terms).
+///
+/// @param models,family,link,trials,offsets as for fr_glmm_fit_chunks().
+/// @return `"efficient"` or `"moments"`.
+/// @noRd
+#[extendr]
+fn fr_glmm_auto_method(models: List, family: &str, link: &str, trials: List, offsets: List) -> Result<String> {
+    let chunks = glmm_chunks(&models, &trials, &offsets)?;
+    let family = GlmFamily::from_names(family, link).map_err(r_error)?;
+    Ok(auto_method(&chunks, family)?.to_string())
+}
+
 /// The conditional modes of a GLMM at given fixed effects and variances over the rows of
 /// several chunks (internal; fr_fit(combine = "average") with a binomial or Poisson
 /// family). Checks for user interrupts and calls `progress` between iterations.
@@ -133,5 +147,6 @@ fn fr_glmm_modes(
 extendr_module! {
     mod glmm_chunks;
     fn fr_glmm_fit_chunks;
+    fn fr_glmm_auto_method;
     fn fr_glmm_modes;
 }
