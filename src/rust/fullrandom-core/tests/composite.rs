@@ -206,9 +206,9 @@ fn fit_does_not_depend_on_chunks_or_threads() {
 
 /// One term with a few rows per level, Bernoulli (a design like the click-through one:
 /// large effects, many levels whose rows are all 0).
-fn one_term() -> Rows {
+fn one_term() -> GlmmRows {
     let n_levels = 12usize;
-    let mut rows = Rows { y: vec![], x: vec![], codes: vec![vec![]], n_levels: vec![n_levels] };
+    let mut rows = GlmmRows::empty(&[n_levels]);
     for g in 0..n_levels {
         for r in 0..(1 + g % 3) {
             rows.codes[0].push(g as i32);
@@ -219,17 +219,24 @@ fn one_term() -> Rows {
     rows
 }
 
+/// The designs of the derivative tests at their parameter values: one term (variance
+/// `one_term_variance`), crossed and nested terms.
+fn derivative_designs(one_term_variance: f64) -> Vec<(GlmmRows, GlmFamily, Vec<f64>, Vec<f64>)> {
+    let logit = GlmFamily::from_names("binomial", "logit").unwrap();
+    vec![
+        (one_term(), logit, vec![-1.0, 0.7], vec![one_term_variance]),
+        (crossed(), logit, vec![-0.3, 0.4], vec![0.8, 0.35]),
+        (nested(), GlmFamily::from_names("poisson", "log").unwrap(), vec![0.8, 0.3], vec![0.5, 0.3, 0.2]),
+    ]
+}
+
 /// With every quadrature held at an anchor, the value, gradient and Hessian are those of one
 /// smooth function: the gradient equals central differences of the value and the Hessian
 /// those of the gradient, to the accuracy of the differences (the nodes do not move).
 #[test]
 fn held_quadrature_gives_exact_derivatives() {
     let pool = thread_pool(1).unwrap();
-    let designs: Vec<(Rows, GlmFamily, Vec<f64>, Vec<f64>)> = vec![
-        (one_term(), GlmFamily::from_names("binomial", "logit").unwrap(), vec![-1.0, 0.7], vec![4.0]),
-        (crossed(), GlmFamily::from_names("binomial", "logit").unwrap(), vec![-0.3, 0.4], vec![0.8, 0.35]),
-        (nested(), GlmFamily::from_names("poisson", "log").unwrap(), vec![0.8, 0.3], vec![0.5, 0.3, 0.2]),
-    ];
+    let designs = derivative_designs(4.0);
     for (design, (rows, fam, b, s2)) in designs.iter().enumerate() {
         let chunk = rows.chunk(0..rows.y.len());
         let chunks = std::slice::from_ref(&chunk);
@@ -279,11 +286,7 @@ fn held_quadrature_gives_exact_derivatives() {
 #[test]
 fn hessian_matches_differences_of_the_score() {
     let pool = thread_pool(1).unwrap();
-    let designs: Vec<(Rows, GlmFamily, Vec<f64>, Vec<f64>)> = vec![
-        (one_term(), GlmFamily::from_names("binomial", "logit").unwrap(), vec![-1.0, 0.7], vec![2.0]),
-        (crossed(), GlmFamily::from_names("binomial", "logit").unwrap(), vec![-0.3, 0.4], vec![0.8, 0.35]),
-        (nested(), GlmFamily::from_names("poisson", "log").unwrap(), vec![0.8, 0.3], vec![0.5, 0.3, 0.2]),
-    ];
+    let designs = derivative_designs(2.0);
     for (design, (rows, fam, b, s2)) in designs.iter().enumerate() {
         let chunk = rows.chunk(0..rows.y.len());
         let chunks = std::slice::from_ref(&chunk);
