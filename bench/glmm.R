@@ -91,7 +91,7 @@ scale <- do.call(rbind, scale)
 
 fmt <- function(x, d = 3) formatC(x, digits = d, format = "f")
 lines <- c("## Generalized linear mixed models (bench/glmm.R)", "",
-           sprintf(paste("Threads: %d. fr_fit(family = %s) against glmer (Laplace, bobyqa); each heading names the",
+           sprintf(paste("Threads: %d. fr_fit(family = ) by %s against glmer (Laplace, bobyqa); each heading names the",
                          "method fr_fit used (\"efficient\": per-level marginal likelihoods by adaptive Gauss-Hermite quadrature;",
                          "\"moments\": Jiang's moment equations with the quasi-score fixed effects).",
                          "SE ratio (vcov): fr_fit's vcov() over glmer's; (sandwich): the cluster-robust sandwich",
@@ -117,7 +117,8 @@ if (!run_scale) {
   previous <- readLines("bench/results.md")
   from <- grep("^### Crossed Bernoulli data", previous)
   to <- grep("^<!-- /bench:glmm -->", previous)
-  lines <- c(lines, paste(previous[from], "(not rerun: the table of the previous run)"), previous[(from + 1L):(to - 1L)])
+  heading <- sub(" \\(not rerun: the table of the previous run\\).*$", "", previous[from])
+  lines <- c(lines, paste(heading, "(not rerun: the table of the previous run)"), previous[(from + 1L):(to - 1L)])
 } else {
   lines <- c(lines, "### Crossed Bernoulli data by method = \"moments\" (truth: slope 0.5, sd user 1, sd item 0.5)", "",
              "| rows | users | items | fr_fit s | glmer nAGQ=0 s | fr slope | glmer slope | fr sd user | fr sd item |",
