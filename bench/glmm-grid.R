@@ -34,21 +34,22 @@ slope <- 0.5
 # the same number of rows; crossed: every user x item pair once, or simulate_crossed()),
 # the family and trials, the sd(s), the intercept (qlogis(base rate), log(Poisson mean at
 # u = 0, x = 0)); `glmer` how many data sets glmer fits (Inf: all), `nagq` 1 (Laplace) or
-# 0, `efficient` whether method = "efficient" runs.
+# 0, `efficient` how many data sets method = "efficient" fits (it is slow with crossed
+# terms and large data), `sets` at most how many data sets the cell has.
 cell <- function(label, users = 200, rows = 10, sd = 1, rate = 0.2, family = "binomial", size = 1,
                  mean = NULL, layout = "single", items = NULL, sd_item = 0.5, n_obs = NULL,
-                 glmer = Inf, nagq = 1L, efficient = TRUE, limit = 300) {
+                 glmer = Inf, nagq = 1L, efficient = Inf, sets = Inf, limit = 300) {
   intercept <- if (family == "poisson") log(mean) else qlogis(rate)
   list(label = label, users = users, rows = rows, sd = sd, rate = rate, family = family, size = size,
        mean = mean, layout = layout, items = items, sd_item = sd_item, n_obs = n_obs, intercept = intercept,
-       glmer = glmer, nagq = nagq, efficient = efficient, limit = limit)
+       glmer = glmer, nagq = nagq, efficient = efficient, sets = sets, limit = limit)
 }
 cells <- list(
   base = cell("base: 200 users x 10 rows, sd 1, rate 0.2, Bernoulli"),
   users50 = cell("50 users", users = 50),
   users1000 = cell("1000 users", users = 1000),
-  users1e4 = cell("10^4 users (10^5 rows)", users = 1e4, glmer = 20),
-  users1e5 = cell("10^5 users (10^6 rows)", users = 1e5, glmer = 0, efficient = FALSE),
+  users1e4 = cell("10^4 users (10^5 rows)", users = 1e4, glmer = 10, efficient = 10),
+  users1e5 = cell("10^5 users (10^6 rows)", users = 1e5, glmer = 0, efficient = 0, sets = 20),
   rows2 = cell("2 rows per user", rows = 2),
   rows5 = cell("5 rows per user", rows = 5),
   rows100 = cell("100 rows per user", rows = 100),
@@ -62,11 +63,11 @@ cells <- list(
   pois20 = cell("Poisson mean 20", family = "poisson", mean = 20),
   powerlaw = cell("power-law sizes: 2000 rows over 200 users, P(user) ~ 1/rank", layout = "powerlaw"),
   crossed = cell("crossed: 100 users x 50 items, every pair once, sds 1 and 0.5", layout = "crossed",
-                 users = 100, items = 50),
+                 users = 100, items = 50, efficient = 10),
   crossed_pl = cell("crossed power-law: simulate_crossed(2e4), 125 users x 53 items, Zipf sizes, sds 1 and 0.5",
-                    layout = "crossed_pl", n_obs = 2e4),
+                    layout = "crossed_pl", n_obs = 2e4, efficient = 0),
   crossed_pl_pois = cell("crossed power-law Poisson mean 5: simulate_crossed(2e4), sds 1 and 0.5",
-                         layout = "crossed_pl", n_obs = 2e4, family = "poisson", mean = 5)
+                         layout = "crossed_pl", n_obs = 2e4, family = "poisson", mean = 5, efficient = 0)
 )
 if (!is.null(only) && !all(only %in% names(cells))) {
   stop("unknown cells: ", paste(setdiff(only, names(cells)), collapse = ", "), call. = FALSE)
@@ -143,7 +144,7 @@ one_data_set <- function(i, name) {
   cl <- cells[[name]]
   file <- file.path(cache, sprintf("%s-%04d.rds", name, i))
   out <- if (file.exists(file)) readRDS(file) else list()
-  wants <- c(moments = is.null(out$moments), efficient = cl$efficient && is.null(out$efficient),
+  wants <- c(moments = is.null(out$moments), efficient = i <= cl$efficient && is.null(out$efficient),
              glmer = i <= cl$glmer && is.null(out$glmer))
   if (!any(wants)) return(out)
   d <- make_data(cl, seed = 1e6 * match(name, names(cells)) + i)
@@ -161,10 +162,11 @@ cpu0 <- proc.time()
 if (n_sets > 0L) {
   for (name in if (is.null(only)) names(cells) else only) {
     t0 <- Sys.time()
-    rows <- parallel::mclapply(seq_len(n_sets), one_data_set, name = name, mc.cores = cores, mc.preschedule = FALSE)
+    n_cell <- min(n_sets, cells[[name]]$sets)
+    rows <- parallel::mclapply(seq_len(n_cell), one_data_set, name = name, mc.cores = cores, mc.preschedule = FALSE)
     bad <- vapply(rows, inherits, logical(1), "try-error")
     if (any(bad)) message(sprintf("%s: %d data sets crashed: %s", name, sum(bad), rows[bad][[1]]))
-    message(sprintf("%s %s: %d data sets in %.0f s", format(Sys.time(), "%H:%M:%S"), name, n_sets,
+    message(sprintf("%s %s: %d data sets in %.0f s", format(Sys.time(), "%H:%M:%S"), name, n_cell,
                     as.numeric(difftime(Sys.time(), t0, units = "secs"))))
   }
 }
