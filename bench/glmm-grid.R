@@ -214,6 +214,7 @@ summarise_cell <- function(name, runs) {
     rel_bias <- colMeans(s$est) / sds - 1
     rel_mcse <- apply(s$est, 2, stats::sd) / sqrt(nrow(s$est)) / sds
     cover <- colMeans(abs(sweep(s$b, 2, beta)) <= qnorm(0.975) * s$se)
+    se_ratio <- colMeans(s$se) / apply(s$b, 2, stats::sd)
     # Ratios to glmer on the data sets where both fitted.
     both <- ok & glmer_ok
     if (m != "glmer" && sum(both) >= 5) {
@@ -240,12 +241,12 @@ summarise_cell <- function(name, runs) {
              "; MSE ", mark(if (anyNA(mse_ratio)) NA else all(mse_ratio <= 1.3)),
              "; sd spread ", mark(if (anyNA(sd_ratio)) NA else all(sd_ratio <= 1.3)))
     }
-    out[[m]] <- sprintf("| %s | %s | %s | %d%s | %.2f | %s | %s | %s | %s | %s |", name, m,
+    out[[m]] <- sprintf("| %s | %s | %s | %d%s | %.2f | %s | %s | %s | %s | %s | %s |", name, m,
                         paste(sprintf("%.0f", levels), collapse = " x "), sum(ok),
                         if (sum(ran & !ok)) sprintf(" (%d failed)", sum(ran & !ok)) else "", secs,
                         paste(sprintf("%s (%.1f)", pct(rel_bias), 100 * rel_mcse), collapse = "; "),
                         paste(num(sd_ratio), collapse = "; "), paste(num(mse_ratio), collapse = "; "),
-                        paste(num(cover, 3), collapse = "; "), crit)
+                        paste(num(cover, 3), collapse = "; "), paste(num(se_ratio), collapse = "; "), crit)
   }
   list(lines = unlist(out), errors = errors)
 }
@@ -287,15 +288,16 @@ lines <- c(
     "Columns: levels (mean per data set, user x item); fits that succeeded (failures: errors or the time limit);",
     "mean wall seconds per fit (failures included); relative bias of each sd in % (Monte Carlo se in %);",
     "sampling sd of each sd over glmer's and MSE of each fixed effect ((Intercept); x) over glmer's, on the data",
-    "sets where both fitted; coverage of 95% Wald intervals from vcov() ((Intercept); x). Criteria (each method",
+    "sets where both fitted; coverage of 95% Wald intervals from vcov() ((Intercept); x); SE / spread: mean standard error over the sampling sd
+    of each fixed effect. Criteria (each method",
     "against issue 19): bias |bias| < 5% of every sd, applicable (else n/a) with at least 30 levels and a mean",
     "of 5 rows per level in every term (\"within 2 MC se\": the excess over 5% is not significant); coverage of",
     "both fixed effects in [0.93, 0.97]; MSE <= 1.3x glmer's; sd spread <= 1.3x glmer's (n/a where glmer did",
     "not run). glmer rows: \"Laplace biased\" where glmer's own |bias| exceeds 5% and 2 Monte Carlo se."
   ),
   "",
-  "| cell | method | levels | fits | s / fit | sd bias % (MC se) | sd spread / glmer | fixed MSE / glmer | coverage | criteria |",
-  "|---|---|---:|---:|---:|---|---|---|---|---|",
+  "| cell | method | levels | fits | s / fit | sd bias % (MC se) | sd spread / glmer | fixed MSE / glmer | coverage | SE / spread | criteria |",
+  "|---|---|---:|---:|---:|---|---|---|---|---|---|",
   unlist(lapply(summaries, `[[`, "lines")),
   "",
   if (length(unlist(lapply(summaries, `[[`, "errors")))) c("Failed fits:", "", unlist(lapply(summaries, `[[`, "errors")), "")
