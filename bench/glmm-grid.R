@@ -213,8 +213,12 @@ summarise_cell <- function(name, runs) {
     s <- stat(m, ok)
     rel_bias <- colMeans(s$est) / sds - 1
     rel_mcse <- apply(s$est, 2, stats::sd) / sqrt(nrow(s$est)) / sds
-    cover <- colMeans(abs(sweep(s$b, 2, beta)) <= qnorm(0.975) * s$se)
-    se_ratio <- colMeans(s$se) / apply(s$b, 2, stats::sd)
+    # A standard error that is not finite (a negative variance in vcov()) gives no interval:
+    # counted as not covering, and reported.
+    finite_se <- is.finite(s$se)
+    cover <- colMeans(finite_se & abs(sweep(s$b, 2, beta)) <= qnorm(0.975) * s$se, na.rm = TRUE)
+    se_ratio <- colMeans(ifelse(finite_se, s$se, NA), na.rm = TRUE) / apply(s$b, 2, stats::sd)
+    bad_se <- sum(rowSums(!finite_se) > 0)
     # Ratios to glmer on the data sets where both fitted.
     both <- ok & glmer_ok
     if (m != "glmer" && sum(both) >= 5) {
@@ -243,7 +247,8 @@ summarise_cell <- function(name, runs) {
     }
     out[[m]] <- sprintf("| %s | %s | %s | %d%s | %.2f | %s | %s | %s | %s | %s | %s |", name, m,
                         paste(sprintf("%.0f", levels), collapse = " x "), sum(ok),
-                        if (sum(ran & !ok)) sprintf(" (%d failed)", sum(ran & !ok)) else "", secs,
+                        paste0(if (sum(ran & !ok)) sprintf(" (%d failed)", sum(ran & !ok)) else "",
+                               if (bad_se) sprintf(" (%d NaN SE)", bad_se) else ""), secs,
                         paste(sprintf("%s (%.1f)", pct(rel_bias), 100 * rel_mcse), collapse = "; "),
                         paste(num(sd_ratio), collapse = "; "), paste(num(mse_ratio), collapse = "; "),
                         paste(num(cover, 3), collapse = "; "), paste(num(se_ratio), collapse = "; "), crit)
@@ -285,7 +290,8 @@ lines <- c(
   cell_lines,
   "",
   paste(
-    "Columns: levels (mean per data set, user x item); fits that succeeded (failures: errors or the time limit);",
+    "Columns: levels (mean per data set, user x item); fits that succeeded (failures: errors or the time limit;",
+    "NaN SE: fits whose vcov() has a negative variance, counted as not covering);",
     "mean wall seconds per fit (failures included); relative bias of each sd in % (Monte Carlo se in %);",
     "sampling sd of each sd over glmer's and MSE of each fixed effect ((Intercept); x) over glmer's, on the data",
     "sets where both fitted; coverage of 95% Wald intervals from vcov() ((Intercept); x); SE / spread: mean standard error over the sampling sd
