@@ -338,9 +338,10 @@ lines <- c(
   ),
   "",
   sprintf(paste(
-    "Package as installed from %s (the estimators of main at 881fb2f). `nice -n 19 Rscript bench/glmm-grid.R N`;",
-    "the section is written from every data set in the cache. Fits in the cache took %.0f s summed",
-    "(last run %.1f minutes of wall time, load average %s at its end)."
+    "The package's R/ and src/ are main's at 881fb2f (this branch changes bench/ only; script at %s).",
+    "`nice -n 19 Rscript bench/glmm-grid.R N [cells]`, run in steps (50 data sets per cell, then 200); the section is",
+    "written from every data set in the cache. The fits in the cache took %.0f s of wall time summed (the run that",
+    "wrote this section: %.1f minutes, load average %s at its end; the machine's load was 4-11 during the fits)."
   ), commit, busy, minutes, load),
   "",
   cell_lines,
