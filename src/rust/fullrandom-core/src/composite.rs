@@ -810,22 +810,15 @@ impl<'c, 'a> Layout<'c, 'a> {
             let anchor_rows: Vec<RowIn> = data.iter().map(|r| RowIn { e: r.e_anchor, ..*r }).collect();
             let mut tmp = vec![RowD::default(); n_rows];
             let mut none = Vec::new();
+            // The groups' values at the anchor (for the mode and the range of nodes there).
+            let mut at_anchor =
+                |a: f64| self.groups_at(&anchor_rows, &x, &bounds, a, &anchor_var, has_sub, false, &mut tmp, &mut none);
             plan_out = match plan {
                 Some(given) => given,
                 None => {
                     let (centre, sd) = mode(
                         |a| {
-                            let o = self.groups_at(
-                                &anchor_rows,
-                                &x,
-                                &bounds,
-                                a,
-                                &anchor_var,
-                                has_sub,
-                                false,
-                                &mut tmp,
-                                &mut none,
-                            );
+                            let o = at_anchor(a);
                             (o.da, o.daa)
                         },
                         s_a,
@@ -845,17 +838,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                     loop {
                         let tj = j as f64 * step;
                         let a = centre + sd * tj.sinh();
-                        let o = self.groups_at(
-                            &anchor_rows,
-                            &x,
-                            &bounds,
-                            a,
-                            &anchor_var,
-                            has_sub,
-                            false,
-                            &mut tmp,
-                            &mut none,
-                        );
+                        let o = at_anchor(a);
                         let lw = tj.cosh().ln() + o.value - 0.5 * a * a / s_a;
                         top = top.max(lw);
                         if side == 1 {
