@@ -9,13 +9,15 @@
 //!
 //! `S_kg` the summed variances of the terms whose level is the same on every row of `g`
 //! (`k` itself and the terms `k` is nested in) and `tau_kg` the variances of the other
-//! terms, integrated row by row. The estimates maximise `sum_k sum_g log L_kg`. With one
-//! term this is the marginal likelihood (what `glmer(nAGQ > 1)` maximises); with nested
-//! terms and observation-level terms each component is the exact marginal likelihood of
-//! its rows when the rows of `g` hold distinct levels of every term not constant on `g`
-//! (crossed terms with every pair of levels at most once, an observation-level term);
-//! otherwise (repeated cells, a term with nested levels repeated inside `g`) the
-//! component treats rows that share those levels as independent given `a`, an
+//! terms, integrated row by row. One other term, the sub-term, is integrated level by
+//! level inside `g` instead: a term nested in `k`, or else the crossed term whose levels
+//! repeat most inside `k`'s levels (repeated cells). The estimates maximise
+//! `sum_k sum_g log L_kg`. With one term this is the marginal likelihood (what
+//! `glmer(nAGQ > 1)` maximises); each component is the exact marginal likelihood of its
+//! rows when every term other than the sub-term and those constant on `g` has distinct
+//! levels on the rows of `g` (two crossed terms, with or without repeated cells; nested
+//! terms; an observation-level term); otherwise (a third crossed term with repeated
+//! cells) the component treats rows that share its levels as independent given `a`, an
 //! approximation. The sum over terms is a composite likelihood (Lindsay 1988; Varin,
 //! Reid and Firth 2011): its score is unbiased when the components are, so the
 //! estimates are consistent, and their covariance is the sandwich `H^-1 V H^-1`.
@@ -37,7 +39,7 @@
 //! rows of every chunk in turn: the fit does not depend on the number of threads or on
 //! how the rows are split into chunks (of the same row order).
 
-use crate::dense::solve;
+use crate::dense::inverse;
 use crate::error::FitError;
 use crate::family::{dnorm, gauss_hermite, logistic, pnorm, Distribution, Family, GlmFamily, Link};
 use crate::glmm::GlmmChunk;
@@ -515,6 +517,37 @@ impl Structure {
     }
 }
 
+/// The crossed term whose levels repeat most within the levels of term `k` (rows of a
+/// level of `k` that share a cell with an earlier row), if any repeat: integrated cell by
+/// cell inside `k`'s levels (as a nested sub-term), each component is then the exact
+/// likelihood of its rows with two crossed terms, where a row-by-row integral would treat
+/// the rows of a cell as independent. `rows` lists the rows of `k`'s levels.
+fn repeated_cells_term(
+    structure: &Structure,
+    chunks: &[GlmmChunk<'_>],
+    k: usize,
+    starts: &[usize],
+    rows: &[(u32, u32)],
+) -> Option<usize> {
+    let k_terms = structure.n_levels.len();
+    let nested_in = |a: usize, c: usize| structure.shared[a].iter().all(|bits| bits >> c & 1 == 1);
+    let mut best: Option<(usize, usize)> = None;
+    let mut cells: Vec<usize> = Vec::new();
+    for l in (0..k_terms).filter(|&l| l != k && !nested_in(k, l) && !nested_in(l, k)) {
+        let mut repeats = 0usize;
+        for w in starts.windows(2) {
+            cells.clear();
+            cells.extend(rows[w[0]..w[1]].iter().map(|&(c, i)| chunks[c as usize].data.factors[l].level(i as usize)));
+            cells.sort_unstable();
+            repeats += cells.windows(2).filter(|pair| pair[0] == pair[1]).count();
+        }
+        if repeats > 0 && best.is_none_or(|(most, _)| repeats > most) {
+            best = Some((repeats, l));
+        }
+    }
+    best.map(|(_, l)| l)
+}
+
 impl<'c, 'a> Layout<'c, 'a> {
     fn new(chunks: &'c [GlmmChunk<'a>], family: GlmFamily, options: &CompositeOptions) -> Result<Self, FitError> {
         let structure = Structure::new(chunks)?;
@@ -522,6 +555,7 @@ impl<'c, 'a> Layout<'c, 'a> {
         let k_terms = structure.n_levels.len();
         let n_levels = &structure.n_levels;
         let mut levels = Vec::with_capacity(k_terms);
+        let mut sub = structure.sub.clone();
         for k in 0..k_terms {
             let mut starts = vec![0usize; n_levels[k] + 1];
             for (g, &size) in structure.sizes[k].iter().enumerate() {
@@ -536,7 +570,10 @@ impl<'c, 'a> Layout<'c, 'a> {
                     next[g] += 1;
                 }
             }
-            if let Some(l) = structure.sub[k] {
+            if sub[k].is_none() && !structure.omitted[k] {
+                sub[k] = repeated_cells_term(&structure, chunks, k, &starts, &rows);
+            }
+            if let Some(l) = sub[k] {
                 for g in 0..n_levels[k] {
                     rows[starts[g]..starts[g + 1]]
                         .sort_by_key(|&(c, i)| chunks[c as usize].data.factors[l].level(i as usize));
@@ -551,7 +588,7 @@ impl<'c, 'a> Layout<'c, 'a> {
             k_terms,
             levels,
             shared: structure.shared.clone(),
-            sub: structure.sub.clone(),
+            sub,
             omitted: structure.omitted.clone(),
             structure,
             outer_rule: ordered_rule(&gauss_hermite(options.nodes)),
@@ -1475,7 +1512,7 @@ pub fn fit_composite(
             neg[(a, c)] = -0.5 * (ev.hess[idx[a] * dim + idx[c]] + ev.hess[idx[c] * dim + idx[a]]);
         }
     }
-    let inv = inverse(&neg)?;
+    let inv = inverse(&neg, "information matrix of the likelihood fit")?;
     let meat_full = layout.meat(here, pool);
     let mut meat = Mat::<f64>::zeros(d, d);
     for a in 0..d {
@@ -1503,22 +1540,4 @@ pub fn fit_composite(
         exact: layout.exact(),
         iterations,
     })
-}
-
-/// The inverse of a symmetric positive definite matrix, or an error.
-fn inverse(a: &Mat<f64>) -> Result<Mat<f64>, FitError> {
-    let d = a.nrows();
-    let mut out = Mat::<f64>::zeros(d, d);
-    for c in 0..d {
-        let mut e = vec![0.0; d];
-        e[c] = 1.0;
-        let x = solve(a, &e);
-        if x.iter().any(|v| !v.is_finite()) {
-            return Err(FitError::NotConverged("the information matrix of the likelihood fit is singular".into()));
-        }
-        for r in 0..d {
-            out[(r, c)] = x[r];
-        }
-    }
-    Ok(out)
 }

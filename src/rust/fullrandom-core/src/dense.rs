@@ -80,6 +80,17 @@ pub fn solve(a: &Mat<f64>, b: &[f64]) -> Vec<f64> {
     (0..b.len()).map(|i| x[(i, 0)]).collect()
 }
 
+/// The inverse of the square matrix `a` by LU with partial pivoting; an error naming
+/// `what` when it is singular (an entry not finite).
+pub fn inverse(a: &Mat<f64>, what: &str) -> Result<Mat<f64>, FitError> {
+    let d = a.nrows();
+    let x = a.partial_piv_lu().solve(&Mat::<f64>::identity(d, d));
+    if (0..d).any(|c| (0..d).any(|r| !x[(r, c)].is_finite())) {
+        return Err(FitError::NotConverged(format!("the {what} is singular")));
+    }
+    Ok(x)
+}
+
 /// The smallest singular value of `a` relative to its largest, after scaling every row
 /// and column to unit maximum, with the matching right singular vector (in the scaled
 /// coordinates: which unknowns the near-dependence involves). A column that is zero

@@ -45,9 +45,26 @@ fn crossed() -> GlmmRows {
     rows
 }
 
-/// The crossed composite log-likelihood by dense integration: per user, the rows'
-/// probabilities integrated over the item effects row by row, then over the user effect;
-/// the same per item.
+/// Users x items with repeated cells: pairs `(u, i)` holding 0 to 3 rows (Bernoulli).
+fn crossed_repeated() -> GlmmRows {
+    let (nu, ni) = (3usize, 3usize);
+    let mut rows = GlmmRows::empty(&[nu, ni]);
+    for u in 0..nu {
+        for i in 0..ni {
+            for r in 0..(u + 2 * i) % 4 {
+                rows.codes[0].push(u as i32);
+                rows.codes[1].push(i as i32);
+                rows.x.push(((u * 7 + i * 3 + r) % 5) as f64 / 2.0 - 1.0);
+                rows.y.push(((u + 2 * i + r) % 3 == 0 || u == i) as u8 as f64);
+            }
+        }
+    }
+    rows
+}
+
+/// The crossed composite log-likelihood by dense integration: per user, the rows of each
+/// cell integrated over the cell's item effect, then over the user effect; the same per
+/// item. Each component is the exact likelihood of its level's rows.
 fn crossed_dense(rows: &GlmmRows, b: &[f64], s2: &[f64]) -> f64 {
     let fam = GlmFamily::from_names("binomial", "logit").unwrap();
     let mut total = 0.0;
@@ -56,16 +73,25 @@ fn crossed_dense(rows: &GlmmRows, b: &[f64], s2: &[f64]) -> f64 {
         for g in 0..rows.n_levels[k] {
             let members: Vec<usize> = (0..rows.y.len()).filter(|&i| rows.codes[k][i] == g as i32).collect();
             let like = dense(s2[k], |a| {
-                members
-                    .iter()
-                    .map(|&i| {
-                        let e = b[0] + b[1] * rows.x[i] + a;
-                        let p = dense(s2[other], |v| fam.linkinv(e + v));
-                        if rows.y[i] > 0.5 {
-                            p
-                        } else {
-                            1.0 - p
+                (0..rows.n_levels[other])
+                    .map(|h| {
+                        let cell: Vec<usize> =
+                            members.iter().copied().filter(|&i| rows.codes[other][i] == h as i32).collect();
+                        if cell.is_empty() {
+                            return 1.0;
                         }
+                        dense(s2[other], |v| {
+                            cell.iter()
+                                .map(|&i| {
+                                    let p = fam.linkinv(b[0] + b[1] * rows.x[i] + a + v);
+                                    if rows.y[i] > 0.5 {
+                                        p
+                                    } else {
+                                        1.0 - p
+                                    }
+                                })
+                                .product()
+                        })
                     })
                     .product()
             });
@@ -77,25 +103,29 @@ fn crossed_dense(rows: &GlmmRows, b: &[f64], s2: &[f64]) -> f64 {
 
 #[test]
 fn crossed_composite_likelihood_and_score_match_dense_integration() {
-    let rows = crossed();
-    let chunk = rows.chunk(0..rows.y.len());
-    let fam = GlmFamily::from_names("binomial", "logit").unwrap();
-    let pool = thread_pool(1).unwrap();
-    let options = CompositeOptions { nodes: 25, inner_nodes: 25, ..Default::default() };
-    let b = [-0.3, 0.4];
-    let s2 = [0.8, 0.35];
-    let (value, grad) = composite_loglik(std::slice::from_ref(&chunk), fam, &b, &s2, &options, &pool).unwrap();
-    let reference = crossed_dense(&rows, &b, &s2);
-    assert!((value - reference).abs() < 1e-7, "value {value} against dense {reference}");
-    // The score against central differences of the dense log-likelihood.
-    let theta: Vec<f64> = b.iter().chain(&s2).cloned().collect();
-    for j in 0..4 {
-        let h = 1e-4;
-        let (mut up, mut down) = (theta.clone(), theta.clone());
-        up[j] += h;
-        down[j] -= h;
-        let fd = (crossed_dense(&rows, &up[..2], &up[2..]) - crossed_dense(&rows, &down[..2], &down[2..])) / (2.0 * h);
-        assert!((grad[j] - fd).abs() < 1e-6 * (1.0 + fd.abs()), "score {j}: {} against dense {fd}", grad[j]);
+    // Every pair once (the other term integrated row by row), and repeated cells (the
+    // other term integrated cell by cell inside each level).
+    for rows in [crossed(), crossed_repeated()] {
+        let chunk = rows.chunk(0..rows.y.len());
+        let fam = GlmFamily::from_names("binomial", "logit").unwrap();
+        let pool = thread_pool(1).unwrap();
+        let options = CompositeOptions { nodes: 25, inner_nodes: 25, ..Default::default() };
+        let b = [-0.3, 0.4];
+        let s2 = [0.8, 0.35];
+        let (value, grad) = composite_loglik(std::slice::from_ref(&chunk), fam, &b, &s2, &options, &pool).unwrap();
+        let reference = crossed_dense(&rows, &b, &s2);
+        assert!((value - reference).abs() < 1e-7, "value {value} against dense {reference}");
+        // The score against central differences of the dense log-likelihood.
+        let theta: Vec<f64> = b.iter().chain(&s2).cloned().collect();
+        for j in 0..4 {
+            let h = 1e-4;
+            let (mut up, mut down) = (theta.clone(), theta.clone());
+            up[j] += h;
+            down[j] -= h;
+            let fd =
+                (crossed_dense(&rows, &up[..2], &up[2..]) - crossed_dense(&rows, &down[..2], &down[2..])) / (2.0 * h);
+            assert!((grad[j] - fd).abs() < 1e-6 * (1.0 + fd.abs()), "score {j}: {} against dense {fd}", grad[j]);
+        }
     }
 }
 
