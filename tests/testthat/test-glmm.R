@@ -207,6 +207,33 @@ test_that("the likelihood fit converges on the click-through design, to the exac
   expect_equal(sqrt(fit$theta[["user"]]), 5.30159, tolerance = 1e-4)
 })
 
+test_that("the crossed likelihood fit with repeated cells agrees with glmer, standard errors included", {
+  skip_if_not_installed("lme4")
+  # 60 users x 20 items, 0 to 3 rows a pair: each component integrates the other term's
+  # effect cell by cell. vcov() is the model-based covariance at the estimates; the
+  # composite's sandwich overstates the intercept's standard error (about 3x here).
+  set.seed(11)
+  cells <- expand.grid(user = 1:60, item = 1:20)
+  d <- cells[rep(seq_len(nrow(cells)), sample(0:3, nrow(cells), replace = TRUE)), ]
+  u <- rnorm(60)
+  v <- rnorm(20, 0, 0.6)
+  d$x <- rnorm(nrow(d))
+  d$y <- rbinom(nrow(d), 1, plogis(-1 + 0.5 * d$x + u[d$user] + v[d$item]))
+  d$user <- factor(d$user)
+  d$item <- factor(d$item)
+  form <- y ~ x + (1 | user) + (1 | item)
+  fit <- fr_fit(form, d, family = binomial, method = "efficient")
+  g <- suppressWarnings(lme4::glmer(form, d, family = binomial, control = lme4::glmerControl(optimizer = "bobyqa")))
+  se_g <- sqrt(diag(as.matrix(vcov(g))))
+  expect_lt(max(abs(fixef(fit) - lme4::fixef(g)) / se_g), 0.5)
+  vg <- as.data.frame(lme4::VarCorr(g))
+  expect_equal(unname(sqrt(fit$theta[vg$grp])), vg$sdcor, tolerance = 0.15)
+  ratio <- sqrt(diag(vcov(fit))) / se_g
+  expect_true(all(ratio > 0.8 & ratio < 1.25), info = paste(round(ratio, 3), collapse = " "))
+  expect_gt(sqrt(fit$vcov_sandwich[1, 1]) / se_g[[1]], 1.5)
+  expect_output(print(summary(fit)), "standard errors: model-based quasi-score at the estimates")
+})
+
 test_that("cbpp agrees with glmer", {
   skip_if_not_installed("lme4")
   cbpp <- lme4::cbpp

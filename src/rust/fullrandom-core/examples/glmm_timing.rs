@@ -2,7 +2,7 @@
 // Zipf users and items, N/160 users, N/380 items, logit P(y = 1) = -1 + 0.5 x + u + v,
 // sd(u) = 1, sd(v) = 0.5. Prints the estimates and the fit's stage timings.
 // Development aid:
-//   cargo run --release --example glmm_timing -- <rows> <threads>
+//   cargo run --release --example glmm_timing -- <rows> <threads> [subsample_above]
 use fullrandom_core::family::GlmFamily;
 use fullrandom_core::glmm::{fit_glmm, GlmmChunk, GlmmOptions};
 use fullrandom_core::*;
@@ -47,7 +47,12 @@ fn main() {
         offset: None,
     };
     let pool = thread_pool(threads).unwrap();
-    let options = GlmmOptions { weights: glmm::LevelWeights::Simple, ..Default::default() };
+    let defaults = GlmmOptions::default();
+    let options = GlmmOptions {
+        weights: glmm::LevelWeights::Simple,
+        subsample_above: arg(3, defaults.subsample_above),
+        ..defaults
+    };
     let start = Instant::now();
     let fit = fit_glmm(
         std::slice::from_ref(&chunk),

@@ -29,7 +29,8 @@
 //! merge. Pairs that also share a level of a second term `l` (rows in the same cell) are
 //! left out of `T_k` when `k` is not nested in `l` (crossed terms with repeated cells:
 //! their pairs carry `s2_k + s2_l`, many of them tied to one draw of each effect), their
-//! observed sums subtracted and the level's expectation corrected cell by cell; a term
+//! observed sums subtracted and the level's expectation corrected cell by cell (with one
+//! such other term, in the same pass: `E_z[a_g(z)^2 - sum_cells a_cell(z)^2]`); a term
 //! nested in `l` keeps them, with `A = {k, l}`. The expectations are exact when no pair of
 //! rows shares the levels of three terms. For
 //! Poisson-log everything is closed form: `m = exp(e + s2/2)` and
@@ -60,8 +61,12 @@
 //! The equations are solved jointly for `b` and `log s2_k` by Newton's method with a
 //! finite-difference Jacobian at the first step, then Broyden's updates (differenced
 //! again when an updated step fails), and backtracking; `b` is profiled out by Newton's
-//! method with the analytic Jacobian of the first moments. A component driven to zero is set to zero
-//! (a boundary fit) and the rest re-solved. The level weights are first
+//! method with the analytic Jacobian of the first moments. The iterations stop when the
+//! step taken is below 1e-8 (on `log s2_k`). Above 200,000 rows they start from the
+//! first-step fit to a subsample of about 1/16 of the cells (chosen by a hash of their
+//! levels, so whatever the chunks) and its last Jacobian, so that fewer passes run over
+//! all the rows. A component driven to zero is set to zero (a boundary fit) and the rest
+//! re-solved. The level weights are first
 //! `w_g = 1 / max(n_g - 1, 1)`; the second step (Jiang and Zhang's) weights each level
 //! by its information at the first-step estimates, `w_g = 1 / (1 + I_g s2_k)^2`,
 //! `I_g = sum_{i in g} n_i mu_i (1 - mu_i)` (binomial) or `sum mu_i` (Poisson), the
@@ -105,7 +110,7 @@
 //! errors on cbpp's 15 herds).
 
 use crate::condvar::InverseDiagonal;
-use crate::data::ModelData;
+use crate::data::{FactorCodes, ModelData};
 use crate::dense::solve;
 use crate::error::FitError;
 use crate::family::{gauss_hermite, Distribution, Family, GlmFamily};
@@ -137,10 +142,15 @@ const STALLED_STEPS: usize = 5;
 const STALLED_LOG_VARIANCE: f64 = -3.2;
 /// Rows per parallel task over rows (fixed, so sums are reduced in a fixed order).
 const ROWS: usize = 1 << 14;
+/// Fits above `SUBSAMPLE_ABOVE` rows start from a fit to about `1 / SUBSAMPLE_FRACTION`
+/// of them (at least `SUBSAMPLE_ABOVE / 2` rows).
+const SUBSAMPLE_ABOVE: usize = 200_000;
+const SUBSAMPLE_FRACTION: usize = 16;
 
 /// What the variance equations' solver returns: `(b, s2, iterations, Jacobian of the
-/// unscaled equations in (b, s2_active), active)`.
-type Solution = (Vec<f64>, Vec<f64>, usize, Mat<f64>, Vec<bool>);
+/// unscaled equations in (b, s2_active), active, the equations at the solution, the last
+/// Newton Jacobian of the scaled profiled equations in log s2_active)`.
+type Solution = (Vec<f64>, Vec<f64>, usize, Mat<f64>, Vec<bool>, Evaluation, Mat<f64>);
 
 /// The covariances [`sandwich`] returns: of the reported fixed effects, their
 /// model-based covariance (weighted fits), and of the variances.
@@ -196,6 +206,9 @@ pub struct GlmmOptions {
     /// Whether to compute the conditional modes.
     pub modes: bool,
     pub max_iterations: usize,
+    /// Above this many rows, the variances' Newton iterations start from a fit to a
+    /// subsample of the rows (see [`subsample_start`]).
+    pub subsample_above: usize,
 }
 
 impl Default for GlmmOptions {
@@ -205,6 +218,7 @@ impl Default for GlmmOptions {
             fixed: FixedWeights::Working,
             modes: true,
             max_iterations: 200,
+            subsample_above: SUBSAMPLE_ABOVE,
         }
     }
 }
@@ -300,6 +314,8 @@ struct PairLayout {
     multi_k: Vec<u32>,
     multi_l: Vec<u32>,
     multi_rows: Vec<Grouped>,
+    /// Per cell, its number among the cells of two rows or more (`u32::MAX` for the others).
+    multi_of_cell: Vec<u32>,
     /// Whether every level of `k` lies in one level of `l` (k nested in l), and the reverse.
     k_in_l: bool,
     l_in_k: bool,
@@ -318,8 +334,8 @@ impl PairLayout {
 }
 
 /// Tabulated `m(e; s2) = E h(e + z)`, `z ~ N(0, s2)`.
-struct Marginal<'f> {
-    family: &'f GlmFamily,
+struct Marginal {
+    family: GlmFamily,
     s2: f64,
     nodes: Vec<f64>,
     weights: Vec<f64>,
@@ -327,12 +343,12 @@ struct Marginal<'f> {
     slopes: Vec<f64>,
 }
 
-impl<'f> Marginal<'f> {
-    fn new(family: &'f GlmFamily, s2: f64, rule: &(Vec<f64>, Vec<f64>)) -> Marginal<'f> {
+impl Marginal {
+    fn new(family: &GlmFamily, s2: f64, rule: &(Vec<f64>, Vec<f64>)) -> Marginal {
         let s = s2.max(0.0).sqrt();
         let nodes: Vec<f64> = rule.0.iter().map(|z| s * z).collect();
         let weights = rule.1.clone();
-        let mut m = Marginal { family, s2, nodes, weights, values: Vec::new(), slopes: Vec::new() };
+        let mut m = Marginal { family: *family, s2, nodes, weights, values: Vec::new(), slopes: Vec::new() };
         if s2 > 0.0 && !family.is_poisson_log() {
             let points = (2.0 * TABLE_RANGE / TABLE_STEP).round() as usize + 1;
             let (values, slopes): (Vec<f64>, Vec<f64>) = (0..points)
@@ -359,7 +375,7 @@ impl<'f> Marginal<'f> {
         (v, d)
     }
 
-    #[inline]
+    #[inline(always)]
     fn mean(&self, e: f64) -> f64 {
         if self.family.is_poisson_log() {
             return (e + 0.5 * self.s2).exp();
@@ -434,10 +450,26 @@ struct Layout<'c, 'a> {
     statistic: Vec<Statistic>,
     by_level: Vec<Vec<Grouped>>,
     pairs: Vec<PairLayout>,
+    /// Per term whose statistic leaves out the pairs within the repeated cells of exactly
+    /// one other term (two crossed terms), [`CellsOfLevel`]: its level expectations then
+    /// leave those pairs out in the same pass, not by a second pass over the cells.
+    cells_of_level: Vec<Option<CellsOfLevel>>,
     table: (Vec<f64>, Vec<f64>),
     x_scale: Vec<f64>,
     /// Passes over the rows: of all the equations, of the fixed-effect equations alone.
     passes: [std::sync::atomic::AtomicUsize; 2],
+    /// The last tables of the marginal mean, by the bits of their variance: the fixed
+    /// effects' Newton steps and the equations at one value of the variances share one.
+    marginals: std::sync::Mutex<Vec<(u64, std::sync::Arc<Marginal>)>>,
+}
+
+/// The repeated cells (two rows or more) of each level of a term with one other term:
+/// per chunk and row of the term's grouping (in its order), the number of the row's cell
+/// among the level's repeated cells (`u32::MAX` for a row alone in its cell), and per level
+/// the number of its repeated cells.
+struct CellsOfLevel {
+    local: Vec<Vec<u32>>,
+    count: Vec<u32>,
 }
 
 /// The moment equations at one parameter value.
@@ -605,6 +637,45 @@ impl<'c, 'a> Layout<'c, 'a> {
                 }
             }
         }
+        let cells_of_level: Vec<Option<CellsOfLevel>> = (0..k_terms)
+            .map(|k| {
+                let mut with = pairs.iter().filter(|pl| (pl.k == k || pl.l == k) && !pl.multi_k.is_empty());
+                let pl = with.next()?;
+                // Poisson-log's expectations are closed forms without quadrature: the cells
+                // are corrected after the levels, as with several other terms.
+                if with.next().is_some()
+                    || statistic[k] != Statistic::Pairs
+                    || !pl.excludes_cells_of(k)
+                    || family.is_poisson_log()
+                {
+                    return None;
+                }
+                let levels = if pl.k == k { &pl.multi_k } else { &pl.multi_l };
+                let mut count = vec![0u32; n_levels[k]];
+                let number: Vec<u32> = levels
+                    .iter()
+                    .map(|&g| {
+                        count[g as usize] += 1;
+                        count[g as usize] - 1
+                    })
+                    .collect();
+                let local = by_level
+                    .iter()
+                    .enumerate()
+                    .map(|(c, grouped)| {
+                        grouped[k]
+                            .rows
+                            .par_iter()
+                            .map(|&i| match pl.multi_of_cell[pl.cell_of_row[c][i as usize] as usize] {
+                                u32::MAX => u32::MAX,
+                                m => number[m as usize],
+                            })
+                            .collect()
+                    })
+                    .collect();
+                Some(CellsOfLevel { local, count })
+            })
+            .collect();
         let x_scale = (0..p)
             .map(|j| {
                 let s: f64 = chunks
@@ -627,14 +698,33 @@ impl<'c, 'a> Layout<'c, 'a> {
             statistic,
             by_level,
             pairs,
+            cells_of_level,
             table: gauss_hermite(TABLE_NODES),
             x_scale,
             passes: Default::default(),
+            marginals: Default::default(),
         })
     }
 
     fn k_terms(&self) -> usize {
         self.n_levels.len()
+    }
+
+    /// The tabulated marginal mean at total variance `s2` (built once for the last few
+    /// variances; the same table whenever built).
+    fn marginal(&self, s2: f64) -> std::sync::Arc<Marginal> {
+        const KEEP: usize = 4;
+        let key = s2.to_bits();
+        if let Some((_, m)) = self.marginals.lock().expect("marginal cache").iter().find(|(k, _)| *k == key) {
+            return m.clone();
+        }
+        let m = std::sync::Arc::new(self.pool.install(|| Marginal::new(&self.family, s2, &self.table)));
+        let mut cache = self.marginals.lock().expect("marginal cache");
+        if cache.len() >= KEEP {
+            cache.remove(0);
+        }
+        cache.push((key, m.clone()));
+        m
     }
 
     /// `value(c, i)` of every row of every chunk, in row order (computed in parallel).
@@ -714,7 +804,7 @@ impl<'c, 'a> Layout<'c, 'a> {
         self.passes[1].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let p = self.p;
         let s2_total: f64 = s2.iter().sum();
-        let total = Marginal::new(&self.family, s2_total, &self.table);
+        let total = self.marginal(s2_total);
         let mut f = vec![0.0; p];
         let mut jac = vec![0.0; p * p];
         for (c, chunk) in self.chunks.iter().enumerate() {
@@ -847,7 +937,7 @@ impl<'c, 'a> Layout<'c, 'a> {
         let g: Vec<f64> = s2.iter().map(|&v| if poisson { v.exp_m1() } else { v }).collect();
         let s2_total: f64 = s2.iter().sum();
         let extra = if poisson { s2_total.exp_m1() - g.iter().sum::<f64>() } else { 0.0 };
-        let total = Marginal::new(&self.family, s2_total, &self.table);
+        let total = self.marginal(s2_total);
         let eta = self.pool.install(|| self.linear_predictor(b));
         let (c, row_w): (Vec<Vec<f64>>, Vec<Vec<f64>>) = self.pool.install(|| {
             self.chunks
@@ -898,6 +988,15 @@ impl<'c, 'a> Layout<'c, 'a> {
         Ok(Working { c, proj })
     }
 
+    /// Estimates given from elsewhere (a fit's): one fixed effect per column, one finite
+    /// non-negative variance per term.
+    fn check_estimates(&self, b: &[f64], s2: &[f64]) -> Result<(), FitError> {
+        if s2.len() != self.k_terms() || b.len() != self.p || s2.iter().any(|v| !v.is_finite() || *v < 0.0) {
+            return Err(FitError::InvalidInput("the estimates do not match the model's terms or columns".into()));
+        }
+        Ok(())
+    }
+
     /// `x_i'b + o_i` for every row of every chunk.
     fn linear_predictor(&self, b: &[f64]) -> Vec<Vec<f64>> {
         self.chunks
@@ -933,35 +1032,67 @@ impl<'c, 'a> Layout<'c, 'a> {
     /// tabulated on a grid that divides the spacing, every node of a row falls at the same
     /// fraction of a grid step: the cubic Hermite weights are computed once a row and each
     /// node costs four table reads.
+    ///
+    /// With `centre` (the marginal means at `s2_total`), also per group the centring of
+    /// the pair statistic, `2 (R_g M_g - sum_i r_i mu_i share_i)` with `mu_i = n_i m(eta0_i;
+    /// s2_+)`, `r_i = y_i - mu_i` and `share_i` [`Self::own_share`] (see the module's
+    /// documentation), from the same reading of the rows in group order (empty without).
+    /// With `cells` (the groups being the levels of a term), the pairs of rows in one
+    /// repeated cell are left out: `E_z[a(z)^2 - sum_cells a_cell(z)^2]`.
+    #[allow(clippy::too_many_arguments)]
     fn pair_expectation(
         &self,
         eta: &[Vec<f64>],
         eta_range: (f64, f64),
         groups: &[&Grouped],
         n_groups: usize,
-        s2_shared: f64,
-        s2_total: f64,
-    ) -> Vec<f64> {
+        (s2_shared, s2_total): (f64, f64),
+        centre: Option<&Marginal>,
+        cells: Option<&CellsOfLevel>,
+    ) -> (Vec<f64>, Vec<f64>) {
         let poisson = self.family.is_poisson_log();
+        // The centring sums of a row: `r`, `mu` and `r mu share`.
+        let centring_of = |total: &Marginal, y: f64, n: f64, e: f64, sums: &mut [f64; 3]| {
+            let m = n * total.mean(e);
+            let r = y - m;
+            sums[0] += r;
+            sums[1] += m;
+            sums[2] += r * m * self.own_share(n);
+        };
+        let centring_level = |v: &[f64; 3]| 2.0 * (v[0] * v[1] - v[2]);
         if poisson || s2_shared <= 0.0 {
             // Poisson-log: m(e; s2_+ - s2_A) is exp(e + (s2_+ - s2_A) / 2), and
             // E[y_s y_t] = exp(eta_s + eta_t + 2 s2_A + (s2_+ - s2_A)).
-            let inner = Marginal::new(&self.family, s2_total - s2_shared, &self.table);
+            let inner = self.marginal(s2_total - s2_shared);
             let scale = if poisson { (2.0 * s2_shared).exp() } else { 1.0 };
-            return (0..n_groups)
+            let both: Vec<(f64, f64)> = (0..n_groups)
                 .into_par_iter()
-                .map(|g| {
+                .map_init(Vec::new, |cell, g| {
                     let (mut a, mut b) = (0.0, 0.0);
+                    let mut sums = [0.0; 3];
+                    cell.clear();
+                    cell.resize(cells.map_or(0, |cl| cl.count[g] as usize), 0.0);
                     for (c, chunk) in self.chunks.iter().enumerate() {
-                        for &i in groups[c].group(g) {
-                            let v = chunk.trials(i as usize) * inner.mean(eta[c][i as usize]);
+                        let start = groups[c].starts[g];
+                        for (at, &i) in groups[c].group(g).iter().enumerate() {
+                            let (e, n) = (eta[c][i as usize], chunk.trials(i as usize));
+                            let v = n * inner.mean(e);
                             a += v;
-                            b += v * v;
+                            match cells.map_or(u32::MAX, |cl| cl.local[c][start + at]) {
+                                u32::MAX => b += v * v,
+                                m => cell[m as usize] += v,
+                            }
+                            if let Some(total) = centre {
+                                centring_of(total, chunk.data.y[i as usize], n, e, &mut sums);
+                            }
                         }
                     }
-                    scale * (a * a - b)
+                    b += cell.iter().map(|v| v * v).sum::<f64>();
+                    (scale * (a * a - b), centring_level(&sums))
                 })
                 .collect();
+            let (expected, centring): (Vec<f64>, Vec<f64>) = both.into_iter().unzip();
+            return (expected, if centre.is_some() { centring } else { Vec::new() });
         }
         let s = s2_shared.sqrt();
         let delta = OUTER_STEP.min(OUTER_SPREAD / s);
@@ -1003,35 +1134,80 @@ impl<'c, 'a> Layout<'c, 'a> {
             out[0] = v;
             out[1] = step * d;
         });
-        let table = &table;
-        let stride = 2 * per;
+        // The table by phase: a row's nodes fall on grid points `j + q per`, so with the
+        // points of each residue `r = j mod per` stored in order (value and step times slope
+        // at the point and at the next, four arrays a residue), a row reads four contiguous
+        // runs of `n_nodes` values (vectorized; the same products as from `table`).
+        let runs = points.div_ceil(per) + 1;
+        let mut phase = vec![0.0; 4 * per * runs];
+        phase.par_chunks_mut(4 * runs).enumerate().for_each(|(r, out)| {
+            for m in 0..runs {
+                let at = r + m * per;
+                if at + 1 < points {
+                    out[m] = table[2 * at];
+                    out[runs + m] = table[2 * at + 1];
+                    out[2 * runs + m] = table[2 * at + 2];
+                    out[3 * runs + m] = table[2 * at + 3];
+                }
+            }
+        });
+        let phase = &phase;
         // The linear predictor and the trials of the rows in group order: reading them
         // group by group from row order is a random access (a cache miss a row on large
         // data), a gather is one pass with many loads in flight.
-        let gather = |values: &[f64], grouped: &Grouped| -> Vec<f64> {
-            let mut out = vec![0.0; grouped.rows.len()];
-            out.par_chunks_mut(ROWS).zip(grouped.rows.par_chunks(ROWS)).for_each(|(o, rows)| {
-                o.iter_mut().zip(rows).for_each(|(o, &i)| *o = values[i as usize]);
-            });
-            out
+        // With the centring, the responses too, in the same gather.
+        let gather = |c: usize| {
+            let (grouped, chunk) = (groups[c], &self.chunks[c]);
+            let len = grouped.rows.len();
+            let mut e_out = vec![0.0; len];
+            let mut n_out = chunk.trials.map(|_| vec![0.0; len]);
+            let mut y_out = centre.map(|_| vec![0.0; len]);
+            let mut n_parts: Vec<Option<&mut [f64]>> = match n_out.as_mut() {
+                Some(v) => v.chunks_mut(ROWS).map(Some).collect(),
+                None => (0..len.div_ceil(ROWS)).map(|_| None).collect(),
+            };
+            let mut y_parts: Vec<Option<&mut [f64]>> = match y_out.as_mut() {
+                Some(v) => v.chunks_mut(ROWS).map(Some).collect(),
+                None => (0..len.div_ceil(ROWS)).map(|_| None).collect(),
+            };
+            e_out
+                .par_chunks_mut(ROWS)
+                .zip(grouped.rows.par_chunks(ROWS))
+                .zip(n_parts.par_iter_mut().zip(y_parts.par_iter_mut()))
+                .for_each(|((o, rows), (n_o, y_o))| {
+                    for (at, &i) in rows.iter().enumerate() {
+                        let i = i as usize;
+                        o[at] = eta[c][i];
+                        if let (Some(n_o), Some(t)) = (n_o.as_deref_mut(), chunk.trials) {
+                            n_o[at] = t[i];
+                        }
+                        if let Some(y_o) = y_o.as_deref_mut() {
+                            y_o[at] = chunk.data.y[i];
+                        }
+                    }
+                });
+            drop(n_parts);
+            drop(y_parts);
+            (e_out, n_out, y_out)
         };
-        let ordered: Vec<(Vec<f64>, Option<Vec<f64>>)> = self
-            .chunks
-            .iter()
-            .enumerate()
-            .map(|(c, chunk)| (gather(&eta[c], groups[c]), chunk.trials.map(|t| gather(t, groups[c]))))
-            .collect();
-        (0..n_groups)
+        let ordered: Vec<_> = (0..self.chunks.len()).map(gather).collect();
+        let both: Vec<(f64, f64)> = (0..n_groups)
             .into_par_iter()
             .map_init(
-                || vec![0.0; 2 * n_nodes],
-                |sums, g| {
+                || (vec![0.0; 2 * n_nodes], Vec::new()),
+                |(sums, cell), g| {
                     sums.iter_mut().for_each(|v| *v = 0.0);
                     let (a, b) = sums.split_at_mut(n_nodes);
-                    for (c, (eta, trials)) in ordered.iter().enumerate() {
+                    cell.clear();
+                    cell.resize(cells.map_or(0, |cl| cl.count[g] as usize) * n_nodes, 0.0);
+                    let mut centring = [0.0; 3];
+                    for (c, (eta, trials, y)) in ordered.iter().enumerate() {
                         let range = groups[c].starts[g]..groups[c].starts[g + 1];
                         for at_row in range {
                             let n = trials.as_ref().map_or(1.0, |t| t[at_row]);
+                            if let (Some(total), Some(y)) = (centre, y) {
+                                centring_of(total, y[at_row], n, eta[at_row], &mut centring);
+                            }
                             // The first node, z = -half spacing, is at lo + (j + u) step.
                             let t = (eta[at_row].clamp(-bound, bound) - half as f64 * spacing - lo) / step;
                             let j = t as usize;
@@ -1041,20 +1217,56 @@ impl<'c, 'a> Layout<'c, 'a> {
                             let h10 = n * (u3 - 2.0 * u2 + u);
                             let h01 = n * (-2.0 * u3 + 3.0 * u2);
                             let h11 = n * (u3 - u2);
-                            let mut at = 2 * j;
-                            for (aq, bq) in a.iter_mut().zip(b.iter_mut()) {
-                                let cell = &table[at..at + 4];
-                                let v = h00 * cell[0] + h10 * cell[1] + h01 * cell[2] + h11 * cell[3];
-                                *aq += v;
-                                *bq += v * v;
-                                at += stride;
+                            let base = (j % per) * 4 * runs + j / per;
+                            let v0 = &phase[base..base + n_nodes];
+                            let s0 = &phase[base + runs..base + runs + n_nodes];
+                            let v1 = &phase[base + 2 * runs..base + 2 * runs + n_nodes];
+                            let s1 = &phase[base + 3 * runs..base + 3 * runs + n_nodes];
+                            // A row of a repeated cell adds to its cell's sums (squared at the
+                            // end), the others their squares.
+                            let nodes = v0.iter().zip(s0).zip(v1).zip(s1);
+                            match cells.map_or(u32::MAX, |cl| cl.local[c][at_row]) {
+                                u32::MAX => {
+                                    for ((aq, bq), (((v0, s0), v1), s1)) in a.iter_mut().zip(b.iter_mut()).zip(nodes) {
+                                        let v = h00 * v0 + h10 * s0 + h01 * v1 + h11 * s1;
+                                        *aq += v;
+                                        *bq += v * v;
+                                    }
+                                }
+                                m => {
+                                    let own = &mut cell[m as usize * n_nodes..(m as usize + 1) * n_nodes];
+                                    for ((aq, oq), (((v0, s0), v1), s1)) in a.iter_mut().zip(own.iter_mut()).zip(nodes)
+                                    {
+                                        let v = h00 * v0 + h10 * s0 + h01 * v1 + h11 * s1;
+                                        *aq += v;
+                                        *oq += v;
+                                    }
+                                }
                             }
                         }
                     }
-                    a.iter().zip(b.iter()).zip(&weights).map(|((a, b), w)| w * (a * a - b)).sum::<f64>()
+                    for sums in cell.chunks(n_nodes) {
+                        b.iter_mut().zip(sums).for_each(|(b, v)| *b += v * v);
+                    }
+                    let expected = a.iter().zip(b.iter()).zip(&weights).map(|((a, b), w)| w * (a * a - b)).sum::<f64>();
+                    (expected, centring_level(&centring))
                 },
             )
-            .collect()
+            .collect();
+        let (expected, centring): (Vec<f64>, Vec<f64>) = both.into_iter().unzip();
+        (expected, if centre.is_some() { centring } else { Vec::new() })
+    }
+
+    /// The share of a row's own centring term in its level's pair statistic: 1 without the
+    /// pairs of trials within a row; with them `1 / n_i` (binomial) or 0 (Poisson), which
+    /// adds `sum_i (1 - 1 / n_i) r_i mu_i` (binomial) or `sum_i r_i mu_i` (Poisson).
+    #[inline]
+    fn own_share(&self, n: f64) -> f64 {
+        match (self.within_in_pairs, self.family.is_poisson_log()) {
+            (false, _) => 1.0,
+            (true, true) => 0.0,
+            (true, false) => 1.0 / n,
+        }
     }
 
     /// The moment equations at `(b, s2)` with level weights `w`, on the fit's threads.
@@ -1067,7 +1279,7 @@ impl<'c, 'a> Layout<'c, 'a> {
         self.passes[usize::from(!pairs)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let eta = self.linear_predictor(b);
         let s2_total: f64 = s2.iter().sum();
-        let total = Marginal::new(&self.family, s2_total, &self.table);
+        let total = self.marginal(s2_total);
         let p = self.p;
         let k_terms = self.k_terms();
         // sum x (y - n m) by fixed blocks of rows, chunk by chunk.
@@ -1103,10 +1315,20 @@ impl<'c, 'a> Layout<'c, 'a> {
                 .fold(|| acc, |(lo, hi), &v| (lo.min(v), hi.max(v)))
                 .reduce(|| acc, |a, b| (a.0.min(b.0), a.1.max(b.1)))
         });
+        // The expectations of the pair statistics, and their centring (see the module's
+        // documentation) from the same reading of the rows by level.
         for k in 0..k_terms {
             if self.statistic[k] == Statistic::Pairs {
                 let groups: Vec<&Grouped> = self.by_level.iter().map(|g| &g[k]).collect();
-                expected[k] = self.pair_expectation(&eta, eta_range, &groups, self.n_levels[k], s2[k], s2_total);
+                (expected[k], centring_levels[k]) = self.pair_expectation(
+                    &eta,
+                    eta_range,
+                    &groups,
+                    self.n_levels[k],
+                    (s2[k], s2_total),
+                    Some(&*total),
+                    self.cells_of_level[k].as_ref(),
+                );
             }
         }
         // Pairs of rows sharing the levels of two terms.
@@ -1118,16 +1340,19 @@ impl<'c, 'a> Layout<'c, 'a> {
             let (k, l) = (pair.k, pair.l);
             let groups: Vec<&Grouped> = pair.multi_rows.iter().collect();
             let keeps = |term: usize| self.statistic[term] == Statistic::Pairs && !pair.excludes_cells_of(term);
-            let both = (keeps(k) || keeps(l))
-                .then(|| self.pair_expectation(&eta, eta_range, &groups, n_cells, s2[k] + s2[l], s2_total));
+            let both = (keeps(k) || keeps(l)).then(|| {
+                self.pair_expectation(&eta, eta_range, &groups, n_cells, (s2[k] + s2[l], s2_total), None, None).0
+            });
             for (term, levels) in [(k, &pair.multi_k), (l, &pair.multi_l)] {
-                if self.statistic[term] != Statistic::Pairs {
+                // A term with `cells_of_level` left its cells' pairs out already.
+                if self.statistic[term] != Statistic::Pairs || self.cells_of_level[term].is_some() {
                     continue;
                 }
                 // The level's expectation counted the cell's pairs as sharing `term` alone:
                 // taken out (the statistic left them out), or replaced by the expectation
                 // of pairs sharing both terms.
-                let alone = self.pair_expectation(&eta, eta_range, &groups, n_cells, s2[term], s2_total);
+                let alone =
+                    self.pair_expectation(&eta, eta_range, &groups, n_cells, (s2[term], s2_total), None, None).0;
                 for c in 0..n_cells {
                     let kept = if keeps(term) { both.as_ref().map_or(0.0, |b| b[c]) } else { 0.0 };
                     expected[term][levels[c] as usize] += kept - alone[c];
@@ -1149,33 +1374,18 @@ impl<'c, 'a> Layout<'c, 'a> {
         // The centring (see the module's documentation): with `r_i = y_i - mu_i` and
         // `mu_i = n_i m(eta0_i; s2_+)`, a level's pairs of distinct rows give
         // `sum_{s != t} r_s mu_t = R_g M_g - sum_i r_i mu_i`; pairs of trials within a row
-        // add `sum_i (1 - 1 / n_i) r_i mu_i` (binomial) or `sum_i r_i mu_i` (Poisson).
-        let poisson = self.family.is_poisson_log();
-        let mu = self.row_values(|c, i| self.chunks[c].trials(i) * total.mean(eta[c][i]));
-        let own_share = |c: usize, i: usize| -> f64 {
-            match (self.within_in_pairs, poisson) {
-                (false, _) => 1.0,
-                (true, true) => 0.0,
-                (true, false) => 1.0 / self.chunks[c].trials(i),
-            }
-        };
+        // add `sum_i (1 - 1 / n_i) r_i mu_i` (binomial) or `sum_i r_i mu_i` (Poisson). The
+        // level sums came with the expectations.
         for k in 0..k_terms {
             f[p + k] = match self.statistic[k] {
                 Statistic::Pairs => {
-                    let sums = self.level_sums_vec(k, 3, |c, i, out| {
-                        let m = mu[c][i];
-                        let r = self.chunks[c].data.y[i] - m;
-                        out[0] = r;
-                        out[1] = m;
-                        out[2] = r * m * own_share(c, i);
-                    });
-                    centring_levels[k] = sums.chunks(3).map(|v| 2.0 * (v[0] * v[1] - v[2])).collect();
                     centring[k] = w[k].iter().zip(&centring_levels[k]).map(|(w, v)| w * v).sum();
                     let raw: f64 =
                         w[k].iter().zip(&self.pair_stats[k]).zip(&expected[k]).map(|((w, t), e)| w * (t - e)).sum();
                     raw - centring[k]
                 }
                 Statistic::WithinRow => {
+                    let mu = self.row_values(|c, i| self.chunks[c].trials(i) * total.mean(eta[c][i]));
                     centring[k] = self.within_row_centring(&mu);
                     self.within_row - self.within_row_expectation(&eta, s2_total) - centring[k]
                 }
@@ -1393,10 +1603,12 @@ impl<'c, 'a> Layout<'c, 'a> {
     /// Jacobian and backtracking; a component driven to zero is set to zero (a boundary
     /// fit) and the others re-solved. Returns `(b, s2, iterations, Jacobian of the
     /// unscaled equations in (b, s2_active), active)`.
+    #[allow(clippy::too_many_arguments)]
     fn solve(
         &self,
         b0: &[f64],
         s2_start: &[f64],
+        jac_start: Option<&Mat<f64>>,
         w: &[Vec<f64>],
         wk: Option<&Working>,
         max_iterations: usize,
@@ -1414,28 +1626,39 @@ impl<'c, 'a> Layout<'c, 'a> {
             let s2_of = |theta: &[f64]| -> Vec<f64> {
                 (0..k_terms).map(|k| if active[k] { theta[k].exp() } else { 0.0 }).collect()
             };
-            // The profiled equations of the active variances.
-            let profiled = |theta: &[f64], b: &[f64]| -> Result<(Vec<f64>, Vec<f64>), FitError> {
+            // The profiled equations of the active variances (and all the equations, kept
+            // for the last point: the Jacobian and the covariances start from them).
+            let profiled = |theta: &[f64], b: &[f64]| -> Result<(Vec<f64>, Vec<f64>, Evaluation), FitError> {
                 let s2 = s2_of(theta);
                 let b = self.solve_b(b, &s2, w, wk)?;
-                let f = self.evaluate(&b, &s2, w, wk).f;
-                Ok((idx.iter().map(|&k| f[p + k] / scales[p + k]).collect(), b))
+                let eval = self.evaluate(&b, &s2, w, wk);
+                Ok((idx.iter().map(|&k| eval.f[p + k] / scales[p + k]).collect(), b, eval))
             };
             if idx.is_empty() {
                 b = self.solve_b(&b, &vec![0.0; k_terms], w, wk)?;
-                let jac = self.jacobian(&b, &theta, &idx, w, wk, &scales);
-                return Ok((b, vec![0.0; k_terms], iterations, jac, active));
+                let eval = self.evaluate(&b, &vec![0.0; k_terms], w, wk);
+                let jac = self.jacobian(&b, &theta, &idx, w, wk, &scales, &eval.f);
+                return Ok((b, vec![0.0; k_terms], iterations, jac, active, eval, Mat::zeros(0, 0)));
             }
             let norm = |g: &[f64]| g.iter().map(|v| v * v).sum::<f64>();
             let mut stalled = 0;
-            let (mut g, nb) = profiled(&theta, &b)?;
+            let (mut g, nb, _) = profiled(&theta, &b)?;
             b = nb;
             let dim = idx.len();
             // The Jacobian: by forward differences at the first step (and whenever an
             // updated one fails to give a full step), otherwise by Broyden's update from
             // the last step (each difference costs a pass over the data and its equations).
+            // A start from a subsample's fit brings that fit's last Jacobian (of the same
+            // scaled equations, which are means over the levels' rows and so about the same
+            // on a subsample): it is used as an updated one.
             let mut jac = Mat::<f64>::zeros(dim, dim);
             let mut fresh = false;
+            if let Some(j0) = jac_start.filter(|j| j.nrows() == k_terms && j.ncols() == k_terms && dim == k_terms) {
+                if (0..dim).all(|r| (0..dim).all(|c| j0[(r, c)].is_finite())) {
+                    jac = j0.clone();
+                    fresh = true;
+                }
+            }
             for _ in 0..max_iterations {
                 if !keep_going() {
                     return Err(FitError::Interrupted);
@@ -1445,7 +1668,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                     for (c, &k) in idx.iter().enumerate() {
                         let mut t1 = theta.clone();
                         t1[k] += 1e-5;
-                        let (g1, _) = profiled(&t1, &b)?;
+                        let (g1, _, _) = profiled(&t1, &b)?;
                         for r in 0..dim {
                             jac[(r, c)] = (g1[r] - g[r]) / 1e-5;
                         }
@@ -1460,7 +1683,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                 }
                 step.iter_mut().for_each(|s| *s = s.clamp(-4.0, 4.0));
                 let mut t = 1.0;
-                let (mut nt, mut ng, mut nb);
+                let (mut nt, mut ng, mut nb, mut ne);
                 loop {
                     nt = theta.clone();
                     for (c, &k) in idx.iter().enumerate() {
@@ -1469,6 +1692,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                     let r = profiled(&nt, &b)?;
                     ng = r.0;
                     nb = r.1;
+                    ne = r.2;
                     if norm(&ng) <= norm(&g) * (1.0 - 1e-4 * t) || t < 1e-4 {
                         break;
                     }
@@ -1518,8 +1742,10 @@ impl<'c, 'a> Layout<'c, 'a> {
                     continue 'restart;
                 }
                 if change < 1e-8 || norm(&g) < 1e-28 {
-                    let jac = self.jacobian(&b, &theta, &idx, w, wk, &scales);
-                    return Ok((b, s2_of(&theta), iterations, jac, active));
+                    // `ne`: the equations at the point just taken.
+                    let newton = jac;
+                    let jac = self.jacobian(&b, &theta, &idx, w, wk, &scales, &ne.f);
+                    return Ok((b, s2_of(&theta), iterations, jac, active, ne, newton));
                 }
             }
             return Err(FitError::NotConverged(format!(
@@ -1556,7 +1782,8 @@ impl<'c, 'a> Layout<'c, 'a> {
     }
 
     /// The Jacobian of the unscaled equations of `b` and the active variances in
-    /// `(b, s2_active)`, by forward differences.
+    /// `(b, s2_active)`, by forward differences from `f0`, the equations at the point.
+    #[allow(clippy::too_many_arguments)]
     fn jacobian(
         &self,
         b: &[f64],
@@ -1565,6 +1792,7 @@ impl<'c, 'a> Layout<'c, 'a> {
         w: &[Vec<f64>],
         wk: Option<&Working>,
         scales: &[f64],
+        f0: &[f64],
     ) -> Mat<f64> {
         let p = self.p;
         let k_terms = self.k_terms();
@@ -1573,7 +1801,6 @@ impl<'c, 'a> Layout<'c, 'a> {
             (0..k_terms).map(|k| if idx.contains(&k) { theta[k].exp() } else { 0.0 }).collect()
         };
         let s2 = s2_of(theta);
-        let f0 = self.evaluate(b, &s2, w, wk).f;
         let dim = eq.len();
         let mut jac = Mat::<f64>::zeros(dim, dim);
         for (col, param) in eq.iter().enumerate() {
@@ -1676,10 +1903,150 @@ impl PairLayout {
             multi_k,
             multi_l,
             multi_rows,
+            multi_of_cell: multi_id,
             k_in_l,
             l_in_k,
         })
     }
+}
+
+/// A start of the variances' Newton iterations: `(b, s2, Jacobian of the scaled profiled
+/// equations in log s2)`.
+type Start = (Vec<f64>, Vec<f64>, Option<Mat<f64>>);
+
+/// The rows of one chunk that a subsample keeps, copied.
+struct SubsampleChunk {
+    y: Vec<f64>,
+    x: Vec<Option<Vec<f64>>>,
+    codes: Vec<Vec<i32>>,
+    trials: Option<Vec<f64>>,
+    offset: Option<Vec<f64>>,
+}
+
+/// Starting values of `(b, s2)` from the first-step fit to a subsample of the rows: those
+/// whose cell (their levels of every term) falls in a pseudo-random fraction of the cells,
+/// chosen by a hash of the levels, so the same rows whatever the chunks and threads. Each
+/// level keeps about that fraction of its rows (a one-term model keeps whole levels). The
+/// subsample's own fit starts from a smaller subsample in turn. `None` when the data are
+/// small or the subsample's fit fails (the start is then the default). `hash_limit`: the
+/// rows' hashes are below it (`u64::MAX` for all the data; a subsample's own threshold
+/// within a subsample, so that the next one is a fraction of its rows, not all of them).
+fn subsample_start(
+    chunks: &[GlmmChunk<'_>],
+    family: GlmFamily,
+    above: usize,
+    hash_limit: u64,
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Option<Start> {
+    let n: usize = chunks.iter().map(|c| c.n_obs()).sum();
+    if n <= above || above == 0 {
+        return None;
+    }
+    let target = (n / SUBSAMPLE_FRACTION).max(above / 2);
+    let threshold = ((target as f64 / n as f64) * hash_limit as f64) as u64;
+    let mix = |mut z: u64| {
+        // splitmix64's finalizer.
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+        z ^ (z >> 31)
+    };
+    let parts: Vec<SubsampleChunk> = pool.install(|| {
+        chunks
+            .par_iter()
+            .map(|c| {
+                let keep: Vec<usize> = (0..c.n_obs())
+                    .filter(|&i| {
+                        let h = c.data.factors.iter().fold(0x9e3779b97f4a7c15u64, |h, f| {
+                            mix(h ^ (f.level(i) as u64).wrapping_add(0x632be59bd9b4e019))
+                        });
+                        h < threshold
+                    })
+                    .collect();
+                let pick = |v: &[f64]| keep.iter().map(|&i| v[i]).collect::<Vec<f64>>();
+                SubsampleChunk {
+                    y: pick(c.data.y),
+                    x: c.data
+                        .x
+                        .iter()
+                        .map(|col| match col {
+                            crate::data::FixedColumn::Ones => None,
+                            crate::data::FixedColumn::Values(v) => Some(pick(v)),
+                        })
+                        .collect(),
+                    codes: c.data.factors.iter().map(|f| keep.iter().map(|&i| f.codes[i]).collect()).collect(),
+                    trials: c.trials.map(pick),
+                    offset: c.offset.map(pick),
+                }
+            })
+            .collect()
+    });
+    let sub: Vec<GlmmChunk<'_>> = parts
+        .iter()
+        .zip(chunks)
+        .filter(|(part, _)| !part.y.is_empty())
+        .map(|(part, c)| GlmmChunk {
+            data: ModelData {
+                y: &part.y,
+                x: part
+                    .x
+                    .iter()
+                    .map(|v| v.as_deref().map_or(crate::data::FixedColumn::Ones, crate::data::FixedColumn::Values))
+                    .collect(),
+                x_names: c.data.x_names.clone(),
+                intercept: c.data.intercept,
+                factors: c
+                    .data
+                    .factors
+                    .iter()
+                    .zip(&part.codes)
+                    .map(|(f, codes)| FactorCodes { codes, ..f.clone() })
+                    .collect(),
+            },
+            trials: part.trials.as_deref(),
+            offset: part.offset.as_deref(),
+        })
+        .collect();
+    if sub.is_empty() {
+        return None;
+    }
+    let options = GlmmOptions {
+        weights: LevelWeights::Simple,
+        fixed: FixedWeights::Independence,
+        modes: false,
+        max_iterations: 200,
+        subsample_above: above,
+    };
+    first_step(&sub, family, &options, threshold, pool, keep_going).ok()
+}
+
+/// The first-step (simple-weight) estimates `(b, s2)` with the layout's timings, from a
+/// subsample's start when the data are large.
+fn first_step(
+    chunks: &[GlmmChunk<'_>],
+    family: GlmFamily,
+    options: &GlmmOptions,
+    hash_limit: u64,
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<Start, FitError> {
+    let layout = pool.install(|| Layout::new(chunks, family, pool))?;
+    let k_terms = layout.k_terms();
+    let (start, s_start, jac_start) =
+        match subsample_start(chunks, family, options.subsample_above, hash_limit, pool, keep_going) {
+            Some(start) => start,
+            None => (layout.glm_start()?, vec![0.5; k_terms], None),
+        };
+    let (b, s2, _, _, active, _, newton) = layout.solve(
+        &start,
+        &s_start,
+        jac_start.as_ref(),
+        &layout.simple_weights(),
+        None,
+        options.max_iterations,
+        keep_going,
+    )?;
+    Ok((b, s2, active.iter().all(|&a| a).then_some(newton)))
 }
 
 /// Fits the GLMM to the rows of `chunks` (which share their levels); the result does not
@@ -1713,29 +2080,36 @@ pub fn fit_glmm(
                 .into(),
         ));
     }
-    let start = layout.glm_start()?;
+    // Large data: the start from a subsample's fit, so that few Newton iterations run over
+    // all the rows (the estimates are the same to the convergence tolerance).
+    let sub = subsample_start(chunks, family, options.subsample_above, u64::MAX, pool, keep_going);
+    lap("subsample start");
+    let (start, s_start, jac_start) = match sub {
+        Some(start) => start,
+        None => (layout.glm_start()?, vec![0.5; k_terms], None),
+    };
     lap("glm start");
     let w1 = layout.simple_weights();
-    let (b1, s1, it1, jac1, active1) =
-        layout.solve(&start, &vec![0.5; k_terms], &w1, None, options.max_iterations, keep_going)?;
+    let (b1, s1, it1, jac1, active1, eval1, _) =
+        layout.solve(&start, &s_start, jac_start.as_ref(), &w1, None, options.max_iterations, keep_going)?;
     lap("variances");
     let mut second_step = false;
-    let (b, s2, iterations, jac, active, w) = match options.weights {
+    let (b, s2, iterations, jac, active, w, eval) = match options.weights {
         LevelWeights::Information => {
             let w2 = layout.information_weights(&b1, &s1);
             let s_start: Vec<f64> = s1.iter().map(|v| v.max(0.05)).collect();
-            match layout.solve(&b1, &s_start, &w2, None, options.max_iterations, keep_going) {
-                Ok((b, s2, it2, jac, active)) => {
+            match layout.solve(&b1, &s_start, None, &w2, None, options.max_iterations, keep_going) {
+                Ok((b, s2, it2, jac, active, eval, _)) => {
                     second_step = true;
-                    (b, s2, it1 + it2, jac, active, w2)
+                    (b, s2, it1 + it2, jac, active, w2, eval)
                 }
                 // The weighted equations without a solution that Newton's method finds:
                 // the first-step estimates stand (reported in `second_step`).
-                Err(FitError::NotConverged(_)) => (b1.clone(), s1.clone(), it1, jac1, active1, w1),
+                Err(FitError::NotConverged(_)) => (b1.clone(), s1.clone(), it1, jac1, active1, w1, eval1),
                 Err(e) => return Err(e),
             }
         }
-        LevelWeights::Simple => (b1.clone(), s1.clone(), it1, jac1, active1, w1),
+        LevelWeights::Simple => (b1.clone(), s1.clone(), it1, jac1, active1, w1, eval1),
     };
     lap("second step");
     // The fixed effects from the quasi-score with the working covariance at the estimated
@@ -1769,7 +2143,16 @@ pub fn fit_glmm(
     }
     lap("working fixed effects");
     let (vcov, vcov_model, vcov_variances) = pool.install(|| {
-        sandwich(&layout, &b_first_moment, &s2, &w, &jac, &active, weighted.as_ref().map(|(wk, j)| (wk, &b[..], j)))
+        sandwich(
+            &layout,
+            &b_first_moment,
+            &s2,
+            &w,
+            &eval,
+            &jac,
+            &active,
+            weighted.as_ref().map(|(wk, j)| (wk, &b[..], j)),
+        )
     })?;
     lap("covariances");
     let (ranef, pirls_iterations) =
@@ -1804,12 +2187,14 @@ pub fn fit_glmm(
 /// of the reported fixed effects (`b_w` when weighted), their model-based covariance
 /// `J_ww^-1 (I_w + J_ws V_s J_ws') J_ww^-T` (`I_w = -J_ww = X'D V^-1 D X`, `V_s` the
 /// sandwich of the variances: the model-based part plus the propagated uncertainty of
-/// the variances), and the covariance of the variances.
+/// the variances), and the covariance of the variances. `eval`: the equations at `(b, s2)`.
+#[allow(clippy::too_many_arguments)]
 fn sandwich(
     layout: &Layout<'_, '_>,
     b: &[f64],
     s2: &[f64],
     w: &[Vec<f64>],
+    eval: &Evaluation,
     jac: &Mat<f64>,
     active: &[bool],
     weighted: Option<(&Working, &[f64], &Mat<f64>)>,
@@ -1820,11 +2205,10 @@ fn sandwich(
     let ka = idx.len();
     let base = p + ka;
     let dim = base + if weighted.is_some() { p } else { 0 };
-    let eval = layout.evaluate(b, s2, w, None);
     let eta = layout.linear_predictor(b);
     let eta_w = weighted.map(|(_, bw, _)| layout.linear_predictor(bw));
     let s2_total: f64 = s2.iter().sum();
-    let total = Marginal::new(&layout.family, s2_total, &layout.table);
+    let total = layout.marginal(s2_total);
     // The slot of the within-row statistic, if any (a row-level estimating function).
     let within = idx.iter().position(|&k| layout.statistic[k] == Statistic::WithinRow).map(|c| p + c);
     let within_terms = within.map(|_| layout.within_row_terms(&eta, s2_total));
@@ -1980,7 +2364,8 @@ pub fn conditional_variances(
 ) -> Result<InverseDiagonal, FitError> {
     let layout = pool.install(|| Layout::new(chunks, family, pool))?;
     let k_terms = layout.k_terms();
-    if s2.len() != k_terms || modes.len() != k_terms || b.len() != layout.p {
+    layout.check_estimates(b, s2)?;
+    if modes.len() != k_terms {
         return Err(FitError::InvalidInput("the estimates do not match the model's terms or columns".into()));
     }
     if (0..k_terms).any(|k| s2[k] > 0.0 && modes[k].len() != layout.n_levels[k]) {
@@ -2157,8 +2542,41 @@ pub fn modes_at(
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<(Vec<Vec<f64>>, usize), FitError> {
     let layout = pool.install(|| Layout::new(chunks, family, pool))?;
-    if s2.len() != layout.k_terms() || b.len() != layout.p || s2.iter().any(|v| !v.is_finite() || *v < 0.0) {
+    layout.check_estimates(b, s2)?;
+    conditional_modes(&layout, b, s2, keep_going)
+}
+
+/// The model-based covariance of the fixed effects at given `(b, s2)` (`p x p`):
+/// `J_ww^-1 (I_w + J_ws V_s J_ws') J_ww^-T` of the quasi-score with the working covariance
+/// there (`I_w = X'D V^-1 D X`, the curvature `J_ww` and the variances' Jacobian `J_ws`
+/// by differences), `V_s` the covariance of the estimated variances (`K x K`, given). For
+/// fits whose fixed effects come from elsewhere: the composite likelihood with crossed
+/// terms, whose own sandwich overstates the intercept's variance (its cluster sums over
+/// the levels of one term are not independent when the other term's effects are
+/// estimated from the same rows).
+pub fn fixed_effects_covariance_at(
+    chunks: &[GlmmChunk<'_>],
+    family: GlmFamily,
+    b: &[f64],
+    s2: &[f64],
+    vcov_variances: &Mat<f64>,
+    pool: &rayon::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<Mat<f64>, FitError> {
+    let layout = pool.install(|| Layout::new(chunks, family, pool))?;
+    let (p, k_terms) = (layout.p, layout.k_terms());
+    layout.check_estimates(b, s2)?;
+    if vcov_variances.nrows() != k_terms || vcov_variances.ncols() != k_terms {
         return Err(FitError::InvalidInput("the estimates do not match the model's terms or columns".into()));
     }
-    conditional_modes(&layout, b, s2, keep_going)
+    let idx: Vec<usize> = (0..k_terms).filter(|&k| s2[k] > 0.0).collect();
+    let ka = idx.len();
+    let working = layout.working(b, s2, keep_going)?;
+    let jw = layout.weighted_jacobian(b, s2, &idx, &layout.simple_weights(), &working);
+    let j_ww = Mat::from_fn(p, p, |r, c| jw[(r, ka + c)]);
+    let j_ws = Mat::from_fn(p, ka, |r, c| jw[(r, c)]);
+    let v_s = Mat::from_fn(ka, ka, |r, c| vcov_variances[(idx[r], idx[c])]);
+    let middle = Mat::from_fn(p, p, |r, c| -0.5 * (j_ww[(r, c)] + j_ww[(c, r)])) + &j_ws * &v_s * j_ws.transpose();
+    let inv = crate::dense::inverse(&j_ww, "curvature of the quasi-score")?;
+    Ok(&inv * &middle * inv.transpose())
 }

@@ -168,6 +168,59 @@ fn fits_are_invariant_to_chunks() {
     }
 }
 
+/// Large fits start from a fit to a subsample of the cells: the estimates are those of the
+/// default start to the convergence tolerance (1e-8 relative), and do not depend on the
+/// chunks (1e-10). Forced here on 8,000 rows by a low `subsample_above` (a 1,000-row
+/// subsample; with 300, a 500-row subsample started from a 150-row one within it).
+#[test]
+fn a_subsample_start_gives_the_same_estimates() {
+    let pool = thread_pool(2).unwrap();
+    let designs = [
+        (binomial(), vec![80, 50], 1, vec![0.8, 0.3]),
+        (binomial(), vec![80], 1, vec![0.8]),
+        (binomial(), vec![80, 50], 4, vec![0.5, 0.2]),
+        (poisson(), vec![80, 50], 1, vec![0.5, 0.3]),
+    ];
+    for (fam, levels, trials, s2) in designs {
+        let rows = simulate(fam, 8000, &levels, &[-0.5, 0.5], &s2, trials, 21);
+        let fit = |chunks: usize, above: usize| {
+            let options = GlmmOptions { subsample_above: above, ..GlmmOptions::default() };
+            fit_glmm(&rows.chunks(chunks), fam, &options, &pool, &mut || true).unwrap()
+        };
+        let plain = fit(1, usize::MAX);
+        let sub = fit(1, 2000);
+        let nested = fit(1, 300);
+        let worst = [&sub, &nested]
+            .iter()
+            .flat_map(|s| plain.coef.iter().zip(&s.coef).chain(plain.variances.iter().zip(&s.variances)))
+            .map(|(a, b)| (a - b).abs() / a.abs().max(1e-3))
+            .fold(0.0, f64::max);
+        println!(
+            "{:?} {levels:?} x {trials}: Newton iterations {} -> {}, largest relative difference {worst:.1e}",
+            fam.distribution, plain.iterations, sub.iterations
+        );
+        assert!(
+            worst < 1e-8,
+            "{:?} {levels:?}: {:?} {:?} vs {:?} {:?}",
+            fam.distribution,
+            plain.coef,
+            plain.variances,
+            sub.coef,
+            sub.variances
+        );
+        for chunks in [7, 64] {
+            let f = fit(chunks, 2000);
+            for (a, b) in f.coef.iter().zip(&sub.coef).chain(f.variances.iter().zip(&sub.variances)) {
+                assert!(
+                    (a - b).abs() <= 1e-10 * b.abs(),
+                    "{:?} {levels:?}, {chunks} chunks: {a} vs {b}",
+                    fam.distribution
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn fits_do_not_depend_on_the_number_of_threads() {
     // Every sum over rows is taken in fixed blocks or in group order and added in order:
@@ -242,25 +295,9 @@ fn fixed_effects_solve_the_quasi_score() {
             let options = GlmmOptions { fixed, ..GlmmOptions::default() };
             let fit = fit_glmm(&rows.chunks(1), fam, &options, &pool, &mut || true).unwrap();
             let (b, s2) = (&fit.coef, &fit.variances);
-            let s2_total: f64 = s2.iter().sum();
-            let eta0: Vec<f64> = (0..n).map(|i| b[0] + b[1] * rows.x[i] + rows.offset_at(i)).collect();
-            let m = marginal_mean(&fam, s2_total, &eta0);
-            let h = 1e-6;
-            let m_up = marginal_mean(&fam, s2_total, &eta0.iter().map(|e| e + h).collect::<Vec<_>>());
-            let m_down = marginal_mean(&fam, s2_total, &eta0.iter().map(|e| e - h).collect::<Vec<_>>());
-            let poisson = fam.is_poisson_log();
-            let g: Vec<f64> = s2.iter().map(|&v| if poisson { v.exp_m1() } else { v }).collect();
-            let extra = if poisson { s2_total.exp_m1() - g.iter().sum::<f64>() } else { 0.0 };
-            let d: Vec<f64> = (0..n).map(|i| rows.trials_at(i) * (m_up[i] - m_down[i]) / (2.0 * h)).collect();
-            let a: Vec<f64> = (0..n)
-                .map(|i| if poisson { m[i] + m[i] * m[i] * extra } else { rows.trials_at(i) * m[i] * (1.0 - m[i]) })
-                .collect();
+            let (m, d, v) = dense_working(&rows, fam, b, s2);
             let r: Vec<f64> = (0..n).map(|i| rows.y[i] - rows.trials_at(i) * m[i]).collect();
             let z = if fixed == FixedWeights::Working {
-                let v = faer::Mat::<f64>::from_fn(n, n, |s, t| {
-                    let shared: f64 = (0..2).filter(|&k| rows.codes[k][s] == rows.codes[k][t]).map(|k| g[k]).sum();
-                    d[s] * d[t] * shared + if s == t { a[s] } else { 0.0 }
-                });
                 let vr = fullrandom_core::dense::solve(&v, &r);
                 (0..n).map(|i| d[i] * vr[i]).collect::<Vec<f64>>()
             } else {
@@ -277,6 +314,78 @@ fn fixed_effects_solve_the_quasi_score() {
                 );
             }
             assert_eq!(fit.vcov_model.is_some(), fixed == FixedWeights::Working);
+        }
+    }
+}
+
+/// The working covariance of the quasi-score formed densely at `(b, s2)` (two terms, one
+/// covariate): the marginal means `m`, `D = d mu / d eta` and `V = A + D Z G Z' D` (`G` the
+/// variances, or for Poisson-log the exact marginal covariances `exp(s2) - 1`).
+fn dense_working(rows: &GlmmRows, fam: GlmFamily, b: &[f64], s2: &[f64]) -> (Vec<f64>, Vec<f64>, faer::Mat<f64>) {
+    let n = rows.n();
+    let s2_total: f64 = s2.iter().sum();
+    let eta0: Vec<f64> = (0..n).map(|i| b[0] + b[1] * rows.x[i] + rows.offset_at(i)).collect();
+    let m = marginal_mean(&fam, s2_total, &eta0);
+    let h = 1e-6;
+    let m_up = marginal_mean(&fam, s2_total, &eta0.iter().map(|e| e + h).collect::<Vec<_>>());
+    let m_down = marginal_mean(&fam, s2_total, &eta0.iter().map(|e| e - h).collect::<Vec<_>>());
+    let poisson = fam.is_poisson_log();
+    let g: Vec<f64> = s2.iter().map(|&v| if poisson { v.exp_m1() } else { v }).collect();
+    let extra = if poisson { s2_total.exp_m1() - g.iter().sum::<f64>() } else { 0.0 };
+    let d: Vec<f64> = (0..n).map(|i| rows.trials_at(i) * (m_up[i] - m_down[i]) / (2.0 * h)).collect();
+    let a: Vec<f64> = (0..n)
+        .map(|i| if poisson { m[i] + m[i] * m[i] * extra } else { rows.trials_at(i) * m[i] * (1.0 - m[i]) })
+        .collect();
+    let v = faer::Mat::<f64>::from_fn(n, n, |s, t| {
+        let shared: f64 = (0..2).filter(|&k| rows.codes[k][s] == rows.codes[k][t]).map(|k| g[k]).sum();
+        d[s] * d[t] * shared + if s == t { a[s] } else { 0.0 }
+    });
+    (m, d, v)
+}
+
+/// The model-based covariance of fixed effects estimated elsewhere (the crossed likelihood
+/// fit) against dense algebra: `J^-1 (X'D V^-1 D X + J_s V_s J_s') J^-T` with `J = -X'D V^-1 D X`
+/// and `J_s = -X'D V^-1 d mu / d s2_k` (the working weights frozen).
+#[test]
+fn fixed_effects_covariance_at_given_estimates_matches_dense_algebra() {
+    use fullrandom_core::glmm::fixed_effects_covariance_at;
+    let pool = thread_pool(2).unwrap();
+    for (fam, trials) in [(binomial(), 1u64), (poisson(), 1)] {
+        let rows = simulate(fam, 300, &[20, 12], &[-0.3, 0.4], &[0.6, 0.3], trials, 29);
+        let n = rows.n();
+        let (b, s2) = ([-0.25, 0.35], [0.5, 0.2]);
+        let v_s = faer::Mat::<f64>::from_fn(2, 2, |r, c| if r == c { 0.8 - 0.3 * r as f64 } else { 0.2 });
+        let got = fixed_effects_covariance_at(&rows.chunks(3), fam, &b, &s2, &v_s, &pool, &mut || true).unwrap();
+        let (_, d, v) = dense_working(&rows, fam, &b, &s2);
+        let xs = |i: usize, j: usize| if j == 0 { 1.0 } else { rows.x[i] };
+        // X'D V^-1 applied to a vector, per column of X.
+        let weighted: Vec<Vec<f64>> = (0..2)
+            .map(|j| fullrandom_core::dense::solve(&v, &(0..n).map(|i| d[i] * xs(i, j)).collect::<Vec<_>>()))
+            .collect();
+        let info = faer::Mat::<f64>::from_fn(2, 2, |r, c| (0..n).map(|i| weighted[r][i] * d[i] * xs(i, c)).sum());
+        let eta0: Vec<f64> = (0..n).map(|i| b[0] + b[1] * rows.x[i] + rows.offset_at(i)).collect();
+        let h = 1e-5;
+        let total: f64 = s2.iter().sum();
+        let (up, down) = (marginal_mean(&fam, total + h, &eta0), marginal_mean(&fam, total - h, &eta0));
+        let dmu: Vec<f64> = (0..n).map(|i| rows.trials_at(i) * (up[i] - down[i]) / (2.0 * h)).collect();
+        let js_col: Vec<f64> = (0..2).map(|r| -(0..n).map(|i| weighted[r][i] * dmu[i]).sum::<f64>()).collect();
+        // Every variance moves the marginal mean through the total variance alike.
+        let j_s = faer::Mat::<f64>::from_fn(2, 2, |r, _| js_col[r]);
+        let inv = fullrandom_core::dense::inverse(&info, "information").unwrap();
+        let want = &inv * (&info + &j_s * &v_s * j_s.transpose()) * &inv;
+        // The variances' part is not negligible here (so leaving it out would fail).
+        assert!(want[(0, 0)] > 1.01 * inv[(0, 0)], "{:?}: {} against {}", fam.distribution, want[(0, 0)], inv[(0, 0)]);
+        for r in 0..2 {
+            for c in 0..2 {
+                let scale = (want[(r, r)] * want[(c, c)]).sqrt();
+                assert!(
+                    (got[(r, c)] - want[(r, c)]).abs() < 1e-4 * scale,
+                    "{:?} ({r}, {c}): {} against dense {}",
+                    fam.distribution,
+                    got[(r, c)],
+                    want[(r, c)]
+                );
+            }
         }
     }
 }
