@@ -41,7 +41,7 @@
 
 use crate::dense::inverse;
 use crate::error::FitError;
-use crate::family::{dnorm, gauss_hermite, logistic, pnorm, Distribution, Family, GlmFamily, Link};
+use crate::family::{dnorm, gauss_hermite, pnorm, Distribution, Family, GlmFamily, Link};
 use crate::glmm::GlmmChunk;
 use faer::Mat;
 use rayon::prelude::*;
@@ -117,8 +117,12 @@ struct Layout<'c, 'a> {
 fn row_derivatives(family: &GlmFamily, y: f64, n: f64, e: f64) -> (f64, f64, f64) {
     match (family.distribution, family.link) {
         (Distribution::Binomial, Link::Logit) => {
-            let mu = logistic(e);
-            (family.loglik(y, n, e), y - n * mu, -n * mu * (1.0 - mu))
+            // One exp and one log1p (the rows' likelihoods are most of a fit's time):
+            // log(1 + exp(+-e)) = max(+-e, 0) + log1p(t), t = exp(-|e|).
+            let (t, mu, var) = logit_parts(e);
+            let log1p_t = t.ln_1p();
+            let l = -y * ((-e).max(0.0) + log1p_t) - (n - y) * (e.max(0.0) + log1p_t);
+            (l, y - n * mu, -n * var)
         }
         (Distribution::Poisson, Link::Log) => {
             let mu = e.exp();
@@ -143,6 +147,27 @@ fn row_derivatives(family: &GlmFamily, y: f64, n: f64, e: f64) -> (f64, f64, f64
             )
         }
     }
+}
+
+/// `(t, mu, mu (1 - mu))` of the logit link at `e`, `t = exp(-|e|)`, from one exp:
+/// `mu (1 - mu) = t / (1 + t)^2` keeps its digits where `mu` is near 0 or 1.
+#[inline]
+fn logit_parts(e: f64) -> (f64, f64, f64) {
+    let t = (-e.abs()).exp();
+    let mu = if e >= 0.0 { 1.0 / (1.0 + t) } else { t / (1.0 + t) };
+    (t, mu, t / ((1.0 + t) * (1.0 + t)))
+}
+
+/// `(l', l'')` of a row's log-likelihood in `eta`: what the mode searches need, without
+/// the log-likelihood's own logarithms.
+#[inline]
+fn row_slopes(family: &GlmFamily, y: f64, n: f64, e: f64) -> (f64, f64) {
+    if let (Distribution::Binomial, Link::Logit) = (family.distribution, family.link) {
+        let (_, mu, var) = logit_parts(e);
+        return (y - n * mu, -n * var);
+    }
+    let (_, l1, l2) = row_derivatives(family, y, n, e);
+    (l1, l2)
 }
 
 /// Indices of a component's derivatives after the `p` fixed effects: the variance shared
@@ -329,13 +354,7 @@ fn row_marginal(
         return RowD { l, le: l1, lee: l2, lt: 0.5 * (l2 + l1 * l1), let_: 0.0, ltt: 0.0 };
     }
     // The mode of l(e + v) - v^2 / (2 tau) at the anchor (concave for these families).
-    let (v, sd) = mode(
-        |v| {
-            let (_, l1, l2) = row_derivatives(family, y, n, e_anchor + v);
-            (l1, l2)
-        },
-        tau_anchor,
-    );
+    let (v, sd) = mode(|v| row_slopes(family, y, n, e_anchor + v), tau_anchor);
     let mut post = Posterior::new();
     let (mut s1, mut s2, mut sk, mut s1k, mut skk) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for &(z, lw0) in rule {
@@ -662,8 +681,13 @@ impl<'c, 'a> Layout<'c, 'a> {
                 |c| {
                     rows.iter().fold((0.0, 0.0), |(s1, s2), r| {
                         let e = r.e_anchor + a + c;
-                        let rd = row_marginal(fam, r.y, r.n, e, e, tau_a, tau_a, &self.inner);
-                        (s1 + rd.le, s2 + rd.lee)
+                        let (le, lee) = if tau_a > 0.0 {
+                            let rd = row_marginal(fam, r.y, r.n, e, e, tau_a, tau_a, &self.inner);
+                            (rd.le, rd.lee)
+                        } else {
+                            row_slopes(fam, r.y, r.n, e)
+                        };
+                        (s1 + le, s2 + lee)
                     })
                 },
                 u_a,
@@ -677,7 +701,9 @@ impl<'c, 'a> Layout<'c, 'a> {
             for &(z, lw0) in &self.outer_rule {
                 let c = c0 + sd * z;
                 let mut value = 0.0;
-                let mut vec_m = vec![0.0; dv];
+                let node_start = vectors.len();
+                vectors.resize(node_start + dv, 0.0);
+                let vec_m = &mut vectors[node_start..];
                 for (j, r) in rows.iter().enumerate() {
                     let rd = row_marginal(fam, r.y, r.n, r.e_anchor + a + c, r.e + a + c, tau_a, tau, &self.inner);
                     value += rd.l;
@@ -703,11 +729,10 @@ impl<'c, 'a> Layout<'c, 'a> {
                 }
                 // Sum of le over the group at this node, for d2/da2.
                 let le_sum: f64 = out[w[0]..w[1]].iter().map(|r| r.le).sum();
-                vec_m.push(le_sum);
+                vectors.push(le_sum);
                 sk1 += wt * k;
                 s_dk += wt * (-c * c / (u * u * u) + 0.5 / (u * u));
                 logs.push(lw);
-                vectors.extend_from_slice(&vec_m);
             }
             let t = post.total;
             total.value += post.log_total() + sd.ln() - 0.5 * u.ln();
