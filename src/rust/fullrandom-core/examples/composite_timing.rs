@@ -59,7 +59,7 @@ fn main() {
         family,
         &moments.coef,
         &moments.variances,
-        &CompositeOptions::default(),
+        &CompositeOptions { nodes: arg(3, 15), ..CompositeOptions::default() },
         &pool,
         &mut || true,
     )
