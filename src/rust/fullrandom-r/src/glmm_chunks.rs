@@ -40,17 +40,18 @@ fn glmm_chunks(models: &List, trials: &List, offsets: &List) -> Result<Vec<GlmmC
 }
 
 /// The core's check between passes: a user interrupt stops the fit; `progress` (an R
-/// function of the number of steps so far, or NULL) is called at most every
-/// `PROGRESS_EVERY` seconds. Runs on R's thread only.
+/// function of the number of steps so far, or NULL) is called at the first check and then
+/// at most every `PROGRESS_EVERY` seconds (the bar decides when to show itself, so a
+/// progress function sees every fit, however fast). Runs on R's thread only.
 fn reporter(progress: &Robj) -> impl FnMut() -> bool + '_ {
     let function = if progress.is_null() { None } else { progress.as_function() };
     let mut steps: i32 = 0;
-    let mut last = std::time::Instant::now();
+    let mut last: Option<std::time::Instant> = None;
     move || {
         steps = steps.saturating_add(1);
         if let Some(f) = &function {
-            if last.elapsed().as_secs_f64() >= PROGRESS_EVERY {
-                last = std::time::Instant::now();
+            if last.is_none_or(|t| t.elapsed().as_secs_f64() >= PROGRESS_EVERY) {
+                last = Some(std::time::Instant::now());
                 // A failing progress bar does not stop the fit.
                 let _ = f.call(pairlist!(steps));
             }
