@@ -94,7 +94,10 @@
 //! slope, and 1.4 times with the cell effects.) By Woodbury the equations are `sum_i c_i
 //! (y_i - mu_i) x*_i`, `c_i = D_i / A_i`, `x*_i = x_i - sum_e P_e[g_e(i)]`, `P = (Z'WZ +
 //! G^-1)^-1 Z'WX`, `W = diag(D_i^2 / A_i)`: one weighted Henderson solve with p right-hand
-//! sides by the conjugate gradients of [`crate::mixed`] per update of `V`. `V` is frozen at the current `b`, the equations solved by Newton's
+//! sides by the conjugate gradients of [`crate::mixed`] per update of `V`. With two terms
+//! their cell effect's block is diagonal and is eliminated in closed form (a cell's rows
+//! reweighted), so the system keeps the terms' size (as unknowns beside the terms, the
+//! cells took 61 instead of 7 iterations on simulate_crossed(2e4)). `V` is frozen at the current `b`, the equations solved by Newton's
 //! method, and `V` refreshed until `b` settles. The variances stay the estimates of the
 //! unweighted system: the pair statistics are centred by marginal means that the
 //! unweighted equations match in total, and re-solving them at the weighted `b` made them
@@ -1202,29 +1205,68 @@ impl<'c, 'a> Layout<'c, 'a> {
         if effects.is_empty() {
             return Ok(Working { c, proj: Vec::new() });
         }
-        let penalties: Vec<(Effect, f64)> = effects.iter().map(|&(e, v)| (e, 1.0 / v)).collect();
-        let matrix = self.weighted_matrix(&penalties, &row_w);
-        // Z'WX, one row of p values a level of every effect.
-        let rhs: Vec<Vec<f64>> = self.pool.install(|| {
-            effects
-                .iter()
-                .map(|&(e, _)| {
-                    self.effect_sums_vec(e, p, |c, i, out| {
-                        let chunk = &self.chunks[c];
-                        for (j, o) in out.iter_mut().enumerate() {
-                            *o = row_w[c][i] * chunk.data.x[j].value(i, 0.0);
-                        }
-                    })
-                })
-                .collect()
+        // With two terms, their cell effect shares rows with them alone and its block of
+        // the system is diagonal (`w_c + 1 / G_kl`, `w_c` the cell's total weight): it is
+        // eliminated. The Schur complement is the terms' system with the rows of cell `c`
+        // weighted by `f_c = 1 / (1 + G_kl w_c)` (its diagonal, cells and right-hand sides
+        // alike), and `P_c = G_kl f_c (Z_c'WX - w_c (P_k + P_l))`. The unknowns of a cell
+        // effect beside other terms couple levels of those (fill-in): they stay.
+        let eliminated = match cell_effects[..] {
+            [(e, variance)] if effects.len() == 3 => Some((e, variance)),
+            _ => None,
+        };
+        let solved: Vec<(Effect, f64)> =
+            effects.iter().copied().filter(|(e, _)| Some(*e) != eliminated.map(|(f, _)| f)).collect();
+        let cell_factor: Option<Vec<f64>> = eliminated.map(|(e, variance)| {
+            self.pool.install(|| self.effect_sums(e, &row_w)).iter().map(|w| 1.0 / (1.0 + variance * w)).collect()
         });
+        let system_w: Cow<'_, [Vec<f64>]> = match (eliminated, &cell_factor) {
+            (Some((e, _)), Some(factor)) => Cow::Owned(self.pool.install(|| {
+                (0..self.chunks.len())
+                    .map(|ch| {
+                        (0..self.chunks[ch].n_obs())
+                            .into_par_iter()
+                            .map(|i| row_w[ch][i] * self.effect_level(e, ch, i).map_or(1.0, |m| factor[m]))
+                            .collect()
+                    })
+                    .collect()
+            })),
+            _ => Cow::Borrowed(&row_w[..]),
+        };
+        let penalties: Vec<(Effect, f64)> = solved.iter().map(|&(e, v)| (e, 1.0 / v)).collect();
+        let matrix = self.weighted_matrix(&penalties, &system_w);
+        // Z'WX, one row of p values a level of every effect solved.
+        let weighted_x = |weights: &[Vec<f64>], e: Effect| {
+            self.effect_sums_vec(e, p, |c, i, out| {
+                let chunk = &self.chunks[c];
+                for (j, o) in out.iter_mut().enumerate() {
+                    *o = weights[c][i] * chunk.data.x[j].value(i, 0.0);
+                }
+            })
+        };
+        let rhs: Vec<Vec<f64>> = self.pool.install(|| solved.iter().map(|&(e, _)| weighted_x(&system_w, e)).collect());
         let solution = matrix.solve(&rhs.concat(), p, 1e-10, self.pool, keep_going)?.x;
         let mut proj = Vec::with_capacity(effects.len());
         let mut at = 0;
-        for &(e, _) in &effects {
+        for &(e, _) in &solved {
             let len = self.effect_size(e) * p;
             proj.push((e, solution[at..at + len].to_vec()));
             at += len;
+        }
+        if let (Some((e, variance)), Some(factor)) = (eliminated, &cell_factor) {
+            let Effect::Cells(j) = e else { unreachable!("only cell effects are eliminated") };
+            let pl = &self.pairs[self.cell_effects[j].pair];
+            let weights = self.pool.install(|| self.effect_sums(e, &row_w));
+            let mut cells = self.pool.install(|| weighted_x(&row_w, e));
+            let of = |term: usize| &proj.iter().find(|(f, _)| *f == Effect::Term(term)).expect("an active term").1;
+            let (pk, plv) = (of(pl.k), of(pl.l));
+            for (m, row) in cells.chunks_mut(p).enumerate() {
+                let (gk, gl) = (pl.multi_k[m] as usize, pl.multi_l[m] as usize);
+                for (j, v) in row.iter_mut().enumerate() {
+                    *v = variance * factor[m] * (*v - weights[m] * (pk[gk * p + j] + plv[gl * p + j]));
+                }
+            }
+            proj.push((e, cells));
         }
         Ok(Working { c, proj })
     }
