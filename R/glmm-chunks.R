@@ -127,7 +127,7 @@ glmm_core_call <- function(models, trials, offsets, spec, modes,
 glmm_chunk_piece <- function(model, trials, offset, rows) {
   model$y <- model$y[rows]
   model$x <- chunk_columns(model$x, rows)
-  model$codes <- lapply(model$codes, function(codes) codes[rows])
+  model$codes <- lapply(model$codes, function(codes) .subset(codes, rows))
   list(model = model, trials = if (!is.null(trials)) trials[rows], offset = if (!is.null(offset)) offset[rows])
 }
 

@@ -122,13 +122,15 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
   frame_call$formula <- parsed$frame_formula
   frame_call$weights <- weights_expr
   frame_call$offset <- offset_expr
-  frame_call$drop.unused.levels <- TRUE
-  frame <- eval(frame_call, env)
+  frame <- automatic_row_names(lean_model_frame(frame_call, data, env, threads))
   if (nrow(frame) == 0L) stop("the data have no rows", call. = FALSE)
   na_action <- attr(frame, "na.action")
   fixed_terms <- terms(parsed$fixed, data = frame)
-  response <- glmm_response(stats::model.response(frame), stats::model.weights(frame), family,
-                            deparse1(parsed$response))
+  # The response is the frame's first column: model.response() would also name it by
+  # the row names, materialising them as strings.
+  y <- if (attr(attr(frame, "terms"), "response") == 1L) frame[[1L]]
+  if (is.matrix(y) && ncol(y) == 1L) dim(y) <- NULL
+  response <- glmm_response(y, stats::model.weights(frame), family, deparse1(parsed$response))
   offset <- stats::model.offset(frame)
   if (!is.null(offset)) {
     if (!is.numeric(offset) || any(!is.finite(offset))) {
@@ -221,11 +223,12 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
 
 # The model as the core takes it: successes (or counts), the kept fixed-effect columns (a
 # matrix or a list of columns, NULL for the intercept) with their names, and the grouping
-# codes.
+# codes: the factors themselves, whose integer codes the core reads (unclass() would copy
+# them, 4 bytes a row a term).
 glmm_core_model <- function(y, x, x_names, flist) {
   list(y = y, x = x, x_names = x_names,
        intercept = match("(Intercept)", x_names, nomatch = 0L) - 1L,
-       codes = lapply(flist, function(f) as.integer(unclass(f))),
+       codes = flist,
        n_levels = vapply(flist, nlevels, 1L), labels = names(flist))
 }
 

@@ -36,25 +36,7 @@ fr_model_data <- function(parsed, frame_call, data, env, threads = 1L, xlev = NU
     environment(frame_formula) <- size_env
   }
   frame_call$formula <- frame_formula
-  # Two things model.frame would do are done here, because at 10^7 rows they dominate
-  # the fit: its dropping of unused levels re-creates every factor through factor(),
-  # and na.omit() copies the whole frame even when nothing is missing. The user's
-  # na.action is applied only when a value is missing.
-  na_fun <- user_na_action(frame_call, data, env)
-  frame_call$drop.unused.levels <- FALSE
-  frame_call$na.action <- stats::na.pass
-  if (!is.null(xlev)) frame_call$xlev <- xlev
-  frame <- eval(frame_call, env)
-  # One count of every factor's codes (in parallel) finds both its missing codes and
-  # its unused levels.
-  counts <- factor_level_counts(frame, threads)
-  if (has_missing(frame, counts)) {
-    frame_terms <- attr(frame, "terms")
-    frame <- na_fun(frame)
-    attr(frame, "terms") <- frame_terms
-    counts <- factor_level_counts(frame, threads)
-  }
-  frame <- drop_unused_levels(frame, counts, keep = names(xlev))
+  frame <- lean_model_frame(frame_call, data, env, threads, xlev)
   na_action <- attr(frame, "na.action")
   n_dropped <- length(na_action)
   if (nrow(frame) == 0L) {
@@ -89,6 +71,29 @@ fr_model_data <- function(parsed, frame_call, data, env, threads = 1L, xlev = NU
   }
   list(frame = frame, y = y, fixed = fixed, flist = flist, terms = fixed_terms,
        n_dropped = n_dropped, na_action = na_action)
+}
+
+# The model frame of `frame_call` (a call to stats::model.frame with its formula), with
+# two things model.frame would do done here, because at 10^7 rows they dominate the fit:
+# its dropping of unused levels re-creates every factor through factor(), and na.omit()
+# copies the whole frame even when nothing is missing. The user's na.action is applied
+# only when a value is missing. `xlev`: levels to keep, as model.frame(xlev =) takes them.
+lean_model_frame <- function(frame_call, data, env, threads = 1L, xlev = NULL) {
+  na_fun <- user_na_action(frame_call, data, env)
+  frame_call$drop.unused.levels <- FALSE
+  frame_call$na.action <- stats::na.pass
+  if (!is.null(xlev)) frame_call$xlev <- xlev
+  frame <- eval(frame_call, env)
+  # One count of every factor's codes (in parallel) finds both its missing codes and
+  # its unused levels.
+  counts <- factor_level_counts(frame, threads)
+  if (has_missing(frame, counts)) {
+    frame_terms <- attr(frame, "terms")
+    frame <- na_fun(frame)
+    attr(frame, "terms") <- frame_terms
+    counts <- factor_level_counts(frame, threads)
+  }
+  drop_unused_levels(frame, counts, keep = names(xlev))
 }
 
 #' The fixed-effect design as the core reads it
@@ -233,6 +238,18 @@ has_missing <- function(frame, counts) {
 name_by_rows <- function(x, frame) {
   if (.row_names_info(frame) > 0L) names(x) <- rownames(frame)
   x
+}
+
+# model.frame() turns the data's automatic row names 1..n into the compact but "set" form
+# c(NA, n), which name_by_rows() would then materialise as n strings (about 70 bytes a
+# row, most of a large fit's memory): such a frame gets automatic row names back. Row
+# names that are not 1..n (rows dropped for missing values, the user's own) stay.
+automatic_row_names <- function(frame) {
+  stored <- .row_names_info(frame, 0L)
+  if (is.integer(stored) && length(stored) == 2L && is.na(stored[[1L]]) && stored[[2L]] == nrow(frame)) {
+    attr(frame, "row.names") <- .set_row_names(nrow(frame))
+  }
+  frame
 }
 
 # NaN would be dropped as missing by na.omit; it is more often a computation gone wrong.

@@ -65,7 +65,8 @@
 //! step taken is below 1e-8 (on `log s2_k`). Above 200,000 rows they start from the
 //! first-step fit to a subsample of about 1/16 of the cells (chosen by a hash of their
 //! levels, so whatever the chunks) and its last Jacobian, so that fewer passes run over
-//! all the rows. A component driven to zero is set to zero (a boundary fit) and the rest
+//! all the rows (the subsample's fit skips the differenced Jacobian of the covariances,
+//! which only the full data's fit uses). A component driven to zero is set to zero (a boundary fit) and the rest
 //! re-solved. The level weights are first
 //! `w_g = 1 / max(n_g - 1, 1)`; the second step (Jiang and Zhang's) weights each level
 //! by its information at the first-step estimates, `w_g = 1 / (1 + I_g s2_k)^2`,
@@ -95,7 +96,8 @@
 //! variances, 4.9 and 1.4 times.) By Woodbury the equations are `sum_i c_i (y_i - mu_i)
 //! x*_i`, `c_i = D_i / A_i`, `x*_i = x_i - sum_e P_e[g_e(i)]`, `P = (Z'WZ + G^-1)^-1 Z'WX`,
 //! `W = diag(D_i^2 / A_i)`: one weighted Henderson solve with p right-hand sides by the
-//! conjugate gradients of [`crate::mixed`] per update of `V`. With two terms their cell
+//! conjugate gradients of [`crate::mixed`] per update of `V`, started from the last update's
+//! `P`. With two terms their cell
 //! effect's block is diagonal and is eliminated in closed form (a cell's rows reweighted),
 //! so the system keeps the terms' size (as unknowns beside the terms, the cells took 61
 //! instead of 7 iterations a solve there). `V` is frozen at the current `b`, the equations
@@ -106,7 +108,8 @@
 //!
 //! Conditional modes (`ranef`) maximise the penalized likelihood at the estimated `b` and
 //! `s2_k` (penalized IRLS; the systems `Z'WZ + L` are solved by the conjugate gradients
-//! of [`crate::mixed`]). `b` is not re-estimated with the modes.
+//! of [`crate::mixed`]; one pass over the rows a step gives the objective at the new modes
+//! and the scores and weights of the next step). `b` is not re-estimated with the modes.
 //!
 //! The covariance of the estimates is a sandwich `J^-1 V J^-T` of the stacked estimating
 //! equations (first moments, variances, quasi-score): `J` their Jacobian, `V` multi-way
@@ -119,10 +122,16 @@
 //! weighted fixed effects: the same linearization with the quasi-score's variance taken
 //! from the model, `X'D V^-1 D X`, and its covariances with the other equations from the
 //! meat. The sandwich alone is noisy with few levels (1.3-1.8 times glmer's standard
-//! errors on cbpp's 15 herds).
+//! errors on cbpp's 15 herds). `J` is differenced (a pass over the rows a column), except
+//! the quasi-score's derivatives in `b`, which are analytic.
+//!
+//! Per-level sums over rows (the estimating functions by cluster, `Z'WX`, the diagonal of
+//! `Z'WZ`, the penalized IRLS's scores) are taken by reading the rows in order and adding
+//! each to its level, a task a term: a level's sum is added in its rows' order, the same
+//! as reading the rows level by level, without that random access to the data.
 
 use crate::condvar::InverseDiagonal;
-use crate::data::{FactorCodes, ModelData};
+use crate::data::{FactorCodes, FixedColumn, ModelData};
 use crate::dense::solve;
 use crate::error::FitError;
 use crate::family::{gauss_hermite, Distribution, Family, GlmFamily};
@@ -900,51 +909,48 @@ impl<'c, 'a> Layout<'c, 'a> {
             .collect()
     }
 
-    /// Per level of term `k`, the sum of `value(c, i)` over its rows, chunk by chunk in
-    /// row order (the same sums whatever the number of threads). The values are computed
-    /// in row order first and then gathered: reading the rows level by level is a random
-    /// access to the data.
-    fn level_sums(&self, k: usize, value: impl Fn(usize, usize) -> f64 + Sync) -> Vec<f64> {
-        self.effect_sums(Effect::Term(k), &self.row_values(value))
-    }
-
-    /// Per level of effect `e`, the sum of `values[c][i]` over its rows (in chunk order,
-    /// then row order).
-    fn effect_sums(&self, e: Effect, values: &[Vec<f64>]) -> Vec<f64> {
-        (0..self.effect_size(e))
-            .into_par_iter()
-            .map(|g| {
-                let mut s = 0.0;
-                for (c, values) in values.iter().enumerate() {
-                    for &i in self.effect_groups(e, c).group(g) {
-                        s += values[i as usize];
+    /// Per effect in `effects` and level, `dim` sums: `value(c, i, out)` writes a row's
+    /// `dim` values. The rows are read in order and added to their levels (a task an
+    /// effect), so each level's sum is added in its rows' order, as by level, without
+    /// reading the rows level by level (a random access to the data). A row without a
+    /// level of the effect (alone in its cell) adds nothing.
+    fn effect_sums_vec(
+        &self,
+        effects: &[Effect],
+        dim: usize,
+        value: impl Fn(usize, usize, &mut [f64]) + Sync,
+    ) -> Vec<Vec<f64>> {
+        effects
+            .par_iter()
+            .map(|&e| {
+                let mut out = vec![0.0; self.effect_size(e) * dim];
+                let mut row = vec![0.0; dim];
+                for (c, chunk) in self.chunks.iter().enumerate() {
+                    for i in 0..chunk.n_obs() {
+                        let Some(g) = self.effect_level(e, c, i) else { continue };
+                        value(c, i, &mut row);
+                        out[g * dim..(g + 1) * dim].iter_mut().zip(&row).for_each(|(s, v)| *s += v);
                     }
                 }
-                s
+                out
             })
             .collect()
     }
 
-    /// Per level of term `k`, `dim` sums: `value(c, i, out)` writes a row's `dim` values.
-    fn level_sums_vec(&self, k: usize, dim: usize, value: impl Fn(usize, usize, &mut [f64]) + Sync) -> Vec<f64> {
-        self.effect_sums_vec(Effect::Term(k), dim, value)
+    /// [`Self::effect_sums_vec`] over the levels of the terms in `terms`.
+    fn level_sums_vec(
+        &self,
+        terms: &[usize],
+        dim: usize,
+        value: impl Fn(usize, usize, &mut [f64]) + Sync,
+    ) -> Vec<Vec<f64>> {
+        let effects: Vec<Effect> = terms.iter().map(|&k| Effect::Term(k)).collect();
+        self.effect_sums_vec(&effects, dim, value)
     }
 
-    /// [`Self::level_sums_vec`] over the levels of effect `e`.
-    fn effect_sums_vec(&self, e: Effect, dim: usize, value: impl Fn(usize, usize, &mut [f64]) + Sync) -> Vec<f64> {
-        let mut out = vec![0.0; self.effect_size(e) * dim];
-        out.par_chunks_mut(dim.max(1)).enumerate().for_each_init(
-            || vec![0.0; dim],
-            |row, (g, sums)| {
-                for c in 0..self.chunks.len() {
-                    for &i in self.effect_groups(e, c).group(g) {
-                        value(c, i as usize, row);
-                        sums.iter_mut().zip(row.iter()).for_each(|(s, v)| *s += v);
-                    }
-                }
-            },
-        );
-        out
+    /// Per level of effect `e`, the sum of `values[c][i]` over its rows.
+    fn effect_sums(&self, e: Effect, values: &[Vec<f64>]) -> Vec<f64> {
+        self.effect_sums_vec(&[e], 1, |c, i, out| out[0] = values[c][i]).pop().unwrap_or_default()
     }
 
     /// Per cell of effect `a` x another (`cells`, `a`'s levels as rows), the sum of
@@ -1085,10 +1091,12 @@ impl<'c, 'a> Layout<'c, 'a> {
     fn weighted_matrix(&self, effects: &[(Effect, f64)], row_w: &[Vec<f64>]) -> RandomEffectsMatrix<'_> {
         self.pool.install(|| {
             let position = |e: Effect| effects.iter().position(|(f, _)| *f == e);
+            let ids: Vec<Effect> = effects.iter().map(|&(e, _)| e).collect();
+            let sums = self.effect_sums_vec(&ids, 1, |c, i, out| out[0] = row_w[c][i]);
             let diag: Vec<(usize, Vec<f64>)> = effects
                 .iter()
-                .map(|&(e, penalty)| {
-                    let mut d = self.effect_sums(e, row_w);
+                .zip(sums)
+                .map(|(&(e, penalty), mut d)| {
                     d.iter_mut().for_each(|v| *v += penalty);
                     let id = match e {
                         Effect::Term(k) => k,
@@ -1135,8 +1143,15 @@ impl<'c, 'a> Layout<'c, 'a> {
     /// of variance `G_k G_l` ([`CellEffect`]), and `A_i = mu_i + mu_i^2 (exp(s2_+) - 1 -
     /// sum_e G_e)` over the effects `e` of row `i`. The marginal variances and the
     /// covariances of rows sharing the levels of one term, of two crossed terms or of any
-    /// nested terms are then exact.
-    fn working(&self, b: &[f64], s2: &[f64], keep_going: &mut dyn FnMut() -> bool) -> Result<Working, FitError> {
+    /// nested terms are then exact. `start`: the projections of a nearby working covariance
+    /// (the last refresh's), from which the conjugate gradients start.
+    fn working(
+        &self,
+        b: &[f64],
+        s2: &[f64],
+        start: Option<&[(Effect, Vec<f64>)]>,
+        keep_going: &mut dyn FnMut() -> bool,
+    ) -> Result<Working, FitError> {
         let p = self.p;
         let poisson = self.family.is_poisson_log();
         let g: Vec<f64> = s2.iter().map(|&v| if poisson { v.exp_m1() } else { v }).collect();
@@ -1173,18 +1188,16 @@ impl<'c, 'a> Layout<'c, 'a> {
             0.0
         };
         let total = self.marginal(s2_total);
-        let eta = self.pool.install(|| self.linear_predictor(b));
         let (c, row_w): (Vec<Vec<f64>>, Vec<Vec<f64>>) = self.pool.install(|| {
             self.chunks
                 .iter()
                 .enumerate()
-                .zip(&eta)
-                .map(|((ch, chunk), eta)| {
+                .map(|(ch, chunk)| {
                     (0..chunk.n_obs())
                         .into_par_iter()
                         .map(|i| {
                             let n = chunk.trials(i);
-                            let (m, dm) = total.mean_slope(eta[i]);
+                            let (m, dm) = total.mean_slope(self.row_linear_predictor(ch, i, b));
                             let d = n * dm.max(1e-300);
                             let a = if poisson {
                                 let in_cells: f64 = cell_effects
@@ -1236,17 +1249,31 @@ impl<'c, 'a> Layout<'c, 'a> {
         };
         let penalties: Vec<(Effect, f64)> = solved.iter().map(|&(e, v)| (e, 1.0 / v)).collect();
         let matrix = self.weighted_matrix(&penalties, &system_w);
-        // Z'WX, one row of p values a level of every effect solved.
-        let weighted_x = |weights: &[Vec<f64>], e: Effect| {
-            self.effect_sums_vec(e, p, |c, i, out| {
-                let chunk = &self.chunks[c];
-                for (j, o) in out.iter_mut().enumerate() {
-                    *o = weights[c][i] * chunk.data.x[j].value(i, 0.0);
-                }
+        // Z'WX, one row of p values a level of every effect in `of`.
+        let weighted_x = |weights: &[Vec<f64>], of: &[Effect]| {
+            self.pool.install(|| {
+                self.effect_sums_vec(of, p, |c, i, out| {
+                    let chunk = &self.chunks[c];
+                    for (j, o) in out.iter_mut().enumerate() {
+                        *o = weights[c][i] * chunk.data.x[j].value(i, 0.0);
+                    }
+                })
             })
         };
-        let rhs: Vec<Vec<f64>> = self.pool.install(|| solved.iter().map(|&(e, _)| weighted_x(&system_w, e)).collect());
-        let solution = matrix.solve(&rhs.concat(), p, 1e-10, self.pool, keep_going)?.x;
+        let solved_effects: Vec<Effect> = solved.iter().map(|&(e, _)| e).collect();
+        let rhs = weighted_x(&system_w, &solved_effects);
+        drop(system_w);
+        // The eliminated cell effect's own sums, before the row weights are freed.
+        let eliminated_sums = eliminated.map(|(e, _)| {
+            (self.pool.install(|| self.effect_sums(e, &row_w)), weighted_x(&row_w, &[e]).pop().unwrap_or_default())
+        });
+        drop(row_w);
+        let from: Option<Vec<f64>> = start.and_then(|s| {
+            let parts: Option<Vec<&[f64]>> =
+                solved_effects.iter().map(|e| s.iter().find(|(f, _)| f == e).map(|(_, v)| v.as_slice())).collect();
+            parts.map(|parts| parts.concat())
+        });
+        let solution = matrix.solve_from(&rhs.concat(), p, 1e-10, from.as_deref(), self.pool, keep_going)?.x;
         let mut proj = Vec::with_capacity(effects.len());
         let mut at = 0;
         for &(e, _) in &solved {
@@ -1254,11 +1281,11 @@ impl<'c, 'a> Layout<'c, 'a> {
             proj.push((e, solution[at..at + len].to_vec()));
             at += len;
         }
-        if let (Some((e, variance)), Some(factor)) = (eliminated, &cell_factor) {
+        if let (Some((e, variance)), Some(factor), Some((weights, mut cells))) =
+            (eliminated, &cell_factor, eliminated_sums)
+        {
             let Effect::Cells(j) = e else { unreachable!("only cell effects are eliminated") };
             let pl = &self.pairs[self.cell_effects[j].pair];
-            let weights = self.pool.install(|| self.effect_sums(e, &row_w));
-            let mut cells = self.pool.install(|| weighted_x(&row_w, e));
             let of = |term: usize| &proj.iter().find(|(f, _)| *f == Effect::Term(term)).expect("an active term").1;
             let (pk, plv) = (of(pl.k), of(pl.l));
             for (m, row) in cells.chunks_mut(p).enumerate() {
@@ -1279,6 +1306,21 @@ impl<'c, 'a> Layout<'c, 'a> {
             return Err(FitError::InvalidInput("the estimates do not match the model's terms or columns".into()));
         }
         Ok(())
+    }
+
+    /// `x_i'b + o_i` of row `i` of chunk `c`, added as [`Self::linear_predictor`] adds it
+    /// (for passes that need not store it).
+    #[inline]
+    fn row_linear_predictor(&self, c: usize, i: usize, b: &[f64]) -> f64 {
+        let chunk = &self.chunks[c];
+        let mut eta = chunk.offset(i);
+        for (column, bj) in chunk.data.x.iter().zip(b) {
+            eta += match column {
+                FixedColumn::Ones => *bj,
+                FixedColumn::Values(v) => bj * v[i],
+            };
+        }
+        eta
     }
 
     /// `x_i'b + o_i` for every row of every chunk.
@@ -1317,10 +1359,6 @@ impl<'c, 'a> Layout<'c, 'a> {
     /// fraction of a grid step: the cubic Hermite weights are computed once a row and each
     /// node costs four table reads.
     ///
-    /// With `centre` (the marginal means at `s2_total`), also per group the centring of
-    /// the pair statistic, `2 (R_g M_g - sum_i r_i mu_i share_i)` with `mu_i = n_i m(eta0_i;
-    /// s2_+)`, `r_i = y_i - mu_i` and `share_i` [`Self::own_share`] (see the module's
-    /// documentation), from the same reading of the rows in group order (empty without).
     /// With `cells` (the groups being the levels of a term), the pairs of rows in one
     /// repeated cell are left out: `E_z[a(z)^2 - sum_cells a_cell(z)^2]`.
     #[allow(clippy::too_many_arguments)]
@@ -1331,29 +1369,18 @@ impl<'c, 'a> Layout<'c, 'a> {
         groups: &[&Grouped],
         n_groups: usize,
         (s2_shared, s2_total): (f64, f64),
-        centre: Option<&Marginal>,
         cells: Option<&CellsOfLevel>,
-    ) -> (Vec<f64>, Vec<f64>) {
+    ) -> Vec<f64> {
         let poisson = self.family.is_poisson_log();
-        // The centring sums of a row: `r`, `mu` and `r mu share`.
-        let centring_of = |total: &Marginal, y: f64, n: f64, e: f64, sums: &mut [f64; 3]| {
-            let m = n * total.mean(e);
-            let r = y - m;
-            sums[0] += r;
-            sums[1] += m;
-            sums[2] += r * m * self.own_share(n);
-        };
-        let centring_level = |v: &[f64; 3]| 2.0 * (v[0] * v[1] - v[2]);
         if poisson || s2_shared <= 0.0 {
             // Poisson-log: m(e; s2_+ - s2_A) is exp(e + (s2_+ - s2_A) / 2), and
             // E[y_s y_t] = exp(eta_s + eta_t + 2 s2_A + (s2_+ - s2_A)).
             let inner = self.marginal(s2_total - s2_shared);
             let scale = if poisson { (2.0 * s2_shared).exp() } else { 1.0 };
-            let both: Vec<(f64, f64)> = (0..n_groups)
+            return (0..n_groups)
                 .into_par_iter()
                 .map_init(Vec::new, |cell, g| {
                     let (mut a, mut b) = (0.0, 0.0);
-                    let mut sums = [0.0; 3];
                     cell.clear();
                     cell.resize(cells.map_or(0, |cl| cl.count[g] as usize), 0.0);
                     for (c, chunk) in self.chunks.iter().enumerate() {
@@ -1366,17 +1393,12 @@ impl<'c, 'a> Layout<'c, 'a> {
                                 u32::MAX => b += v * v,
                                 m => cell[m as usize] += v,
                             }
-                            if let Some(total) = centre {
-                                centring_of(total, chunk.data.y[i as usize], n, e, &mut sums);
-                            }
                         }
                     }
                     b += cell.iter().map(|v| v * v).sum::<f64>();
-                    (scale * (a * a - b), centring_level(&sums))
+                    scale * (a * a - b)
                 })
                 .collect();
-            let (expected, centring): (Vec<f64>, Vec<f64>) = both.into_iter().unzip();
-            return (expected, if centre.is_some() { centring } else { Vec::new() });
         }
         let s = s2_shared.sqrt();
         let delta = OUTER_STEP.min(OUTER_SPREAD / s);
@@ -1439,43 +1461,31 @@ impl<'c, 'a> Layout<'c, 'a> {
         // The linear predictor and the trials of the rows in group order: reading them
         // group by group from row order is a random access (a cache miss a row on large
         // data), a gather is one pass with many loads in flight.
-        // With the centring, the responses too, in the same gather.
         let gather = |c: usize| {
             let (grouped, chunk) = (groups[c], &self.chunks[c]);
             let len = grouped.rows.len();
             let mut e_out = vec![0.0; len];
             let mut n_out = chunk.trials.map(|_| vec![0.0; len]);
-            let mut y_out = centre.map(|_| vec![0.0; len]);
             let mut n_parts: Vec<Option<&mut [f64]>> = match n_out.as_mut() {
                 Some(v) => v.chunks_mut(ROWS).map(Some).collect(),
                 None => (0..len.div_ceil(ROWS)).map(|_| None).collect(),
             };
-            let mut y_parts: Vec<Option<&mut [f64]>> = match y_out.as_mut() {
-                Some(v) => v.chunks_mut(ROWS).map(Some).collect(),
-                None => (0..len.div_ceil(ROWS)).map(|_| None).collect(),
-            };
-            e_out
-                .par_chunks_mut(ROWS)
-                .zip(grouped.rows.par_chunks(ROWS))
-                .zip(n_parts.par_iter_mut().zip(y_parts.par_iter_mut()))
-                .for_each(|((o, rows), (n_o, y_o))| {
+            e_out.par_chunks_mut(ROWS).zip(grouped.rows.par_chunks(ROWS)).zip(n_parts.par_iter_mut()).for_each(
+                |((o, rows), n_o)| {
                     for (at, &i) in rows.iter().enumerate() {
                         let i = i as usize;
                         o[at] = eta[c][i];
                         if let (Some(n_o), Some(t)) = (n_o.as_deref_mut(), chunk.trials) {
                             n_o[at] = t[i];
                         }
-                        if let Some(y_o) = y_o.as_deref_mut() {
-                            y_o[at] = chunk.data.y[i];
-                        }
                     }
-                });
+                },
+            );
             drop(n_parts);
-            drop(y_parts);
-            (e_out, n_out, y_out)
+            (e_out, n_out)
         };
         let ordered: Vec<_> = (0..self.chunks.len()).map(gather).collect();
-        let both: Vec<(f64, f64)> = (0..n_groups)
+        (0..n_groups)
             .into_par_iter()
             .map_init(
                 || (vec![0.0; 2 * n_nodes], Vec::new()),
@@ -1484,14 +1494,10 @@ impl<'c, 'a> Layout<'c, 'a> {
                     let (a, b) = sums.split_at_mut(n_nodes);
                     cell.clear();
                     cell.resize(cells.map_or(0, |cl| cl.count[g] as usize) * n_nodes, 0.0);
-                    let mut centring = [0.0; 3];
-                    for (c, (eta, trials, y)) in ordered.iter().enumerate() {
+                    for (c, (eta, trials)) in ordered.iter().enumerate() {
                         let range = groups[c].starts[g]..groups[c].starts[g + 1];
                         for at_row in range {
                             let n = trials.as_ref().map_or(1.0, |t| t[at_row]);
-                            if let (Some(total), Some(y)) = (centre, y) {
-                                centring_of(total, y[at_row], n, eta[at_row], &mut centring);
-                            }
                             // The first node, z = -half spacing, is at lo + (j + u) step.
                             let t = (eta[at_row].clamp(-bound, bound) - half as f64 * spacing - lo) / step;
                             let j = t as usize;
@@ -1532,13 +1538,10 @@ impl<'c, 'a> Layout<'c, 'a> {
                     for sums in cell.chunks(n_nodes) {
                         b.iter_mut().zip(sums).for_each(|(b, v)| *b += v * v);
                     }
-                    let expected = a.iter().zip(b.iter()).zip(&weights).map(|((a, b), w)| w * (a * a - b)).sum::<f64>();
-                    (expected, centring_level(&centring))
+                    a.iter().zip(b.iter()).zip(&weights).map(|((a, b), w)| w * (a * a - b)).sum::<f64>()
                 },
             )
-            .collect();
-        let (expected, centring): (Vec<f64>, Vec<f64>) = both.into_iter().unzip();
-        (expected, if centre.is_some() { centring } else { Vec::new() })
+            .collect()
     }
 
     /// The share of a row's own centring term in its level's pair statistic: 1 without the
@@ -1599,21 +1602,34 @@ impl<'c, 'a> Layout<'c, 'a> {
                 .fold(|| acc, |(lo, hi), &v| (lo.min(v), hi.max(v)))
                 .reduce(|| acc, |a, b| (a.0.min(b.0), a.1.max(b.1)))
         });
-        // The expectations of the pair statistics, and their centring (see the module's
-        // documentation) from the same reading of the rows by level.
-        for k in 0..k_terms {
-            if self.statistic[k] == Statistic::Pairs {
-                let groups: Vec<&Grouped> = self.by_level.iter().map(|g| &g[k]).collect();
-                (expected[k], centring_levels[k]) = self.pair_expectation(
-                    &eta,
-                    eta_range,
-                    &groups,
-                    self.n_levels[k],
-                    (s2[k], s2_total),
-                    Some(&*total),
-                    self.cells_of_level[k].as_ref(),
-                );
-            }
+        // The centring of the pair statistics (see the module's documentation): per level,
+        // `2 (R_g M_g - sum_i r_i mu_i share_i)` with `mu_i = n_i m(eta0_i; s2_+)`,
+        // `r_i = y_i - mu_i` and `share_i` [`Self::own_share`].
+        let paired: Vec<usize> = (0..k_terms).filter(|&k| self.statistic[k] == Statistic::Pairs).collect();
+        let centring_sums = self.level_sums_vec(&paired, 3, |c, i, out| {
+            let chunk = &self.chunks[c];
+            let n = chunk.trials(i);
+            let m = n * total.mean(eta[c][i]);
+            let r = chunk.data.y[i] - m;
+            out[0] = r;
+            out[1] = m;
+            out[2] = r * m * self.own_share(n);
+        });
+        for (&k, sums) in paired.iter().zip(&centring_sums) {
+            centring_levels[k] = sums.chunks(3).map(|v| 2.0 * (v[0] * v[1] - v[2])).collect();
+        }
+        drop(centring_sums);
+        // The expectations of the pair statistics.
+        for &k in &paired {
+            let groups: Vec<&Grouped> = self.by_level.iter().map(|g| &g[k]).collect();
+            expected[k] = self.pair_expectation(
+                &eta,
+                eta_range,
+                &groups,
+                self.n_levels[k],
+                (s2[k], s2_total),
+                self.cells_of_level[k].as_ref(),
+            );
         }
         // Pairs of rows sharing the levels of two terms.
         for pair in &self.pairs {
@@ -1624,9 +1640,8 @@ impl<'c, 'a> Layout<'c, 'a> {
             let (k, l) = (pair.k, pair.l);
             let groups: Vec<&Grouped> = pair.multi_rows.iter().collect();
             let keeps = |term: usize| self.statistic[term] == Statistic::Pairs && !pair.excludes_cells_of(term);
-            let both = (keeps(k) || keeps(l)).then(|| {
-                self.pair_expectation(&eta, eta_range, &groups, n_cells, (s2[k] + s2[l], s2_total), None, None).0
-            });
+            let both = (keeps(k) || keeps(l))
+                .then(|| self.pair_expectation(&eta, eta_range, &groups, n_cells, (s2[k] + s2[l], s2_total), None));
             for (term, levels) in [(k, &pair.multi_k), (l, &pair.multi_l)] {
                 // A term with `cells_of_level` left its cells' pairs out already.
                 if self.statistic[term] != Statistic::Pairs || self.cells_of_level[term].is_some() {
@@ -1635,8 +1650,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                 // The level's expectation counted the cell's pairs as sharing `term` alone:
                 // taken out (the statistic left them out), or replaced by the expectation
                 // of pairs sharing both terms.
-                let alone =
-                    self.pair_expectation(&eta, eta_range, &groups, n_cells, (s2[term], s2_total), None, None).0;
+                let alone = self.pair_expectation(&eta, eta_range, &groups, n_cells, (s2[term], s2_total), None);
                 for c in 0..n_cells {
                     let kept = if keeps(term) { both.as_ref().map_or(0.0, |b| b[c]) } else { 0.0 };
                     expected[term][levels[c] as usize] += kept - alone[c];
@@ -1886,7 +1900,9 @@ impl<'c, 'a> Layout<'c, 'a> {
     /// value of the variances), by Newton's method on `log s2_k` with a finite-difference
     /// Jacobian and backtracking; a component driven to zero is set to zero (a boundary
     /// fit) and the others re-solved. Returns `(b, s2, iterations, Jacobian of the
-    /// unscaled equations in (b, s2_active), active)`.
+    /// unscaled equations in (b, s2_active), active)`; the Jacobian (by differences, a
+    /// pass over the rows a column) only `with_jacobian` (for the covariances; empty
+    /// otherwise).
     #[allow(clippy::too_many_arguments)]
     fn solve(
         &self,
@@ -1896,6 +1912,7 @@ impl<'c, 'a> Layout<'c, 'a> {
         w: &[Vec<f64>],
         wk: Option<&Working>,
         max_iterations: usize,
+        with_jacobian: bool,
         keep_going: &mut dyn FnMut() -> bool,
     ) -> Result<Solution, FitError> {
         let p = self.p;
@@ -1921,7 +1938,11 @@ impl<'c, 'a> Layout<'c, 'a> {
             if idx.is_empty() {
                 b = self.solve_b(&b, &vec![0.0; k_terms], w, wk)?;
                 let eval = self.evaluate(&b, &vec![0.0; k_terms], w, wk);
-                let jac = self.jacobian(&b, &theta, &idx, w, wk, &scales, &eval.f);
+                let jac = if with_jacobian {
+                    self.jacobian(&b, &theta, &idx, w, wk, &scales, &eval.f)
+                } else {
+                    Mat::zeros(0, 0)
+                };
                 return Ok((b, vec![0.0; k_terms], iterations, jac, active, eval, Mat::zeros(0, 0)));
             }
             let norm = |g: &[f64]| g.iter().map(|v| v * v).sum::<f64>();
@@ -2028,7 +2049,11 @@ impl<'c, 'a> Layout<'c, 'a> {
                 if change < 1e-8 || norm(&g) < 1e-28 {
                     // `ne`: the equations at the point just taken.
                     let newton = jac;
-                    let jac = self.jacobian(&b, &theta, &idx, w, wk, &scales, &ne.f);
+                    let jac = if with_jacobian {
+                        self.jacobian(&b, &theta, &idx, w, wk, &scales, &ne.f)
+                    } else {
+                        Mat::zeros(0, 0)
+                    };
                     return Ok((b, s2_of(&theta), iterations, jac, active, ne, newton));
                 }
             }
@@ -2039,27 +2064,25 @@ impl<'c, 'a> Layout<'c, 'a> {
     }
 
     /// The Jacobian of the weighted fixed-effect equations (working covariance frozen) in
-    /// `(s2_active, b)`: p x (K_active + p), by forward differences.
+    /// `(s2_active, b)`: p x (K_active + p), in `b` analytic ([`Self::first_moments`]),
+    /// in the variances by forward differences (a pass over the rows each).
     fn weighted_jacobian(&self, b: &[f64], s2: &[f64], idx: &[usize], w: &[Vec<f64>], wk: &Working) -> Mat<f64> {
         let p = self.p;
-        let first = |b: &[f64], s2: &[f64]| self.pool.install(|| self.evaluate_in(b, s2, w, Some(wk), false)).f;
-        let f0 = first(b, s2);
+        let (f0, in_b) = self.first_moments(b, s2, Some(wk));
         let ka = idx.len();
         let mut jac = Mat::<f64>::zeros(p, ka + p);
-        for col in 0..ka + p {
-            let (mut b1, mut t1) = (b.to_vec(), s2.to_vec());
-            let h = if col < ka {
-                let h = 1e-6 * s2[idx[col]].max(1e-6);
-                t1[idx[col]] += h;
-                h
-            } else {
-                let h = 1e-6 * (1.0 + b[col - ka].abs());
-                b1[col - ka] += h;
-                h
-            };
-            let f1 = first(&b1, &t1);
+        for (col, &k) in idx.iter().enumerate() {
+            let mut t1 = s2.to_vec();
+            let h = 1e-6 * s2[k].max(1e-6);
+            t1[k] += h;
+            let f1 = self.pool.install(|| self.evaluate_in(b, &t1, w, Some(wk), false)).f;
             for r in 0..p {
                 jac[(r, col)] = (f1[r] - f0[r]) / h;
+            }
+        }
+        for r in 0..p {
+            for c in 0..p {
+                jac[(r, ka + c)] = in_b[(r, c)];
             }
         }
         jac
@@ -2306,6 +2329,7 @@ fn first_step(
         &layout.simple_weights(),
         None,
         options.max_iterations,
+        false,
         keep_going,
     )?;
     Ok((b, s2, active.iter().all(|&a| a).then_some(newton)))
@@ -2353,14 +2377,14 @@ pub fn fit_glmm(
     lap("glm start");
     let w1 = layout.simple_weights();
     let (b1, s1, it1, jac1, active1, eval1, _) =
-        layout.solve(&start, &s_start, jac_start.as_ref(), &w1, None, options.max_iterations, keep_going)?;
+        layout.solve(&start, &s_start, jac_start.as_ref(), &w1, None, options.max_iterations, true, keep_going)?;
     lap("variances");
     let mut second_step = false;
     let (b, s2, iterations, jac, active, w, eval) = match options.weights {
         LevelWeights::Information => {
             let w2 = layout.information_weights(&b1, &s1);
             let s_start: Vec<f64> = s1.iter().map(|v| v.max(0.05)).collect();
-            match layout.solve(&b1, &s_start, None, &w2, None, options.max_iterations, keep_going) {
+            match layout.solve(&b1, &s_start, None, &w2, None, options.max_iterations, true, keep_going) {
                 Ok((b, s2, it2, jac, active, eval, _)) => {
                     second_step = true;
                     (b, s2, it1 + it2, jac, active, w2, eval)
@@ -2384,7 +2408,7 @@ pub fn fit_glmm(
     let b_first_moment = b.clone();
     let mut b = b;
     if options.fixed == FixedWeights::Working {
-        let mut wk = layout.working(&b, &s2, keep_going)?;
+        let mut wk = layout.working(&b, &s2, None, keep_going)?;
         for _ in 0..MAX_WORKING_UPDATES {
             if !keep_going() {
                 return Err(FitError::Interrupted);
@@ -2393,7 +2417,10 @@ pub fn fit_glmm(
             working_iterations += 1;
             let change = nb.iter().zip(&b).map(|(a, c)| (a - c).abs()).fold(0.0, f64::max);
             b = nb;
-            wk = layout.working(&b, &s2, keep_going)?;
+            // The last projections start the next solve; its row coefficients go first.
+            let Working { c: spent, proj: previous } = wk;
+            drop(spent);
+            wk = layout.working(&b, &s2, Some(&previous), keep_going)?;
             if change < WORKING_TOLERANCE {
                 break;
             }
@@ -2417,6 +2444,8 @@ pub fn fit_glmm(
         )
     })?;
     lap("covariances");
+    // The working covariance's row coefficients are spent.
+    drop(weighted);
     let (ranef, pirls_iterations) =
         if options.modes { conditional_modes(&layout, &b, &s2, keep_going)? } else { (vec![Vec::new(); k_terms], 0) };
     lap("modes");
@@ -2507,37 +2536,54 @@ fn sandwich(
         out.iter_mut().for_each(|v| *v = 0.0);
         row_psi(c, i, out);
     };
-    // Rows by fixed blocks added in order, and the levels of every term.
+    // Rows by fixed blocks added in order, and the levels of every term. The estimating
+    // functions of a stretch of rows are computed once, in row order and in parallel,
+    // then added to their levels' sums (each term's in a task of its own): row by row in
+    // order, so every level's sum is added in its rows' order, whatever the threads.
+    const STRETCH: usize = 4 * ROWS;
     let mut rows = Mat::<f64>::zeros(dim, dim);
+    let mut level_sums: Vec<Vec<f64>> = layout.n_levels.iter().map(|&n| vec![0.0; n * dim]).collect();
+    let mut psi = vec![0.0; STRETCH * dim];
     for (c, chunk) in layout.chunks.iter().enumerate() {
         let n = chunk.n_obs();
-        let partial: Vec<Vec<f64>> = (0..n.div_ceil(ROWS))
-            .into_par_iter()
-            .map(|t| {
-                let mut m = vec![0.0; dim * dim];
-                let mut psi = vec![0.0; dim];
-                for i in t * ROWS..((t + 1) * ROWS).min(n) {
-                    psi_of(c, i, &mut psi);
-                    for a in 0..dim {
-                        for b in 0..dim {
-                            m[a * dim + b] += psi[a] * psi[b];
+        for first in (0..n).step_by(STRETCH) {
+            let len = STRETCH.min(n - first);
+            let stretch = &mut psi[..len * dim];
+            let partial: Vec<Vec<f64>> = stretch
+                .par_chunks_mut(ROWS * dim)
+                .enumerate()
+                .map(|(t, out)| {
+                    let mut m = vec![0.0; dim * dim];
+                    for (at, psi) in out.chunks_mut(dim).enumerate() {
+                        psi_of(c, first + t * ROWS + at, psi);
+                        for a in 0..dim {
+                            for b in 0..dim {
+                                m[a * dim + b] += psi[a] * psi[b];
+                            }
                         }
                     }
-                }
-                m
-            })
-            .collect();
-        for m in partial {
-            for a in 0..dim {
-                for b in 0..dim {
-                    rows[(a, b)] += m[a * dim + b];
+                    m
+                })
+                .collect();
+            for m in partial {
+                for a in 0..dim {
+                    for b in 0..dim {
+                        rows[(a, b)] += m[a * dim + b];
+                    }
                 }
             }
+            let stretch = &*stretch;
+            level_sums.par_iter_mut().enumerate().for_each(|(k, sums)| {
+                let f = &chunk.data.factors[k];
+                for (at, psi) in stretch.chunks(dim).enumerate() {
+                    let g = f.level(first + at);
+                    sums[g * dim..(g + 1) * dim].iter_mut().zip(psi).for_each(|(s, v)| *s += v);
+                }
+            });
         }
     }
     let mut clustered = Mat::<f64>::zeros(dim, dim);
-    for k in 0..k_terms {
-        let mut sums = layout.level_sums_vec(k, dim, psi_of);
+    for (k, mut sums) in level_sums.into_iter().enumerate() {
         // In its own term's clusters the pair statistic counts whole.
         if let Some(&(_, slot)) = pair_slots.iter().find(|&&(term, _)| term == k) {
             for g in 0..layout.n_levels[k] {
@@ -2681,56 +2727,64 @@ fn conditional_modes(
         return Ok((u, 0));
     }
     let pool = layout.pool;
-    let eta0 = pool.install(|| layout.linear_predictor(b));
+    // The fixed part of the linear predictor is recomputed a row at a time (not stored).
     let eta_of = |u: &[Vec<f64>], c: usize, i: usize| -> f64 {
         let chunk = &layout.chunks[c];
-        eta0[c][i] + active.iter().map(|&k| u[k][chunk.data.factors[k].level(i)]).sum::<f64>()
+        layout.row_linear_predictor(c, i, b) + active.iter().map(|&k| u[k][chunk.data.factors[k].level(i)]).sum::<f64>()
     };
-    let objective = |u: &[Vec<f64>]| -> f64 {
+    // The objective at `u` (the log-likelihood added in fixed blocks of rows, in order)
+    // with, per row, the score and the weight there (the next step's, if `u` is taken):
+    // one pass over the rows.
+    let evaluate_at = |u: &[Vec<f64>]| -> (f64, Vec<Vec<f64>>, Vec<Vec<f64>>) {
         let mut v = 0.0;
+        let (mut score, mut weight) = (Vec::new(), Vec::new());
         for (c, chunk) in layout.chunks.iter().enumerate() {
-            v += pool.install(|| {
-                (0..chunk.n_obs())
-                    .into_par_iter()
-                    .map(|i| family.loglik(chunk.data.y[i], chunk.trials(i), eta_of(u, c, i)))
-                    .sum::<f64>()
+            let (mut s, mut w) = (vec![0.0; chunk.n_obs()], vec![0.0; chunk.n_obs()]);
+            let blocks: Vec<f64> = pool.install(|| {
+                s.par_chunks_mut(ROWS)
+                    .zip(w.par_chunks_mut(ROWS))
+                    .enumerate()
+                    .map(|(t, (s, w))| {
+                        let mut loglik = 0.0;
+                        for (at, (s, w)) in s.iter_mut().zip(w.iter_mut()).enumerate() {
+                            let i = t * ROWS + at;
+                            let (y, n, e) = (chunk.data.y[i], chunk.trials(i), eta_of(u, c, i));
+                            let mu = family.linkinv(e);
+                            let d = family.mu_eta(e);
+                            let v = family.variance(mu).max(1e-300);
+                            loglik += family.loglik(y, n, e);
+                            *s = (y - n * mu) * d / v;
+                            *w = n * d * d / v;
+                        }
+                        loglik
+                    })
+                    .collect()
             });
+            v += blocks.iter().sum::<f64>();
+            score.push(s);
+            weight.push(w);
         }
-        v - active.iter().map(|&k| u[k].iter().map(|x| x * x).sum::<f64>() / (2.0 * s2[k])).sum::<f64>()
+        let value = v - active.iter().map(|&k| u[k].iter().map(|x| x * x).sum::<f64>() / (2.0 * s2[k])).sum::<f64>();
+        (value, score, weight)
     };
     let effects: Vec<(Effect, f64)> = active.iter().map(|&k| (Effect::Term(k), 1.0 / s2[k])).collect();
-    let mut current = objective(&u);
+    let (mut current, mut score, mut row_w) = evaluate_at(&u);
     for iteration in 1..=100 {
         if !keep_going() {
             return Err(FitError::Interrupted);
         }
-        // The score and the weight of a row at the current modes.
-        let row = |c: usize, i: usize| -> (f64, f64) {
-            let chunk = &layout.chunks[c];
-            let e = eta_of(&u, c, i);
-            let n = chunk.trials(i);
-            let mu = family.linkinv(e);
-            let d = family.mu_eta(e);
-            let v = family.variance(mu).max(1e-300);
-            ((chunk.data.y[i] - n * mu) * d / v, n * d * d / v)
-        };
-        let (rhs, row_w): (Vec<Vec<f64>>, Vec<Vec<f64>>) = pool.install(|| {
-            let rhs = active
-                .iter()
-                .map(|&k| {
-                    let mut r = layout.level_sums(k, |c, i| row(c, i).0);
-                    r.iter_mut().zip(&u[k]).for_each(|(r, x)| *r -= x / s2[k]);
-                    r
-                })
-                .collect();
-            let row_w = (0..layout.chunks.len())
-                .map(|c| (0..layout.chunks[c].n_obs()).into_par_iter().map(|i| row(c, i).1).collect())
-                .collect();
-            (rhs, row_w)
-        });
+        let mut rhs = pool.install(|| layout.level_sums_vec(&active, 1, |c, i, out| out[0] = score[c][i]));
+        for (r, &k) in rhs.iter_mut().zip(&active) {
+            r.iter_mut().zip(&u[k]).for_each(|(r, x)| *r -= x / s2[k]);
+        }
+        // The rows' values at the current modes are spent once summed: the line search's
+        // replace them.
+        drop(std::mem::take(&mut score));
         let matrix = layout.weighted_matrix(&effects, &row_w);
+        drop(std::mem::take(&mut row_w));
         let rhs_flat: Vec<f64> = rhs.concat();
         let step = matrix.solve(&rhs_flat, 1, 1e-10, pool, keep_going)?.x;
+        drop(matrix);
         let mut t = 1.0;
         loop {
             let mut trial = u.clone();
@@ -2741,10 +2795,12 @@ fn conditional_modes(
                     at += 1;
                 }
             }
-            let value = objective(&trial);
+            let (value, trial_score, trial_w) = evaluate_at(&trial);
             if value >= current - 1e-12 * current.abs() || t < 1e-4 {
                 u = trial;
                 current = value;
+                score = trial_score;
+                row_w = trial_w;
                 break;
             }
             t *= 0.5;
@@ -2833,7 +2889,7 @@ pub fn fixed_effects_covariance_at(
     }
     let idx: Vec<usize> = (0..k_terms).filter(|&k| s2[k] > 0.0).collect();
     let ka = idx.len();
-    let working = layout.working(b, s2, keep_going)?;
+    let working = layout.working(b, s2, None, keep_going)?;
     let jw = layout.weighted_jacobian(b, s2, &idx, &layout.simple_weights(), &working);
     let j_ww = Mat::from_fn(p, p, |r, c| jw[(r, ka + c)]);
     let j_ws = Mat::from_fn(p, ka, |r, c| jw[(r, c)]);

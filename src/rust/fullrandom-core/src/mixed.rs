@@ -302,10 +302,32 @@ impl<'a> RandomEffectsMatrix<'a> {
         pool: &rayon::ThreadPool,
         keep_going: &mut dyn FnMut() -> bool,
     ) -> Result<Solution, FitError> {
+        self.solve_from(rhs, r, tolerance, None, pool, keep_going)
+    }
+
+    /// [`Self::solve`] from the approximate solution `start` (`None`: from zero), to the
+    /// same relative residual: a start near the solution (that of a nearby system) saves
+    /// iterations.
+    pub fn solve_from(
+        &self,
+        rhs: &[f64],
+        r: usize,
+        tolerance: f64,
+        start: Option<&[f64]>,
+        pool: &rayon::ThreadPool,
+        keep_going: &mut dyn FnMut() -> bool,
+    ) -> Result<Solution, FitError> {
         let m = self.size();
         let rhs_norm: Vec<f64> = pool.install(|| column_dots(rhs, rhs, r)).iter().map(|v| v.sqrt()).collect();
         let mut x = vec![0.0; m * r];
         let mut residual = rhs.to_vec();
+        if let Some(start) = start.filter(|s| s.len() == m * r) {
+            x.copy_from_slice(start);
+            pool.install(|| {
+                self.apply(&x, &mut residual, r);
+                residual.par_iter_mut().zip(rhs).for_each(|(res, b)| *res = b - *res);
+            });
+        }
         let mut iterations = 0;
         for _round in 0..4 {
             let (dx, used) = self.conjugate_gradients(&residual, &rhs_norm, r, tolerance, pool, keep_going)?;
