@@ -36,15 +36,15 @@
 #' the cluster sums over one term's levels are not independent when the other term's
 #' effects are estimated from the same rows). That covariance is the quasi-score
 #' estimator's, so it is conservative where the likelihood's estimates are more precise:
-#' on power-law crossed Poisson data the slope's standard error is about 2.5 times
-#' glmer's (on power-law and balanced crossed Bernoulli data the intervals cover 0.93 to
-#' 0.97). It costs a quadrature per level and, with crossed terms, per row at every
-#' evaluation: about 3 s for 5,000 Bernoulli rows (100 users x 50 items, every pair once)
-#' and 10 to 90 s for 2 x 10^4 rows with power-law sizes and repeated cells (glmer:
-#' 5 to 11 s), so with crossed terms `method = "moments"` (the default) is the scalable
-#' choice and the likelihood the more precise one (on that power-law Bernoulli design the
-#' sampling sd of the sds is 1.4 times glmer's, against 2.2 to 2.9 times for the moments;
-#' bench/glmm-grid.R).
+#' on power-law crossed Poisson data (`simulate_crossed(2e4)`, three data sets) the
+#' standard errors are 0.95 to 1.36 times glmer's; on power-law and balanced crossed
+#' Bernoulli data the intervals cover 0.93 to 0.99. It costs a quadrature per level and,
+#' with crossed terms, per row at every evaluation: 5 to 8 CPU seconds for 2 x 10^4 rows
+#' with power-law sizes and repeated cells, Bernoulli or Poisson (glmer: 1 to 1.5), so
+#' with crossed terms `method = "moments"` (the default) is the scalable choice and the
+#' likelihood the more precise one (on that power-law Bernoulli design the sampling sd
+#' of the sds is 1.4 to 1.5 times glmer's, against 2.2 to 3.5 times for the moments;
+#' bench/glmm-grid.R, bench/glmm-minque.R).
 #' `method = "moments"` fits by Jiang's method of moments (Jiang 1998, JASA 93; Jiang and
 #' Zhang 2001, Biometrika 88): the first moments `sum_i x_i (y_i - n_i E h(eta_i + z))`
 #' and, per term, the within-level cross-products `sum_g w_g sum_{s != t in g} y_s y_t`
