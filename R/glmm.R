@@ -398,7 +398,7 @@ as.data.frame.VarCorr.fr_glmm <- function(x, row.names = NULL, optional = FALSE,
 #' @export
 fitted.fr_glmm <- function(object, ...) {
   refuse_unknown_arguments("fitted()", ..., help = "predict.fr_fit")
-  stats::naresid(object$na.action, object$fitted.values)
+  stats::naresid(object$na.action, name_rows_now(object$fitted.values, object$frame))
 }
 
 #' @importFrom stats weights
@@ -414,7 +414,7 @@ weights.fr_glmm <- function(object, type = c("prior", "working"), ...) {
     eta <- object$linear.predictors
     object$prior.weights * object$family$mu.eta(eta)^2 / object$family$variance(object$family$linkinv(eta))
   }
-  stats::naresid(object$na.action, stats::setNames(as.double(w), names(object$linear.predictors)))
+  stats::naresid(object$na.action, name_rows_now(as.double(w), object$frame))
 }
 
 #' @export
@@ -428,7 +428,7 @@ predict.fr_glmm <- function(object, newdata = NULL, re.form = NULL, allow.new.le
     eta <- drop(X[, names(object$coefficients), drop = FALSE] %*% object$coefficients) +
       (if (is.null(object$offset)) 0 else object$offset) +
       if (length(used)) random_part(object$ranef_values[used], object$flist[used]) else 0
-    eta <- stats::naresid(object$na.action, name_by_rows(eta, object$frame))
+    eta <- stats::naresid(object$na.action, name_rows_now(eta, object$frame))
   } else {
     eta <- predict.fr_fit(object, newdata = newdata, re.form = re.form,
                           allow.new.levels = allow.new.levels, na.action = na.action)
@@ -458,7 +458,7 @@ residuals.fr_glmm <- function(object, type = c("deviance", "pearson", "response"
     working = (y - mu) / object$family$mu.eta(eta),
     deviance = sign(y - mu) * sqrt(pmax(object$family$dev.resids(y, mu, wt), 0))
   )
-  stats::naresid(object$na.action, name_by_rows(unname(r), object$frame))
+  stats::naresid(object$na.action, name_rows_now(unname(r), object$frame))
 }
 
 #' @export

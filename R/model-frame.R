@@ -240,10 +240,18 @@ name_by_rows <- function(x, frame) {
   x
 }
 
+# `x` named by the frame's row names, automatic ones ("1", "2", ...) included, as glmer
+# names its fitted values and residuals: made when a method is called, not kept in the fit.
+name_rows_now <- function(x, frame) {
+  if (!is.null(frame) && length(x) == nrow(frame)) names(x) <- rownames(frame)
+  x
+}
+
 # model.frame() turns the data's automatic row names 1..n into the compact but "set" form
 # c(NA, n), which name_by_rows() would then materialise as n strings (about 70 bytes a
-# row, most of a large fit's memory): such a frame gets automatic row names back. Row
-# names that are not 1..n (rows dropped for missing values, the user's own) stay.
+# row, most of a large fit's memory): such a frame gets automatic row names back, and
+# the methods name their results when called (name_rows_now()). Row names that are not
+# 1..n (rows dropped for missing values, the user's own) stay.
 automatic_row_names <- function(frame) {
   stored <- .row_names_info(frame, 0L)
   if (is.integer(stored) && length(stored) == 2L && is.na(stored[[1L]]) && stored[[2L]] == nrow(frame)) {

@@ -361,3 +361,18 @@ test_that("confint(method = \"boot\") is the parametric bootstrap, reproducible 
   expect_error(confint(fit, method = "boot", nsim = 10), "too few")
   expect_error(confint(fit, nsim = 10, type = "perc"), "does not take `type`")
 })
+
+test_that("fitted values, residuals and predictions are named by rows as glmer names them", {
+  skip_if_not_installed("lme4")
+  cbpp <- lme4::cbpp
+  rownames(cbpp) <- NULL  # automatic row names
+  form <- cbind(incidence, size - incidence) ~ period + (1 | herd)
+  fit <- fr_fit(form, cbpp, family = binomial)
+  g <- lme4::glmer(form, cbpp, family = binomial)
+  expect_identical(names(fitted(fit)), names(fitted(g)))
+  expect_identical(names(residuals(fit)), names(residuals(g)))
+  expect_identical(names(predict(fit)), names(predict(g)))
+  kept <- cbpp[-(2:3), ]
+  fit_kept <- fr_fit(form, kept, family = binomial)
+  expect_identical(names(fitted(fit_kept)), rownames(kept))
+})
