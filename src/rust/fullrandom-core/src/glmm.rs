@@ -1231,9 +1231,11 @@ impl<'c, 'a> Layout<'c, 'a> {
         };
         let solved: Vec<(Effect, f64)> =
             effects.iter().copied().filter(|(e, _)| Some(*e) != eliminated.map(|(f, _)| f)).collect();
-        let cell_factor: Option<Vec<f64>> = eliminated.map(|(e, variance)| {
-            self.pool.install(|| self.effect_sums(e, &row_w)).iter().map(|w| 1.0 / (1.0 + variance * w)).collect()
-        });
+        // Each eliminated cell's total weight `w_c`, summed once: for `f_c` and for `P_c`.
+        let cell_weights: Option<Vec<f64>> = eliminated.map(|(e, _)| self.pool.install(|| self.effect_sums(e, &row_w)));
+        let cell_factor: Option<Vec<f64>> = eliminated
+            .zip(cell_weights.as_ref())
+            .map(|((_, variance), weights)| weights.iter().map(|w| 1.0 / (1.0 + variance * w)).collect());
         let system_w: Cow<'_, [Vec<f64>]> = match (eliminated, &cell_factor) {
             (Some((e, _)), Some(factor)) => Cow::Owned(self.pool.install(|| {
                 (0..self.chunks.len())
@@ -1263,10 +1265,8 @@ impl<'c, 'a> Layout<'c, 'a> {
         let solved_effects: Vec<Effect> = solved.iter().map(|&(e, _)| e).collect();
         let rhs = weighted_x(&system_w, &solved_effects);
         drop(system_w);
-        // The eliminated cell effect's own sums, before the row weights are freed.
-        let eliminated_sums = eliminated.map(|(e, _)| {
-            (self.pool.install(|| self.effect_sums(e, &row_w)), weighted_x(&row_w, &[e]).pop().unwrap_or_default())
-        });
+        // The eliminated cell effect's Z_c'WX, before the row weights are freed.
+        let cell_x: Option<Vec<f64>> = eliminated.map(|(e, _)| weighted_x(&row_w, &[e]).pop().unwrap_or_default());
         drop(row_w);
         let from: Option<Vec<f64>> = start.and_then(|s| {
             let parts: Option<Vec<&[f64]>> =
@@ -1281,8 +1281,8 @@ impl<'c, 'a> Layout<'c, 'a> {
             proj.push((e, solution[at..at + len].to_vec()));
             at += len;
         }
-        if let (Some((e, variance)), Some(factor), Some((weights, mut cells))) =
-            (eliminated, &cell_factor, eliminated_sums)
+        if let (Some((e, variance)), Some(factor), Some(weights), Some(mut cells)) =
+            (eliminated, &cell_factor, cell_weights, cell_x)
         {
             let Effect::Cells(j) = e else { unreachable!("only cell effects are eliminated") };
             let pl = &self.pairs[self.cell_effects[j].pair];
