@@ -41,7 +41,7 @@
 
 use crate::dense::inverse;
 use crate::error::FitError;
-use crate::family::{dnorm, gauss_hermite, pnorm, Distribution, Family, GlmFamily, Link};
+use crate::family::{gauss_hermite, GlmFamily};
 use crate::glmm::GlmmChunk;
 use faer::Mat;
 use rayon::prelude::*;
@@ -110,64 +110,6 @@ struct Layout<'c, 'a> {
     /// The step of the outer (per level) quadrature, in `t`.
     step: f64,
     structure: Structure,
-}
-
-/// `(l, l', l'')` of the log-likelihood of a row in `eta`.
-#[inline]
-fn row_derivatives(family: &GlmFamily, y: f64, n: f64, e: f64) -> (f64, f64, f64) {
-    match (family.distribution, family.link) {
-        (Distribution::Binomial, Link::Logit) => {
-            // One exp and one log1p (the rows' likelihoods are most of a fit's time):
-            // log(1 + exp(+-e)) = max(+-e, 0) + log1p(t), t = exp(-|e|).
-            let (t, mu, var) = logit_parts(e);
-            let log1p_t = t.ln_1p();
-            let l = -y * ((-e).max(0.0) + log1p_t) - (n - y) * (e.max(0.0) + log1p_t);
-            (l, y - n * mu, -n * var)
-        }
-        (Distribution::Poisson, Link::Log) => {
-            let mu = e.exp();
-            (y * e - mu, y - mu, -mu)
-        }
-        (Distribution::Binomial, Link::Probit) => {
-            let phi = dnorm(e);
-            let lo = pnorm(e).max(1e-300);
-            let hi = pnorm(-e).max(1e-300);
-            let (l1, l2) = (phi / lo, phi / hi);
-            let d1 = y * l1 - (n - y) * l2;
-            let d2 = -y * l1 * (e + l1) - (n - y) * l2 * (l2 - e);
-            (y * lo.ln() + (n - y) * hi.ln(), d1, d2)
-        }
-        _ => {
-            let d = family.mu_eta(e);
-            let mu = family.linkinv(e);
-            (
-                family.loglik(y, n, e),
-                (y - n * mu) * d / family.variance(mu).max(1e-300),
-                -n * d * d / family.variance(mu).max(1e-300),
-            )
-        }
-    }
-}
-
-/// `(t, mu, mu (1 - mu))` of the logit link at `e`, `t = exp(-|e|)`, from one exp:
-/// `mu (1 - mu) = t / (1 + t)^2` keeps its digits where `mu` is near 0 or 1.
-#[inline]
-fn logit_parts(e: f64) -> (f64, f64, f64) {
-    let t = (-e.abs()).exp();
-    let mu = if e >= 0.0 { 1.0 / (1.0 + t) } else { t / (1.0 + t) };
-    (t, mu, t / ((1.0 + t) * (1.0 + t)))
-}
-
-/// `(l', l'')` of a row's log-likelihood in `eta`: what the mode searches need, without
-/// the log-likelihood's own logarithms.
-#[inline]
-fn row_slopes(family: &GlmFamily, y: f64, n: f64, e: f64) -> (f64, f64) {
-    if let (Distribution::Binomial, Link::Logit) = (family.distribution, family.link) {
-        let (_, mu, var) = logit_parts(e);
-        return (y - n * mu, -n * var);
-    }
-    let (_, l1, l2) = row_derivatives(family, y, n, e);
-    (l1, l2)
 }
 
 /// Indices of a component's derivatives after the `p` fixed effects: the variance shared
@@ -350,16 +292,16 @@ fn row_marginal(
     rule: &[(f64, f64)],
 ) -> RowD {
     if tau <= 0.0 || tau_anchor <= 0.0 {
-        let (l, l1, l2) = row_derivatives(family, y, n, e);
+        let (l, l1, l2) = family.row_derivatives(y, n, e);
         return RowD { l, le: l1, lee: l2, lt: 0.5 * (l2 + l1 * l1), let_: 0.0, ltt: 0.0 };
     }
     // The mode of l(e + v) - v^2 / (2 tau) at the anchor (concave for these families).
-    let (v, sd) = mode(|v| row_slopes(family, y, n, e_anchor + v), tau_anchor);
+    let (v, sd) = mode(|v| family.row_slopes(y, n, e_anchor + v), tau_anchor);
     let mut post = Posterior::new();
     let (mut s1, mut s2, mut sk, mut s1k, mut skk) = (0.0, 0.0, 0.0, 0.0, 0.0);
     for &(z, lw0) in rule {
         let vj = v + sd * z;
-        let (l, l1, l2) = row_derivatives(family, y, n, e + vj);
+        let (l, l1, l2) = family.row_derivatives(y, n, e + vj);
         let (w, rescale) = post.add(lw0 + l - 0.5 * vj * vj / tau);
         if rescale != 1.0 {
             s1 *= rescale;
@@ -685,7 +627,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                             let rd = row_marginal(fam, r.y, r.n, e, e, tau_a, tau_a, &self.inner);
                             (rd.le, rd.lee)
                         } else {
-                            row_slopes(fam, r.y, r.n, e)
+                            fam.row_slopes(r.y, r.n, e)
                         };
                         (s1 + le, s2 + lee)
                     })

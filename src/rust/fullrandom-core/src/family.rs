@@ -75,6 +75,65 @@ impl GlmFamily {
     pub fn is_poisson_log(&self) -> bool {
         self.distribution == Distribution::Poisson && self.link == Link::Log
     }
+
+    /// `(l, l', l'')` of the log-likelihood of a row (`y` of `n` trials) in `eta`, up to
+    /// terms free of `eta`.
+    #[inline]
+    pub fn row_derivatives(&self, y: f64, n: f64, e: f64) -> (f64, f64, f64) {
+        match (self.distribution, self.link) {
+            (Distribution::Binomial, Link::Logit) => {
+                // One exp and one log1p (the rows' likelihoods are most of a fit's time):
+                // log(1 + exp(+-e)) = max(+-e, 0) + log1p(t), t = exp(-|e|).
+                let (t, mu, var) = logit_parts(e);
+                let log1p_t = t.ln_1p();
+                let l = -y * ((-e).max(0.0) + log1p_t) - (n - y) * (e.max(0.0) + log1p_t);
+                (l, y - n * mu, -n * var)
+            }
+            (Distribution::Poisson, Link::Log) => {
+                let mu = e.exp();
+                (y * e - mu, y - mu, -mu)
+            }
+            (Distribution::Binomial, Link::Probit) => {
+                let phi = dnorm(e);
+                let lo = pnorm(e).max(1e-300);
+                let hi = pnorm(-e).max(1e-300);
+                let (l1, l2) = (phi / lo, phi / hi);
+                let d1 = y * l1 - (n - y) * l2;
+                let d2 = -y * l1 * (e + l1) - (n - y) * l2 * (l2 - e);
+                (y * lo.ln() + (n - y) * hi.ln(), d1, d2)
+            }
+            _ => {
+                let d = self.mu_eta(e);
+                let mu = self.linkinv(e);
+                (
+                    self.loglik(y, n, e),
+                    (y - n * mu) * d / self.variance(mu).max(1e-300),
+                    -n * d * d / self.variance(mu).max(1e-300),
+                )
+            }
+        }
+    }
+
+    /// `(l', l'')` of a row's log-likelihood in `eta`: what mode searches need, without
+    /// the log-likelihood's own logarithms.
+    #[inline]
+    pub fn row_slopes(&self, y: f64, n: f64, e: f64) -> (f64, f64) {
+        if let (Distribution::Binomial, Link::Logit) = (self.distribution, self.link) {
+            let (_, mu, var) = logit_parts(e);
+            return (y - n * mu, -n * var);
+        }
+        let (_, l1, l2) = self.row_derivatives(y, n, e);
+        (l1, l2)
+    }
+}
+
+/// `(t, mu, mu (1 - mu))` of the logit link at `e`, `t = exp(-|e|)`, from one exp:
+/// `mu (1 - mu) = t / (1 + t)^2` keeps its digits where `mu` is near 0 or 1.
+#[inline]
+fn logit_parts(e: f64) -> (f64, f64, f64) {
+    let t = (-e.abs()).exp();
+    let mu = if e >= 0.0 { 1.0 / (1.0 + t) } else { t / (1.0 + t) };
+    (t, mu, t / ((1.0 + t) * (1.0 + t)))
 }
 
 /// The logistic function, accurate in both tails.

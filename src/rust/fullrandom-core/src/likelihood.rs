@@ -30,7 +30,9 @@ use crate::moments::{fit_variance_components, MomentEquations, VarianceComponent
 use crate::stats::SufficientStats;
 use crate::{components_in, EfficientStep, MomentFit};
 use faer::dyn_stack::{MemBuffer, MemStack};
-use faer::sparse::linalg::cholesky::{factorize_symbolic_cholesky, supernodal::SupernodalLltRef, SymbolicCholeskyRaw};
+use faer::sparse::linalg::cholesky::{
+    factorize_symbolic_cholesky, supernodal::SupernodalLltRef, SymbolicCholesky, SymbolicCholeskyRaw,
+};
 use faer::sparse::{SparseColMat, Triplet};
 use faer::{Par, Side};
 
@@ -254,14 +256,19 @@ pub fn log_det_henderson(stats: &SufficientStats, gamma: &[Option<f64>]) -> Resu
             Default::default(),
         )
         .map_err(|e| format!("the matrix of Henderson's equations is not positive definite: {e:?}"))?;
+    Ok(log_det_of_factor(&symbolic, &values))
+}
+
+/// `log det A` from the values of a sparse Cholesky factor `L` of `A` (`2 sum log L_jj`).
+pub(crate) fn log_det_of_factor(symbolic: &SymbolicCholesky<usize>, values: &[f64]) -> f64 {
     let diagonal_logs: f64 = match symbolic.raw() {
         SymbolicCholeskyRaw::Simplicial(s) => {
             // Column j of L starts with its diagonal entry.
             let starts = s.col_ptr();
-            (0..size).map(|j| values[starts[j]].ln()).sum()
+            (0..symbolic.nrows()).map(|j| values[starts[j]].ln()).sum()
         }
         SymbolicCholeskyRaw::Supernodal(s) => {
-            let factor = SupernodalLltRef::<'_, usize, f64>::new(s, &values);
+            let factor = SupernodalLltRef::<'_, usize, f64>::new(s, values);
             (0..s.n_supernodes())
                 .map(|i| {
                     let block = factor.supernode(i).val();
@@ -270,5 +277,5 @@ pub fn log_det_henderson(stats: &SufficientStats, gamma: &[Option<f64>]) -> Resu
                 .sum()
         }
     };
-    Ok(2.0 * diagonal_logs)
+    2.0 * diagonal_logs
 }
