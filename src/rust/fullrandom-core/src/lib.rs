@@ -50,6 +50,7 @@ pub mod family;
 pub mod fr;
 pub mod glmm;
 pub mod grouping;
+pub mod laplace;
 pub mod likelihood;
 pub mod mixed;
 pub mod moments;
