@@ -233,10 +233,12 @@
 #'   need; `"fr"`: Matloff's Full Randomness estimator (below), for one random
 #'   intercept, with [size()] covariates solved by the paper's iteration, or two
 #'   crossed ones. With `family =` binomial or Poisson, `"efficient"` maximises per-level
-#'   marginal likelihoods by quadrature and `"moments"` solves Jiang's moment
-#'   equations; the default there, `"auto"`, takes `"efficient"` where that is the
-#'   marginal likelihood (one term, or nested terms) and `"moments"` for crossed terms
-#'   (see the GLMM section); `fit$method` and `print(fit)` say which was used.
+#'   marginal likelihoods by quadrature, `"laplace"` the Laplace approximation of the
+#'   likelihood (as `glmer()`) and `"moments"` solves Jiang's moment equations; the
+#'   default there, `"auto"`, takes `"efficient"` where that is the marginal likelihood
+#'   (one term, or nested terms), `"laplace"` for crossed terms up to 2 x 10^6 rows with
+#'   a small Cholesky factor, and `"moments"` above (see the GLMM section); `fit$method`
+#'   and `print(fit)` say which was used.
 #' @param REML for `method = "reml"`: `TRUE` (the default) maximises the restricted
 #'   likelihood, `FALSE` the likelihood, as `lmer()`'s `REML`. The moment methods have
 #'   no such switch, and giving it to them is an error.
@@ -328,7 +330,7 @@
 #' @importFrom stats gaussian
 #' @export
 fr_fit <- function(formula, data = NULL, subset, na.action,
-                   method = c("moments", "efficient", "reml", "fr", "auto"), REML = TRUE,
+                   method = c("moments", "efficient", "reml", "fr", "auto", "laplace"), REML = TRUE,
                    threads = default_threads(),
                    chunks = NULL, combine = c("exact", "average"), chunk_by = NULL, seed = NULL,
                    backend = getOption("fullrandom.backend", "threads"), contrasts = NULL,
@@ -348,9 +350,11 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
   check_data_type(data)
   formula <- expand_dot(formula, data)
   method <- likelihood_method(match.arg(method), REML, missing(REML))
-  if (method == "auto" && !glmm) {
-    stop("method = \"auto\" chooses between the GLMM estimators (family = binomial or poisson); a linear ",
-         "mixed model is fitted by method = \"moments\", \"efficient\", \"reml\" or \"fr\"", call. = FALSE)
+  if (method %in% c("auto", "laplace") && !glmm) {
+    stop(sprintf(paste(
+      "method = \"%s\" is for GLMMs (family = binomial or poisson); a linear mixed model is fitted",
+      "by method = \"moments\", \"efficient\", \"reml\" (its exact likelihood) or \"fr\""
+    ), method), call. = FALSE)
   }
   combine <- match.arg(combine)
   backend <- check_backend(backend)
@@ -369,11 +373,11 @@ fr_fit <- function(formula, data = NULL, subset, na.action,
            "takes random intercepts (1 | g)", call. = FALSE)
     }
     # The likelihood where it is the marginal likelihood (one term, nested terms), the
-    # moments for crossed terms (R/glmm-chunks.R resolves it).
+    # Laplace approximation or the moments for crossed terms (R/glmm-chunks.R resolves it).
     if (!method_given) method <- "auto"
-    if (!method %in% c("auto", "moments", "efficient")) {
-      stop("generalized linear mixed models are fitted by method = \"auto\", \"efficient\" or \"moments\"",
-           call. = FALSE)
+    if (!method %in% c("auto", "moments", "laplace", "efficient")) {
+      stop("generalized linear mixed models are fitted by method = \"auto\", \"laplace\", \"efficient\" ",
+           "or \"moments\"", call. = FALSE)
     }
     chunking <- if (!is.null(chunks) || !is.null(chunk_by) || backend == "future" ||
                     (!is.null(data) && !is.data.frame(data))) {

@@ -45,8 +45,8 @@ NULL
 glmm_fit_core <- function(model, family, trials, offset, threads, chunking = NULL, frame = NULL,
                           method = "auto") {
   if (method == "auto") {
-    # The likelihood fit where it is the marginal likelihood (one term, nested terms),
-    # the moments for crossed terms.
+    # The likelihood fit where it is the marginal likelihood (one term, nested terms);
+    # for crossed terms the Laplace fit where its factor is small, else the moments.
     method <- fr_glmm_auto_method(list(model), family$family, family$link, list(trials), list(offset))
   }
   spec <- glmm_core_spec(family, threads, method)
@@ -81,7 +81,7 @@ glmm_fit_core <- function(model, family, trials, offset, threads, chunking = NUL
 }
 
 # What every core call of a fit shares: the family's names, the fit's options, the
-# estimator ("moments" or "efficient") and threads.
+# estimator ("moments", "laplace" or "efficient") and threads.
 glmm_core_spec <- function(family, threads, method) {
   options <- glmm_moment_options(method)
   list(family = family$family, link = family$link, method = method,
@@ -100,13 +100,13 @@ glmm_moment_options <- function(method) {
   }
   information <- read("fullrandom.glmm_information_weights", FALSE)
   working <- read("fullrandom.glmm_working_covariance", TRUE)
-  if (method == "efficient") {
+  if (method %in% c("efficient", "laplace")) {
     set <- c(fullrandom.glmm_information_weights = information, fullrandom.glmm_working_covariance = !working)
     if (any(set)) {
       stop(sprintf(paste(
         "option %s steers the moment estimator (method = \"moments\"), but this GLMM is fitted by",
-        "its likelihood (method = \"efficient\"); unset it, or fit with method = \"moments\""
-      ), paste0("`", names(set)[set], "`", collapse = " and ")), call. = FALSE)
+        "its likelihood (method = \"%s\"); unset it, or fit with method = \"moments\""
+      ), paste0("`", names(set)[set], "`", collapse = " and "), method), call. = FALSE)
     }
   }
   list(information = information, working = working)
@@ -114,7 +114,10 @@ glmm_moment_options <- function(method) {
 
 # The name of a GLMM estimator in progress bars and messages.
 glmm_method_label <- function(method) {
-  if (identical(method, "efficient")) "GLMM fit by likelihood (adaptive quadrature)" else "GLMM fit by moments"
+  switch(method,
+         efficient = "GLMM fit by likelihood (adaptive quadrature)",
+         laplace = "GLMM fit by likelihood (Laplace approximation)",
+         "GLMM fit by moments")
 }
 
 glmm_core_call <- function(models, trials, offsets, spec, modes,

@@ -84,8 +84,10 @@ logLik.fr_fit <- function(object, ...) {
 # What to use instead: a linear fit can be refitted by REML; a GLMM has only the moments.
 likelihood_hint_of <- function(object) {
   if (inherits(object, "fr_glmm")) {
-    return(paste("use confint() for Wald intervals and Wald tests of the fixed effects from",
-                 "summary() or vcov() (binomial and Poisson fits have no likelihood-based method)"))
+    return(paste("fit with method = \"laplace\" (the Laplace approximation, as glmer) or, with one",
+                 "term or nested terms, method = \"efficient\" (the likelihood by quadrature) for a",
+                 "likelihood, or use confint() for Wald intervals and Wald tests of the fixed effects",
+                 "from summary() or vcov()"))
   }
   likelihood_hint
 }

@@ -158,8 +158,9 @@ test_that("a list of data frames and files give the exact GLMM fit, levels match
   utils::write.csv(d[part == 3, ], paths[[3]], row.names = FALSE)
   skip_if_not_installed("data.table")
   from_files <- fr_fit(form, paths, family = poisson)
-  expect_lt(glmm_fit_difference(from_files, whole), 1e-10)
-  expect_equal(unname(sort(fitted(from_files))), unname(sort(fitted(whole))), tolerance = 1e-10)
+  # CSV keeps 15 significant digits of x: the Laplace fit moves by about 1e-10.
+  expect_lt(glmm_fit_difference(from_files, whole), 1e-9)
+  expect_equal(unname(sort(fitted(from_files))), unname(sort(fitted(whole))), tolerance = 1e-9)
   expect_warning(avg <- fr_fit(form, paths, family = poisson, combine = "average"), "share the levels")
   expect_identical(nrow(avg$alchemy$estimates), 3L)
   expect_error(fr_fit(form, list(d, d[, names(d) != "x"]), family = poisson), "chunk 1 lacks column 'x', which other chunks have|chunk 2 lacks column 'x'")
@@ -194,7 +195,8 @@ test_that("long GLMM fits report progress to R and stop on a user interrupt", {
   # The bar names the estimator.
   expect_identical(glmm_method_label("moments"), "GLMM fit by moments")
   expect_identical(glmm_method_label("efficient"), "GLMM fit by likelihood (adaptive quadrature)")
-  fit <- fr_fit(click ~ x + (1 | user) + (1 | item), d, family = binomial)
+  expect_identical(glmm_method_label("laplace"), "GLMM fit by likelihood (Laplace approximation)")
+  fit <- fr_fit(click ~ x + (1 | user) + (1 | item), d, family = binomial, method = "moments")
   expect_identical(unname(fixef(fit)), plain$coef)
   withr::local_options(fullrandom.progress = "yes")
   expect_error(fr_fit(click ~ x + (1 | user) + (1 | item), d, family = binomial),

@@ -170,12 +170,13 @@ test_that("method = \"efficient\" is the marginal likelihood: glmer(nAGQ = 25) o
   expect_equal(unname(fixef(fit)), unname(lme4::fixef(g)), tolerance = 1e-4)
   expect_equal(sqrt(fit$theta[["id"]]), as.data.frame(lme4::VarCorr(g))$sdcor, tolerance = 1e-4)
   expect_error(fr_fit(y ~ x + (1 | id), d, family = poisson, method = "reml"), "\"efficient\" or \"moments\"")
-  expect_error(fr_fit(y ~ x + (1 | id), d, method = "auto"), "method = \"auto\" chooses between the GLMM estimators")
-  # The moments are the default for crossed terms, and print says so.
+  expect_error(fr_fit(y ~ x + (1 | id), d, method = "auto"), "method = \"auto\" is for GLMMs")
+  # The Laplace fit is the default for crossed terms of this size, and print says which.
   b <- sim_binomial(n_id = 30, per = 6)
   b$item <- factor(rep_len(1:6, nrow(b)))
   crossed <- fr_fit(cbind(s, f) ~ x + (1 | id) + (1 | item), b, family = binomial)
-  expect_identical(crossed$method, "moments")
+  expect_identical(crossed$method, "laplace")
+  crossed <- fr_fit(cbind(s, f) ~ x + (1 | id) + (1 | item), b, family = binomial, method = "moments")
   expect_output(print(crossed), "fit by the method of moments \\(method = \"moments\"\\)")
   # The options that steer the moments are refused by the likelihood fit, not ignored.
   withr::with_options(list(fullrandom.glmm_working_covariance = FALSE), {
@@ -343,7 +344,7 @@ test_that("GLMM fits refuse what needs a linear model, with a sentence", {
   fit <- fr_fit(cbind(incidence, size - incidence) ~ period + (1 | herd), lme4::cbpp, family = binomial)
   expect_error(fr_distribution(fit, "herd"), "linear mixed model")
   expect_error(ranef(fit, type = "npmle"), "linear mixed model")
-  expect_error(logLik(fit), "binomial and Poisson fits have no likelihood-based method")
+  expect_error(logLik(fit), "fit with method = \"laplace\"")
   expect_equal(unname(weights(fit)), lme4::cbpp$size)
   w <- weights(fit, type = "working")
   mu <- fitted(fit)

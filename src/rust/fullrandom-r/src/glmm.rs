@@ -7,6 +7,7 @@ use extendr_api::AsTypedSlice;
 use extendr_api::Result;
 use fullrandom_core::family::GlmFamily;
 use fullrandom_core::glmm::{self, FixedWeights, GlmmChunk, GlmmOptions, LevelWeights, Statistic};
+use fullrandom_core::laplace::{self, Laplace};
 
 /// The rows as the core takes them, with the family: `trials` and `offset` NULL or
 /// double vectors (R keeps them alive for the whole call).
@@ -98,6 +99,11 @@ pub(crate) fn glmm_fit_list(
     let method = if method == "auto" { auto_method(chunks, family)? } else { method };
     match method {
         "efficient" => efficient_fit(chunks, family, options.modes, pool, keep_going),
+        "laplace" => {
+            let laplace = Laplace::new(chunks, family).map_err(r_error)?;
+            check_factor_size(&laplace)?;
+            laplace_fit(&laplace, chunks, family, pool, keep_going)
+        }
         "moments" => {
             let fit = glmm::fit_glmm(chunks, family, options, pool, keep_going).map_err(r_error)?;
             Ok(list!(
@@ -121,20 +127,38 @@ pub(crate) fn glmm_fit_list(
                 method = "moments"
             ))
         }
-        _ => Err(Error::Other(format!("unknown GLMM method \"{method}\": use \"moments\" or \"efficient\""))),
+        _ => Err(Error::Other(format!(
+            "unknown GLMM method \"{method}\": use \"moments\", \"laplace\" or \"efficient\""
+        ))),
     }
 }
 
 /// The estimator `method = "auto"` takes: the likelihood fit (`"efficient"`) where the
-/// per-level likelihoods are the marginal likelihood (one term, nested terms), the moments
-/// otherwise (crossed terms: the composite likelihood costs quadratures per row, 20-50 s
-/// at 2 x 10^4 rows with power-law sizes).
+/// per-level likelihoods are the marginal likelihood (one term, nested terms); for crossed
+/// terms the Laplace fit where [`fullrandom_core::laplace::is_affordable`] (up to a few
+/// million rows, with a small Cholesky factor), the moments above.
 pub(crate) fn auto_method(chunks: &[GlmmChunk<'static>], family: GlmFamily) -> Result<&'static str> {
     Ok(if fullrandom_core::composite::is_marginal_likelihood(chunks, family).map_err(r_error)? {
         "efficient"
+    } else if fullrandom_core::laplace::is_affordable(chunks, family).map_err(r_error)? {
+        "laplace"
     } else {
         "moments"
     })
+}
+
+/// Refuses a Laplace fit whose Cholesky factor would pass [`laplace::MAX_FACTOR_VALUES`].
+fn check_factor_size(laplace: &Laplace) -> Result<()> {
+    let values = laplace.factor_values();
+    if values > laplace::MAX_FACTOR_VALUES {
+        return Err(Error::Other(format!(
+            "method = \"laplace\" needs a sparse Cholesky factor of {values} values ({:.1} GB), more than the {} allowed: \
+             the crossed terms have too many levels; use method = \"moments\"",
+            values as f64 * 8e-9,
+            laplace::MAX_FACTOR_VALUES
+        )));
+    }
+    Ok(())
 }
 
 fn statistic_names(statistic: &[Statistic]) -> Vec<String> {
@@ -145,6 +169,42 @@ fn statistic_names(statistic: &[Statistic]) -> Vec<String> {
             Statistic::WithinRow => "within-row".to_string(),
         })
         .collect()
+}
+
+/// The moment estimates that start a likelihood fit: the independence equations, no
+/// modes (or, when they do not converge, 0 and variances of 0.5).
+fn moment_start(
+    chunks: &[GlmmChunk<'static>],
+    family: GlmFamily,
+    pool: &fullrandom_core::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<(Vec<f64>, Vec<f64>, Vec<Statistic>)> {
+    let options = GlmmOptions {
+        weights: LevelWeights::Simple,
+        fixed: FixedWeights::Independence,
+        modes: false,
+        ..Default::default()
+    };
+    let first = chunks.first().ok_or_else(|| Error::Other("no data to fit".into()))?;
+    let (p, k_terms) = (first.data.n_fixed(), first.data.factors.len());
+    match glmm::fit_glmm(chunks, family, &options, pool, keep_going) {
+        Ok(fit) => Ok((fit.coef, fit.variances, fit.statistic)),
+        Err(fullrandom_core::FitError::NotConverged(_)) => {
+            Ok((vec![0.0; p], vec![0.5; k_terms], vec![Statistic::Pairs; k_terms]))
+        }
+        Err(e) => Err(r_error(e)),
+    }
+}
+
+/// The `d x d` block of `m` from row and column `from`, by column.
+fn block(m: &faer::Mat<f64>, from: usize, d: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(d * d);
+    for c in 0..d {
+        for r in 0..d {
+            out.push(m[(from + r, from + c)]);
+        }
+    }
+    out
 }
 
 /// The likelihood fit of `fr_glmm_fit(method = "efficient")`: the moment estimates (the
@@ -161,22 +221,10 @@ fn efficient_fit(
     keep_going: &mut dyn FnMut() -> bool,
 ) -> Result<List> {
     let clock = std::time::Instant::now();
-    let options = GlmmOptions {
-        weights: LevelWeights::Simple,
-        fixed: FixedWeights::Independence,
-        modes: false,
-        ..Default::default()
-    };
     let first = chunks.first().ok_or_else(|| Error::Other("no data to fit".into()))?;
     let p = first.data.n_fixed();
     let k_terms = first.data.factors.len();
-    let (b0, s0, statistic) = match glmm::fit_glmm(chunks, family, &options, pool, keep_going) {
-        Ok(fit) => (fit.coef, fit.variances, fit.statistic),
-        Err(fullrandom_core::FitError::NotConverged(_)) => {
-            (vec![0.0; p], vec![0.5; k_terms], vec![Statistic::Pairs; k_terms])
-        }
-        Err(e) => return Err(r_error(e)),
-    };
+    let (b0, s0, statistic) = moment_start(chunks, family, pool, keep_going)?;
     let t_moments = clock.elapsed().as_secs_f64();
     let fit =
         fullrandom_core::composite::fit_composite(chunks, family, &b0, &s0, &Default::default(), pool, keep_going)
@@ -188,15 +236,6 @@ fn efficient_fit(
         (Vec::new(), 0)
     };
     let t_modes = clock.elapsed().as_secs_f64() - t_moments - t_fit;
-    let block = |m: &faer::Mat<f64>, from: usize, d: usize| -> Vec<f64> {
-        let mut out = Vec::with_capacity(d * d);
-        for c in 0..d {
-            for r in 0..d {
-                out.push(m[(from + r, from + c)]);
-            }
-        }
-        out
-    };
     let default = if fit.exact { &fit.vcov_model } else { &fit.vcov_sandwich };
     // With crossed terms the sandwich's fixed-effect block overstates the intercept's
     // variance (up to 3x in sd): vcov() takes the model-based covariance at the estimates.
@@ -229,6 +268,46 @@ fn efficient_fit(
         loglik = fit.loglik,
         exact = fit.exact,
         method = "efficient"
+    ))
+}
+
+/// The Laplace fit of `fr_glmm_fit(method = "laplace")` (glmer's `nAGQ = 1`): started
+/// at the moment estimates (`first_coef`, `first_variances`), with its modes; `vcov` and
+/// `vcov_model` are both the inverse Hessian's (no sandwich is computed).
+fn laplace_fit(
+    laplace: &Laplace,
+    chunks: &[GlmmChunk<'static>],
+    family: GlmFamily,
+    pool: &fullrandom_core::ThreadPool,
+    keep_going: &mut dyn FnMut() -> bool,
+) -> Result<List> {
+    let clock = std::time::Instant::now();
+    let (b0, s0, statistic) = moment_start(chunks, family, pool, keep_going)?;
+    let t_moments = clock.elapsed().as_secs_f64();
+    let fit = laplace.fit(&b0, &s0, &Default::default(), pool, keep_going).map_err(r_error)?;
+    let t_fit = clock.elapsed().as_secs_f64() - t_moments;
+    let vcov = column_major(&fit.vcov);
+    Ok(list!(
+        coef = fit.coef,
+        variances = fit.variances,
+        at_boundary = fit.at_boundary,
+        vcov = vcov.clone(),
+        vcov_model = vcov,
+        vcov_variances = column_major(&fit.vcov_variances),
+        ranef = List::from_values(fit.modes.iter().map(|u| Robj::from(u.as_slice()))),
+        first_coef = b0,
+        first_variances = s0,
+        statistic = statistic_names(&statistic),
+        second_step = false,
+        iterations = fit.steps as i32,
+        working_iterations = 0i32,
+        pirls_iterations = 0i32,
+        timings = vec![t_moments, t_fit],
+        stages = vec!["moments".to_string(), "laplace".to_string()],
+        passes = vec![fit.evaluations as i32, 0i32],
+        loglik = fit.loglik,
+        exact = false,
+        method = "laplace"
     ))
 }
 
