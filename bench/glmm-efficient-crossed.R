@@ -49,15 +49,7 @@ est <- est[ok, , drop = FALSE]
 ref <- ref[ok, , drop = FALSE]
 se <- t(sapply(res, `[[`, "eff_se"))[ok, , drop = FALSE]
 se_ref <- t(sapply(res, `[[`, "glmer_se"))[ok, , drop = FALSE]
-spread <- apply(est, 2, stats::sd) / apply(ref, 2, stats::sd)
-set.seed(1)
-boot <- replicate(2000, {
-  i <- sample.int(nrow(est), replace = TRUE)
-  apply(est[i, ], 2, stats::sd) / apply(ref[i, ], 2, stats::sd)
-})
-mse <- colMeans(sweep(est, 2, truth)^2) / colMeans(sweep(ref, 2, truth)^2)
-bias <- function(x) 100 * (colMeans(x[, 3:4]) - truth[3:4]) / truth[3:4]
-covers <- function(x, s) colMeans(abs(x[, 1:2] - rep(truth[1:2], each = nrow(x))) < 1.96 * s)
+cmp <- against_glmer(est, ref, se, se_ref, truth)
 cpu <- rowMeans(sapply(res, `[[`, "cpu"))
 f2 <- function(v, d = 2) paste(formatC(v, format = "f", digits = d), collapse = "; ")
 lines <- c(
@@ -73,8 +65,8 @@ lines <- c(
   "",
   "| data sets | bias of the sds (%), efficient | bias of the sds (%), glmer | sampling sd / glmer's (bootstrap se) | MSE / glmer's | Wald coverage (Intercept); x, efficient | glmer | CPU s a fit: efficient, glmer |",
   "|---|---|---|---|---|---|---|---|",
-  sprintf("| %d | %s | %s | %s (%s) | %s | %s | %s | %.1f, %.1f |", nrow(est), f2(bias(est), 1), f2(bias(ref), 1),
-          f2(spread), f2(apply(boot, 1, stats::sd)), f2(mse), f2(covers(est, se), 3), f2(covers(ref, se_ref), 3),
+  sprintf("| %d | %s | %s | %s (%s) | %s | %s | %s | %.1f, %.1f |", nrow(est), f2(cmp$bias, 1), f2(cmp$bias_ref, 1),
+          f2(cmp$spread), f2(cmp$spread_se), f2(cmp$mse), f2(cmp$coverage, 3), f2(cmp$coverage_ref, 3),
           cpu[["eff"]], cpu[["glmer"]]),
   "",
   paste(

@@ -88,23 +88,14 @@ for (design in names(designs)) {
   ref <- ref[ok, , drop = FALSE]
   se <- t(sapply(r, `[[`, "fr_se"))[ok, , drop = FALSE]
   se_ref <- t(sapply(r, `[[`, "glmer_se"))[ok, , drop = FALSE]
-  spread <- apply(est, 2, stats::sd) / apply(ref, 2, stats::sd)
-  set.seed(1)
-  boot <- replicate(2000, {
-    i <- sample.int(nrow(est), replace = TRUE)
-    apply(est[i, ], 2, stats::sd) / apply(ref[i, ], 2, stats::sd)
-  })
-  mse <- colMeans(sweep(est, 2, truth)^2) / colMeans(sweep(ref, 2, truth)^2)
-  bias <- function(x) 100 * (colMeans(x[, 3:4]) - truth[3:4]) / truth[3:4]
-  covers <- function(x, s) colMeans(abs(x[, 1:2] - rep(truth[1:2], each = nrow(x))) < 1.96 * s)
+  cmp <- against_glmer(est, ref, se, se_ref, truth)
   ll <- t(sapply(r, `[[`, "loglik"))[ok, , drop = FALSE]
-  gap <- max(abs(est - ref) / cbind(se_ref, est[, 3:4] * 0 + 1)[, c(1, 2, 3, 4)])
   cpu <- rowMeans(sapply(r, `[[`, "cpu"))
   rows <- c(rows, sprintf(
     "| %s | %d (%s; %d failed) | %s | %s | %s (%s) | %s | %s | %s | %.1e | %.3f | %.2f, %.2f |",
     design, nrow(est), paste(names(methods), methods, sep = " ", collapse = ", "), failed,
-    f2(bias(est), 1), f2(bias(ref), 1), f2(spread), f2(apply(boot, 1, stats::sd)), f2(mse),
-    f2(covers(est, se), 3), f2(covers(ref, se_ref), 3), max(abs(ll[, 1] - ll[, 2])),
+    f2(cmp$bias, 1), f2(cmp$bias_ref, 1), f2(cmp$spread), f2(cmp$spread_se), f2(cmp$mse),
+    f2(cmp$coverage, 3), f2(cmp$coverage_ref, 3), max(abs(ll[, 1] - ll[, 2])),
     max(abs(est[, 1:2] - ref[, 1:2]) / se_ref), cpu[["fr"]], cpu[["glmer"]]))
 }
 lines <- c(

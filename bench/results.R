@@ -32,3 +32,23 @@ write_results_section <- function(name, lines, results = "bench/results.md",
 }
 
 `%||%` <- function(x, y) if (is.null(x)) y else x
+
+# An estimator against glmer over simulated data sets: `est` and `ref` are data sets x
+# (fixed effects, sds) estimates, `se` and `se_ref` their fixed effects' standard errors
+# (data sets x p), `truth` the true values. The sds' relative bias (%), each column's
+# sampling sd over glmer's (with its bootstrap se over the data sets), MSE over glmer's,
+# and the Wald coverage of the fixed effects.
+against_glmer <- function(est, ref, se, se_ref, truth) {
+  p <- ncol(se)
+  sds <- seq(p + 1L, ncol(est))
+  set.seed(1)
+  boot <- replicate(2000, {
+    i <- sample.int(nrow(est), replace = TRUE)
+    apply(est[i, ], 2, stats::sd) / apply(ref[i, ], 2, stats::sd)
+  })
+  bias <- function(x) 100 * (colMeans(x[, sds, drop = FALSE]) - truth[sds]) / truth[sds]
+  covers <- function(x, s) colMeans(abs(x[, seq_len(p), drop = FALSE] - rep(truth[seq_len(p)], each = nrow(x))) < 1.96 * s)
+  list(spread = apply(est, 2, stats::sd) / apply(ref, 2, stats::sd), spread_se = apply(boot, 1, stats::sd),
+       mse = colMeans(sweep(est, 2, truth)^2) / colMeans(sweep(ref, 2, truth)^2),
+       bias = bias(est), bias_ref = bias(ref), coverage = covers(est, se), coverage_ref = covers(ref, se_ref))
+}
