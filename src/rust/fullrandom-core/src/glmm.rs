@@ -853,14 +853,6 @@ impl<'c, 'a> Layout<'c, 'a> {
         out
     }
 
-    /// The rows of effect `e` in chunk `c`, grouped by its levels.
-    fn effect_groups(&self, e: Effect, c: usize) -> &Grouped {
-        match e {
-            Effect::Term(k) => &self.by_level[c][k],
-            Effect::Cells(j) => &self.pairs[self.cell_effects[j].pair].multi_rows[c],
-        }
-    }
-
     /// The level of effect `e` of row `i` of chunk `c` (`None`: a row alone in its cell).
     #[inline]
     fn effect_level(&self, e: Effect, c: usize, i: usize) -> Option<usize> {
@@ -953,31 +945,26 @@ impl<'c, 'a> Layout<'c, 'a> {
         self.effect_sums_vec(&[e], 1, |c, i, out| out[0] = values[c][i]).pop().unwrap_or_default()
     }
 
-    /// Per cell of effect `a` x another (`cells`, `a`'s levels as rows), the sum of
-    /// `values[c][i]` over its rows, `position(c, i, g)` the cell (in `cells`) of row `i` of
-    /// level `g` of `a` (`None`: the row has no level of the other): the cells of a level of
-    /// `a` are contiguous, so the levels are summed in parallel, each over its rows in order.
+    /// Per cell of `n_cells` (of two effects), the sum of `values[c][i]` over its rows,
+    /// `position(c, i)` the cell of row `i` of chunk `c` (`None`: the row has none). The
+    /// rows are read in order, each task adding those of its own range of cells, so every
+    /// cell's sum is added in its rows' order whatever the threads: reading the rows level
+    /// by level instead (a random access to the rows' values and cells, two cache misses a
+    /// row on large data) took most of the time of building a system.
     fn block_sums(
         &self,
-        a: Effect,
-        cells: &CellCounts,
+        n_cells: usize,
         values: &[Vec<f64>],
-        position: impl Fn(usize, usize, usize) -> Option<usize> + Sync,
+        position: impl Fn(usize, usize) -> Option<usize> + Sync,
     ) -> Vec<f64> {
-        let starts = &cells.row_starts;
-        let mut out = vec![0.0; cells.cols.len()];
-        let mut slices = Vec::with_capacity(starts.len() - 1);
-        let mut rest = &mut out[..];
-        for g in 0..starts.len() - 1 {
-            let (head, tail) = rest.split_at_mut(starts[g + 1] - starts[g]);
-            slices.push(head);
-            rest = tail;
-        }
-        slices.into_par_iter().enumerate().for_each(|(g, slice)| {
+        let mut out = vec![0.0; n_cells];
+        let per_task = n_cells.div_ceil(rayon::current_num_threads().max(1)).max(1);
+        out.par_chunks_mut(per_task).enumerate().for_each(|(t, slice)| {
+            let cells = t * per_task..t * per_task + slice.len();
             for (c, values) in values.iter().enumerate() {
-                for &i in self.effect_groups(a, c).group(g) {
-                    if let Some(at) = position(c, i as usize, g) {
-                        slice[at - starts[g]] += values[i as usize];
+                for (i, v) in values.iter().enumerate() {
+                    if let Some(at) = position(c, i).filter(|at| cells.contains(at)) {
+                        slice[at - cells.start] += v;
                     }
                 }
             }
@@ -1108,10 +1095,8 @@ impl<'c, 'a> Layout<'c, 'a> {
             let mut cells = Vec::new();
             for pl in &self.pairs {
                 if let (Some(a), Some(b)) = (position(Effect::Term(pl.k)), position(Effect::Term(pl.l))) {
-                    let cw = self.block_sums(Effect::Term(pl.k), &pl.cells, row_w, |c, i, _| {
-                        Some(pl.cell_of_row[c][i] as usize)
-                    });
-                    let tw: Vec<f64> = pl.transposed_from.iter().map(|&j| cw[j as usize]).collect();
+                    let cw = self.block_sums(pl.cells.cols.len(), row_w, |c, i| Some(pl.cell_of_row[c][i] as usize));
+                    let tw: Vec<f64> = pl.transposed_from.par_iter().map(|&j| cw[j as usize]).collect();
                     cells.push((a, b, Cow::Borrowed(&pl.cells), cw));
                     cells.push((b, a, Cow::Borrowed(&pl.transposed), tw));
                 }
@@ -1120,12 +1105,13 @@ impl<'c, 'a> Layout<'c, 'a> {
                 let Some(a) = position(Effect::Cells(j)) else { continue };
                 for (other, block, transposed, from) in &ce.blocks {
                     let Some(b) = position(*other) else { continue };
-                    let cw = self.block_sums(Effect::Cells(j), block, row_w, |c, i, g| {
+                    let cw = self.block_sums(block.cols.len(), row_w, |c, i| {
+                        let g = self.effect_level(Effect::Cells(j), c, i)?;
                         let m = self.effect_level(*other, c, i)? as u32;
                         let range = block.row_starts[g]..block.row_starts[g + 1];
                         block.cols[range.clone()].binary_search(&m).ok().map(|at| range.start + at)
                     });
-                    let tw: Vec<f64> = from.iter().map(|&j| cw[j as usize]).collect();
+                    let tw: Vec<f64> = from.par_iter().map(|&j| cw[j as usize]).collect();
                     cells.push((a, b, Cow::Borrowed(block), cw));
                     cells.push((b, a, Cow::Borrowed(transposed), tw));
                 }
