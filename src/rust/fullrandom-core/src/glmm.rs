@@ -148,10 +148,11 @@ use std::borrow::Cow;
 pub const TABLE_NODES: usize = 64;
 /// The trapezoidal rule of the expectations over a shared effect: its step in sds (at
 /// most `OUTER_STEP`, and `OUTER_SPREAD` on the scale of the linear predictor) and its
-/// half-width in sds.
+/// half-width in sds (the normal mass beyond 6.5 sds is 8e-11: 8 sds, 21 nodes instead
+/// of 17 at sd 1, moved the estimates by 2e-13 relative and took 2% more time).
 const OUTER_STEP: f64 = 0.9;
 const OUTER_SPREAD: f64 = 0.85;
-const OUTER_HALF_WIDTH: f64 = 8.0;
+const OUTER_HALF_WIDTH: f64 = 6.5;
 /// Grid of the tables: `[-TABLE_RANGE, TABLE_RANGE]` in steps of `TABLE_STEP`; outside,
 /// the quadrature is evaluated directly.
 const TABLE_RANGE: f64 = 30.0;
@@ -1415,7 +1416,7 @@ impl<'c, 'a> Layout<'c, 'a> {
     /// whatever the number of threads).
     ///
     /// The expectation over `z` is the trapezoidal rule in `z / s` (step `delta <= 0.9`,
-    /// `s delta <= 0.85`, over 8 sds), spectrally accurate for these analytic integrands:
+    /// `s delta <= 0.85`, over 6.5 sds), spectrally accurate for these analytic integrands:
     /// the error is of order `exp(-2 pi^2 / delta^2)` from the normal density and
     /// `exp(pi^2 / (2 s^2) - 2 pi^2 / (s delta))` from the poles of the logistic at
     /// distance `pi` from the real axis. The fits agree with those of 32-node
