@@ -1431,7 +1431,7 @@ impl<'c, 'a> Layout<'c, 'a> {
     #[allow(clippy::too_many_arguments)]
     fn pair_expectation(
         &self,
-        eta: &[Vec<f64>],
+        eta: &(impl Fn(usize, usize) -> f64 + Sync),
         eta_range: (f64, f64),
         groups: &[&Grouped],
         n_groups: usize,
@@ -1460,7 +1460,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                         for (c, chunk) in self.chunks.iter().enumerate() {
                             let start = groups[c].starts[g];
                             for (at, &i) in groups[c].group(g).iter().enumerate() {
-                                let (e, n) = (eta[c][i as usize], chunk.trials(i as usize));
+                                let (e, n) = (eta(c, i as usize), chunk.trials(i as usize));
                                 if derivatives {
                                     let (m, dm) = inner.mean_slope(e);
                                     row[0] = n * m;
@@ -1595,7 +1595,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                 .for_each(|(((o, rows), n_o), x_o)| {
                     for (at, &i) in rows.iter().enumerate() {
                         let i = i as usize;
-                        o[at] = eta[c][i];
+                        o[at] = eta(c, i);
                         if let (Some(n_o), Some(t)) = (n_o.as_deref_mut(), chunk.trials) {
                             n_o[at] = t[i];
                         }
@@ -1800,7 +1800,12 @@ impl<'c, 'a> Layout<'c, 'a> {
         derivatives: bool,
     ) -> Evaluation {
         self.passes[usize::from(!pairs)].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let eta = self.linear_predictor(b);
+        // The linear predictor is recomputed a row at a time (the same sums as
+        // `linear_predictor`'s), not stored: a pass over the rows needs no more memory than
+        // its sums. The within-row terms (trials or counts) take it stored.
+        let eta = |c: usize, i: usize| self.row_linear_predictor(c, i, b);
+        let eta_rows = self.within_pairs.then(|| self.linear_predictor(b));
+        let stored = || eta_rows.as_ref().expect("stored with pairs of trials");
         let s2_total: f64 = s2.iter().sum();
         let total = self.marginal(s2_total);
         let p = self.p;
@@ -1823,12 +1828,12 @@ impl<'c, 'a> Layout<'c, 'a> {
                     for i in t * ROWS..((t + 1) * ROWS).min(n) {
                         let trials = chunk.trials(i);
                         let (m, dm) =
-                            if derivatives { total.mean_slope(eta[c][i]) } else { (total.mean(eta[c][i]), 0.0) };
+                            if derivatives { total.mean_slope(eta(c, i)) } else { (total.mean(eta(c, i)), 0.0) };
                         let r = chunk.data.y[i] - trials * m;
                         self.row_design(wk, c, i, &mut x);
                         s[..p].iter_mut().zip(&x).for_each(|(sj, xj)| *sj += xj * r);
                         if derivatives {
-                            let curvature = 0.5 * trials * total.curvature(eta[c][i]);
+                            let curvature = 0.5 * trials * total.curvature(eta(c, i));
                             for a in 0..p {
                                 let row = &mut s[p + a * (p + 1)..p + (a + 1) * (p + 1)];
                                 for j in 0..p {
@@ -1861,9 +1866,10 @@ impl<'c, 'a> Layout<'c, 'a> {
             return Evaluation { f, expected, centring_levels, centring, jacobian: finish(jac) };
         }
         // The range of the linear predictor (min and max: the same on any number of threads).
-        let eta_range = eta.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |acc, e| {
-            e.par_iter()
-                .fold(|| acc, |(lo, hi), &v| (lo.min(v), hi.max(v)))
+        let eta_range = (0..self.chunks.len()).fold((f64::INFINITY, f64::NEG_INFINITY), |acc, c| {
+            (0..self.chunks[c].n_obs())
+                .into_par_iter()
+                .fold(|| acc, |(lo, hi), i| (lo.min(eta(c, i)), hi.max(eta(c, i))))
                 .reduce(|| acc, |a, b| (a.0.min(b.0), a.1.max(b.1)))
         });
         // The centring of the pair statistics (see the module's documentation): per level,
@@ -1876,17 +1882,17 @@ impl<'c, 'a> Layout<'c, 'a> {
         let centring_sums = self.level_sums_vec(&paired, dim, |c, i, out| {
             let chunk = &self.chunks[c];
             let n = chunk.trials(i);
-            let m = n * total.mean(eta[c][i]);
+            let m = n * total.mean(eta(c, i));
             let r = chunk.data.y[i] - m;
             out[0] = r;
             out[1] = m;
             out[2] = r * m * self.own_share(n);
             if derivatives {
-                let dm = n * total.mean_slope(eta[c][i]).1;
+                let dm = n * total.mean_slope(eta(c, i)).1;
                 let by = (r - m) * self.own_share(n);
                 for j in 0..=p {
                     let dmu =
-                        if j < p { dm * chunk.data.x[j].value(i, 0.0) } else { 0.5 * n * total.curvature(eta[c][i]) };
+                        if j < p { dm * chunk.data.x[j].value(i, 0.0) } else { 0.5 * n * total.curvature(eta(c, i)) };
                     out[3 + 2 * j] = dmu;
                     out[4 + 2 * j] = dmu * by;
                 }
@@ -1979,10 +1985,10 @@ impl<'c, 'a> Layout<'c, 'a> {
             }
         }
         let within_derivatives =
-            (derivatives && self.within_pairs).then(|| self.within_row_derivatives(&eta, s2_total));
+            (derivatives && self.within_pairs).then(|| self.within_row_derivatives(stored(), s2_total));
         if self.within_in_pairs && self.within_pairs {
             // Pairs of trials within a row share every term.
-            let terms = self.within_row_terms(&eta, s2_total);
+            let terms = self.within_row_terms(stored(), s2_total);
             for k in 0..k_terms {
                 for (c, chunk) in self.chunks.iter().enumerate() {
                     let f = &chunk.data.factors[k];
@@ -2021,7 +2027,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                     raw - centring[k]
                 }
                 Statistic::WithinRow => {
-                    let mu = self.row_values(|c, i| self.chunks[c].trials(i) * total.mean(eta[c][i]));
+                    let mu = self.row_values(|c, i| self.chunks[c].trials(i) * total.mean(eta(c, i)));
                     centring[k] = self.within_row_centring(&mu);
                     if let Some(d) = &within_derivatives {
                         // `-sum dE[y (y - 1)] - sum 2 share dmu_i (y_i - 2 mu_i)`.
@@ -2031,7 +2037,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                             for (i, d) in d[c].chunks(p + 1).enumerate() {
                                 let n = chunk.trials(i);
                                 let share = if poisson { 1.0 } else { 1.0 - 1.0 / n };
-                                let e = eta[c][i];
+                                let e = eta(c, i);
                                 let by = 2.0 * share * (chunk.data.y[i] - 2.0 * mu[c][i]);
                                 let dm = n * total.mean_slope(e).1;
                                 for j in 0..=p {
@@ -2048,7 +2054,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                             jac[(p + k) * params + col] = -total_d[col.min(p)];
                         }
                     }
-                    self.within_row - self.within_row_expectation(&eta, s2_total) - centring[k]
+                    self.within_row - self.within_row_expectation(stored(), s2_total) - centring[k]
                 }
             };
         }
@@ -2868,13 +2874,13 @@ fn sandwich(
     let ka = idx.len();
     let base = p + ka;
     let dim = base + if weighted.is_some() { p } else { 0 };
-    let eta = layout.linear_predictor(b);
-    let eta_w = weighted.map(|(_, bw, _)| layout.linear_predictor(bw));
+    // The linear predictors recomputed a row at a time (not stored).
+    let eta = |c: usize, i: usize| layout.row_linear_predictor(c, i, b);
     let s2_total: f64 = s2.iter().sum();
     let total = layout.marginal(s2_total);
     // The slot of the within-row statistic, if any (a row-level estimating function).
     let within = idx.iter().position(|&k| layout.statistic[k] == Statistic::WithinRow).map(|c| p + c);
-    let within_terms = within.map(|_| layout.within_row_terms(&eta, s2_total));
+    let within_terms = within.map(|_| layout.within_row_terms(&layout.linear_predictor(b), s2_total));
     // The pair statistics are centred by the marginal means: their linear projection on
     // the rows (`2 w_g r_s sum_{t in g, t != s} mu_t`) is subtracted, so what remains is a
     // sum of products `r_s r_t` within the level, counted in the clusters of its own term
@@ -2886,7 +2892,7 @@ fn sandwich(
         .filter(|&(_, &k)| layout.statistic[k] == Statistic::Pairs)
         .map(|(slot, &k)| (k, p + slot))
         .collect();
-    let marginal = |c: usize, i: usize| layout.chunks[c].trials(i) * total.mean(eta[c][i]);
+    let marginal = |c: usize, i: usize| layout.chunks[c].trials(i) * total.mean(eta(c, i));
     let within_centring = within.map(|_| layout.within_row_centring_terms(&layout.row_values(marginal)));
     let row_psi = |c: usize, i: usize, out: &mut [f64]| {
         let chunk = &layout.chunks[c];
@@ -2898,8 +2904,8 @@ fn sandwich(
             let y = chunk.data.y[i];
             out[slot] = y * (y - 1.0) - terms[c][i] - centring[c][i];
         }
-        if let (Some((wk, _, _)), Some(eta_w)) = (weighted, &eta_w) {
-            let r = chunk.data.y[i] - chunk.trials(i) * total.mean(eta_w[c][i]);
+        if let Some((wk, bw, _)) = weighted {
+            let r = chunk.data.y[i] - chunk.trials(i) * total.mean(layout.row_linear_predictor(c, i, bw));
             layout.row_design(Some(wk), c, i, &mut out[base..]);
             out[base..].iter_mut().for_each(|v| *v *= r);
         }
