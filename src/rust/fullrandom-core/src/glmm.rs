@@ -1255,37 +1255,34 @@ impl<'c, 'a> Layout<'c, 'a> {
             0.0
         };
         let total = self.marginal(s2_total);
-        let (c, row_w): (Vec<Vec<f64>>, Vec<Vec<f64>>) = self.pool.install(|| {
-            self.chunks
-                .iter()
-                .enumerate()
-                .map(|(ch, chunk)| {
-                    (0..chunk.n_obs())
-                        .into_par_iter()
-                        .map(|i| {
-                            let n = chunk.trials(i);
-                            let (m, dm) = total.mean_slope(self.row_linear_predictor(ch, i, b));
-                            let d = n * dm.max(1e-300);
-                            let a = if poisson {
-                                let in_cells: f64 = cell_effects
-                                    .iter()
-                                    .filter(|(e, _)| self.effect_level(*e, ch, i).is_some())
-                                    .map(|(_, v)| v)
-                                    .sum();
-                                m + m * m * (extra - in_cells).max(0.0)
-                            } else {
-                                n * self.family.variance(m)
-                            };
-                            let a = a.max(1e-300);
-                            (d / a, d * d / a)
-                        })
-                        .unzip()
-                })
-                .unzip()
-        });
+        // Per row, `(c_i, W_i) = (D_i / A_i, D_i^2 / A_i)`. The weights serve the system, the
+        // coefficients the equations after it: each is computed when needed (twice the
+        // rows' interpolation), so the two never take memory together with the system.
+        let row = |ch: usize, i: usize| -> (f64, f64) {
+            let n = self.chunks[ch].trials(i);
+            let (m, dm) = total.mean_slope(self.row_linear_predictor(ch, i, b));
+            let d = n * dm.max(1e-300);
+            let a = if poisson {
+                let in_cells: f64 =
+                    cell_effects.iter().filter(|(e, _)| self.effect_level(*e, ch, i).is_some()).map(|(_, v)| v).sum();
+                m + m * m * (extra - in_cells).max(0.0)
+            } else {
+                n * self.family.variance(m)
+            };
+            let a = a.max(1e-300);
+            (d / a, d * d / a)
+        };
+        let per_row = |pick: fn((f64, f64)) -> f64| -> Vec<Vec<f64>> {
+            self.pool.install(|| {
+                (0..self.chunks.len())
+                    .map(|ch| (0..self.chunks[ch].n_obs()).into_par_iter().map(|i| pick(row(ch, i))).collect())
+                    .collect()
+            })
+        };
         if effects.is_empty() {
-            return Ok(Working { c, proj: Vec::new() });
+            return Ok(Working { c: per_row(|r| r.0), proj: Vec::new() });
         }
+        let row_w = per_row(|r| r.1);
         // With two terms, their cell effect shares rows with them alone and its block of
         // the system is diagonal (`w_c + 1 / G_kl`, `w_c` the cell's total weight): it is
         // eliminated. The Schur complement is the terms' system with the rows of cell `c`
@@ -1341,6 +1338,8 @@ impl<'c, 'a> Layout<'c, 'a> {
             parts.map(|parts| parts.concat())
         });
         let solution = matrix.solve_from(&rhs.concat(), p, 1e-10, from.as_deref(), self.pool, keep_going)?.x;
+        drop(matrix);
+        let c = per_row(|r| r.0);
         let mut proj = Vec::with_capacity(effects.len());
         let mut at = 0;
         for &(e, _) in &solved {
