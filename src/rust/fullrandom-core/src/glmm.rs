@@ -2340,12 +2340,14 @@ impl<'c, 'a> Layout<'c, 'a> {
             };
             // The profiled equations of the active variances (and all the equations, kept
             // for the last point: the Jacobian and the covariances start from them).
-            let profiled = |theta: &[f64], b: &[f64]| -> Result<(Vec<f64>, Vec<f64>, Evaluation), FitError> {
-                let s2 = s2_of(theta);
-                let b = self.solve_b(b, &s2, w, wk)?;
-                let eval = self.evaluate(&b, &s2, w, wk);
-                Ok((idx.iter().map(|&k| eval.f[p + k] / scales[p + k]).collect(), b, eval))
-            };
+            // (With `derivatives`, the equations' Jacobian comes along, in the same pass.)
+            let profiled =
+                |theta: &[f64], b: &[f64], derivatives: bool| -> Result<(Vec<f64>, Vec<f64>, Evaluation), FitError> {
+                    let s2 = s2_of(theta);
+                    let b = self.solve_b(b, &s2, w, wk)?;
+                    let eval = self.pool.install(|| self.evaluate_in(&b, &s2, w, wk, true, derivatives));
+                    Ok((idx.iter().map(|&k| eval.f[p + k] / scales[p + k]).collect(), b, eval))
+                };
             if idx.is_empty() {
                 b = self.solve_b(&b, &vec![0.0; k_terms], w, wk)?;
                 let eval = self.evaluate(&b, &vec![0.0; k_terms], w, wk);
@@ -2355,7 +2357,7 @@ impl<'c, 'a> Layout<'c, 'a> {
             }
             let norm = |g: &[f64]| g.iter().map(|v| v * v).sum::<f64>();
             let mut stalled = 0;
-            let (mut g, nb, _) = profiled(&theta, &b)?;
+            let (mut g, nb, _) = profiled(&theta, &b, false)?;
             b = nb;
             let dim = idx.len();
             // The Jacobian: by forward differences at the first step (and whenever an
@@ -2381,7 +2383,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                     for (c, &k) in idx.iter().enumerate() {
                         let mut t1 = theta.clone();
                         t1[k] += 1e-5;
-                        let (g1, _, _) = profiled(&t1, &b)?;
+                        let (g1, _, _) = profiled(&t1, &b, false)?;
                         for r in 0..dim {
                             jac[(r, c)] = (g1[r] - g[r]) / 1e-5;
                         }
@@ -2395,6 +2397,10 @@ impl<'c, 'a> Layout<'c, 'a> {
                     step = vec![-4.0; dim];
                 }
                 step.iter_mut().for_each(|s| *s = s.clamp(-4.0, 4.0));
+                // A full step below the tolerance ends the iterations where it lands (if the
+                // search takes it): the covariances' Jacobian is taken in that pass, not in
+                // one of its own after it.
+                let last = with_jacobian && step.iter().all(|v| v.abs() < 1e-8);
                 let mut t = 1.0;
                 let (mut nt, mut ng, mut nb, mut ne);
                 loop {
@@ -2402,7 +2408,7 @@ impl<'c, 'a> Layout<'c, 'a> {
                     for (c, &k) in idx.iter().enumerate() {
                         nt[k] = (nt[k] + t * step[c]).clamp(-25.0, 6.0);
                     }
-                    let r = profiled(&nt, &b)?;
+                    let r = profiled(&nt, &b, last && t == 1.0)?;
                     ng = r.0;
                     nb = r.1;
                     ne = r.2;
@@ -2457,8 +2463,11 @@ impl<'c, 'a> Layout<'c, 'a> {
                 if change < 1e-8 || norm(&g) < 1e-28 {
                     // `ne`: the equations at the point just taken.
                     let newton = jac;
-                    let jac =
-                        if with_jacobian { self.jacobian(&b, &s2_of(&theta), &idx, w, wk) } else { Mat::zeros(0, 0) };
+                    let jac = match (with_jacobian, ne.jacobian.take()) {
+                        (false, _) => Mat::zeros(0, 0),
+                        (true, Some(full)) => self.active_jacobian(&full, &idx),
+                        (true, None) => self.jacobian(&b, &s2_of(&theta), &idx, w, wk),
+                    };
                     return Ok((b, s2_of(&theta), iterations, jac, active, ne, newton));
                 }
             }
@@ -2497,13 +2506,18 @@ impl<'c, 'a> Layout<'c, 'a> {
     /// `(b, s2_active)` at `(b, s2)`: analytic, one pass over the rows (by forward
     /// differences it took a pass a column, four of a fit's ten on two terms).
     fn jacobian(&self, b: &[f64], s2: &[f64], idx: &[usize], w: &[Vec<f64>], wk: Option<&Working>) -> Mat<f64> {
-        let p = self.p;
-        let eq: Vec<usize> = (0..p).chain(idx.iter().map(|k| p + k)).collect();
         let full = self
             .pool
             .install(|| self.evaluate_in(b, s2, w, wk, true, true))
             .jacobian
             .expect("the derivatives were asked for");
+        self.active_jacobian(&full, idx)
+    }
+
+    /// The rows and columns of `b` and the active variances of the Jacobian in `(b, s2)`.
+    fn active_jacobian(&self, full: &Mat<f64>, idx: &[usize]) -> Mat<f64> {
+        let p = self.p;
+        let eq: Vec<usize> = (0..p).chain(idx.iter().map(|k| p + k)).collect();
         Mat::from_fn(eq.len(), eq.len(), |r, c| full[(eq[r], eq[c])])
     }
 }
