@@ -248,9 +248,13 @@ fr_glmm <- function(call, formula, parsed, data, frame_call, env, family, thread
 glmm_loglik <- function(out, response, family, nobs) {
   if (is.null(out$loglik) || !identical(out$method, "laplace")) return(NULL)
   y <- response$y
-  constant <- if (family$family == "poisson") -sum(lgamma(y + 1)) else if (!is.null(response$trials)) {
+  constant <- if (family$family == "poisson") {
+    -sum(lgamma(y + 1))
+  } else if (!is.null(response$trials)) {
     sum(lchoose(response$trials, y))
-  } else 0
+  } else {
+    0
+  }
   structure(out$loglik + constant, df = length(out$coef) + length(out$variances), nobs = nobs,
             class = "logLik")
 }
