@@ -473,27 +473,28 @@ impl Laplace {
         (b, t[self.p..].to_vec())
     }
 
-    /// `-2 l_LA` at each of `points` (scaled parameters), in parallel, each evaluation
-    /// starting its modes from `v_start`.
+    /// `-2 l_LA` at each of `points` (scaled parameters), in parallel over `spaces` (one
+    /// a thread, made once a fit), each evaluation starting its modes from `v_start`.
     fn deviances(
         &self,
         points: &[Vec<f64>],
         v_start: &[f64],
+        spaces: &mut [Workspace],
         pool: &rayon::ThreadPool,
     ) -> Result<Vec<Evaluated>, FitError> {
-        let threads = pool.current_num_threads().max(1).min(points.len().max(1));
+        let threads = spaces.len().max(1).min(points.len().max(1));
         let per = points.len().div_ceil(threads).max(1);
         let batches: Vec<Result<Vec<Evaluated>, FitError>> = pool.install(|| {
             points
                 .par_chunks(per)
-                .map(|batch| {
-                    let mut ws = self.workspace()?;
+                .zip(spaces.par_iter_mut())
+                .map(|(batch, ws)| {
                     batch
                         .iter()
                         .map(|t| {
                             ws.v.copy_from_slice(v_start);
                             let (b, theta) = self.unpack(t);
-                            let deviance = self.deviance(&mut ws, &b, &theta)?;
+                            let deviance = self.deviance(ws, &b, &theta)?;
                             Ok(Evaluated { deviance, v: ws.v.clone() })
                         })
                         .collect()
@@ -530,6 +531,7 @@ impl Laplace {
         &self,
         t: &[f64],
         v_start: &[f64],
+        spaces: &mut [Workspace],
         pool: &rayon::ThreadPool,
     ) -> Result<(Evaluated, Vec<f64>, Mat<f64>), FitError> {
         let d = t.len();
@@ -557,7 +559,7 @@ impl Laplace {
                 }
             }
         }
-        let mut values = self.deviances(&points, v_start, pool)?;
+        let mut values = self.deviances(&points, v_start, spaces, pool)?;
         let f: Vec<f64> = values.iter().map(|e| e.deviance).collect();
         let f0 = f[0];
         let mut grad = vec![0.0; d];
@@ -607,6 +609,8 @@ impl Laplace {
         }));
         let d = t.len();
         let mut v = vec![0.0; self.q()];
+        let mut spaces =
+            (0..pool.current_num_threads().max(1)).map(|_| self.workspace()).collect::<Result<Vec<_>, _>>()?;
         let mut evaluations = 0;
         let mut steps = 0;
         let mut last_predicted = f64::INFINITY;
@@ -620,7 +624,7 @@ impl Laplace {
                 )));
             }
             steps += 1;
-            let (centre, grad, hess) = self.derivatives(&t, &v, pool)?;
+            let (centre, grad, hess) = self.derivatives(&t, &v, &mut spaces, pool)?;
             evaluations += 1 + 4 * d + 2 * d * (d - 1);
             v.clone_from(&centre.v);
             let step = newton_step(&grad, &hess);
@@ -644,7 +648,7 @@ impl Laplace {
                     return Err(FitError::Interrupted);
                 }
                 let trial: Vec<f64> = t.iter().zip(&step).map(|(a, s)| a + scale * s).collect();
-                let tried = self.deviances(std::slice::from_ref(&trial), &v, pool);
+                let tried = self.deviances(std::slice::from_ref(&trial), &v, &mut spaces, pool);
                 evaluations += 1;
                 if let Ok(mut e) = tried {
                     let e = e.swap_remove(0);
