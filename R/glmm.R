@@ -25,8 +25,8 @@
 #' as glmer's; `logLik()`, `AIC()` and `BIC()` are glmer's (log binomial coefficients and
 #' `-log y!` included). The rows are sorted into a canonical order first, so the fit is
 #' the same to the last bit over any chunks, row order or threads. On power-law crossed
-#' data (`simulate_crossed(2e4)`, 125 users x 53 items) it takes about 0.5 CPU seconds to
-#' glmer's 1.2 (bench/glmm-laplace-crossed.R); each evaluation factors the matrix, so its
+#' data (`simulate_crossed(2e4)`, 125 users x 53 items) it takes about 0.6 CPU seconds to
+#' glmer's 1.3 (bench/glmm-laplace-crossed.R); each evaluation factors the matrix, so its
 #' cost grows with the crossed terms' levels (about 5 s for 10^5 rows with 625 x 263
 #' levels).
 #' `method = "efficient"` maximises per-level
